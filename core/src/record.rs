@@ -1,0 +1,749 @@
+//! The record: one patient's FHIR resources in six Automerge documents, one per [`Section`].
+//!
+//! # Layout of a section document
+//!
+//! The root map of each section's document maps a resource key, `Type/id`, to a *version*: a
+//! map object written whole, never edited afterwards:
+//!
+//! | field | type | meaning |
+//! |---|---|---|
+//! | `resource` | string | the FHIR resource, compact JSON |
+//! | `author` | string | id of the device or node that wrote it |
+//! | `author_name` | string | that writer's display name when it wrote it |
+//! | `time` | timestamp | when it was written (ms since the Unix epoch) |
+//! | `replaces` | list of strings | the versions it supersedes (`section:opid`) |
+//! | `kept` | string, optional | set when the write settled a conflict: the version kept |
+//!
+//! Keys are flat (`Condition/3f2a`) rather than nested type -> id maps on purpose: two replicas
+//! that each create a nested `Condition` map offline would make two competing maps, and one
+//! replica's resources would be hidden behind the other's. The root map always exists, so a
+//! flat key can only ever conflict with writes of the same resource.
+//!
+//! A resource is written whole: two concurrent writes of one key leave two versions, which
+//! Automerge keeps (`get_all`) and phr lists as a conflict until a person picks one with
+//! [`Record::resolve`]. Nothing is merged field by field and nothing is dropped silently.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use automerge::{
+    transaction::{CommitOptions, Transactable},
+    ActorId, AutoCommit, ObjId, ObjType, ReadDoc, ScalarValue, Value as AmValue, ROOT,
+};
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::{
+    fhir::reference::ResourceKey,
+    section::{place, Section},
+};
+
+/// Who writes, and when: every write carries one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Author {
+    /// A stable id of the writing device or node.
+    pub id: String,
+    /// A display name, e.g. the patient's name or the practice's.
+    pub name: String,
+}
+
+/// The author and time of a write. Time is passed in: the record never reads a clock.
+#[derive(Clone, Copy, Debug)]
+pub struct Stamp<'a> {
+    /// Who writes.
+    pub author: &'a Author,
+    /// When.
+    pub time: Timestamp,
+}
+
+/// What identifies a record and its patient; kept beside the sections by the store.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordMeta {
+    /// The record's id.
+    pub id: String,
+    /// The `Patient/id` this record is about.
+    pub subject: Option<String>,
+    /// The patient's NHS number, if known (ten digits).
+    pub nhs_number: Option<String>,
+}
+
+/// One version of a resource.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Version {
+    /// The section whose document holds it.
+    pub section: Section,
+    /// Automerge's id of the version object (`counter@actor`), unique within the section.
+    pub id: String,
+    /// The resource as written.
+    pub resource: Value,
+    /// Who wrote it.
+    pub author: Author,
+    /// When.
+    pub time: Timestamp,
+    /// Versions this one superseded, as `section:id`.
+    pub replaces: Vec<String>,
+    /// When this version settled a conflict: the version that was kept.
+    pub kept: Option<String>,
+}
+
+impl Version {
+    /// A short, still unique in practice, name for the version: `counter@` and 8 hex digits of
+    /// the writer's actor id. `phr resolve --keep` accepts it.
+    pub fn short_id(&self) -> String {
+        match self.id.split_once('@') {
+            Some((counter, actor)) => format!("{counter}@{}", &actor[..actor.len().min(8)]),
+            None => self.id.clone(),
+        }
+    }
+
+    fn reference(&self) -> String {
+        format!("{}:{}", self.section, self.id)
+    }
+}
+
+/// What is stored under one key now.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Current {
+    /// One version: the normal case.
+    One(Version),
+    /// Concurrent versions waiting for a person to choose.
+    Conflict(Vec<Version>),
+}
+
+/// What a put did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PutOutcome {
+    /// The resource was new.
+    Added,
+    /// A different version existed and was superseded.
+    Updated,
+    /// The same resource was already there: nothing written.
+    Unchanged,
+}
+
+/// A key whose versions conflict.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Conflict {
+    /// The resource.
+    pub key: ResourceKey,
+    /// Its concurrent versions, oldest first.
+    pub versions: Vec<Version>,
+}
+
+/// What can go wrong reading or writing a record.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    /// Automerge refused an operation or could not load stored bytes.
+    #[error("record storage error in section {section}: {source}")]
+    Automerge {
+        /// The section concerned.
+        section: Section,
+        /// Automerge's error.
+        source: automerge::AutomergeError,
+    },
+    /// A stored version object is missing a field or holds invalid JSON.
+    #[error("section {section} holds a damaged version of {key}: {reason}")]
+    Damaged {
+        /// The section.
+        section: Section,
+        /// The key.
+        key: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The resource has no valid `resourceType` and `id`.
+    #[error("resource has no valid resourceType and id")]
+    NoKey,
+    /// A write to a resource whose versions conflict.
+    #[error("{0} has conflicting versions; settle them first with `phr conflicts` and `phr resolve {0} --keep VERSION`")]
+    Conflicted(ResourceKey),
+    /// No such resource in this record.
+    #[error("{0} is not in this record (see `phr show --json` or `phr export` for what is)")]
+    NotFound(ResourceKey),
+    /// `resolve` on a resource that is not in conflict.
+    #[error("{0} has no conflicting versions to resolve")]
+    NotInConflict(ResourceKey),
+    /// `resolve --keep` named no current version, or more than one.
+    #[error("{key} has no single version '{given}'; its versions are {available} (see `phr conflicts`)")]
+    UnknownVersion {
+        /// The resource.
+        key: ResourceKey,
+        /// What was asked for.
+        given: String,
+        /// The versions that exist.
+        available: String,
+    },
+}
+
+type Result<T, E = RecordError> = std::result::Result<T, E>;
+
+/// One patient's record: six sections, each an Automerge document.
+#[derive(Debug)]
+pub struct Record {
+    meta: RecordMeta,
+    docs: BTreeMap<Section, AutoCommit>,
+    /// Per section, the heads already handed to storage: [`Record::take_unsaved`] returns the
+    /// changes after them. (Automerge's own save cursor starts empty after a load.)
+    saved: BTreeMap<Section, Vec<automerge::ChangeHash>>,
+}
+
+fn am(section: Section) -> impl Fn(automerge::AutomergeError) -> RecordError {
+    move |source| RecordError::Automerge { section, source }
+}
+
+impl Record {
+    /// A new, empty record whose writes are made as `actor`.
+    pub fn create(meta: RecordMeta, actor: &ActorId) -> Self {
+        let docs = Section::ALL
+            .into_iter()
+            .map(|section| (section, AutoCommit::new().with_actor(actor.clone())))
+            .collect();
+        Self { meta, docs, saved: BTreeMap::new() }
+    }
+
+    /// A record from the stored bytes of each section (any mix of `save` and `save_incremental`
+    /// output, concatenated per section), whose new writes are made as `actor`.
+    pub fn load(meta: RecordMeta, stored: &BTreeMap<Section, Vec<u8>>, actor: &ActorId) -> Result<Self> {
+        let mut record = Self::create(meta, actor);
+        for (section, bytes) in stored {
+            if bytes.is_empty() {
+                continue;
+            }
+            let mut doc = AutoCommit::load(bytes).map_err(am(*section))?.with_actor(actor.clone());
+            record.saved.insert(*section, doc.get_heads());
+            record.docs.insert(*section, doc);
+        }
+        Ok(record)
+    }
+
+    /// The record's identity.
+    pub fn meta(&self) -> &RecordMeta {
+        &self.meta
+    }
+
+    /// Sets who the record is about (the subject `Patient`).
+    pub fn set_meta(&mut self, meta: RecordMeta) {
+        self.meta = meta;
+    }
+
+    fn doc(&self, section: Section) -> &AutoCommit {
+        &self.docs[&section]
+    }
+
+    fn doc_mut(&mut self, section: Section) -> &mut AutoCommit {
+        self.docs.get_mut(&section).expect("every section has a document")
+    }
+
+    /// The current version(s) of a key, across all sections (a resource normally lives in one).
+    pub fn current(&self, key: &ResourceKey) -> Result<Option<Current>> {
+        let mut versions = Vec::new();
+        for section in Section::ALL {
+            versions.extend(self.versions_in(section, &key.to_string())?);
+        }
+        Ok(match versions.len() {
+            0 => None,
+            1 => versions.pop().map(Current::One),
+            _ => {
+                versions.sort_by(|a, b| (a.time, &a.id).cmp(&(b.time, &b.id)));
+                Some(Current::Conflict(versions))
+            }
+        })
+    }
+
+    fn versions_in(&self, section: Section, key: &str) -> Result<Vec<Version>> {
+        let doc = self.doc(section);
+        let values = doc.get_all(ROOT, key).map_err(am(section))?;
+        values
+            .into_iter()
+            .map(|(_, obj)| read_version(doc, section, key, &obj))
+            .collect()
+    }
+
+    /// The resource under `key`: its only version, or Automerge's deterministic pick among
+    /// conflicting ones (check [`Record::conflicts`] before trusting it).
+    pub fn get(&self, key: &ResourceKey) -> Result<Option<Value>> {
+        Ok(self.current(key)?.map(|current| match current {
+            Current::One(v) => v.resource,
+            Current::Conflict(mut vs) => vs.remove(0).resource,
+        }))
+    }
+
+    /// Whether a key has conflicting versions.
+    pub fn conflicts_on(&self, key: &ResourceKey) -> Result<bool> {
+        Ok(matches!(self.current(key)?, Some(Current::Conflict(_))))
+    }
+
+    /// Every resource of a section in key order, with whether it is in conflict; conflicted keys
+    /// give Automerge's deterministic pick.
+    pub fn resources(&self, section: Section) -> Result<Vec<(ResourceKey, Value, bool)>> {
+        self.resources_in_range(section, None)
+    }
+
+    /// The resources of one type in a section, in id order.
+    pub fn resources_of_type(&self, section: Section, resource_type: &str) -> Result<Vec<Value>> {
+        Ok(self
+            .resources_in_range(section, Some(resource_type))?
+            .into_iter()
+            .map(|(_, v, _)| v)
+            .collect())
+    }
+
+    fn resources_in_range(&self, section: Section, resource_type: Option<&str>) -> Result<Vec<(ResourceKey, Value, bool)>> {
+        let doc = self.doc(section);
+        let range = match resource_type {
+            // Keys sort as strings, so `Type/` up to `Type0` ('0' follows '/') is exactly one type.
+            Some(t) => doc.map_range(ROOT, format!("{t}/")..format!("{t}0")),
+            None => doc.map_range(ROOT, ..),
+        };
+        let mut out = Vec::new();
+        for item in range {
+            let key_text = item.key.to_string();
+            let key: ResourceKey = key_text.parse().map_err(|_| RecordError::Damaged {
+                section,
+                key: key_text.clone(),
+                reason: "not a Type/id key".into(),
+            })?;
+            let json = version_field_str(doc, section, &key_text, &item.id(), "resource")?;
+            let resource = parse_resource(section, &key_text, &json)?;
+            out.push((key, resource, item.conflict));
+        }
+        Ok(out)
+    }
+
+    /// How many resources a section holds.
+    pub fn len(&self, section: Section) -> usize {
+        self.doc(section).length(ROOT)
+    }
+
+    /// Whether the record holds no resource at all.
+    pub fn is_empty(&self) -> bool {
+        Section::ALL.iter().all(|s| self.len(*s) == 0)
+    }
+
+    /// Writes a resource into the section [`place`] chooses, unless the same resource is already
+    /// there. The write joins the open change; call [`Record::commit`] to close it.
+    ///
+    /// Refuses to write over conflicting versions: a person must choose between them first.
+    pub fn put(&mut self, stamp: Stamp<'_>, resource: &Value) -> Result<PutOutcome> {
+        let key = ResourceKey::of(resource).ok_or(RecordError::NoKey)?;
+        let key_text = key.to_string();
+        let section = place(resource);
+        let json = serde_json::to_string(resource).expect("a JSON value always serialises");
+        let mut existing = Vec::new();
+        for s in Section::ALL {
+            let doc = self.doc(s);
+            for (_, obj) in doc.get_all(ROOT, key_text.as_str()).map_err(am(s))? {
+                let stored = version_field_str(doc, s, &key_text, &obj, "resource")?;
+                existing.push((s, obj, stored));
+            }
+        }
+        match existing.as_slice() {
+            [] => {}
+            [(s, _, stored)] if *s == section && *stored == json => return Ok(PutOutcome::Unchanged),
+            [_] => {}
+            _ => return Err(RecordError::Conflicted(key)),
+        }
+        let replaces: Vec<String> = existing.iter().map(|(s, obj, _)| format!("{s}:{obj}")).collect();
+        for (s, _, _) in &existing {
+            if *s != section {
+                // The resource moved section (e.g. newly labelled sensitive): it lives in one only.
+                self.doc_mut(*s).delete(ROOT, key_text.as_str()).map_err(am(*s))?;
+            }
+        }
+        write_version(self.doc_mut(section), section, &key_text, &json, stamp, &replaces, None)?;
+        Ok(if existing.is_empty() { PutOutcome::Added } else { PutOutcome::Updated })
+    }
+
+    /// Closes the open change of every section written to since the last commit, stamped with
+    /// the time and a message.
+    pub fn commit(&mut self, stamp: Stamp<'_>, message: &str) {
+        for doc in self.docs.values_mut() {
+            if doc.pending_ops() > 0 {
+                doc.commit_with(
+                    CommitOptions::default()
+                        .with_time(stamp.time.as_second())
+                        .with_message(message.to_string()),
+                );
+            }
+        }
+    }
+
+    /// Drops every write since the last commit.
+    pub fn rollback(&mut self) {
+        for doc in self.docs.values_mut() {
+            doc.rollback();
+        }
+    }
+
+    /// Every resource with concurrent versions, in key order.
+    pub fn conflicts(&self) -> Result<Vec<Conflict>> {
+        let mut keys = BTreeSet::new();
+        let mut seen_in = BTreeMap::<String, usize>::new();
+        for section in Section::ALL {
+            for item in self.doc(section).map_range(ROOT, ..) {
+                let key = item.key.to_string();
+                let count = seen_in.entry(key.clone()).or_default();
+                *count += 1;
+                if item.conflict || *count > 1 {
+                    keys.insert(key);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        for key in keys {
+            let Ok(key) = key.parse::<ResourceKey>() else { continue };
+            if let Some(Current::Conflict(versions)) = self.current(&key)? {
+                out.push(Conflict { key, versions });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Settles a conflict by keeping one version (by [`Version::id`], [`Version::short_id`] or
+    /// its 1-based position in the conflict's list). The kept resource is written again as a new
+    /// version that replaces all of them and records which was kept; history keeps the others.
+    pub fn resolve(&mut self, stamp: Stamp<'_>, key: &ResourceKey, keep: &str) -> Result<Version> {
+        let versions = match self.current(key)? {
+            None => return Err(RecordError::NotFound(key.clone())),
+            Some(Current::One(_)) => return Err(RecordError::NotInConflict(key.clone())),
+            Some(Current::Conflict(versions)) => versions,
+        };
+        let position = keep.parse::<usize>().ok().filter(|n| (1..=versions.len()).contains(n));
+        let matches: Vec<&Version> = versions
+            .iter()
+            .enumerate()
+            .filter(|(i, v)| position == Some(i + 1) || v.id == keep || v.short_id() == keep)
+            .map(|(_, v)| v)
+            .collect();
+        let [chosen] = matches.as_slice() else {
+            return Err(RecordError::UnknownVersion {
+                key: key.clone(),
+                given: keep.to_string(),
+                available: versions.iter().map(|v| v.id.clone()).collect::<Vec<_>>().join(", "),
+            });
+        };
+        let chosen = (*chosen).clone();
+        let key_text = key.to_string();
+        let section = place(&chosen.resource);
+        for v in &versions {
+            if v.section != section {
+                self.doc_mut(v.section).delete(ROOT, key_text.as_str()).map_err(am(v.section))?;
+            }
+        }
+        let json = serde_json::to_string(&chosen.resource).expect("a JSON value always serialises");
+        let replaces: Vec<String> = versions.iter().map(Version::reference).collect();
+        let id = write_version(
+            self.doc_mut(section),
+            section,
+            &key_text,
+            &json,
+            stamp,
+            &replaces,
+            Some(&chosen.reference()),
+        )?;
+        self.commit(stamp, &format!("resolve {key_text}: keep {}", chosen.short_id()));
+        read_version(self.doc(section), section, &key_text, &id)
+    }
+
+    /// Every version of a resource that this replica knows, oldest first: the current ones and,
+    /// transitively, the versions they replaced.
+    pub fn history(&self, key: &ResourceKey) -> Result<Vec<Version>> {
+        let mut queue: VecDeque<Version> = match self.current(key)? {
+            None => return Err(RecordError::NotFound(key.clone())),
+            Some(Current::One(v)) => VecDeque::from([v]),
+            Some(Current::Conflict(vs)) => vs.into(),
+        };
+        let key_text = key.to_string();
+        let mut seen = BTreeSet::new();
+        let mut out = Vec::new();
+        while let Some(version) = queue.pop_front() {
+            if !seen.insert(version.reference()) {
+                continue;
+            }
+            for reference in &version.replaces {
+                if let Some(older) = self.version_by_reference(&key_text, reference)? {
+                    queue.push_back(older);
+                }
+            }
+            out.push(version);
+        }
+        out.sort_by(|a, b| (a.time, &a.id).cmp(&(b.time, &b.id)));
+        Ok(out)
+    }
+
+    fn version_by_reference(&self, key: &str, reference: &str) -> Result<Option<Version>> {
+        let Some((section, id)) = reference.split_once(':') else { return Ok(None) };
+        let Ok(section) = section.parse::<Section>() else { return Ok(None) };
+        let doc = self.doc(section);
+        // A version written on a replica we have not merged yet is unknown here: skip it.
+        let Ok(obj) = doc.import_obj(id) else { return Ok(None) };
+        read_version(doc, section, key, &obj).map(Some)
+    }
+
+    /// Merges another replica of the same record into this one (both keep their own writes).
+    pub fn merge(&mut self, other: &mut Record) -> Result<()> {
+        for section in Section::ALL {
+            let theirs = other.docs.get_mut(&section).expect("every section has a document");
+            self.docs.get_mut(&section).expect("every section has a document").merge(theirs).map_err(am(section))?;
+        }
+        Ok(())
+    }
+
+    /// The changes made since the last call (or since load), per section, as bytes that
+    /// [`Record::load`] accepts after what was stored before. Sections with no change are absent.
+    pub fn take_unsaved(&mut self) -> Vec<(Section, Vec<u8>)> {
+        let mut out = Vec::new();
+        for (section, doc) in &mut self.docs {
+            let saved = self.saved.entry(*section).or_default();
+            let bytes = doc.save_after(saved);
+            if !bytes.is_empty() {
+                *saved = doc.get_heads();
+                out.push((*section, bytes));
+            }
+        }
+        out
+    }
+
+    /// Each section's whole document, compacted, for rewriting storage in fewer pieces.
+    pub fn save_compacted(&mut self) -> Vec<(Section, Vec<u8>)> {
+        let mut out = Vec::new();
+        for (section, doc) in &mut self.docs {
+            out.push((*section, doc.save()));
+            self.saved.insert(*section, doc.get_heads());
+        }
+        out
+    }
+
+    /// The heads of each section, which change exactly when content changes.
+    pub fn heads(&mut self) -> BTreeMap<Section, Vec<automerge::ChangeHash>> {
+        self.docs.iter_mut().map(|(section, doc)| (*section, doc.get_heads())).collect()
+    }
+}
+
+fn write_version(
+    doc: &mut AutoCommit,
+    section: Section,
+    key: &str,
+    json: &str,
+    stamp: Stamp<'_>,
+    replaces: &[String],
+    kept: Option<&str>,
+) -> Result<ObjId> {
+    let err = am(section);
+    let obj = doc.put_object(ROOT, key, ObjType::Map).map_err(&err)?;
+    doc.put(&obj, "resource", json).map_err(&err)?;
+    doc.put(&obj, "author", stamp.author.id.as_str()).map_err(&err)?;
+    doc.put(&obj, "author_name", stamp.author.name.as_str()).map_err(&err)?;
+    doc.put(&obj, "time", ScalarValue::Timestamp(stamp.time.as_millisecond())).map_err(&err)?;
+    if !replaces.is_empty() {
+        let list = doc.put_object(&obj, "replaces", ObjType::List).map_err(&err)?;
+        for (index, reference) in replaces.iter().enumerate() {
+            doc.insert(&list, index, reference.as_str()).map_err(&err)?;
+        }
+    }
+    if let Some(kept) = kept {
+        doc.put(&obj, "kept", kept).map_err(&err)?;
+    }
+    Ok(obj)
+}
+
+fn damaged(section: Section, key: &str, reason: impl Into<String>) -> RecordError {
+    RecordError::Damaged { section, key: key.to_string(), reason: reason.into() }
+}
+
+fn version_field<'a>(doc: &'a AutoCommit, section: Section, key: &str, obj: &ObjId, field: &str) -> Result<AmValue<'a>> {
+    doc.get(obj, field)
+        .map_err(am(section))?
+        .map(|(value, _)| value)
+        .ok_or_else(|| damaged(section, key, format!("version has no '{field}'")))
+}
+
+fn version_field_str(doc: &AutoCommit, section: Section, key: &str, obj: &ObjId, field: &str) -> Result<String> {
+    match version_field(doc, section, key, obj, field)? {
+        AmValue::Scalar(s) => match s.as_ref() {
+            ScalarValue::Str(text) => Ok(text.to_string()),
+            _ => Err(damaged(section, key, format!("'{field}' is not a string"))),
+        },
+        AmValue::Object(_) => Err(damaged(section, key, format!("'{field}' is not a string"))),
+    }
+}
+
+fn parse_resource(section: Section, key: &str, json: &str) -> Result<Value> {
+    serde_json::from_str(json).map_err(|e| damaged(section, key, format!("stored JSON is invalid: {e}")))
+}
+
+fn read_version(doc: &AutoCommit, section: Section, key: &str, obj: &ObjId) -> Result<Version> {
+    let resource = parse_resource(section, key, &version_field_str(doc, section, key, obj, "resource")?)?;
+    let author = Author {
+        id: version_field_str(doc, section, key, obj, "author")?,
+        name: version_field_str(doc, section, key, obj, "author_name")?,
+    };
+    let time = match version_field(doc, section, key, obj, "time")? {
+        AmValue::Scalar(s) => match s.as_ref() {
+            ScalarValue::Timestamp(ms) => Timestamp::from_millisecond(*ms).ok(),
+            _ => None,
+        },
+        AmValue::Object(_) => None,
+    }
+    .ok_or_else(|| damaged(section, key, "'time' is not a valid timestamp"))?;
+    let mut replaces = Vec::new();
+    if let Some((AmValue::Object(ObjType::List), list)) = doc.get(obj, "replaces").map_err(am(section))? {
+        for index in 0..doc.length(&list) {
+            if let Some((AmValue::Scalar(s), _)) = doc.get(&list, index).map_err(am(section))? {
+                if let ScalarValue::Str(text) = s.as_ref() {
+                    replaces.push(text.to_string());
+                }
+            }
+        }
+    }
+    let kept = doc.get(obj, "kept").map_err(am(section))?.and_then(|(value, _)| match value {
+        AmValue::Scalar(s) => s.as_str().map(str::to_string),
+        AmValue::Object(_) => None,
+    });
+    Ok(Version { section, id: obj.to_string(), resource, author, time, replaces, kept })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn author(name: &str) -> Author {
+        Author { id: format!("device-{name}"), name: name.to_string() }
+    }
+
+    fn stamp(author: &Author, second: i64) -> Stamp<'_> {
+        Stamp { author, time: Timestamp::from_second(1_700_000_000 + second).unwrap() }
+    }
+
+    fn meta() -> RecordMeta {
+        RecordMeta { id: "r1".into(), subject: None, nhs_number: None }
+    }
+
+    fn condition(id: &str, text: &str) -> Value {
+        json!({"resourceType": "Condition", "id": id, "code": {"text": text}})
+    }
+
+    /// Two replicas of one record, as two devices would hold them after a sync.
+    fn two_replicas() -> (Record, Record) {
+        let a_actor = ActorId::from(b"device-a-actor-1".as_slice());
+        let b_actor = ActorId::from(b"second-device-b2".as_slice());
+        let alice = author("a");
+        let mut a = Record::create(meta(), &a_actor);
+        a.put(stamp(&alice, 0), &condition("c1", "asthma")).unwrap();
+        a.commit(stamp(&alice, 0), "seed");
+        let saved: BTreeMap<Section, Vec<u8>> = a.save_compacted().into_iter().collect();
+        let b = Record::load(meta(), &saved, &b_actor).unwrap();
+        (a, b)
+    }
+
+    #[test]
+    fn put_is_idempotent_and_records_author_and_time() {
+        let me = author("me");
+        let mut r = Record::create(meta(), &ActorId::random());
+        assert_eq!(r.put(stamp(&me, 1), &condition("c1", "asthma")).unwrap(), PutOutcome::Added);
+        r.commit(stamp(&me, 1), "add");
+        let heads = r.heads();
+        assert_eq!(r.put(stamp(&me, 2), &condition("c1", "asthma")).unwrap(), PutOutcome::Unchanged);
+        r.commit(stamp(&me, 2), "again");
+        assert_eq!(r.heads(), heads, "an unchanged put makes no change");
+        let key: ResourceKey = "Condition/c1".parse().unwrap();
+        let Some(Current::One(v)) = r.current(&key).unwrap() else { panic!("one version") };
+        assert_eq!(v.author, me);
+        assert_eq!(v.time.as_second(), 1_700_000_001);
+        assert_eq!(v.section, Section::Summary);
+    }
+
+    #[test]
+    fn history_lists_every_version_oldest_first() {
+        let me = author("me");
+        let mut r = Record::create(meta(), &ActorId::random());
+        for (i, text) in ["asthma", "asthma, mild", "asthma, resolved"].iter().enumerate() {
+            r.put(stamp(&me, i as i64), &condition("c1", text)).unwrap();
+            r.commit(stamp(&me, i as i64), "edit");
+        }
+        let history = r.history(&"Condition/c1".parse().unwrap()).unwrap();
+        let texts: Vec<_> = history.iter().map(|v| v.resource["code"]["text"].as_str().unwrap()).collect();
+        assert_eq!(texts, ["asthma", "asthma, mild", "asthma, resolved"]);
+    }
+
+    #[test]
+    fn concurrent_edits_of_one_resource_conflict_and_resolve() {
+        let (mut a, mut b) = two_replicas();
+        let (alice, bob) = (author("a"), author("b"));
+        a.put(stamp(&alice, 10), &condition("c1", "asthma (from a)")).unwrap();
+        a.commit(stamp(&alice, 10), "edit");
+        b.put(stamp(&bob, 11), &condition("c1", "asthma (from b)")).unwrap();
+        b.commit(stamp(&bob, 11), "edit");
+        a.merge(&mut b).unwrap();
+        b.merge(&mut a).unwrap();
+        for r in [&a, &b] {
+            let conflicts = r.conflicts().unwrap();
+            assert_eq!(conflicts.len(), 1);
+            let texts: Vec<_> = conflicts[0].versions.iter().map(|v| v.resource["code"]["text"].clone()).collect();
+            assert_eq!(texts, [json!("asthma (from a)"), json!("asthma (from b)")]);
+        }
+        let key: ResourceKey = "Condition/c1".parse().unwrap();
+        let err = a.put(stamp(&alice, 12), &condition("c1", "overwrite")).unwrap_err();
+        assert!(matches!(err, RecordError::Conflicted(_)), "{err}");
+        let keep = a.conflicts().unwrap()[0].versions[1].short_id();
+        let resolved = a.resolve(stamp(&alice, 13), &key, &keep).unwrap();
+        assert_eq!(resolved.resource["code"]["text"], "asthma (from b)");
+        assert!(resolved.kept.is_some());
+        assert!(a.conflicts().unwrap().is_empty());
+        b.merge(&mut a).unwrap();
+        assert!(b.conflicts().unwrap().is_empty(), "the resolution replicates");
+        assert_eq!(b.get(&key).unwrap().unwrap()["code"]["text"], "asthma (from b)");
+        // History keeps the version that was not chosen.
+        let texts: Vec<_> = b.history(&key).unwrap().iter().map(|v| v.resource["code"]["text"].clone()).collect();
+        assert!(texts.contains(&json!("asthma (from a)")), "{texts:?}");
+    }
+
+    #[test]
+    fn edits_to_different_resources_merge_without_conflict() {
+        let (mut a, mut b) = two_replicas();
+        let (alice, bob) = (author("a"), author("b"));
+        a.put(stamp(&alice, 10), &condition("c2", "eczema")).unwrap();
+        a.commit(stamp(&alice, 10), "add");
+        b.put(stamp(&bob, 10), &condition("c3", "hay fever")).unwrap();
+        b.commit(stamp(&bob, 10), "add");
+        a.merge(&mut b).unwrap();
+        assert!(a.conflicts().unwrap().is_empty());
+        assert_eq!(a.len(Section::Summary), 3);
+    }
+
+    #[test]
+    fn unknown_version_names_the_ones_that_exist() {
+        let (mut a, mut b) = two_replicas();
+        let (alice, bob) = (author("a"), author("b"));
+        a.put(stamp(&alice, 1), &condition("c1", "x")).unwrap();
+        b.put(stamp(&bob, 1), &condition("c1", "y")).unwrap();
+        a.commit(stamp(&alice, 1), "e");
+        b.commit(stamp(&bob, 1), "e");
+        a.merge(&mut b).unwrap();
+        let err = a.resolve(stamp(&alice, 2), &"Condition/c1".parse().unwrap(), "nope").unwrap_err();
+        assert!(err.to_string().contains("has no single version 'nope'; its versions are"), "{err}");
+    }
+
+    #[test]
+    fn take_unsaved_then_load_round_trips() {
+        let me = author("me");
+        let actor = ActorId::random();
+        let mut r = Record::create(meta(), &actor);
+        r.put(stamp(&me, 1), &condition("c1", "asthma")).unwrap();
+        r.commit(stamp(&me, 1), "add");
+        let first = r.take_unsaved();
+        r.put(stamp(&me, 2), &json!({"resourceType": "Encounter", "id": "e1"})).unwrap();
+        r.commit(stamp(&me, 2), "add");
+        let second = r.take_unsaved();
+        assert!(r.take_unsaved().is_empty());
+        let mut stored = BTreeMap::<Section, Vec<u8>>::new();
+        for (s, bytes) in first.into_iter().chain(second) {
+            stored.entry(s).or_default().extend(bytes);
+        }
+        let mut loaded = Record::load(meta(), &stored, &actor).unwrap();
+        assert_eq!(loaded.len(Section::Summary), 1);
+        assert_eq!(loaded.len(Section::Clinical), 1);
+        assert!(loaded.take_unsaved().is_empty(), "loading is not a change");
+    }
+}
