@@ -1,1 +1,70 @@
-fn main() {}
+//! `phr`: a patient's health record on the command line.
+//!
+//! Each subcommand lives in its own module under `cmd/`. Errors are typed inside phr-core and
+//! turned into a message and an exit code here: 0 success, 1 a user error (bad input, something
+//! refused), 2 anything else.
+
+#![forbid(unsafe_code)]
+
+mod cmd;
+mod context;
+mod exit;
+
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+
+/// A patient-owned health record: FHIR R4, offline first, yours.
+#[derive(Debug, Parser)]
+#[command(name = "phr", version, about, max_term_width = 100)]
+struct Cli {
+    /// Where this device keeps its identity and records [default: the platform data directory, e.g. ~/.local/share/phr]
+    #[arg(long, global = true, env = "PHR_HOME", value_name = "DIR")]
+    home: Option<PathBuf>,
+
+    /// Machine-readable output on stdout: one JSON document
+    #[arg(long, global = true)]
+    json: bool,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create this device's identity and a new patient record (or a provider node with --provider)
+    Init(cmd::init::Args),
+    /// Import FHIR R4 JSON files: Bundles of any type or single resources (idempotent, all or nothing)
+    Import(cmd::import::Args),
+    /// Export the record as a FHIR R4 Bundle, or an International Patient Summary with --ips
+    Export(cmd::export::Args),
+    /// Show the record in plain language (default: the summary)
+    Show(cmd::show::Args),
+    /// Add an entry: symptom, reading, allergy, condition, medication or note
+    Add(cmd::add::Args),
+    /// Every version of one resource, with author and time
+    History(cmd::history::Args),
+    /// Resources with concurrent versions waiting for a person to choose
+    Conflicts,
+    /// Settle a conflict by keeping one version
+    Resolve(cmd::resolve::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let ctx = context::Context::new(cli.home, cli.json);
+    let result = match cli.command {
+        Command::Init(args) => cmd::init::run(&ctx, args),
+        Command::Import(args) => cmd::import::run(&ctx, args),
+        Command::Export(args) => cmd::export::run(&ctx, args),
+        Command::Show(args) => cmd::show::run(&ctx, args),
+        Command::Add(args) => cmd::add::run(&ctx, args),
+        Command::History(args) => cmd::history::run(&ctx, args),
+        Command::Conflicts => cmd::conflicts::run(&ctx),
+        Command::Resolve(args) => cmd::resolve::run(&ctx, args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => exit::report(&error),
+    }
+}

@@ -23,3 +23,8 @@ pub mod section;
 
 pub use record::{Author, Record, RecordMeta, Stamp};
 pub use section::Section;
+
+/// A new random resource id (a UUID v4), for entries created here.
+pub fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}

@@ -1,0 +1,78 @@
+//! `phr add`: an entry written by hand: symptom, reading, allergy, condition, medication, note.
+
+use anyhow::Result;
+use phr_core::{
+    entry::{self, EntryKind, NewEntry},
+    section::place,
+    view,
+};
+use serde_json::json;
+
+use crate::context::{now, stamp, Context};
+
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:
+  phr add symptom \"headache\" --severity moderate
+  phr add reading blood-pressure 128/82
+  phr add allergy penicillin --reaction rash --criticality high
+  phr add condition asthma --since 2015-06-01
+  phr add medication \"Salbutamol 100mcg inhaler\" --dosage \"2 puffs when needed\"
+  phr add note \"Felt dizzy after the new tablets\"")]
+pub struct Args {
+    /// symptom, reading, allergy, condition, medication or note
+    kind: EntryKind,
+    /// The symptom, reading kind (e.g. blood-pressure), substance, condition, medicine or note text
+    text: String,
+    /// A reading's value, e.g. 128/82 or 81.5
+    value: Option<String>,
+    /// mild, moderate or severe (a symptom, or an allergy's reaction)
+    #[arg(long)]
+    severity: Option<String>,
+    /// What an allergy does, e.g. rash
+    #[arg(long)]
+    reaction: Option<String>,
+    /// An allergy's risk of a serious reaction: low, high or unable-to-assess
+    #[arg(long)]
+    criticality: Option<String>,
+    /// When a condition began
+    #[arg(long, value_name = "YYYY-MM-DD")]
+    since: Option<String>,
+    /// When a symptom began
+    #[arg(long, value_name = "YYYY-MM-DD", conflicts_with = "since")]
+    onset: Option<String>,
+    /// How a medicine is taken, e.g. "2 puffs when needed"
+    #[arg(long)]
+    dosage: Option<String>,
+    /// Keep this entry in the sensitive section, shared only with those granted it
+    #[arg(long)]
+    sensitive: bool,
+}
+
+pub fn run(ctx: &Context, args: Args) -> Result<()> {
+    let (mut home, mut record) = ctx.open_record()?;
+    let new = NewEntry {
+        kind: args.kind,
+        text: args.text,
+        value: args.value,
+        severity: args.severity,
+        reaction: args.reaction,
+        criticality: args.criticality,
+        since: args.since.or(args.onset),
+        dosage: args.dosage,
+        sensitive: args.sensitive,
+    };
+    let id = phr_core::new_id();
+    let resource = entry::build(&new, record.meta().subject.as_deref(), &id, now())?;
+    let author = home.device().author();
+    let stamp = stamp(&author);
+    record.put(stamp, &resource)?;
+    record.commit(stamp, &format!("add {}", new.kind.as_str()));
+    home.save(&mut record)?;
+    let key = format!("{}/{id}", resource["resourceType"].as_str().unwrap_or("Resource"));
+    let section = place(&resource);
+    if ctx.json {
+        return ctx.print_json(&json!({"added": key, "section": section, "resource": resource}));
+    }
+    println!("Added {key} to {section}: {}", view::describe(&resource));
+    Ok(())
+}

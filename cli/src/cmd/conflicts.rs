@@ -1,0 +1,60 @@
+//! `phr conflicts`: resources with concurrent versions, for a person to choose between.
+
+use anyhow::Result;
+use phr_core::{record::Conflict, view};
+use serde_json::{json, Value};
+
+use super::history::{headline, version_json};
+use crate::context::Context;
+
+pub fn run(ctx: &Context) -> Result<()> {
+    let (_home, record) = ctx.open_record()?;
+    let conflicts = record.conflicts()?;
+    if ctx.json {
+        let items: Vec<_> = conflicts
+            .iter()
+            .map(|c| json!({"resource": c.key.to_string(), "versions": c.versions.iter().map(version_json).collect::<Vec<_>>()}))
+            .collect();
+        return ctx.print_json(&items);
+    }
+    if conflicts.is_empty() {
+        println!("No conflicts: every resource has a single version.");
+        return Ok(());
+    }
+    let count = if conflicts.len() == 1 { "1 resource has".to_string() } else { format!("{} resources have", conflicts.len()) };
+    println!("{count} conflicting versions, written on different devices without seeing each other:");
+    for conflict in &conflicts {
+        print_conflict(conflict);
+    }
+    Ok(())
+}
+
+fn print_conflict(conflict: &Conflict) {
+    println!();
+    println!("{}", conflict.key);
+    for (index, version) in conflict.versions.iter().enumerate() {
+        println!("  {}. {}", index + 1, headline(version));
+        println!("     {}", view::describe(&version.resource));
+    }
+    let differing = differing_fields(conflict.versions.iter().map(|v| &v.resource));
+    if !differing.is_empty() {
+        println!("  They differ in: {}", differing.join(", "));
+    }
+    println!("  Keep one with: phr resolve {} --keep 1", conflict.key);
+}
+
+/// The top-level fields whose values are not the same in every version.
+fn differing_fields<'a>(resources: impl Iterator<Item = &'a Value> + Clone) -> Vec<String> {
+    let mut fields: Vec<&String> = resources.clone().filter_map(Value::as_object).flat_map(|o| o.keys()).collect();
+    fields.sort();
+    fields.dedup();
+    fields
+        .into_iter()
+        .filter(|field| {
+            let mut values = resources.clone().map(|r| r.get(field.as_str()));
+            let first = values.next().flatten();
+            values.any(|v| v != first)
+        })
+        .cloned()
+        .collect()
+}

@@ -1,0 +1,66 @@
+//! `phr history`: every version of one resource, oldest first.
+
+use anyhow::Result;
+use phr_core::{fhir::reference::ResourceKey, record::Version, view};
+use serde_json::json;
+
+use crate::context::Context;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The resource, as Type/id
+    #[arg(value_name = "REF")]
+    reference: ResourceKey,
+}
+
+pub fn run(ctx: &Context, args: Args) -> Result<()> {
+    let (_home, record) = ctx.open_record()?;
+    let versions = record.history(&args.reference)?;
+    if ctx.json {
+        let items: Vec<_> = versions.iter().map(version_json).collect();
+        return ctx.print_json(&json!({"resource": args.reference.to_string(), "versions": items}));
+    }
+    let count = if versions.len() == 1 { "1 version".to_string() } else { format!("{} versions", versions.len()) };
+    println!("{}: {count}, oldest first", args.reference);
+    for (index, version) in versions.iter().enumerate() {
+        println!("  {}. {}", index + 1, headline(version));
+        println!("     {}", view::describe(&version.resource));
+        if let Some(kept) = &version.kept {
+            println!("     settled a conflict between {} versions, keeping {}", version.replaces.len(), short(kept));
+        }
+    }
+    Ok(())
+}
+
+/// `2026-11-21 16:45:03 UTC by Ada Lovelace (device 1a2b3c4d) [summary], version 5@1a2b3c4d`
+pub fn headline(version: &Version) -> String {
+    let device = &version.author.id[..version.author.id.len().min(8)];
+    format!(
+        "{} by {} (device {device}) [{}], version {}",
+        version.time.strftime("%Y-%m-%d %H:%M:%S UTC"),
+        version.author.name,
+        version.section,
+        version.short_id()
+    )
+}
+
+/// A `section:counter@actor` reference, shortened like [`Version::short_id`].
+fn short(reference: &str) -> String {
+    let id = reference.split_once(':').map_or(reference, |(_, id)| id);
+    match id.split_once('@') {
+        Some((counter, actor)) => format!("{counter}@{}", &actor[..actor.len().min(8)]),
+        None => id.to_string(),
+    }
+}
+
+pub fn version_json(version: &Version) -> serde_json::Value {
+    json!({
+        "version": version.id,
+        "section": version.section,
+        "author": {"id": version.author.id, "name": version.author.name},
+        "time": version.time.to_string(),
+        "replaces": version.replaces,
+        "kept": version.kept,
+        "resource": version.resource,
+    })
+}

@@ -1,0 +1,56 @@
+//! `phr import`: FHIR R4 files into the record, all files or none.
+
+use std::{fs, path::PathBuf};
+
+use anyhow::{Context as _, Result};
+use phr_core::import::{self, ImportError, ImportReport, Location, IMPORT_FILE_BYTES_MAX};
+use serde_json::json;
+
+use crate::context::{stamp, Context};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// FHIR R4 JSON files: Bundles (any type) or single resources
+    #[arg(required = true, value_name = "FILE")]
+    files: Vec<PathBuf>,
+}
+
+pub fn run(ctx: &Context, args: Args) -> Result<()> {
+    let (mut home, mut record) = ctx.open_record()?;
+    // Check every file before writing anything: one bad file leaves the record as it was.
+    let mut parsed = Vec::new();
+    let mut skipped = 0;
+    for path in &args.files {
+        let name = path.display().to_string();
+        let size = fs::metadata(path).with_context(|| format!("cannot read {name}"))?.len();
+        if size > IMPORT_FILE_BYTES_MAX {
+            let location = Location { file: name, at: None };
+            return Err(ImportError::TooLarge { location, bytes: size, max: IMPORT_FILE_BYTES_MAX }.into());
+        }
+        let bytes = fs::read(path).with_context(|| format!("cannot read {name}"))?;
+        let (resources, file_skipped) = import::parse(&name, &bytes)?;
+        parsed.extend(resources);
+        skipped += file_skipped;
+    }
+    let author = home.device().author();
+    let report = import::apply(&mut record, stamp(&author), &parsed, skipped)?;
+    home.save(&mut record)?;
+    print_report(ctx, &args, &report)
+}
+
+fn print_report(ctx: &Context, args: &Args, report: &ImportReport) -> Result<()> {
+    if ctx.json {
+        return ctx.print_json(&json!({"files": args.files, "report": report}));
+    }
+    let files = if args.files.len() == 1 { "1 file".to_string() } else { format!("{} files", args.files.len()) };
+    let total = report.added + report.updated + report.unchanged;
+    println!("Imported {files}: {total} resources ({} new, {} updated, {} already here).", report.added, report.updated, report.unchanged);
+    if !report.written.is_empty() {
+        let sections: Vec<String> = report.written.iter().map(|(s, n)| format!("{s} {n}")).collect();
+        println!("Written to: {}.", sections.join(", "));
+    }
+    if report.skipped > 0 {
+        println!("Skipped {} entries with no resource to keep (search outcomes, bare responses).", report.skipped);
+    }
+    Ok(())
+}
