@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
-use phr_core::{home::Home, record::Stamp, Author, Record};
+use phr_core::{Author, Record, home::Home, record::Stamp};
 use serde::Serialize;
 
 /// The options every command shares.
@@ -18,7 +18,9 @@ pub struct Context {
 impl Context {
     pub fn new(home: Option<PathBuf>, json: bool) -> Self {
         let home = home.unwrap_or_else(|| {
-            dirs::data_dir().unwrap_or_else(|| PathBuf::from(".")).join("phr")
+            dirs::data_dir()
+                .unwrap_or_else(|| PathBuf::from("."))
+                .join("phr")
         });
         Self { home, json }
     }
@@ -32,8 +34,16 @@ impl Context {
 
     /// Prints a value as pretty JSON on stdout.
     pub fn print_json<T: Serialize>(&self, value: &T) -> Result<()> {
-        println!("{}", serde_json::to_string_pretty(value)?);
-        Ok(())
+        print_out(&(serde_json::to_string_pretty(value)? + "\n"))
+    }
+}
+
+/// Writes text to stdout; a reader that went away (`phr show | head`) is not an error.
+pub fn print_out(text: &str) -> Result<()> {
+    use std::io::Write;
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
     }
 }
 
@@ -44,5 +54,8 @@ pub fn now() -> jiff::Timestamp {
 
 /// A stamp for writes made by this device now.
 pub fn stamp(author: &Author) -> Stamp<'_> {
-    Stamp { author, time: now() }
+    Stamp {
+        author,
+        time: now(),
+    }
 }

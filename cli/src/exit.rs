@@ -3,13 +3,8 @@
 use std::process::ExitCode;
 
 use phr_core::{
-    entry::EntryError,
-    fhir::reference::BadResourceKey,
-    home::HomeError,
-    import::ImportError,
-    nhs::NhsNumberError,
-    record::RecordError,
-    section::UnknownSection,
+    entry::EntryError, fhir::reference::BadResourceKey, home::HomeError, import::ImportError,
+    nhs::NhsNumberError, record::RecordError, section::UnknownSection,
 };
 
 /// A user error raised in the CLI itself (bad combination of flags and the like).
@@ -27,7 +22,12 @@ fn is_user_error(error: &anyhow::Error) -> bool {
             || cause.is::<UnknownSection>()
             || matches!(
                 cause.downcast_ref::<HomeError>(),
-                Some(HomeError::NotInitialised(_) | HomeError::AlreadyInitialised(_) | HomeError::NoRecord(_) | HomeError::Busy(_))
+                Some(
+                    HomeError::NotInitialised(_)
+                        | HomeError::AlreadyInitialised(_)
+                        | HomeError::NoRecord(_)
+                        | HomeError::Busy(_)
+                )
             )
             || matches!(
                 cause.downcast_ref::<RecordError>(),
@@ -44,5 +44,9 @@ fn is_user_error(error: &anyhow::Error) -> bool {
 /// Prints the error chain on stderr and picks the exit code.
 pub fn report(error: &anyhow::Error) -> ExitCode {
     eprintln!("error: {error:#}");
-    if is_user_error(error) { ExitCode::from(1) } else { ExitCode::from(2) }
+    if is_user_error(error) {
+        ExitCode::from(1)
+    } else {
+        ExitCode::from(2)
+    }
 }

@@ -51,7 +51,18 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            // Usage errors are user errors (exit 1); --help and --version print and succeed.
+            let _ = error.print();
+            return if error.use_stderr() {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
     let ctx = context::Context::new(cli.home, cli.json);
     let result = match cli.command {
         Command::Init(args) => cmd::init::run(&ctx, args),

@@ -282,7 +282,10 @@ struct Measure {
     /// The reading kind on the command line.
     name: &'static str,
     loinc: &'static str,
+    /// The LOINC display name.
     display: &'static str,
+    /// What people call it: the code's text, which views show.
+    text: &'static str,
     /// The unit as people write it.
     unit: &'static str,
     /// The UCUM code of the unit.
@@ -296,25 +299,26 @@ struct Measure {
 }
 
 /// The blood pressure panel; its values are the two components below.
-const BLOOD_PRESSURE: (&str, &str) = ("85354-9", "Blood pressure panel with all children optional");
+#[rustfmt::skip]
+const BLOOD_PRESSURE: (&str, &str, &str) = ("85354-9", "Blood pressure panel with all children optional", "Blood pressure");
 const BLOOD_PRESSURE_NAME: &str = "blood-pressure";
 
 #[rustfmt::skip]
-const SYSTOLIC: Measure = measure("systolic", "8480-6", "Systolic blood pressure", "mmHg", "mm[Hg]", 50.0, 280.0, "128");
+const SYSTOLIC: Measure = measure("systolic", "8480-6", "Systolic blood pressure", "Systolic", "mmHg", "mm[Hg]", 50.0, 280.0, "128");
 #[rustfmt::skip]
-const DIASTOLIC: Measure = measure("diastolic", "8462-4", "Diastolic blood pressure", "mmHg", "mm[Hg]", 20.0, 180.0, "82");
+const DIASTOLIC: Measure = measure("diastolic", "8462-4", "Diastolic blood pressure", "Diastolic", "mmHg", "mm[Hg]", 20.0, 180.0, "82");
 
 /// The single-value readings, one a line. Glucose is in mmol/L as in the UK, not mg/dL.
 #[rustfmt::skip]
 const READINGS: &[Measure] = &[
-    measure("heart-rate", "8867-4", "Heart rate", "/min", "/min", 20.0, 300.0, "72"),
-    measure("weight", "29463-7", "Body weight", "kg", "kg", 0.2, 500.0, "81.5"),
-    measure("height", "8302-2", "Body height", "cm", "cm", 20.0, 280.0, "178"),
-    measure("temperature", "8310-5", "Body temperature", "°C", "Cel", 25.0, 45.0, "37.2"),
-    measure("glucose", "15074-8", "Glucose [Moles/volume] in Blood", "mmol/L", "mmol/L", 0.5, 60.0, "5.4"),
-    measure("oxygen-saturation", "59408-5", "Oxygen saturation in Arterial blood by Pulse oximetry", "%", "%", 50.0, 100.0, "97"),
-    measure("peak-flow", "19935-6", "Maximum expiratory gas flow Respiratory system airway by Peak flow meter", "L/min", "L/min", 30.0, 1000.0, "450"),
-    measure("bmi", "39156-5", "Body mass index (BMI) [Ratio]", "kg/m2", "kg/m2", 8.0, 150.0, "24.1"),
+    measure("heart-rate", "8867-4", "Heart rate", "Heart rate", "/min", "/min", 20.0, 300.0, "72"),
+    measure("weight", "29463-7", "Body weight", "Weight", "kg", "kg", 0.2, 500.0, "81.5"),
+    measure("height", "8302-2", "Body height", "Height", "cm", "cm", 20.0, 280.0, "178"),
+    measure("temperature", "8310-5", "Body temperature", "Temperature", "°C", "Cel", 25.0, 45.0, "37.2"),
+    measure("glucose", "15074-8", "Glucose [Moles/volume] in Blood", "Blood glucose", "mmol/L", "mmol/L", 0.5, 60.0, "5.4"),
+    measure("oxygen-saturation", "59408-5", "Oxygen saturation in Arterial blood by Pulse oximetry", "Oxygen saturation", "%", "%", 50.0, 100.0, "97"),
+    measure("peak-flow", "19935-6", "Maximum expiratory gas flow Respiratory system airway by Peak flow meter", "Peak flow", "L/min", "L/min", 30.0, 1000.0, "450"),
+    measure("bmi", "39156-5", "Body mass index (BMI) [Ratio]", "Body mass index", "kg/m2", "kg/m2", 8.0, 150.0, "24.1"),
 ];
 
 /// A table row; a function so that each row fits on one line.
@@ -323,6 +327,7 @@ const fn measure(
     name: &'static str,
     loinc: &'static str,
     display: &'static str,
+    text: &'static str,
     unit: &'static str,
     ucum: &'static str,
     min: f64,
@@ -333,6 +338,7 @@ const fn measure(
         name,
         loinc,
         display,
+        text,
         unit,
         ucum,
         min,
@@ -548,26 +554,26 @@ fn reading(entry: &NewEntry, now: &str) -> Result<Value, EntryError> {
     });
     match measure {
         Some(measure) => {
-            body["code"] = loinc(measure.loinc, measure.display);
+            body["code"] = loinc(measure.loinc, measure.display, measure.text);
             body["effectiveDateTime"] = now.into();
             body["valueQuantity"] = quantity(measure, value)?;
         }
         None => {
             let (systolic, diastolic) = blood_pressure(value)?;
-            body["code"] = loinc(BLOOD_PRESSURE.0, BLOOD_PRESSURE.1);
+            body["code"] = loinc(BLOOD_PRESSURE.0, BLOOD_PRESSURE.1, BLOOD_PRESSURE.2);
             body["effectiveDateTime"] = now.into();
             body["component"] = json!([
-                { "code": loinc(SYSTOLIC.loinc, SYSTOLIC.display), "valueQuantity": systolic },
-                { "code": loinc(DIASTOLIC.loinc, DIASTOLIC.display), "valueQuantity": diastolic },
+                { "code": loinc(SYSTOLIC.loinc, SYSTOLIC.display, SYSTOLIC.text), "valueQuantity": systolic },
+                { "code": loinc(DIASTOLIC.loinc, DIASTOLIC.display, DIASTOLIC.text), "valueQuantity": diastolic },
             ]);
         }
     }
     Ok(body)
 }
 
-fn loinc(code: &str, display: &str) -> Value {
+fn loinc(code: &str, display: &str, text: &str) -> Value {
     let mut concept = concept(LOINC, code, display);
-    concept["text"] = display.into();
+    concept["text"] = text.into();
     concept
 }
 
@@ -827,6 +833,7 @@ mod tests {
             (&reading_entry("blood-pressure", "128/82"), "/category/0/coding/0/code", "vital-signs"),
             (&reading_entry("blood-pressure", "128/82"), "/performer/0/reference", PATIENT),
             (&reading_entry("temperature", "37.2"), "/valueQuantity/code", "Cel"),
+            (&reading_entry("blood-pressure", "128/82"), "/code/text", "Blood pressure"),
         ];
         for (entry, pointer, expected) in cases {
             assert_eq!(built(entry).pointer(pointer), Some(&json!(expected)), "{pointer} of {entry:?}");
@@ -940,20 +947,5 @@ mod tests {
             let in_range = (50..=280).contains(&systolic) && (20..=180).contains(&diastolic);
             prop_assert_eq!(result.is_ok(), in_range && diastolic < systolic);
         }
-    }
-}
-#[cfg(test)]
-mod dump_tmp {
-    #[test]
-    fn dump() {
-        use super::*;
-        let t = Timestamp::from_second(1_700_000_000).unwrap();
-        let es = [
-            NewEntry { severity: Some("mild".into()), sensitive: true, ..NewEntry::new(EntryKind::Symptom, "headache") },
-            NewEntry { value: Some("128/82".into()), ..NewEntry::new(EntryKind::Reading, "blood-pressure") },
-            NewEntry { reaction: Some("rash".into()), severity: Some("mild".into()), criticality: Some("low".into()), ..NewEntry::new(EntryKind::Allergy, "penicillin") },
-            NewEntry::new(EntryKind::Note, "hello\nworld"),
-        ];
-        for e in es { println!("{}", serde_json::to_string_pretty(&build(&e, Some("Patient/abc"), "x1", t).unwrap()).unwrap()); }
     }
 }

@@ -13,12 +13,15 @@
 use std::collections::BTreeSet;
 
 use jiff::Timestamp;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 use crate::{
     fhir::{
-        model::{view, AllergyIntolerance, Condition, Immunization, MedicationRequest, MedicationStatement, Observation},
-        reference::{references, ResourceKey},
+        model::{
+            AllergyIntolerance, Condition, Immunization, MedicationRequest, MedicationStatement,
+            Observation, view,
+        },
+        reference::{ResourceKey, references},
         status,
     },
     record::{Record, RecordError},
@@ -30,7 +33,8 @@ use crate::{
 pub const FULL_URL_BASE: &str = "https://phr.invalid/fhir/";
 
 /// The code system of the IPS "absent or unknown" codes.
-pub const IPS_ABSENT_UNKNOWN_SYSTEM: &str = "http://hl7.org/fhir/uv/ips/CodeSystem/absent-unknown-uv-ips";
+pub const IPS_ABSENT_UNKNOWN_SYSTEM: &str =
+    "http://hl7.org/fhir/uv/ips/CodeSystem/absent-unknown-uv-ips";
 
 /// How many laboratory results (the latest of each test) an IPS carries.
 const IPS_RESULTS_MAX: usize = 50;
@@ -52,7 +56,11 @@ fn entry(key: &ResourceKey, resource: Value) -> Value {
 }
 
 /// Every resource of `sections`, the subject Patient first, then by section and key.
-pub fn collection(record: &Record, sections: &[Section], now: Timestamp) -> Result<Exported, RecordError> {
+pub fn collection(
+    record: &Record,
+    sections: &[Section],
+    now: Timestamp,
+) -> Result<Exported, RecordError> {
     let subject = record.meta().subject.clone();
     let mut entries = Vec::new();
     let mut conflicted = Vec::new();
@@ -63,7 +71,11 @@ pub fn collection(record: &Record, sections: &[Section], now: Timestamp) -> Resu
             }
             let is_subject = subject.as_deref() == Some(key.to_string().as_str());
             let item = entry(&key, resource);
-            if is_subject { entries.insert(0, item) } else { entries.push(item) }
+            if is_subject {
+                entries.insert(0, item)
+            } else {
+                entries.push(item)
+            }
         }
     }
     let count = entries.len();
@@ -75,7 +87,11 @@ pub fn collection(record: &Record, sections: &[Section], now: Timestamp) -> Resu
         "timestamp": now.to_string(),
         "entry": entries,
     });
-    Ok(Exported { bundle, conflicted, count })
+    Ok(Exported {
+        bundle,
+        conflicted,
+        count,
+    })
 }
 
 struct IpsSection {
@@ -102,29 +118,83 @@ pub fn ips(record: &Record, sources: &[Section], now: Timestamp) -> Result<Expor
         }
         Ok(out)
     };
-    let keep = |items: Vec<(ResourceKey, Value)>, f: &dyn Fn(&Value) -> bool| items.into_iter().filter(|(_, r)| f(r)).collect::<Vec<_>>();
+    let keep = |items: Vec<(ResourceKey, Value)>, f: &dyn Fn(&Value) -> bool| {
+        items.into_iter().filter(|(_, r)| f(r)).collect::<Vec<_>>()
+    };
 
-    let problems = keep(from("Condition")?, &|r| view::<Condition>(r).is_some_and(|c| status::condition_is_active(&c)));
-    let allergies = keep(from("AllergyIntolerance")?, &|r| view::<AllergyIntolerance>(r).is_some_and(|a| status::allergy_is_current(&a)));
-    let mut medicines = keep(from("MedicationStatement")?, &|r| view::<MedicationStatement>(r).is_some_and(|m| status::statement_is_current(&m)));
-    medicines.extend(keep(from("MedicationRequest")?, &|r| view::<MedicationRequest>(r).is_some_and(|m| status::request_is_current(&m))));
-    let immunizations = keep(from("Immunization")?, &|r| view::<Immunization>(r).is_some_and(|i| status::immunization_was_given(&i)));
+    let problems = keep(from("Condition")?, &|r| {
+        view::<Condition>(r).is_some_and(|c| status::condition_is_active(&c))
+    });
+    let allergies = keep(from("AllergyIntolerance")?, &|r| {
+        view::<AllergyIntolerance>(r).is_some_and(|a| status::allergy_is_current(&a))
+    });
+    let mut medicines = keep(from("MedicationStatement")?, &|r| {
+        view::<MedicationStatement>(r).is_some_and(|m| status::statement_is_current(&m))
+    });
+    medicines.extend(keep(from("MedicationRequest")?, &|r| {
+        view::<MedicationRequest>(r).is_some_and(|m| status::request_is_current(&m))
+    }));
+    let immunizations = keep(from("Immunization")?, &|r| {
+        view::<Immunization>(r).is_some_and(|i| status::immunization_was_given(&i))
+    });
     let results = latest_lab_results(from("Observation")?);
 
     let mut sections = vec![
-        IpsSection { title: "Problems", loinc: "11450-4", display: "Problem list - Reported", absent: Some(("Condition", "no-problem-info", "No information about problems")), resources: problems },
-        IpsSection { title: "Allergies and Intolerances", loinc: "48765-2", display: "Allergies and adverse reactions Document", absent: Some(("AllergyIntolerance", "no-allergy-info", "No information about allergies")), resources: allergies },
-        IpsSection { title: "Medication Summary", loinc: "10160-0", display: "History of Medication use Narrative", absent: Some(("MedicationStatement", "no-medication-info", "No information about medications")), resources: medicines },
-        IpsSection { title: "Immunizations", loinc: "11369-6", display: "History of Immunization Narrative", absent: None, resources: immunizations },
-        IpsSection { title: "Results", loinc: "30954-2", display: "Relevant diagnostic tests/laboratory data Narrative", absent: None, resources: results },
+        IpsSection {
+            title: "Problems",
+            loinc: "11450-4",
+            display: "Problem list - Reported",
+            absent: Some((
+                "Condition",
+                "no-problem-info",
+                "No information about problems",
+            )),
+            resources: problems,
+        },
+        IpsSection {
+            title: "Allergies and Intolerances",
+            loinc: "48765-2",
+            display: "Allergies and adverse reactions Document",
+            absent: Some((
+                "AllergyIntolerance",
+                "no-allergy-info",
+                "No information about allergies",
+            )),
+            resources: allergies,
+        },
+        IpsSection {
+            title: "Medication Summary",
+            loinc: "10160-0",
+            display: "History of Medication use Narrative",
+            absent: Some((
+                "MedicationStatement",
+                "no-medication-info",
+                "No information about medications",
+            )),
+            resources: medicines,
+        },
+        IpsSection {
+            title: "Immunizations",
+            loinc: "11369-6",
+            display: "History of Immunization Narrative",
+            absent: None,
+            resources: immunizations,
+        },
+        IpsSection {
+            title: "Results",
+            loinc: "30954-2",
+            display: "Relevant diagnostic tests/laboratory data Narrative",
+            absent: None,
+            resources: results,
+        },
     ];
     for section in &mut sections {
-        if section.resources.is_empty() {
-            if let Some((resource_type, code, display)) = section.absent {
-                let resource = no_information(resource_type, code, display, subject_ref.as_ref(), now);
-                let key = ResourceKey::of(&resource).expect("built with a type and id");
-                section.resources.push((key, resource));
-            }
+        if let (true, Some((resource_type, code, display))) =
+            (section.resources.is_empty(), section.absent)
+        {
+            let resource = no_information(resource_type, code, display, subject_ref.as_ref(), now);
+            let key = ResourceKey::of(&resource).expect("built with a type and id");
+            section.resources.push((key, resource));
         }
     }
     sections.retain(|s| !s.resources.is_empty());
@@ -142,22 +212,27 @@ pub fn ips(record: &Record, sources: &[Section], now: Timestamp) -> Result<Expor
         "section": sections.iter().map(composition_section).collect::<Vec<_>>(),
     });
     let mut seen = BTreeSet::new();
-    let mut entries = vec![entry(&ResourceKey::new("Composition", composition_id), composition)];
+    let mut entries = vec![entry(
+        &ResourceKey::new("Composition", composition_id),
+        composition,
+    )];
     let mut included: Vec<(ResourceKey, Value)> = Vec::new();
-    if let Some(patient) = subject.as_deref().and_then(|s| s.parse::<ResourceKey>().ok()) {
-        if let Some(resource) = record.get(&patient)? {
-            included.push((patient, resource));
-        }
+    if let Some(patient) = subject
+        .as_deref()
+        .and_then(|s| s.parse::<ResourceKey>().ok())
+        && let Some(resource) = record.get(&patient)?
+    {
+        included.push((patient, resource));
     }
     included.extend(sections.into_iter().flat_map(|s| s.resources));
     // Resources the entries point at (a Medication, the prescriber) travel with the document.
     let mut linked = Vec::new();
     for (_, resource) in &included {
         for reference in references(resource) {
-            if let Ok(key) = reference.parse::<ResourceKey>() {
-                if let Some(target) = record.get(&key)? {
-                    linked.push((key, target));
-                }
+            if let Ok(key) = reference.parse::<ResourceKey>()
+                && let Some(target) = record.get(&key)?
+            {
+                linked.push((key, target));
             }
         }
     }
@@ -180,7 +255,11 @@ pub fn ips(record: &Record, sources: &[Section], now: Timestamp) -> Result<Expor
         "timestamp": now.to_string(),
         "entry": entries,
     });
-    Ok(Exported { bundle, conflicted, count })
+    Ok(Exported {
+        bundle,
+        conflicted,
+        count,
+    })
 }
 
 fn latest_lab_results(observations: Vec<(ResourceKey, Value)>) -> Vec<(ResourceKey, Value)> {
@@ -204,7 +283,13 @@ fn latest_lab_results(observations: Vec<(ResourceKey, Value)>) -> Vec<(ResourceK
         .collect()
 }
 
-fn no_information(resource_type: &str, code: &str, display: &str, subject: Option<&Value>, now: Timestamp) -> Value {
+fn no_information(
+    resource_type: &str,
+    code: &str,
+    display: &str,
+    subject: Option<&Value>,
+    now: Timestamp,
+) -> Value {
     let concept = json!({"coding": [{"system": IPS_ABSENT_UNKNOWN_SYSTEM, "code": code, "display": display}]});
     let mut resource = json!({"resourceType": resource_type, "id": code});
     match resource_type {
@@ -230,10 +315,17 @@ fn no_information(resource_type: &str, code: &str, display: &str, subject: Optio
 }
 
 fn composition_section(section: &IpsSection) -> Value {
-    let items: Vec<String> = section.resources.iter().map(|(_, r)| html_escape(&describe(r))).collect();
+    let items: Vec<String> = section
+        .resources
+        .iter()
+        .map(|(_, r)| html_escape(&describe(r)))
+        .collect();
     let div = format!(
         "<div xmlns=\"http://www.w3.org/1999/xhtml\"><ul>{}</ul></div>",
-        items.iter().map(|i| format!("<li>{i}</li>")).collect::<String>()
+        items
+            .iter()
+            .map(|i| format!("<li>{i}</li>"))
+            .collect::<String>()
     );
     json!({
         "title": section.title,
@@ -249,11 +341,19 @@ fn describe(resource: &Value) -> String {
         .iter()
         .find_map(|field| view::<crate::fhir::model::CodeableConcept>(resource.get(field)?))
         .and_then(|c| c.display().map(str::to_string));
-    concept.unwrap_or_else(|| resource.get("resourceType").and_then(Value::as_str).unwrap_or("entry").to_string())
+    concept.unwrap_or_else(|| {
+        resource
+            .get("resourceType")
+            .and_then(Value::as_str)
+            .unwrap_or("entry")
+            .to_string()
+    })
 }
 
 fn html_escape(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 #[cfg(test)]
@@ -263,11 +363,22 @@ mod tests {
     use automerge::ActorId;
 
     fn record_with(resources: &[Value]) -> Record {
-        let me = Author { id: "d".into(), name: "me".into() };
-        let stamp = Stamp { author: &me, time: Timestamp::from_second(1_700_000_000).unwrap() };
-        let meta = RecordMeta { id: "r".into(), subject: Some("Patient/p".into()), nhs_number: None };
+        let me = Author {
+            id: "d".into(),
+            name: "me".into(),
+        };
+        let stamp = Stamp {
+            author: &me,
+            time: Timestamp::from_second(1_700_000_000).unwrap(),
+        };
+        let meta = RecordMeta {
+            id: "r".into(),
+            subject: Some("Patient/p".into()),
+            nhs_number: None,
+        };
         let mut r = Record::create(meta, &ActorId::random());
-        r.put(stamp, &json!({"resourceType": "Patient", "id": "p"})).unwrap();
+        r.put(stamp, &json!({"resourceType": "Patient", "id": "p"}))
+            .unwrap();
         for resource in resources {
             r.put(stamp, resource).unwrap();
         }
@@ -287,20 +398,40 @@ mod tests {
     #[test]
     fn empty_ips_has_the_three_required_sections_with_no_information_entries() {
         let r = record_with(&[]);
-        let out = ips(&r, &[Section::Summary, Section::Clinical], Timestamp::UNIX_EPOCH).unwrap();
+        let out = ips(
+            &r,
+            &[Section::Summary, Section::Clinical],
+            Timestamp::UNIX_EPOCH,
+        )
+        .unwrap();
         assert_eq!(out.bundle["type"], "document");
-        assert_eq!(out.bundle["entry"][0]["resource"]["resourceType"], "Composition");
-        assert_eq!(section_codes(&out.bundle), ["11450-4", "48765-2", "10160-0"]);
+        assert_eq!(
+            out.bundle["entry"][0]["resource"]["resourceType"],
+            "Composition"
+        );
+        assert_eq!(
+            section_codes(&out.bundle),
+            ["11450-4", "48765-2", "10160-0"]
+        );
         let codes: Vec<_> = out.bundle["entry"]
             .as_array()
             .unwrap()
             .iter()
             .filter_map(|e| {
                 let r = &e["resource"];
-                r.get("code").or(r.get("medicationCodeableConcept")).map(|c| c["coding"][0]["code"].clone())
+                r.get("code")
+                    .or(r.get("medicationCodeableConcept"))
+                    .map(|c| c["coding"][0]["code"].clone())
             })
             .collect();
-        assert_eq!(codes, [json!("no-problem-info"), json!("no-allergy-info"), json!("no-medication-info")]);
+        assert_eq!(
+            codes,
+            [
+                json!("no-problem-info"),
+                json!("no-allergy-info"),
+                json!("no-medication-info")
+            ]
+        );
     }
 
     #[test]
@@ -316,10 +447,21 @@ mod tests {
         let out = ips(&r, &[Section::Summary], Timestamp::UNIX_EPOCH).unwrap();
         let problems = &out.bundle["entry"][0]["resource"]["section"][0];
         assert_eq!(problems["entry"], json!([{"reference": "Condition/a"}]));
-        let urls: Vec<_> = out.bundle["entry"].as_array().unwrap().iter().map(|e| e["fullUrl"].as_str().unwrap().to_string()).collect();
-        assert!(urls.contains(&format!("{FULL_URL_BASE}Medication/m")), "{urls:?}");
+        let urls: Vec<_> = out.bundle["entry"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["fullUrl"].as_str().unwrap().to_string())
+            .collect();
+        assert!(
+            urls.contains(&format!("{FULL_URL_BASE}Medication/m")),
+            "{urls:?}"
+        );
         assert!(!urls.contains(&format!("{FULL_URL_BASE}Condition/b")));
-        assert!(urls[1].ends_with("Patient/p"), "the patient comes right after the composition");
+        assert!(
+            urls[1].ends_with("Patient/p"),
+            "the patient comes right after the composition"
+        );
     }
 
     #[test]
@@ -327,7 +469,10 @@ mod tests {
         let condition = json!({"resourceType": "Condition", "id": "a", "code": {"text": "asthma"}, "note": [{"text": "kept"}]});
         let r = record_with(std::slice::from_ref(&condition));
         let out = collection(&r, &Section::ALL, Timestamp::UNIX_EPOCH).unwrap();
-        assert_eq!(out.bundle["entry"][0]["resource"]["resourceType"], "Patient");
+        assert_eq!(
+            out.bundle["entry"][0]["resource"]["resourceType"],
+            "Patient"
+        );
         assert_eq!(out.bundle["entry"][1]["resource"], condition);
         assert_eq!(out.count, 2);
     }

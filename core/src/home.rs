@@ -34,7 +34,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::{
-    nhs::{NhsNumber, NHS_NUMBER_SYSTEM, ODS_CODE_SYSTEM},
+    nhs::{NHS_NUMBER_SYSTEM, NhsNumber, ODS_CODE_SYSTEM},
     record::{Author, Record, RecordError, RecordMeta, Stamp},
     section::Section,
 };
@@ -75,7 +75,10 @@ pub struct Device {
 impl Device {
     /// The author stamped on every write this device makes.
     pub fn author(&self) -> Author {
-        Author { id: self.id.clone(), name: self.name.clone() }
+        Author {
+            id: self.id.clone(),
+            name: self.name.clone(),
+        }
     }
 
     fn actor(&self) -> ActorId {
@@ -98,7 +101,9 @@ pub struct NewPatient {
 #[derive(Debug, thiserror::Error)]
 pub enum HomeError {
     /// No identity in the directory.
-    #[error("no phr home at {0}: run `phr init --name NAME` (or `phr init --provider --name ORG`) first, or pass --home")]
+    #[error(
+        "no phr home at {0}: run `phr init --name NAME` (or `phr init --provider --name ORG`) first, or pass --home"
+    )]
     NotInitialised(PathBuf),
     /// `init` on a directory that already has an identity.
     #[error("{0} already holds a phr identity; use another --home, or keep using this one")]
@@ -107,10 +112,12 @@ pub enum HomeError {
     #[error("another phr command is using {0}; wait for it to finish and try again")]
     Busy(PathBuf),
     /// A provider home has no record of its own.
-    #[error("this home ({0}) is a provider node with no record of its own; record commands run on a patient's device")]
+    #[error(
+        "this home ({0}) is a provider node with no record of its own; record commands run on a patient's device"
+    )]
     NoRecord(PathBuf),
     /// A file could not be read or written.
-    #[error("{path}: {source}")]
+    #[error("cannot read or write {path}")]
     Io {
         /// The file.
         path: PathBuf,
@@ -133,7 +140,10 @@ pub enum HomeError {
 type Result<T, E = HomeError> = std::result::Result<T, E>;
 
 fn io_err(path: &Path) -> impl Fn(io::Error) -> HomeError + '_ {
-    move |source| HomeError::Io { path: path.to_path_buf(), source }
+    move |source| HomeError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// An open home directory, locked against other phr commands while open.
@@ -146,8 +156,17 @@ pub struct Home {
 
 impl Home {
     /// Creates a patient's device identity and their new record, with the Patient resource.
-    pub fn init_patient(dir: &Path, patient: &NewPatient, now: Timestamp) -> Result<(Home, Record)> {
-        let device = Device { id: random_hex(), name: patient.name.clone(), role: Role::Patient, ods: None };
+    pub fn init_patient(
+        dir: &Path,
+        patient: &NewPatient,
+        now: Timestamp,
+    ) -> Result<(Home, Record)> {
+        let device = Device {
+            id: random_hex(),
+            name: patient.name.clone(),
+            role: Role::Patient,
+            ods: None,
+        };
         let home = Self::create(dir, &device)?;
         let patient_id = uuid::Uuid::new_v4().to_string();
         let meta = RecordMeta {
@@ -157,10 +176,16 @@ impl Home {
         };
         let mut record = Record::create(meta.clone(), &device.actor());
         let author = device.author();
-        let stamp = Stamp { author: &author, time: now };
+        let stamp = Stamp {
+            author: &author,
+            time: now,
+        };
         record.put(stamp, &patient_resource(&patient_id, patient))?;
         record.commit(stamp, "create record");
-        write_atomically(&home.dir.join("record.json"), &serde_json::to_vec_pretty(&meta).expect("serialisable"))?;
+        write_atomically(
+            &home.dir.join("record.json"),
+            &serde_json::to_vec_pretty(&meta).expect("serialisable"),
+        )?;
         let mut home = home;
         home.save(&mut record)?;
         Ok((home, record))
@@ -168,7 +193,12 @@ impl Home {
 
     /// Creates a provider node's identity (it holds patients' records only once they share them).
     pub fn init_provider(dir: &Path, name: &str, ods: Option<String>) -> Result<Home> {
-        let device = Device { id: random_hex(), name: name.to_string(), role: Role::Provider, ods };
+        let device = Device {
+            id: random_hex(),
+            name: name.to_string(),
+            role: Role::Provider,
+            ods,
+        };
         Self::create(dir, &device)
     }
 
@@ -179,8 +209,15 @@ impl Home {
         if device_path.exists() {
             return Err(HomeError::AlreadyInitialised(dir.to_path_buf()));
         }
-        write_atomically(&device_path, &serde_json::to_vec_pretty(device).expect("serialisable"))?;
-        Ok(Home { dir: dir.to_path_buf(), device: device.clone(), _lock: lock })
+        write_atomically(
+            &device_path,
+            &serde_json::to_vec_pretty(device).expect("serialisable"),
+        )?;
+        Ok(Home {
+            dir: dir.to_path_buf(),
+            device: device.clone(),
+            _lock: lock,
+        })
     }
 
     /// Opens an existing home.
@@ -191,7 +228,11 @@ impl Home {
         }
         let lock = lock(dir)?;
         let device = read_json(&device_path)?;
-        Ok(Home { dir: dir.to_path_buf(), device, _lock: lock })
+        Ok(Home {
+            dir: dir.to_path_buf(),
+            device,
+            _lock: lock,
+        })
     }
 
     /// The directory.
@@ -215,7 +256,10 @@ impl Home {
         for path in self.commit_files()? {
             let bytes = fs::read(&path).map_err(io_err(&path))?;
             for (section, payload) in decode_commit(&path, &bytes)? {
-                stored.entry(section).or_default().extend_from_slice(payload);
+                stored
+                    .entry(section)
+                    .or_default()
+                    .extend_from_slice(payload);
             }
         }
         Ok(Record::load(meta, &stored, &self.device.actor())?)
@@ -274,12 +318,19 @@ impl Home {
 }
 
 fn decode_commit<'a>(path: &Path, bytes: &'a [u8]) -> Result<Vec<(Section, &'a [u8])>> {
-    let damaged = |reason: &str| HomeError::Damaged { path: path.to_path_buf(), reason: reason.to_string() };
-    let mut rest = bytes.strip_prefix(COMMIT_MAGIC.as_slice()).ok_or_else(|| damaged("not a phr commit file"))?;
+    let damaged = |reason: &str| HomeError::Damaged {
+        path: path.to_path_buf(),
+        reason: reason.to_string(),
+    };
+    let mut rest = bytes
+        .strip_prefix(COMMIT_MAGIC.as_slice())
+        .ok_or_else(|| damaged("not a phr commit file"))?;
     let mut out = Vec::new();
     while let [code, tail @ ..] = rest {
         let section = Section::from_code(*code).ok_or_else(|| damaged("unknown section code"))?;
-        let (len, tail) = tail.split_first_chunk::<4>().ok_or_else(|| damaged("truncated length"))?;
+        let (len, tail) = tail
+            .split_first_chunk::<4>()
+            .ok_or_else(|| damaged("truncated length"))?;
         let len = u32::from_le_bytes(*len);
         if len > COMMIT_SECTION_BYTES_MAX || len as usize > tail.len() {
             return Err(damaged("truncated section"));
@@ -310,7 +361,8 @@ fn patient_resource(id: &str, patient: &NewPatient) -> serde_json::Value {
 
 /// The FHIR Organization a provider node stands for.
 pub fn organization_resource(device: &Device) -> serde_json::Value {
-    let mut resource = json!({"resourceType": "Organization", "id": device.id, "name": device.name});
+    let mut resource =
+        json!({"resourceType": "Organization", "id": device.id, "name": device.name});
     if let Some(ods) = &device.ods {
         resource["identifier"] = json!([{"system": ODS_CODE_SYSTEM, "value": ods}]);
     }
@@ -319,7 +371,12 @@ pub fn organization_resource(device: &Device) -> serde_json::Value {
 
 fn lock(dir: &Path) -> Result<File> {
     let path = dir.join("lock");
-    let file = File::options().create(true).truncate(false).write(true).open(&path).map_err(io_err(&path))?;
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io_err(&path))?;
     // Two commands writing one home at once would race; the second is told, not made to hang.
     match file.try_lock() {
         Ok(()) => Ok(file),
@@ -330,7 +387,10 @@ fn lock(dir: &Path) -> Result<File> {
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
     let bytes = fs::read(path).map_err(io_err(path))?;
-    serde_json::from_slice(&bytes).map_err(|e| HomeError::Damaged { path: path.to_path_buf(), reason: e.to_string() })
+    serde_json::from_slice(&bytes).map_err(|e| HomeError::Damaged {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })
 }
 
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -344,13 +404,18 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     })();
     if let Err(source) = result {
         let _ = fs::remove_file(&tmp);
-        return Err(HomeError::Io { path: path.to_path_buf(), source });
+        return Err(HomeError::Io {
+            path: path.to_path_buf(),
+            source,
+        });
     }
     sync_dir(dir)
 }
 
 fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io_err(dir))
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(dir))
 }
 
 fn random_hex() -> String {
@@ -358,8 +423,11 @@ fn random_hex() -> String {
 }
 
 fn hex_decode(text: &str) -> Option<Vec<u8>> {
-    (text.len() % 2 == 0).then_some(())?;
-    (0..text.len()).step_by(2).map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok()).collect()
+    text.len().is_multiple_of(2).then_some(())?;
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
 }
 
 #[cfg(test)]
@@ -368,7 +436,11 @@ mod tests {
     use crate::record::PutOutcome;
 
     fn patient() -> NewPatient {
-        NewPatient { name: "Ada Lovelace".into(), nhs_number: Some(NhsNumber::parse("9434765919").unwrap()), birth_date: None }
+        NewPatient {
+            name: "Ada Lovelace".into(),
+            nhs_number: Some(NhsNumber::parse("9434765919").unwrap()),
+            birth_date: None,
+        }
     }
 
     #[test]
@@ -377,7 +449,10 @@ mod tests {
         let now = Timestamp::from_second(1_700_000_000).unwrap();
         let (home, record) = Home::init_patient(dir.path(), &patient(), now).unwrap();
         let subject = record.meta().subject.clone().unwrap();
-        assert!(matches!(Home::open(dir.path()), Err(HomeError::Busy(_))), "the home is locked while open");
+        assert!(
+            matches!(Home::open(dir.path()), Err(HomeError::Busy(_))),
+            "the home is locked while open"
+        );
         drop(home);
         let home = Home::open(dir.path()).unwrap();
         let record = home.load_record().unwrap();
@@ -385,7 +460,10 @@ mod tests {
         assert_eq!(patient["name"][0]["family"], "Lovelace");
         assert_eq!(patient["identifier"][0]["value"], "9434765919");
         drop(home);
-        assert!(matches!(Home::init_provider(dir.path(), "x", None), Err(HomeError::AlreadyInitialised(_))));
+        assert!(matches!(
+            Home::init_provider(dir.path(), "x", None),
+            Err(HomeError::AlreadyInitialised(_))
+        ));
     }
 
     #[test]
@@ -396,7 +474,10 @@ mod tests {
         let author = home.device().author();
         for i in 0..(COMMITS_BEFORE_COMPACTION + 5) {
             let resource = json!({"resourceType": "Condition", "id": format!("c{i}")});
-            let stamp = Stamp { author: &author, time: now };
+            let stamp = Stamp {
+                author: &author,
+                time: now,
+            };
             assert_eq!(record.put(stamp, &resource).unwrap(), PutOutcome::Added);
             record.commit(stamp, "add");
             home.save(&mut record).unwrap();
@@ -404,7 +485,10 @@ mod tests {
         assert!(home.commit_files().unwrap().len() < COMMITS_BEFORE_COMPACTION);
         drop(home);
         let record = Home::open(dir.path()).unwrap().load_record().unwrap();
-        assert_eq!(record.len(Section::Summary), COMMITS_BEFORE_COMPACTION + 5 + 1);
+        assert_eq!(
+            record.len(Section::Summary),
+            COMMITS_BEFORE_COMPACTION + 5 + 1
+        );
     }
 
     #[test]
@@ -414,13 +498,19 @@ mod tests {
         let file = home.commit_files().unwrap().remove(0);
         fs::write(&file, b"PHRC1\x00\xff\xff").unwrap();
         let err = home.load_record().unwrap_err();
-        assert!(err.to_string().contains("is damaged: truncated length"), "{err}");
+        assert!(
+            err.to_string().contains("is damaged: truncated length"),
+            "{err}"
+        );
     }
 
     #[test]
     fn opening_an_empty_directory_says_how_to_start() {
         let dir = tempfile::tempdir().unwrap();
         let err = Home::open(dir.path()).unwrap_err();
-        assert!(err.to_string().contains("run `phr init --name NAME`"), "{err}");
+        assert!(
+            err.to_string().contains("run `phr init --name NAME`"),
+            "{err}"
+        );
     }
 }

@@ -19,12 +19,12 @@ use serde_json::Value;
 use crate::{
     fhir::{
         is_r4_resource_type, is_valid_id,
-        model::{view, Bundle, Patient},
-        reference::{full_url_targets, rewrite_references, ResourceKey},
+        model::{Bundle, Patient, view},
+        reference::{ResourceKey, full_url_targets, rewrite_references},
     },
-    nhs::{NhsNumber, NHS_NUMBER_SYSTEM},
+    nhs::{NHS_NUMBER_SYSTEM, NhsNumber},
     record::{PutOutcome, Record, RecordError, Stamp},
-    section::{place, Section},
+    section::{Section, place},
 };
 
 /// The largest file import accepts. The largest lifetime record in the fixtures is 3.9 MB; a
@@ -59,7 +59,9 @@ pub enum ImportError {
     #[error("{0}: the file is empty; expected FHIR R4 JSON (a Bundle or a single resource)")]
     Empty(Location),
     /// The file is larger than [`IMPORT_FILE_BYTES_MAX`].
-    #[error("{location}: the file is {bytes} bytes, more than the {max} bytes phr imports at once; split it into smaller Bundles")]
+    #[error(
+        "{location}: the file is {bytes} bytes, more than the {max} bytes phr imports at once; split it into smaller Bundles"
+    )]
     TooLarge {
         /// The file.
         location: Location,
@@ -85,7 +87,9 @@ pub enum ImportError {
         reason: String,
     },
     /// A `resourceType` that FHIR R4 does not define.
-    #[error("{location}: unknown resource type '{resource_type}' (not a FHIR R4 resource type; check the spelling and the FHIR version)")]
+    #[error(
+        "{location}: unknown resource type '{resource_type}' (not a FHIR R4 resource type; check the spelling and the FHIR version)"
+    )]
     UnknownType {
         /// Where.
         location: Location,
@@ -93,7 +97,9 @@ pub enum ImportError {
         resource_type: String,
     },
     /// A resource id that FHIR does not allow.
-    #[error("{location}: invalid id '{id}': FHIR ids are 1-64 characters of A-Z, a-z, 0-9, '-' and '.'")]
+    #[error(
+        "{location}: invalid id '{id}': FHIR ids are 1-64 characters of A-Z, a-z, 0-9, '-' and '.'"
+    )]
     InvalidId {
         /// Where.
         location: Location,
@@ -109,7 +115,7 @@ pub enum ImportError {
         reference: String,
     },
     /// An NHS number that fails validation.
-    #[error("{location}: {source}")]
+    #[error("{location}: invalid NHS number")]
     InvalidNhsNumber {
         /// Where.
         location: Location,
@@ -117,7 +123,9 @@ pub enum ImportError {
         source: crate::nhs::NhsNumberError,
     },
     /// A Patient with another NHS number than the record's.
-    #[error("{location}: this Patient has NHS number {found}, but this record belongs to NHS number {expected}; import it into that patient's record instead")]
+    #[error(
+        "{location}: this Patient has NHS number {found}, but this record belongs to NHS number {expected}; import it into that patient's record instead"
+    )]
     OtherPatient {
         /// Where.
         location: Location,
@@ -127,7 +135,9 @@ pub enum ImportError {
         expected: String,
     },
     /// A transaction or batch entry that deletes or patches instead of carrying a resource.
-    #[error("{location}: a {method} request; phr imports resources and never deletes or patches from a file")]
+    #[error(
+        "{location}: a {method} request; phr imports resources and never deletes or patches from a file"
+    )]
     UnsupportedRequest {
         /// Where.
         location: Location,
@@ -135,12 +145,12 @@ pub enum ImportError {
         method: String,
     },
     /// Writing into the record failed.
-    #[error("{location}: {source}")]
+    #[error("{location}: cannot write this resource")]
     Record {
         /// The resource being written.
         location: Location,
-        /// The record's error.
-        source: RecordError,
+        /// The record's error (boxed: it is large and rare).
+        source: Box<RecordError>,
     },
 }
 
@@ -170,16 +180,26 @@ pub struct ImportReport {
 
 /// Checks a whole file and returns its resources, references rewritten. Writes nothing.
 pub fn parse(file: &str, bytes: &[u8]) -> Result<(Vec<Parsed>, usize), ImportError> {
-    let whole = Location { file: file.to_string(), at: None };
+    let whole = Location {
+        file: file.to_string(),
+        at: None,
+    };
     if bytes.is_empty() || bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(ImportError::Empty(whole));
     }
     let size = bytes.len() as u64;
     if size > IMPORT_FILE_BYTES_MAX {
-        return Err(ImportError::TooLarge { location: whole, bytes: size, max: IMPORT_FILE_BYTES_MAX });
+        return Err(ImportError::TooLarge {
+            location: whole,
+            bytes: size,
+            max: IMPORT_FILE_BYTES_MAX,
+        });
     }
     let value: Value = serde_json::from_slice(bytes).map_err(|e| ImportError::Malformed {
-        location: Location { file: file.to_string(), at: Some(format!("line {}, column {}", e.line(), e.column())) },
+        location: Location {
+            file: file.to_string(),
+            at: Some(format!("line {}, column {}", e.line(), e.column())),
+        },
         message: strip_position(&e.to_string()),
     })?;
     let mut out = Vec::new();
@@ -198,7 +218,10 @@ fn strip_position(message: &str) -> String {
 
 fn check_resource<'a>(value: &'a Value, location: &Location) -> Result<&'a str, ImportError> {
     let Some(object) = value.as_object() else {
-        return Err(ImportError::NotFhir { location: location.clone(), reason: "expected a JSON object".into() });
+        return Err(ImportError::NotFhir {
+            location: location.clone(),
+            reason: "expected a JSON object".into(),
+        });
     };
     let Some(resource_type) = object.get("resourceType").and_then(Value::as_str) else {
         return Err(ImportError::NotFhir {
@@ -207,12 +230,20 @@ fn check_resource<'a>(value: &'a Value, location: &Location) -> Result<&'a str, 
         });
     };
     if !is_r4_resource_type(resource_type) {
-        return Err(ImportError::UnknownType { location: location.clone(), resource_type: resource_type.to_string() });
+        return Err(ImportError::UnknownType {
+            location: location.clone(),
+            resource_type: resource_type.to_string(),
+        });
     }
     if let Some(id) = object.get("id") {
         match id.as_str() {
             Some(id) if is_valid_id(id) => {}
-            _ => return Err(ImportError::InvalidId { location: location.clone(), id: id.to_string().trim_matches('"').to_string() }),
+            _ => {
+                return Err(ImportError::InvalidId {
+                    location: location.clone(),
+                    id: id.to_string().trim_matches('"').to_string(),
+                });
+            }
         }
     }
     Ok(resource_type)
@@ -226,7 +257,10 @@ fn collect(
     out: &mut Vec<Parsed>,
     skipped: &mut usize,
 ) -> Result<(), ImportError> {
-    let location = Location { file: file.to_string(), at };
+    let location = Location {
+        file: file.to_string(),
+        at,
+    };
     let resource_type = check_resource(&value, &location)?;
     if resource_type != "Bundle" || depth >= BUNDLE_DEPTH_MAX {
         ensure_id(&mut value);
@@ -235,7 +269,10 @@ fn collect(
             return Err(broken_at(&location, &value, broken));
         }
         check_patient(&value, &location)?;
-        out.push(Parsed { resource: value, location });
+        out.push(Parsed {
+            resource: value,
+            location,
+        });
         return Ok(());
     }
     let bundle: Bundle = serde_json::from_value(value).map_err(|e| ImportError::NotFhir {
@@ -246,10 +283,20 @@ fn collect(
     let mut entries = Vec::new();
     let mut full_urls = Vec::new();
     for (index, entry) in bundle.entry.into_iter().enumerate() {
-        let entry_location = Location { file: file.to_string(), at: Some(entry_label(&location, index, None)) };
-        let method = entry.request.as_ref().and_then(|r| r.method.as_deref()).unwrap_or("");
+        let entry_location = Location {
+            file: file.to_string(),
+            at: Some(entry_label(&location, index, None)),
+        };
+        let method = entry
+            .request
+            .as_ref()
+            .and_then(|r| r.method.as_deref())
+            .unwrap_or("");
         if matches!(method, "DELETE" | "PATCH") {
-            return Err(ImportError::UnsupportedRequest { location: entry_location, method: method.to_string() });
+            return Err(ImportError::UnsupportedRequest {
+                location: entry_location,
+                method: method.to_string(),
+            });
         }
         let is_outcome = entry.search.as_ref().and_then(|s| s.mode.as_deref()) == Some("outcome");
         let Some(mut resource) = entry.resource.filter(|_| !is_outcome) else {
@@ -257,12 +304,14 @@ fn collect(
             continue;
         };
         check_resource(&resource, &entry_location)?;
-        if resource.get("id").is_none() {
-            if let Some(uuid) = entry.full_url.as_deref().and_then(|u| u.strip_prefix("urn:uuid:")) {
-                if is_valid_id(uuid) {
-                    resource["id"] = Value::String(uuid.to_string());
-                }
-            }
+        if resource.get("id").is_none()
+            && let Some(uuid) = entry
+                .full_url
+                .as_deref()
+                .and_then(|u| u.strip_prefix("urn:uuid:"))
+            && is_valid_id(uuid)
+        {
+            resource["id"] = Value::String(uuid.to_string());
         }
         ensure_id(&mut resource);
         let key = ResourceKey::of(&resource).expect("type and id checked above");
@@ -278,31 +327,51 @@ fn collect(
             collect(file, resource, Some(at), depth + 1, out, skipped)?;
             continue;
         }
-        let entry_location = Location { file: file.to_string(), at: Some(at) };
-        if let Some(broken) = rewrite_references(&mut resource, &targets).into_iter().next() {
+        let entry_location = Location {
+            file: file.to_string(),
+            at: Some(at),
+        };
+        if let Some(broken) = rewrite_references(&mut resource, &targets)
+            .into_iter()
+            .next()
+        {
             return Err(broken_at(&entry_location, &resource, broken));
         }
         check_patient(&resource, &entry_location)?;
-        out.push(Parsed { resource, location: entry_location });
+        out.push(Parsed {
+            resource,
+            location: entry_location,
+        });
     }
     Ok(())
 }
 
 fn entry_label(bundle: &Location, index: usize, key: Option<&ResourceKey>) -> String {
-    let prefix = bundle.at.as_ref().map(|at| format!("{at}, ")).unwrap_or_default();
+    let prefix = bundle
+        .at
+        .as_ref()
+        .map(|at| format!("{at}, "))
+        .unwrap_or_default();
     match key {
         Some(key) => format!("{prefix}entry {index} ({key})"),
         None => format!("{prefix}entry {index}"),
     }
 }
 
-fn broken_at(location: &Location, _resource: &Value, broken: crate::fhir::reference::BrokenReference) -> ImportError {
+fn broken_at(
+    location: &Location,
+    _resource: &Value,
+    broken: crate::fhir::reference::BrokenReference,
+) -> ImportError {
     let at = match &location.at {
         Some(at) => format!("{at}, {}", broken.path),
         None => broken.path,
     };
     ImportError::BrokenReference {
-        location: Location { file: location.file.clone(), at: Some(at) },
+        location: Location {
+            file: location.file.clone(),
+            at: Some(at),
+        },
         reference: broken.reference,
     }
 }
@@ -319,16 +388,25 @@ fn ensure_id(resource: &mut Value) {
 }
 
 /// The UUID v5 namespace for ids phr derives from content (a random, fixed UUID).
-const PHR_ID_NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x5d1e_4c1b_8e0f_4b7a_9c55_2f0e_3a61_d7c4);
+const PHR_ID_NAMESPACE: uuid::Uuid =
+    uuid::Uuid::from_u128(0x5d1e_4c1b_8e0f_4b7a_9c55_2f0e_3a61_d7c4);
 
 fn check_patient(resource: &Value, location: &Location) -> Result<(), ImportError> {
     if resource.get("resourceType").and_then(Value::as_str) != Some("Patient") {
         return Ok(());
     }
     let patient: Patient = view(resource).unwrap_or_default();
-    for identifier in patient.identifier.iter().filter(|i| i.system.as_deref() == Some(NHS_NUMBER_SYSTEM)) {
-        NhsNumber::parse(identifier.value.as_deref().unwrap_or(""))
-            .map_err(|source| ImportError::InvalidNhsNumber { location: location.clone(), source })?;
+    for identifier in patient
+        .identifier
+        .iter()
+        .filter(|i| i.system.as_deref() == Some(NHS_NUMBER_SYSTEM))
+    {
+        NhsNumber::parse(identifier.value.as_deref().unwrap_or("")).map_err(|source| {
+            ImportError::InvalidNhsNumber {
+                location: location.clone(),
+                source,
+            }
+        })?;
     }
     Ok(())
 }
@@ -345,11 +423,19 @@ pub fn nhs_number_of(resource: &Value) -> Option<NhsNumber> {
 
 /// Puts parsed resources into the record as one change. On any error the record is rolled back
 /// to what it was before the call.
-pub fn apply(record: &mut Record, stamp: Stamp<'_>, parsed: &[Parsed], skipped: usize) -> Result<ImportReport, ImportError> {
+pub fn apply(
+    record: &mut Record,
+    stamp: Stamp<'_>,
+    parsed: &[Parsed],
+    skipped: usize,
+) -> Result<ImportReport, ImportError> {
     let result = apply_all(record, stamp, parsed, skipped);
     match &result {
         Ok(report) if report.added + report.updated > 0 => {
-            record.commit(stamp, &format!("import {} resources", report.added + report.updated));
+            record.commit(
+                stamp,
+                &format!("import {} resources", report.added + report.updated),
+            );
         }
         Ok(_) => {}
         Err(_) => record.rollback(),
@@ -357,19 +443,38 @@ pub fn apply(record: &mut Record, stamp: Stamp<'_>, parsed: &[Parsed], skipped: 
     result
 }
 
-fn apply_all(record: &mut Record, stamp: Stamp<'_>, parsed: &[Parsed], skipped: usize) -> Result<ImportReport, ImportError> {
-    let mut report = ImportReport { skipped, ..ImportReport::default() };
+fn apply_all(
+    record: &mut Record,
+    stamp: Stamp<'_>,
+    parsed: &[Parsed],
+    skipped: usize,
+) -> Result<ImportReport, ImportError> {
+    let mut report = ImportReport {
+        skipped,
+        ..ImportReport::default()
+    };
     let expected = record.meta().nhs_number.clone();
     for item in parsed {
-        if let (Some(expected), Some(found)) = (&expected, nhs_number_of(&item.resource)) {
-            if found.as_str() != expected {
-                let expected = NhsNumber::parse(expected).map(|n| n.to_string()).unwrap_or_else(|_| expected.clone());
-                return Err(ImportError::OtherPatient { location: item.location.clone(), found: found.to_string(), expected });
+        if let (Some(expected), Some(found)) = (&expected, nhs_number_of(&item.resource))
+            && found.as_str() != expected
+        {
+            {
+                let expected = NhsNumber::parse(expected)
+                    .map(|n| n.to_string())
+                    .unwrap_or_else(|_| expected.clone());
+                return Err(ImportError::OtherPatient {
+                    location: item.location.clone(),
+                    found: found.to_string(),
+                    expected,
+                });
             }
         }
         let outcome = record
             .put(stamp, &item.resource)
-            .map_err(|source| ImportError::Record { location: item.location.clone(), source })?;
+            .map_err(|source| ImportError::Record {
+                location: item.location.clone(),
+                source: Box::new(source),
+            })?;
         match outcome {
             PutOutcome::Added => report.added += 1,
             PutOutcome::Updated => report.updated += 1,
@@ -393,8 +498,15 @@ mod tests {
 
     #[test]
     fn malformed_json_names_line_and_column() {
-        let err = parse("bad.json", b"{\n  \"resourceType\": \"Patient\",\n  oops\n}").unwrap_err();
-        assert_eq!(err.to_string(), "bad.json: line 3, column 3: not valid JSON: key must be a string");
+        let err = parse(
+            "bad.json",
+            b"{\n  \"resourceType\": \"Patient\",\n  oops\n}",
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "bad.json: line 3, column 3: not valid JSON: key must be a string"
+        );
     }
 
     #[test]
@@ -407,9 +519,16 @@ mod tests {
     #[test]
     fn json_that_is_not_fhir_is_refused() {
         let err = parse_value(json!({"name": "x"})).unwrap_err();
-        assert_eq!(err.to_string(), "test.json: not a FHIR resource: it has no \"resourceType\"");
+        assert_eq!(
+            err.to_string(),
+            "test.json: not a FHIR resource: it has no \"resourceType\""
+        );
         let err = parse_value(json!({"resourceType": "Patinet"})).unwrap_err();
-        assert!(err.to_string().starts_with("test.json: unknown resource type 'Patinet'"), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("test.json: unknown resource type 'Patinet'"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -433,9 +552,18 @@ mod tests {
                 "subject": {"reference": "urn:uuid:2b1c1d9e-0000-4000-8000-000000000001"},
                 "hasMember": [{"reference": "https://example.org/fhir/Observation/o"}]}}]});
         let parsed = parse_value(bundle).unwrap();
-        assert_eq!(parsed[0].resource["id"], "2b1c1d9e-0000-4000-8000-000000000001");
-        assert_eq!(parsed[1].resource["subject"]["reference"], "Patient/2b1c1d9e-0000-4000-8000-000000000001");
-        assert_eq!(parsed[1].resource["hasMember"][0]["reference"], "Observation/o");
+        assert_eq!(
+            parsed[0].resource["id"],
+            "2b1c1d9e-0000-4000-8000-000000000001"
+        );
+        assert_eq!(
+            parsed[1].resource["subject"]["reference"],
+            "Patient/2b1c1d9e-0000-4000-8000-000000000001"
+        );
+        assert_eq!(
+            parsed[1].resource["hasMember"][0]["reference"],
+            "Observation/o"
+        );
     }
 
     #[test]
@@ -443,7 +571,13 @@ mod tests {
         let patient = json!({"resourceType": "Patient", "id": "p", "identifier": [
             {"system": NHS_NUMBER_SYSTEM, "value": "9434765918"}]});
         let err = parse_value(patient).unwrap_err();
-        assert!(err.to_string().contains("fails the modulus 11 check"), "{err}");
+        assert!(
+            std::error::Error::source(&err)
+                .unwrap()
+                .to_string()
+                .contains("fails the modulus 11 check"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -457,7 +591,10 @@ mod tests {
     fn deletes_and_search_outcomes() {
         let delete = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
             {"request": {"method": "DELETE", "url": "Patient/p"}}]});
-        assert!(matches!(parse_value(delete), Err(ImportError::UnsupportedRequest { .. })));
+        assert!(matches!(
+            parse_value(delete),
+            Err(ImportError::UnsupportedRequest { .. })
+        ));
         let search = json!({"resourceType": "Bundle", "type": "searchset", "entry": [
             {"resource": {"resourceType": "OperationOutcome", "id": "w"}, "search": {"mode": "outcome"}},
             {"resource": {"resourceType": "Condition", "id": "c"}, "search": {"mode": "match"}}]});

@@ -20,6 +20,7 @@ pub mod import;
 pub mod nhs;
 pub mod record;
 pub mod section;
+pub mod view;
 
 pub use record::{Author, Record, RecordMeta, Stamp};
 pub use section::Section;

@@ -59,7 +59,10 @@ impl NhsNumber {
             return Err(NhsNumberError::CheckDigit {
                 number: input.to_string(),
                 found: values[9],
-                expected: check.map_or_else(|| "none (no valid check digit exists)".into(), |c| c.to_string()),
+                expected: check.map_or_else(
+                    || "none (no valid check digit exists)".into(),
+                    |c| c.to_string(),
+                ),
             });
         }
         Ok(Self(digits))
@@ -86,10 +89,19 @@ mod tests {
     #[test]
     fn accepts_published_example_numbers() {
         // Test numbers from NHS Digital's documentation.
-        for n in ["9434765919", "943 476 5919", "943-476-5919", "4010232137", "9000000009"] {
+        for n in [
+            "9434765919",
+            "943 476 5919",
+            "943-476-5919",
+            "4010232137",
+            "9000000009",
+        ] {
             assert!(NhsNumber::parse(n).is_ok(), "{n}");
         }
-        assert_eq!(NhsNumber::parse("9434765919").unwrap().to_string(), "943 476 5919");
+        assert_eq!(
+            NhsNumber::parse("9434765919").unwrap().to_string(),
+            "943 476 5919"
+        );
     }
 
     #[test]
@@ -111,7 +123,10 @@ mod tests {
     #[test]
     fn refuses_bad_format() {
         for n in ["", "123", "94347659190", "94347659a9"] {
-            assert!(matches!(NhsNumber::parse(n), Err(NhsNumberError::Format(_))), "{n}");
+            assert!(
+                matches!(NhsNumber::parse(n), Err(NhsNumberError::Format(_))),
+                "{n}"
+            );
         }
     }
 

@@ -26,8 +26,8 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use automerge::{
+    ActorId, AutoCommit, ObjId, ObjType, ROOT, ReadDoc, ScalarValue, Value as AmValue,
     transaction::{CommitOptions, Transactable},
-    ActorId, AutoCommit, ObjId, ObjType, ReadDoc, ScalarValue, Value as AmValue, ROOT,
 };
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -35,7 +35,7 @@ use serde_json::Value;
 
 use crate::{
     fhir::reference::ResourceKey,
-    section::{place, Section},
+    section::{Section, place},
 };
 
 /// Who writes, and when: every write carries one.
@@ -134,12 +134,12 @@ pub struct Conflict {
 #[derive(Debug, thiserror::Error)]
 pub enum RecordError {
     /// Automerge refused an operation or could not load stored bytes.
-    #[error("record storage error in section {section}: {source}")]
+    #[error("record storage error in section {section}")]
     Automerge {
         /// The section concerned.
         section: Section,
-        /// Automerge's error.
-        source: automerge::AutomergeError,
+        /// Automerge's error (boxed: it is large and rare).
+        source: Box<automerge::AutomergeError>,
     },
     /// A stored version object is missing a field or holds invalid JSON.
     #[error("section {section} holds a damaged version of {key}: {reason}")]
@@ -155,7 +155,9 @@ pub enum RecordError {
     #[error("resource has no valid resourceType and id")]
     NoKey,
     /// A write to a resource whose versions conflict.
-    #[error("{0} has conflicting versions; settle them first with `phr conflicts` and `phr resolve {0} --keep VERSION`")]
+    #[error(
+        "{0} has conflicting versions; settle them first with `phr conflicts` and `phr resolve {0} --keep VERSION`"
+    )]
     Conflicted(ResourceKey),
     /// No such resource in this record.
     #[error("{0} is not in this record (see `phr show --json` or `phr export` for what is)")]
@@ -164,7 +166,9 @@ pub enum RecordError {
     #[error("{0} has no conflicting versions to resolve")]
     NotInConflict(ResourceKey),
     /// `resolve --keep` named no current version, or more than one.
-    #[error("{key} has no single version '{given}'; its versions are {available} (see `phr conflicts`)")]
+    #[error(
+        "{key} has no single version '{given}'; its versions are {available} (see `phr conflicts`)"
+    )]
     UnknownVersion {
         /// The resource.
         key: ResourceKey,
@@ -188,7 +192,10 @@ pub struct Record {
 }
 
 fn am(section: Section) -> impl Fn(automerge::AutomergeError) -> RecordError {
-    move |source| RecordError::Automerge { section, source }
+    move |source| RecordError::Automerge {
+        section,
+        source: Box::new(source),
+    }
 }
 
 impl Record {
@@ -198,18 +205,28 @@ impl Record {
             .into_iter()
             .map(|section| (section, AutoCommit::new().with_actor(actor.clone())))
             .collect();
-        Self { meta, docs, saved: BTreeMap::new() }
+        Self {
+            meta,
+            docs,
+            saved: BTreeMap::new(),
+        }
     }
 
     /// A record from the stored bytes of each section (any mix of `save` and `save_incremental`
     /// output, concatenated per section), whose new writes are made as `actor`.
-    pub fn load(meta: RecordMeta, stored: &BTreeMap<Section, Vec<u8>>, actor: &ActorId) -> Result<Self> {
+    pub fn load(
+        meta: RecordMeta,
+        stored: &BTreeMap<Section, Vec<u8>>,
+        actor: &ActorId,
+    ) -> Result<Self> {
         let mut record = Self::create(meta, actor);
         for (section, bytes) in stored {
             if bytes.is_empty() {
                 continue;
             }
-            let mut doc = AutoCommit::load(bytes).map_err(am(*section))?.with_actor(actor.clone());
+            let mut doc = AutoCommit::load(bytes)
+                .map_err(am(*section))?
+                .with_actor(actor.clone());
             record.saved.insert(*section, doc.get_heads());
             record.docs.insert(*section, doc);
         }
@@ -231,7 +248,9 @@ impl Record {
     }
 
     fn doc_mut(&mut self, section: Section) -> &mut AutoCommit {
-        self.docs.get_mut(&section).expect("every section has a document")
+        self.docs
+            .get_mut(&section)
+            .expect("every section has a document")
     }
 
     /// The current version(s) of a key, across all sections (a resource normally lives in one).
@@ -288,7 +307,11 @@ impl Record {
             .collect())
     }
 
-    fn resources_in_range(&self, section: Section, resource_type: Option<&str>) -> Result<Vec<(ResourceKey, Value, bool)>> {
+    fn resources_in_range(
+        &self,
+        section: Section,
+        resource_type: Option<&str>,
+    ) -> Result<Vec<(ResourceKey, Value, bool)>> {
         let doc = self.doc(section);
         let range = match resource_type {
             // Keys sort as strings, so `Type/` up to `Type0` ('0' follows '/') is exactly one type.
@@ -339,19 +362,38 @@ impl Record {
         }
         match existing.as_slice() {
             [] => {}
-            [(s, _, stored)] if *s == section && *stored == json => return Ok(PutOutcome::Unchanged),
+            [(s, _, stored)] if *s == section && *stored == json => {
+                return Ok(PutOutcome::Unchanged);
+            }
             [_] => {}
             _ => return Err(RecordError::Conflicted(key)),
         }
-        let replaces: Vec<String> = existing.iter().map(|(s, obj, _)| format!("{s}:{obj}")).collect();
+        let replaces: Vec<String> = existing
+            .iter()
+            .map(|(s, obj, _)| format!("{s}:{obj}"))
+            .collect();
         for (s, _, _) in &existing {
             if *s != section {
                 // The resource moved section (e.g. newly labelled sensitive): it lives in one only.
-                self.doc_mut(*s).delete(ROOT, key_text.as_str()).map_err(am(*s))?;
+                self.doc_mut(*s)
+                    .delete(ROOT, key_text.as_str())
+                    .map_err(am(*s))?;
             }
         }
-        write_version(self.doc_mut(section), section, &key_text, &json, stamp, &replaces, None)?;
-        Ok(if existing.is_empty() { PutOutcome::Added } else { PutOutcome::Updated })
+        write_version(
+            self.doc_mut(section),
+            section,
+            &key_text,
+            &json,
+            stamp,
+            &replaces,
+            None,
+        )?;
+        Ok(if existing.is_empty() {
+            PutOutcome::Added
+        } else {
+            PutOutcome::Updated
+        })
     }
 
     /// Closes the open change of every section written to since the last commit, stamped with
@@ -391,7 +433,9 @@ impl Record {
         }
         let mut out = Vec::new();
         for key in keys {
-            let Ok(key) = key.parse::<ResourceKey>() else { continue };
+            let Ok(key) = key.parse::<ResourceKey>() else {
+                continue;
+            };
             if let Some(Current::Conflict(versions)) = self.current(&key)? {
                 out.push(Conflict { key, versions });
             }
@@ -408,7 +452,10 @@ impl Record {
             Some(Current::One(_)) => return Err(RecordError::NotInConflict(key.clone())),
             Some(Current::Conflict(versions)) => versions,
         };
-        let position = keep.parse::<usize>().ok().filter(|n| (1..=versions.len()).contains(n));
+        let position = keep
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=versions.len()).contains(n));
         let matches: Vec<&Version> = versions
             .iter()
             .enumerate()
@@ -419,7 +466,11 @@ impl Record {
             return Err(RecordError::UnknownVersion {
                 key: key.clone(),
                 given: keep.to_string(),
-                available: versions.iter().map(|v| v.id.clone()).collect::<Vec<_>>().join(", "),
+                available: versions
+                    .iter()
+                    .map(|v| v.id.clone())
+                    .collect::<Vec<_>>()
+                    .join(", "),
             });
         };
         let chosen = (*chosen).clone();
@@ -427,7 +478,9 @@ impl Record {
         let section = place(&chosen.resource);
         for v in &versions {
             if v.section != section {
-                self.doc_mut(v.section).delete(ROOT, key_text.as_str()).map_err(am(v.section))?;
+                self.doc_mut(v.section)
+                    .delete(ROOT, key_text.as_str())
+                    .map_err(am(v.section))?;
             }
         }
         let json = serde_json::to_string(&chosen.resource).expect("a JSON value always serialises");
@@ -441,7 +494,10 @@ impl Record {
             &replaces,
             Some(&chosen.reference()),
         )?;
-        self.commit(stamp, &format!("resolve {key_text}: keep {}", chosen.short_id()));
+        self.commit(
+            stamp,
+            &format!("resolve {key_text}: keep {}", chosen.short_id()),
+        );
         read_version(self.doc(section), section, &key_text, &id)
     }
 
@@ -472,19 +528,32 @@ impl Record {
     }
 
     fn version_by_reference(&self, key: &str, reference: &str) -> Result<Option<Version>> {
-        let Some((section, id)) = reference.split_once(':') else { return Ok(None) };
-        let Ok(section) = section.parse::<Section>() else { return Ok(None) };
+        let Some((section, id)) = reference.split_once(':') else {
+            return Ok(None);
+        };
+        let Ok(section) = section.parse::<Section>() else {
+            return Ok(None);
+        };
         let doc = self.doc(section);
         // A version written on a replica we have not merged yet is unknown here: skip it.
-        let Ok(obj) = doc.import_obj(id) else { return Ok(None) };
+        let Ok(obj) = doc.import_obj(id) else {
+            return Ok(None);
+        };
         read_version(doc, section, key, &obj).map(Some)
     }
 
     /// Merges another replica of the same record into this one (both keep their own writes).
     pub fn merge(&mut self, other: &mut Record) -> Result<()> {
         for section in Section::ALL {
-            let theirs = other.docs.get_mut(&section).expect("every section has a document");
-            self.docs.get_mut(&section).expect("every section has a document").merge(theirs).map_err(am(section))?;
+            let theirs = other
+                .docs
+                .get_mut(&section)
+                .expect("every section has a document");
+            self.docs
+                .get_mut(&section)
+                .expect("every section has a document")
+                .merge(theirs)
+                .map_err(am(section))?;
         }
         Ok(())
     }
@@ -516,7 +585,10 @@ impl Record {
 
     /// The heads of each section, which change exactly when content changes.
     pub fn heads(&mut self) -> BTreeMap<Section, Vec<automerge::ChangeHash>> {
-        self.docs.iter_mut().map(|(section, doc)| (*section, doc.get_heads())).collect()
+        self.docs
+            .iter_mut()
+            .map(|(section, doc)| (*section, doc.get_heads()))
+            .collect()
     }
 }
 
@@ -532,11 +604,20 @@ fn write_version(
     let err = am(section);
     let obj = doc.put_object(ROOT, key, ObjType::Map).map_err(&err)?;
     doc.put(&obj, "resource", json).map_err(&err)?;
-    doc.put(&obj, "author", stamp.author.id.as_str()).map_err(&err)?;
-    doc.put(&obj, "author_name", stamp.author.name.as_str()).map_err(&err)?;
-    doc.put(&obj, "time", ScalarValue::Timestamp(stamp.time.as_millisecond())).map_err(&err)?;
+    doc.put(&obj, "author", stamp.author.id.as_str())
+        .map_err(&err)?;
+    doc.put(&obj, "author_name", stamp.author.name.as_str())
+        .map_err(&err)?;
+    doc.put(
+        &obj,
+        "time",
+        ScalarValue::Timestamp(stamp.time.as_millisecond()),
+    )
+    .map_err(&err)?;
     if !replaces.is_empty() {
-        let list = doc.put_object(&obj, "replaces", ObjType::List).map_err(&err)?;
+        let list = doc
+            .put_object(&obj, "replaces", ObjType::List)
+            .map_err(&err)?;
         for (index, reference) in replaces.iter().enumerate() {
             doc.insert(&list, index, reference.as_str()).map_err(&err)?;
         }
@@ -548,17 +629,33 @@ fn write_version(
 }
 
 fn damaged(section: Section, key: &str, reason: impl Into<String>) -> RecordError {
-    RecordError::Damaged { section, key: key.to_string(), reason: reason.into() }
+    RecordError::Damaged {
+        section,
+        key: key.to_string(),
+        reason: reason.into(),
+    }
 }
 
-fn version_field<'a>(doc: &'a AutoCommit, section: Section, key: &str, obj: &ObjId, field: &str) -> Result<AmValue<'a>> {
+fn version_field<'a>(
+    doc: &'a AutoCommit,
+    section: Section,
+    key: &str,
+    obj: &ObjId,
+    field: &str,
+) -> Result<AmValue<'a>> {
     doc.get(obj, field)
         .map_err(am(section))?
         .map(|(value, _)| value)
         .ok_or_else(|| damaged(section, key, format!("version has no '{field}'")))
 }
 
-fn version_field_str(doc: &AutoCommit, section: Section, key: &str, obj: &ObjId, field: &str) -> Result<String> {
+fn version_field_str(
+    doc: &AutoCommit,
+    section: Section,
+    key: &str,
+    obj: &ObjId,
+    field: &str,
+) -> Result<String> {
     match version_field(doc, section, key, obj, field)? {
         AmValue::Scalar(s) => match s.as_ref() {
             ScalarValue::Str(text) => Ok(text.to_string()),
@@ -569,11 +666,16 @@ fn version_field_str(doc: &AutoCommit, section: Section, key: &str, obj: &ObjId,
 }
 
 fn parse_resource(section: Section, key: &str, json: &str) -> Result<Value> {
-    serde_json::from_str(json).map_err(|e| damaged(section, key, format!("stored JSON is invalid: {e}")))
+    serde_json::from_str(json)
+        .map_err(|e| damaged(section, key, format!("stored JSON is invalid: {e}")))
 }
 
 fn read_version(doc: &AutoCommit, section: Section, key: &str, obj: &ObjId) -> Result<Version> {
-    let resource = parse_resource(section, key, &version_field_str(doc, section, key, obj, "resource")?)?;
+    let resource = parse_resource(
+        section,
+        key,
+        &version_field_str(doc, section, key, obj, "resource")?,
+    )?;
     let author = Author {
         id: version_field_str(doc, section, key, obj, "author")?,
         name: version_field_str(doc, section, key, obj, "author_name")?,
@@ -587,20 +689,33 @@ fn read_version(doc: &AutoCommit, section: Section, key: &str, obj: &ObjId) -> R
     }
     .ok_or_else(|| damaged(section, key, "'time' is not a valid timestamp"))?;
     let mut replaces = Vec::new();
-    if let Some((AmValue::Object(ObjType::List), list)) = doc.get(obj, "replaces").map_err(am(section))? {
+    if let Some((AmValue::Object(ObjType::List), list)) =
+        doc.get(obj, "replaces").map_err(am(section))?
+    {
         for index in 0..doc.length(&list) {
-            if let Some((AmValue::Scalar(s), _)) = doc.get(&list, index).map_err(am(section))? {
-                if let ScalarValue::Str(text) = s.as_ref() {
-                    replaces.push(text.to_string());
-                }
+            if let Some((AmValue::Scalar(s), _)) = doc.get(&list, index).map_err(am(section))?
+                && let ScalarValue::Str(text) = s.as_ref()
+            {
+                replaces.push(text.to_string());
             }
         }
     }
-    let kept = doc.get(obj, "kept").map_err(am(section))?.and_then(|(value, _)| match value {
-        AmValue::Scalar(s) => s.as_str().map(str::to_string),
-        AmValue::Object(_) => None,
-    });
-    Ok(Version { section, id: obj.to_string(), resource, author, time, replaces, kept })
+    let kept = doc
+        .get(obj, "kept")
+        .map_err(am(section))?
+        .and_then(|(value, _)| match value {
+            AmValue::Scalar(s) => s.as_str().map(str::to_string),
+            AmValue::Object(_) => None,
+        });
+    Ok(Version {
+        section,
+        id: obj.to_string(),
+        resource,
+        author,
+        time,
+        replaces,
+        kept,
+    })
 }
 
 #[cfg(test)]
@@ -609,15 +724,25 @@ mod tests {
     use serde_json::json;
 
     fn author(name: &str) -> Author {
-        Author { id: format!("device-{name}"), name: name.to_string() }
+        Author {
+            id: format!("device-{name}"),
+            name: name.to_string(),
+        }
     }
 
     fn stamp(author: &Author, second: i64) -> Stamp<'_> {
-        Stamp { author, time: Timestamp::from_second(1_700_000_000 + second).unwrap() }
+        Stamp {
+            author,
+            time: Timestamp::from_second(1_700_000_000 + second).unwrap(),
+        }
     }
 
     fn meta() -> RecordMeta {
-        RecordMeta { id: "r1".into(), subject: None, nhs_number: None }
+        RecordMeta {
+            id: "r1".into(),
+            subject: None,
+            nhs_number: None,
+        }
     }
 
     fn condition(id: &str, text: &str) -> Value {
@@ -641,14 +766,22 @@ mod tests {
     fn put_is_idempotent_and_records_author_and_time() {
         let me = author("me");
         let mut r = Record::create(meta(), &ActorId::random());
-        assert_eq!(r.put(stamp(&me, 1), &condition("c1", "asthma")).unwrap(), PutOutcome::Added);
+        assert_eq!(
+            r.put(stamp(&me, 1), &condition("c1", "asthma")).unwrap(),
+            PutOutcome::Added
+        );
         r.commit(stamp(&me, 1), "add");
         let heads = r.heads();
-        assert_eq!(r.put(stamp(&me, 2), &condition("c1", "asthma")).unwrap(), PutOutcome::Unchanged);
+        assert_eq!(
+            r.put(stamp(&me, 2), &condition("c1", "asthma")).unwrap(),
+            PutOutcome::Unchanged
+        );
         r.commit(stamp(&me, 2), "again");
         assert_eq!(r.heads(), heads, "an unchanged put makes no change");
         let key: ResourceKey = "Condition/c1".parse().unwrap();
-        let Some(Current::One(v)) = r.current(&key).unwrap() else { panic!("one version") };
+        let Some(Current::One(v)) = r.current(&key).unwrap() else {
+            panic!("one version")
+        };
         assert_eq!(v.author, me);
         assert_eq!(v.time.as_second(), 1_700_000_001);
         assert_eq!(v.section, Section::Summary);
@@ -658,12 +791,18 @@ mod tests {
     fn history_lists_every_version_oldest_first() {
         let me = author("me");
         let mut r = Record::create(meta(), &ActorId::random());
-        for (i, text) in ["asthma", "asthma, mild", "asthma, resolved"].iter().enumerate() {
+        for (i, text) in ["asthma", "asthma, mild", "asthma, resolved"]
+            .iter()
+            .enumerate()
+        {
             r.put(stamp(&me, i as i64), &condition("c1", text)).unwrap();
             r.commit(stamp(&me, i as i64), "edit");
         }
         let history = r.history(&"Condition/c1".parse().unwrap()).unwrap();
-        let texts: Vec<_> = history.iter().map(|v| v.resource["code"]["text"].as_str().unwrap()).collect();
+        let texts: Vec<_> = history
+            .iter()
+            .map(|v| v.resource["code"]["text"].as_str().unwrap())
+            .collect();
         assert_eq!(texts, ["asthma", "asthma, mild", "asthma, resolved"]);
     }
 
@@ -671,20 +810,28 @@ mod tests {
     fn concurrent_edits_of_one_resource_conflict_and_resolve() {
         let (mut a, mut b) = two_replicas();
         let (alice, bob) = (author("a"), author("b"));
-        a.put(stamp(&alice, 10), &condition("c1", "asthma (from a)")).unwrap();
+        a.put(stamp(&alice, 10), &condition("c1", "asthma (from a)"))
+            .unwrap();
         a.commit(stamp(&alice, 10), "edit");
-        b.put(stamp(&bob, 11), &condition("c1", "asthma (from b)")).unwrap();
+        b.put(stamp(&bob, 11), &condition("c1", "asthma (from b)"))
+            .unwrap();
         b.commit(stamp(&bob, 11), "edit");
         a.merge(&mut b).unwrap();
         b.merge(&mut a).unwrap();
         for r in [&a, &b] {
             let conflicts = r.conflicts().unwrap();
             assert_eq!(conflicts.len(), 1);
-            let texts: Vec<_> = conflicts[0].versions.iter().map(|v| v.resource["code"]["text"].clone()).collect();
+            let texts: Vec<_> = conflicts[0]
+                .versions
+                .iter()
+                .map(|v| v.resource["code"]["text"].clone())
+                .collect();
             assert_eq!(texts, [json!("asthma (from a)"), json!("asthma (from b)")]);
         }
         let key: ResourceKey = "Condition/c1".parse().unwrap();
-        let err = a.put(stamp(&alice, 12), &condition("c1", "overwrite")).unwrap_err();
+        let err = a
+            .put(stamp(&alice, 12), &condition("c1", "overwrite"))
+            .unwrap_err();
         assert!(matches!(err, RecordError::Conflicted(_)), "{err}");
         let keep = a.conflicts().unwrap()[0].versions[1].short_id();
         let resolved = a.resolve(stamp(&alice, 13), &key, &keep).unwrap();
@@ -692,10 +839,21 @@ mod tests {
         assert!(resolved.kept.is_some());
         assert!(a.conflicts().unwrap().is_empty());
         b.merge(&mut a).unwrap();
-        assert!(b.conflicts().unwrap().is_empty(), "the resolution replicates");
-        assert_eq!(b.get(&key).unwrap().unwrap()["code"]["text"], "asthma (from b)");
+        assert!(
+            b.conflicts().unwrap().is_empty(),
+            "the resolution replicates"
+        );
+        assert_eq!(
+            b.get(&key).unwrap().unwrap()["code"]["text"],
+            "asthma (from b)"
+        );
         // History keeps the version that was not chosen.
-        let texts: Vec<_> = b.history(&key).unwrap().iter().map(|v| v.resource["code"]["text"].clone()).collect();
+        let texts: Vec<_> = b
+            .history(&key)
+            .unwrap()
+            .iter()
+            .map(|v| v.resource["code"]["text"].clone())
+            .collect();
         assert!(texts.contains(&json!("asthma (from a)")), "{texts:?}");
     }
 
@@ -703,9 +861,11 @@ mod tests {
     fn edits_to_different_resources_merge_without_conflict() {
         let (mut a, mut b) = two_replicas();
         let (alice, bob) = (author("a"), author("b"));
-        a.put(stamp(&alice, 10), &condition("c2", "eczema")).unwrap();
+        a.put(stamp(&alice, 10), &condition("c2", "eczema"))
+            .unwrap();
         a.commit(stamp(&alice, 10), "add");
-        b.put(stamp(&bob, 10), &condition("c3", "hay fever")).unwrap();
+        b.put(stamp(&bob, 10), &condition("c3", "hay fever"))
+            .unwrap();
         b.commit(stamp(&bob, 10), "add");
         a.merge(&mut b).unwrap();
         assert!(a.conflicts().unwrap().is_empty());
@@ -721,8 +881,14 @@ mod tests {
         a.commit(stamp(&alice, 1), "e");
         b.commit(stamp(&bob, 1), "e");
         a.merge(&mut b).unwrap();
-        let err = a.resolve(stamp(&alice, 2), &"Condition/c1".parse().unwrap(), "nope").unwrap_err();
-        assert!(err.to_string().contains("has no single version 'nope'; its versions are"), "{err}");
+        let err = a
+            .resolve(stamp(&alice, 2), &"Condition/c1".parse().unwrap(), "nope")
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("has no single version 'nope'; its versions are"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -733,7 +899,11 @@ mod tests {
         r.put(stamp(&me, 1), &condition("c1", "asthma")).unwrap();
         r.commit(stamp(&me, 1), "add");
         let first = r.take_unsaved();
-        r.put(stamp(&me, 2), &json!({"resourceType": "Encounter", "id": "e1"})).unwrap();
+        r.put(
+            stamp(&me, 2),
+            &json!({"resourceType": "Encounter", "id": "e1"}),
+        )
+        .unwrap();
         r.commit(stamp(&me, 2), "add");
         let second = r.take_unsaved();
         assert!(r.take_unsaved().is_empty());

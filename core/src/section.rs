@@ -74,7 +74,9 @@ impl fmt::Display for Section {
 
 /// A section name that is not one of the six.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("unknown section '{0}': expected one of summary, clinical, sensitive, journal, requests, audit")]
+#[error(
+    "unknown section '{0}': expected one of summary, clinical, sensitive, journal, requests, audit"
+)]
 pub struct UnknownSection(pub String);
 
 impl FromStr for Section {
@@ -166,8 +168,8 @@ const SENSITIVE_SNOMED_CODES: &[&str] = &[
 /// ICD-10 code prefixes: mental and behavioural disorders (F), sexually transmitted infections
 /// (A50-A64) and HIV (B20-B24, Z21).
 const SENSITIVE_ICD10_PREFIXES: &[&str] = &[
-    "F", "A50", "A51", "A52", "A53", "A54", "A55", "A56", "A57", "A58", "A59", "A60", "A63",
-    "A64", "B20", "B21", "B22", "B23", "B24", "Z21",
+    "F", "A50", "A51", "A52", "A53", "A54", "A55", "A56", "A57", "A58", "A59", "A60", "A63", "A64",
+    "B20", "B21", "B22", "B23", "B24", "Z21",
 ];
 
 /// The section a resource belongs in.
@@ -178,11 +180,17 @@ pub fn place(resource: &Value) -> Section {
     if let Some(section) = tagged_section(resource) {
         return section;
     }
-    let resource_type = resource.get("resourceType").and_then(Value::as_str).unwrap_or("");
+    let resource_type = resource
+        .get("resourceType")
+        .and_then(Value::as_str)
+        .unwrap_or("");
     if resource_type == "AuditEvent" {
         return Section::Audit;
     }
-    if FINANCIAL_TYPES.contains(&resource_type) || has_sensitive_label(resource) || has_sensitive_code(resource) {
+    if FINANCIAL_TYPES.contains(&resource_type)
+        || has_sensitive_label(resource)
+        || has_sensitive_code(resource)
+    {
         return Section::Sensitive;
     }
     if REQUEST_TYPES.contains(&resource_type) {
@@ -206,21 +214,27 @@ fn tagged_section(resource: &Value) -> Option<Section> {
 }
 
 fn has_sensitive_label(resource: &Value) -> bool {
-    let Some(meta) = resource.get("meta") else { return false };
+    let Some(meta) = resource.get("meta") else {
+        return false;
+    };
     codings(meta.get("security"))
         .filter_map(|label| label.get("code").and_then(Value::as_str))
         .any(|code| SENSITIVE_SECURITY_CODES.contains(&code))
 }
 
 fn has_sensitive_code(resource: &Value) -> bool {
-    let Some(code) = resource.get("code") else { return false };
+    let Some(code) = resource.get("code") else {
+        return false;
+    };
     codings(code.get("coding")).any(|coding| {
         let system = coding.get("system").and_then(Value::as_str).unwrap_or("");
         let code = coding.get("code").and_then(Value::as_str).unwrap_or("");
         match system {
             "http://snomed.info/sct" => SENSITIVE_SNOMED_CODES.contains(&code),
             "http://hl7.org/fhir/sid/icd-10" | "http://hl7.org/fhir/sid/icd-10-cm" => {
-                SENSITIVE_ICD10_PREFIXES.iter().any(|prefix| code.starts_with(prefix))
+                SENSITIVE_ICD10_PREFIXES
+                    .iter()
+                    .any(|prefix| code.starts_with(prefix))
             }
             _ => false,
         }
@@ -235,11 +249,23 @@ mod tests {
     #[test]
     fn places_by_type() {
         assert_eq!(place(&json!({"resourceType": "Patient"})), Section::Summary);
-        assert_eq!(place(&json!({"resourceType": "Encounter"})), Section::Clinical);
+        assert_eq!(
+            place(&json!({"resourceType": "Encounter"})),
+            Section::Clinical
+        );
         assert_eq!(place(&json!({"resourceType": "Claim"})), Section::Sensitive);
-        assert_eq!(place(&json!({"resourceType": "ExplanationOfBenefit"})), Section::Sensitive);
-        assert_eq!(place(&json!({"resourceType": "Appointment"})), Section::Requests);
-        assert_eq!(place(&json!({"resourceType": "AuditEvent"})), Section::Audit);
+        assert_eq!(
+            place(&json!({"resourceType": "ExplanationOfBenefit"})),
+            Section::Sensitive
+        );
+        assert_eq!(
+            place(&json!({"resourceType": "Appointment"})),
+            Section::Requests
+        );
+        assert_eq!(
+            place(&json!({"resourceType": "AuditEvent"})),
+            Section::Audit
+        );
         assert_eq!(place(&json!({"resourceType": "Basic"})), Section::Clinical);
     }
 
@@ -251,7 +277,8 @@ mod tests {
         let icd = json!({"resourceType": "Condition", "code": {"coding": [
             {"system": "http://hl7.org/fhir/sid/icd-10", "code": "F32.1"}]}});
         assert_eq!(place(&icd), Section::Sensitive);
-        let labelled = json!({"resourceType": "Observation", "meta": {"security": [{"code": "PSY"}]}});
+        let labelled =
+            json!({"resourceType": "Observation", "meta": {"security": [{"code": "PSY"}]}});
         assert_eq!(place(&labelled), Section::Sensitive);
     }
 

@@ -33,7 +33,11 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let home = args.home.unwrap_or_else(|| dirs::data_dir().unwrap_or_else(|| PathBuf::from(".")).join("phr"));
+    let home = args.home.unwrap_or_else(|| {
+        dirs::data_dir()
+            .unwrap_or_else(|| PathBuf::from("."))
+            .join("phr")
+    });
     if let Err(error) = Home::open(&home) {
         eprintln!("error: {error}");
         return ExitCode::from(1);

@@ -6,8 +6,9 @@ use std::{
 };
 
 use phr_core::{
+    Author, Record, Stamp,
     home::{Home, NewPatient},
-    import, Author, Record, Stamp,
+    import,
 };
 use serde_json::Value;
 
@@ -29,7 +30,11 @@ pub fn fixture_files() -> Vec<PathBuf> {
         }
     }
     files.sort();
-    assert!(files.len() >= 6, "expected the shared FHIR fixtures in {}", fixtures_dir().display());
+    assert!(
+        files.len() >= 6,
+        "expected the shared FHIR fixtures in {}",
+        fixtures_dir().display()
+    );
     files
 }
 
@@ -45,16 +50,32 @@ pub fn test_time() -> jiff::Timestamp {
 
 /// A new patient home in `dir` with no NHS number (the Synthea patients have none).
 pub fn patient_home(dir: &Path) -> (Home, Record) {
-    let patient = NewPatient { name: "Test Patient".into(), nhs_number: None, birth_date: None };
+    let patient = NewPatient {
+        name: "Test Patient".into(),
+        nhs_number: None,
+        birth_date: None,
+    };
     Home::init_patient(dir, &patient, test_time()).expect("init")
 }
 
 /// Imports one file into an open home, as `phr import` does, and saves.
-pub fn import_file(home: &mut Home, record: &mut Record, path: &Path) -> Result<import::ImportReport, import::ImportError> {
+pub fn import_file(
+    home: &mut Home,
+    record: &mut Record,
+    path: &Path,
+) -> Result<import::ImportReport, import::ImportError> {
     let bytes = std::fs::read(path).expect("readable fixture");
     let (parsed, skipped) = import::parse(&path.display().to_string(), &bytes)?;
     let author: Author = home.device().author();
-    let report = import::apply(record, Stamp { author: &author, time: test_time() }, &parsed, skipped)?;
+    let report = import::apply(
+        record,
+        Stamp {
+            author: &author,
+            time: test_time(),
+        },
+        &parsed,
+        skipped,
+    )?;
     home.save(record).expect("save");
     Ok(report)
 }
@@ -66,7 +87,11 @@ pub fn expected_after_import(bundle: &Value) -> HashMap<String, Value> {
     let mut by_url = HashMap::new();
     for entry in entries {
         let resource = &entry["resource"];
-        let key = format!("{}/{}", resource["resourceType"].as_str().unwrap(), resource["id"].as_str().unwrap());
+        let key = format!(
+            "{}/{}",
+            resource["resourceType"].as_str().unwrap(),
+            resource["id"].as_str().unwrap()
+        );
         if let Some(url) = entry["fullUrl"].as_str() {
             by_url.insert(url.to_string(), key);
         }
@@ -94,7 +119,11 @@ pub fn expected_after_import(bundle: &Value) -> HashMap<String, Value> {
         .map(|entry| {
             let mut resource = entry["resource"].clone();
             rewrite(&mut resource, &by_url);
-            let key = format!("{}/{}", resource["resourceType"].as_str().unwrap(), resource["id"].as_str().unwrap());
+            let key = format!(
+                "{}/{}",
+                resource["resourceType"].as_str().unwrap(),
+                resource["id"].as_str().unwrap()
+            );
             (key, resource)
         })
         .collect()

@@ -2,9 +2,11 @@
 
 use std::collections::HashMap;
 
-use phr_core::{export, home::Home, import::ImportError, Section};
-use phr_tests::{expected_after_import, fixture_files, import_file, largest_fixture, patient_home, test_time};
-use serde_json::{json, Value};
+use phr_core::{Section, export, home::Home, import::ImportError};
+use phr_tests::{
+    expected_after_import, fixture_files, import_file, largest_fixture, patient_home, test_time,
+};
+use serde_json::{Value, json};
 
 fn exported_by_key(bundle: &Value) -> HashMap<String, Value> {
     bundle["entry"]
@@ -13,7 +15,14 @@ fn exported_by_key(bundle: &Value) -> HashMap<String, Value> {
         .iter()
         .map(|e| {
             let r = &e["resource"];
-            (format!("{}/{}", r["resourceType"].as_str().unwrap(), r["id"].as_str().unwrap()), r.clone())
+            (
+                format!(
+                    "{}/{}",
+                    r["resourceType"].as_str().unwrap(),
+                    r["id"].as_str().unwrap()
+                ),
+                r.clone(),
+            )
         })
         .collect()
 }
@@ -33,7 +42,12 @@ fn every_fixture_round_trips_through_import_and_export() {
         let exported = export::collection(&record, &Section::ALL, test_time()).unwrap();
         let got = exported_by_key(&exported.bundle);
         for (key, resource) in &expected {
-            assert_eq!(got.get(key), Some(resource), "{} {key} differs after import then export", path.display());
+            assert_eq!(
+                got.get(key),
+                Some(resource),
+                "{} {key} differs after import then export",
+                path.display()
+            );
         }
         // The only extra resource is the Patient that `init` created.
         assert_eq!(got.len(), expected.len() + 1, "{}", path.display());
@@ -46,12 +60,20 @@ fn reimporting_changes_nothing() {
     let (mut home, mut record) = patient_home(dir.path());
     import_file(&mut home, &mut record, &largest_fixture()).unwrap();
     let heads = record.heads();
-    let files = std::fs::read_dir(dir.path().join("commits")).unwrap().count();
+    let files = std::fs::read_dir(dir.path().join("commits"))
+        .unwrap()
+        .count();
     let report = import_file(&mut home, &mut record, &largest_fixture()).unwrap();
     assert_eq!((report.added, report.updated), (0, 0));
     assert_eq!(report.unchanged, 1111);
     assert_eq!(record.heads(), heads, "no new Automerge change");
-    assert_eq!(std::fs::read_dir(dir.path().join("commits")).unwrap().count(), files, "nothing new on disk");
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("commits"))
+            .unwrap()
+            .count(),
+        files,
+        "nothing new on disk"
+    );
 }
 
 #[test]
@@ -64,7 +86,11 @@ fn exported_bundle_reimports_into_an_identical_record() {
     std::fs::write(&file, serde_json::to_vec(&exported.bundle).unwrap()).unwrap();
     let heads = record.heads();
     let report = import_file(&mut home, &mut record, &file).unwrap();
-    assert_eq!(report.added + report.updated, 0, "our own export is already in the record");
+    assert_eq!(
+        report.added + report.updated,
+        0,
+        "our own export is already in the record"
+    );
     assert_eq!(record.heads(), heads);
 }
 
@@ -73,19 +99,27 @@ fn a_failing_import_leaves_the_record_untouched() {
     let dir = tempfile::tempdir().unwrap();
     let (mut home, mut record) = patient_home(dir.path());
     import_file(&mut home, &mut record, &fixture_files()[0]).unwrap();
-    let before = export::collection(&record, &Section::ALL, test_time()).unwrap().bundle["entry"].clone();
+    let before = export::collection(&record, &Section::ALL, test_time())
+        .unwrap()
+        .bundle["entry"]
+        .clone();
     let heads = record.heads();
 
     // A real lifetime record with one broken reference near its end: everything before it
     // checks out, and still nothing of it may land.
-    let mut bundle: Value = serde_json::from_slice(&std::fs::read(largest_fixture()).unwrap()).unwrap();
+    let mut bundle: Value =
+        serde_json::from_slice(&std::fs::read(largest_fixture()).unwrap()).unwrap();
     let last = bundle["entry"].as_array().unwrap().len() - 1;
-    bundle["entry"][last]["resource"]["subject"] = json!({"reference": "urn:uuid:00000000-0000-4000-8000-000000000000"});
+    bundle["entry"][last]["resource"]["subject"] =
+        json!({"reference": "urn:uuid:00000000-0000-4000-8000-000000000000"});
     let broken = dir.path().join("broken.json");
     std::fs::write(&broken, serde_json::to_vec(&bundle).unwrap()).unwrap();
     let err = import_file(&mut home, &mut record, &broken).unwrap_err();
     assert!(matches!(err, ImportError::BrokenReference { .. }), "{err}");
-    assert!(err.to_string().contains(&format!("entry {last} (")), "{err}");
+    assert!(
+        err.to_string().contains(&format!("entry {last} (")),
+        "{err}"
+    );
 
     // A failure found while writing (a Patient of another NHS number after 1,000 resources were
     // put) must roll back what was put before it.
@@ -95,16 +129,28 @@ fn a_failing_import_leaves_the_record_untouched() {
         nhs_number: Some(phr_core::nhs::NhsNumber::parse("9434765919").unwrap()),
         birth_date: None,
     };
-    let (mut nhs_home, mut nhs_record) = Home::init_patient(nhs_dir.path(), &patient, test_time()).unwrap();
+    let (mut nhs_home, mut nhs_record) =
+        Home::init_patient(nhs_dir.path(), &patient, test_time()).unwrap();
     let nhs_heads = nhs_record.heads();
-    let mut other: Value = serde_json::from_slice(&std::fs::read(largest_fixture()).unwrap()).unwrap();
-    other["entry"].as_array_mut().unwrap().push(json!({"resource": {"resourceType": "Patient", "id": "someone-else",
-        "identifier": [{"system": "https://fhir.nhs.uk/Id/nhs-number", "value": "4010232137"}]}}));
+    let mut other: Value =
+        serde_json::from_slice(&std::fs::read(largest_fixture()).unwrap()).unwrap();
+    other["entry"].as_array_mut().unwrap().push(
+        json!({"resource": {"resourceType": "Patient", "id": "someone-else",
+        "identifier": [{"system": "https://fhir.nhs.uk/Id/nhs-number", "value": "4010232137"}]}}),
+    );
     let other_file = nhs_dir.path().join("other.json");
     std::fs::write(&other_file, serde_json::to_vec(&other).unwrap()).unwrap();
     let err = import_file(&mut nhs_home, &mut nhs_record, &other_file).unwrap_err();
-    assert!(err.to_string().contains("belongs to NHS number 943 476 5919"), "{err}");
-    assert_eq!(nhs_record.heads(), nhs_heads, "the 1,111 resources put before the failure were rolled back");
+    assert!(
+        err.to_string()
+            .contains("belongs to NHS number 943 476 5919"),
+        "{err}"
+    );
+    assert_eq!(
+        nhs_record.heads(),
+        nhs_heads,
+        "the 1,111 resources put before the failure were rolled back"
+    );
     drop((nhs_home, nhs_record));
     let reopened = Home::open(nhs_dir.path()).unwrap().load_record().unwrap();
     assert_eq!(reopened.len(Section::Clinical), 0);
@@ -112,7 +158,10 @@ fn a_failing_import_leaves_the_record_untouched() {
     assert_eq!(record.heads(), heads);
     drop((home, record));
     let reopened = Home::open(dir.path()).unwrap().load_record().unwrap();
-    let after = export::collection(&reopened, &Section::ALL, test_time()).unwrap().bundle["entry"].clone();
+    let after = export::collection(&reopened, &Section::ALL, test_time())
+        .unwrap()
+        .bundle["entry"]
+        .clone();
     assert_eq!(before, after);
 }
 
@@ -121,19 +170,35 @@ fn ips_export_of_a_lifetime_record_is_a_document_with_the_required_sections() {
     let dir = tempfile::tempdir().unwrap();
     let (mut home, mut record) = patient_home(dir.path());
     import_file(&mut home, &mut record, &largest_fixture()).unwrap();
-    let ips = export::ips(&record, &[Section::Summary, Section::Clinical], test_time()).unwrap().bundle;
+    let ips = export::ips(&record, &[Section::Summary, Section::Clinical], test_time())
+        .unwrap()
+        .bundle;
     assert_eq!(ips["type"], "document");
     let composition = &ips["entry"][0]["resource"];
     assert_eq!(composition["resourceType"], "Composition");
-    let codes: Vec<&str> = composition["section"].as_array().unwrap().iter().map(|s| s["code"]["coding"][0]["code"].as_str().unwrap()).collect();
+    let codes: Vec<&str> = composition["section"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["code"]["coding"][0]["code"].as_str().unwrap())
+        .collect();
     for required in ["11450-4", "48765-2", "10160-0"] {
         assert!(codes.contains(&required), "{codes:?}");
     }
     // Every reference a section makes resolves to an entry of the document.
-    let urls: Vec<&str> = ips["entry"].as_array().unwrap().iter().map(|e| e["fullUrl"].as_str().unwrap()).collect();
+    let urls: Vec<&str> = ips["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["fullUrl"].as_str().unwrap())
+        .collect();
     for section in composition["section"].as_array().unwrap() {
         for entry in section["entry"].as_array().unwrap() {
-            let target = format!("{}{}", export::FULL_URL_BASE, entry["reference"].as_str().unwrap());
+            let target = format!(
+                "{}{}",
+                export::FULL_URL_BASE,
+                entry["reference"].as_str().unwrap()
+            );
             assert!(urls.contains(&target.as_str()), "{target} missing");
         }
     }

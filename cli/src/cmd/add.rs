@@ -8,7 +8,7 @@ use phr_core::{
 };
 use serde_json::json;
 
-use crate::context::{now, stamp, Context};
+use crate::context::{Context, now, stamp};
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:
@@ -68,11 +68,17 @@ pub fn run(ctx: &Context, args: Args) -> Result<()> {
     record.put(stamp, &resource)?;
     record.commit(stamp, &format!("add {}", new.kind.as_str()));
     home.save(&mut record)?;
-    let key = format!("{}/{id}", resource["resourceType"].as_str().unwrap_or("Resource"));
+    let key = format!(
+        "{}/{id}",
+        resource["resourceType"].as_str().unwrap_or("Resource")
+    );
     let section = place(&resource);
     if ctx.json {
         return ctx.print_json(&json!({"added": key, "section": section, "resource": resource}));
     }
-    println!("Added {key} to {section}: {}", view::describe(&resource));
+    println!(
+        "Added {key} to {section}: {}",
+        view::describe_resource(&resource)
+    );
     Ok(())
 }

@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 use phr_core::{record::Conflict, view};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 use super::history::{headline, version_json};
 use crate::context::Context;
@@ -21,8 +21,14 @@ pub fn run(ctx: &Context) -> Result<()> {
         println!("No conflicts: every resource has a single version.");
         return Ok(());
     }
-    let count = if conflicts.len() == 1 { "1 resource has".to_string() } else { format!("{} resources have", conflicts.len()) };
-    println!("{count} conflicting versions, written on different devices without seeing each other:");
+    let count = if conflicts.len() == 1 {
+        "1 resource has".to_string()
+    } else {
+        format!("{} resources have", conflicts.len())
+    };
+    println!(
+        "{count} conflicting versions, written on different devices without seeing each other:"
+    );
     for conflict in &conflicts {
         print_conflict(conflict);
     }
@@ -34,7 +40,7 @@ fn print_conflict(conflict: &Conflict) {
     println!("{}", conflict.key);
     for (index, version) in conflict.versions.iter().enumerate() {
         println!("  {}. {}", index + 1, headline(version));
-        println!("     {}", view::describe(&version.resource));
+        println!("     {}", view::describe_resource(&version.resource));
     }
     let differing = differing_fields(conflict.versions.iter().map(|v| &v.resource));
     if !differing.is_empty() {
@@ -45,7 +51,11 @@ fn print_conflict(conflict: &Conflict) {
 
 /// The top-level fields whose values are not the same in every version.
 fn differing_fields<'a>(resources: impl Iterator<Item = &'a Value> + Clone) -> Vec<String> {
-    let mut fields: Vec<&String> = resources.clone().filter_map(Value::as_object).flat_map(|o| o.keys()).collect();
+    let mut fields: Vec<&String> = resources
+        .clone()
+        .filter_map(Value::as_object)
+        .flat_map(|o| o.keys())
+        .collect();
     fields.sort();
     fields.dedup();
     fields

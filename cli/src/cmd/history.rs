@@ -20,13 +20,21 @@ pub fn run(ctx: &Context, args: Args) -> Result<()> {
         let items: Vec<_> = versions.iter().map(version_json).collect();
         return ctx.print_json(&json!({"resource": args.reference.to_string(), "versions": items}));
     }
-    let count = if versions.len() == 1 { "1 version".to_string() } else { format!("{} versions", versions.len()) };
+    let count = if versions.len() == 1 {
+        "1 version".to_string()
+    } else {
+        format!("{} versions", versions.len())
+    };
     println!("{}: {count}, oldest first", args.reference);
     for (index, version) in versions.iter().enumerate() {
         println!("  {}. {}", index + 1, headline(version));
-        println!("     {}", view::describe(&version.resource));
+        println!("     {}", view::describe_resource(&version.resource));
         if let Some(kept) = &version.kept {
-            println!("     settled a conflict between {} versions, keeping {}", version.replaces.len(), short(kept));
+            println!(
+                "     settled a conflict between {} versions, keeping {}",
+                version.replaces.len(),
+                short(kept)
+            );
         }
     }
     Ok(())

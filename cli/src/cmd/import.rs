@@ -2,11 +2,14 @@
 
 use std::{fs, path::PathBuf};
 
-use anyhow::{Context as _, Result};
-use phr_core::import::{self, ImportError, ImportReport, Location, IMPORT_FILE_BYTES_MAX};
+use anyhow::Result;
+use phr_core::import::{self, IMPORT_FILE_BYTES_MAX, ImportError, ImportReport, Location};
 use serde_json::json;
 
-use crate::context::{stamp, Context};
+use crate::{
+    context::{Context, stamp},
+    exit::UserError,
+};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -22,12 +25,22 @@ pub fn run(ctx: &Context, args: Args) -> Result<()> {
     let mut skipped = 0;
     for path in &args.files {
         let name = path.display().to_string();
-        let size = fs::metadata(path).with_context(|| format!("cannot read {name}"))?.len();
+        let unreadable =
+            |e: std::io::Error| UserError(format!("cannot read {name}: {e}; check the path"));
+        let size = fs::metadata(path).map_err(unreadable)?.len();
         if size > IMPORT_FILE_BYTES_MAX {
-            let location = Location { file: name, at: None };
-            return Err(ImportError::TooLarge { location, bytes: size, max: IMPORT_FILE_BYTES_MAX }.into());
+            let location = Location {
+                file: name,
+                at: None,
+            };
+            return Err(ImportError::TooLarge {
+                location,
+                bytes: size,
+                max: IMPORT_FILE_BYTES_MAX,
+            }
+            .into());
         }
-        let bytes = fs::read(path).with_context(|| format!("cannot read {name}"))?;
+        let bytes = fs::read(path).map_err(unreadable)?;
         let (resources, file_skipped) = import::parse(&name, &bytes)?;
         parsed.extend(resources);
         skipped += file_skipped;
@@ -42,15 +55,29 @@ fn print_report(ctx: &Context, args: &Args, report: &ImportReport) -> Result<()>
     if ctx.json {
         return ctx.print_json(&json!({"files": args.files, "report": report}));
     }
-    let files = if args.files.len() == 1 { "1 file".to_string() } else { format!("{} files", args.files.len()) };
+    let files = if args.files.len() == 1 {
+        "1 file".to_string()
+    } else {
+        format!("{} files", args.files.len())
+    };
     let total = report.added + report.updated + report.unchanged;
-    println!("Imported {files}: {total} resources ({} new, {} updated, {} already here).", report.added, report.updated, report.unchanged);
+    println!(
+        "Imported {files}: {total} resources ({} new, {} updated, {} already here).",
+        report.added, report.updated, report.unchanged
+    );
     if !report.written.is_empty() {
-        let sections: Vec<String> = report.written.iter().map(|(s, n)| format!("{s} {n}")).collect();
+        let sections: Vec<String> = report
+            .written
+            .iter()
+            .map(|(s, n)| format!("{s} {n}"))
+            .collect();
         println!("Written to: {}.", sections.join(", "));
     }
     if report.skipped > 0 {
-        println!("Skipped {} entries with no resource to keep (search outcomes, bare responses).", report.skipped);
+        println!(
+            "Skipped {} entries with no resource to keep (search outcomes, bare responses).",
+            report.skipped
+        );
     }
     Ok(())
 }

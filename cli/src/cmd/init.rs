@@ -7,7 +7,10 @@ use phr_core::{
 };
 use serde_json::json;
 
-use crate::{context::{now, Context}, exit::UserError};
+use crate::{
+    context::{Context, now},
+    exit::UserError,
+};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -41,26 +44,49 @@ pub fn run(ctx: &Context, args: Args) -> Result<()> {
         if ctx.json {
             return ctx.print_json(&json!({"home": ctx.home, "device": device}));
         }
-        println!("Created provider node '{}' in {}.", device.name, ctx.home.display());
+        println!(
+            "Created provider node '{}' in {}.",
+            device.name,
+            ctx.home.display()
+        );
         println!("It holds patients' records once they share them with it.");
         return Ok(());
     }
-    let nhs_number = args.nhs_number.as_deref().map(NhsNumber::parse).transpose()?;
+    let nhs_number = args
+        .nhs_number
+        .as_deref()
+        .map(NhsNumber::parse)
+        .transpose()?;
     let birth_date = args
         .birth_date
         .as_deref()
         .map(|d| {
-            d.parse::<jiff::civil::Date>()
-                .map_err(|_| UserError(format!("--birth-date '{d}' is not a date: expected YYYY-MM-DD, e.g. 1970-01-31")))
+            d.parse::<jiff::civil::Date>().map_err(|_| {
+                UserError(format!(
+                    "--birth-date '{d}' is not a date: expected YYYY-MM-DD, e.g. 1970-01-31"
+                ))
+            })
         })
         .transpose()?;
-    let patient = NewPatient { name: args.name.trim().to_string(), nhs_number: nhs_number.clone(), birth_date };
+    let patient = NewPatient {
+        name: args.name.trim().to_string(),
+        nhs_number: nhs_number.clone(),
+        birth_date,
+    };
     let (_home, record) = Home::init_patient(&ctx.home, &patient, now())?;
     if ctx.json {
         return ctx.print_json(&json!({"home": ctx.home, "record": record.meta()}));
     }
-    let nhs = nhs_number.map(|n| format!(" (NHS {n})")).unwrap_or_default();
-    println!("Created a record for {}{nhs} in {}.", patient.name, ctx.home.display());
-    println!("Next: `phr import FILE` to bring in records, `phr add` to write entries, `phr show` to read.");
+    let nhs = nhs_number
+        .map(|n| format!(" (NHS {n})"))
+        .unwrap_or_default();
+    println!(
+        "Created a record for {}{nhs} in {}.",
+        patient.name,
+        ctx.home.display()
+    );
+    println!(
+        "Next: `phr import FILE` to bring in records, `phr add` to write entries, `phr show` to read."
+    );
     Ok(())
 }

@@ -4,7 +4,7 @@ use anyhow::Result;
 use phr_core::fhir::reference::ResourceKey;
 use serde_json::json;
 
-use crate::context::{stamp, Context};
+use crate::context::{Context, stamp};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -26,9 +26,7 @@ pub fn run(ctx: &Context, args: Args) -> Result<()> {
     }
     println!(
         "Resolved {}: kept {}; the other versions stay in `phr history {}`.",
-        args.reference,
-        args.keep,
-        args.reference
+        args.reference, args.keep, args.reference
     );
     Ok(())
 }

@@ -7,7 +7,10 @@ use super::model::{Dosage, Quantity};
 /// The date part of a FHIR `date`/`dateTime`/`instant` (`2019`, `2019-03`, `2019-03-04`, or the
 /// date of a full timestamp), which is what a person needs to see.
 pub fn date(value: &str) -> &str {
-    value.get(..10).filter(|_| value.len() > 10).unwrap_or(value)
+    value
+        .get(..10)
+        .filter(|_| value.len() > 10)
+        .unwrap_or(value)
 }
 
 /// A number as written, without a long tail of float digits: `171.8502438021171` reads `171.85`.
@@ -21,7 +24,11 @@ pub fn number(n: &Number) -> String {
             let trimmed = rounded.trim_end_matches('0').trim_end_matches('.');
             // Prefer the written form when it is already short (keeps "1.50" as the source wrote it).
             let written = n.to_string();
-            if written.len() <= rounded.len() { written } else { trimmed.to_string() }
+            if written.len() <= rounded.len() {
+                written
+            } else {
+                trimmed.to_string()
+            }
         }
         None => n.to_string(),
     }
@@ -30,7 +37,11 @@ pub fn number(n: &Number) -> String {
 /// A quantity such as `6.2 %` or `< 5 mmol/L`.
 pub fn quantity(q: &Quantity) -> Option<String> {
     let value = number(q.value.as_ref()?);
-    let comparator = q.comparator.as_deref().map(|c| format!("{c} ")).unwrap_or_default();
+    let comparator = q
+        .comparator
+        .as_deref()
+        .map(|c| format!("{c} "))
+        .unwrap_or_default();
     let unit = q.unit.as_deref().or(q.code.as_deref()).unwrap_or("");
     Some(format!("{comparator}{value} {unit}").trim_end().to_string())
 }
@@ -42,15 +53,31 @@ pub fn dosage(d: &Dosage) -> Option<String> {
         return Some(text.clone());
     }
     let mut parts = Vec::new();
-    if let Some(dose) = d.dose_and_rate.iter().find_map(|r| r.dose_quantity.as_ref()) {
+    if let Some(dose) = d
+        .dose_and_rate
+        .iter()
+        .find_map(|r| r.dose_quantity.as_ref())
+    {
         let amount = dose.value.as_ref().map(number).unwrap_or_default();
         let unit = dose.unit.as_deref().unwrap_or("dose");
         parts.push(format!("{amount} {unit}").trim().to_string());
     }
     if let Some(repeat) = d.timing.as_ref().and_then(|t| t.repeat.as_ref()) {
-        let frequency = repeat.frequency.as_ref().map(number).unwrap_or_else(|| "1".into());
-        let times = if frequency == "1" { "once".to_string() } else { format!("{frequency} times") };
-        let period = repeat.period.as_ref().map(number).unwrap_or_else(|| "1".into());
+        let frequency = repeat
+            .frequency
+            .as_ref()
+            .map(number)
+            .unwrap_or_else(|| "1".into());
+        let times = if frequency == "1" {
+            "once".to_string()
+        } else {
+            format!("{frequency} times")
+        };
+        let period = repeat
+            .period
+            .as_ref()
+            .map(number)
+            .unwrap_or_else(|| "1".into());
         let unit = match repeat.period_unit.as_deref() {
             Some("s") => "second",
             Some("min") => "minute",
@@ -98,8 +125,11 @@ mod tests {
 
     #[test]
     fn dosage_in_words() {
-        let d: Dosage = view(&json!({"timing": {"repeat": {"frequency": 2, "period": 1, "periodUnit": "d"}},
-            "doseAndRate": [{"doseQuantity": {"value": 1}}], "asNeededBoolean": false})).unwrap();
+        let d: Dosage = view(
+            &json!({"timing": {"repeat": {"frequency": 2, "period": 1, "periodUnit": "d"}},
+            "doseAndRate": [{"doseQuantity": {"value": 1}}], "asNeededBoolean": false}),
+        )
+        .unwrap();
         assert_eq!(dosage(&d).unwrap(), "1 dose, 2 times a day");
         let d: Dosage = view(&json!({"text": "two puffs when needed"})).unwrap();
         assert_eq!(dosage(&d).unwrap(), "two puffs when needed");

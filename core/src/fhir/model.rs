@@ -356,7 +356,11 @@ impl Observation {
     pub fn when(&self) -> Option<&str> {
         self.effective_date_time
             .as_deref()
-            .or_else(|| self.effective_period.as_ref().and_then(|p| p.start.as_deref()))
+            .or_else(|| {
+                self.effective_period
+                    .as_ref()
+                    .and_then(|p| p.start.as_deref())
+            })
             .or(self.issued.as_deref())
     }
 }

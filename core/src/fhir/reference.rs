@@ -26,14 +26,18 @@ pub struct ResourceKey {
 impl ResourceKey {
     /// A key from its parts; the caller has validated them.
     pub fn new(resource_type: impl Into<String>, id: impl Into<String>) -> Self {
-        Self { resource_type: resource_type.into(), id: id.into() }
+        Self {
+            resource_type: resource_type.into(),
+            id: id.into(),
+        }
     }
 
     /// The key of a resource value, if it has a known type and a valid id.
     pub fn of(resource: &Value) -> Option<Self> {
         let resource_type = resource.get("resourceType")?.as_str()?;
         let id = resource.get("id")?.as_str()?;
-        (is_r4_resource_type(resource_type) && is_valid_id(id)).then(|| Self::new(resource_type, id))
+        (is_r4_resource_type(resource_type) && is_valid_id(id))
+            .then(|| Self::new(resource_type, id))
     }
 }
 
@@ -73,19 +77,30 @@ pub struct BrokenReference {
 /// The `Type/id` a `fullUrl` stands for, whatever its form: `urn:uuid:`, an absolute RESTful
 /// URL ending in `Type/id`, or a relative `Type/id` (seen in the wild although the spec forbids it).
 pub fn full_url_targets(full_urls: &[(String, ResourceKey)]) -> HashMap<&str, &ResourceKey> {
-    full_urls.iter().map(|(url, key)| (url.as_str(), key)).collect()
+    full_urls
+        .iter()
+        .map(|(url, key)| (url.as_str(), key))
+        .collect()
 }
 
 /// Rewrites, in place, every `reference` of `resource` that names an entry of the bundle; returns
 /// the references that are bundle-local (`urn:uuid:`, `urn:oid:`) but name no entry.
-pub fn rewrite_references(resource: &mut Value, targets: &HashMap<&str, &ResourceKey>) -> Vec<BrokenReference> {
+pub fn rewrite_references(
+    resource: &mut Value,
+    targets: &HashMap<&str, &ResourceKey>,
+) -> Vec<BrokenReference> {
     let mut broken = Vec::new();
     let mut path = Vec::new();
     walk(resource, targets, &mut path, &mut broken);
     broken
 }
 
-fn walk(value: &mut Value, targets: &HashMap<&str, &ResourceKey>, path: &mut Vec<String>, broken: &mut Vec<BrokenReference>) {
+fn walk(
+    value: &mut Value,
+    targets: &HashMap<&str, &ResourceKey>,
+    path: &mut Vec<String>,
+    broken: &mut Vec<BrokenReference>,
+) {
     match value {
         Value::Object(map) => {
             for (key, child) in map.iter_mut() {
@@ -95,7 +110,10 @@ fn walk(value: &mut Value, targets: &HashMap<&str, &ResourceKey>, path: &mut Vec
                         if let Some(target) = targets.get(reference.as_str()) {
                             *reference = target.to_string();
                         } else if is_bundle_local(reference) {
-                            broken.push(BrokenReference { path: path.join("."), reference: reference.clone() });
+                            broken.push(BrokenReference {
+                                path: path.join("."),
+                                reference: reference.clone(),
+                            });
                         }
                     }
                     _ => walk(child, targets, path, broken),
@@ -166,7 +184,10 @@ mod tests {
         assert_eq!(obs["subject"]["reference"], "Patient/p1");
         assert_eq!(obs["performer"][0]["reference"], "Practitioner/x");
         assert_eq!(obs["performer"][1]["reference"], "#contained");
-        assert_eq!(obs["basedOn"][0]["reference"], "ServiceRequest?identifier=a|b");
+        assert_eq!(
+            obs["basedOn"][0]["reference"],
+            "ServiceRequest?identifier=a|b"
+        );
     }
 
     #[test]
@@ -175,7 +196,10 @@ mod tests {
         let broken = rewrite_references(&mut obs, &HashMap::new());
         assert_eq!(
             broken,
-            vec![BrokenReference { path: "performer[1].reference".into(), reference: "urn:uuid:missing".into() }]
+            vec![BrokenReference {
+                path: "performer[1].reference".into(),
+                reference: "urn:uuid:missing".into()
+            }]
         );
     }
 

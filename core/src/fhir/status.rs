@@ -1,7 +1,10 @@
 //! Which resources are current: the status rules shared by the plain-language view and the
 //! International Patient Summary, so both show the same allergies, problems and medicines.
 
-use super::model::{AllergyIntolerance, CodeableConcept, Condition, Immunization, MedicationRequest, MedicationStatement, Observation};
+use super::model::{
+    AllergyIntolerance, CodeableConcept, Condition, Immunization, MedicationRequest,
+    MedicationStatement, Observation,
+};
 
 fn status_is(concept: Option<&CodeableConcept>, codes: &[&str]) -> bool {
     concept.is_some_and(|c| codes.iter().any(|code| c.has_code(code)))
@@ -9,8 +12,10 @@ fn status_is(concept: Option<&CodeableConcept>, codes: &[&str]) -> bool {
 
 /// An allergy still to warn about: not refuted, not entered in error, not inactive or resolved.
 pub fn allergy_is_current(a: &AllergyIntolerance) -> bool {
-    !status_is(a.verification_status.as_ref(), &["refuted", "entered-in-error"])
-        && !status_is(a.clinical_status.as_ref(), &["inactive", "resolved"])
+    !status_is(
+        a.verification_status.as_ref(),
+        &["refuted", "entered-in-error"],
+    ) && !status_is(a.clinical_status.as_ref(), &["inactive", "resolved"])
 }
 
 /// A problem that is active: clinical status active, recurrence or relapse (or not stated),
@@ -18,11 +23,16 @@ pub fn allergy_is_current(a: &AllergyIntolerance) -> bool {
 pub fn condition_is_active(c: &Condition) -> bool {
     let active = match &c.clinical_status {
         None => true,
-        Some(status) => ["active", "recurrence", "relapse"].iter().any(|code| status.has_code(code)),
+        Some(status) => ["active", "recurrence", "relapse"]
+            .iter()
+            .any(|code| status.has_code(code)),
     };
     active
         && c.abatement_date_time.is_none()
-        && !status_is(c.verification_status.as_ref(), &["refuted", "entered-in-error"])
+        && !status_is(
+            c.verification_status.as_ref(),
+            &["refuted", "entered-in-error"],
+        )
 }
 
 /// A medicine the patient takes now, by statement.

@@ -1,0 +1,428 @@
+//! Snapshot tests of the `phr` command line: outputs, error messages and exit codes, pinned in
+//! `cli/tests/snapshots/`. Ids, times and temporary paths are replaced by placeholders.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use tempfile::TempDir;
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/fhir")
+}
+
+fn largest() -> String {
+    fixtures()
+        .join("synthea/Fletcher_Hyatt_fe0562b5-f517-4951-8366-32fdab088930.json")
+        .display()
+        .to_string()
+}
+
+/// A temporary home and a way to run `phr` in it.
+struct Phr {
+    dir: TempDir,
+}
+
+impl Phr {
+    fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// A home with a patient record.
+    fn patient() -> Self {
+        let phr = Self::new();
+        phr.ok(&[
+            "init",
+            "--name",
+            "Ada Lovelace",
+            "--nhs-number",
+            "943 476 5919",
+            "--birth-date",
+            "1815-12-10",
+        ]);
+        phr
+    }
+
+    fn home(&self) -> PathBuf {
+        self.dir.path().join("home")
+    }
+
+    /// Runs phr and renders the transcript: command, exit code, stdout, stderr.
+    fn run(&self, args: &[&str]) -> (i32, String, String, String) {
+        let output = Command::new(env!("CARGO_BIN_EXE_phr"))
+            .arg("--home")
+            .arg(self.home())
+            .args(args)
+            .env_remove("PHR_HOME")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8(output.stdout).unwrap();
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        let code = output.status.code().unwrap_or(-1);
+        let shown: Vec<String> = args
+            .iter()
+            .map(|a| {
+                if a.contains(' ') {
+                    format!("{a:?}")
+                } else {
+                    a.to_string()
+                }
+            })
+            .collect();
+        let transcript = format!(
+            "$ phr {}\nexit: {code}\n--- stdout\n{stdout}--- stderr\n{stderr}",
+            shown.join(" ")
+        );
+        (code, stdout, stderr, self.redact(&transcript))
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let (code, stdout, stderr, _) = self.run(args);
+        assert_eq!(code, 0, "phr {args:?} failed: {stderr}");
+        stdout
+    }
+
+    fn redact(&self, text: &str) -> String {
+        text.replace(&self.dir.path().display().to_string(), "[TMP]")
+            .replace(&fixtures().display().to_string(), "[FIXTURES]")
+    }
+}
+
+/// Runs each command and snapshots the whole transcript.
+fn snapshot(name: &str, phr: &Phr, commands: &[&[&str]]) -> Vec<i32> {
+    let mut transcript = String::new();
+    let mut codes = Vec::new();
+    for args in commands {
+        let (code, _, _, text) = phr.run(args);
+        codes.push(code);
+        transcript.push_str(&text);
+        transcript.push('\n');
+    }
+    insta::with_settings!({filters => vec![
+        (r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", "[UUID]"),
+        (r"\b[0-9a-f]{32}\b", "[ID]"),
+        (r"\b\d+@[0-9a-f]{8,}\b", "[VERSION]"),
+        (r"\(device [0-9a-f]{8}\)", "(device [DEVICE])"),
+        (r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(\.\d+)?( UTC|Z)", "[TIME]"),
+        (r"\(age \d+\)", "(age [AGE])"),
+    ]}, {
+        insta::assert_snapshot!(name, transcript);
+    });
+    codes
+}
+
+#[test]
+fn init_and_its_errors() {
+    let phr = Phr::new();
+    let codes = snapshot(
+        "init",
+        &phr,
+        &[
+            &[
+                "init",
+                "--name",
+                "Ada Lovelace",
+                "--nhs-number",
+                "943 476 5918",
+            ],
+            &[
+                "init",
+                "--name",
+                "Ada Lovelace",
+                "--birth-date",
+                "10/12/1815",
+            ],
+            &["show"],
+            &[
+                "init",
+                "--name",
+                "Ada Lovelace",
+                "--nhs-number",
+                "943 476 5919",
+                "--birth-date",
+                "1815-12-10",
+            ],
+            &["init", "--name", "Someone Else"],
+        ],
+    );
+    assert_eq!(codes, [1, 1, 1, 0, 1]);
+}
+
+#[test]
+fn provider_init() {
+    let phr = Phr::new();
+    let codes = snapshot(
+        "provider_init",
+        &phr,
+        &[
+            &[
+                "init",
+                "--provider",
+                "--name",
+                "Riverside Surgery",
+                "--ods",
+                "Y12345",
+            ],
+            &["show"],
+        ],
+    );
+    assert_eq!(codes, [0, 1]);
+}
+
+#[test]
+fn import_show_and_export_a_lifetime_record() {
+    let phr = Phr::patient();
+    let largest = largest();
+    let out = phr.dir.path().join("ips.json").display().to_string();
+    let codes = snapshot(
+        "import_show_export",
+        &phr,
+        &[
+            &["import", &largest],
+            &["import", &largest],
+            &["show"],
+            &["export", "--ips", "-o", &out],
+        ],
+    );
+    assert_eq!(codes, [0, 0, 0, 0]);
+    let ips: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert_eq!(ips["type"], "document");
+}
+
+#[test]
+fn show_sections_and_json() {
+    let phr = Phr::patient();
+    phr.ok(&[
+        "import",
+        &fixtures()
+            .join("ips/Bundle-IPS-examples-Bundle-01.json")
+            .display()
+            .to_string(),
+    ]);
+    snapshot(
+        "show_sections",
+        &phr,
+        &[&["show", "clinical"], &["show", "nonsense"]],
+    );
+    let json: serde_json::Value = serde_json::from_str(&phr.ok(&["show", "--json"])).unwrap();
+    let types: Vec<&str> = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["resourceType"].as_str().unwrap())
+        .collect();
+    assert!(
+        types.contains(&"AllergyIntolerance") && types.contains(&"Patient"),
+        "{types:?}"
+    );
+    let bundle: serde_json::Value =
+        serde_json::from_str(&phr.ok(&["export", "--section", "summary"])).unwrap();
+    assert_eq!(bundle["type"], "collection");
+}
+
+#[test]
+fn import_errors_name_the_place_and_change_nothing() {
+    let phr = Phr::patient();
+    let dir = phr.dir.path();
+    let write = |name: &str, text: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    };
+    let malformed = write(
+        "malformed.json",
+        "{\n  \"resourceType\": \"Patient\",\n  \"id\": \"x\"\n  \"gender\": \"male\"\n}",
+    );
+    let not_fhir = write("not-fhir.json", "{\"name\": \"x\"}");
+    let unknown = write(
+        "unknown.json",
+        "{\"resourceType\": \"Pateint\", \"id\": \"x\"}",
+    );
+    let broken = write(
+        "broken.json",
+        r#"{"resourceType": "Bundle", "type": "collection", "entry": [
+            {"fullUrl": "urn:uuid:1", "resource": {"resourceType": "Observation", "id": "o1", "subject": {"reference": "urn:uuid:2"}}}]}"#,
+    );
+    let bad_nhs = write(
+        "bad-nhs.json",
+        r#"{"resourceType": "Patient", "id": "p", "identifier": [{"system": "https://fhir.nhs.uk/Id/nhs-number", "value": "1234567890"}]}"#,
+    );
+    let empty = write("empty.json", "");
+    let huge = dir.join("huge.json");
+    std::fs::File::create(&huge)
+        .unwrap()
+        .set_len(65 * 1024 * 1024)
+        .unwrap();
+    let huge = huge.display().to_string();
+    let good = write(
+        "good.json",
+        r#"{"resourceType": "Condition", "id": "c1", "code": {"text": "asthma"}}"#,
+    );
+    let before = phr.ok(&["export", "--section", "summary"]);
+    let codes = snapshot(
+        "import_errors",
+        &phr,
+        &[
+            &["import", &malformed],
+            &["import", &not_fhir],
+            &["import", &unknown],
+            &["import", &broken],
+            &["import", &bad_nhs],
+            &["import", &empty],
+            &["import", &huge],
+            &["import", &good, &broken],
+            &["import", "missing.json"],
+        ],
+    );
+    assert_eq!(codes, [1, 1, 1, 1, 1, 1, 1, 1, 1]);
+    let strip_ids = |s: &str| {
+        s.lines()
+            .filter(|l| {
+                !l.contains("\"id\"") && !l.contains("lastUpdated") && !l.contains("timestamp")
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert_eq!(
+        strip_ids(&phr.ok(&["export", "--section", "summary"])),
+        strip_ids(&before),
+        "a failed import changed the record"
+    );
+}
+
+#[test]
+fn add_every_kind_and_read_history() {
+    let phr = Phr::patient();
+    let codes = snapshot(
+        "add",
+        &phr,
+        &[
+            &["add", "symptom", "headache", "--severity", "moderate"],
+            &["add", "reading", "blood-pressure", "128/82"],
+            &[
+                "add",
+                "allergy",
+                "penicillin",
+                "--reaction",
+                "rash",
+                "--criticality",
+                "high",
+            ],
+            &["add", "condition", "asthma", "--since", "2015-06-01"],
+            &[
+                "add",
+                "medication",
+                "Salbutamol 100mcg inhaler",
+                "--dosage",
+                "2 puffs when needed",
+            ],
+            &["add", "note", "Felt dizzy after the new tablets"],
+            &["add", "symptom", "low mood", "--sensitive"],
+            &["add", "reading", "blood-pressure", "128"],
+            &["add", "reading", "heart-rate", "900"],
+            &["add", "sneeze", "x"],
+            &["show"],
+            &["show", "journal"],
+        ],
+    );
+    assert_eq!(codes, [0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 0, 0]);
+}
+
+#[test]
+fn history_conflicts_and_resolve() {
+    let phr = Phr::patient();
+    let added = phr.ok(&["--json", "add", "condition", "asthma"]);
+    let added: serde_json::Value = serde_json::from_str(&added).unwrap();
+    let key = added["added"].as_str().unwrap().to_string();
+    let mut edited = added["resource"].clone();
+    edited["note"] = serde_json::json!([{"text": "mild, exercise-induced"}]);
+    let file = phr.dir.path().join("edit.json");
+    std::fs::write(&file, edited.to_string()).unwrap();
+    phr.ok(&["import", &file.display().to_string()]);
+    let codes = snapshot(
+        "history",
+        &phr,
+        &[
+            &["history", &key],
+            &["history", "Condition/nope"],
+            &["history", "nonsense"],
+            &["conflicts"],
+            &["resolve", &key, "--keep", "1"],
+        ],
+    );
+    assert_eq!(codes, [0, 1, 1, 0, 1]);
+}
+
+/// Makes a conflict the way two devices would: a second replica (another Automerge actor) of
+/// the home's record and the home itself edit one resource, then the home merges the replica.
+fn conflict_on(phr: &Phr, key: &str) {
+    use phr_core::{Author, Record, Stamp, home::Home};
+    let mut home = Home::open(&phr.home()).unwrap();
+    let mut record = home.load_record().unwrap();
+    let saved = record.save_compacted().into_iter().collect();
+    let mut phone = Record::load(record.meta().clone(), &saved, &automerge_actor()).unwrap();
+    let key: phr_core::fhir::reference::ResourceKey = key.parse().unwrap();
+    let time = jiff::Timestamp::from_second(1_763_700_000).unwrap();
+    for (replica, author, note) in [
+        (
+            &mut record,
+            Author {
+                id: "aaaaaaaa11".into(),
+                name: "Ada Lovelace".into(),
+            },
+            "worse at night",
+        ),
+        (
+            &mut phone,
+            Author {
+                id: "bbbbbbbb22".into(),
+                name: "Riverside Surgery".into(),
+            },
+            "salbutamol started",
+        ),
+    ] {
+        let mut resource = replica.get(&key).unwrap().unwrap();
+        resource["note"] = serde_json::json!([{"text": note}]);
+        let stamp = Stamp {
+            author: &author,
+            time,
+        };
+        replica.put(stamp, &resource).unwrap();
+        replica.commit(stamp, "edit");
+    }
+    record.merge(&mut phone).unwrap();
+    home.save(&mut record).unwrap();
+}
+
+fn automerge_actor() -> automerge::ActorId {
+    automerge::ActorId::random()
+}
+
+#[test]
+fn conflicts_listed_and_resolved() {
+    let phr = Phr::patient();
+    let added: serde_json::Value =
+        serde_json::from_str(&phr.ok(&["--json", "add", "condition", "asthma"])).unwrap();
+    let key = added["added"].as_str().unwrap().to_string();
+    conflict_on(&phr, &key);
+    let codes = snapshot(
+        "conflicts",
+        &phr,
+        &[
+            &["conflicts"],
+            &["add", "condition", "asthma"],
+            &["resolve", &key, "--keep", "7"],
+            &["resolve", &key, "--keep", "2"],
+            &["conflicts"],
+            &["history", &key],
+        ],
+    );
+    assert_eq!(codes, [0, 0, 1, 0, 0, 0]);
+    let conflicts: serde_json::Value =
+        serde_json::from_str(&phr.ok(&["--json", "conflicts"])).unwrap();
+    assert_eq!(conflicts, serde_json::json!([]));
+}
