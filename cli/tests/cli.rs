@@ -326,10 +326,26 @@ fn add_every_kind_and_read_history() {
             &["add", "reading", "heart-rate", "900"],
             &["add", "sneeze", "x"],
             &["show"],
-            &["show", "journal"],
         ],
     );
-    assert_eq!(codes, [0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 0, 0]);
+    assert_eq!(codes, [0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 0]);
+    // Newest first: entries added within one run may straddle a second, so check the lines,
+    // not their order.
+    let journal = phr.ok(&["show", "journal"]);
+    assert!(journal.starts_with("Journal (3 entries)\n"), "{journal}");
+    for line in [
+        "Condition: headache (active)",
+        "DocumentReference: Felt dizzy after the new tablets",
+        "Observation: Blood pressure: 128/82 mmHg",
+    ] {
+        assert!(journal.contains(line), "{line} missing from:\n{journal}");
+    }
+    let sensitive = phr.ok(&["show", "sensitive"]);
+    assert!(sensitive.contains("low mood"), "{sensitive}");
+    assert!(
+        !journal.contains("low mood"),
+        "a sensitive entry stays out of the journal"
+    );
 }
 
 #[test]
@@ -366,8 +382,10 @@ fn conflict_on(phr: &Phr, key: &str) {
     let saved = record.save_compacted().into_iter().collect();
     let mut phone = Record::load(record.meta().clone(), &saved, &automerge_actor()).unwrap();
     let key: phr_core::fhir::reference::ResourceKey = key.parse().unwrap();
-    let time = jiff::Timestamp::from_second(1_763_700_000).unwrap();
-    for (replica, author, note) in [
+    // The edits come after the `add` and before the `resolve`, a millisecond apart, so the
+    // versions list in a fixed order.
+    let start = jiff::Timestamp::now();
+    for (replica, author, note, time) in [
         (
             &mut record,
             Author {
@@ -375,6 +393,7 @@ fn conflict_on(phr: &Phr, key: &str) {
                 name: "Ada Lovelace".into(),
             },
             "worse at night",
+            start,
         ),
         (
             &mut phone,
@@ -383,6 +402,7 @@ fn conflict_on(phr: &Phr, key: &str) {
                 name: "Riverside Surgery".into(),
             },
             "salbutamol started",
+            start + jiff::SignedDuration::from_millis(1),
         ),
     ] {
         let mut resource = replica.get(&key).unwrap().unwrap();
