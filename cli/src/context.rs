@@ -2,9 +2,17 @@
 
 use std::path::PathBuf;
 
+use std::io::IsTerminal;
+
 use anyhow::Result;
-use phr_core::{Author, Record, home::Home, record::Stamp};
+use phr_core::secrecy::{ExposeSecret, SecretString};
+use phr_core::{Author, Record, home::Home, keystore::KeystoreError, record::Stamp};
 use serde::Serialize;
+
+use crate::exit::UserError;
+
+/// The environment variable that supplies a passphrase where no terminal can be asked.
+pub const PASSPHRASE_ENV: &str = "PHR_PASSPHRASE";
 
 /// The options every command shares.
 #[derive(Debug)]
@@ -25,10 +33,18 @@ impl Context {
         Self { home, json }
     }
 
+    /// Opens the home, asking for the keystore's passphrase if it has one.
+    pub fn open_home(&self) -> Result<Home> {
+        let home = Home::open_with(&self.home, &mut keystore_passphrase)?;
+        warn(&home);
+        Ok(home)
+    }
+
     /// Opens the home and loads its record.
     pub fn open_record(&self) -> Result<(Home, Record)> {
-        let home = Home::open(&self.home)?;
+        let mut home = Home::open_with(&self.home, &mut keystore_passphrase)?;
         let record = home.load_record()?;
+        warn(&home);
         Ok((home, record))
     }
 
@@ -58,4 +74,68 @@ pub fn stamp(author: &Author) -> Stamp<'_> {
         author,
         time: now(),
     }
+}
+
+/// Tells the user, on stderr, about anything skipped while opening (damaged blobs and the like).
+fn warn(home: &Home) {
+    for warning in home.warnings() {
+        eprintln!("warning: {warning}");
+    }
+}
+
+/// The keystore's passphrase: from PHR_PASSPHRASE, or asked on the terminal.
+fn keystore_passphrase() -> Result<SecretString, KeystoreError> {
+    if let Ok(value) = std::env::var(PASSPHRASE_ENV) {
+        return Ok(SecretString::from(value));
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(KeystoreError::PassphraseNeeded);
+    }
+    rpassword::prompt_password("Passphrase for this node's keystore: ")
+        .map(SecretString::from)
+        .map_err(|_| KeystoreError::PassphraseNeeded)
+}
+
+/// A new passphrase (for a keystore or a backup): from PHR_PASSPHRASE, or asked twice on the
+/// terminal.
+pub fn new_passphrase(what: &str) -> Result<SecretString> {
+    if let Ok(value) = std::env::var(PASSPHRASE_ENV) {
+        if value.is_empty() {
+            return Err(UserError(format!("{PASSPHRASE_ENV} is empty; set a passphrase")).into());
+        }
+        return Ok(SecretString::from(value));
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(UserError(format!(
+            "{what} needs a passphrase: run in a terminal, or set {PASSPHRASE_ENV}"
+        ))
+        .into());
+    }
+    let first = SecretString::from(rpassword::prompt_password(format!(
+        "Passphrase for {what}: "
+    ))?);
+    let second = SecretString::from(rpassword::prompt_password("Repeat the passphrase: ")?);
+    if first.expose_secret() != second.expose_secret() {
+        return Err(UserError("the passphrases do not match; nothing was changed".into()).into());
+    }
+    if first.expose_secret().is_empty() {
+        return Err(UserError("an empty passphrase protects nothing; choose one".into()).into());
+    }
+    Ok(first)
+}
+
+/// The passphrase of an existing file (a backup): from PHR_PASSPHRASE, or asked once.
+pub fn existing_passphrase(what: &str) -> Result<SecretString> {
+    if let Ok(value) = std::env::var(PASSPHRASE_ENV) {
+        return Ok(SecretString::from(value));
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(UserError(format!(
+            "{what} is protected by a passphrase: run in a terminal, or set {PASSPHRASE_ENV}"
+        ))
+        .into());
+    }
+    Ok(SecretString::from(rpassword::prompt_password(format!(
+        "Passphrase for {what}: "
+    ))?))
 }

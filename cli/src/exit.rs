@@ -3,7 +3,8 @@
 use std::process::ExitCode;
 
 use phr_core::{
-    entry::EntryError, fhir::reference::BadResourceKey, home::HomeError, import::ImportError,
+    card::CardError, entry::EntryError, fhir::reference::BadResourceKey, home::HomeError,
+    import::ImportError, keys::KeyError, keystore::KeystoreError, ledger::LedgerError,
     nhs::NhsNumberError, record::RecordError, section::UnknownSection,
 };
 
@@ -20,15 +21,12 @@ fn is_user_error(error: &anyhow::Error) -> bool {
             || cause.is::<EntryError>()
             || cause.is::<BadResourceKey>()
             || cause.is::<UnknownSection>()
-            || matches!(
-                cause.downcast_ref::<HomeError>(),
-                Some(
-                    HomeError::NotInitialised(_)
-                        | HomeError::AlreadyInitialised(_)
-                        | HomeError::NoRecord(_)
-                        | HomeError::Busy(_)
-                )
-            )
+            || cause.is::<CardError>()
+            || cause.is::<KeyError>()
+            // A refused consent change is the user's to fix (not an owner, audit, ...).
+            || cause.is::<LedgerError>()
+            || cause.downcast_ref::<KeystoreError>().is_some_and(keystore_user_error)
+            || cause.downcast_ref::<HomeError>().is_some_and(home_user_error)
             || matches!(
                 cause.downcast_ref::<RecordError>(),
                 Some(
@@ -39,6 +37,48 @@ fn is_user_error(error: &anyhow::Error) -> bool {
                 )
             )
     })
+}
+
+/// Keystore problems the user can fix: a passphrase, a missing file, its permissions. A damaged
+/// keystore is not the user's doing (exit 2).
+fn keystore_user_error(error: &KeystoreError) -> bool {
+    matches!(
+        error,
+        KeystoreError::Missing(_)
+            | KeystoreError::WrongPassphrase
+            | KeystoreError::PassphraseNeeded
+            | KeystoreError::EmptyPassphrase
+            | KeystoreError::InsecurePermissions { .. }
+    )
+}
+
+/// `HomeError` wraps the lower errors transparently (they are not separate links of the
+/// chain), so they are looked into here.
+fn home_user_error(error: &HomeError) -> bool {
+    match error {
+        HomeError::NotInitialised(_)
+        | HomeError::AlreadyInitialised(_)
+        | HomeError::NoRecord(_)
+        | HomeError::Busy(_)
+        | HomeError::UnknownContact(_)
+        | HomeError::AmbiguousContact { .. }
+        | HomeError::NoRootKey
+        | HomeError::NotOwner
+        | HomeError::WrongRole(_)
+        | HomeError::NothingToDo(_)
+        | HomeError::Card(_)
+        | HomeError::Key(_)
+        | HomeError::Ledger(_) => true,
+        HomeError::Keystore(e) => keystore_user_error(e),
+        HomeError::Record(e) => matches!(
+            e,
+            RecordError::Conflicted(_)
+                | RecordError::NotFound(_)
+                | RecordError::NotInConflict(_)
+                | RecordError::UnknownVersion { .. }
+        ),
+        _ => false,
+    }
 }
 
 /// Prints the error chain on stderr and picks the exit code.

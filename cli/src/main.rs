@@ -48,6 +48,23 @@ enum Command {
     Conflicts,
     /// Settle a conflict by keeping one version
     Resolve(cmd::resolve::Args),
+    /// Print this node's contact card (one line, or a QR code with --qr)
+    Card(cmd::card::Args),
+    /// Remember providers, relays and devices from their cards
+    #[command(subcommand)]
+    Contacts(cmd::contacts::Command),
+    /// Consent: grant, list and revoke access to sections of your record
+    #[command(subcommand)]
+    Share(cmd::share::Command),
+    /// Your own devices: add, list, remove
+    #[command(subcommand)]
+    Devices(cmd::devices::Command),
+    /// Store-and-forward relays for your record (ciphertext only)
+    #[command(subcommand)]
+    Relays(cmd::relays::Command),
+    /// Back up or restore this home's keys and record (passphrase-encrypted)
+    #[command(subcommand)]
+    Backup(cmd::backup::Command),
 }
 
 fn main() -> ExitCode {
@@ -73,6 +90,12 @@ fn main() -> ExitCode {
         Command::History(args) => cmd::history::run(&ctx, args),
         Command::Conflicts => cmd::conflicts::run(&ctx),
         Command::Resolve(args) => cmd::resolve::run(&ctx, args),
+        Command::Card(args) => cmd::card::run(&ctx, args),
+        Command::Contacts(command) => cmd::contacts::run(&ctx, command),
+        Command::Share(command) => cmd::share::run(&ctx, command),
+        Command::Devices(command) => cmd::devices::run(&ctx, command),
+        Command::Relays(command) => cmd::relays::run(&ctx, command),
+        Command::Backup(command) => cmd::backup::run(&ctx, command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

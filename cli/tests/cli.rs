@@ -1,118 +1,9 @@
 //! Snapshot tests of the `phr` command line: outputs, error messages and exit codes, pinned in
 //! `cli/tests/snapshots/`. Ids, times and temporary paths are replaced by placeholders.
 
-use std::{
-    path::{Path, PathBuf},
-    process::Command,
-};
+mod common;
 
-use tempfile::TempDir;
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/fhir")
-}
-
-fn largest() -> String {
-    fixtures()
-        .join("synthea/Fletcher_Hyatt_fe0562b5-f517-4951-8366-32fdab088930.json")
-        .display()
-        .to_string()
-}
-
-/// A temporary home and a way to run `phr` in it.
-struct Phr {
-    dir: TempDir,
-}
-
-impl Phr {
-    fn new() -> Self {
-        Self {
-            dir: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    /// A home with a patient record.
-    fn patient() -> Self {
-        let phr = Self::new();
-        phr.ok(&[
-            "init",
-            "--name",
-            "Ada Lovelace",
-            "--nhs-number",
-            "943 476 5919",
-            "--birth-date",
-            "1815-12-10",
-        ]);
-        phr
-    }
-
-    fn home(&self) -> PathBuf {
-        self.dir.path().join("home")
-    }
-
-    /// Runs phr and renders the transcript: command, exit code, stdout, stderr.
-    fn run(&self, args: &[&str]) -> (i32, String, String, String) {
-        let output = Command::new(env!("CARGO_BIN_EXE_phr"))
-            .arg("--home")
-            .arg(self.home())
-            .args(args)
-            .env_remove("PHR_HOME")
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8(output.stdout).unwrap();
-        let stderr = String::from_utf8(output.stderr).unwrap();
-        let code = output.status.code().unwrap_or(-1);
-        let shown: Vec<String> = args
-            .iter()
-            .map(|a| {
-                if a.contains(' ') {
-                    format!("{a:?}")
-                } else {
-                    a.to_string()
-                }
-            })
-            .collect();
-        let transcript = format!(
-            "$ phr {}\nexit: {code}\n--- stdout\n{stdout}--- stderr\n{stderr}",
-            shown.join(" ")
-        );
-        (code, stdout, stderr, self.redact(&transcript))
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let (code, stdout, stderr, _) = self.run(args);
-        assert_eq!(code, 0, "phr {args:?} failed: {stderr}");
-        stdout
-    }
-
-    fn redact(&self, text: &str) -> String {
-        text.replace(&self.dir.path().display().to_string(), "[TMP]")
-            .replace(&fixtures().display().to_string(), "[FIXTURES]")
-    }
-}
-
-/// Runs each command and snapshots the whole transcript.
-fn snapshot(name: &str, phr: &Phr, commands: &[&[&str]]) -> Vec<i32> {
-    let mut transcript = String::new();
-    let mut codes = Vec::new();
-    for args in commands {
-        let (code, _, _, text) = phr.run(args);
-        codes.push(code);
-        transcript.push_str(&text);
-        transcript.push('\n');
-    }
-    insta::with_settings!({filters => vec![
-        (r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", "[UUID]"),
-        (r"\b[0-9a-f]{32}\b", "[ID]"),
-        (r"\b\d+@[0-9a-f]{8,}\b", "[VERSION]"),
-        (r"\(device [0-9a-f]{8}\)", "(device [DEVICE])"),
-        (r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(\.\d+)?( UTC|Z)", "[TIME]"),
-        (r"\(age \d+\)", "(age [AGE])"),
-    ]}, {
-        insta::assert_snapshot!(name, transcript);
-    });
-    codes
-}
+use common::{Phr, fixtures, largest, snapshot};
 
 #[test]
 fn init_and_its_errors() {
@@ -415,7 +306,7 @@ fn conflict_on(phr: &Phr, key: &str) {
         replica.commit(stamp, "edit");
     }
     record.merge(&mut phone).unwrap();
-    home.save(&mut record).unwrap();
+    home.save(&mut record, jiff::Timestamp::now()).unwrap();
 }
 
 fn automerge_actor() -> automerge::ActorId {

@@ -65,7 +65,10 @@ pub fn sha256(parts: &[&[u8]]) -> [u8; 32] {
     for part in parts {
         ctx.update(part);
     }
-    ctx.finish().as_ref().try_into().expect("SHA-256 is 32 bytes")
+    ctx.finish()
+        .as_ref()
+        .try_into()
+        .expect("SHA-256 is 32 bytes")
 }
 
 /// An Ed25519 signature.
@@ -98,8 +101,8 @@ impl SigningKey {
 
     /// The key whose RFC 8032 private seed is `seed`.
     pub fn from_seed(seed: &[u8; 32]) -> Self {
-        let pair = Ed25519KeyPair::from_seed_unchecked(seed)
-            .expect("any 32 bytes are an Ed25519 seed");
+        let pair =
+            Ed25519KeyPair::from_seed_unchecked(seed).expect("any 32 bytes are an Ed25519 seed");
         Self {
             seed: Zeroizing::new(*seed),
             pair,
@@ -187,7 +190,9 @@ impl FromStr for PeerId {
     fn from_str(text: &str) -> Result<Self, KeyError> {
         let bad = || KeyError::PeerId(text.chars().take(80).collect());
         let bytes = bs58::decode(text).into_vec().map_err(|_| bad())?;
-        let key = bytes.strip_prefix(PEER_ID_PREFIX.as_slice()).ok_or_else(bad)?;
+        let key = bytes
+            .strip_prefix(PEER_ID_PREFIX.as_slice())
+            .ok_or_else(bad)?;
         Ok(PeerId(key.try_into().map_err(|_| bad())?))
     }
 }
@@ -459,7 +464,12 @@ mod tests {
             Err(KeyError::BadSignature)
         );
         let other = SigningKey::generate();
-        assert!(other.peer_id().verify(b"grant summary to the GP", &sig).is_err());
+        assert!(
+            other
+                .peer_id()
+                .verify(b"grant summary to the GP", &sig)
+                .is_err()
+        );
     }
 
     #[test]

@@ -9,21 +9,35 @@
 //! - [`import`] and [`export`]: FHIR Bundles in and out, International Patient Summary.
 //! - [`view`]: the record in plain language.
 //! - [`entry`]: the resources a patient adds by hand (symptoms, readings, ...).
-//! - [`home`]: where a device keeps its identity and its record.
+//! - [`home`]: where a node keeps its keys, its vault and the record; the persistence boundary.
 //! - [`nhs`]: NHS number validation.
+//! - [`keys`], [`keystore`], [`card`], [`party`]: identities, the keystore, contact cards.
+//! - [`ledger`]: the consent ledger (signed, hash-linked operations; state as a function of the set).
+//! - [`consent`]: keeping section keys in step with the ledger; the ingest check for blobs.
+//! - [`blob`], [`envelope`]: sealed blobs (what replicates) and section keys wrapped to readers.
+//! - [`vault`]: the redb database of blobs, ledger operations and sealed settings.
 
+pub mod blob;
+pub mod card;
+pub mod consent;
 pub mod entry;
+pub mod envelope;
 pub mod export;
 pub mod fhir;
 pub mod home;
 pub mod import;
 pub mod keys;
+pub mod keystore;
+pub mod ledger;
 pub mod nhs;
 pub mod party;
 pub mod record;
 pub mod section;
+pub mod vault;
 pub mod view;
 
+/// Secrets that never print (re-exported from age, so callers share the type).
+pub use age::secrecy;
 pub use record::{Author, Record, RecordMeta, Stamp};
 pub use section::Section;
 

@@ -233,6 +233,40 @@ impl Record {
         Ok(record)
     }
 
+    /// A record from stored pieces of each section (each a `save` or `save_incremental` output,
+    /// in any order). A piece Automerge cannot read is left out and its index returned, so that
+    /// one bad piece costs that piece, not the section.
+    pub fn load_parts(
+        meta: RecordMeta,
+        parts: &BTreeMap<Section, Vec<Vec<u8>>>,
+        actor: &ActorId,
+    ) -> (Self, Vec<(Section, usize, RecordError)>) {
+        let mut record = Self::create(meta, actor);
+        let mut bad = Vec::new();
+        for (section, pieces) in parts {
+            if pieces.is_empty() {
+                continue;
+            }
+            let doc = match AutoCommit::load(&pieces.concat()) {
+                Ok(doc) => doc,
+                Err(_) => {
+                    // Find the culprits one piece at a time; the rest still load.
+                    let mut doc = AutoCommit::new();
+                    for (index, piece) in pieces.iter().enumerate() {
+                        if let Err(e) = doc.load_incremental(piece) {
+                            bad.push((*section, index, am(*section)(e)));
+                        }
+                    }
+                    doc
+                }
+            };
+            let mut doc = doc.with_actor(actor.clone());
+            record.saved.insert(*section, doc.get_heads());
+            record.docs.insert(*section, doc);
+        }
+        (record, bad)
+    }
+
     /// The record's identity.
     pub fn meta(&self) -> &RecordMeta {
         &self.meta
@@ -573,14 +607,22 @@ impl Record {
         out
     }
 
-    /// Each section's whole document, compacted, for rewriting storage in fewer pieces.
+    /// One section's whole document, compacted, for rewriting its storage as one piece. Counts
+    /// as saved: [`Record::take_unsaved`] will not return these changes again.
+    pub fn save_section(&mut self, section: Section) -> Vec<u8> {
+        let doc = self.doc_mut(section);
+        let bytes = doc.save();
+        let heads = doc.get_heads();
+        self.saved.insert(section, heads);
+        bytes
+    }
+
+    /// Every section's whole document, compacted (see [`Record::save_section`]).
     pub fn save_compacted(&mut self) -> Vec<(Section, Vec<u8>)> {
-        let mut out = Vec::new();
-        for (section, doc) in &mut self.docs {
-            out.push((*section, doc.save()));
-            self.saved.insert(*section, doc.get_heads());
-        }
-        out
+        Section::ALL
+            .into_iter()
+            .map(|section| (section, self.save_section(section)))
+            .collect()
     }
 
     /// The heads of each section, which change exactly when content changes.

@@ -60,12 +60,12 @@ fn main() {
     }
     let today = test_time().to_zoned(jiff::tz::TimeZone::UTC).date();
     let show = time(|| {
-        let home = Home::open(dir.path()).expect("open");
+        let mut home = Home::open(dir.path()).expect("open");
         let record = home.load_record().expect("load");
         view::summary(&record, today).expect("summary").to_string()
     });
     let export = time(|| {
-        let home = Home::open(dir.path()).expect("open");
+        let mut home = Home::open(dir.path()).expect("open");
         let record = home.load_record().expect("load");
         let bundle = export::collection(&record, &Section::ALL, test_time())
             .expect("export")

@@ -54,8 +54,9 @@ pub fn patient_home(dir: &Path) -> (Home, Record) {
         name: "Test Patient".into(),
         nhs_number: None,
         birth_date: None,
+        device_label: None,
     };
-    Home::init_patient(dir, &patient, test_time()).expect("init")
+    Home::init_patient(dir, &patient, None, test_time()).expect("init")
 }
 
 /// Imports one file into an open home, as `phr import` does, and saves.
@@ -76,7 +77,7 @@ pub fn import_file(
         &parsed,
         skipped,
     )?;
-    home.save(record).expect("save");
+    home.save(record, test_time()).expect("save");
     Ok(report)
 }
 

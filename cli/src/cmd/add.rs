@@ -67,7 +67,7 @@ pub fn run(ctx: &Context, args: Args) -> Result<()> {
     let stamp = stamp(&author);
     record.put(stamp, &resource)?;
     record.commit(stamp, &format!("add {}", new.kind.as_str()));
-    home.save(&mut record)?;
+    home.save(&mut record, crate::context::now())?;
     let key = format!(
         "{}/{id}",
         resource["resourceType"].as_str().unwrap_or("Resource")

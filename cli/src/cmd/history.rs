@@ -42,7 +42,13 @@ pub fn run(ctx: &Context, args: Args) -> Result<()> {
 
 /// `2026-11-21 16:45:03 UTC by Ada Lovelace (device 1a2b3c4d) [summary], version 5@1a2b3c4d`
 pub fn headline(version: &Version) -> String {
-    let device = &version.author.id[..version.author.id.len().min(8)];
+    // PeerIds all start `12D3KooW`; the characters after it tell devices apart.
+    let id = version
+        .author
+        .id
+        .strip_prefix("12D3KooW")
+        .unwrap_or(&version.author.id);
+    let device: String = id.chars().take(8).collect();
     format!(
         "{} by {} (device {device}) [{}], version {}",
         version.time.strftime("%Y-%m-%d %H:%M:%S UTC"),

@@ -47,7 +47,7 @@ pub fn run(ctx: &Context, args: Args) -> Result<()> {
     }
     let author = home.device().author();
     let report = import::apply(&mut record, stamp(&author), &parsed, skipped)?;
-    home.save(&mut record)?;
+    home.save(&mut record, crate::context::now())?;
     print_report(ctx, &args, &report)
 }
 

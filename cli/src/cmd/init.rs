@@ -8,7 +8,7 @@ use phr_core::{
 use serde_json::json;
 
 use crate::{
-    context::{Context, now},
+    context::{Context, new_passphrase, now},
     exit::UserError,
 };
 
@@ -29,17 +29,67 @@ pub struct Args {
     /// The provider's ODS organisation code
     #[arg(long, value_name = "CODE", requires = "provider")]
     ods: Option<String>,
+    /// Create a relay node: it stores and forwards the sealed blobs of records that add it with
+    /// `phr relays add`, and can read none of them
+    #[arg(long, conflicts_with_all = ["provider", "device"])]
+    relay: bool,
+    /// Another device of a patient whose record already exists: an identity only; admit it with
+    /// `phr devices add CARD` on the first device, and the record arrives when they sync
+    #[arg(long, conflicts_with = "provider")]
+    device: bool,
+    /// A label for this device, shown in `phr devices list` (not the patient's name: relays can
+    /// read device labels)
+    #[arg(long, value_name = "LABEL", conflicts_with = "provider")]
+    label: Option<String>,
+    /// Protect this node's keystore with a passphrase (asked on the terminal, or PHR_PASSPHRASE);
+    /// every later command then needs it
+    #[arg(long)]
+    passphrase: bool,
 }
 
 pub fn run(ctx: &Context, args: Args) -> Result<()> {
     if args.name.trim().is_empty() {
         return Err(UserError("--name must not be empty".into()).into());
     }
+    let passphrase = if args.passphrase {
+        Some(new_passphrase("this node's keystore")?)
+    } else {
+        None
+    };
+    if args.relay {
+        let home = Home::init_relay(&ctx.home, args.name.trim(), passphrase.as_ref())?;
+        if ctx.json {
+            return ctx.print_json(&json!({"home": ctx.home, "device": home.device()}));
+        }
+        println!(
+            "Created relay node '{}' in {}.",
+            args.name.trim(),
+            ctx.home.display()
+        );
+        println!("Give its card (`phr card`) to patients, who add it with `phr relays add CARD`.");
+        return Ok(());
+    }
+    if args.device {
+        if args.nhs_number.is_some() || args.birth_date.is_some() {
+            return Err(UserError("--nhs-number and --birth-date belong to the record, which this device receives when it syncs".into()).into());
+        }
+        let label = args.label.unwrap_or_else(|| "another device".into());
+        let home = Home::init_device(&ctx.home, args.name.trim(), &label, passphrase.as_ref())?;
+        if ctx.json {
+            return ctx.print_json(&json!({"home": ctx.home, "device": home.device()}));
+        }
+        println!("Created device '{label}' in {}.", ctx.home.display());
+        println!(
+            "Next: on your first device, run `phr devices add CARD` with the card from `phr card` here."
+        );
+        return Ok(());
+    }
     if args.provider {
         if args.nhs_number.is_some() || args.birth_date.is_some() {
             return Err(UserError("--nhs-number and --birth-date describe a patient; a provider takes --name and --ods".into()).into());
         }
-        let home = Home::init_provider(&ctx.home, &args.name, args.ods.clone())?;
+        let home =
+            Home::init_provider(&ctx.home, &args.name, args.ods.clone(), passphrase.as_ref())?;
         let device = home.device();
         if ctx.json {
             return ctx.print_json(&json!({"home": ctx.home, "device": device}));
@@ -72,8 +122,9 @@ pub fn run(ctx: &Context, args: Args) -> Result<()> {
         name: args.name.trim().to_string(),
         nhs_number: nhs_number.clone(),
         birth_date,
+        device_label: args.label.clone(),
     };
-    let (_home, record) = Home::init_patient(&ctx.home, &patient, now())?;
+    let (_home, record) = Home::init_patient(&ctx.home, &patient, passphrase.as_ref(), now())?;
     if ctx.json {
         return ctx.print_json(&json!({"home": ctx.home, "record": record.meta()}));
     }

@@ -20,7 +20,7 @@ pub fn run(ctx: &Context, args: Args) -> Result<()> {
     let (mut home, mut record) = ctx.open_record()?;
     let author = home.device().author();
     let version = record.resolve(stamp(&author), &args.reference, &args.keep)?;
-    home.save(&mut record)?;
+    home.save(&mut record, crate::context::now())?;
     if ctx.json {
         return ctx.print_json(&json!({"resource": args.reference.to_string(), "version": version.id, "kept": version.kept}));
     }

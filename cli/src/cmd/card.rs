@@ -1,0 +1,43 @@
+//! `phr card`: this node's contact card, to give to a provider, a relay or another device.
+
+use anyhow::Result;
+use qrcode::{QrCode, render::unicode};
+use serde_json::json;
+
+use crate::context::{Context, now, print_out};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Draw the card as a QR code in the terminal
+    #[arg(long)]
+    qr: bool,
+    /// An address where this node can be reached, e.g. /ip4/192.0.2.7/tcp/4001 (repeatable)
+    #[arg(long = "addr", value_name = "MULTIADDR")]
+    addrs: Vec<String>,
+}
+
+pub fn run(ctx: &Context, args: Args) -> Result<()> {
+    let home = ctx.open_home()?;
+    let card = home.card(args.addrs, now())?;
+    let party = home.party();
+    if ctx.json {
+        return ctx.print_json(&json!({
+            "card": card,
+            "peer_id": party.peer.to_string(),
+            "age_recipient": party.recipient.to_string(),
+            "name": party.name,
+            "role": party.role,
+            "ods": party.ods,
+        }));
+    }
+    if args.qr {
+        let code = QrCode::new(card.as_bytes())?;
+        let drawn = code
+            .render::<unicode::Dense1x2>()
+            .dark_color(unicode::Dense1x2::Light)
+            .light_color(unicode::Dense1x2::Dark)
+            .build();
+        return print_out(&format!("{drawn}\n"));
+    }
+    print_out(&format!("{card}\n"))
+}

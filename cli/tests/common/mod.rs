@@ -1,0 +1,160 @@
+//! What the CLI tests share: a temporary home, a way to run `phr` in it, and snapshots with
+//! the run-to-run differences (ids, times, paths) replaced by placeholders.
+
+#![allow(dead_code)]
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use tempfile::TempDir;
+
+pub fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/fhir")
+}
+
+pub fn largest() -> String {
+    fixtures()
+        .join("synthea/Fletcher_Hyatt_fe0562b5-f517-4951-8366-32fdab088930.json")
+        .display()
+        .to_string()
+}
+
+/// A temporary home and a way to run `phr` in it.
+pub struct Phr {
+    pub dir: TempDir,
+}
+
+impl Phr {
+    pub fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// A home with a patient record.
+    pub fn patient() -> Self {
+        let phr = Self::new();
+        phr.ok(&[
+            "init",
+            "--name",
+            "Ada Lovelace",
+            "--nhs-number",
+            "943 476 5919",
+            "--birth-date",
+            "1815-12-10",
+        ]);
+        phr
+    }
+
+    pub fn home(&self) -> PathBuf {
+        self.dir.path().join("home")
+    }
+
+    /// Runs phr and renders the transcript: command, exit code, stdout, stderr.
+    pub fn run(&self, args: &[&str]) -> (i32, String, String, String) {
+        self.run_env(args, &[])
+    }
+
+    /// Runs phr with extra environment variables (PHR_PASSPHRASE), stdin closed.
+    pub fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String, String) {
+        let output = Command::new(env!("CARGO_BIN_EXE_phr"))
+            .arg("--home")
+            .arg(self.home())
+            .args(args)
+            .env_remove("PHR_HOME")
+            .env_remove("PHR_PASSPHRASE")
+            .envs(env.iter().copied())
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8(output.stdout).unwrap();
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        let code = output.status.code().unwrap_or(-1);
+        let shown: Vec<String> = args
+            .iter()
+            .map(|a| {
+                if a.contains(' ') {
+                    format!("{a:?}")
+                } else {
+                    a.to_string()
+                }
+            })
+            .collect();
+        let transcript = format!(
+            "$ phr {}\nexit: {code}\n--- stdout\n{stdout}--- stderr\n{stderr}",
+            shown.join(" ")
+        );
+        (code, stdout, stderr, self.redact(&transcript))
+    }
+
+    pub fn ok(&self, args: &[&str]) -> String {
+        let (code, stdout, stderr, _) = self.run(args);
+        assert_eq!(code, 0, "phr {args:?} failed: {stderr}");
+        stdout
+    }
+
+    pub fn redact(&self, text: &str) -> String {
+        text.replace(&self.dir.path().display().to_string(), "[TMP]")
+            .replace(&fixtures().display().to_string(), "[FIXTURES]")
+    }
+}
+
+/// Runs each command and snapshots the whole transcript.
+pub fn snapshot(name: &str, phr: &Phr, commands: &[&[&str]]) -> Vec<i32> {
+    let mut transcript = Transcript::default();
+    for args in commands {
+        transcript.run(phr, args);
+    }
+    transcript.finish(name)
+}
+
+/// A transcript of commands run on one or more homes, snapshotted at the end.
+#[derive(Default)]
+pub struct Transcript {
+    text: String,
+    codes: Vec<i32>,
+}
+
+impl Transcript {
+    /// Runs a command and records it; returns stdout.
+    pub fn run(&mut self, phr: &Phr, args: &[&str]) -> String {
+        self.run_env(phr, args, &[])
+    }
+
+    /// Runs a command with extra environment variables and records it; returns stdout.
+    pub fn run_env(&mut self, phr: &Phr, args: &[&str], env: &[(&str, &str)]) -> String {
+        let (code, stdout, _, text) = phr.run_env(args, env);
+        self.codes.push(code);
+        self.text.push_str(&text);
+        self.text.push('\n');
+        stdout
+    }
+
+    /// A note in the transcript (which node the next commands run on).
+    pub fn note(&mut self, text: &str) {
+        self.text.push_str(&format!("# {text}\n"));
+    }
+
+    /// Pins the transcript; returns the exit codes.
+    pub fn finish(self, name: &str) -> Vec<i32> {
+        // Every test file's snapshots live in cli/tests/snapshots, named by the test alone.
+        insta::with_settings!({snapshot_path => "../snapshots", prepend_module_to_snapshot => false, filters => vec![
+            (r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", "[UUID]"),
+            (r"/tmp/\.tmp[A-Za-z0-9]+", "[OTHER-TMP]"),
+            (r"\b\d+@[0-9a-f]{8,}\b", "[VERSION]"),
+            (r"\b[0-9a-f]{32}\b", "[ID]"),
+            (r"\(device [1-9A-HJ-NP-Za-km-z]{8}\)", "(device [DEVICE])"),
+            (r"12D3KooW[1-9A-HJ-NP-Za-km-z]{44}", "[PEER]"),
+            (r"phr-card:v1:[A-Za-z0-9_.-]+", "[CARD]"),
+            (r"\b[0-9a-f]{12}\b", "[SHORT]"),
+            (r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?( UTC|Z)", "[TIME]"),
+            (r"\(age \d+\)", "(age [AGE])"),
+            (r"\(\d+ bytes\)", "([N] bytes)"),
+        ]}, {
+            insta::assert_snapshot!(name, self.text);
+        });
+        self.codes
+    }
+}

@@ -1,0 +1,174 @@
+//! Backups: the record root key, this device's keys and everything the vault holds, in one age
+//! passphrase-encrypted file that the standard `age` tool can also decrypt.
+//!
+//! Inside is a JSON document (`phr-backup/1`): the keystore, the device profile, the record's
+//! metadata, the signed ledger operations and the sealed blobs (still sealed: the backup adds
+//! no second way to read them). Restoring on a fresh home gives back the same record id and the
+//! same device identity, and the record as it was when the backup was made.
+
+use std::{collections::BTreeMap, path::Path};
+
+use age::secrecy::SecretString;
+use base64::{Engine, engine::general_purpose::STANDARD};
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use super::{Device, Home, HomeError, RecordInfo, Result, lock, new_device};
+use crate::{
+    blob::Blob,
+    keys::BlobId,
+    keystore::{self, BACKUP_SCRYPT_LOG_N, KEYSTORE_FILE, Keystore},
+    section::Section,
+    vault::{Batch, LocalKey, VAULT_FILE, Vault},
+};
+
+/// The format name inside a backup.
+const BACKUP_FORMAT: &str = "phr-backup/1";
+
+#[derive(Serialize, Deserialize)]
+struct BackupFile {
+    format: String,
+    /// The keystore's plaintext serialisation, base64.
+    keystore: String,
+    device: Device,
+    record: Option<RecordInfo>,
+    /// Signed ledger operations, base64.
+    ledger: Vec<String>,
+    /// Sealed blobs per section, base64.
+    blobs: BTreeMap<Section, Vec<String>>,
+}
+
+/// What a restore brought back.
+#[derive(Debug)]
+pub struct Restored {
+    /// The restored home.
+    pub home: Home,
+    /// How many blobs and ledger operations came back.
+    pub blobs: usize,
+    /// How many ledger operations came back.
+    pub ledger_ops: usize,
+}
+
+impl Home {
+    /// The backup file's bytes (ASCII-armored age, scrypt), encrypted with `passphrase`.
+    pub fn backup(&self, passphrase: &SecretString) -> Result<Vec<u8>> {
+        let mut file = BackupFile {
+            format: BACKUP_FORMAT.into(),
+            keystore: STANDARD.encode(&*self.keystore.to_bytes()),
+            device: self.device.clone(),
+            record: None,
+            ledger: Vec::new(),
+            blobs: BTreeMap::new(),
+        };
+        if let Some(held) = &self.held {
+            file.record = Some(RecordInfo {
+                id: held.id.to_string(),
+                meta: held.meta.clone(),
+            });
+            file.ledger = held
+                .ledger
+                .ops()
+                .map(|op| STANDARD.encode(op.bytes()))
+                .collect();
+            for section in Section::ALL {
+                let blobs = self.vault.blobs(&held.id, section)?;
+                file.blobs.insert(
+                    section,
+                    blobs
+                        .iter()
+                        .map(|(_, bytes)| STANDARD.encode(bytes))
+                        .collect(),
+                );
+            }
+        }
+        let json = Zeroizing::new(serde_json::to_vec_pretty(&file).expect("serialisable"));
+        Ok(keystore::encrypt_with_passphrase(
+            &json,
+            passphrase,
+            BACKUP_SCRYPT_LOG_N,
+        )?)
+    }
+
+    /// Restores a backup into `dir`, which must not hold a home yet. The keystore is protected
+    /// with `keystore_passphrase` if given.
+    pub fn restore(
+        dir: &Path,
+        file: &[u8],
+        passphrase: &SecretString,
+        keystore_passphrase: Option<&SecretString>,
+    ) -> Result<Restored> {
+        let plain = keystore::decrypt_with_passphrase(file, passphrase)?;
+        let damaged = |reason: String| HomeError::Damaged {
+            what: "the backup".into(),
+            reason,
+        };
+        let backup: BackupFile =
+            serde_json::from_slice(&plain).map_err(|e| damaged(e.to_string()))?;
+        if backup.format != BACKUP_FORMAT {
+            return Err(damaged(format!("unknown format `{}`", backup.format)));
+        }
+        let keystore_bytes = Zeroizing::new(
+            STANDARD
+                .decode(&backup.keystore)
+                .map_err(|e| damaged(e.to_string()))?,
+        );
+        let keystore = Keystore::from_bytes(&keystore_bytes)?;
+        if backup.device.id != keystore.device.peer_id().to_string() {
+            return Err(damaged("its keystore and device do not match".into()));
+        }
+        std::fs::create_dir_all(dir).map_err(super::io_err(dir))?;
+        let lock = lock(dir)?;
+        if dir.join(KEYSTORE_FILE).exists() || dir.join(VAULT_FILE).exists() {
+            return Err(HomeError::AlreadyInitialised(dir.to_path_buf()));
+        }
+        // Same identity, new Automerge actor: the lost device's actor must never write again.
+        let fresh = new_device(
+            &keystore,
+            &backup.device.name,
+            &backup.device.label,
+            backup.device.role,
+            backup.device.ods.clone(),
+        );
+        let device = Device {
+            actor: fresh.actor,
+            ..backup.device
+        };
+        let vault = Vault::open(dir, LocalKey::derive(&keystore.device))?;
+        let mut batch = Batch::new();
+        batch.local("device", &device);
+        let mut counts = (0, 0);
+        if let Some(info) = &backup.record {
+            let id: crate::keys::RecordId = info.id.parse()?;
+            batch.local("record", info);
+            for text in &backup.ledger {
+                let bytes = STANDARD.decode(text).map_err(|e| damaged(e.to_string()))?;
+                let op = crate::ledger::SignedOp::decode(&bytes)?;
+                batch.ledger_op(id, op.id(), op.bytes());
+                counts.1 += 1;
+            }
+            for (section, blobs) in &backup.blobs {
+                for text in blobs {
+                    let bytes = STANDARD.decode(text).map_err(|e| damaged(e.to_string()))?;
+                    let blob = Blob::decode(bytes)?;
+                    let blob_id: BlobId = blob.id();
+                    batch.blob(id, *section, blob_id, blob.into_bytes());
+                    counts.0 += 1;
+                }
+            }
+        }
+        vault.commit(batch)?;
+        keystore.write(dir, keystore_passphrase)?;
+        drop(vault);
+        drop(lock);
+        let home = Home::open_with(dir, &mut || {
+            keystore_passphrase
+                .cloned()
+                .ok_or(crate::keystore::KeystoreError::PassphraseNeeded)
+        })?;
+        Ok(Restored {
+            home,
+            blobs: counts.0,
+            ledger_ops: counts.1,
+        })
+    }
+}

@@ -1,0 +1,750 @@
+//! The home directory: this node's keys, its vault, and the records it holds.
+//!
+//! This is the one persistence boundary of phr: the CLI opens a [`Home`], loads the [`Record`]
+//! and hands it back to [`Home::save`]; it never touches files itself.
+//!
+//! ```text
+//! HOME/
+//!   keystore     this node's secrets (Ed25519 signing key, age identity, record root key),
+//!                0600, optionally an age passphrase file
+//!   vault.redb   sealed blobs, the consent ledger, and this node's settings sealed to it
+//!   lock         held while a command uses the home
+//! ```
+//!
+//! At rest there is only ciphertext and the keystore. Saving turns each section's new changes
+//! into one sealed blob ([`crate::blob`]) under the section's current key, and commits them
+//! durably before returning. Opening the record decrypts and applies every stored blob; a blob
+//! that fails its checks is reported ([`Home::warnings`]) and skipped, and every other blob
+//! still loads.
+
+mod backup;
+mod contacts;
+mod sharing;
+
+use std::{
+    collections::BTreeMap,
+    fs::{self, File},
+    io,
+    path::{Path, PathBuf},
+};
+
+use age::secrecy::SecretString;
+use automerge::ActorId;
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+pub use contacts::Contact;
+pub use sharing::Revoked;
+
+use crate::{
+    blob::{BLOB_LEDGER_HEADS_MAX, Blob, BlobError, BlobHeader, BlobKind},
+    card::{Card, CardError},
+    consent::{self, ConsentError, Keyring},
+    keys::{BlobId, KeyError, PeerId, RecordId, hex, random_array},
+    keystore::{KEYSTORE_FILE, Keystore, KeystoreError},
+    ledger::{Ledger, LedgerError, SignedOp},
+    nhs::{NHS_NUMBER_SYSTEM, NhsNumber, ODS_CODE_SYSTEM},
+    party::{Party, Role},
+    record::{Author, Record, RecordError, RecordMeta, Stamp},
+    section::Section,
+    vault::{Batch, LocalKey, VAULT_FILE, Vault, VaultError},
+};
+
+/// How many blobs a section accumulates before an owner device compacts them into one.
+pub const BLOBS_BEFORE_COMPACTION: usize = 32;
+
+/// A save whose changes to one section exceed this many bytes is stored as a compaction of the
+/// whole section instead (an import, typically): Automerge's document encoding of a large
+/// history is several times smaller than its changes.
+pub const COMPACT_SAVE_BYTES_MIN: usize = 64 * 1024;
+
+/// This node, as the record's versions and contact cards name it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Device {
+    /// The PeerId, as text.
+    pub id: String,
+    /// Who writes from here: the patient's name or the organisation's.
+    pub name: String,
+    /// The name this node goes by in consent ledgers and on its card. A patient device uses a
+    /// device label (not the patient's name), because relays can read the ledger.
+    pub label: String,
+    /// Patient device, provider or relay.
+    pub role: Role,
+    /// The provider's ODS organisation code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ods: Option<String>,
+    /// The Automerge actor of this home's writes: the PeerId's first 16 bytes and 8 random ones,
+    /// so a home restored from a backup never reuses the lost device's actor.
+    pub actor: String,
+}
+
+impl Device {
+    /// The author stamped on every write this device makes.
+    pub fn author(&self) -> Author {
+        Author {
+            id: self.id.clone(),
+            name: self.name.clone(),
+        }
+    }
+
+    fn actor(&self) -> ActorId {
+        ActorId::from(crate::keys::unhex(&self.actor).unwrap_or_else(|| self.actor.clone().into()))
+    }
+}
+
+/// The patient details given to `phr init`.
+#[derive(Clone, Debug)]
+pub struct NewPatient {
+    /// Full name, e.g. "Fletcher Hyatt".
+    pub name: String,
+    /// Validated NHS number.
+    pub nhs_number: Option<NhsNumber>,
+    /// Date of birth.
+    pub birth_date: Option<jiff::civil::Date>,
+    /// The label of this first device (default [`FIRST_DEVICE_LABEL`]).
+    pub device_label: Option<String>,
+}
+
+/// The label a patient's first device gets unless one is given.
+pub const FIRST_DEVICE_LABEL: &str = "first device";
+
+/// What can go wrong with a home directory.
+#[derive(Debug, thiserror::Error)]
+pub enum HomeError {
+    /// No identity in the directory.
+    #[error(
+        "no phr home at {0}: run `phr init --name NAME` (or `phr init --provider --name ORG`) first, or pass --home"
+    )]
+    NotInitialised(PathBuf),
+    /// `init` on a directory that already has an identity.
+    #[error("{0} already holds a phr identity; use another --home, or keep using this one")]
+    AlreadyInitialised(PathBuf),
+    /// Another phr command holds the home's lock.
+    #[error("another phr command is using {0}; wait for it to finish and try again")]
+    Busy(PathBuf),
+    /// A provider home has no record of its own.
+    #[error(
+        "this home ({0}) holds no record of its own; record commands run on a patient's device"
+    )]
+    NoRecord(PathBuf),
+    /// A file could not be read or written.
+    #[error("cannot read or write {path}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// Something in the home is not what phr wrote.
+    #[error("{what} is damaged: {reason}. Restore the home with `phr backup restore FILE`")]
+    Damaged {
+        /// What.
+        what: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The keystore could not be opened.
+    #[error(transparent)]
+    Keystore(#[from] KeystoreError),
+    /// The vault could not be read or written.
+    #[error(transparent)]
+    Vault(#[from] VaultError),
+    /// The record's stored changes could not be loaded or changed.
+    #[error(transparent)]
+    Record(#[from] RecordError),
+    /// The consent ledger refused an operation.
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    /// Keys could not be kept in step with consent.
+    #[error(transparent)]
+    Consent(#[from] ConsentError),
+    /// A blob could not be sealed.
+    #[error(transparent)]
+    Blob(#[from] BlobError),
+    /// A contact card was refused.
+    #[error(transparent)]
+    Card(#[from] CardError),
+    /// An id could not be parsed.
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    /// No contact matches.
+    #[error(
+        "no contact matches `{0}`; see `phr contacts list`, or add one with `phr contacts add CARD`"
+    )]
+    UnknownContact(String),
+    /// Several contacts match.
+    #[error("`{query}` matches several contacts ({matches}); use an alias or the full peer id")]
+    AmbiguousContact {
+        /// What was asked for.
+        query: String,
+        /// The names that match.
+        matches: String,
+    },
+    /// The command needs the record root key, which this device does not hold.
+    #[error(
+        "only the device holding the record's root key (the patient's first device, or one restored \
+         from its backup) can add or remove devices"
+    )]
+    NoRootKey,
+    /// The command needs a device the record lists as an owner.
+    #[error(
+        "this device is not one of the record's owner devices, so it cannot change who may read the record"
+    )]
+    NotOwner,
+    /// A card of the wrong kind of node for the command.
+    #[error("{0}")]
+    WrongRole(String),
+    /// Nothing matches a grant, device or contact to act on.
+    #[error("{0}")]
+    NothingToDo(String),
+}
+
+type Result<T, E = HomeError> = std::result::Result<T, E>;
+
+fn io_err(path: &Path) -> impl Fn(io::Error) -> HomeError + '_ {
+    move |source| HomeError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The record a patient's home holds, with its consent ledger and the keys this node holds.
+#[derive(Debug)]
+struct Held {
+    id: RecordId,
+    meta: RecordMeta,
+    ledger: Ledger,
+    keyring: Keyring,
+    /// Per section, the blobs whose content the loaded record holds (what a compaction may
+    /// replace).
+    stored: BTreeMap<Section, Vec<BlobId>>,
+}
+
+/// The settings stored (sealed) in the vault under "record".
+#[derive(Debug, Serialize, Deserialize)]
+struct RecordInfo {
+    id: String,
+    meta: RecordMeta,
+}
+
+/// An open home directory, locked against other phr commands while open.
+#[derive(Debug)]
+pub struct Home {
+    dir: PathBuf,
+    device: Device,
+    keystore: Keystore,
+    vault: Vault,
+    held: Option<Held>,
+    warnings: Vec<String>,
+    _lock: File,
+}
+
+/// Asks for the keystore's passphrase when it is encrypted.
+pub type PassphrasePrompt<'a> = &'a mut dyn FnMut() -> Result<SecretString, KeystoreError>;
+
+impl Home {
+    /// Creates a patient's first device and their new record (with its Patient resource), owned
+    /// by this device, whose keystore holds the record's root key.
+    pub fn init_patient(
+        dir: &Path,
+        patient: &NewPatient,
+        passphrase: Option<&SecretString>,
+        now: Timestamp,
+    ) -> Result<(Home, Record)> {
+        let keystore = Keystore::generate(true);
+        let label = patient
+            .device_label
+            .as_deref()
+            .unwrap_or(FIRST_DEVICE_LABEL);
+        let device = new_device(&keystore, &patient.name, label, Role::Patient, None);
+        let mut home = Self::create(dir, keystore, device, passphrase)?;
+        let root = home
+            .keystore
+            .root
+            .as_ref()
+            .expect("generated with a root key");
+        let id = RecordId::of_root(&root.peer_id());
+        let ledger = Ledger::create(root, home.party(), now.as_millisecond())?;
+        let patient_id = uuid::Uuid::new_v4().to_string();
+        let meta = RecordMeta {
+            id: id.to_string(),
+            subject: Some(format!("Patient/{patient_id}")),
+            nhs_number: patient.nhs_number.as_ref().map(|n| n.as_str().to_string()),
+        };
+        let mut batch = Batch::new();
+        for op in ledger.ops() {
+            batch.ledger_op(id, op.id(), op.bytes());
+        }
+        batch.local(
+            "record",
+            &RecordInfo {
+                id: id.to_string(),
+                meta: meta.clone(),
+            },
+        );
+        home.vault.commit(batch)?;
+        home.held = Some(Held {
+            id,
+            meta: meta.clone(),
+            ledger,
+            keyring: Keyring::default(),
+            stored: BTreeMap::new(),
+        });
+        let mut record = Record::create(meta, &home.device.actor());
+        let author = home.device.author();
+        let stamp = Stamp {
+            author: &author,
+            time: now,
+        };
+        record.put(stamp, &patient_resource(&patient_id, patient))?;
+        record.commit(stamp, "create record");
+        home.save(&mut record, now)?;
+        Ok((home, record))
+    }
+
+    /// Creates a provider node's identity (it holds patients' records only once they share them).
+    pub fn init_provider(
+        dir: &Path,
+        name: &str,
+        ods: Option<String>,
+        passphrase: Option<&SecretString>,
+    ) -> Result<Home> {
+        let keystore = Keystore::generate(false);
+        let device = new_device(&keystore, name, name, Role::Provider, ods);
+        Self::create(dir, keystore, device, passphrase)
+    }
+
+    /// Creates a relay's identity: a node that stores and forwards the sealed blobs of records
+    /// that name it, and can read none of them.
+    pub fn init_relay(dir: &Path, name: &str, passphrase: Option<&SecretString>) -> Result<Home> {
+        let keystore = Keystore::generate(false);
+        let device = new_device(&keystore, name, name, Role::Relay, None);
+        Self::create(dir, keystore, device, passphrase)
+    }
+
+    /// Creates a further device of a patient, with no record yet: its card is added on the
+    /// first device with `phr devices add`, and the record arrives when the two sync.
+    pub fn init_device(
+        dir: &Path,
+        name: &str,
+        label: &str,
+        passphrase: Option<&SecretString>,
+    ) -> Result<Home> {
+        let keystore = Keystore::generate(false);
+        let device = new_device(&keystore, name, label, Role::Patient, None);
+        Self::create(dir, keystore, device, passphrase)
+    }
+
+    fn create(
+        dir: &Path,
+        keystore: Keystore,
+        device: Device,
+        passphrase: Option<&SecretString>,
+    ) -> Result<Home> {
+        fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let lock = lock(dir)?;
+        if dir.join(KEYSTORE_FILE).exists() || dir.join(VAULT_FILE).exists() {
+            return Err(HomeError::AlreadyInitialised(dir.to_path_buf()));
+        }
+        let vault = Vault::open(dir, LocalKey::derive(&keystore.device))?;
+        let mut batch = Batch::new();
+        batch.local("device", &device);
+        vault.commit(batch)?;
+        // The keystore is written last: its presence is what makes the directory a home.
+        keystore.write(dir, passphrase)?;
+        Ok(Home {
+            dir: dir.to_path_buf(),
+            device,
+            keystore,
+            vault,
+            held: None,
+            warnings: Vec::new(),
+            _lock: lock,
+        })
+    }
+
+    /// Opens an existing home whose keystore has no passphrase (or fails asking for one).
+    pub fn open(dir: &Path) -> Result<Home> {
+        Self::open_with(dir, &mut || Err(KeystoreError::PassphraseNeeded))
+    }
+
+    /// Opens an existing home, calling `passphrase` if its keystore is encrypted.
+    pub fn open_with(dir: &Path, passphrase: PassphrasePrompt<'_>) -> Result<Home> {
+        if !dir.join(KEYSTORE_FILE).exists() && !dir.join(VAULT_FILE).exists() {
+            return Err(HomeError::NotInitialised(dir.to_path_buf()));
+        }
+        let lock = lock(dir)?;
+        let keystore = Keystore::read(dir, passphrase)?;
+        let vault = Vault::open(dir, LocalKey::derive(&keystore.device))?;
+        let device: Device = vault.local("device")?.ok_or_else(|| HomeError::Damaged {
+            what: format!("the vault in {}", dir.display()),
+            reason: "it has no device profile".into(),
+        })?;
+        if device.id != keystore.device.peer_id().to_string() {
+            return Err(HomeError::Damaged {
+                what: format!("the keystore in {}", dir.display()),
+                reason: "it belongs to another node than the vault".into(),
+            });
+        }
+        let mut home = Home {
+            dir: dir.to_path_buf(),
+            device,
+            keystore,
+            vault,
+            held: None,
+            warnings: Vec::new(),
+            _lock: lock,
+        };
+        if let Some(info) = home.vault.local::<RecordInfo>("record")? {
+            home.held = Some(home.load_held(info)?);
+        }
+        Ok(home)
+    }
+
+    fn load_held(&mut self, info: RecordInfo) -> Result<Held> {
+        let id: RecordId = info.id.parse()?;
+        let mut ledger = Ledger::new(id);
+        for bytes in self.vault.ledger_ops(&id)? {
+            match SignedOp::decode(&bytes).and_then(|op| ledger.insert(op).map(|_| ())) {
+                Ok(()) => {}
+                Err(e) => self.warnings.push(format!(
+                    "a stored consent-ledger operation was skipped: {e}"
+                )),
+            }
+        }
+        let keyring = Keyring::unlock(&ledger, &self.keystore.device.peer_id(), &self.keystore.age);
+        self.warnings.extend(keyring.problems.iter().cloned());
+        Ok(Held {
+            id,
+            meta: info.meta,
+            ledger,
+            keyring,
+            stored: BTreeMap::new(),
+        })
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// This node's identity.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// This node's PeerId.
+    pub fn peer_id(&self) -> PeerId {
+        self.keystore.device.peer_id()
+    }
+
+    /// This node as a consent ledger names it.
+    pub fn party(&self) -> Party {
+        Party {
+            peer: self.keystore.device.peer_id(),
+            recipient: self.keystore.age.recipient(),
+            name: self.device.label.clone(),
+            role: self.device.role,
+            ods: self.device.ods.clone(),
+        }
+    }
+
+    /// This node's contact card, signed, with the addresses given.
+    pub fn card(&self, addrs: Vec<String>, now: Timestamp) -> Result<String> {
+        let card = Card {
+            party: self.party(),
+            addrs,
+            created_ms: now.as_millisecond(),
+        };
+        Ok(card.encode(&self.keystore.device)?)
+    }
+
+    /// Problems met while opening (damaged blobs skipped, envelopes that did not open), for the
+    /// CLI to show. Nothing listed here stopped the command.
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
+    /// The id of the record this home holds, if it holds one.
+    pub fn record_id(&self) -> Option<RecordId> {
+        self.held.as_ref().map(|held| held.id)
+    }
+
+    fn held(&self) -> Result<&Held> {
+        self.held
+            .as_ref()
+            .ok_or_else(|| HomeError::NoRecord(self.dir.clone()))
+    }
+
+    /// Decrypts and loads this home's record, every section this node holds keys for.
+    pub fn load_record(&mut self) -> Result<Record> {
+        let actor = self.device.actor();
+        let held = self
+            .held
+            .as_mut()
+            .ok_or_else(|| HomeError::NoRecord(self.dir.clone()))?;
+        let mut parts: BTreeMap<Section, Vec<Vec<u8>>> = BTreeMap::new();
+        let mut ids: BTreeMap<Section, Vec<BlobId>> = BTreeMap::new();
+        for section in Section::ALL {
+            for (stored_id, bytes) in self.vault.blobs(&held.id, section)? {
+                match open_stored(held, section, stored_id, bytes) {
+                    Ok(plain) => {
+                        parts.entry(section).or_default().push(plain);
+                        ids.entry(section).or_default().push(stored_id);
+                    }
+                    Err(problem) => self.warnings.push(problem),
+                }
+            }
+        }
+        let (record, mut bad) = Record::load_parts(held.meta.clone(), &parts, &actor);
+        // Remove from the last index down, so earlier indices stay right.
+        bad.sort_by_key(|(section, index, _)| std::cmp::Reverse((*section, *index)));
+        for (section, index, error) in bad {
+            let id = ids
+                .get_mut(&section)
+                .expect("a bad piece belongs to a loaded section")
+                .remove(index);
+            self.warnings.push(format!(
+                "blob {} of the {section} section was skipped: {error}",
+                id.short()
+            ));
+        }
+        held.stored = ids;
+        Ok(record)
+    }
+
+    /// Seals the record's unsaved changes, one blob per changed section, and writes them
+    /// durably; returns once they are on disk. Compacts a section's blobs when enough have
+    /// accumulated.
+    pub fn save(&mut self, record: &mut Record, now: Timestamp) -> Result<()> {
+        let changes = record.take_unsaved();
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let now_ms = now.as_millisecond();
+        let me = self.keystore.device.peer_id();
+        let device = &self.keystore.device;
+        let held = self
+            .held
+            .as_mut()
+            .ok_or_else(|| HomeError::NoRecord(self.dir.clone()))?;
+        let mut batch = Batch::new();
+        for op in consent::repair(&mut held.ledger, &mut held.keyring, device, now_ms)? {
+            batch.ledger_op(held.id, op.id(), op.bytes());
+        }
+        let owner = held.ledger.state().is_owner(&me);
+        let mut compact = Vec::new();
+        for (section, bytes) in changes {
+            if owner && bytes.len() >= COMPACT_SAVE_BYTES_MIN {
+                compact.push(section);
+                continue;
+            }
+            let blob = seal(
+                held,
+                device,
+                section,
+                BlobKind::Changes,
+                &bytes,
+                Vec::new(),
+                now_ms,
+            )?;
+            held.stored.entry(section).or_default().push(blob.id());
+            batch.blob(held.id, section, blob.id(), blob.into_bytes());
+        }
+        self.vault.commit(batch)?;
+        if owner {
+            compact.extend(
+                held.stored
+                    .iter()
+                    .filter(|(_, ids)| ids.len() > BLOBS_BEFORE_COMPACTION)
+                    .map(|(section, _)| *section),
+            );
+        }
+        for section in compact {
+            self.compact_section(record, section, now)?;
+        }
+        Ok(())
+    }
+
+    /// Rewrites a section's blobs as one compaction blob that replaces them.
+    fn compact_section(
+        &mut self,
+        record: &mut Record,
+        section: Section,
+        now: Timestamp,
+    ) -> Result<()> {
+        let device = &self.keystore.device;
+        let held = self.held.as_mut().expect("only called with a record held");
+        let replaces = held.stored.get(&section).cloned().unwrap_or_default();
+        let bytes = record.save_section(section);
+        let blob = seal(
+            held,
+            device,
+            section,
+            BlobKind::Compaction,
+            &bytes,
+            replaces.clone(),
+            now.as_millisecond(),
+        )?;
+        let mut batch = Batch::new();
+        for old in &replaces {
+            batch.replace(held.id, section, *old, blob.id());
+        }
+        held.stored.insert(section, vec![blob.id()]);
+        batch.blob(held.id, section, blob.id(), blob.into_bytes());
+        self.vault.commit(batch)?;
+        Ok(())
+    }
+
+    /// Compacts every section this node can, and the vault file. For tests and maintenance.
+    pub fn compact(&mut self, record: &mut Record, now: Timestamp) -> Result<()> {
+        let owner = self.held()?.ledger.state().is_owner(&self.peer_id());
+        if !owner {
+            return Err(HomeError::NotOwner);
+        }
+        let sections: Vec<Section> = self.held()?.stored.keys().copied().collect();
+        for section in sections {
+            self.compact_section(record, section, now)?;
+        }
+        Ok(self.vault.compact_file()?)
+    }
+
+    /// The consent ledger of this home's record.
+    pub fn ledger(&self) -> Result<&Ledger> {
+        Ok(&self.held()?.ledger)
+    }
+
+    /// The section keys this node holds under a record's ledger (its own record's, or a
+    /// patient's record shared with this provider).
+    pub fn unlock(&self, ledger: &Ledger) -> Keyring {
+        Keyring::unlock(ledger, &self.keystore.device.peer_id(), &self.keystore.age)
+    }
+
+    /// The vault, for tests that inspect or damage what is stored.
+    #[doc(hidden)]
+    pub fn vault_for_test(&self) -> &Vault {
+        &self.vault
+    }
+}
+
+/// Decodes and decrypts one stored blob; a problem comes back as a sentence for the user.
+fn open_stored(
+    held: &Held,
+    section: Section,
+    stored_id: BlobId,
+    bytes: Vec<u8>,
+) -> Result<Vec<u8>, String> {
+    let skipped = |reason: String| {
+        format!(
+            "blob {} of the {section} section was skipped: {reason}; the rest of the record loaded, \
+             and a good copy will be fetched from a peer when this node syncs",
+            stored_id.short()
+        )
+    };
+    let blob = Blob::decode(bytes).map_err(|e| skipped(e.to_string()))?;
+    if blob.id() != stored_id {
+        return Err(skipped("its bytes do not match its id".into()));
+    }
+    let header = blob.header();
+    if header.record != held.id || header.section != section {
+        return Err(skipped("it belongs to another record or section".into()));
+    }
+    let Some(key) = held.keyring.get(&header.key_id) else {
+        // Sections this node may not read are kept as ciphertext, silently.
+        return Err(skipped("this node holds no key for it".into()));
+    };
+    blob.open(key).map_err(|e| skipped(e.to_string()))
+}
+
+fn seal(
+    held: &Held,
+    device: &crate::keys::SigningKey,
+    section: Section,
+    kind: BlobKind,
+    plaintext: &[u8],
+    replaces: Vec<BlobId>,
+    now_ms: i64,
+) -> Result<Blob> {
+    let (epoch, key) = consent::writing_key(&held.ledger, &held.keyring, section, now_ms)?;
+    let mut ledger_heads = held.ledger.heads();
+    ledger_heads.truncate(BLOB_LEDGER_HEADS_MAX);
+    let header = BlobHeader {
+        record: held.id,
+        section,
+        kind,
+        epoch,
+        key_id: key.id(),
+        author: device.peer_id(),
+        time_ms: now_ms,
+        ledger_heads,
+        replaces,
+    };
+    Ok(Blob::seal(header, key, plaintext, device)?)
+}
+
+fn new_device(
+    keystore: &Keystore,
+    name: &str,
+    label: &str,
+    role: Role,
+    ods: Option<String>,
+) -> Device {
+    let peer = keystore.device.peer_id();
+    let mut actor = peer.public_key()[..16].to_vec();
+    actor.extend_from_slice(&random_array::<8>());
+    Device {
+        id: peer.to_string(),
+        name: name.to_string(),
+        label: label.to_string(),
+        role,
+        ods,
+        actor: hex(&actor),
+    }
+}
+
+fn patient_resource(id: &str, patient: &NewPatient) -> serde_json::Value {
+    let mut words: Vec<&str> = patient.name.split_whitespace().collect();
+    let family = if words.len() > 1 { words.pop() } else { None };
+    let mut name = json!({"use": "official", "text": patient.name, "given": words});
+    if let Some(family) = family {
+        name["family"] = json!(family);
+    }
+    let mut resource = json!({"resourceType": "Patient", "id": id, "name": [name]});
+    if let Some(nhs) = &patient.nhs_number {
+        resource["identifier"] = json!([{"system": NHS_NUMBER_SYSTEM, "value": nhs.as_str()}]);
+    }
+    if let Some(birth_date) = patient.birth_date {
+        resource["birthDate"] = json!(birth_date.to_string());
+    }
+    resource
+}
+
+/// The FHIR Organization a provider node stands for.
+pub fn organization_resource(device: &Device) -> serde_json::Value {
+    let mut resource =
+        json!({"resourceType": "Organization", "id": device.id, "name": device.name});
+    if let Some(ods) = &device.ods {
+        resource["identifier"] = json!([{"system": ODS_CODE_SYSTEM, "value": ods}]);
+    }
+    resource
+}
+
+fn lock(dir: &Path) -> Result<File> {
+    let path = dir.join("lock");
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io_err(&path))?;
+    // Two commands writing one home at once would race; the second is told, not made to hang.
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(fs::TryLockError::WouldBlock) => Err(HomeError::Busy(dir.to_path_buf())),
+        Err(fs::TryLockError::Error(source)) => Err(HomeError::Io { path, source }),
+    }
+}
+
+#[cfg(test)]
+mod tests;

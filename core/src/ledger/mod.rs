@@ -1,0 +1,696 @@
+//! The consent ledger: a per-record log of signed, hash-linked operations that says who may read,
+//! write and relay each section of a record.
+//!
+//! Every operation ([`Op`]) names the record, its parents (the ledger heads its author had seen),
+//! its author and a body: create the record, add or remove an owner device, grant, revoke, or
+//! announce section keys. It travels as a [`SignedOp`]: a small versioned envelope around the
+//! postcard encoding of the operation, signed with Ed25519 by the author. Its id is the SHA-256 of
+//! those exact bytes, so the parents form a hash-linked graph that nobody can rewrite.
+//!
+//! The ledger's state ([`LedgerState`]) is a deterministic function of the *set* of operations a
+//! node holds: nodes that hold the same operations agree, whatever order or duplication they
+//! arrived in. The rules (documented in `docs/FORMAT.md`, "Consent ledger operations") make the
+//! security properties hold under concurrency:
+//!
+//! - Only the record root key adds or removes owner devices; only owner devices grant, revoke
+//!   and announce keys.
+//! - A revocation beats a concurrent grant; a grant that causally follows the revocation
+//!   re-admits the party.
+//! - A device removal beats a concurrent re-add, and an operation made by a device concurrently
+//!   with (or after) its removal has no effect, so a stolen device cannot back-date grants by
+//!   choosing old parents.
+//!
+//! Operations whose ancestors are not all held yet are kept but *pending*: they count for nothing
+//! until their parents arrive.
+//!
+//! ```
+//! use phr_core::keys::{AgeIdentity, SigningKey};
+//! use phr_core::ledger::{Access, Ledger, OpBody, SignedOp};
+//! use phr_core::party::{Party, Role};
+//! use phr_core::section::Section;
+//!
+//! let party = |key: &SigningKey, name: &str, role| Party {
+//!     peer: key.peer_id(),
+//!     recipient: AgeIdentity::generate().recipient(),
+//!     name: name.into(),
+//!     role,
+//!     ods: None,
+//! };
+//! let (root, phone, gp) = (SigningKey::generate(), SigningKey::generate(), SigningKey::generate());
+//!
+//! // The patient creates the record on their phone and grants their GP the summary.
+//! let mut patient = Ledger::create(&root, party(&phone, "Alex", Role::Patient), 1_000).unwrap();
+//! let grant = OpBody::Grant {
+//!     grantee: party(&gp, "Riverside Surgery", Role::Provider),
+//!     sections: vec![Section::Summary],
+//!     access: Access::Read,
+//!     expires_ms: None,
+//!     purpose: Some("repeat prescriptions".into()),
+//! };
+//! patient.append(&phone, grant, 2_000).unwrap();
+//!
+//! // The GP's node receives the operations as bytes, in any order, and reaches the same state.
+//! let mut surgery = Ledger::new(patient.record());
+//! for op in patient.ops().collect::<Vec<_>>().into_iter().rev() {
+//!     surgery.insert(SignedOp::decode(op.bytes()).unwrap()).unwrap();
+//! }
+//! assert_eq!(surgery.state(), patient.state());
+//! assert!(surgery.state().can_read(&gp.peer_id(), Section::Summary, 3_000));
+//! assert!(!surgery.state().can_read(&gp.peer_id(), Section::Sensitive, 3_000));
+//! ```
+
+mod state;
+#[cfg(test)]
+mod tests;
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::OnceLock,
+};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    keys::{KeyId, OpId, PeerId, RecordId, Signature, SigningKey, sha256},
+    party::{PARTY_NAME_BYTES_MAX, Party},
+    section::Section,
+};
+
+pub use state::{EpochKey, GrantState, LedgerState};
+
+/// The largest encoded signed operation accepted, in bytes. A `Keys` operation carrying an age
+/// envelope for a few hundred readers fits easily; anything larger is refused before parsing.
+pub const LEDGER_OP_BYTES_MAX: usize = 256 * 1024;
+/// The most operations a [`Ledger`] holds for one record, so that a misbehaving peer cannot
+/// grow it without bound. A real record has tens.
+pub const LEDGER_OPS_MAX: usize = 10_000;
+/// The most parents one operation may name.
+pub const LEDGER_PARENTS_MAX: usize = 64;
+/// The longest purpose a grant may carry, in bytes of UTF-8.
+pub const GRANT_PURPOSE_BYTES_MAX: usize = 500;
+/// The most (epoch, key id) pairs one `Keys` operation may announce.
+pub const KEYS_OP_KEYS_MAX: usize = 4096;
+/// The most recipients one `Keys` operation may name.
+pub const KEYS_OP_RECIPIENTS_MAX: usize = 4096;
+
+/// The magic bytes that open every encoded signed operation.
+const MAGIC: &[u8; 4] = b"PHRL";
+/// The format version this code writes and reads.
+const VERSION: u8 = 1;
+/// Magic, version and the u32 length of the postcard encoding.
+const HEADER_BYTES: usize = 4 + 1 + 4;
+/// An Ed25519 signature.
+const SIGNATURE_BYTES: usize = 64;
+/// The domain-separation prefix of the signed message, so an operation's signature can never be
+/// mistaken for a signature over a blob, a contact card or anything else the same key signs.
+const SIGNING_CONTEXT: &[u8] = b"phr ledger op v1\0";
+
+/// What a grant lets its grantee do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Access {
+    /// Read the granted sections (and append entries to `audit`).
+    Read,
+    /// Read and write the granted sections. Write implies Read: nobody writes blind.
+    Write,
+    /// Store and forward the ciphertext of every section, with no keys: a relay reads nothing.
+    Relay,
+}
+
+/// What a revocation ends.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RevokeTarget {
+    /// One grant, by the id of the operation that made it, wherever it is in the graph.
+    Grant(OpId),
+    /// Every grant to this party that does not causally follow the revocation.
+    Party(PeerId),
+}
+
+/// What an operation does. The variant order is part of the byte format: do not reorder.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OpBody {
+    /// Creates the record. Signed by the record root key; the only operation with no parents,
+    /// and the record id is derived from `root` ([`RecordId::of_root`]).
+    Create {
+        /// The record root key's public half.
+        root: PeerId,
+        /// The patient's first device, an owner from the start.
+        first_device: Party,
+    },
+    /// Admits an owner device. Signed by the root key.
+    AddDevice {
+        /// The device.
+        device: Party,
+    },
+    /// Removes an owner device, e.g. a lost phone. Signed by the root key.
+    RemoveDevice {
+        /// The device.
+        device: PeerId,
+    },
+    /// Grants a party access to sections. Signed by an owner device.
+    Grant {
+        /// Who is granted access.
+        grantee: Party,
+        /// The sections, non-empty and without duplicates; never `audit` unless `access` is
+        /// `Relay`, whose grants cover every section's ciphertext and ignore this list.
+        sections: Vec<Section>,
+        /// Read, write or relay.
+        access: Access,
+        /// When the grant lapses, in unix milliseconds; `None` lasts until revoked.
+        expires_ms: Option<i64>,
+        /// Why, in the patient's words, for display.
+        purpose: Option<String>,
+    },
+    /// Ends one grant or every grant to a party. Signed by an owner device.
+    Revoke {
+        /// What is revoked.
+        target: RevokeTarget,
+    },
+    /// Announces section keys wrapped (by [`crate::envelope`]) with age to `recipients`.
+    /// Signed by an owner device.
+    Keys {
+        /// The section the keys belong to.
+        section: Section,
+        /// The (epoch, key id) of every key inside `envelope`.
+        keys: Vec<(u32, KeyId)>,
+        /// Whom the envelope is wrapped to.
+        recipients: Vec<PeerId>,
+        /// The age envelope; opaque to the ledger.
+        envelope: Vec<u8>,
+    },
+}
+
+/// One consent-ledger operation, as its author signs it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Op {
+    /// The record it belongs to.
+    pub record: RecordId,
+    /// The ledger heads the author had seen: what this operation causally follows.
+    pub parents: Vec<OpId>,
+    /// Who signed it.
+    pub author: PeerId,
+    /// When, by the author's clock, in unix milliseconds. Informational: the rules never trust it.
+    pub time_ms: i64,
+    /// What it does.
+    pub body: OpBody,
+}
+
+/// Why the ledger refused an operation or a request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LedgerError {
+    /// Grants, revocations and key announcements must be signed by an owner device.
+    #[error(
+        "only the patient's own devices can grant or revoke access, and {peer} is not one of \
+         this record's owner devices; run this on a device the record lists as an owner"
+    )]
+    NotOwner {
+        /// The key that tried.
+        peer: PeerId,
+    },
+    /// Devices are added and removed only by the record root key.
+    #[error(
+        "only the record's root key can add or remove the patient's devices, and {peer} is not \
+         it; run this where the record's root key is kept"
+    )]
+    NotRoot {
+        /// The key that tried.
+        peer: PeerId,
+    },
+    /// The audit section is readable by the patient's own devices alone.
+    #[error(
+        "the audit section cannot be shared: only the patient's own devices read it; \
+         grant the other sections instead"
+    )]
+    CannotGrantAudit,
+    /// The operation is not held here (or its ancestors are not all held yet).
+    #[error(
+        "ledger operation {0} is not held here yet; sync the ledger with the patient's devices first"
+    )]
+    UnknownOp(OpId),
+    /// The operation belongs to another record.
+    #[error("the operation belongs to record {found}, not {expected}; it was refused")]
+    WrongRecord {
+        /// The ledger's record.
+        expected: RecordId,
+        /// The operation's record.
+        found: RecordId,
+    },
+    /// The encoded operation is larger than [`LEDGER_OP_BYTES_MAX`].
+    #[error(
+        "a ledger operation of {bytes} bytes is larger than the limit of {max} bytes; \
+         it was refused (wrap keys to fewer readers per operation)"
+    )]
+    TooLarge {
+        /// Its size.
+        bytes: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The bytes do not start with the ledger operation magic.
+    #[error("these bytes are not a phr ledger operation")]
+    NotAnOp,
+    /// The operation uses a format version this code does not know.
+    #[error("ledger operation format version {0} is not supported by this phr; upgrade phr")]
+    UnsupportedVersion(u8),
+    /// Bytes follow the signature.
+    #[error("a ledger operation has {0} unexpected bytes after its signature; it was refused")]
+    TrailingBytes(usize),
+    /// The operation is truncated, does not parse, is not canonically encoded or breaks a bound.
+    #[error("malformed ledger operation: {0}; it was refused")]
+    Malformed(String),
+    /// The signature is not the author's over these bytes.
+    #[error("a ledger operation's signature does not verify against its author; it was refused")]
+    BadSignature,
+    /// The ledger already holds [`LEDGER_OPS_MAX`] operations.
+    #[error(
+        "this record's consent ledger already holds {max} operations, the most phr accepts; \
+         the operation was refused (a peer may be flooding the record: check its devices)"
+    )]
+    TooMany {
+        /// The limit.
+        max: usize,
+    },
+    /// `sign` was given a key that is not the operation's author.
+    #[error("the operation names {author} as its author but was to be signed by {key}")]
+    WrongKey {
+        /// The operation's author.
+        author: PeerId,
+        /// The key offered.
+        key: PeerId,
+    },
+    /// A record is created once; this ledger already holds operations.
+    #[error("this record already exists: its consent ledger already holds operations")]
+    AlreadyCreated,
+    /// The operation breaks a rule not covered by a more specific error.
+    #[error("the consent ledger would not accept this operation: {0}")]
+    Rejected(String),
+}
+
+/// An operation with the exact bytes its author signed. Its id is SHA-256 of those bytes.
+///
+/// A `SignedOp` exists only if its signature verified (or this node just made it) and it is
+/// within every bound, so holders need not check again.
+#[derive(Clone)]
+pub struct SignedOp {
+    bytes: Vec<u8>,
+    op: Op,
+    id: OpId,
+}
+
+impl std::fmt::Debug for SignedOp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SignedOp")
+            .field("id", &self.id)
+            .field("op", &self.op)
+            .finish()
+    }
+}
+
+impl PartialEq for SignedOp {
+    fn eq(&self, other: &Self) -> bool {
+        self.bytes == other.bytes
+    }
+}
+
+impl Eq for SignedOp {}
+
+impl SignedOp {
+    /// Encodes and signs `op` with `key`, which must be the op's author. Checks the same bounds
+    /// as [`SignedOp::decode`], so nothing this node writes is refused by its peers.
+    pub fn sign(op: Op, key: &SigningKey) -> Result<SignedOp, LedgerError> {
+        if key.peer_id() != op.author {
+            return Err(LedgerError::WrongKey {
+                author: op.author,
+                key: key.peer_id(),
+            });
+        }
+        check_bounds(&op)?;
+        let payload =
+            postcard::to_stdvec(&op).map_err(|e| LedgerError::Malformed(e.to_string()))?;
+        let total = HEADER_BYTES + payload.len() + SIGNATURE_BYTES;
+        if total > LEDGER_OP_BYTES_MAX {
+            return Err(LedgerError::TooLarge {
+                bytes: total,
+                max: LEDGER_OP_BYTES_MAX,
+            });
+        }
+        let length = u32::try_from(payload.len()).expect("bounded by LEDGER_OP_BYTES_MAX");
+        let mut bytes = Vec::with_capacity(total);
+        bytes.extend_from_slice(MAGIC);
+        bytes.push(VERSION);
+        bytes.extend_from_slice(&length.to_le_bytes());
+        bytes.extend_from_slice(&payload);
+        let signature = key.sign(&signed_message(&bytes));
+        bytes.extend_from_slice(&signature.0);
+        Ok(SignedOp {
+            id: OpId(sha256(&[&bytes])),
+            bytes,
+            op,
+        })
+    }
+
+    /// Parses and verifies untrusted bytes: size first, then magic and version, the postcard
+    /// encoding (which must be canonical and fill its declared length exactly), the author's
+    /// signature over the bytes as received, and the bounds.
+    pub fn decode(bytes: &[u8]) -> Result<SignedOp, LedgerError> {
+        if bytes.len() > LEDGER_OP_BYTES_MAX {
+            return Err(LedgerError::TooLarge {
+                bytes: bytes.len(),
+                max: LEDGER_OP_BYTES_MAX,
+            });
+        }
+        if !bytes.starts_with(MAGIC) {
+            return Err(LedgerError::NotAnOp);
+        }
+        let Some(&version) = bytes.get(MAGIC.len()) else {
+            return Err(truncated(bytes.len()));
+        };
+        if version != VERSION {
+            return Err(LedgerError::UnsupportedVersion(version));
+        }
+        let length: [u8; 4] = bytes
+            .get(MAGIC.len() + 1..HEADER_BYTES)
+            .ok_or_else(|| truncated(bytes.len()))?
+            .try_into()
+            .expect("four bytes");
+        let payload_end = usize::try_from(u32::from_le_bytes(length))
+            .ok()
+            .and_then(|length| length.checked_add(HEADER_BYTES))
+            .ok_or_else(|| truncated(bytes.len()))?;
+        let signed_end = payload_end
+            .checked_add(SIGNATURE_BYTES)
+            .ok_or_else(|| truncated(bytes.len()))?;
+        if bytes.len() < signed_end {
+            return Err(truncated(bytes.len()));
+        }
+        if bytes.len() > signed_end {
+            return Err(LedgerError::TrailingBytes(bytes.len() - signed_end));
+        }
+        let payload = &bytes[HEADER_BYTES..payload_end];
+        let (op, rest) = postcard::take_from_bytes::<Op>(payload)
+            .map_err(|e| LedgerError::Malformed(format!("the operation does not parse ({e})")))?;
+        if !rest.is_empty() {
+            return Err(LedgerError::Malformed(format!(
+                "{} unused bytes inside the operation's declared length",
+                rest.len()
+            )));
+        }
+        // One operation has one encoding, so one id: refuse any other spelling of the same op.
+        // (The signature below is still checked over the bytes as received, never re-encoded.)
+        if postcard::to_stdvec(&op).ok().as_deref() != Some(payload) {
+            return Err(LedgerError::Malformed(
+                "the operation is not in canonical encoding".into(),
+            ));
+        }
+        let signature = Signature(bytes[payload_end..signed_end].try_into().expect("64 bytes"));
+        op.author
+            .verify(&signed_message(&bytes[..payload_end]), &signature)
+            .map_err(|_| LedgerError::BadSignature)?;
+        check_bounds(&op)?;
+        Ok(SignedOp {
+            id: OpId(sha256(&[bytes])),
+            bytes: bytes.to_vec(),
+            op,
+        })
+    }
+
+    /// The exact signed bytes, to store and send.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// The signed bytes, by value.
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.bytes
+    }
+
+    /// The operation's id: SHA-256 of its bytes.
+    pub fn id(&self) -> OpId {
+        self.id
+    }
+
+    /// The operation.
+    pub fn op(&self) -> &Op {
+        &self.op
+    }
+}
+
+/// The message an operation's signature covers: the domain tag, then every byte before the
+/// signature.
+fn signed_message(unsigned: &[u8]) -> Vec<u8> {
+    [SIGNING_CONTEXT, unsigned].concat()
+}
+
+fn truncated(len: usize) -> LedgerError {
+    LedgerError::Malformed(format!("truncated after {len} bytes"))
+}
+
+/// The bounds every operation must keep, checked when signing and when decoding.
+fn check_bounds(op: &Op) -> Result<(), LedgerError> {
+    let malformed = |what: String| Err(LedgerError::Malformed(what));
+    if op.parents.len() > LEDGER_PARENTS_MAX {
+        return malformed(format!(
+            "{} parents, more than the limit of {LEDGER_PARENTS_MAX}",
+            op.parents.len()
+        ));
+    }
+    if op.parents.iter().collect::<BTreeSet<_>>().len() != op.parents.len() {
+        return malformed("a parent is named twice".into());
+    }
+    match &op.body {
+        OpBody::Create { first_device, .. } => check_party(first_device),
+        OpBody::AddDevice { device } => check_party(device),
+        OpBody::RemoveDevice { .. } | OpBody::Revoke { .. } => Ok(()),
+        OpBody::Grant {
+            grantee,
+            sections,
+            purpose,
+            ..
+        } => {
+            check_party(grantee)?;
+            if sections.is_empty() {
+                return malformed("a grant must name at least one section".into());
+            }
+            if sections.iter().collect::<BTreeSet<_>>().len() != sections.len() {
+                return malformed("a grant names a section twice".into());
+            }
+            match purpose {
+                Some(purpose) if purpose.len() > GRANT_PURPOSE_BYTES_MAX => malformed(format!(
+                    "a grant purpose of {} bytes, longer than the limit of \
+                     {GRANT_PURPOSE_BYTES_MAX}",
+                    purpose.len()
+                )),
+                _ => Ok(()),
+            }
+        }
+        OpBody::Keys {
+            keys, recipients, ..
+        } => {
+            if keys.len() > KEYS_OP_KEYS_MAX {
+                return malformed(format!(
+                    "{} keys in one operation, more than the limit of {KEYS_OP_KEYS_MAX}",
+                    keys.len()
+                ));
+            }
+            if recipients.len() > KEYS_OP_RECIPIENTS_MAX {
+                return malformed(format!(
+                    "{} recipients in one operation, more than the limit of \
+                     {KEYS_OP_RECIPIENTS_MAX}",
+                    recipients.len()
+                ));
+            }
+            Ok(())
+        }
+    }
+}
+
+fn check_party(party: &Party) -> Result<(), LedgerError> {
+    if party.name.len() > PARTY_NAME_BYTES_MAX {
+        return Err(LedgerError::Malformed(format!(
+            "a party name of {} bytes, longer than the limit of {PARTY_NAME_BYTES_MAX}",
+            party.name.len()
+        )));
+    }
+    Ok(())
+}
+
+/// One record's consent ledger: the operations this node holds and the state they imply.
+///
+/// The state is computed from the whole set on first use after a change and cached, so a batch
+/// of inserts costs one computation.
+#[derive(Debug, Clone)]
+pub struct Ledger {
+    record: RecordId,
+    ops: BTreeMap<OpId, SignedOp>,
+    cache: OnceLock<state::Analysis>,
+}
+
+impl Ledger {
+    /// A new record's ledger, holding its `Create` operation signed by the record root key.
+    /// `first_device` is the patient's device that becomes the first owner; the root key itself
+    /// is not an owner device (keep it offline, for adding and removing devices).
+    pub fn create(
+        root: &SigningKey,
+        first_device: Party,
+        time_ms: i64,
+    ) -> Result<Ledger, LedgerError> {
+        let record = RecordId::of_root(&root.peer_id());
+        let mut ledger = Ledger::new(record);
+        let body = OpBody::Create {
+            root: root.peer_id(),
+            first_device,
+        };
+        ledger.append(root, body, time_ms)?;
+        Ok(ledger)
+    }
+
+    /// An empty ledger of `record`, for a node that receives the record's operations from peers.
+    pub fn new(record: RecordId) -> Ledger {
+        Ledger {
+            record,
+            ops: BTreeMap::new(),
+            cache: OnceLock::new(),
+        }
+    }
+
+    /// The record this ledger belongs to.
+    pub fn record(&self) -> RecordId {
+        self.record
+    }
+
+    /// Stores an operation that [`SignedOp::decode`] (or [`SignedOp::sign`]) produced. Any
+    /// well-signed operation of this record is kept, valid or not, because validity depends on
+    /// the rest of the set; the state decides what it counts for. Returns `Ok(false)` if it was
+    /// already held. An operation whose parents are missing is kept as pending until they arrive.
+    pub fn insert(&mut self, op: SignedOp) -> Result<bool, LedgerError> {
+        if op.op.record != self.record {
+            return Err(LedgerError::WrongRecord {
+                expected: self.record,
+                found: op.op.record,
+            });
+        }
+        if self.ops.contains_key(&op.id) {
+            return Ok(false);
+        }
+        if self.ops.len() >= LEDGER_OPS_MAX {
+            return Err(LedgerError::TooMany {
+                max: LEDGER_OPS_MAX,
+            });
+        }
+        self.ops.insert(op.id, op);
+        self.cache = OnceLock::new();
+        Ok(true)
+    }
+
+    /// The ledger's heads, sorted: the valid operations that no other valid operation follows.
+    ///
+    /// Only complete, valid operations count, so a new operation naming these as parents follows
+    /// everything that has effect, and junk signed by strangers can neither inflate the parent
+    /// list nor hide among a blob's heads. [`Ledger::state_at`] of these heads equals
+    /// [`Ledger::state`] except for `rejected` and `pending`.
+    pub fn heads(&self) -> Vec<OpId> {
+        self.analysis().heads.clone()
+    }
+
+    /// Every held operation (valid, rejected or pending), by id.
+    pub fn ops(&self) -> impl Iterator<Item = &SignedOp> {
+        self.ops.values()
+    }
+
+    /// The operation with this id, if held.
+    pub fn get(&self, id: &OpId) -> Option<&SignedOp> {
+        self.ops.get(id)
+    }
+
+    /// Whether the operation with this id is held (possibly pending or rejected).
+    pub fn contains(&self, id: &OpId) -> bool {
+        self.ops.contains_key(id)
+    }
+
+    /// How many operations are held, pending and rejected ones included.
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+
+    /// Whether no operation is held.
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    /// The state implied by every complete operation held.
+    pub fn state(&self) -> &LedgerState {
+        &self.analysis().state
+    }
+
+    /// The state of the causal past of `heads` (each head and its ancestors), judged by exactly
+    /// the same rules as if those were the only operations held. A blob names the heads it was
+    /// written under, so every node judges it the same way whenever it arrives. The current
+    /// heads, what most blobs name, are answered from the cache.
+    pub fn state_at(&self, heads: &[OpId]) -> Result<LedgerState, LedgerError> {
+        let mut sorted = heads.to_vec();
+        sorted.sort();
+        sorted.dedup();
+        if !sorted.is_empty() && sorted == self.analysis().heads {
+            return Ok(self.analysis().state_at_heads());
+        }
+        self.state_of_past(heads)
+    }
+
+    /// [`Ledger::state_at`], always computed from the operations.
+    fn state_of_past(&self, heads: &[OpId]) -> Result<LedgerState, LedgerError> {
+        let complete = &self.analysis().complete;
+        let mut past: BTreeMap<OpId, &SignedOp> = BTreeMap::new();
+        let mut stack = Vec::new();
+        for head in heads {
+            if !complete.contains(head) {
+                return Err(LedgerError::UnknownOp(*head));
+            }
+            stack.push(*head);
+        }
+        while let Some(id) = stack.pop() {
+            if past.contains_key(&id) {
+                continue;
+            }
+            let op = &self.ops[&id];
+            stack.extend(op.op.parents.iter().filter(|p| !past.contains_key(p)));
+            past.insert(id, op);
+        }
+        Ok(state::analyse(past.into_values()).state)
+    }
+
+    /// Signs `body` with `key`, naming the current heads as parents, and stores it, after
+    /// checking that the ledger will count it: a typed error says why not.
+    pub fn append(
+        &mut self,
+        key: &SigningKey,
+        body: OpBody,
+        time_ms: i64,
+    ) -> Result<SignedOp, LedgerError> {
+        let author = key.peer_id();
+        state::check_allowed(self.state(), self.record, self.is_empty(), &author, &body)?;
+        let op = Op {
+            record: self.record,
+            parents: self.heads(),
+            author,
+            time_ms,
+            body,
+        };
+        let signed = SignedOp::sign(op, key)?;
+        let id = signed.id();
+        let fresh = self.insert(signed.clone())?;
+        // The checks above mirror the rules; this makes sure nothing they miss slips through.
+        let rejected = self.state().rejected.iter().find(|(op, _)| *op == id);
+        if let Some((_, why)) = rejected {
+            let why = why.clone();
+            if fresh {
+                self.ops.remove(&id);
+                self.cache = OnceLock::new();
+            }
+            return Err(LedgerError::Rejected(why));
+        }
+        Ok(signed)
+    }
+
+    fn analysis(&self) -> &state::Analysis {
+        self.cache.get_or_init(|| state::analyse(self.ops.values()))
+    }
+}

@@ -1,0 +1,506 @@
+//! The vault: a node's redb database of sealed blobs, consent-ledger operations and its own
+//! small encrypted settings.
+//!
+//! The vault stores bytes; it does not judge them. Blobs and ledger operations are checked by
+//! their own modules before they reach [`Vault::commit`], and checked again when they are read
+//! back, so a flipped bit on disk costs one blob, never the record. Everything the vault holds is
+//! ciphertext: blobs are sealed with section keys, ledger operations carry only wrapped keys, and
+//! the node's own settings (its device profile, record metadata, contacts) are sealed with a key
+//! derived from the device's signing key ([`LocalKey`]).
+//!
+//! Tables (keys are byte strings; `record` is a [`RecordId`], `section` a [`Section::code`]):
+//!
+//! | table | key | value |
+//! |---|---|---|
+//! | `blobs` | record ‖ section ‖ blob id | the sealed blob |
+//! | `replaced` | record ‖ section ‖ blob id | the id of the compaction blob that holds its content |
+//! | `ledger` | record ‖ operation id | the signed operation |
+//! | `local` | name | a value sealed with the [`LocalKey`] |
+//!
+//! A [`Batch`] is written in one redb transaction and [`Vault::commit`] returns only once it is
+//! durable, so a command reports success only for writes that survive a crash.
+
+use std::{
+    fmt,
+    path::{Path, PathBuf},
+};
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use ring::{aead, hkdf};
+use serde::{Serialize, de::DeserializeOwned};
+
+use crate::{
+    keys::{BlobId, OpId, RecordId, SigningKey, random_array},
+    section::Section,
+};
+
+/// The vault's file name inside the home directory.
+pub const VAULT_FILE: &str = "vault.redb";
+
+/// The largest local setting, in bytes (a contact list of a few thousand cards).
+pub const LOCAL_VALUE_BYTES_MAX: usize = 16 * 1024 * 1024;
+
+const BLOBS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("blobs");
+const REPLACED: TableDefinition<&[u8], &[u8]> = TableDefinition::new("replaced");
+const LEDGER: TableDefinition<&[u8], &[u8]> = TableDefinition::new("ledger");
+const LOCAL: TableDefinition<&str, &[u8]> = TableDefinition::new("local");
+
+/// What can go wrong with the vault.
+#[derive(Debug, thiserror::Error)]
+pub enum VaultError {
+    /// Another process has the database open.
+    #[error("the vault {0} is in use by another phr process; wait for it to finish and try again")]
+    InUse(PathBuf),
+    /// redb reported a failure (I/O, a full disk, corruption).
+    #[error("the vault {path} could not be read or written: {source}")]
+    Storage {
+        /// The database file.
+        path: PathBuf,
+        /// What redb said.
+        #[source]
+        source: Box<redb::Error>,
+    },
+    /// A local setting did not decrypt or parse.
+    #[error(
+        "the vault's `{name}` setting is damaged ({reason}); restore the home with `phr backup restore FILE`"
+    )]
+    DamagedSetting {
+        /// The setting.
+        name: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+type Result<T, E = VaultError> = std::result::Result<T, E>;
+
+/// A ChaCha20-Poly1305 (RFC 8439) key for the node's own settings, derived with HKDF-SHA256
+/// (RFC 5869) from the device's signing seed: whoever can open the keystore can read them, and
+/// nobody else.
+pub struct LocalKey(aead::LessSafeKey);
+
+impl fmt::Debug for LocalKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("LocalKey(..)")
+    }
+}
+
+impl LocalKey {
+    /// The local key of the device whose signing key is `device`.
+    pub fn derive(device: &SigningKey) -> Self {
+        let prk =
+            hkdf::Salt::new(hkdf::HKDF_SHA256, b"phr local settings v1").extract(device.seed());
+        let okm = prk
+            .expand(&[b"chacha20-poly1305"], &aead::CHACHA20_POLY1305)
+            .expect("the output length is the key length");
+        Self(aead::LessSafeKey::new(aead::UnboundKey::from(okm)))
+    }
+
+    fn seal(&self, name: &str, plaintext: &[u8]) -> Vec<u8> {
+        let nonce = random_array::<12>();
+        let mut out = nonce.to_vec();
+        out.extend_from_slice(plaintext);
+        let tag = self
+            .0
+            .seal_in_place_separate_tag(
+                aead::Nonce::assume_unique_for_key(nonce),
+                aead::Aad::from(name.as_bytes()),
+                &mut out[12..],
+            )
+            .expect("settings are far below the AEAD's length limit");
+        out.extend_from_slice(tag.as_ref());
+        out
+    }
+
+    fn open(&self, name: &str, sealed: &[u8]) -> Option<Vec<u8>> {
+        let (nonce, body) = sealed.split_first_chunk::<12>()?;
+        let mut body = body.to_vec();
+        let plain = self
+            .0
+            .open_in_place(
+                aead::Nonce::assume_unique_for_key(*nonce),
+                aead::Aad::from(name.as_bytes()),
+                &mut body,
+            )
+            .ok()?;
+        Some(plain.to_vec())
+    }
+}
+
+/// Writes that must land together, in one durable transaction.
+#[derive(Debug, Default)]
+pub struct Batch {
+    ledger: Vec<(RecordId, OpId, Vec<u8>)>,
+    blobs: Vec<(RecordId, Section, BlobId, Vec<u8>)>,
+    replaced: Vec<(RecordId, Section, BlobId, BlobId)>,
+    local: Vec<(String, Vec<u8>)>,
+    from_peer: bool,
+}
+
+impl Batch {
+    /// An empty batch.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Marks the batch as holding bytes from another node: redb then commits it in two phases,
+    /// so that a torn write can never be mistaken for a valid page (see redb's
+    /// `set_two_phase_commit`).
+    pub fn from_peer(mut self) -> Self {
+        self.from_peer = true;
+        self
+    }
+
+    /// Stores a signed ledger operation.
+    pub fn ledger_op(&mut self, record: RecordId, id: OpId, bytes: &[u8]) {
+        self.ledger.push((record, id, bytes.to_vec()));
+    }
+
+    /// Stores a sealed blob of a section.
+    pub fn blob(&mut self, record: RecordId, section: Section, id: BlobId, bytes: Vec<u8>) {
+        self.blobs.push((record, section, id, bytes));
+    }
+
+    /// Removes a blob whose content the compaction blob `by` now holds, and remembers that it
+    /// was replaced so it is not taken in again.
+    pub fn replace(&mut self, record: RecordId, section: Section, old: BlobId, by: BlobId) {
+        self.replaced.push((record, section, old, by));
+    }
+
+    /// Sets a local setting (sealed with the [`LocalKey`] when committed).
+    pub fn local<T: Serialize>(&mut self, name: &str, value: &T) {
+        let bytes = serde_json::to_vec(value).expect("settings serialise");
+        self.local.push((name.to_string(), bytes));
+    }
+
+    /// Whether the batch writes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.ledger.is_empty()
+            && self.blobs.is_empty()
+            && self.replaced.is_empty()
+            && self.local.is_empty()
+    }
+}
+
+/// An open vault.
+pub struct Vault {
+    db: Database,
+    path: PathBuf,
+    local: LocalKey,
+}
+
+impl fmt::Debug for Vault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Vault").field("path", &self.path).finish()
+    }
+}
+
+fn blob_key(record: &RecordId, section: Section, id: &BlobId) -> Vec<u8> {
+    let mut key = section_prefix(record, section);
+    key.extend_from_slice(&id.0);
+    key
+}
+
+fn section_prefix(record: &RecordId, section: Section) -> Vec<u8> {
+    let mut key = record.0.to_vec();
+    key.push(section.code());
+    key
+}
+
+fn ledger_key(record: &RecordId, id: &OpId) -> Vec<u8> {
+    let mut key = record.0.to_vec();
+    key.extend_from_slice(&id.0);
+    key
+}
+
+/// The exclusive upper bound of every key that starts with `prefix`.
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![u8::MAX; prefix.len() + 1]
+}
+
+impl Vault {
+    /// Opens the vault in `dir`, creating it if it does not exist.
+    pub fn open(dir: &Path, local: LocalKey) -> Result<Vault> {
+        let path = dir.join(VAULT_FILE);
+        let db = Database::create(&path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => VaultError::InUse(path.clone()),
+            other => storage(&path)(other.into()),
+        })?;
+        let vault = Vault { db, path, local };
+        // Create the tables up front so read transactions never meet a missing one.
+        vault.commit(Batch::new())?;
+        Ok(vault)
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Writes `batch` in one transaction; returns once it is durable.
+    pub fn commit(&self, batch: Batch) -> Result<()> {
+        let err = storage(&self.path);
+        let mut tx = self.db.begin_write().map_err(|e| err(e.into()))?;
+        tx.set_two_phase_commit(batch.from_peer);
+        {
+            let mut ledger = tx.open_table(LEDGER).map_err(|e| err(e.into()))?;
+            for (record, id, bytes) in &batch.ledger {
+                ledger
+                    .insert(ledger_key(record, id).as_slice(), bytes.as_slice())
+                    .map_err(|e| err(e.into()))?;
+            }
+            let mut blobs = tx.open_table(BLOBS).map_err(|e| err(e.into()))?;
+            let mut replaced = tx.open_table(REPLACED).map_err(|e| err(e.into()))?;
+            for (record, section, id, bytes) in &batch.blobs {
+                let key = blob_key(record, *section, id);
+                if replaced
+                    .get(key.as_slice())
+                    .map_err(|e| err(e.into()))?
+                    .is_none()
+                {
+                    blobs
+                        .insert(key.as_slice(), bytes.as_slice())
+                        .map_err(|e| err(e.into()))?;
+                }
+            }
+            for (record, section, old, by) in &batch.replaced {
+                let key = blob_key(record, *section, old);
+                blobs.remove(key.as_slice()).map_err(|e| err(e.into()))?;
+                replaced
+                    .insert(key.as_slice(), by.0.as_slice())
+                    .map_err(|e| err(e.into()))?;
+            }
+            let mut local = tx.open_table(LOCAL).map_err(|e| err(e.into()))?;
+            for (name, value) in &batch.local {
+                let sealed = self.local.seal(name, value);
+                local
+                    .insert(name.as_str(), sealed.as_slice())
+                    .map_err(|e| err(e.into()))?;
+            }
+        }
+        tx.commit().map_err(|e| err(e.into()))
+    }
+
+    /// A local setting, if set.
+    pub fn local<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>> {
+        let err = storage(&self.path);
+        let tx = self.db.begin_read().map_err(|e| err(e.into()))?;
+        let table = tx.open_table(LOCAL).map_err(|e| err(e.into()))?;
+        let Some(sealed) = table.get(name).map_err(|e| err(e.into()))? else {
+            return Ok(None);
+        };
+        let damaged = |reason: &str| VaultError::DamagedSetting {
+            name: name.to_string(),
+            reason: reason.to_string(),
+        };
+        if sealed.value().len() > LOCAL_VALUE_BYTES_MAX + 28 {
+            return Err(damaged("too large"));
+        }
+        let plain = self
+            .local
+            .open(name, sealed.value())
+            .ok_or_else(|| damaged("it does not decrypt with this device's key"))?;
+        serde_json::from_slice(&plain)
+            .map(Some)
+            .map_err(|e| damaged(&e.to_string()))
+    }
+
+    /// Every stored ledger operation of a record, as bytes (decode them before trusting them).
+    pub fn ledger_ops(&self, record: &RecordId) -> Result<Vec<Vec<u8>>> {
+        self.scan(LEDGER, &record.0)
+            .map(|rows| rows.into_iter().map(|(_, bytes)| bytes).collect())
+    }
+
+    /// Every stored blob of a section, with the id it is stored under (decode before trusting).
+    pub fn blobs(&self, record: &RecordId, section: Section) -> Result<Vec<(BlobId, Vec<u8>)>> {
+        let rows = self.scan(BLOBS, &section_prefix(record, section))?;
+        Ok(rows
+            .into_iter()
+            .map(|(key, bytes)| {
+                let id: [u8; 32] = key[17..].try_into().expect("blob keys end in a 32-byte id");
+                (BlobId(id), bytes)
+            })
+            .collect())
+    }
+
+    /// Whether a blob was replaced by a compaction (and so must not be stored again).
+    pub fn is_replaced(&self, record: &RecordId, section: Section, id: &BlobId) -> Result<bool> {
+        let err = storage(&self.path);
+        let tx = self.db.begin_read().map_err(|e| err(e.into()))?;
+        let table = tx.open_table(REPLACED).map_err(|e| err(e.into()))?;
+        let key = blob_key(record, section, id);
+        Ok(table
+            .get(key.as_slice())
+            .map_err(|e| err(e.into()))?
+            .is_some())
+    }
+
+    /// Removes one blob (a damaged one, so that sync fetches a good copy).
+    pub fn remove_blob(&self, record: &RecordId, section: Section, id: &BlobId) -> Result<()> {
+        let err = storage(&self.path);
+        let tx = self.db.begin_write().map_err(|e| err(e.into()))?;
+        {
+            let mut blobs = tx.open_table(BLOBS).map_err(|e| err(e.into()))?;
+            let key = blob_key(record, section, id);
+            blobs.remove(key.as_slice()).map_err(|e| err(e.into()))?;
+        }
+        tx.commit().map_err(|e| err(e.into()))
+    }
+
+    /// Overwrites a stored blob's bytes as they are, without any check. Only for tests that
+    /// simulate damage on disk.
+    #[doc(hidden)]
+    pub fn overwrite_blob_for_test(
+        &self,
+        record: &RecordId,
+        section: Section,
+        id: &BlobId,
+        bytes: &[u8],
+    ) -> Result<()> {
+        let err = storage(&self.path);
+        let tx = self.db.begin_write().map_err(|e| err(e.into()))?;
+        {
+            let mut blobs = tx.open_table(BLOBS).map_err(|e| err(e.into()))?;
+            let key = blob_key(record, section, id);
+            blobs
+                .insert(key.as_slice(), bytes)
+                .map_err(|e| err(e.into()))?;
+        }
+        tx.commit().map_err(|e| err(e.into()))
+    }
+
+    /// Rewrites the database file without free pages (after a compaction).
+    pub fn compact_file(&mut self) -> Result<()> {
+        let path = self.path.clone();
+        self.db
+            .compact()
+            .map(|_| ())
+            .map_err(|e| storage(&path)(e.into()))
+    }
+
+    fn scan(
+        &self,
+        table: TableDefinition<&[u8], &[u8]>,
+        prefix: &[u8],
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let err = storage(&self.path);
+        let tx = self.db.begin_read().map_err(|e| err(e.into()))?;
+        let table = tx.open_table(table).map_err(|e| err(e.into()))?;
+        let end = prefix_end(prefix);
+        let mut rows = Vec::new();
+        for row in table
+            .range(prefix..end.as_slice())
+            .map_err(|e| err(e.into()))?
+        {
+            let (key, value) = row.map_err(|e| err(e.into()))?;
+            rows.push((key.value().to_vec(), value.value().to_vec()));
+        }
+        Ok(rows)
+    }
+}
+
+fn storage(path: &Path) -> impl Fn(redb::Error) -> VaultError + '_ {
+    move |source| VaultError::Storage {
+        path: path.to_path_buf(),
+        source: Box::new(source),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vault(dir: &Path, key: &SigningKey) -> Vault {
+        Vault::open(dir, LocalKey::derive(key)).unwrap()
+    }
+
+    #[test]
+    fn batches_are_durable_and_scans_stay_within_their_section() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = SigningKey::generate();
+        let record = RecordId([7; 16]);
+        let other = RecordId([8; 16]);
+        {
+            let vault = vault(dir.path(), &key);
+            let mut batch = Batch::new();
+            batch.blob(record, Section::Summary, BlobId([1; 32]), b"one".to_vec());
+            batch.blob(record, Section::Clinical, BlobId([2; 32]), b"two".to_vec());
+            batch.blob(other, Section::Summary, BlobId([3; 32]), b"three".to_vec());
+            batch.ledger_op(record, OpId([4; 32]), b"op");
+            batch.local("profile", &serde_json::json!({"name": "Ada"}));
+            vault.commit(batch).unwrap();
+        }
+        let vault = vault(dir.path(), &key);
+        assert_eq!(
+            vault.blobs(&record, Section::Summary).unwrap(),
+            vec![(BlobId([1; 32]), b"one".to_vec())]
+        );
+        assert_eq!(vault.ledger_ops(&record).unwrap(), vec![b"op".to_vec()]);
+        assert!(vault.ledger_ops(&other).unwrap().is_empty());
+        let profile: serde_json::Value = vault.local("profile").unwrap().unwrap();
+        assert_eq!(profile["name"], "Ada");
+    }
+
+    #[test]
+    fn a_replaced_blob_is_removed_and_never_stored_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = SigningKey::generate();
+        let vault = vault(dir.path(), &key);
+        let record = RecordId([1; 16]);
+        let mut batch = Batch::new();
+        batch.blob(record, Section::Journal, BlobId([1; 32]), b"old".to_vec());
+        vault.commit(batch).unwrap();
+        let mut batch = Batch::new();
+        batch.blob(record, Section::Journal, BlobId([2; 32]), b"all".to_vec());
+        batch.replace(record, Section::Journal, BlobId([1; 32]), BlobId([2; 32]));
+        vault.commit(batch).unwrap();
+        let mut batch = Batch::new().from_peer();
+        batch.blob(record, Section::Journal, BlobId([1; 32]), b"old".to_vec());
+        vault.commit(batch).unwrap();
+        let ids: Vec<_> = vault
+            .blobs(&record, Section::Journal)
+            .unwrap()
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        assert_eq!(ids, vec![BlobId([2; 32])]);
+        assert!(
+            vault
+                .is_replaced(&record, Section::Journal, &BlobId([1; 32]))
+                .unwrap()
+        );
+    }
+
+    #[test]
+    fn settings_are_sealed_to_the_device() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = SigningKey::generate();
+        {
+            let vault = vault(dir.path(), &key);
+            let mut batch = Batch::new();
+            batch.local("contacts", &"Dr Canary Practice");
+            vault.commit(batch).unwrap();
+        }
+        let bytes = std::fs::read(dir.path().join(VAULT_FILE)).unwrap();
+        assert!(
+            !bytes.windows(6).any(|w| w == b"Canary"),
+            "settings are stored in plaintext"
+        );
+        let stranger = vault(dir.path(), &SigningKey::generate());
+        let err = stranger.local::<String>("contacts").unwrap_err();
+        assert!(err.to_string().contains("is damaged"), "{err}");
+    }
+
+    #[test]
+    fn prefix_end_is_the_next_prefix() {
+        assert_eq!(prefix_end(&[1, 2]), vec![1, 3]);
+        assert_eq!(prefix_end(&[1, 255]), vec![2]);
+    }
+}

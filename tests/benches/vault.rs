@@ -1,0 +1,194 @@
+//! The encrypted vault, each figure beside a baseline measured in the same run:
+//!
+//! - seal + open throughput of sealed blobs beside ring's raw ChaCha20-Poly1305 seal + open of
+//!   the same bytes (target ratio >= 0.5);
+//! - cold open of the largest fixture's record from the vault (keystore, redb, ledger, decrypt,
+//!   Automerge load) beside Automerge loading the same sections from memory (target <= 200 ms);
+//! - bytes at rest beside Automerge `save()` of the same sections (target <= 1.3x).
+//!
+//! Run with `cargo bench -p phr-tests --bench vault` (release build). Figures are medians.
+
+use std::{
+    collections::BTreeMap,
+    time::{Duration, Instant},
+};
+
+use automerge::ActorId;
+use phr_core::{
+    Record, Section,
+    blob::{Blob, BlobHeader, BlobKind},
+    home::Home,
+    keys::{OpId, RecordId, SectionKey, SigningKey, random_array},
+};
+use phr_tests::{import_file, largest_fixture, patient_home, test_time};
+use ring::aead;
+
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+fn time<T>(runs: usize, mut f: impl FnMut() -> T) -> Duration {
+    median(
+        (0..runs)
+            .map(|_| {
+                let start = Instant::now();
+                std::hint::black_box(f());
+                start.elapsed()
+            })
+            .collect(),
+    )
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}
+
+fn mb_per_s(bytes: usize, d: Duration) -> f64 {
+    bytes as f64 / d.as_secs_f64() / 1e6
+}
+
+/// ring's ChaCha20-Poly1305, sealed and opened in place: the floor under any sealed format.
+fn raw_aead(key: &[u8; 32], plaintext: &[u8]) -> usize {
+    let key = aead::LessSafeKey::new(aead::UnboundKey::new(&aead::CHACHA20_POLY1305, key).unwrap());
+    let nonce = random_array::<12>();
+    let mut buffer = plaintext.to_vec();
+    key.seal_in_place_append_tag(
+        aead::Nonce::assume_unique_for_key(nonce),
+        aead::Aad::empty(),
+        &mut buffer,
+    )
+    .unwrap();
+    let opened = key
+        .open_in_place(
+            aead::Nonce::assume_unique_for_key(nonce),
+            aead::Aad::empty(),
+            &mut buffer,
+        )
+        .unwrap();
+    opened.len()
+}
+
+fn sealed(key: &SectionKey, author: &SigningKey, plaintext: &[u8]) -> usize {
+    let header = BlobHeader {
+        record: RecordId([1; 16]),
+        section: Section::Clinical,
+        kind: BlobKind::Changes,
+        epoch: 0,
+        key_id: key.id(),
+        author: author.peer_id(),
+        time_ms: 0,
+        ledger_heads: vec![OpId([2; 32])],
+        replaces: Vec::new(),
+    };
+    let blob = Blob::seal(header, key, plaintext, author).unwrap();
+    let blob = Blob::decode(blob.into_bytes()).unwrap();
+    blob.open(key).unwrap().len()
+}
+
+fn main() {
+    let path = largest_fixture();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sections: BTreeMap<Section, Vec<u8>> = {
+        let (mut home, mut record) = patient_home(dir.path());
+        import_file(&mut home, &mut record, &path).expect("import");
+        home.compact(&mut record, test_time()).expect("compact");
+        record.save_compacted().into_iter().collect()
+    };
+
+    // 1. Throughput, on the real payload (the largest section's Automerge document) and on
+    //    1 MiB of it repeated or cut.
+    let clinical = &sections[&Section::Clinical];
+    let key = SectionKey::generate();
+    let author = SigningKey::generate();
+    println!("## Seal + open throughput (median of 20)\n");
+    println!(
+        "| payload | ring ChaCha20-Poly1305 seal+open | phr blob seal+decode+open | phr / ring | target |"
+    );
+    println!("|---|---|---|---|---|");
+    let one_mib: Vec<u8> = clinical.iter().copied().cycle().take(1 << 20).collect();
+    for (name, payload) in [
+        (
+            format!("clinical section document, {} bytes", clinical.len()),
+            clinical.as_slice(),
+        ),
+        ("1 MiB".to_string(), one_mib.as_slice()),
+        ("4 KiB (one small edit)".to_string(), &one_mib[..4096]),
+    ] {
+        let raw = time(20, || raw_aead(key.bytes(), payload));
+        let phr = time(20, || sealed(&key, &author, payload));
+        let ratio = raw.as_secs_f64() / phr.as_secs_f64();
+        println!(
+            "| {name} | {:.0} MB/s | {:.0} MB/s | {ratio:.2} | >= 0.5 ({}) |",
+            mb_per_s(payload.len(), raw),
+            mb_per_s(payload.len(), phr),
+            if ratio >= 0.5 { "met" } else { "missed" }
+        );
+    }
+
+    // 2. Cold open: everything a CLI command does before it can show the record.
+    let cold = time(10, || {
+        let mut home = Home::open(dir.path()).expect("open");
+        let record = home.load_record().expect("load");
+        record.len(Section::Clinical)
+    });
+    let baseline = time(10, || {
+        let record = Record::load(
+            phr_core::RecordMeta {
+                id: "x".into(),
+                subject: None,
+                nhs_number: None,
+            },
+            &sections,
+            &ActorId::random(),
+        )
+        .expect("load");
+        record.len(Section::Clinical)
+    });
+    println!("\n## Cold open of the largest fixture's record (median of 10)\n");
+    println!(
+        "| operation | phr | baseline: Automerge load of the same sections from memory | target |"
+    );
+    println!("|---|---|---|---|");
+    println!(
+        "| open home + load record | {} | {} | <= 200 ms ({}) |",
+        ms(cold),
+        ms(baseline),
+        if cold <= Duration::from_millis(200) {
+            "met"
+        } else {
+            "missed"
+        }
+    );
+
+    // 3. Bytes at rest.
+    let automerge: usize = sections.values().map(Vec::len).sum();
+    let home = Home::open(dir.path()).expect("open");
+    let id = home.record_id().expect("a record");
+    let blobs: usize = Section::ALL
+        .into_iter()
+        .map(|s| {
+            home.vault_for_test()
+                .blobs(&id, s)
+                .expect("blobs")
+                .iter()
+                .map(|(_, b)| b.len())
+                .sum::<usize>()
+        })
+        .sum();
+    let file = std::fs::metadata(dir.path().join(phr_core::vault::VAULT_FILE))
+        .expect("vault file")
+        .len() as usize;
+    println!("\n## Bytes at rest, after import and compaction\n");
+    println!("| stored | bytes | / Automerge save() ({automerge} bytes) | target |");
+    println!("|---|---|---|---|");
+    let ratio = blobs as f64 / automerge as f64;
+    println!(
+        "| sealed blobs | {blobs} | {ratio:.3}x | <= 1.3x ({}) |",
+        if ratio <= 1.3 { "met" } else { "missed" }
+    );
+    println!(
+        "| vault.redb file (blobs, ledger, indexes, free pages) | {file} | {:.3}x | - |",
+        file as f64 / automerge as f64
+    );
+}
