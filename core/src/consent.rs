@@ -402,8 +402,14 @@ mod tests {
         let (mut ledger, laptop, gp, pharmacy) = record();
         let mut keyring = laptop.keyring(&ledger);
         assert_eq!(keyring.sections().len(), Section::ALL.len());
-        assert_eq!(gp.keyring(&ledger).sections(), BTreeSet::from([Section::Summary]));
-        assert_eq!(pharmacy.keyring(&ledger).sections(), BTreeSet::from([Section::Summary]));
+        assert_eq!(
+            gp.keyring(&ledger).sections(),
+            BTreeSet::from([Section::Summary])
+        );
+        assert_eq!(
+            pharmacy.keyring(&ledger).sections(),
+            BTreeSet::from([Section::Summary])
+        );
         let again = repair(&mut ledger, &mut keyring, &laptop.key, 3).unwrap();
         assert!(again.is_empty(), "nothing changed, nothing appended");
         let mut gp_keys = gp.keyring(&ledger);
@@ -432,7 +438,14 @@ mod tests {
         let key = laptop.keyring(&ledger);
         let (epoch, clinical) = writing_key(&ledger, &key, Section::Clinical, 10).unwrap();
         // The GP got hold of a clinical key somehow: it still may not write clinical.
-        let blob = gp.seal(ledger.heads(), Section::Clinical, BlobKind::Changes, epoch, clinical, id);
+        let blob = gp.seal(
+            ledger.heads(),
+            Section::Clinical,
+            BlobKind::Changes,
+            epoch,
+            clinical,
+            id,
+        );
         assert!(matches!(
             check_blob(&blob, &ledger, id, Section::Clinical),
             Err(IngestError::NotAllowed { .. })
@@ -506,7 +519,11 @@ mod tests {
         let (mut ledger, laptop, gp, pharmacy) = record();
         let id = ledger.record();
         let before = ledger.heads();
-        let old_key = ledger.state().current_key(Section::Summary, 3).unwrap().key_id;
+        let old_key = ledger
+            .state()
+            .current_key(Section::Summary, 3)
+            .unwrap()
+            .key_id;
         ledger
             .append(
                 &laptop.key,
@@ -519,7 +536,11 @@ mod tests {
         let mut keyring = laptop.keyring(&ledger);
         let appended = repair(&mut ledger, &mut keyring, &laptop.key, 4).unwrap();
         assert_eq!(appended.len(), 1, "one new epoch, for summary only");
-        let current = ledger.state().current_key(Section::Summary, 4).unwrap().clone();
+        let current = ledger
+            .state()
+            .current_key(Section::Summary, 4)
+            .unwrap()
+            .clone();
         assert_ne!(current.key_id, old_key);
         assert!(gp.keyring(&ledger).get(&current.key_id).is_none());
         assert!(pharmacy.keyring(&ledger).get(&current.key_id).is_some());
@@ -528,7 +549,14 @@ mod tests {
         // Under the consent after the revocation, the GP may not write.
         let stale_key = gp.keyring(&ledger);
         let stale = stale_key.get(&old_key).unwrap();
-        let blob = gp.seal(ledger.heads(), Section::Summary, BlobKind::Changes, 0, stale, id);
+        let blob = gp.seal(
+            ledger.heads(),
+            Section::Summary,
+            BlobKind::Changes,
+            0,
+            stale,
+            id,
+        );
         assert!(matches!(
             check_blob(&blob, &ledger, id, Section::Summary),
             Err(IngestError::NotAllowed { .. })
