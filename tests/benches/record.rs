@@ -6,40 +6,24 @@
 //! and save are included. Targets (issue "Foundation"): import <= 300 ms, show <= 100 ms,
 //! export <= 300 ms.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use phr_core::{Section, export, home::Home, view};
-use phr_tests::{import_file, largest_fixture, patient_home, test_time};
+use phr_tests::{
+    bench::{median, ms, time},
+    import_file, largest_fixture, patient_home, test_time,
+};
 use serde_json::Value;
 
 const RUNS: usize = 10;
-
-fn median(mut samples: Vec<Duration>) -> Duration {
-    samples.sort();
-    samples[samples.len() / 2]
-}
-
-fn time<T>(mut f: impl FnMut() -> T) -> Duration {
-    median(
-        (0..RUNS)
-            .map(|_| {
-                let start = Instant::now();
-                std::hint::black_box(f());
-                start.elapsed()
-            })
-            .collect(),
-    )
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
-}
 
 fn main() {
     let path = largest_fixture();
     let bytes = std::fs::read(&path).expect("fixture");
 
-    let parse = time(|| serde_json::from_slice::<Value>(&bytes).expect("valid JSON"));
+    let parse = time(RUNS, || {
+        serde_json::from_slice::<Value>(&bytes).expect("valid JSON")
+    });
 
     // Import: a fresh home each run (created outside the timing), then read, check, write, fsync.
     let mut import_samples = Vec::new();
@@ -59,12 +43,12 @@ fn main() {
         import_file(&mut home, &mut record, &path).expect("import");
     }
     let today = test_time().to_zoned(jiff::tz::TimeZone::UTC).date();
-    let show = time(|| {
+    let show = time(RUNS, || {
         let mut home = Home::open(dir.path()).expect("open");
         let record = home.load_record().expect("load");
         view::summary(&record, today).expect("summary").to_string()
     });
-    let export = time(|| {
+    let export = time(RUNS, || {
         let mut home = Home::open(dir.path()).expect("open");
         let record = home.load_record().expect("load");
         let bundle = export::collection(&record, &Section::ALL, test_time())

@@ -8,10 +8,7 @@
 //!
 //! Run with `cargo bench -p phr-tests --bench vault` (release build). Figures are medians.
 
-use std::{
-    collections::BTreeMap,
-    time::{Duration, Instant},
-};
+use std::{collections::BTreeMap, time::Duration};
 
 use automerge::ActorId;
 use phr_core::{
@@ -20,29 +17,11 @@ use phr_core::{
     home::Home,
     keys::{OpId, RecordId, SectionKey, SigningKey, random_array},
 };
-use phr_tests::{import_file, largest_fixture, patient_home, test_time};
+use phr_tests::{
+    bench::{ms, time},
+    import_file, largest_fixture, patient_home, test_time,
+};
 use ring::aead;
-
-fn median(mut samples: Vec<Duration>) -> Duration {
-    samples.sort();
-    samples[samples.len() / 2]
-}
-
-fn time<T>(runs: usize, mut f: impl FnMut() -> T) -> Duration {
-    median(
-        (0..runs)
-            .map(|_| {
-                let start = Instant::now();
-                std::hint::black_box(f());
-                start.elapsed()
-            })
-            .collect(),
-    )
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
-}
 
 fn mb_per_s(bytes: usize, d: Duration) -> f64 {
     bytes as f64 / d.as_secs_f64() / 1e6

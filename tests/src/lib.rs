@@ -129,3 +129,32 @@ pub fn expected_after_import(bundle: &Value) -> HashMap<String, Value> {
         })
         .collect()
 }
+
+/// Timing helpers shared by the benchmarks.
+pub mod bench {
+    use std::time::{Duration, Instant};
+
+    /// The median of some samples.
+    pub fn median(mut samples: Vec<Duration>) -> Duration {
+        samples.sort();
+        samples[samples.len() / 2]
+    }
+
+    /// The median time of `runs` calls of `f`.
+    pub fn time<T>(runs: usize, mut f: impl FnMut() -> T) -> Duration {
+        median(
+            (0..runs)
+                .map(|_| {
+                    let start = Instant::now();
+                    std::hint::black_box(f());
+                    start.elapsed()
+                })
+                .collect(),
+        )
+    }
+
+    /// Milliseconds, to one decimal place.
+    pub fn ms(d: Duration) -> String {
+        format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+    }
+}
