@@ -1,0 +1,439 @@
+//! The summary `phr show` prints first: who the record is about, then allergies, active
+//! problems, current medicines, recent results and immunisations, each group in the words a
+//! patient reads.
+
+use std::{collections::BTreeMap, fmt};
+
+use jiff::civil::Date;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use super::{
+    Allergy, AllergyReaction, Immunisation, Medicine, PatientHeader, Problem, RECENT_RESULTS_MAX,
+    Summary, TestResult, date_part, result::test_result, text_of,
+};
+use crate::{
+    fhir::{
+        display,
+        model::{
+            AllergyIntolerance, CodeableConcept, Condition, HumanName, Immunization, Medication,
+            MedicationRequest, MedicationStatement, Observation, Patient, Reference, view,
+        },
+        reference::ResourceKey,
+        status,
+    },
+    nhs::{NHS_NUMBER_SYSTEM, NhsNumber},
+    record::{Record, RecordError},
+    section::Section,
+};
+
+/// Computes the summary of a record; `today` gives ages (the core never reads a clock).
+pub fn summary(record: &Record, today: Date) -> Result<Summary, RecordError> {
+    Ok(Summary {
+        patient: patient_header(record, today)?,
+        allergies: allergies(record)?,
+        problems: problems(record)?,
+        medicines: medicines(record)?,
+        results: recent_results(record)?,
+        immunisations: immunisations(record)?,
+        conflicts: record.conflicts()?.len(),
+    })
+}
+
+/// The typed views of one resource type in the summary section; resources that do not fit the
+/// view are skipped (they are still stored, exported and listed by `section_view`).
+fn typed<T: DeserializeOwned>(record: &Record, resource_type: &str) -> Result<Vec<T>, RecordError> {
+    let resources = record.resources_of_type(Section::Summary, resource_type)?;
+    Ok(resources.iter().filter_map(view).collect())
+}
+
+fn patient_header(record: &Record, today: Date) -> Result<PatientHeader, RecordError> {
+    let subject = record
+        .meta()
+        .subject
+        .as_deref()
+        .and_then(|s| s.parse::<ResourceKey>().ok());
+    let mut resource = match &subject {
+        Some(key) => record.get(key)?,
+        None => None,
+    };
+    if resource.is_none() {
+        resource = record
+            .resources_of_type(Section::Summary, "Patient")?
+            .into_iter()
+            .next();
+    }
+    let resource = resource.unwrap_or(Value::Null);
+    let patient: Patient = view(&resource).unwrap_or_default();
+    let died = date_part(resource.get("deceasedDateTime").and_then(Value::as_str));
+    let birth_date = date_part(patient.birth_date.as_deref());
+    // The age of someone who has died is their age at death, not what it would be today.
+    let end = match &died {
+        Some(d) => d.parse::<Date>().ok(),
+        None => Some(today),
+    };
+    let birth = birth_date.as_deref().and_then(|b| b.parse::<Date>().ok());
+    let nhs_number = record.meta().nhs_number.clone().or_else(|| {
+        let mut ids = patient.identifier.iter();
+        ids.find(|i| i.system.as_deref() == Some(NHS_NUMBER_SYSTEM))?
+            .value
+            .clone()
+    });
+    Ok(PatientHeader {
+        name: patient
+            .name
+            .first()
+            .map(HumanName::display)
+            .filter(|n| !n.is_empty()),
+        // An invalid number is shown as written rather than hidden: the patient should see it.
+        nhs_number: nhs_number.map(|n| NhsNumber::parse(&n).map_or(n, |valid| valid.to_string())),
+        birth_date,
+        died,
+        age_years: birth
+            .zip(end)
+            .and_then(|(birth, end)| age_years(birth, end)),
+        gender: patient.gender,
+    })
+}
+
+fn age_years(birth: Date, on: Date) -> Option<i16> {
+    let before_birthday = (on.month(), on.day()) < (birth.month(), birth.day());
+    let years = on.year() - birth.year() - i16::from(before_birthday);
+    (years >= 0).then_some(years)
+}
+
+fn allergies(record: &Record) -> Result<Vec<Allergy>, RecordError> {
+    let all = typed::<AllergyIntolerance>(record, "AllergyIntolerance")?;
+    let current = all.into_iter().filter(status::allergy_is_current);
+    Ok(current
+        .map(|a| Allergy {
+            substance: text_of(a.code.as_ref()).unwrap_or_else(|| "Substance not named".into()),
+            criticality: a.criticality,
+            reactions: a
+                .reaction
+                .iter()
+                .map(|r| AllergyReaction {
+                    manifestations: r
+                        .manifestation
+                        .iter()
+                        .filter_map(|m| text_of(Some(m)))
+                        .collect(),
+                    severity: r.severity.clone(),
+                })
+                .collect(),
+        })
+        .collect())
+}
+
+fn problems(record: &Record) -> Result<Vec<Problem>, RecordError> {
+    let mut by_display = BTreeMap::<String, Problem>::new();
+    for c in typed::<Condition>(record, "Condition")?
+        .iter()
+        .filter(|c| status::condition_is_active(c))
+    {
+        let display = text_of(c.code.as_ref()).unwrap_or_else(|| "Problem not named".into());
+        let onset_start = c.onset_period.as_ref().and_then(|p| p.start.as_deref());
+        let since = date_part(
+            c.onset_date_time
+                .as_deref()
+                .or(onset_start)
+                .or(c.recorded_date.as_deref()),
+        );
+        let severity = text_of(c.severity.as_ref());
+        let kept = by_display.entry(display.clone()).or_insert(Problem {
+            display,
+            since: None,
+            severity,
+        });
+        // Synthea records some problems again at every visit: the first onset is the one that counts.
+        if since.is_some() && (kept.since.is_none() || since < kept.since) {
+            kept.since = since;
+        }
+    }
+    let mut out: Vec<Problem> = by_display.into_values().collect();
+    out.sort_by(|a, b| b.since.cmp(&a.since));
+    Ok(out)
+}
+
+fn medicines(record: &Record) -> Result<Vec<Medicine>, RecordError> {
+    // Statements and requests name a medicine the same way; gather both, then name them.
+    let mut current = Vec::new();
+    for resource in record.resources_of_type(Section::Summary, "MedicationStatement")? {
+        if let Some(m) = view::<MedicationStatement>(&resource).filter(status::statement_is_current)
+        {
+            let dosage = m.dosage.first().and_then(display::dosage);
+            current.push((
+                m.medication_codeable_concept,
+                m.medication_reference,
+                dosage,
+                resource,
+            ));
+        }
+    }
+    for resource in record.resources_of_type(Section::Summary, "MedicationRequest")? {
+        if let Some(m) = view::<MedicationRequest>(&resource).filter(status::request_is_current) {
+            let dosage = m.dosage_instruction.first().and_then(display::dosage);
+            current.push((
+                m.medication_codeable_concept,
+                m.medication_reference,
+                dosage,
+                resource,
+            ));
+        }
+    }
+    let mut by_name = BTreeMap::<String, Option<String>>::new();
+    for (concept, reference, dosage, resource) in current {
+        let name = medicine_name(record, &resource, concept.as_ref(), reference.as_ref())?;
+        // One line per medicine, with the first dosage that says anything.
+        let kept = by_name.entry(name).or_default();
+        if kept.is_none() {
+            *kept = dosage;
+        }
+    }
+    Ok(by_name
+        .into_iter()
+        .map(|(name, dosage)| Medicine { name, dosage })
+        .collect())
+}
+
+fn medicine_name(
+    record: &Record,
+    resource: &Value,
+    concept: Option<&CodeableConcept>,
+    reference: Option<&Reference>,
+) -> Result<String, RecordError> {
+    if let Some(name) = text_of(concept) {
+        return Ok(name);
+    }
+    let target = match reference.and_then(|r| r.reference.as_deref()) {
+        Some(local) if local.starts_with('#') => contained(resource, &local[1..]),
+        Some(key) => match key.parse::<ResourceKey>() {
+            Ok(key) => record.get(&key)?,
+            Err(_) => None,
+        },
+        None => None,
+    };
+    let named = target
+        .as_ref()
+        .and_then(view::<Medication>)
+        .and_then(|m| text_of(m.code.as_ref()));
+    let shown = named.or_else(|| reference.and_then(|r| r.display.clone()));
+    Ok(shown.unwrap_or_else(|| "Medicine not named".into()))
+}
+
+fn contained(resource: &Value, id: &str) -> Option<Value> {
+    let items = resource.get("contained")?.as_array()?;
+    items
+        .iter()
+        .find(|c| c.get("id").and_then(Value::as_str) == Some(id))
+        .cloned()
+}
+
+fn recent_results(record: &Record) -> Result<Vec<TestResult>, RecordError> {
+    let mut all = Vec::new();
+    for section in [Section::Clinical, Section::Summary] {
+        for resource in record.resources_of_type(section, "Observation")? {
+            let Some(o) = view::<Observation>(&resource).filter(status::observation_is_valid)
+            else {
+                continue;
+            };
+            if let Some(result) = test_result(&o) {
+                all.push((o.when().map(str::to_string), result));
+            }
+        }
+    }
+    all.sort_by(|a, b| b.0.cmp(&a.0));
+    let mut seen = std::collections::BTreeSet::new();
+    let latest = all
+        .into_iter()
+        .map(|(_, r)| r)
+        .filter(|r| seen.insert(r.display.clone()));
+    Ok(latest.take(RECENT_RESULTS_MAX).collect())
+}
+
+fn immunisations(record: &Record) -> Result<Vec<Immunisation>, RecordError> {
+    let mut by_vaccine = BTreeMap::<String, Immunisation>::new();
+    for i in typed::<Immunization>(record, "Immunization")?
+        .iter()
+        .filter(|i| status::immunization_was_given(i))
+    {
+        let vaccine =
+            text_of(i.vaccine_code.as_ref()).unwrap_or_else(|| "Vaccine not named".into());
+        let date =
+            date_part(i.occurrence_date_time.as_deref()).or_else(|| i.occurrence_string.clone());
+        let kept = by_vaccine.entry(vaccine.clone()).or_insert(Immunisation {
+            vaccine,
+            date: None,
+            doses: 0,
+        });
+        kept.doses += 1;
+        kept.date = kept.date.take().max(date);
+    }
+    let mut out: Vec<Immunisation> = by_vaccine.into_values().collect();
+    out.sort_by(|a, b| b.date.cmp(&a.date));
+    Ok(out)
+}
+
+fn group<T: fmt::Display>(
+    f: &mut fmt::Formatter<'_>,
+    heading: &str,
+    empty: &str,
+    bullet: &str,
+    items: &[T],
+) -> fmt::Result {
+    writeln!(f, "{heading}")?;
+    if items.is_empty() {
+        return writeln!(f, "  {empty}");
+    }
+    items
+        .iter()
+        .try_for_each(|item| writeln!(f, "  {bullet} {item}"))
+}
+
+impl fmt::Display for Summary {
+    /// The summary as a patient reads it; every line ends with a newline (print with `print!`).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "{}\n", self.patient)?;
+        group(
+            f,
+            "Allergies",
+            "No allergies recorded.",
+            "!",
+            &self.allergies,
+        )?;
+        group(f, "Active problems", "None recorded.", "•", &self.problems)?;
+        group(
+            f,
+            "Current medicines",
+            "None recorded.",
+            "•",
+            &self.medicines,
+        )?;
+        group(
+            f,
+            "Recent results (latest of each, newest first)",
+            "None recorded.",
+            "•",
+            &self.results,
+        )?;
+        group(
+            f,
+            "Immunisations",
+            "None recorded.",
+            "•",
+            &self.immunisations,
+        )?;
+        match self.conflicts {
+            0 => Ok(()),
+            1 => writeln!(
+                f,
+                "\n⚠ 1 resource has conflicting versions: run `phr conflicts`."
+            ),
+            n => writeln!(
+                f,
+                "\n⚠ {n} resources have conflicting versions: run `phr conflicts`."
+            ),
+        }
+    }
+}
+
+impl fmt::Display for PatientHeader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut parts = vec![
+            self.name
+                .clone()
+                .unwrap_or_else(|| "Name not recorded".into()),
+        ];
+        parts.push(match &self.nhs_number {
+            Some(n) => format!("NHS {n}"),
+            None => "no NHS number recorded".into(),
+        });
+        let age = self
+            .age_years
+            .map(|a| format!(" (age {a})"))
+            .unwrap_or_default();
+        match (&self.birth_date, &self.died) {
+            (Some(born), Some(died)) => {
+                parts.extend([format!("born {born}"), format!("died {died}{age}")])
+            }
+            (Some(born), None) => parts.push(format!("born {born}{age}")),
+            (None, died) => {
+                parts.push("date of birth not recorded".into());
+                parts.extend(died.as_ref().map(|d| format!("died {d}")));
+            }
+        }
+        parts.extend(self.gender.clone());
+        f.write_str(&parts.join(" · "))
+    }
+}
+
+impl fmt::Display for Allergy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut notes = Vec::new();
+        notes.extend(self.criticality.as_deref().map(|c| match c {
+            "unable-to-assess" => "criticality not assessed".to_string(),
+            other => format!("{other} criticality"),
+        }));
+        let reactions: Vec<String> = self
+            .reactions
+            .iter()
+            .map(|r| {
+                let severity = r
+                    .severity
+                    .as_deref()
+                    .map(|s| format!(" ({s})"))
+                    .unwrap_or_default();
+                format!(
+                    "{}{severity}",
+                    r.manifestations.join(" and ").to_lowercase()
+                )
+            })
+            .collect();
+        match reactions.len() {
+            0 => {}
+            1 => notes.push(format!("reaction: {}", reactions[0])),
+            _ => notes.push(format!("reactions: {}", reactions.join(", "))),
+        }
+        match notes.is_empty() {
+            true => write!(f, "{}", self.substance),
+            false => write!(f, "{}: {}", self.substance, notes.join("; ")),
+        }
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.display)?;
+        if let Some(severity) = &self.severity {
+            write!(f, " ({})", severity.to_lowercase())?;
+        }
+        match &self.since {
+            Some(since) => write!(f, ", since {since}"),
+            None => Ok(()),
+        }
+    }
+}
+
+impl fmt::Display for Medicine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.dosage {
+            Some(dosage) => write!(f, "{}: {dosage}", self.name),
+            None => write!(f, "{}", self.name),
+        }
+    }
+}
+
+impl fmt::Display for Immunisation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}: {}",
+            self.vaccine,
+            self.date.as_deref().unwrap_or("date not recorded")
+        )?;
+        match self.doses {
+            0 | 1 => Ok(()),
+            n => write!(f, " ({n} doses)"),
+        }
+    }
+}
