@@ -271,7 +271,7 @@ fn conflict_on(phr: &Phr, key: &str) {
     let mut home = Home::open(&phr.home()).unwrap();
     let mut record = home.load_record().unwrap();
     let saved = record.save_compacted().into_iter().collect();
-    let mut phone = Record::load(record.meta().clone(), &saved, &automerge_actor()).unwrap();
+    let mut phone = Record::load(record.meta().clone(), &saved, &replica_actor(&home)).unwrap();
     let key: phr_core::fhir::reference::ResourceKey = key.parse().unwrap();
     // The edits come after the `add` and before the `resolve`, a millisecond apart, so the
     // versions list in a fixed order.
@@ -280,7 +280,7 @@ fn conflict_on(phr: &Phr, key: &str) {
         (
             &mut record,
             Author {
-                id: "aaaaaaaa11".into(),
+                id: home.device().id.clone(),
                 name: "Ada Lovelace".into(),
             },
             "worse at night",
@@ -289,7 +289,7 @@ fn conflict_on(phr: &Phr, key: &str) {
         (
             &mut phone,
             Author {
-                id: "bbbbbbbb22".into(),
+                id: home.device().id.clone(),
                 name: "Riverside Surgery".into(),
             },
             "salbutamol started",
@@ -309,8 +309,13 @@ fn conflict_on(phr: &Phr, key: &str) {
     home.save(&mut record, jiff::Timestamp::now()).unwrap();
 }
 
-fn automerge_actor() -> automerge::ActorId {
-    automerge::ActorId::random()
+/// Another Automerge actor of this home's device (the blobs it saves are signed by the device,
+/// and a reader accepts only changes by the signer's actors); without sync (the next issue) this
+/// is how a second replica can write into this home.
+fn replica_actor(home: &phr_core::home::Home) -> automerge::ActorId {
+    let mut bytes = phr_core::keys::unhex(&home.device().actor).unwrap()[..16].to_vec();
+    bytes.extend_from_slice(&phr_core::keys::random_array::<8>());
+    automerge::ActorId::from(bytes)
 }
 
 #[test]

@@ -19,6 +19,7 @@
 
 pub mod blob;
 pub mod card;
+pub mod changes;
 pub mod consent;
 pub mod entry;
 pub mod envelope;

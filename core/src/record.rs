@@ -99,6 +99,20 @@ impl Version {
     fn reference(&self) -> String {
         format!("{}:{}", self.section, self.id)
     }
+
+    /// Whether the author this version names is the device whose Automerge actor made it. The
+    /// actor is proven (a blob's changes are all by its signer's actors, checked on loading);
+    /// the author fields are what the writer typed, so a mismatch is shown to the reader.
+    pub fn author_is_writer(&self) -> bool {
+        let Ok(peer) = self.author.id.parse::<crate::keys::PeerId>() else {
+            return false;
+        };
+        let Some((_, actor)) = self.id.split_once('@') else {
+            return false;
+        };
+        let prefix = crate::keys::hex(&peer.public_key()[..crate::changes::ACTOR_KEY_BYTES]);
+        actor.starts_with(&prefix)
+    }
 }
 
 /// What is stored under one key now.
@@ -957,5 +971,36 @@ mod tests {
         assert_eq!(loaded.len(Section::Summary), 1);
         assert_eq!(loaded.len(Section::Clinical), 1);
         assert!(loaded.take_unsaved().is_empty(), "loading is not a change");
+    }
+}
+
+#[cfg(test)]
+mod author_tests {
+    use super::*;
+    use crate::keys::{SigningKey, hex};
+
+    fn version(author: &str, actor: &str) -> Version {
+        Version {
+            section: Section::Summary,
+            id: format!("5@{actor}"),
+            resource: Value::Null,
+            author: Author {
+                id: author.into(),
+                name: "Ada".into(),
+            },
+            time: Timestamp::UNIX_EPOCH,
+            replaces: Vec::new(),
+            kept: None,
+        }
+    }
+
+    #[test]
+    fn the_named_author_must_be_the_writing_device() {
+        let device = SigningKey::generate().peer_id();
+        let other = SigningKey::generate().peer_id();
+        let actor = format!("{}0102030405060708", hex(&device.public_key()[..16]));
+        assert!(version(&device.to_string(), &actor).author_is_writer());
+        assert!(!version(&other.to_string(), &actor).author_is_writer());
+        assert!(!version("aaaaaaaa11", &actor).author_is_writer());
     }
 }

@@ -49,8 +49,13 @@ pub fn headline(version: &Version) -> String {
         .strip_prefix("12D3KooW")
         .unwrap_or(&version.author.id);
     let device: String = id.chars().take(8).collect();
+    let unverified = if version.author_is_writer() {
+        ""
+    } else {
+        " (unverified: written by another device than the one named)"
+    };
     format!(
-        "{} by {} (device {device}) [{}], version {}",
+        "{} by {} (device {device}){unverified} [{}], version {}",
         version.time.strftime("%Y-%m-%d %H:%M:%S UTC"),
         version.author.name,
         version.section,

@@ -650,11 +650,18 @@ fn open_stored(
     if header.record != held.id || header.section != section {
         return Err(skipped("it belongs to another record or section".into()));
     }
+    // The same check a blob from a peer passes: its author could write here under the consent
+    // it names.
+    consent::check_blob(&blob, &held.ledger, held.id, section)
+        .map_err(|e| skipped(e.to_string()))?;
     let Some(key) = held.keyring.get(&header.key_id) else {
-        // Sections this node may not read are kept as ciphertext, silently.
         return Err(skipped("this node holds no key for it".into()));
     };
-    blob.open(key).map_err(|e| skipped(e.to_string()))
+    let plain = blob.open(key).map_err(|e| skipped(e.to_string()))?;
+    if header.kind == BlobKind::Changes {
+        crate::changes::check_authorship(&header.author, &plain).map_err(skipped)?;
+    }
+    Ok(plain)
 }
 
 fn seal(

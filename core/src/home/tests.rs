@@ -485,3 +485,81 @@ fn contacts_are_found_by_alias_name_or_peer_id() {
     let _ = PutOutcome::Added;
     let _ = Ledger::new;
 }
+
+#[test]
+fn a_grantee_cannot_pass_off_changes_as_the_patients() {
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let (mut home, mut record) =
+        Home::init_patient(dirs[0].path(), &patient(), None, t(0)).unwrap();
+    let gp = Home::init_provider(dirs[1].path(), "Leeds GP", None, None).unwrap();
+    home.grant(
+        &gp.party(),
+        &[Section::Summary],
+        Access::Write,
+        None,
+        None,
+        t(1),
+    )
+    .unwrap();
+    let id = home.record_id().unwrap();
+    let ledger = home.ledger().unwrap().clone();
+    let gp_keys = gp.unlock(&ledger);
+    let saved: BTreeMap<Section, Vec<u8>> = record.save_compacted().into_iter().collect();
+    // The GP writes one Condition as itself and one as the patient's device, in its own blobs.
+    for (actor, condition) in [
+        (gp.device().actor(), "by-gp"),
+        (home.device().actor(), "forged"),
+    ] {
+        let mut replica = Record::load(record.meta().clone(), &saved, &actor).unwrap();
+        let author = gp.device().author();
+        let stamp = Stamp {
+            author: &author,
+            time: t(2),
+        };
+        replica
+            .put(
+                stamp,
+                &json!({"resourceType": "Condition", "id": condition}),
+            )
+            .unwrap();
+        replica.commit(stamp, "gp");
+        let (_, changes) = replica.take_unsaved().into_iter().next().unwrap();
+        let current = ledger
+            .state()
+            .current_key(Section::Summary, t(2).as_millisecond())
+            .unwrap();
+        let header = BlobHeader {
+            record: id,
+            section: Section::Summary,
+            kind: BlobKind::Changes,
+            epoch: current.epoch,
+            key_id: current.key_id,
+            author: gp.peer_id(),
+            time_ms: t(2).as_millisecond(),
+            ledger_heads: ledger.heads(),
+            replaces: Vec::new(),
+        };
+        let key = gp_keys.get(&current.key_id).unwrap();
+        let blob = Blob::seal(header, key, &changes, &gp.keystore.device).unwrap();
+        let mut batch = Batch::new();
+        batch.blob(id, Section::Summary, blob.id(), blob.into_bytes());
+        home.vault.commit(batch).unwrap();
+    }
+    drop((home, record));
+    let mut home = Home::open(dirs[0].path()).unwrap();
+    let record = home.load_record().unwrap();
+    let warnings = home.warnings().join("\n");
+    assert!(warnings.contains("another actor"), "{warnings}");
+    assert!(
+        record
+            .get(&"Condition/by-gp".parse().unwrap())
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        record
+            .get(&"Condition/forged".parse().unwrap())
+            .unwrap()
+            .is_none()
+    );
+}
