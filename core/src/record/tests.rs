@@ -1,0 +1,226 @@
+use super::*;
+use serde_json::json;
+
+fn author(name: &str) -> Author {
+    Author {
+        id: format!("device-{name}"),
+        name: name.to_string(),
+    }
+}
+
+fn stamp(author: &Author, second: i64) -> Stamp<'_> {
+    Stamp {
+        author,
+        time: Timestamp::from_second(1_700_000_000 + second).unwrap(),
+    }
+}
+
+fn meta() -> RecordMeta {
+    RecordMeta {
+        id: "r1".into(),
+        subject: None,
+        nhs_number: None,
+    }
+}
+
+fn condition(id: &str, text: &str) -> Value {
+    json!({"resourceType": "Condition", "id": id, "code": {"text": text}})
+}
+
+/// Two replicas of one record, as two devices would hold them after a sync.
+fn two_replicas() -> (Record, Record) {
+    let a_actor = ActorId::from(b"device-a-actor-1".as_slice());
+    let b_actor = ActorId::from(b"second-device-b2".as_slice());
+    let alice = author("a");
+    let mut a = Record::create(meta(), &a_actor);
+    a.put(stamp(&alice, 0), &condition("c1", "asthma")).unwrap();
+    a.commit(stamp(&alice, 0), "seed");
+    let saved: BTreeMap<Section, Vec<u8>> = a.save_compacted().into_iter().collect();
+    let b = Record::load(meta(), &saved, &b_actor).unwrap();
+    (a, b)
+}
+
+#[test]
+fn put_is_idempotent_and_records_author_and_time() {
+    let me = author("me");
+    let mut r = Record::create(meta(), &ActorId::random());
+    assert_eq!(
+        r.put(stamp(&me, 1), &condition("c1", "asthma")).unwrap(),
+        PutOutcome::Added
+    );
+    r.commit(stamp(&me, 1), "add");
+    let heads = r.heads();
+    assert_eq!(
+        r.put(stamp(&me, 2), &condition("c1", "asthma")).unwrap(),
+        PutOutcome::Unchanged
+    );
+    r.commit(stamp(&me, 2), "again");
+    assert_eq!(r.heads(), heads, "an unchanged put makes no change");
+    let key: ResourceKey = "Condition/c1".parse().unwrap();
+    let Some(Current::One(v)) = r.current(&key).unwrap() else {
+        panic!("one version")
+    };
+    assert_eq!(v.author, me);
+    assert_eq!(v.time.as_second(), 1_700_000_001);
+    assert_eq!(v.section, Section::Summary);
+}
+
+#[test]
+fn history_lists_every_version_oldest_first() {
+    let me = author("me");
+    let mut r = Record::create(meta(), &ActorId::random());
+    for (i, text) in ["asthma", "asthma, mild", "asthma, resolved"]
+        .iter()
+        .enumerate()
+    {
+        r.put(stamp(&me, i as i64), &condition("c1", text)).unwrap();
+        r.commit(stamp(&me, i as i64), "edit");
+    }
+    let history = r.history(&"Condition/c1".parse().unwrap()).unwrap();
+    let texts: Vec<_> = history
+        .iter()
+        .map(|v| v.resource["code"]["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(texts, ["asthma", "asthma, mild", "asthma, resolved"]);
+}
+
+#[test]
+fn concurrent_edits_of_one_resource_conflict_and_resolve() {
+    let (mut a, mut b) = two_replicas();
+    let (alice, bob) = (author("a"), author("b"));
+    a.put(stamp(&alice, 10), &condition("c1", "asthma (from a)"))
+        .unwrap();
+    a.commit(stamp(&alice, 10), "edit");
+    b.put(stamp(&bob, 11), &condition("c1", "asthma (from b)"))
+        .unwrap();
+    b.commit(stamp(&bob, 11), "edit");
+    a.merge(&mut b).unwrap();
+    b.merge(&mut a).unwrap();
+    for r in [&a, &b] {
+        let conflicts = r.conflicts().unwrap();
+        assert_eq!(conflicts.len(), 1);
+        let texts: Vec<_> = conflicts[0]
+            .versions
+            .iter()
+            .map(|v| v.resource["code"]["text"].clone())
+            .collect();
+        assert_eq!(texts, [json!("asthma (from a)"), json!("asthma (from b)")]);
+    }
+    let key: ResourceKey = "Condition/c1".parse().unwrap();
+    let err = a
+        .put(stamp(&alice, 12), &condition("c1", "overwrite"))
+        .unwrap_err();
+    assert!(matches!(err, RecordError::Conflicted(_)), "{err}");
+    let keep = a.conflicts().unwrap()[0].versions[1].short_id();
+    let resolved = a.resolve(stamp(&alice, 13), &key, &keep).unwrap();
+    assert_eq!(resolved.resource["code"]["text"], "asthma (from b)");
+    assert!(resolved.kept.is_some());
+    assert!(a.conflicts().unwrap().is_empty());
+    b.merge(&mut a).unwrap();
+    assert!(
+        b.conflicts().unwrap().is_empty(),
+        "the resolution replicates"
+    );
+    assert_eq!(
+        b.get(&key).unwrap().unwrap()["code"]["text"],
+        "asthma (from b)"
+    );
+    // History keeps the version that was not chosen.
+    let texts: Vec<_> = b
+        .history(&key)
+        .unwrap()
+        .iter()
+        .map(|v| v.resource["code"]["text"].clone())
+        .collect();
+    assert!(texts.contains(&json!("asthma (from a)")), "{texts:?}");
+}
+
+#[test]
+fn edits_to_different_resources_merge_without_conflict() {
+    let (mut a, mut b) = two_replicas();
+    let (alice, bob) = (author("a"), author("b"));
+    a.put(stamp(&alice, 10), &condition("c2", "eczema"))
+        .unwrap();
+    a.commit(stamp(&alice, 10), "add");
+    b.put(stamp(&bob, 10), &condition("c3", "hay fever"))
+        .unwrap();
+    b.commit(stamp(&bob, 10), "add");
+    a.merge(&mut b).unwrap();
+    assert!(a.conflicts().unwrap().is_empty());
+    assert_eq!(a.len(Section::Summary), 3);
+}
+
+#[test]
+fn unknown_version_names_the_ones_that_exist() {
+    let (mut a, mut b) = two_replicas();
+    let (alice, bob) = (author("a"), author("b"));
+    a.put(stamp(&alice, 1), &condition("c1", "x")).unwrap();
+    b.put(stamp(&bob, 1), &condition("c1", "y")).unwrap();
+    a.commit(stamp(&alice, 1), "e");
+    b.commit(stamp(&bob, 1), "e");
+    a.merge(&mut b).unwrap();
+    let err = a
+        .resolve(stamp(&alice, 2), &"Condition/c1".parse().unwrap(), "nope")
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("has no single version 'nope'; its versions are"),
+        "{err}"
+    );
+}
+
+#[test]
+fn take_unsaved_then_load_round_trips() {
+    let me = author("me");
+    let actor = ActorId::random();
+    let mut r = Record::create(meta(), &actor);
+    r.put(stamp(&me, 1), &condition("c1", "asthma")).unwrap();
+    r.commit(stamp(&me, 1), "add");
+    let first = r.take_unsaved();
+    r.put(
+        stamp(&me, 2),
+        &json!({"resourceType": "Encounter", "id": "e1"}),
+    )
+    .unwrap();
+    r.commit(stamp(&me, 2), "add");
+    let second = r.take_unsaved();
+    assert!(r.take_unsaved().is_empty());
+    let mut stored = BTreeMap::<Section, Vec<u8>>::new();
+    for (s, bytes) in first.into_iter().chain(second) {
+        stored.entry(s).or_default().extend(bytes);
+    }
+    let mut loaded = Record::load(meta(), &stored, &actor).unwrap();
+    assert_eq!(loaded.len(Section::Summary), 1);
+    assert_eq!(loaded.len(Section::Clinical), 1);
+    assert!(loaded.take_unsaved().is_empty(), "loading is not a change");
+}
+
+mod author {
+    use super::*;
+    use crate::keys::{SigningKey, hex};
+
+    fn version(author: &str, actor: &str) -> Version {
+        Version {
+            section: Section::Summary,
+            id: format!("5@{actor}"),
+            resource: Value::Null,
+            author: Author {
+                id: author.into(),
+                name: "Ada".into(),
+            },
+            time: Timestamp::UNIX_EPOCH,
+            replaces: Vec::new(),
+            kept: None,
+        }
+    }
+
+    #[test]
+    fn the_named_author_must_be_the_writing_device() {
+        let device = SigningKey::generate().peer_id();
+        let other = SigningKey::generate().peer_id();
+        let actor = format!("{}0102030405060708", hex(&device.public_key()[..16]));
+        assert!(version(&device.to_string(), &actor).author_is_writer());
+        assert!(!version(&other.to_string(), &actor).author_is_writer());
+        assert!(!version("aaaaaaaa11", &actor).author_is_writer());
+    }
+}
