@@ -26,6 +26,8 @@ pub fn run(ctx: &Context, command: Command) -> Result<()> {
     let mut home = ctx.open_home()?;
     match command {
         Command::Add { card } => {
+            // A home with no record has no devices to add to: say so before remembering anything.
+            home.ledger_state()?;
             let contact = home.add_contact(&card, None, now())?;
             let party = home.add_device(&contact.card, now())?;
             if ctx.json {

@@ -18,6 +18,7 @@ pub enum Command {
 pub fn run(ctx: &Context, command: Command) -> Result<()> {
     let mut home = ctx.open_home()?;
     let Command::Add { card } = command;
+    home.ledger_state()?;
     // Remembering the card checks its signature, and lets the node find the relay later.
     let contact = home.add_contact(&card, None, now())?;
     let grant = home.add_relay(&contact.card, now())?;

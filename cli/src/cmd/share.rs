@@ -61,6 +61,7 @@ pub fn run(ctx: &Context, command: Command) -> Result<()> {
         } => {
             let now = now();
             let expires = expires.map(|e| parse_expiry(&e, now)).transpose()?;
+            home.ledger_state()?;
             let party = if contact.trim().starts_with("phr-card:") {
                 home.add_contact(&contact, None, now)?.card.party
             } else {
