@@ -6,7 +6,7 @@ mod common;
 use std::{
     io::Write,
     process::{Command, Stdio},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use common::{Phr, Transcript};
@@ -228,16 +228,18 @@ fn age_decrypt(file: &std::path::Path, out: &std::path::Path, passphrase: &str) 
         .unwrap()
         .write_all(format!("{passphrase}\n").as_bytes())
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status.success() && out.exists();
-        }
-        if Instant::now() > deadline {
-            child.kill().unwrap();
+    // Wait on the exit itself (on a thread), bounded; kill the child if it hangs.
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait());
+    });
+    match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(status) => status.unwrap().success() && out.exists(),
+        Err(_) => {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
             panic!("age did not finish within 60 s");
         }
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

@@ -457,6 +457,23 @@ fn require_age_tool() {
     }
 }
 
+/// Waits for a child to exit (on a thread, so the wait is on the event itself), killing it if it
+/// takes longer than `timeout`; None then.
+fn wait_bounded(child: std::process::Child, timeout: Duration) -> Option<std::process::Output> {
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(timeout) {
+        Ok(output) => Some(output.expect("waiting for a child works")),
+        Err(_) => {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            None
+        }
+    }
+}
+
 /// Runs `command` in a pseudo-terminal made by util-linux `script` (age reads passphrases
 /// only from a terminal), typing `input` into it, and waits at most AGE_TOOL_TIMEOUT_MS.
 fn run_in_terminal(command: &str, input: &str) {
@@ -474,19 +491,9 @@ fn run_in_terminal(command: &str, input: &str) {
         .unwrap()
         .write_all(input.as_bytes())
         .unwrap();
-    let deadline = Instant::now() + Duration::from_millis(AGE_TOOL_TIMEOUT_MS);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("`{command}` did not finish within {AGE_TOOL_TIMEOUT_MS} ms");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let output = child.wait_with_output().unwrap();
+    let output = wait_bounded(child, Duration::from_millis(AGE_TOOL_TIMEOUT_MS))
+        .unwrap_or_else(|| panic!("`{command}` did not finish within {AGE_TOOL_TIMEOUT_MS} ms"));
+    let status = output.status;
     assert!(
         status.success(),
         "`{command}` failed ({status}): {}{}",
