@@ -16,6 +16,7 @@
 //! - [`consent`]: keeping section keys in step with the ledger; the ingest check for blobs.
 //! - [`blob`], [`envelope`]: sealed blobs (what replicates) and section keys wrapped to readers.
 //! - [`vault`]: the redb database of blobs, ledger operations and sealed settings.
+//! - [`sync`]: the sans-IO sync core; so far its set reconciliation (negentropy).
 
 pub mod blob;
 pub mod card;
@@ -34,6 +35,7 @@ pub mod nhs;
 pub mod party;
 pub mod record;
 pub mod section;
+pub mod sync;
 pub mod vault;
 pub mod view;
 
