@@ -2,7 +2,7 @@
 //!
 //! phr stores each resource as the JSON value it arrived as and types only the fields it reads
 //! ([`model`]), so import then export loses nothing. [`types`] knows the R4 resource types,
-//! [`reference`] rewrites bundle-local references, [`display`] turns codes and dates into text.
+//! [`reference`](mod@reference) rewrites bundle-local references, [`display`] turns codes and dates into text.
 
 pub mod display;
 pub mod model;
