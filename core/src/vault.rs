@@ -342,18 +342,6 @@ impl Vault {
             .is_some())
     }
 
-    /// Removes one blob (a damaged one, so that sync fetches a good copy).
-    pub fn remove_blob(&self, record: &RecordId, section: Section, id: &BlobId) -> Result<()> {
-        let err = storage(&self.path);
-        let tx = self.db.begin_write().map_err(|e| err(e.into()))?;
-        {
-            let mut blobs = tx.open_table(BLOBS).map_err(|e| err(e.into()))?;
-            let key = blob_key(record, section, id);
-            blobs.remove(key.as_slice()).map_err(|e| err(e.into()))?;
-        }
-        tx.commit().map_err(|e| err(e.into()))
-    }
-
     /// Overwrites a stored blob's bytes as they are, without any check. Only for tests that
     /// simulate damage on disk.
     #[doc(hidden)]

@@ -44,7 +44,7 @@ use crate::{
     keys::{BlobId, KeyError, PeerId, RecordId, hex, random_array},
     keystore::{KEYSTORE_FILE, Keystore, KeystoreError},
     ledger::{Ledger, LedgerError, SignedOp},
-    nhs::{NHS_NUMBER_SYSTEM, NhsNumber, ODS_CODE_SYSTEM},
+    nhs::{NHS_NUMBER_SYSTEM, NhsNumber},
     party::{Party, Role},
     record::{Author, Record, RecordError, RecordMeta, Stamp},
     section::Section,
@@ -723,16 +723,6 @@ fn patient_resource(id: &str, patient: &NewPatient) -> serde_json::Value {
     }
     if let Some(birth_date) = patient.birth_date {
         resource["birthDate"] = json!(birth_date.to_string());
-    }
-    resource
-}
-
-/// The FHIR Organization a provider node stands for.
-pub fn organization_resource(device: &Device) -> serde_json::Value {
-    let mut resource =
-        json!({"resourceType": "Organization", "id": device.id, "name": device.name});
-    if let Some(ods) = &device.ods {
-        resource["identifier"] = json!([{"system": ODS_CODE_SYSTEM, "value": ods}]);
     }
     resource
 }

@@ -11,7 +11,7 @@ use super::{Home, HomeError, Result};
 use crate::{
     card::Card,
     consent,
-    keys::{OpId, PeerId},
+    keys::PeerId,
     ledger::{Access, GrantState, LedgerState, OpBody, RevokeTarget, SignedOp},
     party::{Party, Role},
     section::Section,
@@ -266,11 +266,6 @@ impl Home {
         }
         self.change_consent(OpBody::RemoveDevice { device: party.peer }, true, now)?;
         Ok(party)
-    }
-
-    /// The id of the ledger operation that is a grant, given its text.
-    pub fn parse_grant_id(text: &str) -> Option<OpId> {
-        text.parse().ok()
     }
 
     /// Whether this device holds the record root key.
