@@ -44,3 +44,14 @@ pub struct Party {
     /// The provider's ODS organisation code, if it has one.
     pub ods: Option<String>,
 }
+
+impl Party {
+    /// Whether `query` names this party, as people type it: its full PeerId, its name (ignoring
+    /// case), or at least 8 characters of its PeerId.
+    pub fn answers_to(&self, query: &str) -> bool {
+        let peer = self.peer.to_string();
+        peer == query
+            || self.name.eq_ignore_ascii_case(query)
+            || (query.len() >= 8 && peer.contains(query))
+    }
+}

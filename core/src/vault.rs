@@ -239,11 +239,6 @@ impl Vault {
         Ok(vault)
     }
 
-    /// The database file.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// Writes `batch` in one transaction; returns once it is durable.
     pub fn commit(&self, batch: Batch) -> Result<()> {
         let err = storage(&self.path);

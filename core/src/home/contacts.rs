@@ -68,21 +68,24 @@ impl Home {
             ));
         }
         let mut stored = self.stored_contacts()?;
+        // Each stored card's PeerId, parsed once (a card that no longer parses matches nothing).
+        let peers: Vec<Option<PeerId>> = stored
+            .iter()
+            .map(|s| Card::parse(&s.card).ok().map(|c| c.party.peer))
+            .collect();
+        let new = Some(card.party.peer);
         if let Some(alias) = &alias {
-            let taken = stored.iter().any(|s| {
-                s.alias.as_deref() == Some(alias.as_str())
-                    && Card::parse(&s.card).is_ok_and(|c| c.party.peer != card.party.peer)
-            });
+            let taken = stored
+                .iter()
+                .zip(&peers)
+                .any(|(s, peer)| s.alias.as_deref() == Some(alias.as_str()) && *peer != new);
             if taken {
                 return Err(HomeError::NothingToDo(format!(
                     "the alias `{alias}` is already used by another contact; choose another"
                 )));
             }
         }
-        let previous = stored
-            .iter()
-            .position(|s| Card::parse(&s.card).is_ok_and(|c| c.party.peer == card.party.peer));
-        let alias = match previous {
+        let alias = match peers.iter().position(|peer| *peer == new) {
             Some(index) => {
                 let old = stored.remove(index);
                 alias.or(old.alias)
@@ -125,10 +128,7 @@ impl Home {
         }
         let matches: Vec<&Contact> = contacts
             .iter()
-            .filter(|c| {
-                c.card.party.name.eq_ignore_ascii_case(query)
-                    || (query.len() >= 8 && c.card.party.peer.to_string().contains(query))
-            })
+            .filter(|c| c.card.party.answers_to(query))
             .collect();
         match matches.as_slice() {
             [] => Err(HomeError::UnknownContact(query.to_string())),
@@ -142,14 +142,5 @@ impl Home {
                     .join(", "),
             }),
         }
-    }
-
-    /// The display name this node knows a peer by: its contact alias or card name, else None.
-    pub fn contact_name(&self, peer: &PeerId) -> Option<String> {
-        self.contacts()
-            .ok()?
-            .into_iter()
-            .find(|c| c.card.party.peer == *peer)
-            .map(|c| c.display_name().to_string())
     }
 }

@@ -160,18 +160,21 @@ impl Home {
                 (RevokeTarget::Party(peer), grants)
             }
         };
-        let before = self.ledger_state()?.keys.clone();
-        self.change_consent(OpBody::Revoke { target }, false, now)?;
-        let after = &self.ledger_state()?.keys;
-        let rotated = Section::ALL
+        let newest_epoch = |home: &Self, section: Section| -> Result<Option<u32>> {
+            let keys = home.ledger_state()?.keys.get(&section);
+            Ok(keys.and_then(|k| k.iter().map(|e| e.epoch).max()))
+        };
+        let before: Vec<Option<u32>> = Section::ALL
             .into_iter()
-            .filter(|s| after.get(s).map(Vec::len) > before.get(s).map(Vec::len))
-            .filter(|s| {
-                let old_max = before.get(s).and_then(|k| k.iter().map(|e| e.epoch).max());
-                let new_max = after.get(s).and_then(|k| k.iter().map(|e| e.epoch).max());
-                new_max > old_max
-            })
-            .collect();
+            .map(|s| newest_epoch(self, s))
+            .collect::<Result<_>>()?;
+        self.change_consent(OpBody::Revoke { target }, false, now)?;
+        let mut rotated = Vec::new();
+        for (section, before) in Section::ALL.into_iter().zip(before) {
+            if newest_epoch(self, section)? > before {
+                rotated.push(section);
+            }
+        }
         Ok(Revoked { grants, rotated })
     }
 
@@ -187,11 +190,7 @@ impl Home {
                     .map(|g| &g.grantee)
                     .chain(state.owners.values());
                 let matches: Vec<PeerId> = parties
-                    .filter(|p| {
-                        p.peer.to_string() == query
-                            || p.name.eq_ignore_ascii_case(query)
-                            || (query.len() >= 8 && p.peer.to_string().contains(query))
-                    })
+                    .filter(|p| p.answers_to(query))
                     .map(|p| p.peer)
                     .collect::<std::collections::BTreeSet<_>>()
                     .into_iter()
@@ -240,11 +239,7 @@ impl Home {
         let matches: Vec<&Party> = state
             .owners
             .values()
-            .filter(|p| {
-                p.peer.to_string() == query
-                    || p.name.eq_ignore_ascii_case(query)
-                    || (query.len() >= 8 && p.peer.to_string().contains(query))
-            })
+            .filter(|p| p.answers_to(query))
             .collect();
         let party = match matches.as_slice() {
             [one] => (*one).clone(),
