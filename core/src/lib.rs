@@ -16,7 +16,9 @@
 //! - [`consent`]: keeping section keys in step with the ledger; the ingest check for blobs.
 //! - [`blob`], [`envelope`]: sealed blobs (what replicates) and section keys wrapped to readers.
 //! - [`vault`]: the redb database of blobs, ledger operations and sealed settings.
-//! - [`sync`]: the sans-IO sync core; so far its set reconciliation (negentropy).
+//! - [`store`]: the storage trait replicas write through (the vault, or memory in the simulator).
+//! - [`replica`]: one record as one node holds it: ledger, keys, blob ids, the ingest gate.
+//! - [`sync`]: the sans-IO sync protocol between two nodes (sessions, set reconciliation).
 
 pub mod blob;
 pub mod card;
@@ -34,7 +36,9 @@ pub mod ledger;
 pub mod nhs;
 pub mod party;
 pub mod record;
+pub mod replica;
 pub mod section;
+pub mod store;
 pub mod sync;
 pub mod vault;
 pub mod view;

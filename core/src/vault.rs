@@ -173,6 +173,19 @@ impl Batch {
         self.local.push((name.to_string(), bytes));
     }
 
+    /// The ledger operations, blobs and replacements, for stores other than the vault (local
+    /// settings are the vault's alone and are dropped).
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn into_parts(
+        self,
+    ) -> (
+        Vec<(RecordId, OpId, Vec<u8>)>,
+        Vec<(RecordId, Section, BlobId, Vec<u8>)>,
+        Vec<(RecordId, Section, BlobId, BlobId)>,
+    ) {
+        (self.ledger, self.blobs, self.replaced)
+    }
+
     /// Whether the batch writes nothing.
     pub fn is_empty(&self) -> bool {
         self.ledger.is_empty()
@@ -323,6 +336,46 @@ impl Vault {
                 (BlobId(id), bytes)
             })
             .collect())
+    }
+
+    /// One stored blob's bytes, if stored (decode before trusting).
+    pub fn blob(
+        &self,
+        record: &RecordId,
+        section: Section,
+        id: &BlobId,
+    ) -> Result<Option<Vec<u8>>> {
+        let err = storage(&self.path);
+        let tx = self.db.begin_read().map_err(|e| err(e.into()))?;
+        let table = tx.open_table(BLOBS).map_err(|e| err(e.into()))?;
+        let key = blob_key(record, section, id);
+        Ok(table
+            .get(key.as_slice())
+            .map_err(|e| err(e.into()))?
+            .map(|bytes| bytes.value().to_vec()))
+    }
+
+    /// The records whose ledger operations the vault holds.
+    pub fn records(&self) -> Result<Vec<RecordId>> {
+        let err = storage(&self.path);
+        let tx = self.db.begin_read().map_err(|e| err(e.into()))?;
+        let table = tx.open_table(LEDGER).map_err(|e| err(e.into()))?;
+        let mut records = Vec::new();
+        // Jump from one record's keys to the next instead of reading every operation.
+        let mut from = Vec::new();
+        while let Some(row) = table
+            .range(from.as_slice()..)
+            .map_err(|e| err(e.into()))?
+            .next()
+        {
+            let (key, _) = row.map_err(|e| err(e.into()))?;
+            let id: [u8; 16] = key.value()[..16]
+                .try_into()
+                .expect("ledger keys start with a 16-byte record id");
+            records.push(RecordId(id));
+            from = prefix_end(&id);
+        }
+        Ok(records)
     }
 
     /// Whether a blob was replaced by a compaction (and so must not be stored again).

@@ -62,16 +62,17 @@ impl Home {
         };
         if let Some(held) = &self.held {
             file.record = Some(RecordInfo {
-                id: held.id.to_string(),
+                id: held.replica.id().to_string(),
                 meta: held.meta.clone(),
             });
             file.ledger = held
-                .ledger
+                .replica
+                .ledger()
                 .ops()
                 .map(|op| STANDARD.encode(op.bytes()))
                 .collect();
             for section in Section::ALL {
-                let blobs = self.vault.blobs(&held.id, section)?;
+                let blobs = self.vault.blobs(&held.replica.id(), section)?;
                 file.blobs.insert(
                     section,
                     blobs

@@ -22,7 +22,6 @@ mod contacts;
 mod sharing;
 
 use std::{
-    collections::BTreeMap,
     fs::{self, File},
     io,
     path::{Path, PathBuf},
@@ -38,26 +37,20 @@ pub use contacts::Contact;
 pub use sharing::Revoked;
 
 use crate::{
-    blob::{BLOB_LEDGER_HEADS_MAX, Blob, BlobError, BlobHeader, BlobKind},
+    blob::BlobError,
     card::{Card, CardError},
-    consent::{self, ConsentError, Keyring},
-    keys::{BlobId, KeyError, PeerId, RecordId, hex, random_array},
+    consent::{ConsentError, Keyring},
+    keys::{KeyError, PeerId, RecordId, hex, random_array},
     keystore::{KEYSTORE_FILE, Keystore, KeystoreError},
-    ledger::{Ledger, LedgerError, SignedOp},
+    ledger::{Ledger, LedgerError},
     nhs::{NHS_NUMBER_SYSTEM, NhsNumber},
     party::{Party, Role},
     record::{Author, Record, RecordError, RecordMeta, Stamp},
-    section::Section,
+    replica::{Replica, ReplicaError},
     vault::{Batch, LocalKey, VAULT_FILE, Vault, VaultError},
 };
 
-/// How many blobs a section accumulates before an owner device compacts them into one.
-pub const BLOBS_BEFORE_COMPACTION: usize = 32;
-
-/// A save whose changes to one section exceed this many bytes is stored as a compaction of the
-/// whole section instead (an import, typically): Automerge's document encoding of a large
-/// history is several times smaller than its changes.
-pub const COMPACT_SAVE_BYTES_MIN: usize = 64 * 1024;
+pub use crate::replica::{BLOBS_BEFORE_COMPACTION, COMPACT_SAVE_BYTES_MIN};
 
 /// This node, as the record's versions and contact cards name it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -202,6 +195,24 @@ pub enum HomeError {
 
 type Result<T, E = HomeError> = std::result::Result<T, E>;
 
+/// A replica's errors, as the home's own: the CLI tells the user the same thing either way.
+impl From<ReplicaError> for HomeError {
+    fn from(error: ReplicaError) -> Self {
+        match error {
+            ReplicaError::Store(e) => HomeError::Vault(e),
+            ReplicaError::Ledger(e) => HomeError::Ledger(e),
+            ReplicaError::Consent(e) => HomeError::Consent(e),
+            ReplicaError::Blob(e) => HomeError::Blob(e),
+            ReplicaError::Record(e) => HomeError::Record(e),
+            ReplicaError::NotOwner => HomeError::NotOwner,
+            refused @ ReplicaError::Refused { .. } => HomeError::Damaged {
+                what: "an item received from a peer".into(),
+                reason: refused.to_string(),
+            },
+        }
+    }
+}
+
 fn io_err(path: &Path) -> impl Fn(io::Error) -> HomeError + '_ {
     move |source| HomeError::Io {
         path: path.to_path_buf(),
@@ -209,16 +220,11 @@ fn io_err(path: &Path) -> impl Fn(io::Error) -> HomeError + '_ {
     }
 }
 
-/// The record a patient's home holds, with its consent ledger and the keys this node holds.
+/// The record a patient's home holds.
 #[derive(Debug)]
 struct Held {
-    id: RecordId,
     meta: RecordMeta,
-    ledger: Ledger,
-    keyring: Keyring,
-    /// Per section, the blobs whose content the loaded record holds (what a compaction may
-    /// replace).
-    stored: BTreeMap<Section, Vec<BlobId>>,
+    replica: Replica,
 }
 
 /// The settings stored (sealed) in the vault under "record".
@@ -284,12 +290,10 @@ impl Home {
             },
         );
         home.vault.commit(batch)?;
+        let replica = Replica::open(&home.vault, id, home.peer_id(), &home.keystore.age)?;
         home.held = Some(Held {
-            id,
             meta: meta.clone(),
-            ledger,
-            keyring: Keyring::default(),
-            stored: BTreeMap::new(),
+            replica,
         });
         let mut record = Record::create(meta, &home.device.actor());
         let author = home.device.author();
@@ -404,23 +408,11 @@ impl Home {
 
     fn load_held(&mut self, info: RecordInfo) -> Result<Held> {
         let id: RecordId = info.id.parse()?;
-        let mut ledger = Ledger::new(id);
-        for bytes in self.vault.ledger_ops(&id)? {
-            match SignedOp::decode(&bytes).and_then(|op| ledger.insert(op).map(|_| ())) {
-                Ok(()) => {}
-                Err(e) => self.warnings.push(format!(
-                    "a stored consent-ledger operation was skipped: {e}"
-                )),
-            }
-        }
-        let keyring = Keyring::unlock(&ledger, &self.keystore.device.peer_id(), &self.keystore.age);
-        self.warnings.extend(keyring.problems.iter().cloned());
+        let replica = Replica::open(&self.vault, id, self.peer_id(), &self.keystore.age)?;
+        self.warnings.extend(replica.problems().iter().cloned());
         Ok(Held {
-            id,
             meta: info.meta,
-            ledger,
-            keyring,
-            stored: BTreeMap::new(),
+            replica,
         })
     }
 
@@ -468,7 +460,7 @@ impl Home {
 
     /// The id of the record this home holds, if it holds one.
     pub fn record_id(&self) -> Option<RecordId> {
-        self.held.as_ref().map(|held| held.id)
+        self.held.as_ref().map(|held| held.replica.id())
     }
 
     fn held(&self) -> Result<&Held> {
@@ -484,33 +476,10 @@ impl Home {
             .held
             .as_mut()
             .ok_or_else(|| HomeError::NoRecord(self.dir.clone()))?;
-        let mut parts: BTreeMap<Section, Vec<Vec<u8>>> = BTreeMap::new();
-        let mut ids: BTreeMap<Section, Vec<BlobId>> = BTreeMap::new();
-        for section in Section::ALL {
-            for (stored_id, bytes) in self.vault.blobs(&held.id, section)? {
-                match open_stored(held, section, stored_id, bytes) {
-                    Ok(plain) => {
-                        parts.entry(section).or_default().push(plain);
-                        ids.entry(section).or_default().push(stored_id);
-                    }
-                    Err(problem) => self.warnings.push(problem),
-                }
-            }
-        }
-        let (record, mut bad) = Record::load_parts(held.meta.clone(), &parts, &actor);
-        // Remove from the last index down, so earlier indices stay right.
-        bad.sort_by_key(|(section, index, _)| std::cmp::Reverse((*section, *index)));
-        for (section, index, error) in bad {
-            let id = ids
-                .get_mut(&section)
-                .expect("a bad piece belongs to a loaded section")
-                .remove(index);
-            self.warnings.push(format!(
-                "blob {} of the {section} section was skipped: {error}",
-                id.short()
-            ));
-        }
-        held.stored = ids;
+        let (record, warnings) =
+            held.replica
+                .materialise(&self.vault, held.meta.clone(), &actor)?;
+        self.warnings.extend(warnings);
         Ok(record)
     }
 
@@ -518,101 +487,51 @@ impl Home {
     /// durably; returns once they are on disk. Compacts a section's blobs when enough have
     /// accumulated.
     pub fn save(&mut self, record: &mut Record, now: Timestamp) -> Result<()> {
-        let changes = record.take_unsaved();
-        if changes.is_empty() {
-            return Ok(());
-        }
-        let now_ms = now.as_millisecond();
-        let me = self.keystore.device.peer_id();
-        let device = &self.keystore.device;
         let held = self
             .held
             .as_mut()
             .ok_or_else(|| HomeError::NoRecord(self.dir.clone()))?;
-        let mut batch = Batch::new();
-        for op in consent::repair(&mut held.ledger, &mut held.keyring, device, now_ms)? {
-            batch.ledger_op(held.id, op.id(), op.bytes());
-        }
-        let owner = held.ledger.state().is_owner(&me);
-        let mut compact = Vec::new();
-        for (section, bytes) in changes {
-            if owner && bytes.len() >= COMPACT_SAVE_BYTES_MIN {
-                compact.push(section);
-                continue;
-            }
-            let blob = seal(
-                held,
-                device,
-                section,
-                BlobKind::Changes,
-                &bytes,
-                Vec::new(),
-                now_ms,
-            )?;
-            held.stored.entry(section).or_default().push(blob.id());
-            batch.blob(held.id, section, blob.id(), blob.into_bytes());
-        }
-        self.vault.commit(batch)?;
-        if owner {
-            compact.extend(
-                held.stored
-                    .iter()
-                    .filter(|(_, ids)| ids.len() > BLOBS_BEFORE_COMPACTION)
-                    .map(|(section, _)| *section),
-            );
-        }
-        for section in compact {
-            self.compact_section(record, section, now)?;
-        }
-        Ok(())
-    }
-
-    /// Rewrites a section's blobs as one compaction blob that replaces them.
-    fn compact_section(
-        &mut self,
-        record: &mut Record,
-        section: Section,
-        now: Timestamp,
-    ) -> Result<()> {
-        let device = &self.keystore.device;
-        let held = self.held.as_mut().expect("only called with a record held");
-        let replaces = held.stored.get(&section).cloned().unwrap_or_default();
-        let bytes = record.save_section(section);
-        let blob = seal(
-            held,
-            device,
-            section,
-            BlobKind::Compaction,
-            &bytes,
-            replaces.clone(),
+        held.replica.save(
+            &self.vault,
+            &self.keystore.device,
+            record,
             now.as_millisecond(),
         )?;
-        let mut batch = Batch::new();
-        for old in &replaces {
-            batch.replace(held.id, section, *old, blob.id());
-        }
-        held.stored.insert(section, vec![blob.id()]);
-        batch.blob(held.id, section, blob.id(), blob.into_bytes());
-        self.vault.commit(batch)?;
         Ok(())
     }
 
     /// Compacts every section this node can, and the vault file. For tests and maintenance.
     pub fn compact(&mut self, record: &mut Record, now: Timestamp) -> Result<()> {
-        let owner = self.held()?.ledger.state().is_owner(&self.peer_id());
+        let owner = self
+            .held()?
+            .replica
+            .ledger()
+            .state()
+            .is_owner(&self.peer_id());
         if !owner {
             return Err(HomeError::NotOwner);
         }
-        let sections: Vec<Section> = self.held()?.stored.keys().copied().collect();
-        for section in sections {
-            self.compact_section(record, section, now)?;
+        let held = self.held.as_mut().expect("checked above");
+        for section in held.replica.materialised_sections() {
+            held.replica.compact_section(
+                &self.vault,
+                &self.keystore.device,
+                record,
+                section,
+                now.as_millisecond(),
+            )?;
         }
         Ok(self.vault.compact_file()?)
     }
 
     /// The consent ledger of this home's record.
     pub fn ledger(&self) -> Result<&Ledger> {
-        Ok(&self.held()?.ledger)
+        Ok(self.held()?.replica.ledger())
+    }
+
+    /// This home's record as sync sees it.
+    pub fn replica(&self) -> Result<&Replica> {
+        Ok(&self.held()?.replica)
     }
 
     /// The section keys this node holds under a record's ledger (its own record's, or a
@@ -626,68 +545,6 @@ impl Home {
     pub fn vault_for_test(&self) -> &Vault {
         &self.vault
     }
-}
-
-/// Decodes and decrypts one stored blob; a problem comes back as a sentence for the user.
-fn open_stored(
-    held: &Held,
-    section: Section,
-    stored_id: BlobId,
-    bytes: Vec<u8>,
-) -> Result<Vec<u8>, String> {
-    let skipped = |reason: String| {
-        format!(
-            "blob {} of the {section} section was skipped: {reason}; the rest of the record loaded, \
-             and a good copy will be fetched from a peer when this node syncs",
-            stored_id.short()
-        )
-    };
-    let blob = Blob::decode(bytes).map_err(|e| skipped(e.to_string()))?;
-    if blob.id() != stored_id {
-        return Err(skipped("its bytes do not match its id".into()));
-    }
-    let header = blob.header();
-    if header.record != held.id || header.section != section {
-        return Err(skipped("it belongs to another record or section".into()));
-    }
-    // The same check a blob from a peer passes: its author could write here under the consent
-    // it names.
-    consent::check_blob(&blob, &held.ledger, held.id, section)
-        .map_err(|e| skipped(e.to_string()))?;
-    let Some(key) = held.keyring.get(&header.key_id) else {
-        return Err(skipped("this node holds no key for it".into()));
-    };
-    let plain = blob.open(key).map_err(|e| skipped(e.to_string()))?;
-    if header.kind == BlobKind::Changes {
-        crate::changes::check_authorship(&header.author, &plain).map_err(skipped)?;
-    }
-    Ok(plain)
-}
-
-fn seal(
-    held: &Held,
-    device: &crate::keys::SigningKey,
-    section: Section,
-    kind: BlobKind,
-    plaintext: &[u8],
-    replaces: Vec<BlobId>,
-    now_ms: i64,
-) -> Result<Blob> {
-    let (epoch, key) = consent::writing_key(&held.ledger, &held.keyring, section, now_ms)?;
-    let mut ledger_heads = held.ledger.heads();
-    ledger_heads.truncate(BLOB_LEDGER_HEADS_MAX);
-    let header = BlobHeader {
-        record: held.id,
-        section,
-        kind,
-        epoch,
-        key_id: key.id(),
-        author: device.peer_id(),
-        time_ms: now_ms,
-        ledger_heads,
-        replaces,
-    };
-    Ok(Blob::seal(header, key, plaintext, device)?)
 }
 
 fn new_device(

@@ -10,12 +10,10 @@ use jiff::Timestamp;
 use super::{Home, HomeError, Result};
 use crate::{
     card::Card,
-    consent,
     keys::PeerId,
     ledger::{Access, GrantState, LedgerState, OpBody, RevokeTarget, SignedOp},
     party::{Party, Role},
     section::Section,
-    vault::Batch,
 };
 
 /// What a revocation did.
@@ -31,7 +29,7 @@ pub struct Revoked {
 impl Home {
     /// The record's consent as it stands.
     pub fn ledger_state(&self) -> Result<&LedgerState> {
-        Ok(self.held()?.ledger.state())
+        Ok(self.held()?.replica.ledger().state())
     }
 
     /// Signs `body` (with the device key, or the root key when `root`), brings the keys in step
@@ -53,21 +51,16 @@ impl Home {
             .held
             .as_mut()
             .ok_or_else(|| HomeError::NoRecord(self.dir.clone()))?;
-        if !root && !held.ledger.state().is_owner(&me) {
+        if !root && !held.replica.ledger().state().is_owner(&me) {
             return Err(HomeError::NotOwner);
         }
-        let mut appended = vec![held.ledger.append(signer, body, now_ms)?];
-        appended.extend(consent::repair(
-            &mut held.ledger,
-            &mut held.keyring,
+        let appended = held.replica.change_consent(
+            &self.vault,
+            signer,
             &self.keystore.device,
+            body,
             now_ms,
-        )?);
-        let mut batch = Batch::new();
-        for op in &appended {
-            batch.ledger_op(held.id, op.id(), op.bytes());
-        }
-        self.vault.commit(batch)?;
+        )?;
         Ok(appended)
     }
 

@@ -1,13 +1,15 @@
-use std::fs;
+use std::{collections::BTreeMap, fs};
 
 use age::secrecy::SecretString;
 use serde_json::json;
 
 use super::*;
 use crate::{
+    blob::{Blob, BlobHeader, BlobKind},
     keystore::KeystoreError,
     ledger::{Access, Ledger},
     record::PutOutcome,
+    section::Section,
 };
 
 fn patient() -> NewPatient {

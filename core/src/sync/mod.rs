@@ -1,9 +1,18 @@
-//! Sync: the protocol cores two peers run to bring a record into step, with no I/O.
+//! Sync: the protocol two peers run to bring a record into step, with no I/O.
 //!
 //! Nothing here opens a socket or reads a clock. Each part takes messages in and gives messages
-//! out; the node carries them over libp2p and the simulator over its simulated network.
+//! out, with the time passed in; the node carries the messages over libp2p and the simulator over
+//! its simulated network. `docs/PROTOCOL.md` describes the protocol whole.
 //!
+//! - [`session`]: the per-peer session state machines, [`session::InitiatorSession`] and
+//!   [`session::ResponderSession`].
+//! - [`message`]: the messages, their encoding, limits and errors.
 //! - [`reconcile`]: range-based set reconciliation of blob ids and ledger operation ids
 //!   (negentropy): which ids only this node holds, and which only the peer holds.
 
+pub mod message;
 pub mod reconcile;
+pub mod session;
+
+pub use message::{Incoming, SyncError};
+pub use session::{InitiatorSession, Local, ResponderSession, SessionStats};

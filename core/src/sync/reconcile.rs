@@ -24,9 +24,12 @@
 //! log16(n) round trips and `d · log16(n)` fingerprints; identical sets settle in one round trip.
 //! Only the initiator learns the difference: the sync protocol above this module acts on it.
 //!
-//! Every id is given negentropy timestamp 0, so ranges are ranges of ids. Timestamps would make
-//! recent differences cheaper to find, but both peers would have to derive the same timestamp from
-//! each id, and sealed blobs show no trustworthy time.
+//! Each id may carry a timestamp ([`Item`]): ranges are ranges of (timestamp, id), so when the
+//! timestamp is the time an item was written, the differences between two replicas (the recent
+//! writes one of them missed) sit together at the end of the order and are found with fewer
+//! fingerprints. The sync layer uses the author's time from the signed blob header or ledger
+//! operation, which both peers read the same from the same bytes. A lying clock only makes its
+//! own items costlier to find. [`Initiator::start`] and [`Responder::new`] put every id at 0.
 //!
 //! A fingerprint is a hash of the count and the sum (mod 2^256) of the ids in a range, so two
 //! different ranges with equal counts and sums look settled. For SHA-256 ids that happens by
@@ -36,8 +39,8 @@
 //!
 //! - An incoming message longer than [`RECONCILE_MESSAGE_BYTES_MAX`] is refused before it is read.
 //! - Every incoming message is checked against the wire format before negentropy reads it: a
-//!   message cut short, an unknown mode, an id bound longer than 32 bytes or a bound timestamp
-//!   other than 0 or infinity is [`ReconcileError::Malformed`].
+//!   message cut short, an unknown mode, an id bound longer than 32 bytes or a number that does
+//!   not fit in 64 bits is [`ReconcileError::Malformed`].
 //! - Each side's messages are at most [`RECONCILE_FRAME_BYTES_MAX`] long; ranges that do not fit
 //!   wait for the next round.
 //! - Each side takes at most [`RECONCILE_ROUNDS_MAX`] messages from its peer, so a peer that
@@ -88,6 +91,9 @@ use negentropy::{Negentropy, NegentropyStorageVector};
 /// Ids reconciled: blob ids and ledger operation ids are both 32-byte SHA-256 hashes.
 pub type Id = [u8; 32];
 
+/// An id with the timestamp it sorts by (see the module documentation).
+pub type Item = (u64, Id);
+
 /// The most bytes one message of ours may take: negentropy leaves ranges for the next round
 /// rather than go past it. The crate refuses limits under 4096 bytes.
 pub const RECONCILE_FRAME_BYTES_MAX: usize = 64 * 1024;
@@ -106,7 +112,7 @@ const _: () = assert!(RECONCILE_FRAME_BYTES_MAX <= RECONCILE_MESSAGE_BYTES_MAX);
 /// negentropy refuses a frame size limit under this (other than 0, which means no limit).
 const NEGENTROPY_FRAME_BYTES_MIN: usize = 4096;
 
-/// The negentropy timestamp of every id: ranges are ranges of ids (see the module docs).
+/// The timestamp of ids given without one.
 const ID_TIMESTAMP: u64 = 0;
 
 /// The negentropy protocol version this module speaks, the first byte of every message.
@@ -173,7 +179,14 @@ impl Initiator {
     pub fn start(
         ids: impl IntoIterator<Item = Id>,
     ) -> Result<(Initiator, Vec<u8>), ReconcileError> {
-        let mut negentropy = negentropy_over(ids)?;
+        Self::start_items(ids.into_iter().map(|id| (ID_TIMESTAMP, id)))
+    }
+
+    /// [`Initiator::start`] with a timestamp for each id.
+    pub fn start_items(
+        items: impl IntoIterator<Item = Item>,
+    ) -> Result<(Initiator, Vec<u8>), ReconcileError> {
+        let mut negentropy = negentropy_over(items)?;
         let message = negentropy.initiate().map_err(protocol)?;
         debug_assert!(message.len() <= RECONCILE_FRAME_BYTES_MAX);
         let initiator = Initiator {
@@ -270,8 +283,13 @@ pub struct Responder {
 impl Responder {
     /// `ids`: this node's set (any order, duplicates allowed).
     pub fn new(ids: impl IntoIterator<Item = Id>) -> Result<Responder, ReconcileError> {
+        Self::with_items(ids.into_iter().map(|id| (ID_TIMESTAMP, id)))
+    }
+
+    /// [`Responder::new`] with a timestamp for each id.
+    pub fn with_items(items: impl IntoIterator<Item = Item>) -> Result<Responder, ReconcileError> {
         Ok(Responder {
-            negentropy: negentropy_over(ids)?,
+            negentropy: negentropy_over(items)?,
             rounds: 0,
         })
     }
@@ -303,13 +321,13 @@ impl fmt::Debug for Responder {
 
 /// A negentropy instance over `ids`, sorted and deduplicated, with our frame size limit.
 fn negentropy_over(
-    ids: impl IntoIterator<Item = Id>,
+    items: impl IntoIterator<Item = Item>,
 ) -> Result<Negentropy<'static, NegentropyStorageVector>, ReconcileError> {
-    let ids = ids.into_iter();
-    let mut storage = NegentropyStorageVector::with_capacity(ids.size_hint().0);
-    for id in ids {
+    let items = items.into_iter();
+    let mut storage = NegentropyStorageVector::with_capacity(items.size_hint().0);
+    for (timestamp, id) in items {
         let id = negentropy::Id::from_byte_array(id);
-        storage.insert(ID_TIMESTAMP, id).map_err(protocol)?;
+        storage.insert(timestamp, id).map_err(protocol)?;
     }
     // Sorting also drops duplicates, which negentropy relies on.
     storage.seal().map_err(protocol)?;
@@ -348,8 +366,7 @@ fn malformed(why: impl Into<String>) -> ReconcileError {
 /// IdList      = mode 2  count:varint  ids:bytes(32 * count)
 /// ```
 ///
-/// A timestamp is 0 for infinity, else one more than the change from the previous bound; every
-/// id is at timestamp 0, so a bound's encoded timestamp is 0 or 1.
+/// A timestamp is 0 for infinity, else one more than the change from the previous bound.
 fn check_message(message: &[u8]) -> Result<(), ReconcileError> {
     if message.len() > RECONCILE_MESSAGE_BYTES_MAX {
         return Err(ReconcileError::TooLarge {
@@ -364,12 +381,8 @@ fn check_message(message: &[u8]) -> Result<(), ReconcileError> {
         return Err(ReconcileError::UnsupportedVersion { version });
     }
     while !rest.is_empty() {
-        let timestamp = read_varint(&mut rest, "a bound's timestamp")?;
-        if timestamp > 1 {
-            return Err(malformed(format!(
-                "a bound has encoded timestamp {timestamp}, but every id is at timestamp 0"
-            )));
-        }
+        // Any 64-bit timestamp is well formed; negentropy adds them up saturating.
+        read_varint(&mut rest, "a bound's timestamp")?;
         let id_len = read_varint(&mut rest, "a bound's id length")?;
         if id_len > negentropy::ID_SIZE as u64 {
             return Err(malformed(format!(

@@ -1,0 +1,165 @@
+//! Where a node's replicas keep their bytes: the [`Store`] trait, the redb [`Vault`] behind it,
+//! and [`MemoryStore`] for the simulator and unit tests.
+//!
+//! A [`crate::replica::Replica`] reads and writes only through this trait, so the sync core runs
+//! the same code on a node's disk and in the deterministic simulation. The contract is the
+//! vault's: a [`Batch`] lands whole or not at all, and [`Store::commit`] returns only once it
+//! would survive a crash. Everything stored is ciphertext or signed ledger operations; the store
+//! judges nothing.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::{Arc, Mutex, MutexGuard},
+};
+
+use crate::{
+    keys::{BlobId, OpId, RecordId},
+    section::Section,
+    vault::{Batch, Vault, VaultError},
+};
+
+type Result<T, E = VaultError> = std::result::Result<T, E>;
+
+/// Durable storage of blobs and ledger operations, per record.
+pub trait Store {
+    /// Writes `batch` at once; returns only when it is durable (the write is acknowledged).
+    fn commit(&self, batch: Batch) -> Result<()>;
+    /// Every stored ledger operation of `record`, as bytes.
+    fn ledger_ops(&self, record: &RecordId) -> Result<Vec<Vec<u8>>>;
+    /// Every stored blob of a section, with the id it is stored under.
+    fn blobs(&self, record: &RecordId, section: Section) -> Result<Vec<(BlobId, Vec<u8>)>>;
+    /// One stored blob, if stored.
+    fn blob(&self, record: &RecordId, section: Section, id: &BlobId) -> Result<Option<Vec<u8>>>;
+    /// Whether a compaction replaced this blob (so it must not be taken in again).
+    fn is_replaced(&self, record: &RecordId, section: Section, id: &BlobId) -> Result<bool>;
+    /// The records whose ledger operations are stored.
+    fn records(&self) -> Result<Vec<RecordId>>;
+}
+
+impl Store for Vault {
+    fn commit(&self, batch: Batch) -> Result<()> {
+        Vault::commit(self, batch)
+    }
+    fn ledger_ops(&self, record: &RecordId) -> Result<Vec<Vec<u8>>> {
+        Vault::ledger_ops(self, record)
+    }
+    fn blobs(&self, record: &RecordId, section: Section) -> Result<Vec<(BlobId, Vec<u8>)>> {
+        Vault::blobs(self, record, section)
+    }
+    fn blob(&self, record: &RecordId, section: Section, id: &BlobId) -> Result<Option<Vec<u8>>> {
+        Vault::blob(self, record, section, id)
+    }
+    fn is_replaced(&self, record: &RecordId, section: Section, id: &BlobId) -> Result<bool> {
+        Vault::is_replaced(self, record, section, id)
+    }
+    fn records(&self) -> Result<Vec<RecordId>> {
+        Vault::records(self)
+    }
+}
+
+/// A store in memory, for the simulator and tests: what a committed batch wrote survives the
+/// loss of everything else a simulated node held (a crash), as a disk would.
+///
+/// Clones share the same contents. Local settings are ignored: nodes under simulation keep their
+/// profile outside the store. Nothing here is encrypted at rest beyond what blobs and ledger
+/// operations already are; it never touches a disk.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryStore {
+    inner: Arc<Mutex<MemoryInner>>,
+}
+
+#[derive(Debug, Default)]
+struct MemoryInner {
+    ledger: BTreeMap<RecordId, BTreeMap<OpId, Vec<u8>>>,
+    blobs: BTreeMap<(RecordId, Section), BTreeMap<BlobId, Vec<u8>>>,
+    replaced: BTreeSet<(RecordId, Section, BlobId)>,
+    commits: u64,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, MemoryInner> {
+        // A panic while the lock was held cannot leave a half-applied batch: batches are applied
+        // after every check, so the data is still whole.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// How many batches were committed: a simulated node's acknowledged writes.
+    pub fn commits(&self) -> u64 {
+        self.lock().commits
+    }
+
+    /// Every blob id stored for a section, for checkers.
+    pub fn blob_ids(&self, record: &RecordId, section: Section) -> BTreeSet<BlobId> {
+        self.lock()
+            .blobs
+            .get(&(*record, section))
+            .map(|blobs| blobs.keys().copied().collect())
+            .unwrap_or_default()
+    }
+}
+
+impl Store for MemoryStore {
+    fn commit(&self, batch: Batch) -> Result<()> {
+        let mut inner = self.lock();
+        let (ledger, blobs, replaced) = batch.into_parts();
+        for (record, id, bytes) in ledger {
+            inner.ledger.entry(record).or_default().insert(id, bytes);
+        }
+        for (record, section, id, bytes) in blobs {
+            if !inner.replaced.contains(&(record, section, id)) {
+                inner
+                    .blobs
+                    .entry((record, section))
+                    .or_default()
+                    .insert(id, bytes);
+            }
+        }
+        for (record, section, old, _by) in replaced {
+            if let Some(blobs) = inner.blobs.get_mut(&(record, section)) {
+                blobs.remove(&old);
+            }
+            inner.replaced.insert((record, section, old));
+        }
+        inner.commits += 1;
+        Ok(())
+    }
+
+    fn ledger_ops(&self, record: &RecordId) -> Result<Vec<Vec<u8>>> {
+        Ok(self
+            .lock()
+            .ledger
+            .get(record)
+            .map(|ops| ops.values().cloned().collect())
+            .unwrap_or_default())
+    }
+
+    fn blobs(&self, record: &RecordId, section: Section) -> Result<Vec<(BlobId, Vec<u8>)>> {
+        Ok(self
+            .lock()
+            .blobs
+            .get(&(*record, section))
+            .map(|blobs| blobs.iter().map(|(id, b)| (*id, b.clone())).collect())
+            .unwrap_or_default())
+    }
+
+    fn blob(&self, record: &RecordId, section: Section, id: &BlobId) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .lock()
+            .blobs
+            .get(&(*record, section))
+            .and_then(|blobs| blobs.get(id).cloned()))
+    }
+
+    fn is_replaced(&self, record: &RecordId, section: Section, id: &BlobId) -> Result<bool> {
+        Ok(self.lock().replaced.contains(&(*record, section, *id)))
+    }
+
+    fn records(&self) -> Result<Vec<RecordId>> {
+        Ok(self.lock().ledger.keys().copied().collect())
+    }
+}

@@ -1,0 +1,637 @@
+//! Sync sessions: the per-peer state machines that bring one record into step between two nodes.
+//!
+//! A session is one conversation about one record. The node that starts it is the
+//! [`InitiatorSession`]; the other runs a [`ResponderSession`]. Strictly one message is in flight:
+//! the initiator sends a [`Request`], the responder answers with a [`Response`] of the same
+//! `seq`, and only then does the initiator send the next. See `docs/PROTOCOL.md` for the whole
+//! protocol; in short:
+//!
+//! 1. The opening request carries a range-based reconciliation message ([`super::reconcile`]) for
+//!    the ledger and for every section either side may hold. Each side puts into a topic only
+//!    what its own ledger lets the other side have; a peer it does not admit sees empty sets.
+//! 2. The responder answers every topic; the initiator goes on until each topic is settled. It
+//!    then knows, per topic, which ids only it holds and which only the responder holds.
+//! 3. It asks for what it lacks and may hold, and pushes what the responder lacks and may hold,
+//!    ledger operations first, in bounded batches. Items come back only if asked for.
+//! 4. When nothing is left it sends a closing request, which is not answered.
+//!
+//! Everything received goes through [`Replica::ingest`], which checks it and stores it durably.
+//! Messages are checked against the protocol's limits first ([`Incoming::decode`]); an exact repeat
+//! of the last message is recognised and answered the same (the network may duplicate); anything
+//! else out of turn, malformed or refused ends the session with a [`SyncError`], and leaves what
+//! was stored as it was. The initiator resends its last request when no answer comes in
+//! [`RESPONSE_TIMEOUT_MS`], at most [`RETRIES_MAX`] times. Time is passed in; nothing here sleeps.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::{
+    keys::{AgeIdentity, PeerId, RecordId},
+    replica::{Ingested, Replica, Topic},
+    store::Store,
+    sync::{
+        message::{
+            BATCH_BYTES_MAX, BATCH_ITEMS_MAX, Incoming, Message, Request, Response, SyncError,
+            WANT_IDS_MAX,
+        },
+        reconcile::{Id, Initiator, Responder},
+    },
+};
+
+/// How long the initiator waits for an answer before it sends its request again.
+pub const RESPONSE_TIMEOUT_MS: i64 = 10_000;
+
+/// How many times the initiator sends a request again before it gives the session up.
+pub const RETRIES_MAX: u32 = 3;
+
+/// How long a responder keeps a session that hears nothing.
+pub const SESSION_IDLE_MS: i64 = 60_000;
+
+/// What a session needs of the node: the record's replica, the store and the node's age identity
+/// (to unwrap keys sent to it).
+pub struct Local<'a> {
+    /// The record.
+    pub replica: &'a mut Replica,
+    /// Where it is stored.
+    pub store: &'a dyn Store,
+    /// This node's age identity.
+    pub age: &'a AgeIdentity,
+}
+
+impl std::fmt::Debug for Local<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Local")
+            .field("record", &self.replica.id())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Counts of one session, for logs and benchmarks.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SessionStats {
+    /// Bytes of the messages sent.
+    pub bytes_sent: usize,
+    /// Bytes of the messages received.
+    pub bytes_received: usize,
+    /// Responses received (the initiator) or requests answered (the responder).
+    pub round_trips: usize,
+    /// Items sent.
+    pub items_sent: usize,
+    /// What the received items did.
+    pub ingested: Ingested,
+}
+
+impl SessionStats {
+    fn add(&mut self, ingested: &Ingested) {
+        let total = &mut self.ingested;
+        total.ops += ingested.ops;
+        total.blobs += ingested.blobs;
+        total.duplicates += ingested.duplicates;
+        total.buffered = ingested.buffered;
+        total.unwanted += ingested.unwanted;
+        total.overflowed += ingested.overflowed;
+    }
+}
+
+/// The initiator's side of a session.
+#[derive(Debug)]
+pub struct InitiatorSession {
+    session: u64,
+    peer: PeerId,
+    record: RecordId,
+    seq: u32,
+    /// Reconciliations still open.
+    open: BTreeMap<Topic, Initiator>,
+    /// Ids to ask for, and ids to push, in topic order (the ledger first).
+    want: BTreeSet<(Topic, Id)>,
+    push: BTreeSet<(Topic, Id)>,
+    /// Ids asked for in the request in flight.
+    asked: BTreeSet<(Topic, Id)>,
+    last_request: Vec<u8>,
+    last_response: Option<[u8; 32]>,
+    sent_ms: i64,
+    retries: u32,
+    done: bool,
+    stats: SessionStats,
+}
+
+impl InitiatorSession {
+    /// Starts a session with `peer` about `local`'s record; returns the opening request. The
+    /// topics are the ledger and every section that either side may hold by this node's ledger;
+    /// into each goes only what `peer` may have.
+    pub fn start(
+        local: &Local<'_>,
+        peer: PeerId,
+        session: u64,
+        now_ms: i64,
+    ) -> Result<(InitiatorSession, Vec<u8>), SyncError> {
+        let replica = &*local.replica;
+        let me = replica.me();
+        let mut open = BTreeMap::new();
+        let mut reconcile = Vec::new();
+        for topic in Topic::all() {
+            let ours = match topic {
+                Topic::Ledger => true,
+                Topic::Section(section) => replica.may_hold(&me, section, now_ms),
+            };
+            let theirs = replica.may_send(&peer, topic, now_ms);
+            if !ours && !theirs {
+                continue;
+            }
+            let items = if theirs {
+                replica.reconcile_items(topic)
+            } else {
+                Vec::new()
+            };
+            let (initiator, message) = Initiator::start_items(items)
+                .map_err(|source| SyncError::Reconcile { topic, source })?;
+            open.insert(topic, initiator);
+            reconcile.push((topic, message));
+        }
+        let request = Request {
+            session,
+            seq: 0,
+            record: replica.id(),
+            reconcile,
+            want: Vec::new(),
+            items: Vec::new(),
+            close: false,
+        };
+        let mut this = InitiatorSession {
+            session,
+            peer,
+            record: replica.id(),
+            seq: 0,
+            open,
+            want: BTreeSet::new(),
+            push: BTreeSet::new(),
+            asked: BTreeSet::new(),
+            last_request: Vec::new(),
+            last_response: None,
+            sent_ms: now_ms,
+            retries: 0,
+            done: false,
+            stats: SessionStats::default(),
+        };
+        let bytes = this.send(Message::Request(request), now_ms);
+        Ok((this, bytes))
+    }
+
+    /// The session's id.
+    pub fn id(&self) -> u64 {
+        self.session
+    }
+
+    /// The peer.
+    pub fn peer(&self) -> PeerId {
+        self.peer
+    }
+
+    /// The record.
+    pub fn record(&self) -> RecordId {
+        self.record
+    }
+
+    /// Whether the session is over (the closing request was sent).
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
+    /// The session's counts so far.
+    pub fn stats(&self) -> &SessionStats {
+        &self.stats
+    }
+
+    fn send(&mut self, message: Message, now_ms: i64) -> Vec<u8> {
+        let bytes = message.encode();
+        self.stats.bytes_sent += bytes.len();
+        self.last_request = bytes.clone();
+        self.sent_ms = now_ms;
+        self.retries = 0;
+        bytes
+    }
+
+    /// Takes the responder's answer; returns the next request (the closing one when the record
+    /// is in step, after which the session is done), or `None` for an exact repeat of the last
+    /// answer, which is not acted on twice.
+    pub fn receive(
+        &mut self,
+        local: &mut Local<'_>,
+        incoming: Incoming,
+        now_ms: i64,
+    ) -> Result<Option<Vec<u8>>, SyncError> {
+        if self.done {
+            return Err(SyncError::Finished);
+        }
+        let Message::Response(response) = incoming.message else {
+            return Err(SyncError::WrongKind);
+        };
+        if response.session != self.session {
+            return Err(SyncError::WrongSession {
+                expected: self.session,
+                found: response.session,
+            });
+        }
+        if response.seq != self.seq {
+            let repeat = self.seq > 0
+                && response.seq == self.seq - 1
+                && self.last_response == Some(incoming.digest);
+            return match () {
+                () if repeat => Ok(None),
+                () if response.seq < self.seq => Err(SyncError::Replayed {
+                    last: self.seq,
+                    found: response.seq,
+                }),
+                () => Err(SyncError::OutOfOrder {
+                    expected: self.seq,
+                    found: response.seq,
+                }),
+            };
+        }
+        self.stats.bytes_received += incoming.bytes;
+        self.stats.round_trips += 1;
+        self.last_response = Some(incoming.digest);
+
+        let reconcile = self.reconcile(local.replica, response.reconcile, now_ms)?;
+        self.take_items(local, response.items, now_ms)?;
+        let request = self.next_request(local, reconcile)?;
+        let close = request.close;
+        let bytes = self.send(Message::Request(request), now_ms);
+        self.done = close;
+        Ok(Some(bytes))
+    }
+
+    /// Feeds the answers to the open reconciliations; returns the next message of each topic
+    /// still open. Settled topics queue their differences.
+    fn reconcile(
+        &mut self,
+        replica: &Replica,
+        answers: Vec<(Topic, Vec<u8>)>,
+        now_ms: i64,
+    ) -> Result<Vec<(Topic, Vec<u8>)>, SyncError> {
+        let answered: BTreeSet<Topic> = answers.iter().map(|(topic, _)| *topic).collect();
+        if answered != self.open.keys().copied().collect() {
+            return Err(SyncError::Malformed(
+                "the answer does not settle exactly the topics asked".into(),
+            ));
+        }
+        let me = replica.me();
+        let mut next = Vec::new();
+        for (topic, answer) in answers {
+            let initiator = self.open.get_mut(&topic).expect("checked above");
+            match initiator
+                .receive(&answer)
+                .map_err(|source| SyncError::Reconcile { topic, source })?
+            {
+                Some(message) => next.push((topic, message)),
+                None => {
+                    let initiator = self.open.remove(&topic).expect("checked above");
+                    let ours = match topic {
+                        Topic::Ledger => true,
+                        Topic::Section(section) => replica.may_hold(&me, section, now_ms),
+                    };
+                    if ours {
+                        self.want
+                            .extend(initiator.need().iter().map(|id| (topic, *id)));
+                    }
+                    if replica.may_send(&self.peer, topic, now_ms) {
+                        self.push
+                            .extend(initiator.have().iter().map(|id| (topic, *id)));
+                    }
+                }
+            }
+        }
+        Ok(next)
+    }
+
+    /// Takes the items of an answer: every one must have been asked for.
+    fn take_items(
+        &mut self,
+        local: &mut Local<'_>,
+        items: Vec<(Topic, Vec<u8>)>,
+        now_ms: i64,
+    ) -> Result<(), SyncError> {
+        let asked = std::mem::take(&mut self.asked);
+        let mut got = BTreeSet::new();
+        for (topic, bytes) in &items {
+            // Blob ids and ledger operation ids are both the SHA-256 of the item's bytes.
+            let id = crate::keys::sha256(&[bytes]);
+            if !asked.contains(&(*topic, id)) {
+                return Err(SyncError::Unrequested { topic: *topic });
+            }
+            got.insert((*topic, id));
+        }
+        if !items.is_empty() {
+            let ingested = local
+                .replica
+                .ingest(local.store, local.age, items, now_ms)?;
+            self.stats.add(&ingested);
+            // What did not fit in this batch is asked for again; what never comes is dropped.
+            self.want.extend(asked.difference(&got).copied());
+        }
+        Ok(())
+    }
+
+    fn next_request(
+        &mut self,
+        local: &Local<'_>,
+        reconcile: Vec<(Topic, Vec<u8>)>,
+    ) -> Result<Request, SyncError> {
+        let mut want: BTreeMap<Topic, Vec<Id>> = BTreeMap::new();
+        while self.asked.len() < WANT_IDS_MAX {
+            let Some((topic, id)) = self.want.pop_first() else {
+                break;
+            };
+            if !local.replica.has(local.store, topic, &id)? {
+                self.asked.insert((topic, id));
+                want.entry(topic).or_default().push(id);
+            }
+        }
+        let mut items = Vec::new();
+        let mut bytes = 0;
+        while let Some((topic, id)) = self.push.first().copied() {
+            let Some(item) = local.replica.item(local.store, topic, &id)? else {
+                // Replaced by a compaction since: the compaction is pushed instead.
+                self.push.pop_first();
+                continue;
+            };
+            if !items.is_empty()
+                && (bytes + item.len() > BATCH_BYTES_MAX || items.len() >= BATCH_ITEMS_MAX)
+            {
+                break;
+            }
+            self.push.pop_first();
+            bytes += item.len();
+            items.push((topic, item));
+        }
+        self.stats.items_sent += items.len();
+        let close = reconcile.is_empty() && want.is_empty() && items.is_empty();
+        self.seq += 1;
+        Ok(Request {
+            session: self.session,
+            seq: self.seq,
+            record: self.record,
+            reconcile,
+            want: want.into_iter().collect(),
+            items,
+            close,
+        })
+    }
+
+    /// Passes time: returns the last request again if its answer is overdue, or
+    /// [`SyncError::TimedOut`] once the retries are spent.
+    pub fn poll(&mut self, now_ms: i64) -> Result<Option<Vec<u8>>, SyncError> {
+        if self.done || now_ms - self.sent_ms < RESPONSE_TIMEOUT_MS {
+            return Ok(None);
+        }
+        if self.retries >= RETRIES_MAX {
+            return Err(SyncError::TimedOut);
+        }
+        self.retries += 1;
+        self.sent_ms = now_ms;
+        self.stats.bytes_sent += self.last_request.len();
+        Ok(Some(self.last_request.clone()))
+    }
+}
+
+/// The responder's side of a session.
+#[derive(Debug)]
+pub struct ResponderSession {
+    session: u64,
+    peer: PeerId,
+    record: RecordId,
+    /// The last request taken, its digest, and the answer sent.
+    seq: u32,
+    last_request: [u8; 32],
+    last_response: Vec<u8>,
+    topics: BTreeMap<Topic, Responder>,
+    heard_ms: i64,
+    closed: bool,
+    stats: SessionStats,
+}
+
+/// The session and record an incoming opening request is about, for the node to find (or make)
+/// the replica before [`ResponderSession::open`].
+pub fn opening(incoming: &Incoming) -> Result<(u64, RecordId), SyncError> {
+    match &incoming.message {
+        Message::Request(request) if request.seq == 0 => Ok((request.session, request.record)),
+        Message::Request(request) => Err(SyncError::OutOfOrder {
+            expected: 0,
+            found: request.seq,
+        }),
+        Message::Response(_) => Err(SyncError::WrongKind),
+    }
+}
+
+impl ResponderSession {
+    /// Answers an opening request from `peer`. Each topic is reconciled against what `peer` may
+    /// have by this node's ledger: an empty set if it may have nothing, so a peer the ledger does
+    /// not admit learns nothing, not even whether this node holds the record. A record this node
+    /// does not hold is answered from an empty replica ([`Replica::empty`]).
+    pub fn open(
+        local: &mut Local<'_>,
+        peer: PeerId,
+        incoming: Incoming,
+        now_ms: i64,
+    ) -> Result<(ResponderSession, Option<Vec<u8>>), SyncError> {
+        let (session, record) = opening(&incoming)?;
+        if record != local.replica.id() {
+            return Err(SyncError::WrongRecord);
+        }
+        let Message::Request(request) = &incoming.message else {
+            unreachable!("opening() checked the kind");
+        };
+        if !request.items.is_empty() || !request.want.is_empty() {
+            return Err(SyncError::Malformed(
+                "an opening request carries only reconciliation".into(),
+            ));
+        }
+        let mut topics = BTreeMap::new();
+        for (topic, _) in &request.reconcile {
+            let items = if local.replica.may_send(&peer, *topic, now_ms) {
+                local.replica.reconcile_items(*topic)
+            } else {
+                Vec::new()
+            };
+            let responder =
+                Responder::with_items(items).map_err(|source| SyncError::Reconcile {
+                    topic: *topic,
+                    source,
+                })?;
+            topics.insert(*topic, responder);
+        }
+        let mut this = ResponderSession {
+            session,
+            peer,
+            record,
+            seq: 0,
+            last_request: [0; 32],
+            last_response: Vec::new(),
+            topics,
+            heard_ms: now_ms,
+            closed: false,
+            stats: SessionStats::default(),
+        };
+        let answer = this.answer(local, incoming, now_ms)?;
+        Ok((this, answer))
+    }
+
+    /// The session's id.
+    pub fn id(&self) -> u64 {
+        self.session
+    }
+
+    /// The peer.
+    pub fn peer(&self) -> PeerId {
+        self.peer
+    }
+
+    /// The record.
+    pub fn record(&self) -> RecordId {
+        self.record
+    }
+
+    /// Whether the initiator closed the session.
+    pub fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    /// Whether the session heard nothing for [`SESSION_IDLE_MS`]: drop it.
+    pub fn is_idle(&self, now_ms: i64) -> bool {
+        now_ms - self.heard_ms >= SESSION_IDLE_MS
+    }
+
+    /// The session's counts so far.
+    pub fn stats(&self) -> &SessionStats {
+        &self.stats
+    }
+
+    /// Takes the initiator's next request; returns the answer, or `None` after the closing
+    /// request. An exact repeat of the last request gets the same answer again.
+    pub fn receive(
+        &mut self,
+        local: &mut Local<'_>,
+        incoming: Incoming,
+        now_ms: i64,
+    ) -> Result<Option<Vec<u8>>, SyncError> {
+        if self.closed {
+            return Err(SyncError::Finished);
+        }
+        let Message::Request(request) = &incoming.message else {
+            return Err(SyncError::WrongKind);
+        };
+        if request.session != self.session {
+            return Err(SyncError::WrongSession {
+                expected: self.session,
+                found: request.session,
+            });
+        }
+        if request.record != self.record {
+            return Err(SyncError::WrongRecord);
+        }
+        if request.seq == self.seq && incoming.digest == self.last_request {
+            self.heard_ms = now_ms;
+            self.stats.bytes_sent += self.last_response.len();
+            return Ok(Some(self.last_response.clone()));
+        }
+        if request.seq <= self.seq {
+            return Err(SyncError::Replayed {
+                last: self.seq,
+                found: request.seq,
+            });
+        }
+        if request.seq != self.seq + 1 {
+            return Err(SyncError::OutOfOrder {
+                expected: self.seq + 1,
+                found: request.seq,
+            });
+        }
+        self.answer(local, incoming, now_ms)
+    }
+
+    fn answer(
+        &mut self,
+        local: &mut Local<'_>,
+        incoming: Incoming,
+        now_ms: i64,
+    ) -> Result<Option<Vec<u8>>, SyncError> {
+        let Message::Request(request) = incoming.message else {
+            return Err(SyncError::WrongKind);
+        };
+        self.heard_ms = now_ms;
+        self.stats.bytes_received += incoming.bytes;
+
+        let mut reconcile = Vec::with_capacity(request.reconcile.len());
+        for (topic, message) in &request.reconcile {
+            let responder = self
+                .topics
+                .get_mut(topic)
+                .ok_or_else(|| SyncError::Malformed(format!("topic {topic} was not opened")))?;
+            let answer = responder
+                .answer(message)
+                .map_err(|source| SyncError::Reconcile {
+                    topic: *topic,
+                    source,
+                })?;
+            reconcile.push((*topic, answer));
+        }
+        if !request.items.is_empty() {
+            let ingested = local
+                .replica
+                .ingest(local.store, local.age, request.items, now_ms)?;
+            self.stats.add(&ingested);
+        }
+        let items = self.serve(local, &request.want, now_ms)?;
+        self.stats.items_sent += items.len();
+
+        self.seq = request.seq;
+        self.last_request = incoming.digest;
+        if request.close {
+            self.closed = true;
+            self.last_response.clear();
+            return Ok(None);
+        }
+        let response = Message::Response(Response {
+            session: self.session,
+            seq: request.seq,
+            reconcile,
+            items,
+        });
+        let bytes = response.encode();
+        self.stats.bytes_sent += bytes.len();
+        self.stats.round_trips += 1;
+        self.last_response = bytes.clone();
+        Ok(Some(bytes))
+    }
+
+    /// The items asked for that this node holds and the peer may have, up to one batch.
+    fn serve(
+        &self,
+        local: &Local<'_>,
+        want: &[(Topic, Vec<Id>)],
+        now_ms: i64,
+    ) -> Result<Vec<(Topic, Vec<u8>)>, SyncError> {
+        let mut items = Vec::new();
+        let mut bytes = 0;
+        for (topic, ids) in want {
+            if !local.replica.may_send(&self.peer, *topic, now_ms) {
+                continue;
+            }
+            for id in ids {
+                let Some(item) = local.replica.item(local.store, *topic, id)? else {
+                    continue;
+                };
+                if !items.is_empty()
+                    && (bytes + item.len() > BATCH_BYTES_MAX || items.len() >= BATCH_ITEMS_MAX)
+                {
+                    return Ok(items);
+                }
+                bytes += item.len();
+                items.push((*topic, item));
+            }
+        }
+        Ok(items)
+    }
+}
+
+#[cfg(test)]
+mod tests;
