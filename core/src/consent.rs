@@ -114,6 +114,13 @@ impl Keyring {
         self.keys.is_empty()
     }
 
+    /// Every key held: its id, section and epoch.
+    pub fn ids(&self) -> impl Iterator<Item = (KeyId, Section, u32)> + '_ {
+        self.keys
+            .iter()
+            .map(|(id, (section, epoch, _))| (*id, *section, *epoch))
+    }
+
     /// The sections this node holds at least one key of.
     pub fn sections(&self) -> BTreeSet<Section> {
         self.keys.values().map(|(section, _, _)| *section).collect()

@@ -32,6 +32,8 @@ pub trait Store {
     fn blob(&self, record: &RecordId, section: Section, id: &BlobId) -> Result<Option<Vec<u8>>>;
     /// Whether a compaction replaced this blob (so it must not be taken in again).
     fn is_replaced(&self, record: &RecordId, section: Section, id: &BlobId) -> Result<bool>;
+    /// Every blob of a section a compaction replaced.
+    fn replaced(&self, record: &RecordId, section: Section) -> Result<Vec<BlobId>>;
     /// The records whose ledger operations are stored.
     fn records(&self) -> Result<Vec<RecordId>>;
 }
@@ -51,6 +53,9 @@ impl Store for Vault {
     }
     fn is_replaced(&self, record: &RecordId, section: Section, id: &BlobId) -> Result<bool> {
         Vault::is_replaced(self, record, section, id)
+    }
+    fn replaced(&self, record: &RecordId, section: Section) -> Result<Vec<BlobId>> {
+        Vault::replaced(self, record, section)
     }
     fn records(&self) -> Result<Vec<RecordId>> {
         Vault::records(self)
@@ -100,6 +105,15 @@ impl MemoryStore {
             .get(&(*record, section))
             .map(|blobs| blobs.keys().copied().collect())
             .unwrap_or_default()
+    }
+
+    /// Deletes a stored blob without a trace, as a disk that lost an acknowledged write would:
+    /// only for tests that show the simulator notices.
+    #[doc(hidden)]
+    pub fn lose_blob_for_test(&self, record: &RecordId, section: Section, id: &BlobId) {
+        if let Some(blobs) = self.lock().blobs.get_mut(&(*record, section)) {
+            blobs.remove(id);
+        }
     }
 }
 
@@ -157,6 +171,16 @@ impl Store for MemoryStore {
 
     fn is_replaced(&self, record: &RecordId, section: Section, id: &BlobId) -> Result<bool> {
         Ok(self.lock().replaced.contains(&(*record, section, *id)))
+    }
+
+    fn replaced(&self, record: &RecordId, section: Section) -> Result<Vec<BlobId>> {
+        Ok(self
+            .lock()
+            .replaced
+            .iter()
+            .filter(|(r, s, _)| r == record && *s == section)
+            .map(|(_, _, id)| *id)
+            .collect())
     }
 
     fn records(&self) -> Result<Vec<RecordId>> {

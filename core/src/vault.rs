@@ -378,6 +378,18 @@ impl Vault {
         Ok(records)
     }
 
+    /// Every blob of a section a compaction replaced.
+    pub fn replaced(&self, record: &RecordId, section: Section) -> Result<Vec<BlobId>> {
+        let rows = self.scan(REPLACED, &section_prefix(record, section))?;
+        Ok(rows
+            .into_iter()
+            .map(|(key, _)| {
+                let id: [u8; 32] = key[17..].try_into().expect("blob keys end in a 32-byte id");
+                BlobId(id)
+            })
+            .collect())
+    }
+
     /// Whether a blob was replaced by a compaction (and so must not be stored again).
     pub fn is_replaced(&self, record: &RecordId, section: Section, id: &BlobId) -> Result<bool> {
         let err = storage(&self.path);

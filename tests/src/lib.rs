@@ -131,6 +131,8 @@ pub fn expected_after_import(bundle: &Value) -> HashMap<String, Value> {
 }
 
 /// Timing helpers shared by the benchmarks.
+pub mod sim;
+
 pub mod bench {
     use std::time::{Duration, Instant};
 

@@ -25,7 +25,7 @@ use automerge::ActorId;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    blob::{BLOB_LEDGER_HEADS_MAX, Blob, BlobError, BlobHeader, BlobKind},
+    blob::{BLOB_LEDGER_HEADS_MAX, BLOB_REPLACES_MAX, Blob, BlobError, BlobHeader, BlobKind},
     consent::{self, ConsentError, IngestError, Keyring},
     keys::{AgeIdentity, BlobId, OpId, PeerId, RecordId, SigningKey},
     ledger::{Ledger, LedgerError, OpBody, SignedOp},
@@ -592,7 +592,13 @@ impl Replica {
         if !self.ledger.state().is_owner(&self.me) {
             return Err(ReplicaError::NotOwner);
         }
-        let replaces = self.materialised.get(&section).cloned().unwrap_or_default();
+        // A compaction holds the whole section, so it also stands for every blob an earlier
+        // compaction replaced: a peer that holds one of those, but never saw that compaction,
+        // learns from this one to drop it.
+        let mut replaces: BTreeSet<BlobId> =
+            store.replaced(&self.id, section)?.into_iter().collect();
+        replaces.extend(self.materialised.get(&section).into_iter().flatten());
+        let replaces: Vec<BlobId> = replaces.into_iter().take(BLOB_REPLACES_MAX).collect();
         let bytes = record.save_section(section);
         let blob = self.seal(
             device,

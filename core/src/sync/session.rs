@@ -129,9 +129,13 @@ impl InitiatorSession {
         let mut open = BTreeMap::new();
         let mut reconcile = Vec::new();
         for topic in Topic::all() {
+            // A node that does not hold the record yet cannot tell which sections it will be
+            // let hold: it asks about all of them and learns once the ledger arrives.
             let ours = match topic {
                 Topic::Ledger => true,
-                Topic::Section(section) => replica.may_hold(&me, section, now_ms),
+                Topic::Section(section) => {
+                    !replica.is_held() || replica.may_hold(&me, section, now_ms)
+                }
             };
             let theirs = replica.may_send(&peer, topic, now_ms);
             if !ours && !theirs {
@@ -253,7 +257,7 @@ impl InitiatorSession {
 
         let reconcile = self.reconcile(local.replica, response.reconcile, now_ms)?;
         self.take_items(local, response.items, now_ms)?;
-        let request = self.next_request(local, reconcile)?;
+        let request = self.next_request(local, reconcile, now_ms)?;
         let close = request.close;
         let bytes = self.send(Message::Request(request), now_ms);
         self.done = close;
@@ -274,7 +278,6 @@ impl InitiatorSession {
                 "the answer does not settle exactly the topics asked".into(),
             ));
         }
-        let me = replica.me();
         let mut next = Vec::new();
         for (topic, answer) in answers {
             let initiator = self.open.get_mut(&topic).expect("checked above");
@@ -284,15 +287,10 @@ impl InitiatorSession {
             {
                 Some(message) => next.push((topic, message)),
                 None => {
+                    // What this node may hold is judged when it asks (see `next_request`).
                     let initiator = self.open.remove(&topic).expect("checked above");
-                    let ours = match topic {
-                        Topic::Ledger => true,
-                        Topic::Section(section) => replica.may_hold(&me, section, now_ms),
-                    };
-                    if ours {
-                        self.want
-                            .extend(initiator.need().iter().map(|id| (topic, *id)));
-                    }
+                    self.want
+                        .extend(initiator.need().iter().map(|id| (topic, *id)));
                     if replica.may_send(&self.peer, topic, now_ms) {
                         self.push
                             .extend(initiator.have().iter().map(|id| (topic, *id)));
@@ -335,20 +333,40 @@ impl InitiatorSession {
         &mut self,
         local: &Local<'_>,
         reconcile: Vec<(Topic, Vec<u8>)>,
+        now_ms: i64,
     ) -> Result<Request, SyncError> {
+        let me = local.replica.me();
         let mut want: BTreeMap<Topic, Vec<Id>> = BTreeMap::new();
+        let mut later = Vec::new();
         while self.asked.len() < WANT_IDS_MAX {
             let Some((topic, id)) = self.want.pop_first() else {
                 break;
             };
-            if !local.replica.has(local.store, topic, &id)? {
+            if local.replica.has(local.store, topic, &id)? {
+                continue;
+            }
+            let ours = match topic {
+                Topic::Ledger => true,
+                Topic::Section(section) => local.replica.may_hold(&me, section, now_ms),
+            };
+            if ours {
                 self.asked.insert((topic, id));
                 want.entry(topic).or_default().push(id);
+            } else if want.contains_key(&Topic::Ledger) {
+                // The ledger operations asked for now may let this node hold it: ask then.
+                later.push((topic, id));
             }
         }
+        self.want.extend(later);
         let mut items = Vec::new();
         let mut bytes = 0;
         while let Some((topic, id)) = self.push.first().copied() {
+            // Consent may have changed since the topic settled (a revocation received in this
+            // very session): judge every item when it is sent.
+            if !local.replica.may_send(&self.peer, topic, now_ms) {
+                self.push.pop_first();
+                continue;
+            }
             let Some(item) = local.replica.item(local.store, topic, &id)? else {
                 // Replaced by a compaction since: the compaction is pushed instead.
                 self.push.pop_first();

@@ -1,1 +1,506 @@
+use automerge::ActorId;
+use serde_json::json;
 
+use super::*;
+use crate::{
+    RecordMeta, Stamp,
+    keystore::Keystore,
+    ledger::{Access, Ledger, OpBody},
+    party::{Party, Role},
+    record::Author,
+    section::Section,
+    store::MemoryStore,
+    sync::message::{Request, SYNC_MESSAGE_BYTES_MAX},
+    vault::Batch,
+};
+
+const T0: i64 = 1_763_700_000_000;
+
+struct Node {
+    keys: Keystore,
+    store: MemoryStore,
+    replica: Replica,
+    role: Role,
+}
+
+impl Node {
+    fn patient() -> Node {
+        let keys = Keystore::generate(true);
+        let store = MemoryStore::new();
+        let mut node = Node {
+            replica: Replica::empty(RecordId([0; 16]), keys.device.peer_id()),
+            keys,
+            store,
+            role: Role::Patient,
+        };
+        let ledger = Ledger::create(node.keys.root.as_ref().unwrap(), node.party(), T0).unwrap();
+        let mut batch = Batch::new();
+        for op in ledger.ops() {
+            batch.ledger_op(ledger.record(), op.id(), op.bytes());
+        }
+        node.store.commit(batch).unwrap();
+        node.replica = Replica::open(
+            &node.store,
+            ledger.record(),
+            node.keys.device.peer_id(),
+            &node.keys.age,
+        )
+        .unwrap();
+        node
+    }
+
+    /// A node that does not hold `record` yet.
+    fn stranger(role: Role, record: RecordId) -> Node {
+        let keys = Keystore::generate(false);
+        Node {
+            replica: Replica::empty(record, keys.device.peer_id()),
+            keys,
+            store: MemoryStore::new(),
+            role,
+        }
+    }
+
+    fn peer(&self) -> PeerId {
+        self.keys.device.peer_id()
+    }
+
+    fn party(&self) -> Party {
+        Party {
+            peer: self.peer(),
+            recipient: self.keys.age.recipient(),
+            name: format!("{:?}", self.role),
+            role: self.role,
+            ods: None,
+        }
+    }
+
+    fn local(&mut self) -> Local<'_> {
+        Local {
+            replica: &mut self.replica,
+            store: &self.store,
+            age: &self.keys.age,
+        }
+    }
+
+    fn grant(&mut self, to: &Node, sections: &[Section], access: Access) {
+        let body = match to.role {
+            Role::Patient => OpBody::AddDevice { device: to.party() },
+            _ => OpBody::Grant {
+                grantee: to.party(),
+                sections: sections.to_vec(),
+                access,
+                expires_ms: None,
+                purpose: None,
+            },
+        };
+        let signer = match to.role {
+            Role::Patient => self.keys.root.as_ref().unwrap(),
+            _ => &self.keys.device,
+        };
+        self.replica
+            .change_consent(&self.store, signer, &self.keys.device, body, T0)
+            .unwrap();
+    }
+
+    /// Writes `n` resources to `section`, one blob each.
+    fn write(&mut self, section: Section, n: usize) {
+        let meta = RecordMeta {
+            id: self.replica.id().to_string(),
+            subject: None,
+            nhs_number: None,
+        };
+        let mut actor = self.peer().public_key()[..16].to_vec();
+        actor.extend([1; 8]);
+        let (mut record, _) = self
+            .replica
+            .materialise(&self.store, meta, &ActorId::from(actor))
+            .unwrap();
+        let author = Author {
+            id: self.peer().to_string(),
+            name: "test".into(),
+        };
+        for i in 0..n {
+            let stamp = Stamp {
+                author: &author,
+                time: jiff::Timestamp::from_millisecond(T0 + i as i64).unwrap(),
+            };
+            let resource = json!({
+                "resourceType": "Observation", "id": format!("{section}-{i}-{}", rand_tag()),
+                "status": "final",
+                "meta": {"tag": [{"system": crate::section::SECTION_TAG_SYSTEM, "code": section.as_str()}]},
+                "code": {"text": "reading"}
+            });
+            record.put(stamp, &resource).unwrap();
+            record.commit(stamp, "write");
+            self.replica
+                .save(&self.store, &self.keys.device, &mut record, T0 + i as i64)
+                .unwrap();
+        }
+    }
+
+    fn blobs(&self, section: Section) -> BTreeSet<crate::keys::BlobId> {
+        self.replica.blob_ids(section).collect()
+    }
+}
+
+fn rand_tag() -> String {
+    crate::keys::hex(&crate::keys::random_array::<4>())
+}
+
+/// `a` syncs with `b` until the session is done; returns the initiator's counts.
+fn sync(a: &mut Node, b: &mut Node) -> Result<SessionStats, SyncError> {
+    let (mut initiator, mut request) = InitiatorSession::start(&a.local(), b.peer(), 7, T0)?;
+    let a_peer = a.peer();
+    let (mut responder, mut response) =
+        ResponderSession::open(&mut b.local(), a_peer, Incoming::decode(&request)?, T0)?;
+    for _ in 0..100 {
+        let Some(answer) = response else {
+            return Ok(initiator.stats().clone());
+        };
+        request = initiator
+            .receive(&mut a.local(), Incoming::decode(&answer)?, T0)?
+            .expect("a fresh answer is acted on");
+        response = responder.receive(&mut b.local(), Incoming::decode(&request)?, T0)?;
+    }
+    panic!("the session did not end");
+}
+
+#[test]
+fn two_devices_converge_and_identical_ones_settle_in_one_round_trip() {
+    let mut laptop = Node::patient();
+    let mut phone = Node::stranger(Role::Patient, laptop.replica.id());
+    laptop.grant(&phone, &[], Access::Read);
+    laptop.write(Section::Clinical, 5);
+    laptop.write(Section::Sensitive, 2);
+
+    let stats = sync(&mut laptop, &mut phone).unwrap();
+    assert!(phone.replica.is_held());
+    assert_eq!(
+        phone.blobs(Section::Clinical),
+        laptop.blobs(Section::Clinical)
+    );
+    assert_eq!(
+        phone.blobs(Section::Sensitive),
+        laptop.blobs(Section::Sensitive)
+    );
+    assert!(stats.items_sent > 0);
+
+    phone.write(Section::Journal, 3);
+    sync(&mut laptop, &mut phone).unwrap();
+    assert_eq!(
+        laptop.blobs(Section::Journal),
+        phone.blobs(Section::Journal)
+    );
+    assert_eq!(laptop.blobs(Section::Journal).len(), 3);
+
+    let settled = sync(&mut phone, &mut laptop).unwrap();
+    assert_eq!(settled.round_trips, 1);
+    assert_eq!(settled.items_sent + settled.ingested.blobs, 0);
+}
+
+#[test]
+fn a_grantee_gets_only_its_sections_and_a_relay_gets_ciphertext_but_no_keys() {
+    let mut laptop = Node::patient();
+    let id = laptop.replica.id();
+    let mut pharmacy = Node::stranger(Role::Provider, id);
+    let mut relay = Node::stranger(Role::Relay, id);
+    laptop.grant(&pharmacy, &[Section::Summary], Access::Read);
+    let relay_sections: Vec<Section> = Section::ALL
+        .into_iter()
+        .filter(|s| *s != Section::Audit)
+        .collect();
+    laptop.grant(&relay, &relay_sections, Access::Relay);
+    laptop.write(Section::Summary, 2);
+    laptop.write(Section::Clinical, 2);
+
+    sync(&mut laptop, &mut pharmacy).unwrap();
+    assert_eq!(pharmacy.blobs(Section::Summary).len(), 2);
+    assert!(pharmacy.blobs(Section::Clinical).is_empty());
+    // The pharmacy asking for itself gets no more.
+    sync(&mut pharmacy, &mut laptop).unwrap();
+    assert!(pharmacy.blobs(Section::Clinical).is_empty());
+
+    sync(&mut laptop, &mut relay).unwrap();
+    assert_eq!(
+        relay.blobs(Section::Clinical),
+        laptop.blobs(Section::Clinical)
+    );
+    assert!(relay.replica.keyring().is_empty());
+}
+
+#[test]
+fn an_outsider_learns_nothing_not_even_whether_the_record_is_held() {
+    let mut laptop = Node::patient();
+    let id = laptop.replica.id();
+    laptop.write(Section::Summary, 3);
+    let mut outsider = Node::stranger(Role::Provider, id);
+    let mut bystander = Node::stranger(Role::Provider, id);
+
+    // The outsider knows the record id and asks both a node that holds it and one that does not.
+    let (_, opening) = InitiatorSession::start(&outsider.local(), laptop.peer(), 9, T0).unwrap();
+    let from = outsider.peer();
+    let (_, holder) = ResponderSession::open(
+        &mut laptop.local(),
+        from,
+        Incoming::decode(&opening).unwrap(),
+        T0,
+    )
+    .unwrap();
+    let (_, not_holder) = ResponderSession::open(
+        &mut bystander.local(),
+        from,
+        Incoming::decode(&opening).unwrap(),
+        T0,
+    )
+    .unwrap();
+    assert_eq!(holder, not_holder, "the answers must not differ");
+
+    sync(&mut outsider, &mut laptop).unwrap();
+    assert!(!outsider.replica.is_held());
+    assert!(outsider.replica.ledger().is_empty());
+    assert!(outsider.store.records().unwrap().is_empty());
+}
+
+/// A session of `laptop` answering `phone`, one request in: returns the responder and the
+/// initiator's next request.
+fn half_open(laptop: &mut Node, phone: &mut Node) -> (ResponderSession, InitiatorSession, Vec<u8>) {
+    let (mut initiator, request) =
+        InitiatorSession::start(&phone.local(), laptop.peer(), 3, T0).unwrap();
+    let from = phone.peer();
+    let (responder, answer) = ResponderSession::open(
+        &mut laptop.local(),
+        from,
+        Incoming::decode(&request).unwrap(),
+        T0,
+    )
+    .unwrap();
+    let next = initiator
+        .receive(
+            &mut phone.local(),
+            Incoming::decode(&answer.unwrap()).unwrap(),
+            T0,
+        )
+        .unwrap()
+        .unwrap();
+    (responder, initiator, next)
+}
+
+#[test]
+fn hostile_messages_end_the_session_with_a_typed_error_and_change_nothing() {
+    let mut laptop = Node::patient();
+    let id = laptop.replica.id();
+    let mut phone = Node::stranger(Role::Patient, id);
+    let mut tablet = Node::stranger(Role::Patient, id);
+    laptop.grant(&phone, &[], Access::Read);
+    laptop.grant(&tablet, &[], Access::Read);
+    laptop.write(Section::Summary, 4);
+    let commits = laptop.store.commits();
+    let ops = laptop.replica.ledger().len();
+
+    // Malformed and oversized bytes never reach a session.
+    assert!(matches!(
+        Incoming::decode(b"\xff\xff\xff garbage"),
+        Err(SyncError::Malformed(_))
+    ));
+    let huge = vec![0u8; SYNC_MESSAGE_BYTES_MAX + 1];
+    assert!(matches!(
+        Incoming::decode(&huge),
+        Err(SyncError::TooLarge { .. })
+    ));
+    let (_, opening) = InitiatorSession::start(&phone.local(), laptop.peer(), 1, T0).unwrap();
+    let mut trailing = opening.clone();
+    trailing.push(0);
+    assert!(matches!(
+        Incoming::decode(&trailing),
+        Err(SyncError::Malformed(_))
+    ));
+
+    // An honest session with the tablet runs beside the hostile one and must not notice it.
+    let (mut tablet_responder, mut tablet_initiator, tablet_next) =
+        half_open(&mut laptop, &mut tablet);
+
+    let phone_peer = phone.peer();
+    let (mut responder, _initiator, next) = half_open(&mut laptop, &mut phone);
+    let decoded = |bytes: &[u8]| Incoming::decode(bytes).unwrap();
+
+    // A request that skips ahead.
+    let mut skipped: Request = match decoded(&next).message {
+        Message::Request(r) => r,
+        _ => unreachable!(),
+    };
+    skipped.seq = 5;
+    let skipped = Message::Request(skipped).encode();
+    let result = responder.receive(&mut laptop.local(), decoded(&skipped), T0);
+    assert!(
+        matches!(
+            result,
+            Err(SyncError::OutOfOrder {
+                expected: 1,
+                found: 5
+            })
+        ),
+        "{result:?}"
+    );
+
+    // The opening request replayed after the next one was answered.
+    let (mut responder, _initiator, next) = half_open(&mut laptop, &mut phone);
+    let mut replayed: Request = match decoded(&opening).message {
+        Message::Request(r) => r,
+        _ => unreachable!(),
+    };
+    replayed.session = responder.id();
+    let replayed = Message::Request(replayed).encode();
+    responder
+        .receive(&mut laptop.local(), decoded(&next), T0)
+        .unwrap();
+    let result = responder.receive(&mut laptop.local(), decoded(&replayed), T0);
+    assert!(
+        matches!(result, Err(SyncError::Replayed { .. })),
+        "{result:?}"
+    );
+
+    // A forged blob pushed: one flipped byte in the ciphertext.
+    let (mut responder, _initiator, next) = half_open(&mut laptop, &mut phone);
+    let blob_id = laptop.blobs(Section::Summary).into_iter().next().unwrap();
+    let mut forged = laptop
+        .store
+        .blob(&id, Section::Summary, &blob_id)
+        .unwrap()
+        .unwrap();
+    let middle = forged.len() / 2;
+    forged[middle] ^= 1;
+    let mut pushed: Request = match decoded(&next).message {
+        Message::Request(r) => r,
+        _ => unreachable!(),
+    };
+    pushed.items = vec![(Topic::Section(Section::Summary), forged)];
+    let pushed = Message::Request(pushed).encode();
+    let result = responder.receive(&mut laptop.local(), decoded(&pushed), T0);
+    assert!(
+        matches!(
+            result,
+            Err(SyncError::Replica(
+                crate::replica::ReplicaError::Refused { .. }
+            ))
+        ),
+        "{result:?}"
+    );
+
+    // A response to the phone carrying an item it did not ask for.
+    let (_, mut initiator, _) = half_open(&mut laptop, &mut phone);
+    let unasked = Message::Response(Response {
+        session: initiator.id(),
+        seq: 1,
+        reconcile: Vec::new(),
+        items: vec![(
+            Topic::Section(Section::Summary),
+            laptop
+                .store
+                .blob(&id, Section::Summary, &blob_id)
+                .unwrap()
+                .unwrap(),
+        )],
+    })
+    .encode();
+    let result = initiator.receive(&mut phone.local(), decoded(&unasked), T0);
+    assert!(
+        matches!(result, Err(SyncError::Unrequested { .. })),
+        "{result:?}"
+    );
+
+    // A message of another session, and a response sent to a responder.
+    let (mut responder, _, next) = half_open(&mut laptop, &mut phone);
+    let mut other: Request = match decoded(&next).message {
+        Message::Request(r) => r,
+        _ => unreachable!(),
+    };
+    other.session ^= 1;
+    let other = Message::Request(other).encode();
+    assert!(matches!(
+        responder.receive(&mut laptop.local(), decoded(&other), T0),
+        Err(SyncError::WrongSession { .. })
+    ));
+    assert!(matches!(
+        responder.receive(&mut laptop.local(), decoded(&unasked), T0),
+        Err(SyncError::WrongKind)
+    ));
+    let _ = phone_peer;
+
+    // Nothing the laptop stored changed.
+    assert_eq!(laptop.store.commits(), commits);
+    assert_eq!(laptop.replica.ledger().len(), ops);
+
+    // The tablet's session goes on to the end.
+    let mut request = tablet_next;
+    for _ in 0..50 {
+        let Some(answer) = tablet_responder
+            .receive(&mut laptop.local(), decoded(&request), T0)
+            .unwrap()
+        else {
+            break;
+        };
+        request = tablet_initiator
+            .receive(&mut tablet.local(), decoded(&answer), T0)
+            .unwrap()
+            .unwrap();
+    }
+    assert!(tablet_initiator.is_done());
+    assert_eq!(
+        tablet.blobs(Section::Summary),
+        laptop.blobs(Section::Summary)
+    );
+}
+
+#[test]
+fn a_lost_answer_is_asked_for_again_and_a_repeat_is_not_acted_on_twice() {
+    let mut laptop = Node::patient();
+    let mut phone = Node::stranger(Role::Patient, laptop.replica.id());
+    laptop.grant(&phone, &[], Access::Read);
+    laptop.write(Section::Summary, 2);
+
+    let (mut initiator, request) =
+        InitiatorSession::start(&phone.local(), laptop.peer(), 5, T0).unwrap();
+    let from = phone.peer();
+    let (mut responder, answer) = ResponderSession::open(
+        &mut laptop.local(),
+        from,
+        Incoming::decode(&request).unwrap(),
+        T0,
+    )
+    .unwrap();
+    let answer = answer.unwrap();
+    // The answer is lost: nothing happens until the timeout, then the same request goes again.
+    assert_eq!(initiator.poll(T0 + RESPONSE_TIMEOUT_MS - 1).unwrap(), None);
+    let again = initiator.poll(T0 + RESPONSE_TIMEOUT_MS).unwrap().unwrap();
+    assert_eq!(again, request);
+    // The responder answers the repeat the same way.
+    let repeat = responder
+        .receive(&mut laptop.local(), Incoming::decode(&again).unwrap(), T0)
+        .unwrap()
+        .unwrap();
+    assert_eq!(repeat, answer);
+    // Both copies arrive: the second is recognised and ignored.
+    let next = initiator
+        .receive(&mut phone.local(), Incoming::decode(&answer).unwrap(), T0)
+        .unwrap();
+    assert!(next.is_some());
+    let ignored = initiator
+        .receive(&mut phone.local(), Incoming::decode(&repeat).unwrap(), T0)
+        .unwrap();
+    assert_eq!(ignored, None);
+
+    // With every answer lost, the session gives up after its retries.
+    let (mut lonely, _) = InitiatorSession::start(&phone.local(), laptop.peer(), 6, T0).unwrap();
+    let mut now = T0;
+    let mut sent = 0;
+    let result = loop {
+        now += RESPONSE_TIMEOUT_MS;
+        match lonely.poll(now) {
+            Ok(Some(_)) => sent += 1,
+            Ok(None) => unreachable!("the timeout passed"),
+            Err(e) => break e,
+        }
+    };
+    assert!(matches!(result, SyncError::TimedOut));
+    assert_eq!(sent, RETRIES_MAX);
+}
