@@ -397,7 +397,10 @@ impl InitiatorSession {
 
     /// Passes time: returns the last request again if its answer is overdue, or
     /// [`SyncError::TimedOut`] once the retries are spent.
-    pub fn poll(&mut self, now_ms: i64) -> Result<Option<Vec<u8>>, SyncError> {
+    ///
+    /// The request is judged again before it goes: an item the peer may no longer have (consent
+    /// changed meanwhile) is left out.
+    pub fn poll(&mut self, local: &Local<'_>, now_ms: i64) -> Result<Option<Vec<u8>>, SyncError> {
         if self.done || now_ms - self.sent_ms < RESPONSE_TIMEOUT_MS {
             return Ok(None);
         }
@@ -406,6 +409,9 @@ impl InitiatorSession {
         }
         self.retries += 1;
         self.sent_ms = now_ms;
+        if let Some(fewer) = still_sendable(local, &self.peer, &self.last_request, now_ms) {
+            self.last_request = fewer;
+        }
         self.stats.bytes_sent += self.last_request.len();
         Ok(Some(self.last_request.clone()))
     }
@@ -548,6 +554,9 @@ impl ResponderSession {
         }
         if request.seq == self.seq && incoming.digest == self.last_request {
             self.heard_ms = now_ms;
+            if let Some(fewer) = still_sendable(local, &self.peer, &self.last_response, now_ms) {
+                self.last_response = fewer;
+            }
             self.stats.bytes_sent += self.last_response.len();
             return Ok(Some(self.last_response.clone()));
         }
@@ -649,6 +658,19 @@ impl ResponderSession {
         }
         Ok(items)
     }
+}
+
+/// A message sent before, with the items `peer` may no longer have left out; `None` if it may
+/// still have them all. Consent can change between a message and its repeat.
+fn still_sendable(local: &Local<'_>, peer: &PeerId, bytes: &[u8], now_ms: i64) -> Option<Vec<u8>> {
+    let mut message = Incoming::decode(bytes).ok()?.message;
+    let items = match &mut message {
+        Message::Request(request) => &mut request.items,
+        Message::Response(response) => &mut response.items,
+    };
+    let before = items.len();
+    items.retain(|(topic, _)| local.replica.may_send(peer, *topic, now_ms));
+    (items.len() != before).then(|| message.encode())
 }
 
 #[cfg(test)]

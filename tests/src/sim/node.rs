@@ -372,7 +372,15 @@ impl SimNode {
         let mut out = Vec::new();
         let mut failed = Vec::new();
         for (key, initiator) in &mut self.initiators {
-            match initiator.poll(now_ms) {
+            let record = initiator.record();
+            let mut empty = Replica::empty(record, self.keys.device.peer_id());
+            let replica = self.replicas.get_mut(&record).unwrap_or(&mut empty);
+            let local = Local {
+                replica,
+                store: &self.store,
+                age: &self.keys.age,
+            };
+            match initiator.poll(&local, now_ms) {
                 Ok(Some(bytes)) => out.push((key.0, bytes)),
                 Ok(None) => {}
                 Err(e) => failed.push((*key, e)),

@@ -470,8 +470,16 @@ fn a_lost_answer_is_asked_for_again_and_a_repeat_is_not_acted_on_twice() {
     .unwrap();
     let answer = answer.unwrap();
     // The answer is lost: nothing happens until the timeout, then the same request goes again.
-    assert_eq!(initiator.poll(T0 + RESPONSE_TIMEOUT_MS - 1).unwrap(), None);
-    let again = initiator.poll(T0 + RESPONSE_TIMEOUT_MS).unwrap().unwrap();
+    assert_eq!(
+        initiator
+            .poll(&phone.local(), T0 + RESPONSE_TIMEOUT_MS - 1)
+            .unwrap(),
+        None
+    );
+    let again = initiator
+        .poll(&phone.local(), T0 + RESPONSE_TIMEOUT_MS)
+        .unwrap()
+        .unwrap();
     assert_eq!(again, request);
     // The responder answers the repeat the same way.
     let repeat = responder
@@ -495,7 +503,7 @@ fn a_lost_answer_is_asked_for_again_and_a_repeat_is_not_acted_on_twice() {
     let mut sent = 0;
     let result = loop {
         now += RESPONSE_TIMEOUT_MS;
-        match lonely.poll(now) {
+        match lonely.poll(&phone.local(), now) {
             Ok(Some(_)) => sent += 1,
             Ok(None) => unreachable!("the timeout passed"),
             Err(e) => break e,
