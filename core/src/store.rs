@@ -30,8 +30,18 @@ pub trait Store {
     fn blobs(&self, record: &RecordId, section: Section) -> Result<Vec<(BlobId, Vec<u8>)>>;
     /// One stored blob, if stored.
     fn blob(&self, record: &RecordId, section: Section, id: &BlobId) -> Result<Option<Vec<u8>>>;
-    /// Whether a compaction replaced this blob (so it must not be taken in again).
-    fn is_replaced(&self, record: &RecordId, section: Section, id: &BlobId) -> Result<bool>;
+    /// The compaction that last replaced this blob, if one did (so it must not be taken in
+    /// again).
+    fn replaced_by(
+        &self,
+        record: &RecordId,
+        section: Section,
+        id: &BlobId,
+    ) -> Result<Option<BlobId>>;
+    /// Whether a compaction replaced this blob.
+    fn is_replaced(&self, record: &RecordId, section: Section, id: &BlobId) -> Result<bool> {
+        Ok(self.replaced_by(record, section, id)?.is_some())
+    }
     /// Every blob of a section a compaction replaced.
     fn replaced(&self, record: &RecordId, section: Section) -> Result<Vec<BlobId>>;
     /// The records whose ledger operations are stored.
@@ -51,8 +61,13 @@ impl Store for Vault {
     fn blob(&self, record: &RecordId, section: Section, id: &BlobId) -> Result<Option<Vec<u8>>> {
         Vault::blob(self, record, section, id)
     }
-    fn is_replaced(&self, record: &RecordId, section: Section, id: &BlobId) -> Result<bool> {
-        Vault::is_replaced(self, record, section, id)
+    fn replaced_by(
+        &self,
+        record: &RecordId,
+        section: Section,
+        id: &BlobId,
+    ) -> Result<Option<BlobId>> {
+        Vault::replaced_by(self, record, section, id)
     }
     fn replaced(&self, record: &RecordId, section: Section) -> Result<Vec<BlobId>> {
         Vault::replaced(self, record, section)
@@ -77,7 +92,7 @@ pub struct MemoryStore {
 struct MemoryInner {
     ledger: BTreeMap<RecordId, BTreeMap<OpId, Vec<u8>>>,
     blobs: BTreeMap<(RecordId, Section), BTreeMap<BlobId, Vec<u8>>>,
-    replaced: BTreeSet<(RecordId, Section, BlobId)>,
+    replaced: BTreeMap<(RecordId, Section, BlobId), BlobId>,
     commits: u64,
 }
 
@@ -125,7 +140,7 @@ impl Store for MemoryStore {
             inner.ledger.entry(record).or_default().insert(id, bytes);
         }
         for (record, section, id, bytes) in blobs {
-            if !inner.replaced.contains(&(record, section, id)) {
+            if !inner.replaced.contains_key(&(record, section, id)) {
                 inner
                     .blobs
                     .entry((record, section))
@@ -133,11 +148,11 @@ impl Store for MemoryStore {
                     .insert(id, bytes);
             }
         }
-        for (record, section, old, _by) in replaced {
+        for (record, section, old, by) in replaced {
             if let Some(blobs) = inner.blobs.get_mut(&(record, section)) {
                 blobs.remove(&old);
             }
-            inner.replaced.insert((record, section, old));
+            inner.replaced.insert((record, section, old), by);
         }
         inner.commits += 1;
         Ok(())
@@ -169,15 +184,20 @@ impl Store for MemoryStore {
             .and_then(|blobs| blobs.get(id).cloned()))
     }
 
-    fn is_replaced(&self, record: &RecordId, section: Section, id: &BlobId) -> Result<bool> {
-        Ok(self.lock().replaced.contains(&(*record, section, *id)))
+    fn replaced_by(
+        &self,
+        record: &RecordId,
+        section: Section,
+        id: &BlobId,
+    ) -> Result<Option<BlobId>> {
+        Ok(self.lock().replaced.get(&(*record, section, *id)).copied())
     }
 
     fn replaced(&self, record: &RecordId, section: Section) -> Result<Vec<BlobId>> {
         Ok(self
             .lock()
             .replaced
-            .iter()
+            .keys()
             .filter(|(r, s, _)| r == record && *s == section)
             .map(|(_, _, id)| *id)
             .collect())

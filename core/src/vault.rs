@@ -392,6 +392,16 @@ impl Vault {
 
     /// Whether a blob was replaced by a compaction (and so must not be stored again).
     pub fn is_replaced(&self, record: &RecordId, section: Section, id: &BlobId) -> Result<bool> {
+        Ok(self.replaced_by(record, section, id)?.is_some())
+    }
+
+    /// The compaction that last replaced a blob, if one did.
+    pub fn replaced_by(
+        &self,
+        record: &RecordId,
+        section: Section,
+        id: &BlobId,
+    ) -> Result<Option<BlobId>> {
         let err = storage(&self.path);
         let tx = self.db.begin_read().map_err(|e| err(e.into()))?;
         let table = tx.open_table(REPLACED).map_err(|e| err(e.into()))?;
@@ -399,7 +409,7 @@ impl Vault {
         Ok(table
             .get(key.as_slice())
             .map_err(|e| err(e.into()))?
-            .is_some())
+            .and_then(|by| <[u8; 32]>::try_from(by.value()).ok().map(BlobId)))
     }
 
     /// Overwrites a stored blob's bytes as they are, without any check. Only for tests that

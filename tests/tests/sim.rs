@@ -121,6 +121,12 @@ fn a_lost_acknowledged_write_is_caught() {
 }
 
 #[test]
+fn a_panic_is_caught_and_reported_with_its_seed() {
+    let text = caught(Bug::PanicOnRevocation);
+    assert!(text.contains("panic: planted"), "{text}");
+}
+
+#[test]
 fn one_seed_replays_the_same_schedule() {
     let first = sim::run(7, Config::default()).expect("seed 7 passes");
     let second = sim::run(7, Config::default()).expect("seed 7 passes");

@@ -50,6 +50,9 @@ pub const PENDING_BLOBS_MAX: usize = 256;
 /// The most bytes of blobs a replica keeps waiting for ledger operations.
 pub const PENDING_BYTES_MAX: usize = 64 * 1024 * 1024;
 
+/// How many replacements [`Replica::covering`] follows before it gives up.
+const REPLACEMENT_HOPS_MAX: usize = 64;
+
 /// What one reconciliation is about: the record's ledger, or the blobs of one section.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Topic {
@@ -295,6 +298,31 @@ impl Replica {
                     || store.is_replaced(&self.id, section, &id)?
             }
         })
+    }
+
+    /// The held compaction that stands for a blob this node holds only as replaced: the chain of
+    /// replacements is followed (a bounded number of hops) to a blob still stored.
+    pub fn covering(
+        &self,
+        store: &dyn Store,
+        section: Section,
+        id: &BlobId,
+    ) -> Result<Option<BlobId>> {
+        let mut id = *id;
+        for _ in 0..REPLACEMENT_HOPS_MAX {
+            let Some(by) = store.replaced_by(&self.id, section, &id)? else {
+                return Ok(None);
+            };
+            if self
+                .blobs
+                .get(&section)
+                .is_some_and(|b| b.contains_key(&by))
+            {
+                return Ok(Some(by));
+            }
+            id = by;
+        }
+        Ok(None)
     }
 
     /// An item's bytes, if held.

@@ -255,8 +255,13 @@ impl InitiatorSession {
         self.stats.round_trips += 1;
         self.last_response = Some(incoming.digest);
 
-        let reconcile = self.reconcile(local.replica, response.reconcile, now_ms)?;
+        let reconcile = self.reconcile(local, response.reconcile, now_ms)?;
         self.take_items(local, response.items, now_ms)?;
+        for (topic, ids) in response.covering {
+            if matches!(topic, Topic::Section(_)) {
+                self.want.extend(ids.into_iter().map(|id| (topic, id)));
+            }
+        }
         let request = self.next_request(local, reconcile, now_ms)?;
         let close = request.close;
         let bytes = self.send(Message::Request(request), now_ms);
@@ -268,10 +273,11 @@ impl InitiatorSession {
     /// still open. Settled topics queue their differences.
     fn reconcile(
         &mut self,
-        replica: &Replica,
+        local: &Local<'_>,
         answers: Vec<(Topic, Vec<u8>)>,
         now_ms: i64,
     ) -> Result<Vec<(Topic, Vec<u8>)>, SyncError> {
+        let replica = &*local.replica;
         let answered: BTreeSet<Topic> = answers.iter().map(|(topic, _)| *topic).collect();
         if answered != self.open.keys().copied().collect() {
             return Err(SyncError::Malformed(
@@ -294,6 +300,16 @@ impl InitiatorSession {
                     if replica.may_send(&self.peer, topic, now_ms) {
                         self.push
                             .extend(initiator.have().iter().map(|id| (topic, *id)));
+                        // The peer holds blobs a compaction here replaced: send it that
+                        // compaction, and it drops them.
+                        if let Topic::Section(section) = topic {
+                            for id in initiator.need() {
+                                let id = crate::keys::BlobId(*id);
+                                if let Some(by) = replica.covering(local.store, section, &id)? {
+                                    self.push.insert((topic, by.0));
+                                }
+                            }
+                        }
                     }
                 }
             }
@@ -601,6 +617,18 @@ impl ResponderSession {
                 })?;
             reconcile.push((*topic, answer));
         }
+        let mut covering: BTreeMap<Topic, BTreeSet<Id>> = BTreeMap::new();
+        for (topic, bytes) in &request.items {
+            let Topic::Section(section) = *topic else {
+                continue;
+            };
+            let id = crate::keys::BlobId(crate::keys::sha256(&[bytes]));
+            if let Some(by) = local.replica.covering(local.store, section, &id)?
+                && local.replica.may_send(&self.peer, *topic, now_ms)
+            {
+                covering.entry(*topic).or_default().insert(by.0);
+            }
+        }
         if !request.items.is_empty() {
             let ingested = local
                 .replica
@@ -622,6 +650,10 @@ impl ResponderSession {
             seq: request.seq,
             reconcile,
             items,
+            covering: covering
+                .into_iter()
+                .map(|(topic, ids)| (topic, ids.into_iter().collect()))
+                .collect(),
         });
         let bytes = response.encode();
         self.stats.bytes_sent += bytes.len();

@@ -52,6 +52,8 @@ pub enum Bug {
     GpWithholdsClinical,
     /// The phone reports a write as done without saving it.
     AckWithoutSave,
+    /// A node panics when it takes a message about a revocation.
+    PanicOnRevocation,
 }
 
 /// How a run is set up.
@@ -164,6 +166,8 @@ struct Sim {
     writes: Vec<(Section, ResourceKey, String)>,
     tablet_added: bool,
     pharmacy_revoked: bool,
+    /// The network has healed: no loss, no duplication.
+    quiet: bool,
     report: Report,
 }
 
@@ -220,6 +224,7 @@ impl Sim {
             writes: Vec::new(),
             tablet_added: false,
             pharmacy_revoked: false,
+            quiet: false,
             report: Report::default(),
         };
         sim.setup();
@@ -269,7 +274,17 @@ impl Sim {
                 .map_err(|what| self.failure(Some(step), what))?;
         }
         self.settle().map_err(|what| self.failure(None, what))?;
-        self.finish().map_err(|what| self.failure(None, what))?;
+        self.finish().map_err(|what| {
+            let errors: Vec<String> = self
+                .nodes
+                .iter()
+                .map(|n| format!("{} ({}): {:?}", n.name, n.peer().short(), n.errors))
+                .collect();
+            self.failure(
+                None,
+                format!("{what}\nsessions ended early: {}", errors.join("; ")),
+            )
+        })?;
         for node in &self.nodes {
             for (kind, n) in &node.errors {
                 *self.report.errors.entry(kind.clone()).or_default() += n;
@@ -344,11 +359,11 @@ impl Sim {
             self.checker
                 .emission(&self.nodes[from], &self.nodes[to], &bytes, self.now_ms)?;
             self.report.sent += 1;
-            if self.rng.gen_ratio(LOSS_PERCENT, 100) {
+            if !self.quiet && self.rng.gen_ratio(LOSS_PERCENT, 100) {
                 self.report.lost += 1;
                 continue;
             }
-            let copies = if self.rng.gen_ratio(DUPLICATE_PERCENT, 100) {
+            let copies = if !self.quiet && self.rng.gen_ratio(DUPLICATE_PERCENT, 100) {
                 self.report.duplicated += 1;
                 2
             } else {
@@ -391,6 +406,9 @@ impl Sim {
         self.report.delivered += 1;
         let peer = self.nodes[from].peer();
         let now = self.now_ms;
+        if self.config.bug == Some(Bug::PanicOnRevocation) && self.pharmacy_revoked && to == PHONE {
+            panic!("planted: the phone panics after the revocation");
+        }
         let mut outbox = self.nodes[to].receive(peer, &envelope.bytes, now);
         if self.config.bug == Some(Bug::GpWithholdsClinical) && to == GP {
             outbox.retain(|(_, bytes)| !carries_clinical(bytes));
@@ -420,6 +438,7 @@ impl Sim {
                 seq: 0,
                 reconcile: Vec::new(),
                 items,
+                covering: Vec::new(),
             });
         self.send(LAPTOP, vec![(outsider, message.encode())])
     }
@@ -651,6 +670,7 @@ impl Sim {
     /// Heals the network and brings every node back, then lets every node sync with every
     /// other, with no faults, until a whole round stores nothing new.
     fn settle(&mut self) -> Result<(), String> {
+        self.quiet = true;
         self.cut.clear();
         for (node, _) in std::mem::take(&mut self.down_until) {
             self.nodes[node].restart();
@@ -761,7 +781,38 @@ impl Sim {
                                     .store
                                     .is_replaced(&self.record, section, id)
                                     .unwrap_or(false);
-                                format!("{} {kind} (replaced there: {replaced})", id.short())
+                                let in_memory = self.nodes[node]
+                                    .replicas
+                                    .get(&self.record)
+                                    .is_some_and(|r| r.blob_ids(section).any(|b| b == *id));
+                                let there = self.nodes[others]
+                                    .replicas
+                                    .get(&self.record)
+                                    .is_some_and(|r| r.blob_ids(section).any(|b| b == *id));
+                                let items = |n: usize| {
+                                    self.nodes[n]
+                                        .replicas
+                                        .get(&self.record)
+                                        .map(|r| {
+                                            r.reconcile_items(phr_core::replica::Topic::Section(
+                                                section,
+                                            ))
+                                        })
+                                        .unwrap_or_default()
+                                };
+                                format!(
+                                    "{} {kind} (replaced there: {replaced}; held in memory here: \
+                                     {in_memory}, there: {there}; items here {:?} there {:?})",
+                                    id.short(),
+                                    items(node)
+                                        .iter()
+                                        .map(|(t, i)| (t, i[0]))
+                                        .collect::<Vec<_>>(),
+                                    items(others)
+                                        .iter()
+                                        .map(|(t, i)| (t, i[0]))
+                                        .collect::<Vec<_>>(),
+                                )
                             })
                             .collect()
                     };

@@ -283,6 +283,14 @@ impl SimNode {
         match result {
             Ok(reply) => {
                 if done {
+                    if std::env::var("SIM_DEBUG").is_ok() {
+                        eprintln!(
+                            "{} finished a session with {}: {:?}",
+                            self.name,
+                            key.0.short(),
+                            initiator.stats()
+                        );
+                    }
                     self.initiators.remove(&key);
                 }
                 reply

@@ -403,3 +403,29 @@ fn check_message_refuses_what_negentropy_would_guess_at() {
         assert_eq!(check_message(&message), Ok(()), "{message:?}");
     }
 }
+
+#[test]
+fn timestamped_items_find_a_difference_in_the_middle() {
+    let id = |n: u8| -> Id { crate::keys::sha256(&[b"item", &[n]]) };
+    let phone = vec![
+        (1_763_700_232_527, id(1)),
+        (1_763_700_197_136, id(2)),
+        (1_763_700_248_707, id(3)),
+    ];
+    let laptop = vec![(1_763_700_197_136, id(2)), (1_763_700_248_707, id(3))];
+    for (ours, theirs, have, need) in [(&phone, &laptop, 1, 0), (&laptop, &phone, 0, 1)] {
+        let (mut initiator, mut message) = Initiator::start_items(ours.clone()).unwrap();
+        let mut responder = Responder::with_items(theirs.clone()).unwrap();
+        loop {
+            let answer = responder.answer(&message).unwrap();
+            match initiator.receive(&answer).unwrap() {
+                Some(next) => message = next,
+                None => break,
+            }
+        }
+        assert_eq!(
+            (initiator.have().len(), initiator.need().len()),
+            (have, need)
+        );
+    }
+}
