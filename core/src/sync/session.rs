@@ -21,6 +21,65 @@
 //! else out of turn, malformed or refused ends the session with a [`SyncError`], and leaves what
 //! was stored as it was. The initiator resends its last request when no answer comes in
 //! [`RESPONSE_TIMEOUT_MS`], at most [`RETRIES_MAX`] times. Time is passed in; nothing here sleeps.
+//!
+//! # Example
+//!
+//! A patient's laptop creates a record and admits their phone; the phone, which holds nothing
+//! yet, syncs with it. The loop is what a node runs, with the network in between.
+//!
+//! ```
+//! use phr_core::{
+//!     keystore::Keystore,
+//!     ledger::{Ledger, OpBody},
+//!     party::{Party, Role},
+//!     replica::Replica,
+//!     store::{MemoryStore, Store},
+//!     sync::{Incoming, InitiatorSession, Local, ResponderSession},
+//!     vault::Batch,
+//! };
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let now = 1_763_700_000_000;
+//! let (laptop, phone) = (Keystore::generate(true), Keystore::generate(false));
+//! let party = |keys: &Keystore, name: &str| Party {
+//!     peer: keys.device.peer_id(),
+//!     recipient: keys.age.recipient(),
+//!     name: name.into(),
+//!     role: Role::Patient,
+//!     ods: None,
+//! };
+//! let root = laptop.root.as_ref().expect("the first device holds the root key");
+//! let ledger = Ledger::create(root, party(&laptop, "laptop"), now)?;
+//! let laptop_store = MemoryStore::new();
+//! let mut batch = Batch::new();
+//! for op in ledger.ops() {
+//!     batch.ledger_op(ledger.record(), op.id(), op.bytes());
+//! }
+//! laptop_store.commit(batch)?;
+//! let record = ledger.record();
+//! let mut on_laptop = Replica::open(&laptop_store, record, laptop.device.peer_id(), &laptop.age)?;
+//! let admit = OpBody::AddDevice { device: party(&phone, "phone") };
+//! on_laptop.change_consent(&laptop_store, root, &laptop.device, admit, now)?;
+//!
+//! let phone_store = MemoryStore::new();
+//! let mut on_phone = Replica::empty(record, phone.device.peer_id());
+//! let mut phone_side = Local { replica: &mut on_phone, store: &phone_store, age: &phone.age };
+//! let mut laptop_side = Local { replica: &mut on_laptop, store: &laptop_store, age: &laptop.age };
+//!
+//! let (mut initiator, request) =
+//!     InitiatorSession::start(&phone_side, laptop.device.peer_id(), 1, now)?;
+//! let (mut responder, mut answer) =
+//!     ResponderSession::open(&mut laptop_side, phone.device.peer_id(), Incoming::decode(&request)?, now)?;
+//! while let Some(bytes) = answer {
+//!     let request = initiator
+//!         .receive(&mut phone_side, Incoming::decode(&bytes)?, now)?
+//!         .expect("a fresh answer is acted on");
+//!     answer = responder.receive(&mut laptop_side, Incoming::decode(&request)?, now)?;
+//! }
+//! assert!(initiator.is_done());
+//! assert!(on_phone.is_held());
+//! assert_eq!(on_phone.ledger().len(), on_laptop.ledger().len());
+//! # Ok(()) }
+//! ```
 
 use std::collections::{BTreeMap, BTreeSet};
 
