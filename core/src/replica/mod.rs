@@ -50,9 +50,6 @@ pub const PENDING_BLOBS_MAX: usize = 256;
 /// The most bytes of blobs a replica keeps waiting for ledger operations.
 pub const PENDING_BYTES_MAX: usize = 64 * 1024 * 1024;
 
-/// How many replacements [`Replica::covering`] follows before it gives up.
-const REPLACEMENT_HOPS_MAX: usize = 64;
-
 /// What one reconciliation is about: the record's ledger, or the blobs of one section.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Topic {
@@ -300,31 +297,6 @@ impl Replica {
         })
     }
 
-    /// The held compaction that stands for a blob this node holds only as replaced: the chain of
-    /// replacements is followed (a bounded number of hops) to a blob still stored.
-    pub fn covering(
-        &self,
-        store: &dyn Store,
-        section: Section,
-        id: &BlobId,
-    ) -> Result<Option<BlobId>> {
-        let mut id = *id;
-        for _ in 0..REPLACEMENT_HOPS_MAX {
-            let Some(by) = store.replaced_by(&self.id, section, &id)? else {
-                return Ok(None);
-            };
-            if self
-                .blobs
-                .get(&section)
-                .is_some_and(|b| b.contains_key(&by))
-            {
-                return Ok(Some(by));
-            }
-            id = by;
-        }
-        Ok(None)
-    }
-
     /// An item's bytes, if held.
     pub fn item(&self, store: &dyn Store, topic: Topic, id: &[u8; 32]) -> Result<Option<Vec<u8>>> {
         Ok(match topic {
@@ -420,7 +392,13 @@ impl Replica {
             }
         }
 
-        if keep_ops {
+        if keep_ops && !self.held {
+            // The ledger now admits this node: store all of it, also what came in earlier
+            // messages and was kept in memory only.
+            for op in ledger.ops() {
+                batch.ledger_op(self.id, op.id(), op.bytes());
+            }
+        } else if keep_ops {
             for op in &new_ops {
                 batch.ledger_op(self.id, op.id(), op.bytes());
             }
@@ -441,9 +419,11 @@ impl Replica {
         let new_keys = new_ops
             .iter()
             .any(|op| matches!(op.op().body, OpBody::Keys { .. }));
+        report.ops = new_ops.len();
+        // A ledger that does not admit this node yet stays in memory only (bounded by
+        // `LEDGER_OPS_MAX`): the rest of it may come in the next message.
+        self.ledger = ledger;
         if keep_ops {
-            report.ops = new_ops.len();
-            self.ledger = ledger;
             self.held = true;
             if new_keys {
                 self.keyring = Keyring::unlock(&self.ledger, &self.me, age);

@@ -64,9 +64,6 @@ pub struct Response {
     pub reconcile: Vec<(Topic, Vec<u8>)>,
     /// Items asked for and held (all of them, or as many as fit in one batch).
     pub items: Vec<(Topic, Vec<u8>)>,
-    /// For blobs the initiator pushed that a compaction here replaced: the compactions that
-    /// stand for them, for the initiator to fetch (it then drops what they replace).
-    pub covering: Vec<(Topic, Vec<Id>)>,
 }
 
 /// Either message, as it travels.
@@ -193,14 +190,14 @@ impl Incoming {
         }
         let (reconcile, want, items) = match &message {
             Message::Request(r) => (&r.reconcile, r.want.as_slice(), &r.items),
-            Message::Response(r) => (&r.reconcile, r.covering.as_slice(), &r.items),
+            Message::Response(r) => (&r.reconcile, &[][..], &r.items),
         };
         check_topics(reconcile.iter().map(|(topic, _)| *topic))?;
         check_topics(want.iter().map(|(topic, _)| *topic))?;
         let wanted: usize = want.iter().map(|(_, ids)| ids.len()).sum();
         if wanted > WANT_IDS_MAX {
             return Err(SyncError::Malformed(format!(
-                "{wanted} ids asked for or named, over the limit of {WANT_IDS_MAX}"
+                "{wanted} ids asked for, over the limit of {WANT_IDS_MAX}"
             )));
         }
         if items.len() > BATCH_ITEMS_MAX {

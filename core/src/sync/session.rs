@@ -92,7 +92,7 @@ use crate::{
             BATCH_BYTES_MAX, BATCH_ITEMS_MAX, Incoming, Message, Request, Response, SyncError,
             WANT_IDS_MAX,
         },
-        reconcile::{Id, Initiator, Responder},
+        reconcile::{Id, Initiator, ReconcileError, Responder},
     },
 };
 
@@ -316,11 +316,6 @@ impl InitiatorSession {
 
         let reconcile = self.reconcile(local, response.reconcile, now_ms)?;
         self.take_items(local, response.items, now_ms)?;
-        for (topic, ids) in response.covering {
-            if matches!(topic, Topic::Section(_)) {
-                self.want.extend(ids.into_iter().map(|id| (topic, id)));
-            }
-        }
         let request = self.next_request(local, reconcile, now_ms)?;
         let close = request.close;
         let bytes = self.send(Message::Request(request), now_ms);
@@ -346,10 +341,14 @@ impl InitiatorSession {
         let mut next = Vec::new();
         for (topic, answer) in answers {
             let initiator = self.open.get_mut(&topic).expect("checked above");
-            match initiator
-                .receive(&answer)
-                .map_err(|source| SyncError::Reconcile { topic, source })?
-            {
+            let settled = match initiator.receive(&answer) {
+                Ok(next) => next,
+                // Past the round limit (tens of thousands of ids apart) what was found is true:
+                // fetch and push that, and the next session finds the rest.
+                Err(ReconcileError::TooManyRounds { .. }) => None,
+                Err(source) => return Err(SyncError::Reconcile { topic, source }),
+            };
+            match settled {
                 Some(message) => next.push((topic, message)),
                 None => {
                     // What this node may hold is judged when it asks (see `next_request`).
@@ -359,16 +358,6 @@ impl InitiatorSession {
                     if replica.may_send(&self.peer, topic, now_ms) {
                         self.push
                             .extend(initiator.have().iter().map(|id| (topic, *id)));
-                        // The peer holds blobs a compaction here replaced: send it that
-                        // compaction, and it drops them.
-                        if let Topic::Section(section) = topic {
-                            for id in initiator.need() {
-                                let id = crate::keys::BlobId(*id);
-                                if let Some(by) = replica.covering(local.store, section, &id)? {
-                                    self.push.insert((topic, by.0));
-                                }
-                            }
-                        }
                     }
                 }
             }
@@ -676,18 +665,6 @@ impl ResponderSession {
                 })?;
             reconcile.push((*topic, answer));
         }
-        let mut covering: BTreeMap<Topic, BTreeSet<Id>> = BTreeMap::new();
-        for (topic, bytes) in &request.items {
-            let Topic::Section(section) = *topic else {
-                continue;
-            };
-            let id = crate::keys::BlobId(crate::keys::sha256(&[bytes]));
-            if let Some(by) = local.replica.covering(local.store, section, &id)?
-                && local.replica.may_send(&self.peer, *topic, now_ms)
-            {
-                covering.entry(*topic).or_default().insert(by.0);
-            }
-        }
         if !request.items.is_empty() {
             let ingested = local
                 .replica
@@ -709,10 +686,6 @@ impl ResponderSession {
             seq: request.seq,
             reconcile,
             items,
-            covering: covering
-                .into_iter()
-                .map(|(topic, ids)| (topic, ids.into_iter().collect()))
-                .collect(),
         });
         let bytes = response.encode();
         self.stats.bytes_sent += bytes.len();

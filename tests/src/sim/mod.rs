@@ -386,14 +386,19 @@ impl Sim {
 
     /// Delivers the message due first (later-sent messages with shorter delays overtake).
     fn deliver_next(&mut self) -> Result<String, String> {
-        let Some(index) =
-            (0..self.wire.len()).min_by_key(|&i| (self.wire[i].due_ms, self.wire[i].seq))
-        else {
-            return self.pass_time();
-        };
+        match self.take_due() {
+            Some(envelope) => self.deliver(envelope),
+            None => self.pass_time(),
+        }
+    }
+
+    /// Takes the message due first off the wire, and moves the clock to when it arrives.
+    fn take_due(&mut self) -> Option<Envelope> {
+        let index =
+            (0..self.wire.len()).min_by_key(|&i| (self.wire[i].due_ms, self.wire[i].seq))?;
         let envelope = self.wire.swap_remove(index);
         self.now_ms = self.now_ms.max(envelope.due_ms);
-        self.deliver(envelope)
+        Some(envelope)
     }
 
     fn deliver(&mut self, envelope: Envelope) -> Result<String, String> {
@@ -438,7 +443,6 @@ impl Sim {
                 seq: 0,
                 reconcile: Vec::new(),
                 items,
-                covering: Vec::new(),
             });
         self.send(LAPTOP, vec![(outsider, message.encode())])
     }
@@ -527,15 +531,10 @@ impl Sim {
 
     /// The laptop or the phone imports the HL7 IPS example bundle.
     fn import(&mut self) -> Result<String, String> {
-        let node = if self.rng.gen_bool(0.5) {
-            LAPTOP
-        } else {
-            PHONE
+        let (node, name) = match self.laptop_or_phone() {
+            Ok(picked) => picked,
+            Err(name) => return Ok(format!("{name} cannot import now")),
         };
-        let name = self.nodes[node].name.clone();
-        if !self.nodes[node].up || !self.nodes[node].replicas.contains_key(&self.record) {
-            return Ok(format!("{name} cannot import now"));
-        }
         let resources = ips_resources();
         let now = self.now_ms;
         match self.nodes[node].write(self.record, &resources, now) {
@@ -545,7 +544,8 @@ impl Sim {
         }
     }
 
-    fn compact_random(&mut self) -> Result<String, String> {
+    /// The laptop or the phone, at random, if it is up and holds the record; else its name.
+    fn laptop_or_phone(&mut self) -> Result<(usize, String), String> {
         let node = if self.rng.gen_bool(0.5) {
             LAPTOP
         } else {
@@ -553,8 +553,16 @@ impl Sim {
         };
         let name = self.nodes[node].name.clone();
         if !self.nodes[node].up || !self.nodes[node].replicas.contains_key(&self.record) {
-            return Ok(format!("{name} cannot compact now"));
+            return Err(name);
         }
+        Ok((node, name))
+    }
+
+    fn compact_random(&mut self) -> Result<String, String> {
+        let (node, name) = match self.laptop_or_phone() {
+            Ok(picked) => picked,
+            Err(name) => return Ok(format!("{name} cannot compact now")),
+        };
         let now = self.now_ms;
         match self.nodes[node].compact(self.record, now) {
             Ok(()) => Ok(format!("{name} compacted")),
@@ -704,13 +712,9 @@ impl Sim {
     /// Delivers everything on the wire, with no faults (bounded).
     fn drain(&mut self) -> Result<(), String> {
         for _ in 0..100_000 {
-            let Some(index) =
-                (0..self.wire.len()).min_by_key(|&i| (self.wire[i].due_ms, self.wire[i].seq))
-            else {
+            let Some(envelope) = self.take_due() else {
                 return Ok(());
             };
-            let envelope = self.wire.swap_remove(index);
-            self.now_ms = self.now_ms.max(envelope.due_ms);
             self.deliver(envelope)?;
         }
         Err("the network did not go quiet".into())

@@ -310,45 +310,36 @@ impl SimNode {
         now_ms: i64,
     ) -> Option<Vec<u8>> {
         let me = self.peer();
-        let result = if let Some(responder) = self.responders.get_mut(&key) {
-            let record = responder.record();
-            let replica = match self.replicas.get_mut(&record) {
-                Some(replica) => replica,
-                None => self
-                    .strangers
-                    .entry(key)
-                    .or_insert_with(|| Replica::empty(record, me)),
-            };
-            let mut local = Local {
-                replica,
-                store: &self.store,
-                age: &self.keys.age,
-            };
-            responder.receive(&mut local, incoming, now_ms)
-        } else {
-            let record = match opening(&incoming) {
+        let record = match self.responders.get(&key) {
+            Some(responder) => responder.record(),
+            None => match opening(&incoming) {
                 Ok((_, record)) => record,
                 Err(e) => {
                     self.note_error(&e);
                     return None;
                 }
-            };
-            let replica = match self.replicas.get_mut(&record) {
-                Some(replica) => replica,
-                None => self
-                    .strangers
-                    .entry(key)
-                    .or_insert_with(|| Replica::empty(record, me)),
-            };
-            let mut local = Local {
-                replica,
-                store: &self.store,
-                age: &self.keys.age,
-            };
-            ResponderSession::open(&mut local, key.0, incoming, now_ms).map(|(responder, reply)| {
-                self.responders.insert(key, responder);
-                reply
-            })
+            },
+        };
+        let replica = match self.replicas.get_mut(&record) {
+            Some(replica) => replica,
+            None => self
+                .strangers
+                .entry(key)
+                .or_insert_with(|| Replica::empty(record, me)),
+        };
+        let mut local = Local {
+            replica,
+            store: &self.store,
+            age: &self.keys.age,
+        };
+        let result = match self.responders.get_mut(&key) {
+            Some(responder) => responder.receive(&mut local, incoming, now_ms),
+            None => ResponderSession::open(&mut local, key.0, incoming, now_ms).map(
+                |(responder, reply)| {
+                    self.responders.insert(key, responder);
+                    reply
+                },
+            ),
         };
         // A record received for the first time is now held.
         if let Some(stranger) = self.strangers.remove(&key) {
