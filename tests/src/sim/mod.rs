@@ -7,7 +7,7 @@
 //! seeded generator picks one event: deliver a message (the earliest due; delays reorder them),
 //! start a sync, write on a node that may write, import the IPS example, compact, change consent,
 //! cut a link (one way or both), crash a node or bring it back, or let time pass. Messages are
-//! lost, duplicated and delayed at random. The checkers of [`check`] run after every step; at the
+//! lost, duplicated and delayed at random. The checkers of [`check`](crate::sim::check) run after every step; at the
 //! end the network heals, every node syncs with every other until nothing changes, and every
 //! admitted replica of each section must hold the same blobs and read the same document, with no
 //! acknowledged write missing.
