@@ -2,9 +2,10 @@
 //! simulated network and a virtual clock, all driven by one `u64` seed.
 //!
 //! Nodes: the patient's laptop (it holds the record root key), phone and tablet (admitted during
-//! the run), a GP with `summary,clinical` write, a pharmacy with `summary` read (revoked during the
-//! run), a relay, and an outsider who knows the record id and is granted nothing. Every step the
-//! seeded generator picks one event: deliver a message (the earliest due; delays reorder them),
+//! the run), a GP with `summary,clinical` write (and `journal` read, granted during the run), a
+//! pharmacy with `summary` read (revoked during the run), a relay, and an outsider who knows the
+//! record id and is granted nothing. Every step the seeded generator picks one event: deliver a
+//! message (the earliest due; delays reorder them),
 //! start a sync, write on a node that may write, import the IPS example, compact, change consent,
 //! cut a link (one way or both), crash a node or bring it back, or let time pass. Messages are
 //! lost, duplicated and delayed at random. The checkers of [`check`](crate::sim::check) run after every step; at the
@@ -165,6 +166,7 @@ struct Sim {
     /// Acknowledged writes: section, resource, the marker written.
     writes: Vec<(Section, ResourceKey, String)>,
     tablet_added: bool,
+    gp_granted_journal: bool,
     pharmacy_revoked: bool,
     /// The network has healed: no loss, no duplication.
     quiet: bool,
@@ -223,6 +225,7 @@ impl Sim {
             checker: Checker::new(record, count),
             writes: Vec::new(),
             tablet_added: false,
+            gp_granted_journal: false,
             pharmacy_revoked: false,
             quiet: false,
             report: Report::default(),
@@ -570,7 +573,8 @@ impl Sim {
         }
     }
 
-    /// Admits the tablet, or revokes the pharmacy (each once).
+    /// Admits the tablet, grants the GP the journal, or revokes the pharmacy (each once, in
+    /// that order).
     fn consent_event(&mut self) -> Result<String, String> {
         let record = self.record;
         let now = self.now_ms;
@@ -584,6 +588,19 @@ impl Sim {
                 .consent(record, OpBody::AddDevice { device: tablet }, true, now)
                 .map_err(|e| format!("adding the tablet failed: {e}"))?;
             return Ok("laptop admitted the tablet".into());
+        }
+        if !self.gp_granted_journal {
+            self.gp_granted_journal = true;
+            let gp = self.nodes[GP].party();
+            self.nodes[LAPTOP]
+                .consent(
+                    record,
+                    grant(gp, &[Section::Journal], Access::Read),
+                    false,
+                    now,
+                )
+                .map_err(|e| format!("granting the GP the journal failed: {e}"))?;
+            return Ok("laptop let the gp read the journal".into());
         }
         if !self.pharmacy_revoked {
             self.pharmacy_revoked = true;
