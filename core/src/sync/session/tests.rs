@@ -512,3 +512,72 @@ fn a_lost_answer_is_asked_for_again_and_a_repeat_is_not_acted_on_twice() {
     assert!(matches!(result, SyncError::TimedOut));
     assert_eq!(sent, RETRIES_MAX);
 }
+
+#[test]
+fn a_ledger_too_big_for_one_message_still_reaches_a_new_device() {
+    use crate::sync::message::WANT_IDS_MAX;
+
+    // A ledger of more operations than one request may ask for, whose last operation (it
+    // follows all the others) admits the phone: the phone is admitted only by the whole of it.
+    let laptop_keys = Keystore::generate(true);
+    let phone = Node::stranger(Role::Patient, RecordId([0; 16]));
+    let pharmacy = Node::stranger(Role::Provider, RecordId([0; 16]));
+    let laptop_party = Party {
+        peer: laptop_keys.device.peer_id(),
+        recipient: laptop_keys.age.recipient(),
+        name: "laptop".into(),
+        role: Role::Patient,
+        ods: None,
+    };
+    let root = laptop_keys.root.as_ref().unwrap();
+    let mut ledger = Ledger::create(root, laptop_party, T0).unwrap();
+    for i in 0..WANT_IDS_MAX + 10 {
+        let grant = OpBody::Grant {
+            grantee: pharmacy.party(),
+            sections: vec![Section::Summary],
+            access: Access::Read,
+            expires_ms: None,
+            purpose: Some(format!("refill {i}")),
+        };
+        ledger
+            .append(&laptop_keys.device, grant, T0 + i as i64)
+            .unwrap();
+    }
+    ledger
+        .append(
+            root,
+            OpBody::AddDevice {
+                device: phone.party(),
+            },
+            T0 + 100_000,
+        )
+        .unwrap();
+    let store = MemoryStore::new();
+    let mut batch = Batch::new();
+    for op in ledger.ops() {
+        batch.ledger_op(ledger.record(), op.id(), op.bytes());
+    }
+    store.commit(batch).unwrap();
+    let mut laptop = Node {
+        replica: Replica::open(
+            &store,
+            ledger.record(),
+            laptop_keys.device.peer_id(),
+            &laptop_keys.age,
+        )
+        .unwrap(),
+        keys: laptop_keys,
+        store,
+        role: Role::Patient,
+    };
+    let mut phone = Node {
+        replica: Replica::empty(ledger.record(), phone.peer()),
+        ..phone
+    };
+
+    let stats = sync(&mut phone, &mut laptop).unwrap();
+    assert!(stats.round_trips >= 3, "{stats:?}");
+    assert!(phone.replica.is_held());
+    assert_eq!(phone.replica.ledger().len(), ledger.len());
+    assert_eq!(phone.store.records().unwrap(), vec![ledger.record()]);
+}
