@@ -69,7 +69,7 @@ impl Checker {
                     ));
                 }
             };
-            let Some(replica) = from.replicas.get(&record) else {
+            let Some(replica) = from.replicas().get(&record) else {
                 return Err(format!(
                     "{} sent {} an item of a record it does not hold",
                     from.name, to.name
@@ -97,7 +97,7 @@ impl Checker {
     /// The invariants that hold after every step.
     pub fn step(&mut self, nodes: &[SimNode]) -> Result<(), String> {
         for node in nodes {
-            for replica in node.replicas.values() {
+            for replica in node.replicas().values() {
                 for op in replica.ledger().ops() {
                     let _ = self.global.insert(op.clone());
                 }
@@ -113,7 +113,7 @@ impl Checker {
     /// Relays and outsiders hold no section key; nobody holds a key made after it was revoked
     /// or removed.
     fn keys(&mut self, node: &SimNode) -> Result<(), String> {
-        for replica in node.replicas.values() {
+        for replica in node.replicas().values() {
             let keyring = replica.keyring();
             if (node.role == Role::Relay || node.name == "outsider") && !keyring.is_empty() {
                 return Err(format!(

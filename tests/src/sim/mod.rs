@@ -434,7 +434,7 @@ impl Sim {
     /// The planted bug: the laptop answers the outsider as if it were admitted.
     fn leak_to_outsider(&mut self) -> Result<(), String> {
         let outsider = self.nodes[OUTSIDER].peer();
-        let replica = &self.nodes[LAPTOP].replicas[&self.record];
+        let replica = &self.nodes[LAPTOP].replicas()[&self.record];
         let items = replica
             .ledger()
             .ops()
@@ -511,7 +511,7 @@ impl Sim {
             "valueString": marker,
         });
         let name = self.nodes[node].name.clone();
-        if !self.nodes[node].up || !self.nodes[node].replicas.contains_key(&self.record) {
+        if !self.nodes[node].up || !self.nodes[node].replicas().contains_key(&self.record) {
             return Ok(format!("{name} cannot write now"));
         }
         if self.config.bug == Some(Bug::AckWithoutSave) && node == PHONE {
@@ -555,7 +555,7 @@ impl Sim {
             PHONE
         };
         let name = self.nodes[node].name.clone();
-        if !self.nodes[node].up || !self.nodes[node].replicas.contains_key(&self.record) {
+        if !self.nodes[node].up || !self.nodes[node].replicas().contains_key(&self.record) {
             return Err(name);
         }
         Ok((node, name))
@@ -743,7 +743,7 @@ impl Sim {
         let now = self.now_ms;
         let state = self.checker.global().state().clone();
         let ledger_ids = |node: &SimNode| -> BTreeSet<_> {
-            node.replicas
+            node.replicas()
                 .get(&self.record)
                 .map(|r| r.ledger().ops().map(|op| op.id()).collect())
                 .unwrap_or_default()
@@ -803,16 +803,16 @@ impl Sim {
                                     .is_replaced(&self.record, section, id)
                                     .unwrap_or(false);
                                 let in_memory = self.nodes[node]
-                                    .replicas
+                                    .replicas()
                                     .get(&self.record)
                                     .is_some_and(|r| r.blob_ids(section).any(|b| b == *id));
                                 let there = self.nodes[others]
-                                    .replicas
+                                    .replicas()
                                     .get(&self.record)
                                     .is_some_and(|r| r.blob_ids(section).any(|b| b == *id));
                                 let items = |n: usize| {
                                     self.nodes[n]
-                                        .replicas
+                                        .replicas()
                                         .get(&self.record)
                                         .map(|r| {
                                             r.reconcile_items(phr_core::replica::Topic::Section(

@@ -1,0 +1,333 @@
+//! The sync engine: every record a node holds and every session it runs, still with no I/O.
+//!
+//! A node talks to many peers about many records at once. The [`Engine`] keeps the node's
+//! replicas and its sessions, keyed by peer and session id; it starts sessions, routes each
+//! incoming message to its session (opening a responder for a new one), passes time, and reports
+//! what ended. The simulator drives it over its simulated network, and `phr-node` over libp2p: the
+//! same code either way. The caller owns the store, the keys, the clock and the network.
+
+use std::collections::BTreeMap;
+
+use crate::{
+    keys::{AgeIdentity, PeerId, RecordId},
+    replica::{Replica, ReplicaError},
+    store::Store,
+    sync::{
+        Incoming, InitiatorSession, Local, ResponderSession, SessionStats, SyncError,
+        message::Message, session::opening,
+    },
+};
+
+/// Messages to send: (to, bytes).
+pub type Outbox = Vec<(PeerId, Vec<u8>)>;
+
+/// How a session ended, for the caller's logs and waits.
+#[derive(Debug)]
+pub enum Ended {
+    /// A session this node started finished: the record is in step with the peer as of then.
+    Synced {
+        /// The peer.
+        peer: PeerId,
+        /// The record.
+        record: RecordId,
+        /// What the session did.
+        stats: SessionStats,
+    },
+    /// A session ended early (the peer broke the protocol, went quiet, or this node failed).
+    Failed {
+        /// The peer.
+        peer: PeerId,
+        /// Why.
+        error: SyncError,
+    },
+}
+
+/// A node's replicas and sessions. See the module documentation.
+#[derive(Debug)]
+pub struct Engine {
+    me: PeerId,
+    replicas: BTreeMap<RecordId, Replica>,
+    initiators: BTreeMap<(PeerId, u64), InitiatorSession>,
+    responders: BTreeMap<(PeerId, u64), ResponderSession>,
+    /// Replicas of records not held, made for a peer's session (a new grantee's first sync).
+    strangers: BTreeMap<(PeerId, u64), Replica>,
+    ended: Vec<Ended>,
+}
+
+impl Engine {
+    /// The engine of node `me`, with every record its store holds.
+    pub fn open(store: &dyn Store, me: PeerId, age: &AgeIdentity) -> Result<Engine, ReplicaError> {
+        let mut engine = Engine {
+            me,
+            replicas: BTreeMap::new(),
+            initiators: BTreeMap::new(),
+            responders: BTreeMap::new(),
+            strangers: BTreeMap::new(),
+            ended: Vec::new(),
+        };
+        for id in store.records()? {
+            engine
+                .replicas
+                .insert(id, Replica::open(store, id, me, age)?);
+        }
+        Ok(engine)
+    }
+
+    /// The records held.
+    pub fn replicas(&self) -> &BTreeMap<RecordId, Replica> {
+        &self.replicas
+    }
+
+    /// One held record, to read or change.
+    pub fn replica_mut(&mut self, record: &RecordId) -> Option<&mut Replica> {
+        self.replicas.get_mut(record)
+    }
+
+    /// Adds a record this node now holds (one it created).
+    pub fn insert(&mut self, replica: Replica) {
+        self.replicas.insert(replica.id(), replica);
+    }
+
+    /// Whether any session is under way.
+    pub fn is_syncing(&self) -> bool {
+        !self.initiators.is_empty() || !self.responders.is_empty()
+    }
+
+    /// Takes the sessions that ended since the last call.
+    pub fn take_ended(&mut self) -> Vec<Ended> {
+        std::mem::take(&mut self.ended)
+    }
+
+    /// Starts a session with `peer` for every held record whose ledger admits it, and for
+    /// `probe`, a record not held, if given (a node that knows a record's id asks about it).
+    /// `session` seeds the session ids (one per record, counting up). A record already in a
+    /// session this node started with `peer` is skipped.
+    pub fn start(
+        &mut self,
+        store: &dyn Store,
+        age: &AgeIdentity,
+        peer: PeerId,
+        probe: Option<RecordId>,
+        session: u64,
+        now_ms: i64,
+    ) -> Outbox {
+        let mut out = Vec::new();
+        let mut records: Vec<RecordId> = self
+            .replicas
+            .iter()
+            .filter(|(_, r)| r.admits(&peer, now_ms))
+            .map(|(id, _)| *id)
+            .collect();
+        if let Some(probe) = probe.filter(|p| !self.replicas.contains_key(p)) {
+            self.replicas.insert(probe, Replica::empty(probe, self.me));
+            records.push(probe);
+        }
+        for (n, record) in records.into_iter().enumerate() {
+            let session = session.wrapping_add(n as u64);
+            if self
+                .initiators
+                .iter()
+                .any(|((p, _), s)| *p == peer && s.record() == record)
+            {
+                continue;
+            }
+            let replica = self.replicas.get_mut(&record).expect("listed above");
+            let local = Local {
+                replica,
+                store,
+                age,
+            };
+            match InitiatorSession::start(&local, peer, session, now_ms) {
+                Ok((initiator, bytes)) => {
+                    self.initiators.insert((peer, session), initiator);
+                    out.push((peer, bytes));
+                }
+                Err(error) => self.ended.push(Ended::Failed { peer, error }),
+            }
+        }
+        self.replicas.retain(|_, r| r.is_held());
+        out
+    }
+
+    /// Takes a message from `from`; returns the answer to send back, if any.
+    pub fn receive(
+        &mut self,
+        store: &dyn Store,
+        age: &AgeIdentity,
+        from: PeerId,
+        bytes: &[u8],
+        now_ms: i64,
+    ) -> Option<Vec<u8>> {
+        let incoming = match Incoming::decode(bytes) {
+            Ok(incoming) => incoming,
+            Err(error) => {
+                self.ended.push(Ended::Failed { peer: from, error });
+                return None;
+            }
+        };
+        match &incoming.message {
+            Message::Response(response) => {
+                let key = (from, response.session);
+                self.on_response(store, age, key, incoming, now_ms)
+            }
+            Message::Request(request) => {
+                let key = (from, request.session);
+                self.on_request(store, age, key, incoming, now_ms)
+            }
+        }
+    }
+
+    fn on_response(
+        &mut self,
+        store: &dyn Store,
+        age: &AgeIdentity,
+        key: (PeerId, u64),
+        incoming: Incoming,
+        now_ms: i64,
+    ) -> Option<Vec<u8>> {
+        let initiator = self.initiators.get_mut(&key)?;
+        let record = initiator.record();
+        let mut empty;
+        let replica = match self.replicas.get_mut(&record) {
+            Some(replica) => replica,
+            None => {
+                empty = Replica::empty(record, self.me);
+                &mut empty
+            }
+        };
+        let mut local = Local {
+            replica,
+            store,
+            age,
+        };
+        let result = initiator.receive(&mut local, incoming, now_ms);
+        let done = initiator.is_done();
+        match result {
+            Ok(reply) => {
+                if done {
+                    let initiator = self.initiators.remove(&key).expect("found above");
+                    self.ended.push(Ended::Synced {
+                        peer: key.0,
+                        record,
+                        stats: initiator.stats().clone(),
+                    });
+                }
+                reply
+            }
+            Err(error) => {
+                self.initiators.remove(&key);
+                self.ended.push(Ended::Failed { peer: key.0, error });
+                None
+            }
+        }
+    }
+
+    fn on_request(
+        &mut self,
+        store: &dyn Store,
+        age: &AgeIdentity,
+        key: (PeerId, u64),
+        incoming: Incoming,
+        now_ms: i64,
+    ) -> Option<Vec<u8>> {
+        let me = self.me;
+        let record = match self.responders.get(&key) {
+            Some(responder) => responder.record(),
+            None => match opening(&incoming) {
+                Ok((_, record)) => record,
+                Err(error) => {
+                    self.ended.push(Ended::Failed { peer: key.0, error });
+                    return None;
+                }
+            },
+        };
+        let replica = match self.replicas.get_mut(&record) {
+            Some(replica) => replica,
+            None => self
+                .strangers
+                .entry(key)
+                .or_insert_with(|| Replica::empty(record, me)),
+        };
+        let mut local = Local {
+            replica,
+            store,
+            age,
+        };
+        let result = match self.responders.get_mut(&key) {
+            Some(responder) => responder.receive(&mut local, incoming, now_ms),
+            None => ResponderSession::open(&mut local, key.0, incoming, now_ms).map(
+                |(responder, reply)| {
+                    self.responders.insert(key, responder);
+                    reply
+                },
+            ),
+        };
+        // A record received for the first time is now held.
+        if let Some(stranger) = self.strangers.remove(&key) {
+            if stranger.is_held() {
+                self.replicas.entry(stranger.id()).or_insert(stranger);
+            } else {
+                self.strangers.insert(key, stranger);
+            }
+        }
+        match result {
+            Ok(reply) => {
+                if self.responders.get(&key).is_some_and(|r| r.is_closed()) {
+                    self.responders.remove(&key);
+                    self.strangers.remove(&key);
+                }
+                reply
+            }
+            Err(error) => {
+                self.responders.remove(&key);
+                self.strangers.remove(&key);
+                self.ended.push(Ended::Failed { peer: key.0, error });
+                None
+            }
+        }
+    }
+
+    /// Passes time: requests whose answer is overdue go again, sessions past their retries end,
+    /// idle responder sessions are dropped.
+    pub fn tick(&mut self, store: &dyn Store, age: &AgeIdentity, now_ms: i64) -> Outbox {
+        let mut out = Vec::new();
+        let mut failed = Vec::new();
+        for (key, initiator) in &mut self.initiators {
+            let record = initiator.record();
+            let mut empty = Replica::empty(record, self.me);
+            let replica = self.replicas.get_mut(&record).unwrap_or(&mut empty);
+            let local = Local {
+                replica,
+                store,
+                age,
+            };
+            match initiator.poll(&local, now_ms) {
+                Ok(Some(bytes)) => out.push((key.0, bytes)),
+                Ok(None) => {}
+                Err(error) => failed.push((*key, error)),
+            }
+        }
+        for (key, error) in failed {
+            self.initiators.remove(&key);
+            self.ended.push(Ended::Failed { peer: key.0, error });
+        }
+        let idle: Vec<(PeerId, u64)> = self
+            .responders
+            .iter()
+            .filter(|(_, r)| r.is_idle(now_ms))
+            .map(|(key, _)| *key)
+            .collect();
+        for key in idle {
+            self.responders.remove(&key);
+            self.strangers.remove(&key);
+        }
+        out
+    }
+
+    /// Ends every session with `peer` (it disconnected).
+    pub fn forget_peer(&mut self, peer: &PeerId) {
+        self.initiators.retain(|(p, _), _| p != peer);
+        self.responders.retain(|(p, _), _| p != peer);
+        self.strangers.retain(|(p, _), _| p != peer);
+    }
+}
