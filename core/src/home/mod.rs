@@ -540,6 +540,17 @@ impl Home {
         Keyring::unlock(ledger, &self.keystore.device.peer_id(), &self.keystore.age)
     }
 
+    /// What the sync engine of this node needs: the vault it stores through and the age
+    /// identity that unwraps the keys sent to it.
+    pub fn sync_parts(&self) -> (&Vault, &crate::keys::AgeIdentity) {
+        (&self.vault, &self.keystore.age)
+    }
+
+    /// This node's device signing key (its libp2p identity), for the node daemon.
+    pub fn device_key(&self) -> &crate::keys::SigningKey {
+        &self.keystore.device
+    }
+
     /// The vault, for tests that inspect or damage what is stored.
     #[doc(hidden)]
     pub fn vault_for_test(&self) -> &Vault {
