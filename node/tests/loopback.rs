@@ -1,74 +1,22 @@
 //! Two nodes over real libp2p on 127.0.0.1: a patient's laptop syncs with a GP it granted
 //! `summary`, and the GP receives `summary` and nothing else.
 
-use std::time::Duration;
+mod common;
 
+use common::{Setup, WAIT, assert_gp_reads_only_the_summary, setup};
 use libp2p::{Multiaddr, multiaddr::Protocol};
-use phr_core::{
-    Section, Stamp,
-    home::{Home, NewPatient},
-    ledger::Access,
-    record::RecordMeta,
-    replica::Replica,
-};
+use phr_core::Section;
 use phr_node::net::Node;
-use serde_json::json;
-
-/// Every wait in this test is bounded by this.
-const WAIT: Duration = Duration::from_secs(30);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_granted_gp_receives_the_summary_and_nothing_else_over_loopback_tcp() {
     let dir = tempfile::tempdir().unwrap();
-    let now = jiff::Timestamp::now();
-    let patient = NewPatient {
-        name: "Ada Lovelace".into(),
-        nhs_number: None,
-        birth_date: None,
-        device_label: None,
-    };
-    let (mut laptop, mut record) =
-        Home::init_patient(&dir.path().join("laptop"), &patient, None, now).unwrap();
-    let gp = Home::init_provider(
-        &dir.path().join("gp"),
-        "Dr Grace",
-        Some("A81001".into()),
-        None,
-    )
-    .unwrap();
-    let gp_party = gp.party();
-    laptop
-        .grant(
-            &gp_party,
-            &[Section::Summary],
-            Access::Read,
-            None,
-            None,
-            now,
-        )
-        .unwrap();
-    let author = laptop.device().author();
-    let stamp = Stamp {
-        author: &author,
-        time: now,
-    };
-    record
-        .put(
-            stamp,
-            &json!({"resourceType": "AllergyIntolerance", "id": "peanut",
-            "code": {"text": "Peanut allergy"}}),
-        )
-        .unwrap();
-    record
-        .put(
-            stamp,
-            &json!({"resourceType": "Observation", "id": "bp", "status": "final",
-            "code": {"text": "Blood pressure"}}),
-        )
-        .unwrap();
-    record.commit(stamp, "two entries");
-    laptop.save(&mut record, now).unwrap();
-    let record_id = laptop.record_id().unwrap();
+    let Setup {
+        laptop,
+        gp,
+        gp_party,
+        record_id,
+    } = setup(dir.path());
 
     let (laptop_node, laptop_client) = Node::new(laptop).unwrap();
     let (gp_node, gp_client) = Node::new(gp).unwrap();
@@ -112,19 +60,5 @@ async fn a_granted_gp_receives_the_summary_and_nothing_else_over_loopback_tcp() 
         .unwrap()
         .unwrap();
     let gp = tokio::time::timeout(WAIT, gp_task).await.unwrap().unwrap();
-    let (vault, age) = gp.sync_parts();
-    let mut replica = Replica::open(vault, record_id, gp.peer_id(), age).unwrap();
-    let meta = RecordMeta {
-        id: record_id.to_string(),
-        subject: None,
-        nhs_number: None,
-    };
-    let actor = automerge::ActorId::from(gp.peer_id().public_key()[..16].to_vec());
-    let (read, warnings) = replica.materialise(vault, meta, &actor).unwrap();
-    assert!(warnings.is_empty(), "{warnings:?}");
-    let allergies = read
-        .resources_of_type(Section::Summary, "AllergyIntolerance")
-        .unwrap();
-    assert_eq!(allergies.len(), 1);
-    assert!(read.resources(Section::Clinical).unwrap().is_empty());
+    assert_gp_reads_only_the_summary(&gp, record_id);
 }

@@ -1,0 +1,100 @@
+//! What the node tests share: a patient who granted a GP `summary`, and the checks.
+
+#![allow(dead_code)] // Each test binary uses part of it.
+
+use std::{path::Path, time::Duration};
+
+use phr_core::{
+    Section, Stamp,
+    home::{Home, NewPatient},
+    keys::RecordId,
+    ledger::Access,
+    party::Party,
+    record::RecordMeta,
+    replica::Replica,
+};
+use serde_json::json;
+
+/// Every wait in these tests is bounded by this.
+pub const WAIT: Duration = Duration::from_secs(30);
+
+/// A patient's laptop holding an allergy (`summary`) and a blood pressure (`clinical`), and a GP
+/// it granted `summary` read.
+pub struct Setup {
+    pub laptop: Home,
+    pub gp: Home,
+    pub gp_party: Party,
+    pub record_id: RecordId,
+}
+
+pub fn setup(dir: &Path) -> Setup {
+    let now = jiff::Timestamp::now();
+    let patient = NewPatient {
+        name: "Ada Lovelace".into(),
+        nhs_number: None,
+        birth_date: None,
+        device_label: None,
+    };
+    let (mut laptop, mut record) =
+        Home::init_patient(&dir.join("laptop"), &patient, None, now).unwrap();
+    let gp = Home::init_provider(&dir.join("gp"), "Dr Grace", Some("A81001".into()), None).unwrap();
+    let gp_party = gp.party();
+    laptop
+        .grant(
+            &gp_party,
+            &[Section::Summary],
+            Access::Read,
+            None,
+            None,
+            now,
+        )
+        .unwrap();
+    let author = laptop.device().author();
+    let stamp = Stamp {
+        author: &author,
+        time: now,
+    };
+    record
+        .put(
+            stamp,
+            &json!({"resourceType": "AllergyIntolerance", "id": "peanut",
+            "code": {"text": "Peanut allergy"}}),
+        )
+        .unwrap();
+    record
+        .put(
+            stamp,
+            &json!({"resourceType": "Observation", "id": "bp", "status": "final",
+            "code": {"text": "Blood pressure"}}),
+        )
+        .unwrap();
+    record.commit(stamp, "two entries");
+    laptop.save(&mut record, now).unwrap();
+    let record_id = laptop.record_id().unwrap();
+    Setup {
+        laptop,
+        gp,
+        gp_party,
+        record_id,
+    }
+}
+
+/// The GP's own vault holds the patient's allergy, readable, and nothing of `clinical`.
+pub fn assert_gp_reads_only_the_summary(gp: &Home, record_id: RecordId) {
+    let (vault, age) = gp.sync_parts();
+    let mut replica = Replica::open(vault, record_id, gp.peer_id(), age).unwrap();
+    assert_eq!(replica.blob_ids(Section::Clinical).count(), 0);
+    let meta = RecordMeta {
+        id: record_id.to_string(),
+        subject: None,
+        nhs_number: None,
+    };
+    let actor = automerge::ActorId::from(gp.peer_id().public_key()[..16].to_vec());
+    let (read, warnings) = replica.materialise(vault, meta, &actor).unwrap();
+    assert!(warnings.is_empty(), "{warnings:?}");
+    let allergies = read
+        .resources_of_type(Section::Summary, "AllergyIntolerance")
+        .unwrap();
+    assert_eq!(allergies.len(), 1);
+    assert!(read.resources(Section::Clinical).unwrap().is_empty());
+}
