@@ -8,7 +8,9 @@
 //! empty response so the exchange completes.
 //!
 //! Nothing here decides who may have what: the engine does, by the consent ledger, and a peer
-//! the ledger does not admit is answered as if this node held nothing.
+//! the ledger does not admit is answered as if this node held nothing. A peer whose message
+//! breaks the protocol (garbage, over the size limits, out of turn) is disconnected; other
+//! peers are served as before.
 
 use std::{collections::BTreeMap, time::Duration};
 
@@ -407,7 +409,14 @@ impl Node {
                     (peer, Ok((record, stats)))
                 }
                 Ended::Failed { peer, error } => {
-                    tracing::warn!(%peer, %error, "a sync session ended early");
+                    if error.is_peers_fault() {
+                        // A peer that breaks the protocol is cut off; it may come back and try
+                        // again, with a fresh session.
+                        tracing::warn!(%peer, %error, "disconnecting a peer that broke the sync protocol");
+                        let _ = self.swarm.disconnect_peer_id(to_libp2p(&peer));
+                    } else {
+                        tracing::warn!(%peer, %error, "a sync session ended early");
+                    }
                     (peer, Err(error.to_string()))
                 }
             };
