@@ -9,7 +9,7 @@ use std::{
     sync::mpsc,
 };
 
-use common::{Setup, WAIT, assert_gp_reads_only_the_summary, setup};
+use common::{Setup, WAIT, assert_gp_reads_only_the_summary, dial_and_sync, setup};
 use libp2p::Multiaddr;
 use phr_core::home::Home;
 use phr_node::net::Node;
@@ -53,15 +53,7 @@ async fn a_gp_daemon_receives_the_summary_and_stops_cleanly_on_sigterm() {
 
     let (laptop_node, laptop_client) = Node::new(laptop).unwrap();
     let laptop_task = tokio::spawn(laptop_node.run());
-    let dialled = tokio::time::timeout(WAIT, laptop_client.dial(address))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(dialled, gp_party.peer);
-    let synced = tokio::time::timeout(WAIT, laptop_client.sync(gp_party.peer))
-        .await
-        .unwrap()
-        .unwrap();
+    let synced = dial_and_sync(&laptop_client, address, gp_party.peer).await;
     assert!(
         matches!(synced.as_slice(), [Ok((record, _))] if *record == record_id),
         "{synced:?}"

@@ -2,11 +2,12 @@
 
 mod common;
 
-use common::{Setup, WAIT, assert_gp_reads_only_the_summary, setup};
+use common::{
+    Setup, WAIT, assert_gp_reads_only_the_summary, dial_and_sync, setup, start_listening,
+};
 use libp2p::{
-    Multiaddr, SwarmBuilder,
+    SwarmBuilder,
     futures::StreamExt,
-    multiaddr::Protocol,
     noise,
     request_response::{self, ProtocolSupport, cbor},
     swarm::SwarmEvent,
@@ -23,17 +24,8 @@ async fn a_peer_sending_garbage_is_disconnected_and_others_are_still_served() {
         gp_party,
         record_id,
     } = setup(dir.path());
-    let (gp_node, gp_client) = Node::new(gp).unwrap();
-    let gp_task = tokio::spawn(gp_node.run());
-    let listening = tokio::time::timeout(
-        WAIT,
-        gp_client.listen("/ip4/127.0.0.1/tcp/0".parse().unwrap()),
-    )
-    .await
-    .unwrap()
-    .unwrap();
+    let (gp_client, gp_task, gp_addr) = start_listening(gp).await;
     let gp_peer: libp2p::PeerId = gp_party.peer.to_string().parse().unwrap();
-    let gp_addr: Multiaddr = listening.with(Protocol::P2p(gp_peer));
 
     // The hostile peer speaks the sync protocol's transport, then sends garbage.
     let mut hostile = SwarmBuilder::with_new_identity()
@@ -77,14 +69,7 @@ async fn a_peer_sending_garbage_is_disconnected_and_others_are_still_served() {
     // An honest patient node is still served.
     let (laptop_node, laptop_client) = Node::new(laptop).unwrap();
     let laptop_task = tokio::spawn(laptop_node.run());
-    tokio::time::timeout(WAIT, laptop_client.dial(gp_addr))
-        .await
-        .unwrap()
-        .unwrap();
-    let synced = tokio::time::timeout(WAIT, laptop_client.sync(gp_party.peer))
-        .await
-        .unwrap()
-        .unwrap();
+    let synced = dial_and_sync(&laptop_client, gp_addr, gp_party.peer).await;
     assert!(
         matches!(synced.as_slice(), [Ok((record, _))] if *record == record_id),
         "{synced:?}"

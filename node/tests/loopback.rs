@@ -3,8 +3,9 @@
 
 mod common;
 
-use common::{Setup, WAIT, assert_gp_reads_only_the_summary, setup};
-use libp2p::{Multiaddr, multiaddr::Protocol};
+use common::{
+    Setup, WAIT, assert_gp_reads_only_the_summary, dial_and_sync, setup, start_listening,
+};
 use phr_core::Section;
 use phr_node::net::Node;
 
@@ -18,30 +19,10 @@ async fn a_granted_gp_receives_the_summary_and_nothing_else_over_loopback_tcp() 
         record_id,
     } = setup(dir.path());
 
+    let (gp_client, gp_task, gp_addr) = start_listening(gp).await;
     let (laptop_node, laptop_client) = Node::new(laptop).unwrap();
-    let (gp_node, gp_client) = Node::new(gp).unwrap();
     let laptop_task = tokio::spawn(laptop_node.run());
-    let gp_task = tokio::spawn(gp_node.run());
-
-    let listening = tokio::time::timeout(
-        WAIT,
-        gp_client.listen("/ip4/127.0.0.1/tcp/0".parse().unwrap()),
-    )
-    .await
-    .unwrap()
-    .unwrap();
-    let gp_addr: Multiaddr =
-        listening.with(Protocol::P2p(gp_party.peer.to_string().parse().unwrap()));
-    let dialled = tokio::time::timeout(WAIT, laptop_client.dial(gp_addr))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(dialled, gp_party.peer);
-
-    let synced = tokio::time::timeout(WAIT, laptop_client.sync(gp_party.peer))
-        .await
-        .unwrap()
-        .unwrap();
+    let synced = dial_and_sync(&laptop_client, gp_addr, gp_party.peer).await;
     assert_eq!(synced.len(), 1, "{synced:?}");
     let (synced_record, stats) = synced[0].as_ref().unwrap();
     assert_eq!(*synced_record, record_id);

@@ -4,16 +4,19 @@
 
 use std::{path::Path, time::Duration};
 
+use libp2p::{Multiaddr, multiaddr::Protocol};
 use phr_core::{
     Section, Stamp,
     home::{Home, NewPatient},
-    keys::RecordId,
+    keys::{PeerId, RecordId},
     ledger::Access,
     party::Party,
     record::RecordMeta,
     replica::Replica,
 };
+use phr_node::net::{Client, Node, Synced};
 use serde_json::json;
+use tokio::task::JoinHandle;
 
 /// Every wait in these tests is bounded by this.
 pub const WAIT: Duration = Duration::from_secs(30);
@@ -97,4 +100,31 @@ pub fn assert_gp_reads_only_the_summary(gp: &Home, record_id: RecordId) {
         .unwrap();
     assert_eq!(allergies.len(), 1);
     assert!(read.resources(Section::Clinical).unwrap().is_empty());
+}
+
+/// Starts a node for `home` listening on loopback; returns its handle, its task and the address
+/// to dial it at (with its PeerId).
+pub async fn start_listening(home: Home) -> (Client, JoinHandle<Home>, Multiaddr) {
+    let peer: libp2p::PeerId = home.peer_id().to_string().parse().unwrap();
+    let (node, client) = Node::new(home).unwrap();
+    let task = tokio::spawn(node.run());
+    let listening =
+        tokio::time::timeout(WAIT, client.listen("/ip4/127.0.0.1/tcp/0".parse().unwrap()))
+            .await
+            .unwrap()
+            .unwrap();
+    (client, task, listening.with(Protocol::P2p(peer)))
+}
+
+/// Dials `addr` (the node of `peer`) from `client`, then syncs with it; both bounded.
+pub async fn dial_and_sync(client: &Client, addr: Multiaddr, peer: PeerId) -> Synced {
+    let dialled = tokio::time::timeout(WAIT, client.dial(addr))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(dialled, peer);
+    tokio::time::timeout(WAIT, client.sync(peer))
+        .await
+        .unwrap()
+        .unwrap()
 }
