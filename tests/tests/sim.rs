@@ -2,7 +2,7 @@
 //!
 //! `SIM_SEEDS=N` sweeps seeds 0..N (default 200; `SIM_SEEDS_FROM=K` starts at K instead of 0);
 //! `SIM_SEED=S` runs one seed. A failure prints the
-//! seed and the line that reproduces it.
+//! seed and the line that reproduces it. `SIM_DEBUG=1` also prints each finished session's counts.
 
 use phr_tests::sim::{self, Bug, Config};
 

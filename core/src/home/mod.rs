@@ -529,11 +529,6 @@ impl Home {
         Ok(self.held()?.replica.ledger())
     }
 
-    /// This home's record as sync sees it.
-    pub fn replica(&self) -> Result<&Replica> {
-        Ok(&self.held()?.replica)
-    }
-
     /// The section keys this node holds under a record's ledger (its own record's, or a
     /// patient's record shared with this provider).
     pub fn unlock(&self, ledger: &Ledger) -> Keyring {

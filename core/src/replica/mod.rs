@@ -242,11 +242,6 @@ impl Replica {
             .flat_map(|blobs| blobs.keys().copied())
     }
 
-    /// How many blobs wait for ledger operations.
-    pub fn pending(&self) -> usize {
-        self.pending.len()
-    }
-
     /// Whether `peer` may hold `section` of this record at `now_ms`: owner devices hold every
     /// section, grantees what they may read, relays every section as ciphertext.
     pub fn may_hold(&self, peer: &PeerId, section: Section, now_ms: i64) -> bool {
@@ -361,6 +356,7 @@ impl Replica {
         // Judge the blobs under the ledger as it will be, the buffered ones too.
         let mut batch = Batch::new().from_peer();
         let mut accepted: Vec<(Section, Blob)> = Vec::new();
+        let mut accepted_ids: BTreeSet<BlobId> = BTreeSet::new();
         let mut buffered: Vec<(Section, Blob)> = Vec::new();
         let waiting = std::mem::take(&mut self.pending);
         self.pending_bytes = 0;
@@ -373,7 +369,7 @@ impl Replica {
                 .blobs
                 .get(&section)
                 .is_some_and(|b| b.contains_key(&id))
-                || accepted.iter().any(|(_, b)| b.id() == id)
+                || accepted_ids.contains(&id)
                 || store.is_replaced(&self.id, section, &id)?;
             if held {
                 report.duplicates += usize::from(theirs);
@@ -384,7 +380,10 @@ impl Replica {
                 continue;
             }
             match consent::check_blob(&blob, &ledger, self.id, section) {
-                Ok(()) => accepted.push((section, blob)),
+                Ok(()) => {
+                    accepted_ids.insert(id);
+                    accepted.push((section, blob));
+                }
                 Err(IngestError::UnknownLedgerHeads(_)) => buffered.push((section, blob)),
                 Err(e) if theirs => return Err(refused(topic, &id.short(), e)),
                 // A buffered blob that the ledger now refuses was never stored: drop it.

@@ -88,11 +88,6 @@ impl Engine {
         self.replicas.insert(replica.id(), replica);
     }
 
-    /// Whether any session is under way.
-    pub fn is_syncing(&self) -> bool {
-        !self.initiators.is_empty() || !self.responders.is_empty()
-    }
-
     /// Takes the sessions that ended since the last call.
     pub fn take_ended(&mut self) -> Vec<Ended> {
         std::mem::take(&mut self.ended)
@@ -322,12 +317,5 @@ impl Engine {
             self.strangers.remove(&key);
         }
         out
-    }
-
-    /// Ends every session with `peer` (it disconnected).
-    pub fn forget_peer(&mut self, peer: &PeerId) {
-        self.initiators.retain(|(p, _), _| p != peer);
-        self.responders.retain(|(p, _), _| p != peer);
-        self.strangers.retain(|(p, _), _| p != peer);
     }
 }

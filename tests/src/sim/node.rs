@@ -209,11 +209,6 @@ impl SimNode {
         out
     }
 
-    /// Whether any session is under way.
-    pub fn is_syncing(&self) -> bool {
-        self.engine.is_syncing()
-    }
-
     /// A crash: everything not in the store is lost. The node stays down until [`restart`].
     ///
     /// [`restart`]: SimNode::restart
