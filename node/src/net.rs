@@ -3,7 +3,7 @@
 //! One task owns the [`Swarm`] and the sync [`Engine`] and runs a `select!` loop over swarm
 //! events, commands from [`Client`] handles (a bounded channel, each command with a oneshot for
 //! its answer), and a clock tick that lets sessions resend or give up. Every sync message travels
-//! as one request-response exchange on [`SYNC_PROTOCOL`]: a session's request is a libp2p request,
+//! as one request-response exchange on [`SYNC_PROTOCOL`](crate::swarm::SYNC_PROTOCOL): a session's request is a libp2p request,
 //! its answer the libp2p response. A closing request, which the protocol does not answer, gets an
 //! empty response so the exchange completes.
 //!
@@ -15,51 +15,23 @@
 use std::{collections::BTreeMap, time::Duration};
 
 use libp2p::{
-    Multiaddr, StreamProtocol, Swarm, SwarmBuilder,
-    futures::StreamExt,
-    identify,
-    identity::Keypair,
-    noise, ping,
-    request_response::{self, ProtocolSupport, cbor},
-    swarm::{NetworkBehaviour, SwarmEvent},
-    tcp, yamux,
+    Multiaddr, Swarm, futures::StreamExt, identity::Keypair, request_response, swarm::SwarmEvent,
 };
 use phr_core::{
     home::Home,
     keys::{PeerId, RecordId},
     section::Section,
-    sync::{Ended, Engine, SessionStats, message::SYNC_MESSAGE_BYTES_MAX},
+    sync::{Ended, Engine, SessionStats},
 };
-use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
-/// The libp2p protocol that carries sync messages.
-pub const SYNC_PROTOCOL: StreamProtocol = StreamProtocol::new("/phr/sync/1");
+use crate::swarm::{self, Behaviour, BehaviourEvent, Frame};
 
 /// Commands queued for the event loop at most; senders wait beyond it.
 pub const COMMANDS_MAX: usize = 64;
 
 /// How often sessions are given the time (to resend or give up).
 pub const TICK_MS: u64 = 1_000;
-
-/// How long an idle connection stays open.
-pub const IDLE_CONNECTION_MS: u64 = 60_000;
-
-/// How long one request-response exchange may take on the wire.
-pub const EXCHANGE_TIMEOUT_MS: u64 = 30_000;
-
-/// One sync message, as bytes (CBOR carries them as one byte string).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Frame(#[serde(with = "serde_bytes")] pub Vec<u8>);
-
-/// The node's libp2p behaviours.
-#[derive(NetworkBehaviour)]
-#[allow(missing_debug_implementations)] // The libp2p behaviours it holds have none.
-pub struct Behaviour {
-    identify: identify::Behaviour,
-    ping: ping::Behaviour,
-    sync: cbor::Behaviour<Frame, Frame>,
-}
 
 /// What a node holds of one record, for status and tests.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -197,35 +169,7 @@ impl Node {
         let failed = |e: &dyn std::fmt::Display| NodeError::Failed(e.to_string());
         let (vault, age) = home.sync_parts();
         let engine = Engine::open(vault, home.peer_id(), age).map_err(|e| failed(&e))?;
-        let codec = cbor::codec::Codec::default()
-            .set_request_size_maximum(SYNC_MESSAGE_BYTES_MAX as u64)
-            .set_response_size_maximum(SYNC_MESSAGE_BYTES_MAX as u64);
-        let swarm = SwarmBuilder::with_existing_identity(keypair(&home))
-            .with_tokio()
-            .with_tcp(
-                tcp::Config::default(),
-                noise::Config::new,
-                yamux::Config::default,
-            )
-            .map_err(|e| failed(&e))?
-            .with_behaviour(|key| Behaviour {
-                identify: identify::Behaviour::new(identify::Config::new(
-                    "/phr/1".into(),
-                    key.public(),
-                )),
-                ping: ping::Behaviour::default(),
-                sync: cbor::Behaviour::with_codec(
-                    codec,
-                    [(SYNC_PROTOCOL, ProtocolSupport::Full)],
-                    request_response::Config::default()
-                        .with_request_timeout(Duration::from_millis(EXCHANGE_TIMEOUT_MS)),
-                ),
-            })
-            .map_err(|e| failed(&e))?
-            .with_swarm_config(|config| {
-                config.with_idle_connection_timeout(Duration::from_millis(IDLE_CONNECTION_MS))
-            })
-            .build();
+        let swarm = swarm::build(keypair(&home), &swarm::Options::default())?;
         let (commands, inbox) = mpsc::channel(COMMANDS_MAX);
         let node = Node {
             swarm,

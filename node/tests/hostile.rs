@@ -13,7 +13,10 @@ use libp2p::{
     swarm::SwarmEvent,
     tcp, yamux,
 };
-use phr_node::net::{Frame, Node, SYNC_PROTOCOL};
+use phr_node::{
+    net::Node,
+    swarm::{Frame, SYNC_PROTOCOL},
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_sending_garbage_is_disconnected_and_others_are_still_served() {
