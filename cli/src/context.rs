@@ -21,6 +21,11 @@ pub struct Context {
     pub home: PathBuf,
     /// Print JSON instead of text.
     pub json: bool,
+    /// `--patient RECORD`: on a provider node, the patient's record the command is about.
+    pub patient: Option<String>,
+    /// The home, lent by the node running for it (if one runs) until this context is dropped,
+    /// which happens after the command has closed the home.
+    lease: std::cell::RefCell<Option<crate::node::Lease>>,
 }
 
 impl Context {
@@ -30,11 +35,34 @@ impl Context {
                 .unwrap_or_else(|| PathBuf::from("."))
                 .join("phr")
         });
-        Self { home, json }
+        Self {
+            home,
+            json,
+            patient: None,
+            lease: std::cell::RefCell::new(None),
+        }
+    }
+
+    /// Borrows the home from the node running for it, if one runs and it is not borrowed yet.
+    fn borrow_home(&self) -> Result<()> {
+        if self.lease.borrow().is_some() {
+            return Ok(());
+        }
+        if let Some(node) = crate::node::NodeApi::find(&self.home)? {
+            match node.lease() {
+                Ok(lease) => *self.lease.borrow_mut() = Some(lease),
+                // A node that does not answer at all holds nothing: opening the home says
+                // whether it is in use.
+                Err(e) if e.is::<crate::node::Unreachable>() => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 
     /// Opens the home, asking for the keystore's passphrase if it has one.
     pub fn open_home(&self) -> Result<Home> {
+        self.borrow_home()?;
         let home = Home::open_with(&self.home, &mut keystore_passphrase)?;
         warn(&home);
         Ok(home)
@@ -42,6 +70,7 @@ impl Context {
 
     /// Opens the home and loads its record.
     pub fn open_record(&self) -> Result<(Home, Record)> {
+        self.borrow_home()?;
         let mut home = Home::open_with(&self.home, &mut keystore_passphrase)?;
         let record = home.load_record()?;
         warn(&home);

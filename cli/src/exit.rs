@@ -68,7 +68,9 @@ fn home_user_error(error: &HomeError) -> bool {
         | HomeError::NothingToDo(_)
         | HomeError::Card(_)
         | HomeError::Key(_)
-        | HomeError::Ledger(_) => true,
+        | HomeError::Ledger(_)
+        // Unknown, ambiguous, not granted, expired, outside the grant: the user's to fix.
+        | HomeError::Provider(_) => true,
         HomeError::Keystore(e) => keystore_user_error(e),
         HomeError::Record(e) => matches!(
             e,

@@ -9,6 +9,7 @@
 mod cmd;
 mod context;
 mod exit;
+mod node;
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -25,6 +26,10 @@ struct Cli {
     /// Machine-readable output on stdout: one JSON document
     #[arg(long, global = true)]
     json: bool,
+
+    /// On a provider node: run show, add, history or export on this patient's record (its id, or the start of it; see `phr patients`)
+    #[arg(long, global = true, value_name = "RECORD")]
+    patient: Option<String>,
 
     #[command(subcommand)]
     command: Command,
@@ -65,6 +70,19 @@ enum Command {
     /// Back up or restore this home's keys and record (passphrase-encrypted)
     #[command(subcommand)]
     Backup(cmd::backup::Command),
+    /// On a provider node: the records patients share with it, with the sections and access granted
+    Patients,
+    /// Who read or changed what in your record, and when (every provider access)
+    Audit,
+    /// Run this home's node daemon in the background: start, stop, status
+    #[command(subcommand)]
+    Node(cmd::node::Command),
+    /// Peers the running node knows; `peers add MULTIADDR` dials one
+    Peers(cmd::peers::Args),
+    /// Sync now with every peer the records admit (--wait to wait for them)
+    Sync(cmd::sync::Args),
+    /// This node, its records, unsynced blobs, conflicts and peers
+    Status,
 }
 
 fn main() -> ExitCode {
@@ -80,7 +98,14 @@ fn main() -> ExitCode {
             };
         }
     };
-    let ctx = context::Context::new(cli.home, cli.json);
+    let mut ctx = context::Context::new(cli.home, cli.json);
+    let honours_patient = matches!(
+        cli.command,
+        Command::Show(_) | Command::Add(_) | Command::History(_) | Command::Export(_)
+    );
+    if let Err(error) = cmd::patients::take_flag(&mut ctx, cli.patient, honours_patient) {
+        return exit::report(&error);
+    }
     let result = match cli.command {
         Command::Init(args) => cmd::init::run(&ctx, args),
         Command::Import(args) => cmd::import::run(&ctx, args),
@@ -96,6 +121,12 @@ fn main() -> ExitCode {
         Command::Devices(command) => cmd::devices::run(&ctx, command),
         Command::Relays(command) => cmd::relays::run(&ctx, command),
         Command::Backup(command) => cmd::backup::run(&ctx, command),
+        Command::Patients => cmd::patients::run(&ctx),
+        Command::Audit => cmd::audit::run(&ctx),
+        Command::Node(command) => cmd::node::run(&ctx, command),
+        Command::Peers(args) => cmd::peers::run(&ctx, args),
+        Command::Sync(args) => cmd::sync::run(&ctx, args),
+        Command::Status => cmd::status::run(&ctx),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

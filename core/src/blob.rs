@@ -16,6 +16,10 @@
 //! - **SHA-256** (FIPS 180-4) of all the bytes is the blob's id, so a blob is named by its content
 //!   and can be fetched from any peer that has it.
 //!
+//! One kind of blob is sealed differently: a grantee's audit entry ([`BlobKind::SealedToOwners`],
+//! in `sealed.rs`) is encrypted with age to the record's owner devices instead of a section key,
+//! because `audit` is readable by the owners alone and a grantee holds no key of it.
+//!
 //! [`Blob::decode`] is the trust boundary for bytes from disk or from a peer: it checks the size
 //! before anything else, so a hostile peer cannot make a node hash or allocate more than
 //! [`BLOB_BYTES_MAX`], then the layout and its bounds, then the signature. It needs no key. The
@@ -30,8 +34,11 @@ use crate::{
     section::Section,
 };
 
+mod sealed;
 #[cfg(test)]
 mod tests;
+
+pub use sealed::BLOB_OWNER_RECIPIENTS_MAX;
 
 /// The largest blob, in bytes, that is sealed or accepted. It bounds what one peer can make
 /// another allocate, hash and store in one message; big imports are sealed as several blobs.
@@ -71,6 +78,10 @@ pub enum BlobKind {
     Changes,
     /// A run of history rewritten as one blob; its header lists the blobs it replaces (code 1).
     Compaction,
+    /// New changes of the `audit` section, encrypted with age to the owner devices of the record
+    /// rather than under a section key (code 2): a grantee's audit entries, which only the
+    /// patient's devices may read. Its epoch, key id and nonce are all zero.
+    SealedToOwners,
 }
 
 impl BlobKind {
@@ -79,6 +90,7 @@ impl BlobKind {
         match self {
             BlobKind::Changes => 0,
             BlobKind::Compaction => 1,
+            BlobKind::SealedToOwners => 2,
         }
     }
 
@@ -87,6 +99,7 @@ impl BlobKind {
         match code {
             0 => Some(BlobKind::Changes),
             1 => Some(BlobKind::Compaction),
+            2 => Some(BlobKind::SealedToOwners),
             _ => None,
         }
     }
@@ -114,7 +127,7 @@ pub struct BlobHeader {
     /// every node judges the author's right to write against the same ledger state.
     pub ledger_heads: Vec<OpId>,
     /// For a compaction, the blobs whose content this one holds (at most [`BLOB_REPLACES_MAX`]);
-    /// always empty for [`BlobKind::Changes`].
+    /// always empty for the other kinds.
     pub replaces: Vec<BlobId>,
 }
 
@@ -199,7 +212,7 @@ pub enum BlobError {
         /// How many blobs the header names.
         count: usize,
     },
-    /// A [`BlobKind::Changes`] header lists replaced blobs.
+    /// A header other than a compaction's lists replaced blobs.
     #[error(
         "cannot seal the blob: it holds new changes yet lists {count} replaced blobs; only a \
          compaction replaces blobs"
@@ -208,6 +221,30 @@ pub enum BlobError {
         /// How many blobs the header names.
         count: usize,
     },
+    /// `seal` was given a [`BlobKind::SealedToOwners`] header, or `seal_to_owners` another kind
+    /// or a header naming a section key: each kind has its own way of sealing.
+    #[error(
+        "cannot seal the blob: a {kind:?} blob is sealed {how}; this is a bug in phr, please \
+         report it"
+    )]
+    WrongSealing {
+        /// The kind in the header.
+        kind: BlobKind,
+        /// How that kind is sealed.
+        how: &'static str,
+    },
+    /// `seal_to_owners` was given no recipients, or more than [`BLOB_OWNER_RECIPIENTS_MAX`].
+    #[error(
+        "cannot seal the audit entry to the record's owners: {count} owner devices, where 1 to \
+         {BLOB_OWNER_RECIPIENTS_MAX} are needed; sync with the patient's device and try again"
+    )]
+    OwnerRecipients {
+        /// How many recipients were given.
+        count: usize,
+    },
+    /// age could not encrypt (not expected with X25519 recipients and an in-memory output).
+    #[error("age could not seal the blob to the record's owners: {0}")]
+    Encrypt(String),
     /// The bytes are not a well-formed blob.
     #[error(
         "a blob was refused because it is malformed: {0}; it will be fetched again from a peer"
@@ -241,6 +278,47 @@ pub enum BlobError {
         blob_key: KeyId,
         /// The id of the key given.
         given: KeyId,
+    },
+    /// `open` was called on a blob sealed to the owners, or `open_sealed` on one sealed with a
+    /// section key.
+    #[error(
+        "blob {}… is a {kind:?} blob and is opened {how}; this is a bug in phr, please report it",
+        .id.short()
+    )]
+    WrongOpening {
+        /// The blob's id.
+        id: BlobId,
+        /// Its kind.
+        kind: BlobKind,
+        /// How that kind is opened.
+        how: &'static str,
+    },
+    /// A blob sealed to the owners has no age stanza this identity opens: it was sealed to other
+    /// devices (say, before this one became an owner), or the stanza meant for it is damaged,
+    /// which age cannot tell apart.
+    #[error(
+        "blob {}… was sealed to the record's owner devices, and not to this one; an owner device \
+         that can read it will fold it into the audit section when it compacts",
+        .id.short()
+    )]
+    NotForMe {
+        /// The blob's id.
+        id: BlobId,
+    },
+    /// A blob sealed to the owners opened with this identity, but what is inside is not what
+    /// its author signed it as: damaged, or sealed wrongly by its author.
+    #[error(
+        "blob {}… sealed to the owners by {author} cannot be read: {reason}; fetching it again will \
+         not help, ask its author to write the entry again",
+        .id.short()
+    )]
+    DamagedSealed {
+        /// The blob's id.
+        id: BlobId,
+        /// Its author, who signed it.
+        author: PeerId,
+        /// What is wrong.
+        reason: String,
     },
     /// The ciphertext does not authenticate under the key its header names, although the
     /// author's signature verifies: the author sealed it wrongly (or forged the key id).
@@ -284,7 +362,9 @@ pub enum Malformation {
     #[error("it has format version {0}, and this version of phr reads only version 1")]
     UnsupportedVersion(u8),
     /// A kind code this code does not know.
-    #[error("its kind code {0} is unknown (0 is changes, 1 is compaction)")]
+    #[error(
+        "its kind code {0} is unknown (0 is changes, 1 is compaction, 2 is sealed to the owners)"
+    )]
     UnknownKind(u8),
     /// A section code this code does not know.
     #[error("its section code {0} is unknown (0 to 5 are the six sections)")]
@@ -304,12 +384,15 @@ pub enum Malformation {
         /// The count in the header.
         count: usize,
     },
-    /// A changes blob that lists replaced blobs.
+    /// A changes blob, or one sealed to the owners, that lists replaced blobs.
     #[error("it holds new changes yet lists {count} replaced blobs")]
     ReplacesOnChanges {
         /// The count in the header.
         count: usize,
     },
+    /// A blob sealed to the owners whose epoch, key id or nonce is not zero.
+    #[error("it is sealed to the record's owners yet names a section key epoch, key id or nonce")]
+    SealedWithKeyFields,
     /// A ciphertext too short to hold the Poly1305 tag.
     #[error("its ciphertext is {len} bytes, shorter than the 16-byte Poly1305 tag")]
     CiphertextTooShort {
@@ -336,6 +419,12 @@ impl Blob {
         plaintext: &[u8],
         author: &SigningKey,
     ) -> Result<Blob, BlobError> {
+        if header.kind == BlobKind::SealedToOwners {
+            return Err(BlobError::WrongSealing {
+                kind: header.kind,
+                how: "to the owners' age recipients, with Blob::seal_to_owners",
+            });
+        }
         let len = check_sealable(&header, key, plaintext, author)?;
         let mut bytes = Vec::with_capacity(len);
         let nonce = keys::random_array::<NONCE_BYTES>();
@@ -407,6 +496,13 @@ impl Blob {
     /// ([`BlobError::WrongKey`]); a ciphertext that does not authenticate is
     /// [`BlobError::Damaged`], and no plaintext is returned.
     pub fn open(&self, key: &SectionKey) -> Result<Vec<u8>, BlobError> {
+        if self.header.kind == BlobKind::SealedToOwners {
+            return Err(BlobError::WrongOpening {
+                id: self.id,
+                kind: self.header.kind,
+                how: "with an owner device's age identity, with Blob::open_sealed",
+            });
+        }
         let given = key.id();
         if given != self.header.key_id {
             return Err(BlobError::WrongKey {
@@ -487,6 +583,16 @@ fn check_sealable(
             given,
         });
     }
+    check_header_bounds(header, author, plaintext.len())
+}
+
+/// The checks every kind of header passes before sealing: author, counts, size. Returns the size
+/// of the blob `plaintext` (the ciphertext less its 16-byte tag) makes.
+fn check_header_bounds(
+    header: &BlobHeader,
+    author: &SigningKey,
+    plaintext: usize,
+) -> Result<usize, BlobError> {
     let signer = author.peer_id();
     if signer != header.author {
         return Err(BlobError::AuthorMismatch {
@@ -502,10 +608,10 @@ fn check_sealable(
     if replaces > BLOB_REPLACES_MAX {
         return Err(BlobError::TooManyReplaces { count: replaces });
     }
-    if header.kind == BlobKind::Changes && replaces > 0 {
+    if header.kind != BlobKind::Compaction && replaces > 0 {
         return Err(BlobError::ReplacesOnChanges { count: replaces });
     }
-    let len = sealed_len(heads, replaces, plaintext.len());
+    let len = sealed_len(heads, replaces, plaintext);
     if len > BLOB_BYTES_MAX {
         return Err(BlobError::TooLarge { len });
     }
@@ -617,12 +723,17 @@ fn parse(bytes: &[u8]) -> Result<(BlobHeader, Range<usize>), Malformation> {
     if replaces > BLOB_REPLACES_MAX {
         return Err(Malformation::TooManyReplaces { count: replaces });
     }
-    if kind == BlobKind::Changes && replaces > 0 {
+    if kind != BlobKind::Compaction && replaces > 0 {
         return Err(Malformation::ReplacesOnChanges { count: replaces });
     }
     let replaces = reader.hashes(replaces, BlobId)?;
 
-    reader.array::<NONCE_BYTES>()?;
+    let nonce = reader.array::<NONCE_BYTES>()?;
+    if kind == BlobKind::SealedToOwners
+        && (epoch != 0 || key_id != KeyId([0; 16]) || nonce != [0; NONCE_BYTES])
+    {
+        return Err(Malformation::SealedWithKeyFields);
+    }
     let ciphertext_len = u32::from_le_bytes(reader.array()?) as usize;
     if ciphertext_len < TAG_BYTES {
         return Err(Malformation::CiphertextTooShort {

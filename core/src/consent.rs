@@ -39,6 +39,10 @@ pub enum ConsentError {
          the patient's device issues one when it next syncs"
     )]
     NoWritableKey(Section),
+    /// A blob this node sealed would be refused by every node (its consent does not allow it),
+    /// so it was not stored.
+    #[error("{0}")]
+    Refused(#[from] IngestError),
 }
 
 /// The section keys this node holds, unwrapped from the ledger's envelopes.
@@ -265,6 +269,17 @@ pub enum IngestError {
     /// The blob is sealed with a key the ledger never announced for its section.
     #[error("blob {0} is sealed with a key the consent ledger does not know; it was refused")]
     UnknownKey(String),
+    /// A blob sealed to the owners outside `audit`: only audit entries are sealed that way.
+    #[error(
+        "blob {blob} is sealed to the record's owners but belongs to the {section} section, and \
+         only audit entries are sealed that way; it was refused"
+    )]
+    SealedOutsideAudit {
+        /// The blob's id, shortened.
+        blob: String,
+        /// The section it claims.
+        section: Section,
+    },
 }
 
 /// The checks a node makes before storing a blob, from its own disk or from a peer: it is part
@@ -272,6 +287,10 @@ pub enum IngestError {
 /// only owner devices) under the ledger state the blob names. The blob's signature and layout
 /// were checked by [`Blob::decode`]. Judged only by the ledger state the blob names, so every
 /// node decides the same way whenever the blob reaches it.
+///
+/// A blob sealed to the owners ([`BlobKind::SealedToOwners`]) belongs in `audit` only, needs
+/// its author to be able to append there (an owner, or any live read or write grantee), and
+/// names no section key, so no announced key is needed.
 pub fn check_blob(
     blob: &Blob,
     ledger: &Ledger,
@@ -287,11 +306,19 @@ pub fn check_blob(
             section,
         });
     }
+    if header.kind == BlobKind::SealedToOwners && section != Section::Audit {
+        return Err(IngestError::SealedOutsideAudit {
+            blob: short,
+            section,
+        });
+    }
     let state = ledger
         .state_at(&header.ledger_heads)
         .map_err(|_| IngestError::UnknownLedgerHeads(short.clone()))?;
     let allowed = match header.kind {
-        BlobKind::Changes => state.can_write(&header.author, section, header.time_ms),
+        BlobKind::Changes | BlobKind::SealedToOwners => {
+            state.can_write(&header.author, section, header.time_ms)
+        }
         BlobKind::Compaction => state.is_owner(&header.author),
     };
     if !allowed {
@@ -300,6 +327,9 @@ pub fn check_blob(
             author: header.author,
             section,
         });
+    }
+    if header.kind == BlobKind::SealedToOwners {
+        return Ok(());
     }
     let announced = state
         .keys
@@ -378,6 +408,29 @@ mod tests {
                 replaces: Vec::new(),
             };
             Blob::seal(header, key, b"changes", &self.key).unwrap()
+        }
+
+        /// An audit entry of this node sealed to the owners the ledger names at `heads`.
+        fn seal_to_owners(&self, ledger: &Ledger, heads: Vec<OpId>, section: Section) -> Blob {
+            let owners: Vec<AgeRecipient> = ledger
+                .state_at(&heads)
+                .unwrap()
+                .owners
+                .values()
+                .map(|party| party.recipient.clone())
+                .collect();
+            let header = BlobHeader {
+                record: ledger.record(),
+                section,
+                kind: BlobKind::SealedToOwners,
+                epoch: 0,
+                key_id: KeyId([0; 16]),
+                author: self.key.peer_id(),
+                time_ms: 10,
+                ledger_heads: heads,
+                replaces: Vec::new(),
+            };
+            Blob::seal_to_owners(header, &owners, b"entry", &self.key).unwrap()
         }
     }
 
@@ -572,5 +625,83 @@ mod tests {
         // and judged the same by every node. Documented in docs/FORMAT.md.
         let blob = gp.seal(before, Section::Summary, BlobKind::Changes, 0, stale, id);
         assert_eq!(check_blob(&blob, &ledger, id, Section::Summary), Ok(()));
+    }
+
+    #[test]
+    fn grantees_and_owners_append_audit_entries_sealed_to_the_owners() {
+        let (ledger, laptop, gp, pharmacy) = record();
+        let id = ledger.record();
+        for who in [&laptop, &gp, &pharmacy] {
+            let blob = who.seal_to_owners(&ledger, ledger.heads(), Section::Audit);
+            assert_eq!(check_blob(&blob, &ledger, id, Section::Audit), Ok(()));
+        }
+    }
+
+    #[test]
+    fn entries_sealed_to_the_owners_are_refused_outside_audit_or_consent() {
+        let (mut ledger, laptop, gp, pharmacy) = record();
+        let id = ledger.record();
+        let blob = gp.seal_to_owners(&ledger, ledger.heads(), Section::Summary);
+        assert!(matches!(
+            check_blob(&blob, &ledger, id, Section::Summary),
+            Err(IngestError::SealedOutsideAudit { .. })
+        ));
+        let outsider = Node::new(Role::Provider);
+        let blob = outsider.seal_to_owners(&ledger, ledger.heads(), Section::Audit);
+        assert!(matches!(
+            check_blob(&blob, &ledger, id, Section::Audit),
+            Err(IngestError::NotAllowed { .. })
+        ));
+        // A relay carries the record but has no read or write grant: it logs nothing.
+        let relay = Node::new(Role::Relay);
+        let body = OpBody::Grant {
+            grantee: relay.party(),
+            sections: vec![Section::Summary],
+            access: Access::Relay,
+            expires_ms: None,
+            purpose: None,
+        };
+        ledger.append(&laptop.key, body, 3).unwrap();
+        let blob = relay.seal_to_owners(&ledger, ledger.heads(), Section::Audit);
+        assert!(matches!(
+            check_blob(&blob, &ledger, id, Section::Audit),
+            Err(IngestError::NotAllowed { .. })
+        ));
+        // After the pharmacy's revocation, it may no longer append under the new consent.
+        let before = ledger.heads();
+        let revoke = OpBody::Revoke {
+            target: RevokeTarget::Party(pharmacy.key.peer_id()),
+        };
+        ledger.append(&laptop.key, revoke, 4).unwrap();
+        let blob = pharmacy.seal_to_owners(&ledger, ledger.heads(), Section::Audit);
+        assert!(matches!(
+            check_blob(&blob, &ledger, id, Section::Audit),
+            Err(IngestError::NotAllowed { .. })
+        ));
+        // Under the consent before it, as for every blob (see the revocation test above).
+        let blob = pharmacy.seal_to_owners(&ledger, before, Section::Audit);
+        assert_eq!(check_blob(&blob, &ledger, id, Section::Audit), Ok(()));
+    }
+
+    #[test]
+    fn an_expired_grantee_appends_no_audit_entry() {
+        let root = SigningKey::generate();
+        let laptop = Node::new(Role::Patient);
+        let gp = Node::new(Role::Provider);
+        let mut ledger = Ledger::create(&root, laptop.party(), 0).unwrap();
+        let body = OpBody::Grant {
+            grantee: gp.party(),
+            sections: vec![Section::Summary],
+            access: Access::Read,
+            expires_ms: Some(5),
+            purpose: None,
+        };
+        ledger.append(&laptop.key, body, 1).unwrap();
+        // The helper stamps its blobs at time 10, after the grant lapsed.
+        let blob = gp.seal_to_owners(&ledger, ledger.heads(), Section::Audit);
+        assert!(matches!(
+            check_blob(&blob, &ledger, ledger.record(), Section::Audit),
+            Err(IngestError::NotAllowed { .. })
+        ));
     }
 }

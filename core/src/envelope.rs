@@ -293,7 +293,7 @@ fn decode_keys(plaintext: &[u8]) -> Result<Vec<(u32, SectionKey)>, Damage> {
 /// The number of X25519 recipient stanzas (`-> X25519` lines) in an age header, which ends at its
 /// `---` MAC line. Stanza bodies are base64, so neither marker can occur inside one. Other stanzas
 /// (age adds one random "grease" stanza to every file) cost nothing to skip and are not counted.
-fn count_x25519_stanzas(envelope: &[u8]) -> usize {
+pub(crate) fn count_x25519_stanzas(envelope: &[u8]) -> usize {
     let header_end = envelope
         .windows(5)
         .position(|window| window == b"\n--- ")

@@ -9,6 +9,8 @@
 //! - [`import`] and [`export`]: FHIR Bundles in and out, International Patient Summary.
 //! - [`view`]: the record in plain language.
 //! - [`entry`]: the resources a patient adds by hand (symptoms, readings, ...).
+//! - [`audit`]: audit entries (`AuditEvent`s a grantee seals to the owners) and the patient's
+//!   audit view.
 //! - [`home`]: where a node keeps its keys, its vault and the record; the persistence boundary.
 //! - [`nhs`]: NHS number validation.
 //! - [`keys`], [`keystore`], [`card`], [`party`]: identities, the keystore, contact cards.
@@ -20,6 +22,8 @@
 //! - [`replica`]: one record as one node holds it: ledger, keys, blob ids, the ingest gate.
 //! - [`sync`]: the sans-IO sync protocol between two nodes (sessions, set reconciliation).
 
+pub mod api;
+pub mod audit;
 pub mod blob;
 pub mod card;
 pub mod changes;

@@ -8,5 +8,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod codec;
+pub mod control;
 pub mod net;
 pub mod swarm;

@@ -1,13 +1,15 @@
 //! `phr-node`: the daemon that syncs the records of a home with the peers their ledgers admit.
 //!
-//! This version listens on the given addresses and answers every peer that starts a sync: a
-//! provider's node receives the records patients share with it, a patient's device receives its
-//! other devices' changes. It prints each address it listens on, with its PeerId, one per line on
-//! standard output, for peers to dial. Logs go to standard error, filtered by `RUST_LOG` (default
-//! `info`). SIGINT or SIGTERM stop it cleanly; everything acknowledged is already on disk.
+//! It listens on the given addresses (TCP and QUIC on all interfaces by default), prints each
+//! with its PeerId, one per line on standard output, for peers to dial, and serves the control
+//! API the `phr` command drives (`HOME/control.json`; see `phr_node::control`). It syncs with
+//! every peer a held record admits: at once when a peer connects or something changes, and
+//! redials peers out of reach with backoff. With `--relay` it is also a circuit relay for other
+//! nodes; a relay home (`phr init --relay`) stores and forwards the sealed blobs of the records
+//! that grant it relay access, reading none of them.
 //!
-//! Not built yet (issue 5): the control API the CLI drives (`phr node`, `phr peers add`,
-//! `phr sync`), dialling out, mDNS, Kademlia, QUIC, the relay.
+//! Logs go to standard error, filtered by `RUST_LOG` (default `info`). SIGINT, SIGTERM or
+//! `phr node stop` stop it cleanly; everything acknowledged is already on disk.
 
 #![forbid(unsafe_code)]
 
@@ -17,7 +19,7 @@ use clap::Parser;
 use libp2p::{Multiaddr, multiaddr::Protocol};
 use phr_core::secrecy::SecretString;
 use phr_core::{home::Home, keystore::KeystoreError};
-use phr_node::net::Node;
+use phr_node::{control, net::Node};
 
 /// The phr node daemon.
 #[derive(Debug, Parser)]
@@ -26,10 +28,11 @@ struct Args {
     /// The home directory to serve
     #[arg(long, env = "PHR_HOME", value_name = "DIR")]
     home: Option<PathBuf>,
-    /// Addresses to listen on, as multiaddrs (repeatable) [default: /ip4/0.0.0.0/tcp/0]
+    /// Addresses to listen on, as multiaddrs (repeatable) [default: /ip4/0.0.0.0/tcp/0 and /ip4/0.0.0.0/udp/0/quic-v1]
     #[arg(long, value_name = "MULTIADDR")]
     listen: Vec<Multiaddr>,
-    /// Also act as a blind store-and-forward relay (not built yet)
+    /// Also serve as a circuit relay for other nodes (a relay home also stores and forwards
+    /// the sealed blobs of records that grant it relay access)
     #[arg(long)]
     relay: bool,
     /// Do not discover peers on the local network
@@ -47,16 +50,6 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
-    if args.relay {
-        eprintln!(
-            "error: phr-node --relay is not built yet: this node can hold and pass on the records \
-             that grant it relay access only once the relay mode lands. Run it without --relay."
-        );
-        return ExitCode::from(2);
-    }
-    if !args.no_mdns {
-        tracing::info!("local discovery (mDNS) is not built yet: peers dial this node's address");
-    }
     let dir = args.home.unwrap_or_else(|| {
         dirs::data_dir()
             .unwrap_or_else(|| PathBuf::from("."))
@@ -76,7 +69,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match runtime.block_on(serve(home, args.listen)) {
+    let options = phr_node::swarm::Options {
+        mdns: !args.no_mdns,
+        relay_server: args.relay,
+    };
+    match runtime.block_on(serve(home, args.listen, options)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error}");
@@ -85,24 +82,41 @@ fn main() -> ExitCode {
     }
 }
 
-/// Runs the node until SIGINT or SIGTERM.
-async fn serve(home: Home, mut listen: Vec<Multiaddr>) -> Result<(), String> {
+/// Runs the node until SIGINT, SIGTERM or `phr node stop`.
+async fn serve(
+    home: Home,
+    mut listen: Vec<Multiaddr>,
+    options: phr_node::swarm::Options,
+) -> Result<(), String> {
     let peer = home.peer_id();
-    let (node, client) = Node::new(home).map_err(|e| e.to_string())?;
+    let dir = home.dir().to_path_buf();
+    let (node, client) = Node::with_options(home, &options).map_err(|e| e.to_string())?;
     let task = tokio::spawn(node.run());
     if listen.is_empty() {
         listen.push("/ip4/0.0.0.0/tcp/0".parse().expect("a valid multiaddr"));
+        listen.push(
+            "/ip4/0.0.0.0/udp/0/quic-v1"
+                .parse()
+                .expect("a valid multiaddr"),
+        );
     }
+    let libp2p_peer: libp2p::PeerId = peer.to_string().parse().expect("a libp2p PeerId");
     for addr in listen {
         let bound = client
             .listen(addr.clone())
             .await
             .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-        let peer: libp2p::PeerId = peer.to_string().parse().expect("a libp2p PeerId");
-        println!("{}", bound.with(Protocol::P2p(peer)));
+        println!("{}", bound.with(Protocol::P2p(libp2p_peer)));
     }
-    shutdown_signal().await;
+    let control = control::serve(client.clone(), &dir, peer.to_string())
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::select! {
+        _ = shutdown_signal() => {}
+        _ = control.stopped() => {}
+    }
     tracing::info!("stopping");
+    control.close();
     drop(client);
     task.await
         .map_err(|e| format!("the node stopped abnormally: {e}"))?;

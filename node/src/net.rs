@@ -1,37 +1,95 @@
-//! The node's network: a libp2p swarm carrying the sync protocol, and the event loop that owns it.
+//! The node's event loop: the libp2p swarm, the sync engine, the home they serve, and the
+//! commands of [`Client`] handles (the control API among them).
 //!
-//! One task owns the [`Swarm`] and the sync [`Engine`] and runs a `select!` loop over swarm
-//! events, commands from [`Client`] handles (a bounded channel, each command with a oneshot for
-//! its answer), and a clock tick that lets sessions resend or give up. Every sync message travels
-//! as one request-response exchange on [`SYNC_PROTOCOL`](crate::swarm::SYNC_PROTOCOL): a session's request is a libp2p request,
-//! its answer the libp2p response. A closing request, which the protocol does not answer, gets an
+//! One task owns the [`Swarm`], the sync [`Engine`] and the [`Home`], and runs a `select!` loop
+//! over swarm events, commands (a bounded channel, each command with a oneshot for its answer),
+//! and a clock tick. Every sync message travels as one request-response exchange on
+//! [`SYNC_PROTOCOL`](crate::swarm::SYNC_PROTOCOL): a session's request is a libp2p request, its
+//! answer the libp2p response. A closing request, which the protocol does not answer, gets an
 //! empty response so the exchange completes.
 //!
-//! Nothing here decides who may have what: the engine does, by the consent ledger, and a peer
-//! the ledger does not admit is answered as if this node held nothing. A peer whose message
-//! breaks the protocol (garbage, over the size limits, out of turn) is disconnected; other
-//! peers are served as before.
+//! What the loop does on its own:
+//!
+//! - **Offers changes as they happen.** A peer that connects is synced with at once. A change
+//!   made here (a `phr` command that held the home, see [`crate::control`]) is offered to every
+//!   connected peer as soon as the command ends, and items received from one peer are offered to
+//!   the others. A sync every [`RESYNC_MS`] with each connected peer is the safety net.
+//! - **Keeps in touch.** Every peer that a held record admits and whose address is known (from
+//!   this home's contacts, `phr peers add`, identify, mDNS or Kademlia) is dialled, and dialled
+//!   again with exponential backoff ([`BACKOFF_MIN_MS`] to [`BACKOFF_MAX_MS`]) while it cannot be
+//!   reached; a peer with no known address is looked up in Kademlia.
+//! - **Refuses what it should.** The engine decides who may have what by the consent ledger; a
+//!   peer no ledger admits is answered as if this node held nothing, and the loop logs why. A
+//!   peer whose message breaks the protocol (garbage, over the size limits, out of turn), or that
+//!   sends more than [`REQUESTS_PER_SECOND_MAX`] requests in a second, is disconnected and kept
+//!   out for [`BLOCK_MS`]; other peers are served as before.
+//! - **Lends the home.** While a `phr` command holds a lease, the home is parked: messages from
+//!   peers wait in a bounded queue ([`PARKED_QUEUE_MAX`]) and are answered once the home is back.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet, VecDeque},
+    path::PathBuf,
+    time::Duration,
+};
 
 use libp2p::{
-    Multiaddr, Swarm, futures::StreamExt, identity::Keypair, request_response, swarm::SwarmEvent,
+    Multiaddr, Swarm,
+    futures::StreamExt,
+    identity::Keypair,
+    multiaddr::Protocol,
+    request_response::{self, ResponseChannel},
+    swarm::{SwarmEvent, dial_opts::DialOpts},
 };
 use phr_core::{
-    home::Home,
-    keys::{PeerId, RecordId},
+    api,
+    home::{Home, Parked},
+    keys::{BlobId, PeerId, RecordId},
     section::Section,
     sync::{Ended, Engine, SessionStats},
 };
 use tokio::sync::{mpsc, oneshot};
 
-use crate::swarm::{self, Behaviour, BehaviourEvent, Frame};
+use crate::{
+    codec,
+    swarm::{self, Behaviour, BehaviourEvent, Frame},
+};
 
 /// Commands queued for the event loop at most; senders wait beyond it.
 pub const COMMANDS_MAX: usize = 64;
 
-/// How often sessions are given the time (to resend or give up).
+/// How often sessions are given the time (to resend or give up), and peers are redialled.
 pub const TICK_MS: u64 = 1_000;
+
+/// How often each connected peer is synced with even if nothing seems to have changed.
+pub const RESYNC_MS: i64 = 30_000;
+
+/// The first wait before dialling an unreachable peer again; it doubles with each failure.
+pub const BACKOFF_MIN_MS: i64 = 1_000;
+
+/// The longest wait between dials of an unreachable peer.
+pub const BACKOFF_MAX_MS: i64 = 300_000;
+
+/// Requests one peer may send in one second; a peer over it is flooding and is cut off.
+pub const REQUESTS_PER_SECOND_MAX: u32 = 200;
+
+/// How long a peer cut off for breaking the protocol or flooding is kept out.
+pub const BLOCK_MS: i64 = 60_000;
+
+/// Messages from peers kept while the home is lent to a `phr` command; later ones are dropped
+/// (their sender resends).
+pub const PARKED_QUEUE_MAX: usize = 1_024;
+
+/// The longest a `phr` command may hold the home; then the node takes it back.
+pub const LEASE_MS_MAX: i64 = 600_000;
+
+/// How long a sync run (`phr sync`) waits for peers before calling the rest unreachable.
+pub const SYNC_RUN_MS: i64 = 60_000;
+
+/// Addresses remembered per peer at most.
+pub const ADDRS_PER_PEER_MAX: usize = 16;
+
+/// Peers remembered at most (beyond the ones the ledgers admit).
+pub const PEERS_MAX: usize = 1_024;
 
 /// What a node holds of one record, for status and tests.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -47,23 +105,44 @@ pub struct Held {
 /// What a finished sync with one peer did, per record.
 pub type Synced = Vec<Result<(RecordId, SessionStats), String>>;
 
+type Reply<T> = oneshot::Sender<T>;
+
 /// A request to the event loop.
 #[derive(Debug)]
 enum Command {
     Listen {
         addr: Multiaddr,
-        reply: oneshot::Sender<Result<Multiaddr, String>>,
+        reply: Reply<Result<Multiaddr, String>>,
     },
     Dial {
         addr: Multiaddr,
-        reply: oneshot::Sender<Result<PeerId, String>>,
+        remember: bool,
+        reply: Reply<Result<PeerId, String>>,
     },
     Sync {
         peer: PeerId,
-        reply: oneshot::Sender<Synced>,
+        reply: Reply<Synced>,
+    },
+    SyncAll {
+        reply: Reply<u64>,
+    },
+    SyncProgress {
+        id: u64,
+        reply: Reply<Option<api::SyncProgress>>,
     },
     Held {
-        reply: oneshot::Sender<Vec<Held>>,
+        reply: Reply<Vec<Held>>,
+    },
+    Status {
+        reply: Reply<api::NodeStatus>,
+    },
+    Lease {
+        pid: u32,
+        reply: Reply<Result<u64, String>>,
+    },
+    Release {
+        lease: u64,
+        reply: Reply<Result<(), String>>,
     },
 }
 
@@ -85,10 +164,7 @@ pub enum NodeError {
 }
 
 impl Client {
-    async fn ask<T>(
-        &self,
-        command: impl FnOnce(oneshot::Sender<T>) -> Command,
-    ) -> Result<T, NodeError> {
+    async fn ask<T>(&self, command: impl FnOnce(Reply<T>) -> Command) -> Result<T, NodeError> {
         let (reply, answer) = oneshot::channel();
         self.commands
             .send(command(reply))
@@ -104,12 +180,27 @@ impl Client {
             .map_err(NodeError::Failed)
     }
 
-    /// Dials `addr` (which must end in `/p2p/<peer id>` or reach a node that says who it is);
-    /// returns the peer once connected.
+    /// Dials `addr`, which must end in `/p2p/<peer id>`; returns the peer once connected.
     pub async fn dial(&self, addr: Multiaddr) -> Result<PeerId, NodeError> {
-        self.ask(|reply| Command::Dial { addr, reply })
-            .await?
-            .map_err(NodeError::Failed)
+        self.ask(|reply| Command::Dial {
+            addr,
+            remember: false,
+            reply,
+        })
+        .await?
+        .map_err(NodeError::Failed)
+    }
+
+    /// Dials `addr` like [`Client::dial`], and remembers it (in `HOME/peers.json`) to dial again
+    /// whenever the peer is out of reach.
+    pub async fn add_peer(&self, addr: Multiaddr) -> Result<PeerId, NodeError> {
+        self.ask(|reply| Command::Dial {
+            addr,
+            remember: true,
+            reply,
+        })
+        .await?
+        .map_err(NodeError::Failed)
     }
 
     /// Syncs every record the ledger lets this node share with `peer`; returns once every
@@ -118,9 +209,39 @@ impl Client {
         self.ask(|reply| Command::Sync { peer, reply }).await
     }
 
+    /// Starts syncing with every peer a held record admits (dialling those not connected);
+    /// returns the run's id, to follow with [`Client::sync_progress`].
+    pub async fn sync_all(&self) -> Result<u64, NodeError> {
+        self.ask(|reply| Command::SyncAll { reply }).await
+    }
+
+    /// How sync run `id` is going; `None` if there is no such run.
+    pub async fn sync_progress(&self, id: u64) -> Result<Option<api::SyncProgress>, NodeError> {
+        self.ask(|reply| Command::SyncProgress { id, reply }).await
+    }
+
     /// What the node holds.
     pub async fn held(&self) -> Result<Vec<Held>, NodeError> {
         self.ask(|reply| Command::Held { reply }).await
+    }
+
+    /// The node, its records and its peers.
+    pub async fn status(&self) -> Result<api::NodeStatus, NodeError> {
+        self.ask(|reply| Command::Status { reply }).await
+    }
+
+    /// Parks the home for process `pid` and returns the lease once the home is free.
+    pub async fn lease(&self, pid: u32) -> Result<u64, NodeError> {
+        self.ask(|reply| Command::Lease { pid, reply })
+            .await?
+            .map_err(NodeError::Failed)
+    }
+
+    /// Ends a lease: the node reopens the home and offers what changed.
+    pub async fn release(&self, lease: u64) -> Result<(), NodeError> {
+        self.ask(|reply| Command::Release { lease, reply })
+            .await?
+            .map_err(NodeError::Failed)
     }
 }
 
@@ -140,23 +261,119 @@ fn from_libp2p(peer: &libp2p::PeerId) -> Option<PeerId> {
     peer.to_string().parse().ok()
 }
 
+/// What the node knows of one peer.
+#[derive(Debug, Default)]
+struct Peer {
+    addrs: Vec<Multiaddr>,
+    connected: bool,
+    /// When to dial it next if it is out of reach, and the wait after that.
+    next_dial_ms: i64,
+    backoff_ms: i64,
+    last_sync_ms: Option<i64>,
+    last_resync_ms: i64,
+    last_error: Option<String>,
+    /// Requests counted in the current second (its start), for flood control.
+    window_ms: i64,
+    requests: u32,
+    blocked_until_ms: i64,
+    /// A change arrived while a session with it ran: sync again when it ends.
+    again: bool,
+}
+
+/// The home, open or lent to a `phr` command.
+enum Slot {
+    Open(Home),
+    Parked {
+        parked: Parked,
+        lease: u64,
+        pid: u32,
+        since_ms: i64,
+        /// The command ended the lease, but the home could not be reopened yet.
+        released: bool,
+    },
+    /// Only while switching between the two.
+    Switching,
+}
+
+/// A message from a peer that waits while the home is lent out.
+enum Queued {
+    Request {
+        peer: libp2p::PeerId,
+        bytes: Vec<u8>,
+        channel: ResponseChannel<Frame>,
+    },
+    Response {
+        peer: libp2p::PeerId,
+        bytes: Vec<u8>,
+    },
+}
+
+/// One peer of a sync run.
+#[derive(Debug)]
+struct RunPeer {
+    state: RunState,
+    results: Vec<Result<SessionStats, String>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum RunState {
+    Dialing,
+    Syncing,
+    InSync,
+    Failed(String),
+    Unreachable(String),
+}
+
+/// A `phr sync` run: every admitted peer, until each is in step, failed or out of reach.
+#[derive(Debug)]
+struct Run {
+    started_ms: i64,
+    peers: BTreeMap<PeerId, RunPeer>,
+}
+
+impl Run {
+    fn done(&self) -> bool {
+        self.peers
+            .values()
+            .all(|p| !matches!(p.state, RunState::Dialing | RunState::Syncing))
+    }
+}
+
 /// A node: the swarm, the engine and the home they serve.
 pub struct Node {
     swarm: Swarm<Behaviour>,
-    home: Home,
+    home: Slot,
     engine: Engine,
-    listening: Vec<oneshot::Sender<Result<Multiaddr, String>>>,
-    dialing: BTreeMap<libp2p::PeerId, Vec<oneshot::Sender<Result<PeerId, String>>>>,
-    /// Sync commands waiting for their sessions to end: the peer, sessions left, results.
-    waiting: Vec<(PeerId, usize, Synced, oneshot::Sender<Synced>)>,
+    me: PeerId,
+    relay: bool,
+    listening: Vec<Reply<Result<Multiaddr, String>>>,
+    listen_addrs: Vec<Multiaddr>,
+    dialing: BTreeMap<libp2p::PeerId, Vec<Reply<Result<PeerId, String>>>>,
+    /// Sync commands waiting for their sessions with a peer to end, with the results so far.
+    waiting: Vec<(PeerId, Synced, Reply<Synced>)>,
+    runs: BTreeMap<u64, Run>,
+    next_run: u64,
     next_session: u64,
+    next_lease: u64,
+    peers: BTreeMap<libp2p::PeerId, Peer>,
+    /// Addresses `phr peers add` gave, kept in this file.
+    peers_file: PathBuf,
+    remembered: BTreeMap<libp2p::PeerId, Vec<Multiaddr>>,
+    /// Names from ledgers and contacts, for status.
+    names: BTreeMap<PeerId, String>,
+    /// Per record, the blobs some peer is known to hold (a finished sync showed it).
+    confirmed: BTreeMap<RecordId, BTreeSet<BlobId>>,
+    queue: VecDeque<Queued>,
+    leases: VecDeque<(u32, Reply<Result<u64, String>>)>,
+    /// Commands that need the home, held while it is lent out.
+    deferred: Vec<Command>,
     inbox: mpsc::Receiver<Command>,
 }
 
 impl std::fmt::Debug for Node {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Node")
-            .field("peer", &self.swarm.local_peer_id())
+            .field("peer", &self.me)
             .field("records", &self.engine.replicas().len())
             .finish_non_exhaustive()
     }
@@ -176,21 +393,39 @@ impl Node {
         let engine = Engine::open(vault, home.peer_id(), age).map_err(|e| failed(&e))?;
         let swarm = swarm::build(keypair(&home), options)?;
         let (commands, inbox) = mpsc::channel(COMMANDS_MAX);
-        let node = Node {
+        let peers_file = home.dir().join("peers.json");
+        let remembered = read_peers_file(&peers_file);
+        let mut node = Node {
             swarm,
-            home,
+            me: home.peer_id(),
+            home: Slot::Open(home),
             engine,
+            relay: options.relay_server,
             listening: Vec::new(),
+            listen_addrs: Vec::new(),
             dialing: BTreeMap::new(),
             waiting: Vec::new(),
+            runs: BTreeMap::new(),
+            next_run: 1,
             next_session: u64::from_le_bytes(phr_core::keys::random_array()),
+            next_lease: 1,
+            peers: BTreeMap::new(),
+            peers_file,
+            remembered,
+            names: BTreeMap::new(),
+            confirmed: BTreeMap::new(),
+            queue: VecDeque::new(),
+            leases: VecDeque::new(),
+            deferred: Vec::new(),
             inbox,
         };
+        node.learn_from_home();
         Ok((node, Client { commands }))
     }
 
-    /// Runs the event loop until every [`Client`] is dropped; returns the home.
-    pub async fn run(mut self) -> Home {
+    /// Runs the event loop until every [`Client`] is dropped; returns the home (or `None` if
+    /// it was lent out and could not be taken back).
+    pub async fn run(mut self) -> Option<Home> {
         let mut tick = tokio::time::interval(Duration::from_millis(TICK_MS));
         loop {
             tokio::select! {
@@ -199,18 +434,100 @@ impl Node {
                     Some(command) => self.on_command(command),
                     None => break,
                 },
-                _ = tick.tick() => {
-                    let (vault, age) = self.home.sync_parts();
-                    let out = self.engine.tick(vault, age, now_ms());
-                    self.send_requests(out);
+                _ = tick.tick() => self.on_tick(),
+            }
+            self.settle();
+        }
+        if let Slot::Parked { .. } = self.home {
+            self.resume();
+        }
+        match std::mem::replace(&mut self.home, Slot::Switching) {
+            Slot::Open(home) => Some(home),
+            _ => None,
+        }
+    }
+
+    fn open_home(&self) -> Option<&Home> {
+        match &self.home {
+            Slot::Open(home) => Some(home),
+            _ => None,
+        }
+    }
+
+    fn now() -> i64 {
+        jiff::Timestamp::now().as_millisecond()
+    }
+
+    /// Takes addresses and names from the home's contacts and the records' ledgers.
+    fn learn_from_home(&mut self) {
+        let Some(home) = self.open_home() else {
+            return;
+        };
+        let mut found: Vec<(libp2p::PeerId, Vec<Multiaddr>)> = Vec::new();
+        let mut names = BTreeMap::new();
+        match home.contacts() {
+            Ok(contacts) => {
+                for contact in contacts {
+                    let peer = to_libp2p(&contact.card.party.peer);
+                    names.insert(contact.card.party.peer, contact.display_name().to_string());
+                    let addrs = contact
+                        .card
+                        .addrs
+                        .iter()
+                        .filter_map(|a| a.parse::<Multiaddr>().ok())
+                        .collect();
+                    found.push((peer, addrs));
                 }
             }
-            self.settle_waiting();
+            Err(error) => tracing::warn!(%error, "cannot read this home's contacts"),
         }
-        self.home
+        for replica in self.engine.replicas().values() {
+            let state = replica.ledger().state();
+            for party in state.owners.values() {
+                names
+                    .entry(party.peer)
+                    .or_insert_with(|| party.name.clone());
+            }
+            for grant in &state.grants {
+                names
+                    .entry(grant.grantee.peer)
+                    .or_insert_with(|| grant.grantee.name.clone());
+            }
+        }
+        self.names = names;
+        let remembered: Vec<_> = self
+            .remembered
+            .iter()
+            .map(|(p, a)| (*p, a.clone()))
+            .collect();
+        for (peer, addrs) in found.into_iter().chain(remembered) {
+            self.add_addrs(peer, addrs);
+        }
+    }
+
+    fn add_addrs(&mut self, peer: libp2p::PeerId, addrs: Vec<Multiaddr>) {
+        if peer == *self.swarm.local_peer_id() {
+            return;
+        }
+        if !self.peers.contains_key(&peer) && self.peers.len() >= PEERS_MAX {
+            return;
+        }
+        let entry = self.peers.entry(peer).or_default();
+        for addr in addrs {
+            let addr = without_peer(addr);
+            if !entry.addrs.contains(&addr) && entry.addrs.len() < ADDRS_PER_PEER_MAX {
+                self.swarm.add_peer_address(peer, addr.clone());
+                entry.addrs.push(addr);
+            }
+        }
     }
 
     fn on_command(&mut self, command: Command) {
+        let needs_home = matches!(command, Command::Sync { .. } | Command::SyncAll { .. });
+        if needs_home && self.open_home().is_none() {
+            self.deferred.push(command);
+            return;
+        }
         match command {
             Command::Listen { addr, reply } => match self.swarm.listen_on(addr) {
                 Ok(_) => self.listening.push(reply),
@@ -218,48 +535,442 @@ impl Node {
                     let _ = reply.send(Err(e.to_string()));
                 }
             },
-            Command::Dial { addr, reply } => {
-                let Some(libp2p::multiaddr::Protocol::P2p(peer)) = addr.iter().last() else {
-                    let _ = reply.send(Err(format!("{addr} does not end in /p2p/<peer id>")));
-                    return;
-                };
-                if self.swarm.is_connected(&peer) {
-                    let _ =
-                        reply.send(from_libp2p(&peer).ok_or_else(|| "not an Ed25519 peer".into()));
-                    return;
-                }
-                match self.swarm.dial(addr) {
-                    Ok(()) => self.dialing.entry(peer).or_default().push(reply),
-                    Err(e) => {
-                        let _ = reply.send(Err(e.to_string()));
-                    }
-                }
-            }
+            Command::Dial {
+                addr,
+                remember,
+                reply,
+            } => self.dial(addr, remember, reply),
             Command::Sync { peer, reply } => {
-                let (vault, age) = self.home.sync_parts();
-                let session = self.next_session;
-                self.next_session = self.next_session.wrapping_add(1 << 16);
-                let out = self.engine.start(vault, age, peer, None, session, now_ms());
-                let sessions = out.len();
-                self.send_requests(out);
-                self.waiting.push((peer, sessions, Vec::new(), reply));
+                // Sessions already under way with the peer (a connection starts them) count too.
+                self.start_sync(peer);
+                self.waiting.push((peer, Vec::new(), reply));
+            }
+            Command::SyncAll { reply } => {
+                let id = self.start_run();
+                let _ = reply.send(id);
+            }
+            Command::SyncProgress { id, reply } => {
+                let _ = reply.send(self.runs.get(&id).map(|run| self.progress(run)));
             }
             Command::Held { reply } => {
-                let held = self
-                    .engine
-                    .replicas()
-                    .values()
-                    .map(|replica| Held {
-                        record: replica.id(),
-                        blobs: Section::ALL
-                            .into_iter()
-                            .map(|s| (s, replica.blob_ids(s).count()))
-                            .filter(|(_, n)| *n > 0)
-                            .collect(),
-                        ledger_ops: replica.ledger().len(),
-                    })
-                    .collect();
-                let _ = reply.send(held);
+                let _ = reply.send(self.held());
+            }
+            Command::Status { reply } => {
+                let _ = reply.send(self.status());
+            }
+            Command::Lease { pid, reply } => {
+                self.leases.push_back((pid, reply));
+                self.grant_lease();
+            }
+            Command::Release { lease, reply } => {
+                let result = match &self.home {
+                    Slot::Parked { lease: held, .. } if *held == lease => {
+                        if let Slot::Parked { released, .. } = &mut self.home {
+                            *released = true;
+                        }
+                        self.resume();
+                        Ok(())
+                    }
+                    _ => Err(format!("lease {lease} is not held")),
+                };
+                let _ = reply.send(result);
+                self.grant_lease();
+            }
+        }
+    }
+
+    fn dial(&mut self, addr: Multiaddr, remember: bool, reply: Reply<Result<PeerId, String>>) {
+        let Some(Protocol::P2p(peer)) = addr.iter().last() else {
+            let _ = reply.send(Err(format!(
+                "{addr} does not end in /p2p/<peer id>: give the whole address a node prints"
+            )));
+            return;
+        };
+        let Some(phr_peer) = from_libp2p(&peer) else {
+            let _ = reply.send(Err(format!(
+                "{peer} is not a phr node (not an Ed25519 key)"
+            )));
+            return;
+        };
+        if peer == *self.swarm.local_peer_id() {
+            let _ = reply.send(Err("that address is this node's own".into()));
+            return;
+        }
+        self.add_addrs(peer, vec![addr.clone()]);
+        if remember {
+            let addrs = self.remembered.entry(peer).or_default();
+            let bare = without_peer(addr.clone());
+            if !addrs.contains(&bare) && addrs.len() < ADDRS_PER_PEER_MAX {
+                addrs.push(bare);
+            }
+            if let Err(error) = write_peers_file(&self.peers_file, &self.remembered) {
+                tracing::warn!(%error, "cannot save the peer's address");
+            }
+        }
+        if self.swarm.is_connected(&peer) {
+            let _ = reply.send(Ok(phr_peer));
+            return;
+        }
+        match self.swarm.dial(addr) {
+            Ok(()) => self.dialing.entry(peer).or_default().push(reply),
+            Err(e) => {
+                let _ = reply.send(Err(e.to_string()));
+            }
+        }
+    }
+
+    /// Starts a session with `peer` for every held record that admits it; returns how many.
+    fn start_sync(&mut self, peer: PeerId) -> usize {
+        let Slot::Open(home) = &self.home else {
+            return 0;
+        };
+        let (vault, age) = home.sync_parts();
+        let session = self.next_session;
+        self.next_session = self.next_session.wrapping_add(1 << 16);
+        let out = self
+            .engine
+            .start(vault, age, peer, None, session, Self::now());
+        let sessions = out.len();
+        self.send_requests(out);
+        if let Some(p) = self.peers.get_mut(&to_libp2p(&peer)) {
+            p.last_resync_ms = Self::now();
+        }
+        sessions
+    }
+
+    /// Offers what this node holds to `peer`, now or as soon as the session under way ends.
+    fn offer(&mut self, peer: libp2p::PeerId) {
+        let Some(phr_peer) = from_libp2p(&peer) else {
+            return;
+        };
+        if self.engine.is_initiating_with(&phr_peer) {
+            self.peers.entry(peer).or_default().again = true;
+        } else {
+            self.start_sync(phr_peer);
+        }
+    }
+
+    /// Offers to every connected peer but `except`.
+    fn offer_all(&mut self, except: Option<libp2p::PeerId>) {
+        if self.open_home().is_none() {
+            return;
+        }
+        let connected: Vec<libp2p::PeerId> = self.swarm.connected_peers().copied().collect();
+        for peer in connected.into_iter().filter(|p| Some(*p) != except) {
+            self.offer(peer);
+        }
+    }
+
+    fn start_run(&mut self) -> u64 {
+        let id = self.next_run;
+        self.next_run += 1;
+        let now = Self::now();
+        let mut run = Run {
+            started_ms: now,
+            peers: BTreeMap::new(),
+        };
+        for peer in self.engine.admitted_peers(now) {
+            let lp = to_libp2p(&peer);
+            let state = if self.swarm.is_connected(&lp) {
+                self.offer(lp);
+                RunState::Syncing
+            } else if self.peers.get(&lp).is_some_and(|p| !p.addrs.is_empty()) {
+                let _ = self.swarm.dial(DialOpts::peer_id(lp).build());
+                RunState::Dialing
+            } else {
+                self.lookup(lp);
+                RunState::Dialing
+            };
+            run.peers.insert(
+                peer,
+                RunPeer {
+                    state,
+                    results: Vec::new(),
+                },
+            );
+        }
+        self.runs.insert(id, run);
+        // Runs nobody asks about any more are forgotten after a while.
+        self.runs
+            .retain(|_, r| now - r.started_ms < 10 * SYNC_RUN_MS || !r.done());
+        id
+    }
+
+    fn progress(&self, run: &Run) -> api::SyncProgress {
+        let peers = run
+            .peers
+            .iter()
+            .map(|(peer, p)| {
+                let (state, error) = match &p.state {
+                    RunState::Dialing => ("dialing", None),
+                    RunState::Syncing => ("syncing", None),
+                    RunState::InSync => ("in-sync", None),
+                    RunState::Failed(e) => ("failed", Some(e.clone())),
+                    RunState::Unreachable(e) => ("unreachable", Some(e.clone())),
+                };
+                let ok = p.results.iter().filter_map(|r| r.as_ref().ok());
+                let mut sync = api::PeerSync {
+                    peer: peer.to_string(),
+                    name: self.names.get(peer).cloned(),
+                    state: state.into(),
+                    error,
+                    bytes_sent: 0,
+                    bytes_received: 0,
+                    stored: 0,
+                    sent: 0,
+                };
+                for stats in ok {
+                    sync.bytes_sent += stats.bytes_sent;
+                    sync.bytes_received += stats.bytes_received;
+                    sync.stored += stats.ingested.ops + stats.ingested.blobs;
+                    sync.sent += stats.items_sent;
+                }
+                sync
+            })
+            .collect();
+        api::SyncProgress {
+            done: run.done(),
+            peers,
+        }
+    }
+
+    fn held(&self) -> Vec<Held> {
+        self.engine
+            .replicas()
+            .values()
+            .filter(|r| r.is_held())
+            .map(|replica| Held {
+                record: replica.id(),
+                blobs: Section::ALL
+                    .into_iter()
+                    .map(|s| (s, replica.blob_ids(s).count()))
+                    .filter(|(_, n)| *n > 0)
+                    .collect(),
+                ledger_ops: replica.ledger().len(),
+            })
+            .collect()
+    }
+
+    fn status(&self) -> api::NodeStatus {
+        let now = Self::now();
+        let records = self
+            .held()
+            .into_iter()
+            .map(|held| {
+                let confirmed = self.confirmed.get(&held.record);
+                let replica = &self.engine.replicas()[&held.record];
+                let unsynced = Section::ALL
+                    .into_iter()
+                    .flat_map(|s| replica.blob_ids(s))
+                    .filter(|id| !confirmed.is_some_and(|c| c.contains(id)))
+                    .count();
+                api::RecordStatus {
+                    record: held.record.to_string(),
+                    blobs: held.blobs,
+                    ledger_ops: held.ledger_ops,
+                    unsynced,
+                }
+            })
+            .collect();
+        let admitted = self.engine.admitted_peers(now);
+        let mut all: BTreeSet<libp2p::PeerId> = self.peers.keys().copied().collect();
+        all.extend(admitted.iter().map(to_libp2p));
+        let peers = all
+            .into_iter()
+            .map(|lp| {
+                let peer = from_libp2p(&lp);
+                let known = self.peers.get(&lp);
+                api::PeerStatus {
+                    peer: lp.to_string(),
+                    name: peer.and_then(|p| self.names.get(&p).cloned()),
+                    addrs: known
+                        .map(|k| k.addrs.iter().map(|a| a.to_string()).collect())
+                        .unwrap_or_default(),
+                    connected: self.swarm.is_connected(&lp),
+                    records: peer
+                        .map(|p| {
+                            self.engine
+                                .replicas()
+                                .values()
+                                .filter(|r| r.is_held() && r.admits(&p, now))
+                                .map(|r| r.id().to_string())
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                    last_sync: known
+                        .and_then(|k| k.last_sync_ms)
+                        .and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok())
+                        .map(|t| t.to_string()),
+                    last_error: known.and_then(|k| k.last_error.clone()),
+                }
+            })
+            .collect();
+        api::NodeStatus {
+            peer: self.me.to_string(),
+            pid: std::process::id(),
+            listening: self
+                .listen_addrs
+                .iter()
+                .map(|a| {
+                    a.clone()
+                        .with(Protocol::P2p(*self.swarm.local_peer_id()))
+                        .to_string()
+                })
+                .collect(),
+            relay: self.relay,
+            leased: matches!(self.home, Slot::Parked { .. }),
+            records,
+            peers,
+        }
+    }
+
+    /// Lends the home to the first command waiting, if the home is free.
+    fn grant_lease(&mut self) {
+        if !matches!(self.home, Slot::Open(_)) {
+            return;
+        }
+        let Some((pid, reply)) = self.leases.pop_front() else {
+            return;
+        };
+        if reply.is_closed() {
+            return self.grant_lease();
+        }
+        let Slot::Open(home) = std::mem::replace(&mut self.home, Slot::Switching) else {
+            unreachable!("checked above");
+        };
+        let lease = self.next_lease;
+        self.next_lease += 1;
+        self.home = Slot::Parked {
+            parked: home.park(),
+            lease,
+            pid,
+            since_ms: Self::now(),
+            released: false,
+        };
+        tracing::debug!(lease, pid, "home lent to a phr command");
+        if reply.send(Ok(lease)).is_err() {
+            // The command went away before hearing the answer.
+            self.resume();
+        }
+    }
+
+    /// Takes the home back from a lease: reopens it, reads what changed, answers the messages
+    /// that waited and offers the changes to connected peers.
+    fn resume(&mut self) {
+        let Slot::Parked {
+            parked,
+            lease,
+            pid,
+            since_ms,
+            released,
+        } = std::mem::replace(&mut self.home, Slot::Switching)
+        else {
+            return;
+        };
+        match parked.reopen() {
+            Ok(home) => {
+                let (vault, age) = home.sync_parts();
+                if let Err(error) = self.engine.refresh(vault, age) {
+                    tracing::error!(%error, "cannot read the records a phr command changed");
+                }
+                for warning in home.warnings() {
+                    tracing::warn!(%warning, "reopening the home");
+                }
+                self.home = Slot::Open(home);
+                tracing::debug!(lease, "home back from a phr command");
+            }
+            Err((parked, error)) => {
+                tracing::warn!(%error, "cannot reopen the home yet; trying again");
+                self.home = Slot::Parked {
+                    parked,
+                    lease,
+                    pid,
+                    since_ms,
+                    released,
+                };
+                return;
+            }
+        }
+        self.learn_from_home();
+        for queued in std::mem::take(&mut self.queue) {
+            match queued {
+                Queued::Request {
+                    peer,
+                    bytes,
+                    channel,
+                } => self.on_request(peer, bytes, channel),
+                Queued::Response { peer, bytes } => self.on_response(peer, bytes),
+            }
+        }
+        for command in std::mem::take(&mut self.deferred) {
+            self.on_command(command);
+        }
+        self.offer_all(None);
+    }
+
+    fn on_tick(&mut self) {
+        let now = Self::now();
+        if let Slot::Parked {
+            pid,
+            since_ms,
+            released,
+            ..
+        } = &self.home
+        {
+            let gone = std::path::Path::new("/proc").exists()
+                && !std::path::Path::new(&format!("/proc/{pid}")).exists();
+            let expired = now - since_ms > LEASE_MS_MAX;
+            if (gone || expired) && !released {
+                tracing::warn!(
+                    pid,
+                    "the phr command holding the home is gone; taking it back"
+                );
+            }
+            if gone || expired || *released {
+                self.resume();
+                self.grant_lease();
+            }
+            return;
+        }
+        let Slot::Open(home) = &self.home else {
+            return;
+        };
+        let (vault, age) = home.sync_parts();
+        let out = self.engine.tick(vault, age, now);
+        self.send_requests(out);
+        // Keep in touch with every admitted peer.
+        for peer in self.engine.admitted_peers(now) {
+            let lp = to_libp2p(&peer);
+            if self.swarm.is_connected(&lp) {
+                let due = self
+                    .peers
+                    .get(&lp)
+                    .is_none_or(|p| now - p.last_resync_ms >= RESYNC_MS);
+                if due && !self.engine.is_initiating_with(&peer) {
+                    self.start_sync(peer);
+                }
+                continue;
+            }
+            let entry = self.peers.entry(lp).or_default();
+            if now < entry.next_dial_ms || now < entry.blocked_until_ms {
+                continue;
+            }
+            entry.backoff_ms = (entry.backoff_ms * 2).clamp(BACKOFF_MIN_MS, BACKOFF_MAX_MS);
+            entry.next_dial_ms = now + entry.backoff_ms;
+            if entry.addrs.is_empty() {
+                self.lookup(lp);
+            } else if let Err(error) = self.swarm.dial(DialOpts::peer_id(lp).build()) {
+                tracing::debug!(peer = %lp, %error, "cannot dial");
+            }
+        }
+        // Runs past their time: whoever has not answered is out of reach.
+        for run in self.runs.values_mut() {
+            if now - run.started_ms > SYNC_RUN_MS {
+                for p in run.peers.values_mut() {
+                    if matches!(p.state, RunState::Dialing | RunState::Syncing) {
+                        p.state = RunState::Unreachable("no answer in time".into());
+                    }
+                }
             }
         }
     }
@@ -268,15 +979,31 @@ impl Node {
         match event {
             SwarmEvent::NewListenAddr { address, .. } => {
                 tracing::info!(%address, "listening");
+                if !self.listen_addrs.contains(&address) {
+                    self.listen_addrs.push(address.clone());
+                }
                 for reply in self.listening.drain(..) {
                     let _ = reply.send(Ok(address.clone()));
                 }
             }
-            SwarmEvent::ConnectionEstablished { peer_id, .. } => {
-                tracing::info!(peer = %peer_id, "connected");
-                for reply in self.dialing.remove(&peer_id).unwrap_or_default() {
-                    let _ = reply
-                        .send(from_libp2p(&peer_id).ok_or_else(|| "not an Ed25519 peer".into()));
+            SwarmEvent::ExpiredListenAddr { address, .. } => {
+                self.listen_addrs.retain(|a| *a != address);
+            }
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                num_established,
+                endpoint,
+                ..
+            } => self.on_connected(peer_id, num_established.get(), endpoint.is_dialer()),
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established,
+                cause,
+                ..
+            } if num_established == 0 => {
+                tracing::info!(peer = %peer_id, cause = ?cause, "disconnected");
+                if let Some(p) = self.peers.get_mut(&peer_id) {
+                    p.connected = false;
                 }
             }
             SwarmEvent::OutgoingConnectionError {
@@ -284,46 +1011,64 @@ impl Node {
                 error,
                 ..
             } => {
+                tracing::debug!(%peer, %error, "dial failed");
+                if let Some(p) = self.peers.get_mut(&peer) {
+                    p.last_error = Some(format!("cannot reach it: {error}"));
+                }
                 for reply in self.dialing.remove(&peer).unwrap_or_default() {
                     let _ = reply.send(Err(error.to_string()));
+                }
+                if let Some(phr_peer) = from_libp2p(&peer) {
+                    for run in self.runs.values_mut() {
+                        if let Some(p) = run.peers.get_mut(&phr_peer)
+                            && p.state == RunState::Dialing
+                        {
+                            p.state = RunState::Unreachable(error.to_string());
+                        }
+                    }
                 }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Sync(request_response::Event::Message {
                 peer,
                 message,
                 ..
-            })) => {
-                let Some(from) = from_libp2p(&peer) else {
-                    tracing::warn!(%peer, "a peer without an Ed25519 identity; ignored");
-                    return;
-                };
-                let (vault, age) = self.home.sync_parts();
-                match message {
-                    request_response::Message::Request {
-                        request, channel, ..
-                    } => {
-                        let reply = self.engine.receive(vault, age, from, &request.0, now_ms());
-                        let _ = self
-                            .swarm
-                            .behaviour_mut()
-                            .sync
-                            .send_response(channel, Frame(reply.unwrap_or_default()));
+            })) => match message {
+                request_response::Message::Request {
+                    request, channel, ..
+                } => {
+                    if self.flooding(peer) || self.unreadable(peer, &request) {
+                        return;
                     }
-                    // The empty answer to a closing request.
-                    request_response::Message::Response { response, .. }
-                        if response.0.is_empty() => {}
-                    request_response::Message::Response { response, .. } => {
-                        if let Some(next) =
-                            self.engine.receive(vault, age, from, &response.0, now_ms())
-                        {
-                            self.swarm
-                                .behaviour_mut()
-                                .sync
-                                .send_request(&peer, Frame(next));
+                    if self.open_home().is_none() {
+                        if self.queue.len() < PARKED_QUEUE_MAX {
+                            self.queue.push_back(Queued::Request {
+                                peer,
+                                bytes: request.0,
+                                channel,
+                            });
                         }
+                        return;
                     }
+                    self.on_request(peer, request.0, channel);
                 }
-            }
+                // The empty answer to a closing request.
+                request_response::Message::Response { response, .. } if response.0.is_empty() => {}
+                request_response::Message::Response { response, .. } => {
+                    if self.unreadable(peer, &response) {
+                        return;
+                    }
+                    if self.open_home().is_none() {
+                        if self.queue.len() < PARKED_QUEUE_MAX {
+                            self.queue.push_back(Queued::Response {
+                                peer,
+                                bytes: response.0,
+                            });
+                        }
+                        return;
+                    }
+                    self.on_response(peer, response.0);
+                }
+            },
             SwarmEvent::Behaviour(BehaviourEvent::Sync(
                 request_response::Event::OutboundFailure { peer, error, .. },
             )) => {
@@ -331,7 +1076,17 @@ impl Node {
             }
             SwarmEvent::Behaviour(BehaviourEvent::Sync(
                 request_response::Event::InboundFailure { peer, error, .. },
-            )) => tracing::warn!(%peer, %error, "a sync request from a peer failed"),
+            )) => {
+                if let request_response::InboundFailure::Io(io) = &error {
+                    // A frame that is not CBOR, or larger than the codec's limit.
+                    self.cut_off(
+                        peer,
+                        &format!("it sent a frame this node cannot read: {io}"),
+                    );
+                } else {
+                    tracing::warn!(%peer, %error, "a sync request from a peer failed");
+                }
+            }
             SwarmEvent::Behaviour(BehaviourEvent::Sync(_)) => {}
             SwarmEvent::Behaviour(event) => {
                 for learnt in swarm::on_event(&mut self.swarm, event) {
@@ -342,11 +1097,181 @@ impl Node {
         }
     }
 
-    /// Remembers where a peer can be reached.
+    fn on_connected(&mut self, peer: libp2p::PeerId, established: u32, dialer: bool) {
+        let now = Self::now();
+        let entry = self.peers.entry(peer).or_default();
+        if now < entry.blocked_until_ms {
+            tracing::info!(%peer, "refusing a peer cut off for breaking the protocol");
+            let _ = self.swarm.disconnect_peer_id(peer);
+            return;
+        }
+        entry.connected = true;
+        entry.backoff_ms = 0;
+        entry.next_dial_ms = 0;
+        for reply in self.dialing.remove(&peer).unwrap_or_default() {
+            let _ = reply.send(from_libp2p(&peer).ok_or_else(|| "not an Ed25519 peer".into()));
+        }
+        if established > 1 {
+            return;
+        }
+        let Some(phr_peer) = from_libp2p(&peer) else {
+            tracing::info!(%peer, "refusing a peer without an Ed25519 identity");
+            let _ = self.swarm.disconnect_peer_id(peer);
+            return;
+        };
+        let admitted = self
+            .engine
+            .replicas()
+            .values()
+            .filter(|r| r.is_held() && r.admits(&phr_peer, now))
+            .count();
+        if admitted == 0 {
+            // It may be bringing this node a record newly shared with it: it is answered, as a
+            // node that holds nothing it may have.
+            tracing::info!(
+                %peer,
+                dialer,
+                "connected to a peer no record here admits: it is offered nothing"
+            );
+        } else {
+            tracing::info!(%peer, records = admitted, "connected; syncing");
+        }
+        for run in self.runs.values_mut() {
+            if let Some(p) = run.peers.get_mut(&phr_peer)
+                && p.state == RunState::Dialing
+            {
+                p.state = RunState::Syncing;
+            }
+        }
+        if self.open_home().is_some() {
+            self.offer(peer);
+        }
+    }
+
+    /// Counts a request; cuts the peer off if it is flooding. Returns whether it was.
+    fn flooding(&mut self, peer: libp2p::PeerId) -> bool {
+        let now = Self::now();
+        let entry = self.peers.entry(peer).or_default();
+        if now - entry.window_ms >= 1_000 {
+            entry.window_ms = now;
+            entry.requests = 0;
+        }
+        entry.requests += 1;
+        if entry.requests > REQUESTS_PER_SECOND_MAX {
+            self.cut_off(
+                peer,
+                &format!("it sent more than {REQUESTS_PER_SECOND_MAX} requests in a second"),
+            );
+            return true;
+        }
+        false
+    }
+
+    /// Cuts the peer off if the codec refused its frame (over the size limit, or not a frame);
+    /// returns whether it did.
+    fn unreadable(&mut self, peer: libp2p::PeerId, frame: &Frame) -> bool {
+        let why = if frame.0 == codec::OVERSIZED {
+            format!("it sent a frame over {} bytes", codec::FRAME_BYTES_MAX)
+        } else if frame.0 == codec::NOT_A_FRAME {
+            "it sent something that is not a sync frame".to_string()
+        } else {
+            return false;
+        };
+        self.cut_off(peer, &why);
+        true
+    }
+
+    fn cut_off(&mut self, peer: libp2p::PeerId, why: &str) {
+        tracing::warn!(%peer, why, "disconnecting a peer that broke the sync protocol");
+        let entry = self.peers.entry(peer).or_default();
+        entry.blocked_until_ms = Self::now() + BLOCK_MS;
+        entry.last_error = Some(format!("cut off: {why}"));
+        let _ = self.swarm.disconnect_peer_id(peer);
+    }
+
+    /// The number of items held, to tell whether a message stored anything.
+    fn items_held(&self) -> usize {
+        self.engine
+            .replicas()
+            .values()
+            .map(|r| {
+                r.ledger().len()
+                    + Section::ALL
+                        .iter()
+                        .map(|s| r.blob_ids(*s).count())
+                        .sum::<usize>()
+            })
+            .sum()
+    }
+
+    fn on_request(
+        &mut self,
+        peer: libp2p::PeerId,
+        bytes: Vec<u8>,
+        channel: ResponseChannel<Frame>,
+    ) {
+        let Some(from) = from_libp2p(&peer) else {
+            return;
+        };
+        let Slot::Open(home) = &self.home else {
+            return;
+        };
+        let (vault, age) = home.sync_parts();
+        let before = self.items_held();
+        let reply = self.engine.receive(vault, age, from, &bytes, Self::now());
+        let _ = self
+            .swarm
+            .behaviour_mut()
+            .sync
+            .send_response(channel, Frame(reply.unwrap_or_default()));
+        self.after_receive(peer, before);
+    }
+
+    fn on_response(&mut self, peer: libp2p::PeerId, bytes: Vec<u8>) {
+        let Some(from) = from_libp2p(&peer) else {
+            return;
+        };
+        let Slot::Open(home) = &self.home else {
+            return;
+        };
+        let (vault, age) = home.sync_parts();
+        let before = self.items_held();
+        if let Some(next) = self.engine.receive(vault, age, from, &bytes, Self::now()) {
+            self.swarm
+                .behaviour_mut()
+                .sync
+                .send_request(&peer, Frame(next));
+        }
+        self.after_receive(peer, before);
+    }
+
+    /// Something new arrived from `peer`: pass it on to the other connected peers.
+    fn after_receive(&mut self, peer: libp2p::PeerId, before: usize) {
+        if self.items_held() != before {
+            self.learn_from_home();
+            self.offer_all(Some(peer));
+        }
+    }
+
+    /// Looks for a peer whose address is unknown.
+    fn lookup(&mut self, peer: libp2p::PeerId) {
+        tracing::debug!(%peer, "no known address");
+    }
+
+    /// Remembers where a peer can be reached, and dials it if it is wanted.
     fn on_learnt(&mut self, learnt: swarm::Learnt) {
         tracing::debug!(peer = %learnt.peer, addrs = ?learnt.addrs, how = learnt.how, "learnt addresses");
-        for addr in learnt.addrs {
-            self.swarm.add_peer_address(learnt.peer, addr);
+        self.add_addrs(learnt.peer, learnt.addrs);
+        let wanted = from_libp2p(&learnt.peer).is_some_and(|p| {
+            self.engine.admitted_peers(Self::now()).contains(&p)
+                || self.runs.values().any(|r| {
+                    r.peers
+                        .get(&p)
+                        .is_some_and(|x| x.state == RunState::Dialing)
+                })
+        });
+        if wanted && !self.swarm.is_connected(&learnt.peer) {
+            let _ = self.swarm.dial(DialOpts::peer_id(learnt.peer).build());
         }
     }
 
@@ -359,8 +1284,9 @@ impl Node {
         }
     }
 
-    /// Hands ended sessions to the sync commands waiting for them.
-    fn settle_waiting(&mut self) {
+    /// Hands ended sessions to the commands and runs waiting for them.
+    fn settle(&mut self) {
+        let now = Self::now();
         for ended in self.engine.take_ended() {
             let (peer, result) = match ended {
                 Ended::Synced {
@@ -369,35 +1295,131 @@ impl Node {
                     stats,
                 } => {
                     tracing::info!(%peer, %record, ?stats, "synced");
+                    self.confirm(peer, record, now);
                     (peer, Ok((record, stats)))
                 }
                 Ended::Failed { peer, error } => {
                     if error.is_peers_fault() {
-                        // A peer that breaks the protocol is cut off; it may come back and try
-                        // again, with a fresh session.
-                        tracing::warn!(%peer, %error, "disconnecting a peer that broke the sync protocol");
-                        let _ = self.swarm.disconnect_peer_id(to_libp2p(&peer));
+                        self.cut_off(to_libp2p(&peer), &error.to_string());
                     } else {
                         tracing::warn!(%peer, %error, "a sync session ended early");
                     }
                     (peer, Err(error.to_string()))
                 }
             };
-            if let Some(waiting) = self.waiting.iter_mut().find(|w| w.0 == peer && w.1 > 0) {
-                waiting.1 -= 1;
-                waiting.2.push(result);
+            let lp = to_libp2p(&peer);
+            if let Some(p) = self.peers.get_mut(&lp) {
+                match &result {
+                    Ok(_) => {
+                        p.last_sync_ms = Some(now);
+                        p.last_error = None;
+                    }
+                    Err(e) => p.last_error = Some(e.clone()),
+                }
+            }
+            for run in self.runs.values_mut() {
+                if let Some(p) = run.peers.get_mut(&peer)
+                    && matches!(p.state, RunState::Syncing | RunState::Dialing)
+                {
+                    p.results.push(result.clone().map(|(_, stats)| stats));
+                }
+            }
+            for waiting in self.waiting.iter_mut().filter(|w| w.0 == peer) {
+                waiting.1.push(result.clone());
+            }
+        }
+        // Peers whose sessions all ended: sync again if something changed meanwhile, and settle
+        // the runs waiting for them.
+        let again: Vec<libp2p::PeerId> = self
+            .peers
+            .iter()
+            .filter(|(lp, p)| {
+                p.again && from_libp2p(lp).is_some_and(|x| !self.engine.is_initiating_with(&x))
+            })
+            .map(|(lp, _)| *lp)
+            .collect();
+        for lp in again {
+            if let Some(p) = self.peers.get_mut(&lp) {
+                p.again = false;
+            }
+            self.offer(lp);
+        }
+        for run in self.runs.values_mut() {
+            for (peer, p) in &mut run.peers {
+                if p.state == RunState::Syncing && !self.engine.is_initiating_with(peer) {
+                    p.state = match p.results.iter().find_map(|r| r.as_ref().err()) {
+                        Some(error) => RunState::Failed(error.clone()),
+                        None => RunState::InSync,
+                    };
+                }
             }
         }
         let (done, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.waiting)
             .into_iter()
-            .partition(|w| w.1 == 0);
+            .partition(|w| !self.engine.is_initiating_with(&w.0));
         self.waiting = waiting;
-        for (_, _, results, reply) in done {
+        for (_, results, reply) in done {
             let _ = reply.send(results);
+        }
+    }
+
+    /// A finished sync with `peer` shows that it holds every blob of `record` it may hold.
+    fn confirm(&mut self, peer: PeerId, record: RecordId, now: i64) {
+        let Some(replica) = self.engine.replicas().get(&record) else {
+            return;
+        };
+        let confirmed = self.confirmed.entry(record).or_default();
+        for section in Section::ALL {
+            if replica.may_hold(&peer, section, now) {
+                confirmed.extend(replica.blob_ids(section));
+            }
         }
     }
 }
 
-fn now_ms() -> i64 {
-    jiff::Timestamp::now().as_millisecond()
+/// `addr` without a trailing `/p2p/<peer>`.
+fn without_peer(mut addr: Multiaddr) -> Multiaddr {
+    if let Some(Protocol::P2p(_)) = addr.iter().last() {
+        addr.pop();
+    }
+    addr
+}
+
+fn read_peers_file(path: &std::path::Path) -> BTreeMap<libp2p::PeerId, Vec<Multiaddr>> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return BTreeMap::new();
+    };
+    let parsed: BTreeMap<String, Vec<String>> = match serde_json::from_str(&text) {
+        Ok(parsed) => parsed,
+        Err(error) => {
+            tracing::warn!(path = %path.display(), %error, "ignoring a damaged list of peers");
+            return BTreeMap::new();
+        }
+    };
+    parsed
+        .into_iter()
+        .filter_map(|(peer, addrs)| {
+            Some((
+                peer.parse().ok()?,
+                addrs.iter().filter_map(|a| a.parse().ok()).collect(),
+            ))
+        })
+        .take(PEERS_MAX)
+        .collect()
+}
+
+fn write_peers_file(
+    path: &std::path::Path,
+    peers: &BTreeMap<libp2p::PeerId, Vec<Multiaddr>>,
+) -> std::io::Result<()> {
+    let text: BTreeMap<String, Vec<String>> = peers
+        .iter()
+        .map(|(p, a)| (p.to_string(), a.iter().map(|a| a.to_string()).collect()))
+        .collect();
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(
+        &tmp,
+        serde_json::to_vec_pretty(&text).expect("a map of strings serialises"),
+    )?;
+    std::fs::rename(&tmp, path)
 }

@@ -1,4 +1,5 @@
-//! A hostile peer that sends garbage is disconnected, and the node goes on serving others.
+//! A hostile peer that sends garbage, frames over the size limit or a flood of requests is
+//! disconnected, and the node goes on serving others.
 
 mod common;
 
@@ -6,31 +7,31 @@ use common::{
     Setup, WAIT, assert_gp_reads_only_the_summary, dial_and_sync, setup, start_listening,
 };
 use libp2p::{
-    SwarmBuilder,
+    Multiaddr, SwarmBuilder,
     futures::StreamExt,
     noise,
     request_response::{self, ProtocolSupport, cbor},
     swarm::SwarmEvent,
     tcp, yamux,
 };
+use phr_core::{
+    keys::{AgeIdentity, PeerId, RecordId, random_array},
+    replica::Replica,
+    store::MemoryStore,
+    sync::{InitiatorSession, Local, message::SYNC_MESSAGE_BYTES_MAX},
+};
 use phr_node::{
-    net::Node,
+    net::{Node, REQUESTS_PER_SECOND_MAX},
     swarm::{Frame, SYNC_PROTOCOL},
 };
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_peer_sending_garbage_is_disconnected_and_others_are_still_served() {
-    let dir = tempfile::tempdir().unwrap();
-    let Setup {
-        laptop,
-        gp,
-        gp_party,
-        record_id,
-    } = setup(dir.path());
-    let (gp_client, gp_task, gp_addr) = start_listening(gp).await;
-    let gp_peer: libp2p::PeerId = gp_party.peer.to_string().parse().unwrap();
-
-    // The hostile peer speaks the sync protocol's transport, then sends garbage.
+/// Connects a bare libp2p client to the node at `addr`, sends it `requests` as soon as the
+/// connection is up, and returns the peer that closed the connection.
+async fn send_and_wait_for_disconnect(addr: Multiaddr, requests: Vec<Vec<u8>>) -> libp2p::PeerId {
+    // The hostile side lets itself send far more than the node accepts.
+    let codec = cbor::codec::Codec::default()
+        .set_request_size_maximum(4 * SYNC_MESSAGE_BYTES_MAX as u64)
+        .set_response_size_maximum(4 * SYNC_MESSAGE_BYTES_MAX as u64);
     let mut hostile = SwarmBuilder::with_new_identity()
         .with_tokio()
         .with_tcp(
@@ -40,7 +41,8 @@ async fn a_peer_sending_garbage_is_disconnected_and_others_are_still_served() {
         )
         .unwrap()
         .with_behaviour(|_| {
-            cbor::Behaviour::<Frame, Frame>::new(
+            cbor::Behaviour::<Frame, Frame>::with_codec(
+                codec,
                 [(SYNC_PROTOCOL, ProtocolSupport::Full)],
                 request_response::Config::default(),
             )
@@ -51,14 +53,17 @@ async fn a_peer_sending_garbage_is_disconnected_and_others_are_still_served() {
             config.with_idle_connection_timeout(std::time::Duration::from_secs(300))
         })
         .build();
-    hostile.dial(gp_addr.clone()).unwrap();
-    let closed = tokio::time::timeout(WAIT, async {
+    hostile.dial(addr).unwrap();
+    let mut requests = Some(requests);
+    tokio::time::timeout(WAIT, async {
         loop {
             match hostile.select_next_some().await {
                 SwarmEvent::ConnectionEstablished { peer_id, .. } => {
-                    hostile
-                        .behaviour_mut()
-                        .send_request(&peer_id, Frame(b"\\xff not a sync message".to_vec()));
+                    for request in requests.take().unwrap_or_default() {
+                        hostile
+                            .behaviour_mut()
+                            .send_request(&peer_id, Frame(request));
+                    }
                 }
                 SwarmEvent::ConnectionClosed { peer_id, .. } => break peer_id,
                 _ => {}
@@ -66,7 +71,23 @@ async fn a_peer_sending_garbage_is_disconnected_and_others_are_still_served() {
         }
     })
     .await
-    .expect("the node disconnects the hostile peer");
+    .expect("the node disconnects the hostile peer")
+}
+
+/// Cuts off a hostile peer sending `requests`, then checks that an honest patient node is still
+/// served and that the GP's home holds what it should.
+async fn hostile_peer_is_cut_off(requests: impl FnOnce(PeerId) -> Vec<Vec<u8>>) {
+    let dir = tempfile::tempdir().unwrap();
+    let Setup {
+        laptop,
+        gp,
+        gp_party,
+        record_id,
+    } = setup(dir.path());
+    let (gp_client, gp_task, gp_addr) = start_listening(gp).await;
+    let gp_peer: libp2p::PeerId = gp_party.peer.to_string().parse().unwrap();
+
+    let closed = send_and_wait_for_disconnect(gp_addr.clone(), requests(gp_party.peer)).await;
     assert_eq!(closed, gp_peer);
 
     // An honest patient node is still served.
@@ -83,6 +104,45 @@ async fn a_peer_sending_garbage_is_disconnected_and_others_are_still_served() {
         .await
         .unwrap()
         .unwrap();
-    let gp = tokio::time::timeout(WAIT, gp_task).await.unwrap().unwrap();
+    let gp = tokio::time::timeout(WAIT, gp_task)
+        .await
+        .unwrap()
+        .unwrap()
+        .expect("the node gives its home back");
     assert_gp_reads_only_the_summary(&gp, record_id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_sending_garbage_is_disconnected_and_others_are_still_served() {
+    hostile_peer_is_cut_off(|_| vec![b"\xff not a sync message".to_vec()]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_sending_an_oversized_frame_is_disconnected_and_others_are_still_served() {
+    hostile_peer_is_cut_off(|_| vec![vec![0u8; SYNC_MESSAGE_BYTES_MAX + 1024]]).await;
+}
+
+/// Each request on its own is a well-formed opening (about a record the node does not hold);
+/// there are just too many of them at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_flooding_requests_is_disconnected_and_others_are_still_served() {
+    hostile_peer_is_cut_off(|gp| {
+        let store = MemoryStore::new();
+        let age = AgeIdentity::generate();
+        let me: PeerId = phr_core::keys::SigningKey::generate().peer_id();
+        let mut replica = Replica::empty(RecordId(random_array()), me);
+        let local = Local {
+            replica: &mut replica,
+            store: &store,
+            age: &age,
+        };
+        (0..2 * u64::from(REQUESTS_PER_SECOND_MAX))
+            .map(|session| {
+                InitiatorSession::start(&local, gp, session << 16, 0)
+                    .unwrap()
+                    .1
+            })
+            .collect()
+    })
+    .await;
 }

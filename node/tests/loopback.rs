@@ -40,6 +40,10 @@ async fn a_granted_gp_receives_the_summary_and_nothing_else_over_loopback_tcp() 
         .await
         .unwrap()
         .unwrap();
-    let gp = tokio::time::timeout(WAIT, gp_task).await.unwrap().unwrap();
+    let gp = tokio::time::timeout(WAIT, gp_task)
+        .await
+        .unwrap()
+        .unwrap()
+        .expect("the node gives its home back");
     assert_gp_reads_only_the_summary(&gp, record_id);
 }

@@ -278,8 +278,12 @@ fn phr_sync(
         .into());
     }
     // ... and reads the section A wrote.
-    let (mut record, warnings) =
-        replica_b.materialise(&store_b, meta(built.id), &actor(&built.keys_b))?;
+    let (mut record, warnings) = replica_b.materialise(
+        &store_b,
+        meta(built.id),
+        &actor(&built.keys_b),
+        &built.keys_b.age,
+    )?;
     if !warnings.is_empty() {
         return Err(format!("N = {n}, d = {d}: materialising B: {warnings:?}").into());
     }

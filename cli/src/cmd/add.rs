@@ -6,9 +6,12 @@ use phr_core::{
     section::place,
     view,
 };
-use serde_json::json;
+use serde_json::{Value, json};
 
-use crate::context::{Context, now, stamp};
+use crate::{
+    cmd::patients,
+    context::{Context, now, stamp},
+};
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:
@@ -49,7 +52,6 @@ pub struct Args {
 }
 
 pub fn run(ctx: &Context, args: Args) -> Result<()> {
-    let (mut home, mut record) = ctx.open_record()?;
     let new = NewEntry {
         kind: args.kind,
         text: args.text,
@@ -62,23 +64,48 @@ pub fn run(ctx: &Context, args: Args) -> Result<()> {
         sensitive: args.sensitive,
     };
     let id = phr_core::new_id();
-    let resource = entry::build(&new, record.meta().subject.as_deref(), &id, now())?;
-    let author = home.device().author();
-    let stamp = stamp(&author);
-    record.put(stamp, &resource)?;
-    record.commit(stamp, &format!("add {}", new.kind.as_str()));
-    home.save(&mut record, crate::context::now())?;
+    let message = format!("add {}", new.kind.as_str());
+    let Some(query) = &ctx.patient else {
+        let (mut home, mut record) = ctx.open_record()?;
+        let resource = entry::build(&new, record.meta().subject.as_deref(), &id, now())?;
+        let author = home.device().author();
+        let stamp = stamp(&author);
+        record.put(stamp, &resource)?;
+        record.commit(stamp, &message);
+        home.save(&mut record, now())?;
+        return report(ctx, &resource, None);
+    };
+    let home = ctx.open_home()?;
+    let mut patient = patients::open(&home, query)?;
+    let resource = entry::build(&new, patient.subject(), &id, now())?;
+    patient.add(&resource, &message, now())?;
+    report(ctx, &resource, Some(&patient.id().to_string()))
+}
+
+/// Says what was added (to a patient's record, when `patient` names it).
+fn report(ctx: &Context, resource: &Value, patient: Option<&str>) -> Result<()> {
     let key = format!(
-        "{}/{id}",
-        resource["resourceType"].as_str().unwrap_or("Resource")
+        "{}/{}",
+        resource["resourceType"].as_str().unwrap_or("Resource"),
+        resource["id"].as_str().unwrap_or("?")
     );
-    let section = place(&resource);
+    let section = place(resource);
     if ctx.json {
-        return ctx.print_json(&json!({"added": key, "section": section, "resource": resource}));
+        let mut out = json!({"added": key, "section": section, "resource": resource});
+        if let Some(record) = patient {
+            out["record"] = json!(record);
+        }
+        return ctx.print_json(&out);
     }
     println!(
         "Added {key} to {section}: {}",
-        view::describe_resource(&resource)
+        view::describe_resource(resource)
     );
+    if let Some(record) = patient {
+        println!(
+            "It is in record {record} on this node, signed by it, and logged to the patient; it \
+             reaches the patient's devices when the nodes sync."
+        );
+    }
     Ok(())
 }

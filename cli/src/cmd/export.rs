@@ -3,9 +3,13 @@
 use std::{fs, path::PathBuf};
 
 use anyhow::{Context as _, Result};
-use phr_core::{Section, export};
+use phr_core::{Record, Section, audit::Logged, export};
 
-use crate::context::{Context, now, print_out};
+use crate::{
+    cmd::{patients, share::sections_text},
+    context::{Context, now, print_out},
+    exit::UserError,
+};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -20,22 +24,53 @@ pub struct Args {
     output: Option<PathBuf>,
 }
 
-pub fn run(ctx: &Context, args: Args) -> Result<()> {
-    let (_home, record) = ctx.open_record()?;
-    let exported = if args.ips {
-        let sources = if args.sections.is_empty() {
+pub fn run(ctx: &Context, mut args: Args) -> Result<()> {
+    let named = !args.sections.is_empty();
+    if !named {
+        args.sections = if args.ips {
             vec![Section::Summary, Section::Clinical]
         } else {
-            args.sections
-        };
-        export::ips(&record, &sources, now())?
-    } else {
-        let sections = if args.sections.is_empty() {
             Section::ALL.to_vec()
-        } else {
-            args.sections
         };
-        export::collection(&record, &sections, now())?
+    }
+    let Some(query) = &ctx.patient else {
+        let (_home, record) = ctx.open_record()?;
+        return write(ctx, &args, &record);
+    };
+    let home = ctx.open_home()?;
+    let mut patient = patients::open(&home, query)?;
+    // Only what this node may read is exported; a section asked for by name that it may not
+    // read is said so, and nothing of it is in the export.
+    let readable = patient.readable(now());
+    let (shared, withheld): (Vec<Section>, Vec<Section>) = args
+        .sections
+        .iter()
+        .copied()
+        .partition(|section| readable.contains(section));
+    if named && !withheld.is_empty() && !shared.is_empty() {
+        eprintln!(
+            "warning: not shared with this node, so nothing of it is exported: {}",
+            sections_text(&withheld)
+        );
+    }
+    if shared.is_empty() {
+        return Err(UserError(format!(
+            "none of the sections asked for is shared with this node (it may read: {}); nothing \
+             was exported",
+            patients::sections_or_nothing(&readable)
+        ))
+        .into());
+    }
+    args.sections = shared;
+    let record = patient.read(&Logged::read("export", &args.sections), now())?;
+    write(ctx, &args, record)
+}
+
+fn write(ctx: &Context, args: &Args, record: &Record) -> Result<()> {
+    let exported = if args.ips {
+        export::ips(record, &args.sections, now())?
+    } else {
+        export::collection(record, &args.sections, now())?
     };
     if !exported.conflicted.is_empty() {
         let keys: Vec<String> = exported

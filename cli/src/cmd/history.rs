@@ -1,10 +1,13 @@
 //! `phr history`: every version of one resource, oldest first.
 
 use anyhow::Result;
-use phr_core::{fhir::reference::ResourceKey, record::Version, view};
+use phr_core::{Record, audit::Logged, fhir::reference::ResourceKey, record::Version, view};
 use serde_json::json;
 
-use crate::context::Context;
+use crate::{
+    cmd::patients,
+    context::{Context, now},
+};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -14,7 +17,20 @@ pub struct Args {
 }
 
 pub fn run(ctx: &Context, args: Args) -> Result<()> {
-    let (_home, record) = ctx.open_record()?;
+    let Some(query) = &ctx.patient else {
+        let (_home, record) = ctx.open_record()?;
+        return render(ctx, &args, &record);
+    };
+    let home = ctx.open_home()?;
+    let mut patient = patients::open(&home, query)?;
+    // The resource may be in any section this node reads; the entry names it and them all.
+    let sections = patient.readable(now());
+    let logged = Logged::read("history", &sections).of(args.reference.clone());
+    let record = patient.read(&logged, now())?;
+    render(ctx, &args, record)
+}
+
+fn render(ctx: &Context, args: &Args, record: &Record) -> Result<()> {
     let versions = record.history(&args.reference)?;
     if ctx.json {
         let items: Vec<_> = versions.iter().map(version_json).collect();

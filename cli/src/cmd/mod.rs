@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod add;
+pub mod audit;
 pub mod backup;
 pub mod card;
 pub mod conflicts;
@@ -10,7 +11,12 @@ pub mod export;
 pub mod history;
 pub mod import;
 pub mod init;
+pub mod node;
+pub mod patients;
+pub mod peers;
 pub mod relays;
 pub mod resolve;
 pub mod share;
 pub mod show;
+pub mod status;
+pub mod sync;

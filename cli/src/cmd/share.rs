@@ -102,28 +102,12 @@ pub fn run(ctx: &Context, command: Command) -> Result<()> {
             grants.sort_by(|a, b| (a.time_ms, &a.grantee.name).cmp(&(b.time_ms, &b.grantee.name)));
             let mut out = String::new();
             for grant in grants {
-                let expired = grant.expires_ms.is_some_and(|e| e <= now_ms);
-                let status = if expired { "  [expired]" } else { "" };
-                let purpose = grant
-                    .purpose
-                    .as_ref()
-                    .map(|p| format!(" for \"{p}\""))
-                    .unwrap_or_default();
-                let what = if grant.access == Access::Relay {
-                    "relays sealed blobs".to_string()
-                } else {
-                    format!(
-                        "{} {}",
-                        access_word(grant.access),
-                        sections_text(&grant.sections)
-                    )
-                };
                 out += &format!(
-                    "{}  {} ({}): {what}{purpose}{}{status}\n",
+                    "{}  {} ({}): {}\n",
                     grant.id.short(),
                     grant.grantee.name,
                     grant.grantee.role.as_str(),
-                    grant_expiry(grant),
+                    grant_terms(grant, now_ms),
                 );
             }
             print_out(&out)
@@ -185,6 +169,28 @@ fn parse_expiry(text: &str, now: Timestamp) -> Result<Timestamp> {
     Ok(when)
 }
 
+/// What a grant allows, for whom it is written: `read and write summary, clinical for "care"
+/// until 2027-01-31 00:00 UTC`, with `  [expired]` once it has lapsed.
+pub fn grant_terms(grant: &GrantState, now_ms: i64) -> String {
+    let expired = grant.expires_ms.is_some_and(|e| e <= now_ms);
+    let status = if expired { "  [expired]" } else { "" };
+    let purpose = grant
+        .purpose
+        .as_ref()
+        .map(|p| format!(" for \"{p}\""))
+        .unwrap_or_default();
+    let what = if grant.access == Access::Relay {
+        "relays sealed blobs".to_string()
+    } else {
+        format!(
+            "{} {}",
+            access_word(grant.access),
+            sections_text(&grant.sections)
+        )
+    };
+    format!("{what}{purpose}{}{status}", grant_expiry(grant))
+}
+
 fn access_word(access: Access) -> &'static str {
     match access {
         Access::Read => "read",
@@ -193,7 +199,7 @@ fn access_word(access: Access) -> &'static str {
     }
 }
 
-fn sections_text(sections: &[Section]) -> String {
+pub fn sections_text(sections: &[Section]) -> String {
     sections
         .iter()
         .map(|s| s.as_str())
@@ -209,7 +215,7 @@ fn grant_expiry(grant: &GrantState) -> String {
         .unwrap_or_default()
 }
 
-fn grant_json(grant: &GrantState) -> serde_json::Value {
+pub fn grant_json(grant: &GrantState) -> serde_json::Value {
     json!({
         "grant": grant.id.to_string(),
         "grantee": grant.grantee.peer.to_string(),

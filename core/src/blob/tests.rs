@@ -312,7 +312,12 @@ fn unknown_magic_version_kind_section_and_reserved_are_refused() {
         malformed(with(VERSION_AT, 2)),
         Malformation::UnsupportedVersion(2)
     );
-    assert_eq!(malformed(with(KIND_AT, 2)), Malformation::UnknownKind(2));
+    assert_eq!(malformed(with(KIND_AT, 3)), Malformation::UnknownKind(3));
+    // A compaction relabelled as sealed to the owners lists replaced blobs: refused as well.
+    assert_eq!(
+        malformed(with(KIND_AT, BlobKind::SealedToOwners.code())),
+        Malformation::ReplacesOnChanges { count: 2 }
+    );
     assert_eq!(
         malformed(with(SECTION_AT, 6)),
         Malformation::UnknownSection(6)

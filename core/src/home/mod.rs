@@ -17,8 +17,10 @@
 //! that fails its checks is reported ([`Home::warnings`]) and skipped, and every other blob
 //! still loads.
 
+mod audit;
 mod backup;
 mod contacts;
+mod provider;
 mod sharing;
 
 use std::{
@@ -34,6 +36,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 pub use contacts::Contact;
+pub use provider::{PatientRecord, ProviderError, SharedRecord};
 pub use sharing::Revoked;
 
 use crate::{
@@ -188,6 +191,9 @@ pub enum HomeError {
     /// A card of the wrong kind of node for the command.
     #[error("{0}")]
     WrongRole(String),
+    /// A patient's record cannot be opened, read or written from this node.
+    #[error(transparent)]
+    Provider(#[from] ProviderError),
     /// Nothing matches a grant, device or contact to act on.
     #[error("{0}")]
     NothingToDo(String),
@@ -244,6 +250,47 @@ pub struct Home {
     held: Option<Held>,
     warnings: Vec<String>,
     _lock: File,
+}
+
+/// A home closed by [`Home::park`]: its keys in memory, its vault and lock released.
+pub struct Parked {
+    dir: PathBuf,
+    keystore: Keystore,
+}
+
+impl std::fmt::Debug for Parked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Parked")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Parked {
+    /// Opens the home again, reading everything another process stored meanwhile. If the home
+    /// is still in use ([`HomeError::Busy`]) or cannot be opened, the parked home comes back with
+    /// the error, to try again later.
+    pub fn reopen(self) -> std::result::Result<Home, (Parked, HomeError)> {
+        let lock = match lock(&self.dir) {
+            Ok(lock) => lock,
+            Err(error) => return Err((self, error)),
+        };
+        let Parked { dir, keystore } = self;
+        Home::open_unlocked(&dir, lock, keystore).map_err(|(keystore, error)| {
+            (
+                Parked {
+                    dir: dir.clone(),
+                    keystore,
+                },
+                error,
+            )
+        })
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
 }
 
 /// Asks for the keystore's passphrase when it is encrypted.
@@ -380,17 +427,45 @@ impl Home {
         }
         let lock = lock(dir)?;
         let keystore = Keystore::read(dir, passphrase)?;
-        let vault = Vault::open(dir, LocalKey::derive(&keystore.device))?;
-        let device: Device = vault.local("device")?.ok_or_else(|| HomeError::Damaged {
-            what: format!("the vault in {}", dir.display()),
-            reason: "it has no device profile".into(),
-        })?;
-        if device.id != keystore.device.peer_id().to_string() {
-            return Err(HomeError::Damaged {
-                what: format!("the keystore in {}", dir.display()),
-                reason: "it belongs to another node than the vault".into(),
-            });
+        Self::open_unlocked(dir, lock, keystore).map_err(|(_, error)| error)
+    }
+
+    /// Closes the home for a while: the vault and the lock are released so that another process
+    /// (a `phr` command run while the node daemon is up) can open it, and the keys stay in memory
+    /// so that reopening asks for no passphrase. See [`Parked::reopen`].
+    pub fn park(self) -> Parked {
+        Parked {
+            dir: self.dir,
+            keystore: self.keystore,
         }
+    }
+
+    /// Opens the vault and the record with keys already read. On failure the keystore comes
+    /// back with the error, so a parked home can try again without asking for a passphrase.
+    fn open_unlocked(
+        dir: &Path,
+        lock: File,
+        keystore: Keystore,
+    ) -> std::result::Result<Home, (Keystore, HomeError)> {
+        let opened = (|| {
+            let vault = Vault::open(dir, LocalKey::derive(&keystore.device))?;
+            let device: Device = vault.local("device")?.ok_or_else(|| HomeError::Damaged {
+                what: format!("the vault in {}", dir.display()),
+                reason: "it has no device profile".into(),
+            })?;
+            if device.id != keystore.device.peer_id().to_string() {
+                return Err(HomeError::Damaged {
+                    what: format!("the keystore in {}", dir.display()),
+                    reason: "it belongs to another node than the vault".into(),
+                });
+            }
+            let info = vault.local::<RecordInfo>("record")?;
+            Ok((vault, device, info))
+        })();
+        let (vault, device, info) = match opened {
+            Ok(parts) => parts,
+            Err(error) => return Err((keystore, error)),
+        };
         let mut home = Home {
             dir: dir.to_path_buf(),
             device,
@@ -400,8 +475,11 @@ impl Home {
             warnings: Vec::new(),
             _lock: lock,
         };
-        if let Some(info) = home.vault.local::<RecordInfo>("record")? {
-            home.held = Some(home.load_held(info)?);
+        if let Some(info) = info {
+            match home.load_held(info) {
+                Ok(held) => home.held = Some(held),
+                Err(error) => return Err((home.keystore, error)),
+            }
         }
         Ok(home)
     }
@@ -478,7 +556,7 @@ impl Home {
             .ok_or_else(|| HomeError::NoRecord(self.dir.clone()))?;
         let (record, warnings) =
             held.replica
-                .materialise(&self.vault, held.meta.clone(), &actor)?;
+                .materialise(&self.vault, held.meta.clone(), &actor, &self.keystore.age)?;
         self.warnings.extend(warnings);
         Ok(record)
     }

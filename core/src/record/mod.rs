@@ -648,6 +648,33 @@ impl Record {
     }
 }
 
+/// One new resource as a change of its own, made as `actor` in an empty document: how a writer
+/// that cannot read a section appends to it (a grantee's audit entry, sealed to the owners).
+/// The version has the layout [`Record::put`] writes, under the flat key `Type/id`, so the
+/// change merges into the section's document like any other write; it depends on nothing.
+///
+/// `actor` must never have written before (a fresh random one per change), or an
+/// (actor, sequence number) pair would be used twice. Returns the section the resource belongs
+/// to, with the change's bytes.
+pub fn lone_change(
+    stamp: Stamp<'_>,
+    resource: &Value,
+    actor: ActorId,
+    message: &str,
+) -> Result<(Section, Vec<u8>)> {
+    let key = ResourceKey::of(resource).ok_or(RecordError::NoKey)?;
+    let section = place(resource);
+    let json = serde_json::to_string(resource).expect("a JSON value always serialises");
+    let mut doc = AutoCommit::new().with_actor(actor);
+    write_version(&mut doc, section, &key.to_string(), &json, stamp, &[], None)?;
+    doc.commit_with(
+        CommitOptions::default()
+            .with_time(stamp.time.as_second())
+            .with_message(message.to_string()),
+    );
+    Ok((section, doc.save_after(&[])))
+}
+
 fn write_version(
     doc: &mut AutoCommit,
     section: Section,

@@ -195,6 +195,36 @@ fn take_unsaved_then_load_round_trips() {
     assert!(loaded.take_unsaved().is_empty(), "loading is not a change");
 }
 
+#[test]
+fn lone_changes_merge_into_a_document_they_never_saw() {
+    let owner = author("owner");
+    let gp = author("gp");
+    let mut r = Record::create(meta(), &ActorId::random());
+    let existing = json!({"resourceType": "AuditEvent", "id": "a0", "action": "C"});
+    r.put(stamp(&owner, 1), &existing).unwrap();
+    r.commit(stamp(&owner, 1), "owner's entry");
+    let saved = r.save_section(Section::Audit);
+    let mut pieces = vec![saved];
+    for id in ["a1", "a2"] {
+        let entry = json!({"resourceType": "AuditEvent", "id": id, "action": "R"});
+        let (section, bytes) =
+            lone_change(stamp(&gp, 2), &entry, ActorId::random(), "read").unwrap();
+        assert_eq!(section, Section::Audit);
+        pieces.push(bytes);
+    }
+    let parts = BTreeMap::from([(Section::Audit, pieces)]);
+    let (loaded, bad) = Record::load_parts(meta(), &parts, &ActorId::random());
+    assert!(bad.is_empty());
+    assert_eq!(loaded.len(Section::Audit), 3);
+    let key: ResourceKey = "AuditEvent/a2".parse().unwrap();
+    let Some(Current::One(version)) = loaded.current(&key).unwrap() else {
+        panic!("one version of a2");
+    };
+    assert_eq!(version.author, gp);
+    assert_eq!(version.resource["action"], "R");
+    assert!(version.replaces.is_empty());
+}
+
 mod author {
     use super::*;
     use crate::keys::{SigningKey, hex};

@@ -15,9 +15,10 @@
 //!   operations not held yet waits in a bounded buffer until they arrive.
 //!
 //! Local writes ([`Replica::save`]) seal the record's unsaved changes, one blob per section, and
-//! compact a section's blobs into one when enough have gathered. Consent changes
-//! ([`Replica::change_consent`]) sign a ledger operation and bring the keys in step.
-//! [`Replica::materialise`] decrypts and applies what this node can read.
+//! compact a section's blobs into one when enough have gathered. A grantee's audit entries are
+//! sealed to the owner devices instead ([`Replica::seal_to_owners`]), since it holds no key of
+//! `audit`. Consent changes ([`Replica::change_consent`]) sign a ledger operation and bring the
+//! keys in step. [`Replica::materialise`] decrypts and applies what this node can read.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -27,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     blob::{BLOB_LEDGER_HEADS_MAX, BLOB_REPLACES_MAX, Blob, BlobError, BlobHeader, BlobKind},
     consent::{self, ConsentError, IngestError, Keyring},
-    keys::{AgeIdentity, BlobId, OpId, PeerId, RecordId, SigningKey},
+    keys::{AgeIdentity, AgeRecipient, BlobId, KeyId, OpId, PeerId, RecordId, SigningKey},
     ledger::{Ledger, LedgerError, OpBody, SignedOp},
     record::{Record, RecordError, RecordMeta},
     section::Section,
@@ -455,21 +456,36 @@ impl Replica {
         Ok(report)
     }
 
-    /// Decrypts and applies every stored blob this node holds a key for, into a record whose new
-    /// writes are made as `actor`. A blob that fails a check is skipped and described in the
-    /// returned warnings; every other blob still loads.
+    /// Decrypts and applies every stored blob this node can read, into a record whose new
+    /// writes are made as `actor`: those sealed with a section key it holds, and, on an owner
+    /// device, the audit entries sealed to it with its age identity `age`. A blob that fails a
+    /// check is skipped and described in the returned warnings; every other blob still loads.
     pub fn materialise(
         &mut self,
         store: &dyn Store,
         meta: RecordMeta,
         actor: &ActorId,
+        age: &AgeIdentity,
+    ) -> Result<(Record, Vec<String>)> {
+        self.materialise_sections(store, meta, actor, age, &Section::ALL)
+    }
+
+    /// [`Replica::materialise`], of the given sections only: the others stay empty in the
+    /// record returned (a provider listing its patients decrypts `summary` alone).
+    pub fn materialise_sections(
+        &mut self,
+        store: &dyn Store,
+        meta: RecordMeta,
+        actor: &ActorId,
+        age: &AgeIdentity,
+        sections: &[Section],
     ) -> Result<(Record, Vec<String>)> {
         let mut warnings = Vec::new();
         let mut parts: BTreeMap<Section, Vec<Vec<u8>>> = BTreeMap::new();
         let mut ids: BTreeMap<Section, Vec<BlobId>> = BTreeMap::new();
-        for section in Section::ALL {
+        for &section in sections {
             for (stored_id, bytes) in store.blobs(&self.id, section)? {
-                match self.open_stored(section, stored_id, bytes) {
+                match self.open_stored(section, stored_id, bytes, age) {
                     Ok(Some(plain)) => {
                         parts.entry(section).or_default().push(plain);
                         ids.entry(section).or_default().push(stored_id);
@@ -490,17 +506,22 @@ impl Replica {
                 .remove(index);
             warnings.push(skipped(section, id, &error.to_string()));
         }
-        self.materialised = ids;
+        for &section in sections {
+            self.materialised
+                .insert(section, ids.remove(&section).unwrap_or_default());
+        }
         Ok((record, warnings))
     }
 
     /// Decodes and decrypts one stored blob: `Ok(None)` if this node holds no key for it (it
-    /// may not read that section), a sentence for the user if it fails a check.
+    /// may not read that section, or it is an audit entry sealed to other devices), a sentence
+    /// for the user if it fails a check.
     fn open_stored(
         &self,
         section: Section,
         stored_id: BlobId,
         bytes: Vec<u8>,
+        age: &AgeIdentity,
     ) -> Result<Option<Vec<u8>>, String> {
         let fail = |reason: String| skipped(section, stored_id, &reason);
         let blob = Blob::decode(bytes).map_err(|e| fail(e.to_string()))?;
@@ -512,6 +533,9 @@ impl Replica {
         consent::check_blob(&blob, &self.ledger, self.id, section)
             .map_err(|e| fail(e.to_string()))?;
         let header = blob.header();
+        if header.kind == BlobKind::SealedToOwners {
+            return self.open_sealed(&blob, age).map_err(fail);
+        }
         let Some(key) = self.keyring.get(&header.key_id) else {
             if self.ledger.state().can_read(&self.me, section, i64::MAX) {
                 return Err(fail("this node holds no key for it".into()));
@@ -525,6 +549,84 @@ impl Replica {
         Ok(Some(plain))
     }
 
+    /// An audit entry sealed to the owners: opened only on an owner device, with its age
+    /// identity. A grantee's own entries, and entries sealed before this device was an owner
+    /// (an owner that can read them folds them in when it compacts), are not this node's to read.
+    fn open_sealed(&self, blob: &Blob, age: &AgeIdentity) -> Result<Option<Vec<u8>>, String> {
+        let header = blob.header();
+        if !self.ledger.state().is_owner(&self.me) {
+            return Ok(None);
+        }
+        let plain = match blob.open_sealed(age) {
+            Ok(plain) => plain,
+            Err(BlobError::NotForMe { .. }) => {
+                let sealed_to_me = self
+                    .ledger
+                    .state_at(&header.ledger_heads)
+                    .is_ok_and(|state| state.is_owner(&self.me));
+                if sealed_to_me {
+                    return Err("it was sealed to this device, but does not open with its \
+                                age identity"
+                        .into());
+                }
+                return Ok(None);
+            }
+            Err(e) => return Err(e.to_string()),
+        };
+        // The changes' actors prove who wrote each entry, as in a changes blob.
+        crate::changes::check_authorship(&header.author, &plain)?;
+        Ok(Some(plain))
+    }
+
+    /// Seals Automerge changes of the `audit` section (made with [`crate::record::lone_change`])
+    /// to the owner devices the ledger names now: how a grantee, which holds no audit key,
+    /// logs what it read or wrote. The blob is checked as every node will check it (this node
+    /// must be able to append to `audit` now) but not stored: pass it to
+    /// [`Replica::store_sealed`], or to [`Replica::save_with`] to store it with a write.
+    pub fn seal_to_owners(&self, device: &SigningKey, changes: &[u8], now_ms: i64) -> Result<Blob> {
+        let owners: Vec<AgeRecipient> = self
+            .ledger
+            .state()
+            .owners
+            .values()
+            .map(|party| party.recipient.clone())
+            .collect();
+        let mut ledger_heads = self.ledger.heads();
+        ledger_heads.truncate(BLOB_LEDGER_HEADS_MAX);
+        let header = BlobHeader {
+            record: self.id,
+            section: Section::Audit,
+            kind: BlobKind::SealedToOwners,
+            epoch: 0,
+            key_id: KeyId([0; 16]),
+            author: device.peer_id(),
+            time_ms: now_ms,
+            ledger_heads,
+            replaces: Vec::new(),
+        };
+        let blob = Blob::seal_to_owners(header, &owners, changes, device)?;
+        consent::check_blob(&blob, &self.ledger, self.id, Section::Audit)
+            .map_err(ConsentError::from)?;
+        Ok(blob)
+    }
+
+    /// Stores blobs sealed here by [`Replica::seal_to_owners`], in one durable transaction.
+    pub fn store_sealed(&mut self, store: &dyn Store, blobs: Vec<Blob>) -> Result<()> {
+        let mut batch = Batch::new();
+        for blob in &blobs {
+            let header = blob.header();
+            batch.blob(self.id, header.section, blob.id(), blob.bytes().to_vec());
+        }
+        store.commit(batch)?;
+        self.held = true;
+        for blob in &blobs {
+            // Not materialised: its changes are not in this node's record, so a compaction must
+            // not claim to stand for it.
+            self.note_blob(blob.header().section, blob);
+        }
+        Ok(())
+    }
+
     /// Seals the record's unsaved changes, one blob per changed section, and stores them
     /// durably; returns the ids of the blobs written. Compacts a section's blobs when enough
     /// have gathered (owner devices only).
@@ -535,18 +637,42 @@ impl Replica {
         record: &mut Record,
         now_ms: i64,
     ) -> Result<Vec<BlobId>> {
+        self.save_with(store, device, record, Vec::new(), now_ms)
+    }
+
+    /// [`Replica::save`], storing `sealed` (blobs from [`Replica::seal_to_owners`], say the
+    /// audit entry of this very write) in the same durable transaction: both land or neither.
+    pub fn save_with(
+        &mut self,
+        store: &dyn Store,
+        device: &SigningKey,
+        record: &mut Record,
+        sealed: Vec<Blob>,
+        now_ms: i64,
+    ) -> Result<Vec<BlobId>> {
         let changes = record.take_unsaved();
         if changes.is_empty() {
+            if !sealed.is_empty() {
+                self.store_sealed(store, sealed)?;
+            }
             return Ok(Vec::new());
         }
         let mut batch = Batch::new();
+        for blob in &sealed {
+            batch.blob(
+                self.id,
+                blob.header().section,
+                blob.id(),
+                blob.bytes().to_vec(),
+            );
+        }
         for op in consent::repair(&mut self.ledger, &mut self.keyring, device, now_ms)? {
             batch.ledger_op(self.id, op.id(), op.bytes());
         }
         let owner = self.ledger.state().is_owner(&self.me);
         let mut compact = Vec::new();
         let mut written = Vec::new();
-        let mut sealed = Vec::new();
+        let mut blobs = Vec::new();
         for (section, bytes) in changes {
             if owner && bytes.len() >= COMPACT_SAVE_BYTES_MIN {
                 compact.push(section);
@@ -560,18 +686,25 @@ impl Replica {
                 Vec::new(),
                 now_ms,
             )?;
+            // A blob every peer would refuse (a grantee writing outside its grant) is never
+            // stored here either.
+            consent::check_blob(&blob, &self.ledger, self.id, section)
+                .map_err(ConsentError::from)?;
             written.push(blob.id());
             batch.blob(self.id, section, blob.id(), blob.bytes().to_vec());
-            sealed.push((section, blob));
+            blobs.push((section, blob));
         }
         store.commit(batch)?;
         self.held = true;
-        for (section, blob) in sealed {
+        for (section, blob) in blobs {
             self.materialised
                 .entry(section)
                 .or_default()
                 .push(blob.id());
             self.note_blob(section, &blob);
+        }
+        for blob in &sealed {
+            self.note_blob(blob.header().section, blob);
         }
         if owner {
             compact.extend(

@@ -73,6 +73,41 @@ impl Engine {
         Ok(engine)
     }
 
+    /// Reads every stored record again, after another process changed the store (a `phr`
+    /// command run while the node was up). Sessions in progress carry on with the new replicas:
+    /// what they send is judged again at send time.
+    pub fn refresh(&mut self, store: &dyn Store, age: &AgeIdentity) -> Result<(), ReplicaError> {
+        for id in store.records()? {
+            self.replicas
+                .insert(id, Replica::open(store, id, self.me, age)?);
+        }
+        Ok(())
+    }
+
+    /// Every peer that some held record admits at `now_ms` (owner devices, grantees, relays),
+    /// this node excepted: the peers a node keeps in step with.
+    pub fn admitted_peers(&self, now_ms: i64) -> std::collections::BTreeSet<PeerId> {
+        let mut peers = std::collections::BTreeSet::new();
+        for replica in self.replicas.values().filter(|r| r.is_held()) {
+            let state = replica.ledger().state();
+            peers.extend(state.owners.keys().copied());
+            peers.extend(
+                state
+                    .grants
+                    .iter()
+                    .filter(|g| g.unexpired(now_ms))
+                    .map(|g| g.grantee.peer),
+            );
+        }
+        peers.remove(&self.me);
+        peers
+    }
+
+    /// Whether a session this node started with `peer` is under way.
+    pub fn is_initiating_with(&self, peer: &PeerId) -> bool {
+        self.initiators.keys().any(|(p, _)| p == peer)
+    }
+
     /// The records held.
     pub fn replicas(&self) -> &BTreeMap<RecordId, Replica> {
         &self.replicas

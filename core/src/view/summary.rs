@@ -47,7 +47,9 @@ fn typed<T: DeserializeOwned>(record: &Record, resource_type: &str) -> Result<Ve
     Ok(resources.iter().filter_map(view).collect())
 }
 
-fn patient_header(record: &Record, today: Date) -> Result<PatientHeader, RecordError> {
+/// Who the record is about: its subject `Patient` (or the first `Patient` of the summary
+/// section) and the record's metadata; `today` gives the age.
+pub fn patient_header(record: &Record, today: Date) -> Result<PatientHeader, RecordError> {
     let subject = record
         .meta()
         .subject

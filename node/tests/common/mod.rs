@@ -31,6 +31,11 @@ pub struct Setup {
 }
 
 pub fn setup(dir: &Path) -> Setup {
+    // RUST_LOG=phr_node=debug shows the nodes' logs with a failing test's output.
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .try_init();
     let now = jiff::Timestamp::now();
     let patient = NewPatient {
         name: "Ada Lovelace".into(),
@@ -93,7 +98,7 @@ pub fn assert_gp_reads_only_the_summary(gp: &Home, record_id: RecordId) {
         nhs_number: None,
     };
     let actor = automerge::ActorId::from(gp.peer_id().public_key()[..16].to_vec());
-    let (read, warnings) = replica.materialise(vault, meta, &actor).unwrap();
+    let (read, warnings) = replica.materialise(vault, meta, &actor, age).unwrap();
     assert!(warnings.is_empty(), "{warnings:?}");
     let allergies = read
         .resources_of_type(Section::Summary, "AllergyIntolerance")
@@ -104,7 +109,7 @@ pub fn assert_gp_reads_only_the_summary(gp: &Home, record_id: RecordId) {
 
 /// Starts a node for `home` listening on loopback; returns its handle, its task and the address
 /// to dial it at (with its PeerId).
-pub async fn start_listening(home: Home) -> (Client, JoinHandle<Home>, Multiaddr) {
+pub async fn start_listening(home: Home) -> (Client, JoinHandle<Option<Home>>, Multiaddr) {
     let peer: libp2p::PeerId = home.peer_id().to_string().parse().unwrap();
     let (node, client) = Node::new(home).unwrap();
     let task = tokio::spawn(node.run());

@@ -125,7 +125,7 @@ impl SimNode {
         };
         let replica = self.engine.replica_mut(&record)?;
         let (record, _warnings) = replica
-            .materialise(&self.store, meta, &self.actor)
+            .materialise(&self.store, meta, &self.actor, &self.keys.age)
             .expect("memory store");
         Some(record)
     }

@@ -113,7 +113,7 @@ impl Node {
         actor.extend([1; 8]);
         let (mut record, _) = self
             .replica
-            .materialise(&self.store, meta, &ActorId::from(actor))
+            .materialise(&self.store, meta, &ActorId::from(actor), &self.keys.age)
             .unwrap();
         let author = Author {
             id: self.peer().to_string(),

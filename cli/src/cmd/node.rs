@@ -1,0 +1,217 @@
+//! `phr node start|stop|status`: run this home's node daemon in the background.
+
+use std::{
+    path::PathBuf,
+    process::{Command as Process, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result};
+use phr_core::api::NodeStatus;
+use serde_json::json;
+
+use crate::{
+    context::{Context, print_out},
+    exit::UserError,
+    node::NodeApi,
+};
+
+/// How long `start` and `stop` wait for the daemon.
+const WAIT: Duration = Duration::from_secs(30);
+
+/// The daemon's log, in the home.
+const LOG_FILE: &str = "node.log";
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Start the node daemon for this home in the background (logs go to HOME/node.log)
+    Start(StartArgs),
+    /// Stop the node daemon cleanly
+    Stop,
+    /// Whether the node runs, where it listens, what it holds
+    Status,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct StartArgs {
+    /// Addresses to listen on (repeatable) [default: TCP and QUIC on every interface]
+    #[arg(long, value_name = "MULTIADDR")]
+    listen: Vec<String>,
+    /// Also serve as a circuit relay for other nodes
+    #[arg(long)]
+    relay: bool,
+    /// Do not discover peers on the local network
+    #[arg(long)]
+    no_mdns: bool,
+}
+
+pub fn run(ctx: &Context, command: Command) -> Result<()> {
+    match command {
+        Command::Start(args) => start(ctx, args),
+        Command::Stop => stop(ctx),
+        Command::Status => status(ctx),
+    }
+}
+
+/// The `phr-node` beside this `phr`, or else the one on the PATH.
+fn daemon() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .map(|exe| exe.with_file_name("phr-node"))
+        .filter(|path| path.exists())
+        .unwrap_or_else(|| PathBuf::from("phr-node"))
+}
+
+fn start(ctx: &Context, args: StartArgs) -> Result<()> {
+    if let Some(node) = NodeApi::find(&ctx.home)? {
+        let status: NodeStatus = node.get("/status")?;
+        return report_started(ctx, &status, true);
+    }
+    if !ctx.home.join(phr_core::keystore::KEYSTORE_FILE).exists() {
+        return Err(phr_core::home::HomeError::NotInitialised(ctx.home.clone()).into());
+    }
+    let log_path = ctx.home.join(LOG_FILE);
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .with_context(|| format!("cannot write {}", log_path.display()))?;
+    let mut command = Process::new(daemon());
+    command.arg("--home").arg(&ctx.home);
+    for addr in &args.listen {
+        command.arg("--listen").arg(addr);
+    }
+    if args.relay {
+        command.arg("--relay");
+    }
+    if args.no_mdns {
+        command.arg("--no-mdns");
+    }
+    // Its own process group: a Ctrl-C in this terminal later does not stop it.
+    std::os::unix::process::CommandExt::process_group(&mut command, 0);
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .with_context(|| format!("cannot run {}", daemon().display()))?;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(exit) = child.try_wait()? {
+            return Err(UserError(format!(
+                "the node stopped at once ({exit}); its log, {}, ends:\n{}",
+                log_path.display(),
+                tail(&log_path)
+            ))
+            .into());
+        }
+        if let Some(node) = NodeApi::find(&ctx.home)?
+            && node.pid == child.id()
+            && let Ok(status) = node.get::<NodeStatus>("/status")
+        {
+            return report_started(ctx, &status, false);
+        }
+        if Instant::now() > deadline {
+            return Err(anyhow::anyhow!(
+                "the node did not answer within {} s; see {}",
+                WAIT.as_secs(),
+                log_path.display()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn tail(path: &std::path::Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(10)..].join("\n")
+}
+
+fn report_started(ctx: &Context, status: &NodeStatus, already: bool) -> Result<()> {
+    if ctx.json {
+        return ctx.print_json(&json!({ "running": true, "already": already, "node": status }));
+    }
+    let mut out = if already {
+        format!(
+            "The node for this home is already running (pid {}).\n",
+            status.pid
+        )
+    } else {
+        format!("Node started (pid {}).\n", status.pid)
+    };
+    out += &format!("Peer id: {}\nListening on:\n", status.peer);
+    for addr in &status.listening {
+        out += &format!("  {addr}\n");
+    }
+    print_out(&out)
+}
+
+fn stop(ctx: &Context) -> Result<()> {
+    let node = NodeApi::require(&ctx.home)?;
+    node.post_empty("/stop", &json!({}))?;
+    if !node.wait_exit(WAIT) {
+        return Err(anyhow::anyhow!(
+            "the node (pid {}) has not stopped after {} s; see {}",
+            node.pid,
+            WAIT.as_secs(),
+            ctx.home.join(LOG_FILE).display()
+        ));
+    }
+    if ctx.json {
+        return ctx.print_json(&json!({ "stopped": true, "pid": node.pid }));
+    }
+    print_out(&format!("Node stopped (pid {}).\n", node.pid))
+}
+
+fn status(ctx: &Context) -> Result<()> {
+    let Some(node) = NodeApi::find(&ctx.home)? else {
+        if ctx.json {
+            return ctx.print_json(&json!({ "running": false }));
+        }
+        return print_out("No node is running for this home. Start one with `phr node start`.\n");
+    };
+    let status: NodeStatus = node.get("/status")?;
+    if ctx.json {
+        return ctx.print_json(&json!({ "running": true, "node": status }));
+    }
+    print_out(&describe(&status))
+}
+
+/// The node's status, in plain words.
+pub fn describe(status: &NodeStatus) -> String {
+    let mut out = format!(
+        "Node running (pid {}){}{}.\nPeer id: {}\n",
+        status.pid,
+        if status.relay {
+            ", a circuit relay"
+        } else {
+            ""
+        },
+        if status.leased {
+            ", lending the home to a phr command"
+        } else {
+            ""
+        },
+        status.peer
+    );
+    out += "Listening on:\n";
+    for addr in &status.listening {
+        out += &format!("  {addr}\n");
+    }
+    out += &format!("Records held: {}\n", status.records.len());
+    for record in &status.records {
+        let blobs: usize = record.blobs.values().sum();
+        out += &format!(
+            "  {}: {} blobs, {} consent operations, {} not yet confirmed on any peer\n",
+            record.record, blobs, record.ledger_ops, record.unsynced
+        );
+    }
+    let connected = status.peers.iter().filter(|p| p.connected).count();
+    out += &format!(
+        "Peers: {} known, {} connected (see `phr peers`)\n",
+        status.peers.len(),
+        connected
+    );
+    out
+}

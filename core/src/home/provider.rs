@@ -1,0 +1,469 @@
+//! The provider side: the records patients share with this node, read and written within the
+//! grant, every access logged to the patient.
+//!
+//! A provider's node holds the records it was granted (they arrive by sync) next to no record
+//! of its own. [`Home::patients`] lists them with what the ledger grants this node;
+//! [`Home::open_patient`] opens one by its id as a [`PatientRecord`], decrypting only the
+//! sections this node may read. The record itself is reachable only through
+//! [`PatientRecord::read`], which first writes an `AuditEvent` sealed to the patient's devices
+//! and commits it durably: if the entry cannot be written, nothing is read (fail closed).
+//! [`PatientRecord::add`] writes within the grant and stores its audit entry in the same
+//! transaction as the write.
+
+use jiff::Timestamp;
+use serde_json::Value;
+
+use super::{Home, Result};
+use crate::{
+    audit::{self, AuditAction, Logged},
+    blob::Blob,
+    fhir::reference::ResourceKey,
+    keys::{PeerId, RecordId},
+    ledger::{GrantState, LedgerState},
+    nhs::NHS_NUMBER_SYSTEM,
+    record::{self, Current, PutOutcome, Record, RecordError, RecordMeta, Stamp},
+    replica::Replica,
+    section::{Section, place},
+    store::Store,
+    view::{PatientHeader, patient_header},
+};
+
+#[cfg(test)]
+mod tests;
+
+/// Why a patient's record cannot be opened, read or written from this node.
+#[derive(Debug, thiserror::Error)]
+pub enum ProviderError {
+    /// No record this node holds has an id starting so.
+    #[error(
+        "no record shared with this node has an id starting `{0}`; `phr patients` lists the \
+         records it holds (a record arrives once the patient has shared it and the two nodes \
+         have synced)"
+    )]
+    UnknownPatient(String),
+    /// Several records' ids start so.
+    #[error("`{query}` is the start of several records' ids ({matches}); give more of the id")]
+    AmbiguousPatient {
+        /// What was asked for.
+        query: String,
+        /// The ids that match.
+        matches: String,
+    },
+    /// `--patient` named this home's own record.
+    #[error("{0} is this home's own record; run the command without --patient")]
+    OwnRecord(RecordId),
+    /// The ledger grants this node nothing on the record (never, or revoked).
+    #[error(
+        "record {0} is not shared with this node (the patient never granted it, or revoked the \
+         grant); ask the patient to share it with `phr share grant`"
+    )]
+    NotGranted(RecordId),
+    /// Every grant this node holds on the record has expired.
+    #[error(
+        "this node's access to record {record} expired on {expired}; ask the patient to renew it \
+         with `phr share grant`"
+    )]
+    Expired {
+        /// The record.
+        record: RecordId,
+        /// When the last grant lapsed.
+        expired: String,
+    },
+    /// A section this node may not read.
+    #[error(
+        "the {section} section of record {record} is not shared with this node (it may read: \
+         {readable}); ask the patient to grant it"
+    )]
+    NotReadable {
+        /// The record.
+        record: RecordId,
+        /// The section asked for.
+        section: Section,
+        /// What it may read.
+        readable: String,
+    },
+    /// A section this node may not write.
+    #[error(
+        "this node may not write to the {section} section of record {record} (it may write: \
+         {writable}); nothing was saved. Ask the patient for write access to {section}"
+    )]
+    NotWritable {
+        /// The record.
+        record: RecordId,
+        /// The section the entry belongs in.
+        section: Section,
+        /// What it may write.
+        writable: String,
+    },
+}
+
+/// A record shared with this node, as [`Home::patients`] lists it.
+#[derive(Debug, Clone)]
+pub struct SharedRecord {
+    /// The record's id.
+    pub id: RecordId,
+    /// Who the patient is, from the `Patient` resource of `summary`, if this node may read it.
+    pub patient: Option<PatientHeader>,
+    /// The grants in force to this node, expired ones included (none: revoked).
+    pub grants: Vec<GrantState>,
+    /// The sections this node may read now.
+    pub readable: Vec<Section>,
+    /// The sections this node may write now (`audit`, where it only appends, left out).
+    pub writable: Vec<Section>,
+    /// Problems met opening it (damaged items skipped, an entry that could not be logged).
+    pub warnings: Vec<String>,
+}
+
+/// A patient's record, opened on this node within its grant. See the module documentation.
+pub struct PatientRecord<'h> {
+    home: &'h Home,
+    /// Where the replica is stored: the home's vault (a test swaps in a store that fails).
+    store: &'h dyn Store,
+    replica: Replica,
+    record: Record,
+    warnings: Vec<String>,
+}
+
+impl std::fmt::Debug for PatientRecord<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PatientRecord")
+            .field("record", &self.replica.id())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Home {
+    /// The records this home holds that are not its own, with what the ledger grants this node
+    /// at `now`. Where it may read `summary`, the patient's `Patient` resource says who they
+    /// are; showing it is a read, so it is logged to the patient first (if that fails, the
+    /// record is listed by its id alone, with a warning).
+    pub fn patients(&self, now: Timestamp) -> Result<Vec<SharedRecord>> {
+        let now_ms = now.as_millisecond();
+        let me = self.peer_id();
+        let mut out = Vec::new();
+        for id in self.vault.records()? {
+            if Some(id) == self.record_id() {
+                continue;
+            }
+            let mut replica = Replica::open(&self.vault, id, me, &self.keystore.age)?;
+            let state = replica.ledger().state();
+            let (readable, writable) = sections_of(state, &me, now_ms);
+            let mut shared = SharedRecord {
+                id,
+                patient: None,
+                grants: state.grants_to(&me).into_iter().cloned().collect(),
+                readable,
+                writable,
+                warnings: replica.problems().to_vec(),
+            };
+            if shared.readable.contains(&Section::Summary) {
+                match self.identify(&mut replica, now) {
+                    Ok((patient, warnings)) => {
+                        shared.patient = patient;
+                        shared.warnings.extend(warnings);
+                    }
+                    Err(e) => shared.warnings.push(format!(
+                        "record {id}: the patient's name is not shown, because reading it could \
+                         not be logged to the patient: {e}"
+                    )),
+                }
+            }
+            out.push(shared);
+        }
+        Ok(out)
+    }
+
+    /// Reads the `Patient` of a record's summary, logging the read first.
+    fn identify(
+        &self,
+        replica: &mut Replica,
+        now: Timestamp,
+    ) -> Result<(Option<PatientHeader>, Vec<String>)> {
+        let (record, warnings) = replica.materialise_sections(
+            &self.vault,
+            meta_of(replica.id()),
+            &self.device.actor(),
+            &self.keystore.age,
+            &[Section::Summary],
+        )?;
+        let Some(key) = first_patient(&record)? else {
+            return Ok((None, warnings));
+        };
+        let logged = Logged::read("patient list", &[Section::Summary]).of(key);
+        let entry = self.audit_entry(replica, &logged, now)?;
+        replica.store_sealed(&self.vault, vec![entry])?;
+        let today = now.to_zoned(jiff::tz::TimeZone::UTC).date();
+        Ok((Some(patient_header(&record, today)?), warnings))
+    }
+
+    /// Opens a patient's record shared with this node, by its id (32 hex digits) or an
+    /// unambiguous start of it, decrypting the sections this node may read at `now`.
+    pub fn open_patient(&self, query: &str, now: Timestamp) -> Result<PatientRecord<'_>> {
+        let id = self.find_patient(query)?;
+        let me = self.peer_id();
+        let mut replica = Replica::open(&self.vault, id, me, &self.keystore.age)?;
+        check_admitted(replica.ledger().state(), id, &me, now.as_millisecond())?;
+        let (readable, _) = sections_of(replica.ledger().state(), &me, now.as_millisecond());
+        let (mut record, mut warnings) = replica.materialise_sections(
+            &self.vault,
+            meta_of(id),
+            &self.device.actor(),
+            &self.keystore.age,
+            &readable,
+        )?;
+        warnings.splice(0..0, replica.problems().iter().cloned());
+        // Entries added here name the patient as their subject, as the patient's own do.
+        if let Some(key) = first_patient(&record)? {
+            let nhs_number = record
+                .get(&key)?
+                .and_then(|patient| nhs_number_of(&patient));
+            record.set_meta(RecordMeta {
+                subject: Some(key.to_string()),
+                nhs_number,
+                ..meta_of(id)
+            });
+        }
+        Ok(PatientRecord {
+            home: self,
+            store: &self.vault,
+            replica,
+            record,
+            warnings,
+        })
+    }
+
+    /// The one held record, not this home's own, whose id is or starts with `query`.
+    fn find_patient(&self, query: &str) -> Result<RecordId> {
+        let wanted = query.trim().to_ascii_lowercase();
+        if let Some(own) = self.record_id()
+            && own.to_string() == wanted
+        {
+            return Err(ProviderError::OwnRecord(own).into());
+        }
+        let matches: Vec<RecordId> = self
+            .vault
+            .records()?
+            .into_iter()
+            .filter(|id| Some(*id) != self.record_id())
+            .filter(|id| !wanted.is_empty() && id.to_string().starts_with(&wanted))
+            .collect();
+        match matches.as_slice() {
+            [id] => Ok(*id),
+            [] => Err(ProviderError::UnknownPatient(query.to_string()).into()),
+            _ => Err(ProviderError::AmbiguousPatient {
+                query: query.to_string(),
+                matches: matches
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            }
+            .into()),
+        }
+    }
+
+    /// An `AuditEvent` of this node logging `logged`, sealed to the owners of `replica`'s
+    /// record, not yet stored.
+    fn audit_entry(&self, replica: &Replica, logged: &Logged, now: Timestamp) -> Result<Blob> {
+        let event = audit::audit_event(&crate::new_id(), logged, &self.party(), replica.id(), now);
+        let author = self.device.author();
+        let stamp = Stamp {
+            author: &author,
+            time: now,
+        };
+        let actor = audit::entry_actor(&self.peer_id());
+        let message = format!("audit: {}", logged.what);
+        let (section, changes) = record::lone_change(stamp, &event, actor, &message)?;
+        debug_assert_eq!(section, Section::Audit, "an AuditEvent is placed in audit");
+        Ok(replica.seal_to_owners(&self.keystore.device, &changes, now.as_millisecond())?)
+    }
+}
+
+impl<'h> PatientRecord<'h> {
+    /// The record's id.
+    pub fn id(&self) -> RecordId {
+        self.replica.id()
+    }
+
+    /// The `Patient/id` the record is about, if this node may read `summary` (where the
+    /// `Patient` is): entries added here name it as their subject.
+    pub fn subject(&self) -> Option<&str> {
+        self.record.meta().subject.as_deref()
+    }
+
+    /// Problems met opening it (damaged blobs skipped and the like).
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
+    /// The grants in force to this node (expired ones included).
+    pub fn grants(&self) -> Vec<GrantState> {
+        let me = self.home.peer_id();
+        let state = self.replica.ledger().state();
+        state.grants_to(&me).into_iter().cloned().collect()
+    }
+
+    /// The sections this node may read at `now`.
+    pub fn readable(&self, now: Timestamp) -> Vec<Section> {
+        sections_of(
+            self.replica.ledger().state(),
+            &self.home.peer_id(),
+            now.as_millisecond(),
+        )
+        .0
+    }
+
+    /// Logs `logged` (a read of its sections) to the patient, durably, and only then returns
+    /// the record. Refused, with nothing logged or returned, if a section is not readable at
+    /// `now` or the grant has lapsed; if the entry cannot be written, the read fails.
+    pub fn read(&mut self, logged: &Logged, now: Timestamp) -> Result<&Record> {
+        let me = self.home.peer_id();
+        let now_ms = now.as_millisecond();
+        let state = self.replica.ledger().state();
+        check_admitted(state, self.id(), &me, now_ms)?;
+        let (readable, _) = sections_of(state, &me, now_ms);
+        if let Some(section) = logged.sections.iter().find(|s| !readable.contains(s)) {
+            return Err(ProviderError::NotReadable {
+                record: self.id(),
+                section: *section,
+                readable: words(&readable),
+            }
+            .into());
+        }
+        let entry = self.home.audit_entry(&self.replica, logged, now)?;
+        self.replica.store_sealed(self.store, vec![entry])?;
+        Ok(&self.record)
+    }
+
+    /// Writes `resource` (into the section [`place`] chooses) if this node may write there,
+    /// signed and sealed by this node, with its audit entry (action `C` or `U`) in the same
+    /// durable transaction. A section it may not write is refused and nothing is stored.
+    pub fn add(&mut self, resource: &Value, message: &str, now: Timestamp) -> Result<PutOutcome> {
+        let me = self.home.peer_id();
+        let now_ms = now.as_millisecond();
+        let state = self.replica.ledger().state();
+        check_admitted(state, self.id(), &me, now_ms)?;
+        let (_, writable) = sections_of(state, &me, now_ms);
+        let key = ResourceKey::of(resource).ok_or(RecordError::NoKey)?;
+        let section = place(resource);
+        // A resource that moves section is also removed from the one it was in.
+        let mut touched = vec![section];
+        let existing = match self.record.current(&key)? {
+            None => Vec::new(),
+            Some(Current::One(version)) => vec![version],
+            Some(Current::Conflict(versions)) => versions,
+        };
+        touched.extend(existing.iter().map(|version| version.section));
+        if let Some(refused) = touched.iter().find(|s| !writable.contains(s)) {
+            return Err(ProviderError::NotWritable {
+                record: self.id(),
+                section: *refused,
+                writable: words(&writable),
+            }
+            .into());
+        }
+        let action = if existing.is_empty() {
+            AuditAction::Create
+        } else {
+            AuditAction::Update
+        };
+        let logged = Logged {
+            action,
+            what: message.to_string(),
+            sections: vec![section],
+            resource: Some(key),
+        };
+        let entry = self.home.audit_entry(&self.replica, &logged, now)?;
+        let author = self.home.device.author();
+        let stamp = Stamp {
+            author: &author,
+            time: now,
+        };
+        let outcome = self.record.put(stamp, resource)?;
+        if outcome == PutOutcome::Unchanged {
+            return Ok(outcome);
+        }
+        self.record.commit(stamp, message);
+        self.replica.save_with(
+            self.store,
+            &self.home.keystore.device,
+            &mut self.record,
+            vec![entry],
+            now_ms,
+        )?;
+        Ok(outcome)
+    }
+}
+
+/// What `me` may read and write in a record at `now_ms` (`audit` left out of both: a grantee
+/// never reads it and only appends its own entries).
+fn sections_of(state: &LedgerState, me: &PeerId, now_ms: i64) -> (Vec<Section>, Vec<Section>) {
+    let sections = Section::ALL
+        .into_iter()
+        .filter(|s| *s != Section::Audit || state.is_owner(me));
+    let readable = sections
+        .clone()
+        .filter(|s| state.can_read(me, *s, now_ms))
+        .collect();
+    let writable = sections
+        .filter(|s| state.can_write(me, *s, now_ms))
+        .collect();
+    (readable, writable)
+}
+
+/// Refuses a record whose ledger grants `me` nothing live at `now_ms`: never granted or revoked,
+/// or expired (with when).
+fn check_admitted(state: &LedgerState, id: RecordId, me: &PeerId, now_ms: i64) -> Result<()> {
+    if state.admitted(me, now_ms) {
+        return Ok(());
+    }
+    let grants = state.grants_to(me);
+    let lapsed = grants.iter().filter_map(|g| g.expires_ms).max();
+    match lapsed {
+        Some(ms) if !grants.is_empty() => Err(ProviderError::Expired {
+            record: id,
+            expired: Timestamp::from_millisecond(ms)
+                .map(|t| t.strftime("%Y-%m-%d %H:%M UTC").to_string())
+                .unwrap_or_else(|_| ms.to_string()),
+        }
+        .into()),
+        _ => Err(ProviderError::NotGranted(id).into()),
+    }
+}
+
+fn meta_of(id: RecordId) -> RecordMeta {
+    RecordMeta {
+        id: id.to_string(),
+        subject: None,
+        nhs_number: None,
+    }
+}
+
+/// The first `Patient` of the summary section: who the record is about, as far as a provider
+/// can tell (the patient's device keeps the subject in its own sealed settings).
+fn first_patient(record: &Record) -> Result<Option<ResourceKey>, RecordError> {
+    Ok(record
+        .resources_of_type(Section::Summary, "Patient")?
+        .first()
+        .and_then(ResourceKey::of))
+}
+
+fn nhs_number_of(patient: &Value) -> Option<String> {
+    patient["identifier"]
+        .as_array()?
+        .iter()
+        .find(|i| i["system"].as_str() == Some(NHS_NUMBER_SYSTEM))?["value"]
+        .as_str()
+        .map(str::to_string)
+}
+
+fn words(sections: &[Section]) -> String {
+    if sections.is_empty() {
+        return "nothing".into();
+    }
+    sections
+        .iter()
+        .map(|s| s.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}

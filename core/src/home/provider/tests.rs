@@ -1,0 +1,600 @@
+//! The provider side end to end in core: homes in temporary directories, records moved between
+//! them by the real sync sessions, run in process.
+
+use std::path::Path;
+
+use jiff::Timestamp;
+use serde_json::json;
+use tempfile::TempDir;
+
+use super::*;
+use crate::{
+    audit::{AuditKind, entry_actor},
+    blob::{BlobError, BlobKind},
+    home::{HomeError, NewPatient},
+    ledger::Access,
+    nhs::NhsNumber,
+    sync::{Incoming, InitiatorSession, Local, ResponderSession},
+    vault::{Batch, VaultError},
+};
+
+fn t(second: i64) -> Timestamp {
+    Timestamp::from_second(1_800_000_000 + second).unwrap()
+}
+
+/// Runs one sync session of `record` between two homes, `from` starting it, as their nodes
+/// would over the network.
+fn sync(from: &Home, to: &Home, record: RecordId, now: Timestamp) {
+    let now_ms = now.as_millisecond();
+    let ((from_vault, from_age), (to_vault, to_age)) = (from.sync_parts(), to.sync_parts());
+    let mut ours = Replica::open(from_vault, record, from.peer_id(), from_age).unwrap();
+    let mut theirs = Replica::open(to_vault, record, to.peer_id(), to_age).unwrap();
+    let mut initiator_side = Local {
+        replica: &mut ours,
+        store: from_vault,
+        age: from_age,
+    };
+    let mut responder_side = Local {
+        replica: &mut theirs,
+        store: to_vault,
+        age: to_age,
+    };
+    let (mut initiator, request) =
+        InitiatorSession::start(&initiator_side, to.peer_id(), 1, now_ms).unwrap();
+    let (mut responder, mut answer) = ResponderSession::open(
+        &mut responder_side,
+        from.peer_id(),
+        Incoming::decode(&request).unwrap(),
+        now_ms,
+    )
+    .unwrap();
+    while let Some(bytes) = answer {
+        let request = initiator
+            .receive(
+                &mut initiator_side,
+                Incoming::decode(&bytes).unwrap(),
+                now_ms,
+            )
+            .unwrap()
+            .expect("a fresh answer");
+        answer = responder
+            .receive(
+                &mut responder_side,
+                Incoming::decode(&request).unwrap(),
+                now_ms,
+            )
+            .unwrap();
+    }
+    assert!(initiator.is_done());
+}
+
+/// A patient who holds an allergy (summary) and a blood pressure (clinical), and has granted a
+/// GP write access to summary and clinical, a pharmacy read access to summary, and a relay.
+struct World {
+    dirs: Vec<TempDir>,
+    patient: Option<Home>,
+    gp: Home,
+    pharmacy: Home,
+    relay: Home,
+    id: RecordId,
+}
+
+impl World {
+    fn new() -> World {
+        let dirs: Vec<TempDir> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
+        let new = NewPatient {
+            name: "Ada Lovelace".into(),
+            nhs_number: Some(NhsNumber::parse("9434765919").unwrap()),
+            birth_date: None,
+            device_label: None,
+        };
+        let (mut patient, mut record) =
+            Home::init_patient(dirs[0].path(), &new, None, t(0)).unwrap();
+        let gp =
+            Home::init_provider(dirs[1].path(), "Leeds GP", Some("B86001".into()), None).unwrap();
+        let pharmacy = Home::init_provider(dirs[2].path(), "Pharmacy", None, None).unwrap();
+        let relay = Home::init_relay(dirs[3].path(), "Relay", None).unwrap();
+        let grants = [
+            (
+                &gp,
+                vec![Section::Summary, Section::Clinical],
+                Access::Write,
+            ),
+            (&pharmacy, vec![Section::Summary], Access::Read),
+            (&relay, vec![Section::Summary], Access::Relay),
+        ];
+        for (who, sections, access) in grants {
+            patient
+                .grant(&who.party(), &sections, access, None, None, t(1))
+                .unwrap();
+        }
+        let author = patient.device().author();
+        let stamp = Stamp {
+            author: &author,
+            time: t(2),
+        };
+        let allergy = json!({"resourceType": "AllergyIntolerance", "id": "peanut",
+            "code": {"text": "Peanut allergy"}});
+        let bp = json!({"resourceType": "Observation", "id": "bp", "status": "final",
+            "code": {"text": "Blood pressure"}});
+        record.put(stamp, &allergy).unwrap();
+        record.put(stamp, &bp).unwrap();
+        record.commit(stamp, "two entries");
+        patient.save(&mut record, t(2)).unwrap();
+        let id = patient.record_id().unwrap();
+        let world = World {
+            dirs,
+            patient: Some(patient),
+            gp,
+            pharmacy,
+            relay,
+            id,
+        };
+        for node in [&world.gp, &world.pharmacy, &world.relay] {
+            sync(world.patient(), node, id, t(3));
+        }
+        world
+    }
+
+    fn patient(&self) -> &Home {
+        self.patient.as_ref().expect("open")
+    }
+
+    fn patient_mut(&mut self) -> &mut Home {
+        self.patient.as_mut().expect("open")
+    }
+
+    /// The patient's home opened again, to see what syncs stored meanwhile.
+    fn reopen_patient(&mut self) {
+        // The old home (and its lock) goes before the directory is opened again.
+        self.patient = None;
+        self.patient = Some(Home::open(self.dirs[0].path()).unwrap());
+    }
+
+    fn audit_blobs(&self, home: &Home) -> Vec<Blob> {
+        home.vault
+            .blobs(&self.id, Section::Audit)
+            .unwrap()
+            .into_iter()
+            .map(|(_, bytes)| Blob::decode(bytes).unwrap())
+            .collect()
+    }
+}
+
+fn allergies(record: &Record) -> usize {
+    record
+        .resources_of_type(Section::Summary, "AllergyIntolerance")
+        .unwrap()
+        .len()
+}
+
+#[test]
+fn a_provider_read_is_logged_to_the_owner_with_the_provider_as_signer() {
+    let mut w = World::new();
+    let prefix = &w.id.to_string()[..6];
+    let mut open = w.gp.open_patient(prefix, t(10)).unwrap();
+    let record = open
+        .read(&Logged::read("show", &[Section::Summary]), t(10))
+        .unwrap();
+    assert_eq!(allergies(record), 1);
+    let sealed = w.audit_blobs(&w.gp);
+    assert_eq!(sealed.len(), 1, "the read wrote one entry, durably");
+    assert_eq!(sealed[0].header().kind, BlobKind::SealedToOwners);
+    assert_eq!(sealed[0].header().author, w.gp.peer_id());
+
+    // The patient's device starts this sync and fetches the entry (the other tests push it).
+    sync(w.patient(), &w.gp, w.id, t(11));
+    w.reopen_patient();
+    let audit = w.patient_mut().audit().unwrap();
+    let reads: Vec<_> = audit.iter().filter(|e| e.kind == AuditKind::Read).collect();
+    assert_eq!(reads.len(), 1, "{audit:#?}");
+    assert_eq!(reads[0].who.peer, Some(w.gp.peer_id()));
+    assert_eq!(reads[0].who.name, "Leeds GP");
+    assert_eq!(reads[0].who.ods.as_deref(), Some("B86001"));
+    assert_eq!(reads[0].claimed_agent, None);
+    assert!(reads[0].what.contains("summary"), "{}", reads[0].what);
+    assert_eq!(reads[0].time, t(10));
+    // The consent operations are there too, newest first overall.
+    assert!(audit.iter().any(|e| {
+        e.kind == AuditKind::Consent
+            && e.what
+                .contains("granted Leeds GP read and write access to summary, clinical")
+    }));
+    assert!(audit.windows(2).all(|pair| pair[0].time >= pair[1].time));
+    assert!(
+        w.patient().warnings().is_empty(),
+        "{:?}",
+        w.patient().warnings()
+    );
+}
+
+#[test]
+fn nobody_but_the_owners_opens_an_audit_entry() {
+    let w = World::new();
+    let mut open = w.gp.open_patient(&w.id.to_string(), t(10)).unwrap();
+    open.read(&Logged::read("show", &[Section::Summary]), t(10))
+        .unwrap();
+    let entry = w.audit_blobs(&w.gp).remove(0);
+    for (who, age) in [
+        ("the GP itself", &w.gp.keystore.age),
+        ("another grantee", &w.pharmacy.keystore.age),
+        ("a relay", &w.relay.keystore.age),
+    ] {
+        assert_eq!(
+            entry.open_sealed(age),
+            Err(BlobError::NotForMe { id: entry.id() }),
+            "{who} opened it"
+        );
+    }
+    let plain = entry.open_sealed(&w.patient().keystore.age).unwrap();
+    crate::changes::check_authorship(&w.gp.peer_id(), &plain).unwrap();
+
+    // Sync carries it to the patient and the relay (ciphertext), never to another grantee.
+    sync(&w.gp, &w.relay, w.id, t(11));
+    sync(&w.gp, &w.pharmacy, w.id, t(11));
+    sync(&w.relay, &w.pharmacy, w.id, t(11));
+    assert_eq!(w.audit_blobs(&w.relay).len(), 1);
+    assert!(w.audit_blobs(&w.pharmacy).is_empty());
+    // The GP's own node reads its record without it, and without a warning.
+    let again = w.gp.open_patient(&w.id.to_string(), t(12)).unwrap();
+    assert!(again.warnings().is_empty(), "{:?}", again.warnings());
+}
+
+#[test]
+fn a_forged_agent_is_shown_as_its_signer() {
+    let mut w = World::new();
+    let open = w.gp.open_patient(&w.id.to_string(), t(10)).unwrap();
+    // The GP logs a read as if the pharmacy had made it.
+    let logged = Logged::read("show", &[Section::Summary]);
+    let event = audit::audit_event("forged", &logged, &w.pharmacy.party(), w.id, t(10));
+    let author = w.gp.device().author();
+    let stamp = Stamp {
+        author: &author,
+        time: t(10),
+    };
+    let actor = entry_actor(&w.gp.peer_id());
+    let (_, changes) = record::lone_change(stamp, &event, actor, "forged").unwrap();
+    let forged = open
+        .replica
+        .seal_to_owners(&w.gp.keystore.device, &changes, t(10).as_millisecond())
+        .unwrap();
+    // And once more with the pharmacy's actor, which the GP's signature cannot cover.
+    let event = audit::audit_event("smuggled", &logged, &w.pharmacy.party(), w.id, t(10));
+    let actor = entry_actor(&w.pharmacy.peer_id());
+    let (_, changes) = record::lone_change(stamp, &event, actor, "smuggled").unwrap();
+    let smuggled = open
+        .replica
+        .seal_to_owners(&w.gp.keystore.device, &changes, t(10).as_millisecond())
+        .unwrap();
+    let mut batch = Batch::new();
+    for blob in [&forged, &smuggled] {
+        batch.blob(w.id, Section::Audit, blob.id(), blob.bytes().to_vec());
+    }
+    w.gp.vault.commit(batch).unwrap();
+    drop(open);
+
+    sync(&w.gp, w.patient(), w.id, t(11));
+    w.reopen_patient();
+    let audit = w.patient_mut().audit().unwrap();
+    let reads: Vec<_> = audit.iter().filter(|e| e.kind == AuditKind::Read).collect();
+    assert_eq!(
+        reads.len(),
+        1,
+        "the smuggled entry is not shown: {reads:#?}"
+    );
+    assert_eq!(reads[0].reference, "AuditEvent/forged");
+    assert_eq!(
+        reads[0].who.peer,
+        Some(w.gp.peer_id()),
+        "shown as its signer"
+    );
+    assert_eq!(reads[0].claimed_agent.as_deref(), Some("Pharmacy"));
+    assert!(
+        w.patient()
+            .warnings()
+            .iter()
+            .any(|warning| warning.contains("another actor")),
+        "{:?}",
+        w.patient().warnings()
+    );
+}
+
+#[test]
+fn compaction_folds_the_entries_into_the_audit_section() {
+    let mut w = World::new();
+    let mut open = w.gp.open_patient(&w.id.to_string(), t(10)).unwrap();
+    for second in 10..13 {
+        open.read(&Logged::read("show", &[Section::Summary]), t(second))
+            .unwrap();
+    }
+    drop(open);
+    sync(&w.gp, w.patient(), w.id, t(13));
+    w.reopen_patient();
+    let before = w.patient_mut().audit().unwrap();
+    let mut record = w.patient_mut().load_record().unwrap();
+    w.patient_mut().compact(&mut record, t(14)).unwrap();
+    let blobs = w.audit_blobs(w.patient());
+    assert_eq!(blobs.len(), 1);
+    assert_eq!(blobs[0].header().kind, BlobKind::Compaction);
+    assert_eq!(blobs[0].header().replaces.len(), 3);
+    w.reopen_patient();
+    let after = w.patient_mut().audit().unwrap();
+    assert_eq!(after, before, "the same entries, signers included");
+    assert_eq!(
+        after.iter().filter(|e| e.kind == AuditKind::Read).count(),
+        3
+    );
+    // The GP offering its sealed entries again changes nothing: the compaction stands for them.
+    sync(&w.gp, w.patient(), w.id, t(15));
+    w.reopen_patient();
+    assert_eq!(w.audit_blobs(w.patient()).len(), 1);
+}
+
+#[test]
+fn a_provider_writes_within_its_grant_only() {
+    let mut w = World::new();
+    let condition = json!({"resourceType": "Condition", "id": "asthma",
+        "code": {"text": "Asthma"}});
+    let held = |home: &Home| -> usize {
+        Section::ALL
+            .into_iter()
+            .map(|s| home.vault.blobs(&w.id, s).unwrap().len())
+            .sum()
+    };
+
+    let before = held(&w.pharmacy);
+    let mut open = w.pharmacy.open_patient(&w.id.to_string(), t(10)).unwrap();
+    let refused = open.add(&condition, "add condition", t(10)).unwrap_err();
+    assert!(
+        matches!(
+            refused,
+            HomeError::Provider(ProviderError::NotWritable {
+                section: Section::Summary,
+                ..
+            })
+        ),
+        "{refused}"
+    );
+    assert!(refused.to_string().contains("nothing was saved"));
+    drop(open);
+    assert_eq!(held(&w.pharmacy), before, "nothing stored");
+
+    let mut open = w.gp.open_patient(&w.id.to_string(), t(10)).unwrap();
+    assert_eq!(
+        open.add(&condition, "add condition", t(10)).unwrap(),
+        PutOutcome::Added
+    );
+    let sensitive = json!({"resourceType": "Condition", "id": "private",
+        "meta": {"security": [{"system": "http://terminology.hl7.org/CodeSystem/v3-Confidentiality", "code": "R"}]}});
+    assert!(matches!(
+        open.add(&sensitive, "add condition", t(11)),
+        Err(HomeError::Provider(ProviderError::NotWritable {
+            section: Section::Sensitive,
+            ..
+        }))
+    ));
+    drop(open);
+    sync(&w.gp, w.patient(), w.id, t(12));
+    w.reopen_patient();
+    let record = w.patient_mut().load_record().unwrap();
+    let key: ResourceKey = "Condition/asthma".parse().unwrap();
+    let Some(Current::One(version)) = record.current(&key).unwrap() else {
+        panic!("the GP's condition reached the patient");
+    };
+    assert!(version.author_is_writer());
+    assert_eq!(version.author.name, "Leeds GP");
+    assert!(
+        record
+            .get(&"Condition/private".parse().unwrap())
+            .unwrap()
+            .is_none()
+    );
+    let audit = w.patient_mut().audit().unwrap();
+    let writes: Vec<_> = audit
+        .iter()
+        .filter(|e| e.kind == AuditKind::Write)
+        .collect();
+    assert_eq!(
+        writes.len(),
+        1,
+        "logged and written, shown once: {writes:#?}"
+    );
+    assert_eq!(writes[0].who.peer, Some(w.gp.peer_id()));
+    assert!(
+        writes[0].what.contains("Condition/asthma"),
+        "{}",
+        writes[0].what
+    );
+}
+
+#[test]
+fn reads_outside_the_grant_are_refused_and_not_logged() {
+    let w = World::new();
+    let mut open = w.pharmacy.open_patient(&w.id.to_string(), t(10)).unwrap();
+    assert_eq!(open.readable(t(10)), vec![Section::Summary]);
+    let refused = open
+        .read(
+            &Logged::read("export", &[Section::Summary, Section::Clinical]),
+            t(10),
+        )
+        .unwrap_err();
+    assert!(matches!(
+        refused,
+        HomeError::Provider(ProviderError::NotReadable {
+            section: Section::Clinical,
+            ..
+        })
+    ));
+    assert!(w.audit_blobs(&w.pharmacy).is_empty());
+    let record = open
+        .read(&Logged::read("show", &[Section::Summary]), t(10))
+        .unwrap();
+    assert!(record.resources(Section::Clinical).unwrap().is_empty());
+}
+
+/// A store whose writes all fail, as a full disk would.
+struct FullDisk<'a>(&'a dyn Store);
+
+impl Store for FullDisk<'_> {
+    fn commit(&self, _: Batch) -> Result<(), VaultError> {
+        Err(VaultError::InUse(Path::new("full disk").to_path_buf()))
+    }
+    fn ledger_ops(&self, record: &RecordId) -> Result<Vec<Vec<u8>>, VaultError> {
+        self.0.ledger_ops(record)
+    }
+    fn blobs(
+        &self,
+        record: &RecordId,
+        section: Section,
+    ) -> Result<Vec<(crate::keys::BlobId, Vec<u8>)>, VaultError> {
+        self.0.blobs(record, section)
+    }
+    fn blob(
+        &self,
+        record: &RecordId,
+        section: Section,
+        id: &crate::keys::BlobId,
+    ) -> Result<Option<Vec<u8>>, VaultError> {
+        self.0.blob(record, section, id)
+    }
+    fn replaced_by(
+        &self,
+        record: &RecordId,
+        section: Section,
+        id: &crate::keys::BlobId,
+    ) -> Result<Option<crate::keys::BlobId>, VaultError> {
+        self.0.replaced_by(record, section, id)
+    }
+    fn replaced(
+        &self,
+        record: &RecordId,
+        section: Section,
+    ) -> Result<Vec<crate::keys::BlobId>, VaultError> {
+        self.0.replaced(record, section)
+    }
+    fn records(&self) -> Result<Vec<RecordId>, VaultError> {
+        self.0.records()
+    }
+}
+
+#[test]
+fn a_read_that_cannot_be_logged_returns_nothing() {
+    let w = World::new();
+    let summary = w.gp.vault.blobs(&w.id, Section::Summary).unwrap().len();
+    let full = FullDisk(&w.gp.vault);
+    let mut open = w.gp.open_patient(&w.id.to_string(), t(10)).unwrap();
+    open.store = &full;
+    let failed = open.read(&Logged::read("show", &[Section::Summary]), t(10));
+    assert!(matches!(failed, Err(HomeError::Vault(_))), "{failed:?}");
+    let condition = json!({"resourceType": "Condition", "id": "asthma"});
+    assert!(open.add(&condition, "add condition", t(10)).is_err());
+    drop(open);
+    assert!(w.audit_blobs(&w.gp).is_empty());
+    assert!(w.gp.vault.blobs(&w.id, Section::Summary).unwrap().len() == summary);
+}
+
+#[test]
+fn patients_lists_what_each_record_grants_and_logs_the_names_it_shows() {
+    let w = World::new();
+    let listed = w.gp.patients(t(10)).unwrap();
+    assert_eq!(listed.len(), 1);
+    let shared = &listed[0];
+    assert_eq!(shared.id, w.id);
+    assert_eq!(
+        shared.patient.as_ref().and_then(|p| p.name.as_deref()),
+        Some("Ada Lovelace")
+    );
+    assert_eq!(shared.readable, vec![Section::Summary, Section::Clinical]);
+    assert_eq!(shared.writable, vec![Section::Summary, Section::Clinical]);
+    assert_eq!(shared.grants.len(), 1);
+    assert!(shared.warnings.is_empty(), "{:?}", shared.warnings);
+    assert_eq!(w.audit_blobs(&w.gp).len(), 1, "showing the name was logged");
+
+    let relayed = w.relay.patients(t(10)).unwrap();
+    assert_eq!(relayed.len(), 1);
+    assert!(relayed[0].patient.is_none() && relayed[0].readable.is_empty());
+    assert!(w.audit_blobs(&w.relay).is_empty());
+    assert!(
+        w.patient().patients(t(10)).unwrap().is_empty(),
+        "not its own"
+    );
+}
+
+#[track_caller]
+fn error(home: &Home, query: &str, at: Timestamp) -> HomeError {
+    match home.open_patient(query, at) {
+        Ok(open) => panic!("{query} opened {open:?}"),
+        Err(e) => e,
+    }
+}
+
+#[test]
+fn opening_names_what_is_wrong() {
+    let mut w = World::new();
+    assert!(matches!(
+        error(&w.gp, "ffff", t(10)),
+        HomeError::Provider(ProviderError::UnknownPatient(_))
+    ));
+    assert!(matches!(
+        error(&w.gp, "", t(10)),
+        HomeError::Provider(ProviderError::UnknownPatient(_))
+    ));
+    let own = w.id.to_string();
+    assert!(matches!(
+        error(w.patient(), &own, t(10)),
+        HomeError::Provider(ProviderError::OwnRecord(_))
+    ));
+    // A second patient shares with the GP: a one-digit prefix may now match both.
+    let dir = tempfile::tempdir().unwrap();
+    let new = NewPatient {
+        name: "Grace Hopper".into(),
+        nhs_number: None,
+        birth_date: None,
+        device_label: None,
+    };
+    let (mut other, _) = Home::init_patient(dir.path(), &new, None, t(0)).unwrap();
+    other
+        .grant(
+            &w.gp.party(),
+            &[Section::Summary],
+            Access::Read,
+            Some(t(20)),
+            None,
+            t(1),
+        )
+        .unwrap();
+    let other_id = other.record_id().unwrap();
+    sync(&other, &w.gp, other_id, t(3));
+    let common =
+        w.id.to_string()
+            .chars()
+            .zip(other_id.to_string().chars())
+            .take_while(|(a, b)| a == b)
+            .count();
+    let shared_prefix = &own[..common];
+    if !shared_prefix.is_empty() {
+        assert!(matches!(
+            error(&w.gp, shared_prefix, t(10)),
+            HomeError::Provider(ProviderError::AmbiguousPatient { .. })
+        ));
+    }
+    let other_text = other_id.to_string();
+    assert!(w.gp.open_patient(&other_text, t(10)).is_ok());
+    assert!(matches!(
+        error(&w.gp, &other_text, t(21)),
+        HomeError::Provider(ProviderError::Expired { .. })
+    ));
+    // A revocation is never sent to the party it revokes (the patient's node no longer admits
+    // it), so the GP learns of it only if the operations reach it otherwise: stored here by
+    // hand. Then it is not granted at all.
+    w.patient_mut().revoke("Leeds GP", t(30)).unwrap();
+    let mut batch = Batch::new();
+    for op in w.patient().ledger().unwrap().ops() {
+        batch.ledger_op(w.id, op.id(), op.bytes());
+    }
+    w.gp.vault.commit(batch).unwrap();
+    assert!(matches!(
+        error(&w.gp, &own, t(32)),
+        HomeError::Provider(ProviderError::NotGranted(_))
+    ));
+}

@@ -1,0 +1,830 @@
+//! The network benchmark: phr's sync between real nodes, each figure beside a baseline measured
+//! in the same run.
+//!
+//! 1. **Full sync of the largest fixture's record.** A patient home imports the largest Synthea
+//!    fixture and grants a new GP `summary` and `clinical` (read). Both run as in-process nodes
+//!    (`phr_node::net::Node`) on 127.0.0.1 TCP; the patient dials the GP and syncs. Beside it:
+//!    Automerge's own sync protocol, in memory, bringing an empty document up to each of the same
+//!    two section documents; and a plain copy of as many bytes as phr's sync moved over a loopback
+//!    TCP socket. Each is the median of [`SYNC_RUNS`] runs, every phr run with a fresh copy of the
+//!    patient's home and a fresh GP home.
+//! 2. **Add to visible.** Two real daemons (`phr node start`, which runs `phr-node`), the patient
+//!    sharing `summary` with the GP: the time from starting `phr add allergy` on the patient's
+//!    home to the GP's node holding the new blob, as its control API reports it. Beside it: how
+//!    long the `phr add` process itself took.
+//!
+//! Run with `cargo build --release -p phr-cli && cargo bench -p phr-node --bench network`.
+//! Each figure is from one run of this benchmark.
+
+use std::{
+    error::Error,
+    io::{Read, Write},
+    net::{SocketAddr, TcpListener, TcpStream},
+    path::{Path, PathBuf},
+    process::Command,
+    sync::{
+        Arc, Barrier,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use automerge::{
+    AutoCommit,
+    sync::{Message, State, SyncDoc},
+};
+use libp2p::{Multiaddr, multiaddr::Protocol};
+use phr_core::{
+    Section, Stamp,
+    home::{Home, NewPatient},
+    import,
+    ledger::Access,
+    sync::SessionStats,
+};
+use phr_node::net::{Held, Node};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+type Result<T, E = Box<dyn Error>> = std::result::Result<T, E>;
+
+/// phr syncs, Automerge syncs and socket copies timed; each figure is their median.
+const SYNC_RUNS: usize = 5;
+
+/// `phr add` runs timed for add-to-visible.
+const ADD_RUNS: usize = 10;
+
+/// Every wait on a node in part 1 is bounded by this.
+const WAIT: Duration = Duration::from_secs(120);
+
+/// How often the GP's node is asked what it holds, in part 2.
+const POLL_MS: u64 = 2;
+
+/// How long an added allergy may take to reach the GP before the benchmark gives up.
+const VISIBLE_MS_MAX: u64 = 10_000;
+
+/// How long after a counted sync ends the relay's count is read.
+const WIRE_SETTLE_MS: u64 = 250;
+
+/// The most messages one Automerge sync may take before the benchmark calls it stuck.
+const AUTOMERGE_MESSAGES_MAX: usize = 1_000;
+
+/// The sections the GP is granted, and the Automerge baseline syncs.
+const GRANTED: [Section; 2] = [Section::Summary, Section::Clinical];
+
+/// The targets: full sync within 2x Automerge's in-memory sync; add to visible within 1 s.
+const SYNC_RATIO_MAX: f64 = 2.0;
+const VISIBLE_TARGET: Duration = Duration::from_secs(1);
+
+fn main() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let fixture = largest_fixture()?;
+    let patient = prepare_patient(&dir.path().join("pristine"), &fixture)?;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let mut runs = Vec::new();
+    for run in 0..SYNC_RUNS {
+        let run_dir = dir.path().join(format!("run-{run}"));
+        runs.push(runtime.block_on(phr_sync(&patient.home, &run_dir, false))?);
+    }
+    let counted = runtime.block_on(phr_sync(&patient.home, &dir.path().join("counted"), true))?;
+    drop(runtime);
+
+    let bytes = runs[0].bytes();
+    if runs.iter().any(|r| r.bytes() != bytes) {
+        let all: Vec<usize> = runs.iter().map(SyncRun::bytes).collect();
+        return Err(format!("phr's sync moved different byte counts in equal runs: {all:?}").into());
+    }
+    let automerge: Vec<AutomergeSync> = (0..SYNC_RUNS)
+        .map(|_| automerge_sync(&patient.docs))
+        .collect::<Result<_>>()?;
+    let copy = median((0..SYNC_RUNS).map(|_| tcp_copy(bytes)).collect::<Result<_>>()?);
+    let visible = add_to_visible()?;
+
+    print_report(&Report {
+        fixture: &fixture,
+        patient: &patient,
+        runs: &runs,
+        counted: &counted,
+        automerge: &automerge,
+        copy,
+        visible: &visible,
+    });
+    Ok(())
+}
+
+/// The largest file of the Synthea fixtures, found by size.
+fn largest_fixture() -> Result<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/fhir/synthea");
+    let mut largest: Option<(u64, PathBuf)> = None;
+    for entry in std::fs::read_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "json") {
+            let size = std::fs::metadata(&path)?.len();
+            if largest.as_ref().is_none_or(|(s, _)| size > *s) {
+                largest = Some((size, path));
+            }
+        }
+    }
+    Ok(largest
+        .ok_or_else(|| format!("no JSON fixture in {}", dir.display()))?
+        .1)
+}
+
+/// The patient's home after import, closed, to be copied for every run; and the two granted
+/// section documents as the patient holds them (Automerge's `save()`).
+struct Patient {
+    home: PathBuf,
+    resources: usize,
+    docs: Vec<(Section, Vec<u8>)>,
+}
+
+/// Creates a patient home and imports `fixture` into it, as `phr import` does.
+fn prepare_patient(dir: &Path, fixture: &Path) -> Result<Patient> {
+    let now = jiff::Timestamp::now();
+    let new = NewPatient {
+        name: "Fletcher Hyatt".into(),
+        nhs_number: None,
+        birth_date: None,
+        device_label: None,
+    };
+    let (mut home, mut record) = Home::init_patient(dir, &new, None, now)?;
+    let bytes = std::fs::read(fixture)?;
+    let (parsed, skipped) = import::parse(&fixture.display().to_string(), &bytes)?;
+    let author = home.device().author();
+    let stamp = Stamp {
+        author: &author,
+        time: now,
+    };
+    let report = import::apply(&mut record, stamp, &parsed, skipped)?;
+    home.save(&mut record, now)?;
+    // The documents as they come back from the vault, which is what the node serves.
+    let mut loaded = home.load_record()?;
+    let docs = GRANTED
+        .iter()
+        .map(|s| (*s, loaded.save_section(*s)))
+        .collect();
+    Ok(Patient {
+        home: dir.to_path_buf(),
+        resources: report.added,
+        docs,
+    })
+}
+
+/// One phr sync from the patient's node to a new GP's node.
+struct SyncRun {
+    /// From the patient's dial to its sync command returning.
+    dial_to_synced: Duration,
+    /// From the connection being up (the patient's node starts its session then) to the same end.
+    synced_alone: Duration,
+    stats: SessionStats,
+    /// Blobs the GP holds afterwards, per section.
+    gp_blobs: Vec<(Section, usize)>,
+    /// With a counting relay: TCP payload bytes both ways from dial to synced.
+    wire_bytes: Option<u64>,
+}
+
+impl SyncRun {
+    fn bytes(&self) -> usize {
+        self.stats.bytes_sent + self.stats.bytes_received
+    }
+}
+
+/// Copies the patient's home, grants a new GP, starts both nodes and syncs; checks that the GP
+/// then holds every blob of the granted sections and nothing else. With `count_wire`, the
+/// patient dials the GP through a relay on 127.0.0.1 that counts the bytes it forwards.
+async fn phr_sync(pristine: &Path, dir: &Path, count_wire: bool) -> Result<SyncRun> {
+    let now = jiff::Timestamp::now();
+    copy_dir(pristine, &dir.join("patient"))?;
+    let mut patient = Home::open(&dir.join("patient"))?;
+    let gp = Home::init_provider(&dir.join("gp"), "Dr Grace", Some("A81001".into()), None)?;
+    let gp_party = gp.party();
+    patient.grant(&gp_party, &GRANTED, Access::Read, None, None, now)?;
+
+    let gp_peer = gp_party.peer;
+    let (gp_node, gp_client) = Node::new(gp)?;
+    let gp_task = tokio::spawn(gp_node.run());
+    let gp_listening = tokio::time::timeout(
+        WAIT,
+        gp_client.listen("/ip4/127.0.0.1/tcp/0".parse()?),
+    )
+    .await??;
+    let (patient_node, patient_client) = Node::new(patient)?;
+    let patient_task = tokio::spawn(patient_node.run());
+
+    let wire = if count_wire {
+        Some(counting_relay(socket_addr(&gp_listening)?).await?)
+    } else {
+        None
+    };
+    let dial_to = match &wire {
+        Some((relay, _)) => format!("/ip4/127.0.0.1/tcp/{}", relay.port()).parse::<Multiaddr>()?,
+        None => gp_listening,
+    };
+    let dial_to = dial_to.with(Protocol::P2p(gp_peer.to_string().parse()?));
+
+    let start = Instant::now();
+    let dialled = tokio::time::timeout(WAIT, patient_client.dial(dial_to)).await??;
+    let connected = Instant::now();
+    let synced = tokio::time::timeout(WAIT, patient_client.sync(gp_peer)).await??;
+    let end = Instant::now();
+    let wire_bytes = match wire {
+        // The closing request and its empty answer may still be on their way: let them arrive.
+        Some((_, counter)) => {
+            tokio::time::sleep(Duration::from_millis(WIRE_SETTLE_MS)).await;
+            Some(counter.load(Ordering::SeqCst))
+        }
+        None => None,
+    };
+    if dialled != gp_peer {
+        return Err(format!("dialled {dialled}, not the GP").into());
+    }
+    let [Ok((_, stats))] = &synced[..] else {
+        return Err(format!("expected one successful session, got {synced:?}").into());
+    };
+    let stats = stats.clone();
+
+    let patient_held = patient_client.held().await?;
+    let gp_held = gp_client.held().await?;
+    let gp_blobs = check_gp_holds_the_grant(&patient_held, &gp_held)?;
+
+    drop((patient_client, gp_client));
+    tokio::time::timeout(WAIT, patient_task).await??;
+    tokio::time::timeout(WAIT, gp_task).await??;
+    Ok(SyncRun {
+        dial_to_synced: end - start,
+        synced_alone: end - connected,
+        stats,
+        gp_blobs,
+        wire_bytes,
+    })
+}
+
+/// The GP holds exactly the patient's blobs of the granted sections; returns their counts.
+fn check_gp_holds_the_grant(patient: &[Held], gp: &[Held]) -> Result<Vec<(Section, usize)>> {
+    let ([patient], [gp]) = (patient, gp) else {
+        return Err(format!("expected one record on each node: {patient:?} / {gp:?}").into());
+    };
+    let mut counts = Vec::new();
+    for (section, held) in &gp.blobs {
+        let expected = patient.blobs.get(section).copied().unwrap_or(0);
+        if !GRANTED.contains(section) && *held > 0 {
+            return Err(format!("the GP holds {held} blobs of {section}, not granted").into());
+        }
+        if *held != expected {
+            return Err(format!("the GP holds {held} of {expected} blobs of {section}").into());
+        }
+        counts.push((*section, *held));
+    }
+    for section in GRANTED {
+        if !gp.blobs.contains_key(&section) {
+            return Err(format!("the GP holds nothing of {section}").into());
+        }
+    }
+    Ok(counts)
+}
+
+fn socket_addr(addr: &Multiaddr) -> Result<SocketAddr> {
+    let mut ip = None;
+    let mut port = None;
+    for protocol in addr.iter() {
+        match protocol {
+            Protocol::Ip4(a) => ip = Some(a),
+            Protocol::Tcp(p) => port = Some(p),
+            _ => {}
+        }
+    }
+    match (ip, port) {
+        (Some(ip), Some(port)) => Ok(SocketAddr::from((ip, port))),
+        _ => Err(format!("{addr} is not a TCP address").into()),
+    }
+}
+
+/// A TCP relay on 127.0.0.1 to `target` that counts every byte it forwards, both ways.
+async fn counting_relay(target: SocketAddr) -> Result<(SocketAddr, Arc<AtomicU64>)> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let counter = Arc::new(AtomicU64::new(0));
+    let total = counter.clone();
+    tokio::spawn(async move {
+        while let Ok((inbound, _)) = listener.accept().await {
+            let Ok(outbound) = tokio::net::TcpStream::connect(target).await else {
+                continue;
+            };
+            let _ = (inbound.set_nodelay(true), outbound.set_nodelay(true));
+            let (from_dialer, to_dialer) = inbound.into_split();
+            let (from_target, to_target) = outbound.into_split();
+            tokio::spawn(pump(from_dialer, to_target, total.clone()));
+            tokio::spawn(pump(from_target, to_dialer, total.clone()));
+        }
+    });
+    Ok((addr, counter))
+}
+
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    counter: Arc<AtomicU64>,
+) {
+    let mut buf = vec![0; 64 * 1024];
+    while let Ok(n) = from.read(&mut buf).await {
+        if n == 0 {
+            break;
+        }
+        // Counted before it is passed on, so a reader that sees it has seen the count grow.
+        counter.fetch_add(n as u64, Ordering::SeqCst);
+        if to.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown().await;
+}
+
+fn copy_dir(from: &Path, to: &Path) -> Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_dir(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), target)?;
+        }
+    }
+    Ok(())
+}
+
+/// Automerge's sync of the granted sections: for each, an empty document and the whole one,
+/// both from a fresh `sync::State`, messages through `encode` and `decode` as on a wire.
+struct AutomergeSync {
+    wall: Duration,
+    bytes: usize,
+    messages: usize,
+}
+
+fn automerge_sync(docs: &[(Section, Vec<u8>)]) -> Result<AutomergeSync> {
+    let mut total = AutomergeSync {
+        wall: Duration::ZERO,
+        bytes: 0,
+        messages: 0,
+    };
+    for (section, saved) in docs {
+        let mut full = AutoCommit::load(saved)?;
+        let mut empty = AutoCommit::new();
+        let (mut state_full, mut state_empty) = (State::new(), State::new());
+        let start = Instant::now();
+        loop {
+            if total.messages >= AUTOMERGE_MESSAGES_MAX {
+                return Err(format!("Automerge's sync of {section} did not settle").into());
+            }
+            let sent_full = match full.sync().generate_sync_message(&mut state_full) {
+                Some(message) => {
+                    let wire = message.encode();
+                    total.bytes += wire.len();
+                    total.messages += 1;
+                    empty
+                        .sync()
+                        .receive_sync_message(&mut state_empty, Message::decode(&wire)?)?;
+                    true
+                }
+                None => false,
+            };
+            let sent_empty = match empty.sync().generate_sync_message(&mut state_empty) {
+                Some(message) => {
+                    let wire = message.encode();
+                    total.bytes += wire.len();
+                    total.messages += 1;
+                    full.sync()
+                        .receive_sync_message(&mut state_full, Message::decode(&wire)?)?;
+                    true
+                }
+                None => false,
+            };
+            if !sent_full && !sent_empty {
+                break;
+            }
+        }
+        total.wall += start.elapsed();
+        if full.get_heads() != empty.get_heads() {
+            return Err(format!("Automerge's sync of {section} did not converge").into());
+        }
+    }
+    Ok(total)
+}
+
+/// Writes `bytes` bytes into a connected loopback TCP socket and reads them all on the other
+/// side; the time from the first write to the last byte read.
+fn tcp_copy(bytes: usize) -> Result<Duration> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    let ready = Arc::new(Barrier::new(2));
+    let go = ready.clone();
+    let writer = std::thread::spawn(move || -> std::io::Result<()> {
+        let (mut socket, _) = listener.accept()?;
+        let payload = vec![0x5a_u8; bytes];
+        go.wait();
+        socket.write_all(&payload)?;
+        socket.shutdown(std::net::Shutdown::Write)
+    });
+    let mut socket = TcpStream::connect(addr)?;
+    let mut buf = vec![0; 64 * 1024];
+    let mut read = 0;
+    ready.wait();
+    let start = Instant::now();
+    while read < bytes {
+        match socket.read(&mut buf)? {
+            0 => return Err(format!("the copy ended after {read} of {bytes} bytes").into()),
+            n => read += n,
+        }
+    }
+    let wall = start.elapsed();
+    writer.join().map_err(|_| "the writer thread panicked")??;
+    Ok(wall)
+}
+
+/// Add-to-visible over two daemons, per `phr add`: from its start to the GP holding the blob,
+/// and the process alone.
+struct Visible {
+    to_visible: Vec<Duration>,
+    add_process: Vec<Duration>,
+}
+
+/// The `phr` binary beside this benchmark's `phr-node`.
+fn phr_binary() -> PathBuf {
+    let phr = Path::new(env!("CARGO_BIN_EXE_phr-node")).with_file_name("phr");
+    assert!(
+        phr.exists(),
+        "build the CLI first: cargo build --release -p phr-cli"
+    );
+    phr
+}
+
+/// Runs `phr --home HOME args..`; its stdout, or an error with its stderr.
+fn phr(binary: &Path, home: &Path, args: &[&str]) -> Result<String> {
+    let out = Command::new(binary)
+        .arg("--home")
+        .arg(home)
+        .args(args)
+        .env_remove("PHR_PASSPHRASE")
+        .output()?;
+    if !out.status.success() {
+        return Err(format!(
+            "phr {} failed ({}): {}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        )
+        .into());
+    }
+    Ok(String::from_utf8(out.stdout)?)
+}
+
+/// Stops the daemons of the homes it lists when dropped, on success and on panic alike.
+struct Daemons {
+    phr: PathBuf,
+    homes: Vec<PathBuf>,
+}
+
+impl Drop for Daemons {
+    fn drop(&mut self) {
+        for home in self.homes.iter().rev() {
+            if let Err(e) = phr(&self.phr, home, &["node", "stop"]) {
+                eprintln!("could not stop the node of {}: {e}", home.display());
+            }
+        }
+    }
+}
+
+impl Daemons {
+    /// Starts the node of `home` on loopback; returns the addresses it listens on.
+    fn start(&mut self, home: &Path) -> Result<Vec<String>> {
+        let out = phr(
+            &self.phr,
+            home,
+            &[
+                "node",
+                "start",
+                "--listen",
+                "/ip4/127.0.0.1/tcp/0",
+                "--no-mdns",
+                "--json",
+            ],
+        )?;
+        self.homes.push(home.to_path_buf());
+        let status: Value = serde_json::from_str(&out)?;
+        let listening = status["node"]["listening"]
+            .as_array()
+            .ok_or_else(|| format!("no addresses in {out}"))?;
+        Ok(listening
+            .iter()
+            .filter_map(|a| a.as_str().map(String::from))
+            .collect())
+    }
+}
+
+/// The GP node's control API, read from its home's control file.
+struct Api {
+    agent: ureq::Agent,
+    url: String,
+    authorization: String,
+}
+
+impl Api {
+    fn of(home: &Path) -> Result<Api> {
+        let control: Value =
+            serde_json::from_str(&std::fs::read_to_string(home.join("control.json"))?)?;
+        let field = |name: &str| {
+            control[name]
+                .as_str()
+                .map(String::from)
+                .ok_or_else(|| format!("control.json has no {name}"))
+        };
+        Ok(Api {
+            agent: ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .build()
+                .into(),
+            url: format!("http://{}/status", field("api")?),
+            authorization: format!("Bearer {}", field("token")?),
+        })
+    }
+
+    /// Summary blobs the node holds of its first record, if it holds one.
+    fn summary_blobs(&self) -> Result<Option<u64>> {
+        let status: Value = self
+            .agent
+            .get(&self.url)
+            .header("authorization", &self.authorization)
+            .call()?
+            .body_mut()
+            .read_json()?;
+        Ok(status["records"][0]["blobs"]["summary"].as_u64())
+    }
+
+    /// Polls until the node holds more than `before` summary blobs; returns the new count.
+    fn wait_for_more(&self, before: u64) -> Result<u64> {
+        let deadline = Instant::now() + Duration::from_millis(VISIBLE_MS_MAX);
+        loop {
+            if let Some(now) = self.summary_blobs()?
+                && now > before
+            {
+                return Ok(now);
+            }
+            if Instant::now() > deadline {
+                return Err(format!("the GP held no new blob after {VISIBLE_MS_MAX} ms").into());
+            }
+            std::thread::sleep(Duration::from_millis(POLL_MS));
+        }
+    }
+}
+
+fn add_to_visible() -> Result<Visible> {
+    let binary = phr_binary();
+    let dir = tempfile::tempdir()?;
+    let (patient, gp) = (dir.path().join("patient"), dir.path().join("gp"));
+    phr(&binary, &patient, &["init", "--name", "Ada Lovelace"])?;
+    phr(&binary, &gp, &["init", "--provider", "--name", "Dr Grace"])?;
+    // Declared after `dir`, so it stops the daemons before the homes are deleted.
+    let mut daemons = Daemons {
+        phr: binary.clone(),
+        homes: Vec::new(),
+    };
+    let gp_addrs = daemons.start(&gp)?;
+    daemons.start(&patient)?;
+    let gp_addr = gp_addrs.first().ok_or("the GP's node listens nowhere")?;
+    let card = phr(&binary, &gp, &["card"])?;
+    phr(
+        &binary,
+        &patient,
+        &["contacts", "add", card.trim(), "--alias", "gp"],
+    )?;
+    phr(
+        &binary,
+        &patient,
+        &[
+            "share",
+            "grant",
+            "gp",
+            "--sections",
+            "summary",
+            "--access",
+            "read",
+        ],
+    )?;
+    phr(&binary, &patient, &["peers", "add", gp_addr])?;
+    phr(&binary, &patient, &["sync", "--wait"])?;
+
+    let api = Api::of(&gp)?;
+    let mut held = api
+        .summary_blobs()?
+        .ok_or("after `phr sync --wait` the GP holds no summary")?;
+    let mut visible = Visible {
+        to_visible: Vec::new(),
+        add_process: Vec::new(),
+    };
+    for i in 0..ADD_RUNS {
+        let name = format!("item{i}");
+        let start = Instant::now();
+        phr(
+            &binary,
+            &patient,
+            &["add", "allergy", &name, "--reaction", "rash"],
+        )?;
+        visible.add_process.push(start.elapsed());
+        held = api.wait_for_more(held)?;
+        visible.to_visible.push(start.elapsed());
+    }
+    drop(daemons);
+    Ok(visible)
+}
+
+struct Report<'a> {
+    fixture: &'a Path,
+    patient: &'a Patient,
+    runs: &'a [SyncRun],
+    counted: &'a SyncRun,
+    automerge: &'a [AutomergeSync],
+    copy: Duration,
+    visible: &'a Visible,
+}
+
+fn print_report(r: &Report<'_>) {
+    let dial = median(r.runs.iter().map(|s| s.dial_to_synced).collect());
+    let alone = median(r.runs.iter().map(|s| s.synced_alone).collect());
+    let am = median(r.automerge.iter().map(|a| a.wall).collect());
+    let (am_bytes, am_messages) = (r.automerge[0].bytes, r.automerge[0].messages);
+    let first = &r.runs[0];
+    let bytes = first.bytes();
+    let to_visible = median(r.visible.to_visible.clone());
+    let visible_max = r.visible.to_visible.iter().max().copied().unwrap_or_default();
+    let add = median(r.visible.add_process.clone());
+    let add_max = r.visible.add_process.iter().max().copied().unwrap_or_default();
+    let wire = r.counted.wire_bytes.unwrap_or_default();
+
+    let name = r.fixture.file_name().unwrap_or_default().to_string_lossy();
+    let size = std::fs::metadata(r.fixture).map(|m| m.len()).unwrap_or(0);
+    println!(
+        "## Network: {name} ({:.1} MB, {} resources), patient node -> GP node, 127.0.0.1 TCP\n",
+        size as f64 / 1e6,
+        r.patient.resources
+    );
+    let docs: Vec<String> = r
+        .patient
+        .docs
+        .iter()
+        .map(|(s, d)| format!("{s} {} bytes", d.len()))
+        .collect();
+    let gp: Vec<String> = first
+        .gp_blobs
+        .iter()
+        .map(|(s, n)| format!("{s} {n}"))
+        .collect();
+    println!(
+        "Granted: summary + clinical (Automerge save(): {}). phr session: {} round trips, {} items \
+         sent, the GP stored {} ledger operations and {} blobs ({}).\n",
+        docs.join(", "),
+        first.stats.round_trips,
+        first.stats.items_sent,
+        first.stats.ingested.ops,
+        first.stats.ingested.blobs,
+        gp.join(", ")
+    );
+
+    let n = SYNC_RUNS;
+    let rows = vec![
+        vec![
+            "figure".into(),
+            "phr".into(),
+            "baseline (same run)".into(),
+            "baseline".into(),
+            "phr / baseline".into(),
+        ],
+        vec![
+            format!("full sync, dial -> synced (median of {n})"),
+            ms(dial),
+            format!("Automerge in-memory sync, summary + clinical (median of {n})"),
+            ms(am),
+            ratio(dial.as_secs_f64(), am.as_secs_f64()),
+        ],
+        vec![
+            format!("full sync, connected -> synced (median of {n})"),
+            ms(alone),
+            "Automerge in-memory sync (as above)".into(),
+            ms(am),
+            ratio(alone.as_secs_f64(), am.as_secs_f64()),
+        ],
+        vec![
+            format!("full sync, dial -> synced (median of {n})"),
+            ms(dial),
+            format!("plain copy of {bytes} bytes, loopback TCP (median of {n})"),
+            ms(r.copy),
+            ratio(dial.as_secs_f64(), r.copy.as_secs_f64()),
+        ],
+        vec![
+            "sync message bytes, both ways".into(),
+            bytes.to_string(),
+            "Automerge sync message bytes, both ways".into(),
+            am_bytes.to_string(),
+            ratio(bytes as f64, am_bytes as f64),
+        ],
+        vec![
+            format!("TCP payload bytes, both ways, dial -> synced + {WIRE_SETTLE_MS} ms (1 extra run)"),
+            wire.to_string(),
+            "phr sync message bytes (row above)".into(),
+            bytes.to_string(),
+            ratio(wire as f64, bytes as f64),
+        ],
+        vec![
+            "messages, both ways".into(),
+            (2 * first.stats.round_trips).to_string(),
+            "Automerge sync messages, both ways".into(),
+            am_messages.to_string(),
+            ratio(2.0 * first.stats.round_trips as f64, am_messages as f64),
+        ],
+        vec![
+            format!("add -> visible at the GP, median of {ADD_RUNS}"),
+            ms(to_visible),
+            format!("`phr add` process alone, median of {ADD_RUNS}"),
+            ms(add),
+            ratio(to_visible.as_secs_f64(), add.as_secs_f64()),
+        ],
+        vec![
+            format!("add -> visible at the GP, max of {ADD_RUNS}"),
+            ms(visible_max),
+            format!("`phr add` process alone, max of {ADD_RUNS}"),
+            ms(add_max),
+            ratio(visible_max.as_secs_f64(), add_max.as_secs_f64()),
+        ],
+    ];
+    print_table(&rows);
+
+    let dial_ratio = dial.as_secs_f64() / am.as_secs_f64();
+    let alone_ratio = alone.as_secs_f64() / am.as_secs_f64();
+    println!();
+    println!(
+        "- Target full sync <= {SYNC_RATIO_MAX}x Automerge in-memory: dial -> synced {dial_ratio:.2}x \
+         ({}); connected -> synced {alone_ratio:.2}x ({}).",
+        met(dial_ratio <= SYNC_RATIO_MAX),
+        met(alone_ratio <= SYNC_RATIO_MAX)
+    );
+    println!(
+        "- Target add -> visible <= {} s: median {} ({}), max {} ({}).",
+        VISIBLE_TARGET.as_secs(),
+        ms(to_visible),
+        met(to_visible <= VISIBLE_TARGET),
+        ms(visible_max),
+        met(visible_max <= VISIBLE_TARGET)
+    );
+    println!(
+        "\nSync message bytes: the encoded phr sync messages as the initiator's session counts \
+         them (requests sent + responses received), without the CBOR byte-string header, the \
+         request-response length prefix, multistream-select, Yamux, Noise or TCP. TCP payload \
+         bytes: everything both nodes wrote on the connection from dial to {WIRE_SETTLE_MS} ms \
+         after synced (Noise handshake, multistream-select, Yamux, identify, ping, sync), \
+         counted by a relay on 127.0.0.1 in one extra run not used for timing."
+    );
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    println!(
+        "Machine: {cores} cores; one run of this benchmark (release build), medians over the \
+         repeats each row names."
+    );
+}
+
+/// Prints rows as a markdown table with padded, aligned columns.
+fn print_table(rows: &[Vec<String>]) {
+    let columns = rows[0].len();
+    let widths: Vec<usize> = (0..columns)
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    let line = |cells: Vec<String>| println!("| {} |", cells.join(" | "));
+    for (i, row) in rows.iter().enumerate() {
+        line(
+            row.iter()
+                .zip(&widths)
+                .map(|(cell, w)| format!("{cell:<w$}"))
+                .collect(),
+        );
+        if i == 0 {
+            line(widths.iter().map(|w| "-".repeat(*w)).collect());
+        }
+    }
+}
+
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}
+
+fn ratio(a: f64, b: f64) -> String {
+    format!("{:.2}", a / b)
+}
+
+fn met(ok: bool) -> &'static str {
+    if ok { "met" } else { "missed" }
+}

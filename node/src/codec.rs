@@ -1,0 +1,193 @@
+//! The sync protocol's wire codec: each request and each response is one CBOR byte string
+//! (RFC 8949, major type 2) holding one sync message.
+//!
+//! libp2p's stock CBOR codec reads up to its limit and then fails to decode, and a request that
+//! fails to be read never reaches the node as an event: the node could not tell who sent it.
+//! This codec reads the byte string's length first and, if it is over [`FRAME_BYTES_MAX`],
+//! reads nothing more and hands the node [`OVERSIZED`] instead, so the node knows which peer
+//! sent it and cuts it off. A stream that does not start with a definite-length byte string is
+//! handed over as [`NOT_A_FRAME`], likewise.
+
+use std::io;
+
+use libp2p::{
+    StreamProtocol,
+    futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
+    request_response,
+};
+use phr_core::sync::message::SYNC_MESSAGE_BYTES_MAX;
+
+use crate::swarm::Frame;
+
+/// The largest frame read: one sync message at its largest.
+pub const FRAME_BYTES_MAX: u64 = SYNC_MESSAGE_BYTES_MAX as u64;
+
+/// What the codec hands over in place of a frame over [`FRAME_BYTES_MAX`] (never read). It is
+/// not a sync message, so a node that passed it on would refuse it as malformed anyway.
+pub const OVERSIZED: &[u8] = b"\xffphr: a frame over the size limit, refused unread";
+
+/// What the codec hands over in place of a stream that is not one CBOR byte string.
+pub const NOT_A_FRAME: &[u8] = b"\xffphr: not a CBOR byte string";
+
+/// CBOR's major type for byte strings, in the top three bits of the first byte.
+const MAJOR_BYTES: u8 = 2;
+
+/// The codec; see the module documentation.
+#[derive(Clone, Debug, Default)]
+pub struct FrameCodec;
+
+async fn read_frame<T: AsyncRead + Unpin + Send>(io: &mut T) -> io::Result<Frame> {
+    let mut first = [0u8; 1];
+    io.read_exact(&mut first).await?;
+    if first[0] >> 5 != MAJOR_BYTES {
+        return Ok(Frame(NOT_A_FRAME.to_vec()));
+    }
+    let len = match first[0] & 0x1f {
+        short @ 0..=23 => u64::from(short),
+        24 => read_be::<T, 1>(io).await?,
+        25 => read_be::<T, 2>(io).await?,
+        26 => read_be::<T, 4>(io).await?,
+        27 => read_be::<T, 8>(io).await?,
+        // Indefinite lengths and reserved values: not what a phr node writes.
+        _ => return Ok(Frame(NOT_A_FRAME.to_vec())),
+    };
+    if len > FRAME_BYTES_MAX {
+        return Ok(Frame(OVERSIZED.to_vec()));
+    }
+    let mut bytes = vec![0u8; len as usize];
+    io.read_exact(&mut bytes).await?;
+    Ok(Frame(bytes))
+}
+
+async fn read_be<T: AsyncRead + Unpin + Send, const N: usize>(io: &mut T) -> io::Result<u64> {
+    let mut bytes = [0u8; N];
+    io.read_exact(&mut bytes).await?;
+    Ok(bytes.iter().fold(0u64, |n, b| (n << 8) | u64::from(*b)))
+}
+
+async fn write_frame<T: AsyncWrite + Unpin + Send>(io: &mut T, frame: Frame) -> io::Result<()> {
+    let len = frame.0.len() as u64;
+    let major = MAJOR_BYTES << 5;
+    let mut header = Vec::with_capacity(9);
+    match len {
+        0..=23 => header.push(major | len as u8),
+        24..=0xff => header.extend([major | 24, len as u8]),
+        0x100..=0xffff => {
+            header.push(major | 25);
+            header.extend((len as u16).to_be_bytes());
+        }
+        0x1_0000..=0xffff_ffff => {
+            header.push(major | 26);
+            header.extend((len as u32).to_be_bytes());
+        }
+        _ => {
+            header.push(major | 27);
+            header.extend(len.to_be_bytes());
+        }
+    }
+    io.write_all(&header).await?;
+    io.write_all(&frame.0).await?;
+    io.close().await
+}
+
+impl request_response::Codec for FrameCodec {
+    type Protocol = StreamProtocol;
+    type Request = Frame;
+    type Response = Frame;
+
+    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Frame>
+    where
+        T: AsyncRead + Unpin + Send,
+    {
+        read_frame(io).await
+    }
+
+    async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Frame>
+    where
+        T: AsyncRead + Unpin + Send,
+    {
+        read_frame(io).await
+    }
+
+    async fn write_request<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        request: Frame,
+    ) -> io::Result<()>
+    where
+        T: AsyncWrite + Unpin + Send,
+    {
+        write_frame(io, request).await
+    }
+
+    async fn write_response<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        response: Frame,
+    ) -> io::Result<()>
+    where
+        T: AsyncWrite + Unpin + Send,
+    {
+        write_frame(io, response).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use libp2p::futures::{executor::block_on, io::Cursor};
+
+    use super::*;
+
+    fn round_trip(len: usize) {
+        let frame = Frame(vec![7u8; len]);
+        let mut wire = Cursor::new(Vec::new());
+        block_on(write_frame(&mut wire, frame.clone())).unwrap();
+        // The stock CBOR encoding of a byte string: what other CBOR readers expect.
+        let mut expected = Vec::new();
+        ciborium_like_header(len as u64, &mut expected);
+        assert_eq!(&wire.get_ref()[..expected.len()], &expected[..]);
+        let mut read = Cursor::new(wire.into_inner());
+        assert_eq!(block_on(read_frame(&mut read)).unwrap(), frame);
+    }
+
+    /// RFC 8949 §3.1, written out independently of `write_frame`.
+    fn ciborium_like_header(len: u64, out: &mut Vec<u8>) {
+        if len < 24 {
+            out.push(0x40 + len as u8);
+        } else if len < 256 {
+            out.extend([0x58, len as u8]);
+        } else if len < 65_536 {
+            out.push(0x59);
+            out.extend((len as u16).to_be_bytes());
+        } else {
+            out.push(0x5a);
+            out.extend((len as u32).to_be_bytes());
+        }
+    }
+
+    #[test]
+    fn frames_of_every_header_size_round_trip() {
+        for len in [0, 1, 23, 24, 255, 256, 65_535, 65_536, 1_000_000] {
+            round_trip(len);
+        }
+    }
+
+    #[test]
+    fn an_oversized_frame_is_refused_before_it_is_read() {
+        let mut wire = vec![0x5b];
+        wire.extend((FRAME_BYTES_MAX + 1).to_be_bytes());
+        // No body follows: reading it would fail, so a refusal proves it was not read.
+        let frame = block_on(read_frame(&mut Cursor::new(wire))).unwrap();
+        assert_eq!(frame.0, OVERSIZED);
+    }
+
+    #[test]
+    fn a_stream_that_is_not_a_byte_string_is_refused() {
+        for first in [0x00u8, 0xa1, 0x5f, 0x7f] {
+            let frame = block_on(read_frame(&mut Cursor::new(vec![first, 0, 0]))).unwrap();
+            assert_eq!(frame.0, NOT_A_FRAME, "first byte {first:#x}");
+        }
+    }
+}

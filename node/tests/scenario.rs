@@ -1,0 +1,476 @@
+//! The network scenario: six nodes, each a `phr-node` process on 127.0.0.1, driven through the
+//! `phr` command line as their users would drive them.
+//!
+//! A patient's laptop and phone, a GP, a pharmacy, a relay and an outsider. The patient imports
+//! the HL7 IPS example and shares `summary,clinical` (write) with the GP and `summary` (read)
+//! with the pharmacy. Then: the GP reads and adds a diagnosis that reaches the patient; the
+//! pharmacy reads the medicines and nothing of `clinical`; the outsider gets nothing; revoking
+//! the pharmacy keeps later entries from it; the phone edits while the laptop is off and both
+//! converge through the relay; concurrent edits of one resource on the laptop and at the GP show
+//! up in `phr conflicts` on both; the patient's `phr audit` lists the GP's and the pharmacy's
+//! reads; a node killed with SIGKILL in the middle of a sync loses nothing it had stored.
+//!
+//! Every wait polls for the awaited state with a deadline ([`WAIT`]); none sleeps for a fixed
+//! time hoping the network has done its part.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+/// The longest any one wait may take.
+const WAIT: Duration = Duration::from_secs(60);
+
+/// How long one `phr` command may take.
+const COMMAND_MAX: Duration = Duration::from_secs(120);
+
+struct Net {
+    dir: tempfile::TempDir,
+    phr: PathBuf,
+}
+
+impl Net {
+    fn new() -> Net {
+        let node = Path::new(env!("CARGO_BIN_EXE_phr-node"));
+        let phr = node.with_file_name("phr");
+        assert!(
+            phr.exists(),
+            "{} is missing: build it with `cargo build -p phr-cli` (cargo test --workspace does)",
+            phr.display()
+        );
+        Net {
+            dir: tempfile::tempdir().unwrap(),
+            phr,
+        }
+    }
+
+    fn home(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Runs `phr --home <home> args...`, killed if it outlives [`COMMAND_MAX`].
+    fn run(&self, home: &str, args: &[&str]) -> Output {
+        let mut child = Command::new(&self.phr)
+            .arg("--home")
+            .arg(self.home(home))
+            .args(args)
+            .env_remove("PHR_HOME")
+            .env_remove("PHR_PASSPHRASE")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + COMMAND_MAX;
+        while child.try_wait().unwrap().is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!(
+                    "`phr {}` on {home} took over {COMMAND_MAX:?}",
+                    args.join(" ")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        child.wait_with_output().unwrap()
+    }
+
+    /// Runs a command that must succeed; returns its standard output.
+    fn ok(&self, home: &str, args: &[&str]) -> String {
+        let out = self.run(home, args);
+        assert!(
+            out.status.success(),
+            "`phr {}` on {home} failed ({}):\n{}{}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Runs a command with `--json` that must succeed; returns its document.
+    fn json(&self, home: &str, args: &[&str]) -> Value {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        serde_json::from_str(&self.ok(home, &all)).unwrap()
+    }
+
+    /// Starts `home`'s node on a loopback port; returns the address it listens on.
+    fn start(&self, home: &str, extra: &[&str]) -> String {
+        let mut args = vec![
+            "node",
+            "start",
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--no-mdns",
+        ];
+        args.extend_from_slice(extra);
+        let status = self.json(home, &args);
+        status["node"]["listening"][0].as_str().unwrap().to_string()
+    }
+
+    fn stop(&self, home: &str) {
+        self.ok(home, &["node", "stop"]);
+    }
+
+    /// The record's blobs per section as `home`'s node holds them (empty if it holds none).
+    fn blobs(&self, home: &str) -> Value {
+        let status = self.json(home, &["node", "status"]);
+        status["node"]["records"]
+            .get(0)
+            .map(|r| r["blobs"].clone())
+            .unwrap_or(Value::Null)
+    }
+
+    fn card(&self, home: &str) -> String {
+        self.ok(home, &["card"]).trim().to_string()
+    }
+
+    /// Polls `check` until it holds, or fails the test after [`WAIT`] saying what it waited for.
+    fn eventually(&self, what: &str, mut check: impl FnMut() -> bool) {
+        let deadline = Instant::now() + WAIT;
+        while !check() {
+            assert!(Instant::now() < deadline, "waited {WAIT:?} for {what}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Writes a JSON file in the test directory; returns its path as text.
+    fn file(&self, name: &str, value: &Value) -> String {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, serde_json::to_vec(value).unwrap()).unwrap();
+        path.to_string_lossy().into_owned()
+    }
+}
+
+impl Drop for Net {
+    /// Stops every node still running, even when the test failed.
+    fn drop(&mut self) {
+        for home in ["laptop", "phone", "gp", "pharmacy", "relay", "outsider"] {
+            let control = self.home(home).join("control.json");
+            if let Ok(text) = std::fs::read_to_string(control)
+                && let Ok(file) = serde_json::from_str::<Value>(&text)
+                && let Some(pid) = file["pid"].as_u64()
+            {
+                let _ = Command::new("kill").arg(pid.to_string()).status();
+            }
+        }
+    }
+}
+
+fn fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/fixtures/fhir/ips/Bundle-IPS-examples-Bundle-01.json")
+}
+
+/// The IPS example's penicillin allergy, with a note: an edit of one resource.
+fn edited_allergy(note: &str) -> Value {
+    let bundle: Value = serde_json::from_slice(&std::fs::read(fixture()).unwrap()).unwrap();
+    let mut allergy = bundle["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["resource"].clone())
+        .find(|r| r["resourceType"] == "AllergyIntolerance")
+        .unwrap();
+    allergy["note"] = serde_json::json!([{ "text": note }]);
+    allergy
+}
+
+#[test]
+fn six_nodes_share_a_record_under_consent() {
+    let net = Net::new();
+    net.ok(
+        "laptop",
+        &["init", "--name", "Maria Dominguez", "--label", "laptop"],
+    );
+    net.ok(
+        "phone",
+        &[
+            "init",
+            "--device",
+            "--name",
+            "Maria Dominguez",
+            "--label",
+            "phone",
+        ],
+    );
+    net.ok(
+        "gp",
+        &[
+            "init",
+            "--provider",
+            "--name",
+            "Riverside Surgery",
+            "--ods",
+            "A81001",
+        ],
+    );
+    net.ok(
+        "pharmacy",
+        &["init", "--provider", "--name", "High Street Pharmacy"],
+    );
+    net.ok("relay", &["init", "--relay", "--name", "Community Relay"]);
+    net.ok("outsider", &["init", "--provider", "--name", "Nosy Clinic"]);
+    let laptop_addr = net.start("laptop", &[]);
+    net.start("phone", &[]);
+    net.start("gp", &[]);
+    net.start("pharmacy", &[]);
+    let relay_addr = net.start("relay", &["--relay"]);
+    net.start("outsider", &[]);
+
+    // The patient imports a record and shares it. Cards carry the running nodes' addresses.
+    net.ok("laptop", &["import", fixture().to_str().unwrap()]);
+    let record = net.json("laptop", &["status"])["record"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for (home, alias) in [("gp", "gp"), ("pharmacy", "pharmacy")] {
+        let card = net.card(home);
+        net.ok("laptop", &["contacts", "add", &card, "--alias", alias]);
+    }
+    net.ok(
+        "laptop",
+        &[
+            "share",
+            "grant",
+            "gp",
+            "--sections",
+            "summary,clinical",
+            "--access",
+            "write",
+        ],
+    );
+    net.ok(
+        "laptop",
+        &[
+            "share",
+            "grant",
+            "pharmacy",
+            "--sections",
+            "summary",
+            "--access",
+            "read",
+        ],
+    );
+    let relay_card = net.card("relay");
+    net.ok("laptop", &["relays", "add", &relay_card]);
+    let phone_card = net.card("phone");
+    net.ok("laptop", &["devices", "add", &phone_card]);
+    net.ok("laptop", &["sync", "--wait"]);
+
+    // The GP sees the record and adds a diagnosis, which reaches the patient.
+    let patients = net.json("gp", &["patients"]);
+    assert!(patients.to_string().contains(&record), "{patients}");
+    let seen = net.ok("gp", &["--patient", &record, "show"]);
+    assert!(seen.contains("Penicillin"), "{seen}");
+    net.ok(
+        "gp",
+        &[
+            "--patient",
+            &record,
+            "add",
+            "condition",
+            "Type 2 diabetes mellitus",
+        ],
+    );
+    net.eventually("the GP's diagnosis to reach the laptop", || {
+        net.ok("laptop", &["show"]).contains("Type 2 diabetes")
+    });
+
+    // The pharmacy sees the medicines and nothing of `clinical`.
+    let seen = net.ok("pharmacy", &["--patient", &record, "show"]);
+    assert!(seen.contains("Anastrozole"), "{seen}");
+    let export = net.ok("pharmacy", &["--patient", &record, "export"]);
+    assert!(
+        !export.contains("Hemoglobin A1c"),
+        "the pharmacy exported clinical data"
+    );
+    let held = net.blobs("pharmacy");
+    assert!(held.get("summary").is_some(), "{held}");
+    assert!(
+        held.get("clinical").is_none(),
+        "the pharmacy holds clinical blobs: {held}"
+    );
+
+    // The outsider, which knows the laptop's address, gets nothing.
+    net.ok("outsider", &["peers", "add", &laptop_addr]);
+    net.ok("laptop", &["sync", "--wait"]);
+    let outsider = net.json("outsider", &["node", "status"]);
+    assert_eq!(
+        outsider["node"]["records"],
+        serde_json::json!([]),
+        "{outsider}"
+    );
+    assert_eq!(net.json("outsider", &["patients"]), serde_json::json!([]));
+
+    // The patient sees who read the record.
+    let audit = net.ok("laptop", &["audit"]);
+    assert!(audit.contains("Riverside Surgery"), "{audit}");
+    assert!(audit.contains("High Street Pharmacy"), "{audit}");
+
+    // Revoking the pharmacy keeps what is added afterwards from it.
+    net.ok("laptop", &["share", "revoke", "pharmacy"]);
+    net.ok(
+        "laptop",
+        &["add", "allergy", "latex", "--reaction", "hives"],
+    );
+    net.ok("laptop", &["sync", "--wait"]);
+    net.eventually("the GP to receive the new allergy", || {
+        net.ok("gp", &["--patient", &record, "show"])
+            .contains("latex")
+    });
+    let after = net.run("pharmacy", &["--patient", &record, "show"]);
+    assert!(
+        !String::from_utf8_lossy(&after.stdout).contains("latex"),
+        "a revoked pharmacy read an entry added after its revocation"
+    );
+
+    // The phone edits while the laptop is off; both converge through the relay.
+    net.ok("phone", &["peers", "add", &relay_addr]);
+    net.ok("phone", &["sync", "--wait"]);
+    net.stop("laptop");
+    net.ok(
+        "phone",
+        &["add", "symptom", "dizziness", "--severity", "mild"],
+    );
+    net.ok("phone", &["sync", "--wait"]);
+    net.stop("phone");
+    net.start("laptop", &[]);
+    net.ok("laptop", &["sync", "--wait"]);
+    net.eventually(
+        "the phone's symptom to reach the laptop through the relay",
+        || net.ok("laptop", &["show", "journal"]).contains("dizziness"),
+    );
+    let relay_held = net.blobs("relay");
+    assert!(
+        relay_held.get("journal").is_some(),
+        "the relay forwarded nothing: {relay_held}"
+    );
+
+    // Concurrent edits of one resource, at the laptop and at the GP, both offline.
+    net.stop("laptop");
+    net.stop("gp");
+    let mine = net.file("mine.json", &edited_allergy("rash within hours"));
+    let theirs = net.file("theirs.json", &edited_allergy("anaphylaxis in 2019"));
+    net.ok("laptop", &["import", &mine]);
+    net.ok("gp", &["--patient", &record, "import", &theirs]);
+    net.start("laptop", &[]);
+    net.start("gp", &[]);
+    net.ok("laptop", &["sync", "--wait"]);
+    net.ok("gp", &["sync", "--wait"]);
+    let allergy = "AllergyIntolerance/IPS-examples-AllergyIntolerance-01";
+    net.eventually("the conflict to show on the laptop", || {
+        net.ok("laptop", &["conflicts"]).contains(allergy)
+    });
+    net.eventually("the conflict to show at the GP", || {
+        net.ok("gp", &["--patient", &record, "conflicts"])
+            .contains(allergy)
+    });
+}
+
+/// A GP node killed with SIGKILL while it receives a large record keeps everything it stored,
+/// and catches up after a restart.
+#[test]
+fn a_node_killed_mid_sync_loses_nothing_it_stored() {
+    let net = Net::new();
+    net.ok("laptop", &["init", "--name", "Fletcher Hyatt"]);
+    net.ok("gp", &["init", "--provider", "--name", "Riverside Surgery"]);
+    let synthea = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/fixtures/fhir/synthea")
+        .read_dir()
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .max_by_key(|p| p.metadata().unwrap().len())
+        .unwrap();
+    net.ok("laptop", &["import", synthea.to_str().unwrap()]);
+    let gp_addr = net.start("gp", &[]);
+    let gp_card = net.card("gp");
+    net.ok("laptop", &["contacts", "add", &gp_card, "--alias", "gp"]);
+    net.ok(
+        "laptop",
+        &[
+            "share",
+            "grant",
+            "gp",
+            "--sections",
+            "summary,clinical",
+            "--access",
+            "read",
+        ],
+    );
+    net.start("laptop", &[]);
+    let pid = net.json("gp", &["node", "status"])["node"]["pid"]
+        .as_u64()
+        .unwrap();
+
+    // The laptop dials the GP and starts pushing; the GP is killed as soon as it has stored
+    // anything of the record.
+    net.ok("laptop", &["peers", "add", &gp_addr]);
+    let mut stored_before = 0;
+    net.eventually("the GP to store part of the record", || {
+        let blobs = net.blobs("gp");
+        stored_before = blobs
+            .as_object()
+            .map(|o| o.values().map(|n| n.as_u64().unwrap()).sum())
+            .unwrap_or(0);
+        stored_before > 0
+    });
+    let killed = Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let gone = Instant::now() + WAIT;
+    while Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+            s.rsplit_once(')')
+                .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
+        })
+    {
+        assert!(Instant::now() < gone, "the GP's node did not die");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    // Restarted, it still holds what it had, and catches up.
+    net.start("gp", &[]);
+    let after: u64 = net
+        .blobs("gp")
+        .as_object()
+        .map(|o| o.values().map(|n| n.as_u64().unwrap()).sum())
+        .unwrap_or(0);
+    assert!(
+        after >= stored_before,
+        "the GP lost blobs: {stored_before} before the kill, {after} after"
+    );
+    net.ok("laptop", &["sync", "--wait"]);
+    let laptop = net.blobs("laptop");
+    net.eventually("the GP to hold the whole shared record", || {
+        let gp = net.blobs("gp");
+        ["summary", "clinical"]
+            .iter()
+            .all(|s| gp.get(s) == laptop.get(s))
+    });
+    let record = net.json("laptop", &["status"])["record"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    eprintln!("the GP held {stored_before} blobs when killed, {after} after the restart");
+    let mine = net.ok("laptop", &["show"]);
+    let seen = net.ok("gp", &["--patient", &record, "show"]);
+    let allergies = mine
+        .lines()
+        .skip_while(|l| !l.contains("Allerg"))
+        .nth(1)
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    assert!(
+        seen.contains(&allergies),
+        "the GP's view lacks `{allergies}`:\n{seen}"
+    );
+}
