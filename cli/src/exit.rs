@@ -68,6 +68,7 @@ fn home_user_error(error: &HomeError) -> bool {
         | HomeError::NothingToDo(_)
         | HomeError::Card(_)
         | HomeError::Key(_)
+        | HomeError::Import(_)
         | HomeError::Ledger(_)
         // Unknown, ambiguous, not granted, expired, outside the grant: the user's to fix.
         | HomeError::Provider(_) => true,

@@ -27,7 +27,7 @@ struct Cli {
     #[arg(long, global = true)]
     json: bool,
 
-    /// On a provider node: run show, add, history or export on this patient's record (its id, or the start of it; see `phr patients`)
+    /// On a provider node: run show, add, history, export, import or conflicts on this patient's record (its id, or the start of it; see `phr patients`)
     #[arg(long, global = true, value_name = "RECORD")]
     patient: Option<String>,
 
@@ -101,7 +101,12 @@ fn main() -> ExitCode {
     let mut ctx = context::Context::new(cli.home, cli.json);
     let honours_patient = matches!(
         cli.command,
-        Command::Show(_) | Command::Add(_) | Command::History(_) | Command::Export(_)
+        Command::Show(_)
+            | Command::Add(_)
+            | Command::History(_)
+            | Command::Export(_)
+            | Command::Import(_)
+            | Command::Conflicts
     );
     if let Err(error) = cmd::patients::take_flag(&mut ctx, cli.patient, honours_patient) {
         return exit::report(&error);

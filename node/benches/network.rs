@@ -19,7 +19,7 @@
 use std::{
     error::Error,
     io::{Read, Write},
-    net::{SocketAddr, TcpListener, TcpStream},
+    net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream},
     path::{Path, PathBuf},
     process::Command,
     sync::{
@@ -76,6 +76,7 @@ const SYNC_RATIO_MAX: f64 = 2.0;
 const VISIBLE_TARGET: Duration = Duration::from_secs(1);
 
 fn main() -> Result<()> {
+    let phr = phr_binary();
     let dir = tempfile::tempdir()?;
     let fixture = largest_fixture()?;
     let patient = prepare_patient(&dir.path().join("pristine"), &fixture)?;
@@ -92,16 +93,18 @@ fn main() -> Result<()> {
     let counted = runtime.block_on(phr_sync(&patient.home, &dir.path().join("counted"), true))?;
     drop(runtime);
 
-    let bytes = runs[0].bytes();
-    if runs.iter().any(|r| r.bytes() != bytes) {
-        let all: Vec<usize> = runs.iter().map(SyncRun::bytes).collect();
-        return Err(format!("phr's sync moved different byte counts in equal runs: {all:?}").into());
-    }
+    // Byte counts differ a little between runs (each GP is a new identity, and times are
+    // varints in ledger operations): the copy moves the median.
+    let bytes = median(runs.iter().map(SyncRun::bytes).collect());
     let automerge: Vec<AutomergeSync> = (0..SYNC_RUNS)
         .map(|_| automerge_sync(&patient.docs))
         .collect::<Result<_>>()?;
-    let copy = median((0..SYNC_RUNS).map(|_| tcp_copy(bytes)).collect::<Result<_>>()?);
-    let visible = add_to_visible()?;
+    let copy = median(
+        (0..SYNC_RUNS)
+            .map(|_| tcp_copy(bytes))
+            .collect::<Result<_>>()?,
+    );
+    let visible = add_to_visible(phr)?;
 
     print_report(&Report {
         fixture: &fixture,
@@ -206,16 +209,13 @@ async fn phr_sync(pristine: &Path, dir: &Path, count_wire: bool) -> Result<SyncR
     let gp_peer = gp_party.peer;
     let (gp_node, gp_client) = Node::new(gp)?;
     let gp_task = tokio::spawn(gp_node.run());
-    let gp_listening = tokio::time::timeout(
-        WAIT,
-        gp_client.listen("/ip4/127.0.0.1/tcp/0".parse()?),
-    )
-    .await??;
+    let gp_listening =
+        tokio::time::timeout(WAIT, gp_client.listen("/ip4/127.0.0.1/tcp/0".parse()?)).await??;
     let (patient_node, patient_client) = Node::new(patient)?;
     let patient_task = tokio::spawn(patient_node.run());
 
     let wire = if count_wire {
-        Some(counting_relay(socket_addr(&gp_listening)?).await?)
+        Some(counting_relay(tcp_port(&gp_listening)?).await?)
     } else {
         None
     };
@@ -286,31 +286,25 @@ fn check_gp_holds_the_grant(patient: &[Held], gp: &[Held]) -> Result<Vec<(Sectio
     Ok(counts)
 }
 
-fn socket_addr(addr: &Multiaddr) -> Result<SocketAddr> {
-    let mut ip = None;
-    let mut port = None;
-    for protocol in addr.iter() {
-        match protocol {
-            Protocol::Ip4(a) => ip = Some(a),
-            Protocol::Tcp(p) => port = Some(p),
-            _ => {}
-        }
-    }
-    match (ip, port) {
-        (Some(ip), Some(port)) => Ok(SocketAddr::from((ip, port))),
-        _ => Err(format!("{addr} is not a TCP address").into()),
-    }
+fn tcp_port(addr: &Multiaddr) -> Result<u16> {
+    addr.iter()
+        .find_map(|p| match p {
+            Protocol::Tcp(port) => Some(port),
+            _ => None,
+        })
+        .ok_or_else(|| format!("{addr} is not a TCP address").into())
 }
 
-/// A TCP relay on 127.0.0.1 to `target` that counts every byte it forwards, both ways.
-async fn counting_relay(target: SocketAddr) -> Result<(SocketAddr, Arc<AtomicU64>)> {
+/// A TCP relay on 127.0.0.1 to `port` that counts every byte it forwards, both ways.
+async fn counting_relay(port: u16) -> Result<(SocketAddr, Arc<AtomicU64>)> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let counter = Arc::new(AtomicU64::new(0));
     let total = counter.clone();
     tokio::spawn(async move {
         while let Ok((inbound, _)) = listener.accept().await {
-            let Ok(outbound) = tokio::net::TcpStream::connect(target).await else {
+            let Ok(outbound) = tokio::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port)).await
+            else {
                 continue;
             };
             let _ = (inbound.set_nodelay(true), outbound.set_nodelay(true));
@@ -364,6 +358,27 @@ struct AutomergeSync {
     messages: usize,
 }
 
+impl AutomergeSync {
+    /// One message from `from` to `to`, through its wire encoding; whether there was one.
+    fn pass(
+        &mut self,
+        from: &mut AutoCommit,
+        from_state: &mut State,
+        to: &mut AutoCommit,
+        to_state: &mut State,
+    ) -> Result<bool> {
+        let Some(message) = from.sync().generate_sync_message(from_state) else {
+            return Ok(false);
+        };
+        let wire = message.encode();
+        self.bytes += wire.len();
+        self.messages += 1;
+        to.sync()
+            .receive_sync_message(to_state, Message::decode(&wire)?)?;
+        Ok(true)
+    }
+}
+
 fn automerge_sync(docs: &[(Section, Vec<u8>)]) -> Result<AutomergeSync> {
     let mut total = AutomergeSync {
         wall: Duration::ZERO,
@@ -379,29 +394,9 @@ fn automerge_sync(docs: &[(Section, Vec<u8>)]) -> Result<AutomergeSync> {
             if total.messages >= AUTOMERGE_MESSAGES_MAX {
                 return Err(format!("Automerge's sync of {section} did not settle").into());
             }
-            let sent_full = match full.sync().generate_sync_message(&mut state_full) {
-                Some(message) => {
-                    let wire = message.encode();
-                    total.bytes += wire.len();
-                    total.messages += 1;
-                    empty
-                        .sync()
-                        .receive_sync_message(&mut state_empty, Message::decode(&wire)?)?;
-                    true
-                }
-                None => false,
-            };
-            let sent_empty = match empty.sync().generate_sync_message(&mut state_empty) {
-                Some(message) => {
-                    let wire = message.encode();
-                    total.bytes += wire.len();
-                    total.messages += 1;
-                    full.sync()
-                        .receive_sync_message(&mut state_full, Message::decode(&wire)?)?;
-                    true
-                }
-                None => false,
-            };
+            let sent_full = total.pass(&mut full, &mut state_full, &mut empty, &mut state_empty)?;
+            let sent_empty =
+                total.pass(&mut empty, &mut state_empty, &mut full, &mut state_full)?;
             if !sent_full && !sent_empty {
                 break;
             }
@@ -451,68 +446,47 @@ struct Visible {
     add_process: Vec<Duration>,
 }
 
+/// The `phr` CLI beside this benchmark's `phr-node`, and the daemons it started: dropping it
+/// stops them (`phr node stop`), on success and on panic alike.
+struct Phr {
+    binary: PathBuf,
+    started: Vec<PathBuf>,
+}
+
 /// The `phr` binary beside this benchmark's `phr-node`.
 fn phr_binary() -> PathBuf {
-    let phr = Path::new(env!("CARGO_BIN_EXE_phr-node")).with_file_name("phr");
+    let binary = Path::new(env!("CARGO_BIN_EXE_phr-node")).with_file_name("phr");
     assert!(
-        phr.exists(),
+        binary.exists(),
         "build the CLI first: cargo build --release -p phr-cli"
     );
-    phr
+    binary
 }
 
-/// Runs `phr --home HOME args..`; its stdout, or an error with its stderr.
-fn phr(binary: &Path, home: &Path, args: &[&str]) -> Result<String> {
-    let out = Command::new(binary)
-        .arg("--home")
-        .arg(home)
-        .args(args)
-        .env_remove("PHR_PASSPHRASE")
-        .output()?;
-    if !out.status.success() {
-        return Err(format!(
-            "phr {} failed ({}): {}",
-            args.join(" "),
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        )
-        .into());
-    }
-    Ok(String::from_utf8(out.stdout)?)
-}
-
-/// Stops the daemons of the homes it lists when dropped, on success and on panic alike.
-struct Daemons {
-    phr: PathBuf,
-    homes: Vec<PathBuf>,
-}
-
-impl Drop for Daemons {
-    fn drop(&mut self) {
-        for home in self.homes.iter().rev() {
-            if let Err(e) = phr(&self.phr, home, &["node", "stop"]) {
-                eprintln!("could not stop the node of {}: {e}", home.display());
-            }
+impl Phr {
+    /// Runs `phr --home HOME ARGS` (`args` split at whitespace); its stdout, or an error with
+    /// its stderr.
+    fn run(&self, home: &Path, args: &str) -> Result<String> {
+        let out = Command::new(&self.binary)
+            .arg("--home")
+            .arg(home)
+            .args(args.split_whitespace())
+            .env_remove("PHR_PASSPHRASE")
+            .output()?;
+        if !out.status.success() {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            return Err(format!("phr {args} failed ({}): {stderr}", out.status).into());
         }
+        Ok(String::from_utf8(out.stdout)?)
     }
-}
 
-impl Daemons {
     /// Starts the node of `home` on loopback; returns the addresses it listens on.
-    fn start(&mut self, home: &Path) -> Result<Vec<String>> {
-        let out = phr(
-            &self.phr,
+    fn start_node(&mut self, home: &Path) -> Result<Vec<String>> {
+        let out = self.run(
             home,
-            &[
-                "node",
-                "start",
-                "--listen",
-                "/ip4/127.0.0.1/tcp/0",
-                "--no-mdns",
-                "--json",
-            ],
+            "node start --listen /ip4/127.0.0.1/tcp/0 --no-mdns --json",
         )?;
-        self.homes.push(home.to_path_buf());
+        self.started.push(home.to_path_buf());
         let status: Value = serde_json::from_str(&out)?;
         let listening = status["node"]["listening"]
             .as_array()
@@ -521,6 +495,16 @@ impl Daemons {
             .iter()
             .filter_map(|a| a.as_str().map(String::from))
             .collect())
+    }
+}
+
+impl Drop for Phr {
+    fn drop(&mut self) {
+        for home in std::mem::take(&mut self.started).iter().rev() {
+            if let Err(e) = self.run(home, "node stop") {
+                eprintln!("could not stop the node of {}: {e}", home.display());
+            }
+        }
     }
 }
 
@@ -553,13 +537,15 @@ impl Api {
 
     /// Summary blobs the node holds of its first record, if it holds one.
     fn summary_blobs(&self) -> Result<Option<u64>> {
-        let status: Value = self
+        let mut response = self
             .agent
             .get(&self.url)
             .header("authorization", &self.authorization)
-            .call()?
-            .body_mut()
-            .read_json()?;
+            .call()?;
+        if !response.status().is_success() {
+            return Err(format!("GET {}: {}", self.url, response.status()).into());
+        }
+        let status: Value = response.body_mut().read_json()?;
         Ok(status["records"][0]["blobs"]["summary"].as_u64())
     }
 
@@ -580,41 +566,27 @@ impl Api {
     }
 }
 
-fn add_to_visible() -> Result<Visible> {
-    let binary = phr_binary();
+fn add_to_visible(binary: PathBuf) -> Result<Visible> {
     let dir = tempfile::tempdir()?;
     let (patient, gp) = (dir.path().join("patient"), dir.path().join("gp"));
-    phr(&binary, &patient, &["init", "--name", "Ada Lovelace"])?;
-    phr(&binary, &gp, &["init", "--provider", "--name", "Dr Grace"])?;
     // Declared after `dir`, so it stops the daemons before the homes are deleted.
-    let mut daemons = Daemons {
-        phr: binary.clone(),
-        homes: Vec::new(),
+    let mut phr = Phr {
+        binary,
+        started: Vec::new(),
     };
-    let gp_addrs = daemons.start(&gp)?;
-    daemons.start(&patient)?;
+    phr.run(&patient, "init --name Ada")?;
+    phr.run(&gp, "init --provider --name Grace")?;
+    let gp_addrs = phr.start_node(&gp)?;
+    phr.start_node(&patient)?;
     let gp_addr = gp_addrs.first().ok_or("the GP's node listens nowhere")?;
-    let card = phr(&binary, &gp, &["card"])?;
-    phr(
-        &binary,
+    let card = phr.run(&gp, "card")?;
+    phr.run(
         &patient,
-        &["contacts", "add", card.trim(), "--alias", "gp"],
+        &format!("contacts add {} --alias gp", card.trim()),
     )?;
-    phr(
-        &binary,
-        &patient,
-        &[
-            "share",
-            "grant",
-            "gp",
-            "--sections",
-            "summary",
-            "--access",
-            "read",
-        ],
-    )?;
-    phr(&binary, &patient, &["peers", "add", gp_addr])?;
-    phr(&binary, &patient, &["sync", "--wait"])?;
+    phr.run(&patient, "share grant gp --sections summary --access read")?;
+    phr.run(&patient, &format!("peers add {gp_addr}"))?;
+    phr.run(&patient, "sync --wait")?;
 
     let api = Api::of(&gp)?;
     let mut held = api
@@ -625,18 +597,13 @@ fn add_to_visible() -> Result<Visible> {
         add_process: Vec::new(),
     };
     for i in 0..ADD_RUNS {
-        let name = format!("item{i}");
         let start = Instant::now();
-        phr(
-            &binary,
-            &patient,
-            &["add", "allergy", &name, "--reaction", "rash"],
-        )?;
+        phr.run(&patient, &format!("add allergy item{i} --reaction rash"))?;
         visible.add_process.push(start.elapsed());
         held = api.wait_for_more(held)?;
         visible.to_visible.push(start.elapsed());
     }
-    drop(daemons);
+    drop(phr);
     Ok(visible)
 }
 
@@ -654,118 +621,117 @@ fn print_report(r: &Report<'_>) {
     let dial = median(r.runs.iter().map(|s| s.dial_to_synced).collect());
     let alone = median(r.runs.iter().map(|s| s.synced_alone).collect());
     let am = median(r.automerge.iter().map(|a| a.wall).collect());
-    let (am_bytes, am_messages) = (r.automerge[0].bytes, r.automerge[0].messages);
-    let first = &r.runs[0];
-    let bytes = first.bytes();
+    let am_bytes = r.automerge[0].bytes;
+    let bytes = median(r.runs.iter().map(SyncRun::bytes).collect());
+    let round_trips = median(r.runs.iter().map(|s| s.stats.round_trips).collect());
     let to_visible = median(r.visible.to_visible.clone());
-    let visible_max = r.visible.to_visible.iter().max().copied().unwrap_or_default();
+    let visible_max = max(&r.visible.to_visible);
     let add = median(r.visible.add_process.clone());
-    let add_max = r.visible.add_process.iter().max().copied().unwrap_or_default();
+    let add_max = max(&r.visible.add_process);
     let wire = r.counted.wire_bytes.unwrap_or_default();
 
     let name = r.fixture.file_name().unwrap_or_default().to_string_lossy();
-    let size = std::fs::metadata(r.fixture).map(|m| m.len()).unwrap_or(0);
+    let size = std::fs::metadata(r.fixture).map_or(0, |m| m.len());
     println!(
         "## Network: {name} ({:.1} MB, {} resources), patient node -> GP node, 127.0.0.1 TCP\n",
         size as f64 / 1e6,
         r.patient.resources
     );
-    let docs: Vec<String> = r
+    let first = &r.runs[0];
+    let docs = r
         .patient
         .docs
         .iter()
-        .map(|(s, d)| format!("{s} {} bytes", d.len()))
-        .collect();
-    let gp: Vec<String> = first
-        .gp_blobs
-        .iter()
-        .map(|(s, n)| format!("{s} {n}"))
-        .collect();
+        .map(|(s, d)| format!("{s} {} bytes", d.len()));
+    let gp_blobs = first.gp_blobs.iter().map(|(s, n)| format!("{s} {n}"));
     println!(
-        "Granted: summary + clinical (Automerge save(): {}). phr session: {} round trips, {} items \
-         sent, the GP stored {} ledger operations and {} blobs ({}).\n",
-        docs.join(", "),
-        first.stats.round_trips,
+        "Granted: summary + clinical (Automerge save(): {}). Per phr run: {} items sent (ledger \
+         operations and sealed blobs); the GP then holds the patient's blobs of both sections ({}) \
+         and nothing else; sync message bytes {:?}.\n",
+        docs.collect::<Vec<_>>().join(", "),
         first.stats.items_sent,
-        first.stats.ingested.ops,
-        first.stats.ingested.blobs,
-        gp.join(", ")
+        gp_blobs.collect::<Vec<_>>().join(", "),
+        r.runs.iter().map(SyncRun::bytes).collect::<Vec<_>>(),
     );
 
     let n = SYNC_RUNS;
-    let rows = vec![
-        vec![
-            "figure".into(),
-            "phr".into(),
-            "baseline (same run)".into(),
-            "baseline".into(),
-            "phr / baseline".into(),
-        ],
-        vec![
+    let am_name = format!("Automerge in-memory sync, summary + clinical (median of {n})");
+    let secs = |d: Duration| d.as_secs_f64();
+    let rows = [
+        [
+            "figure",
+            "phr",
+            "baseline (same run)",
+            "baseline",
+            "phr / baseline",
+        ]
+        .map(String::from),
+        [
             format!("full sync, dial -> synced (median of {n})"),
             ms(dial),
-            format!("Automerge in-memory sync, summary + clinical (median of {n})"),
+            am_name.clone(),
             ms(am),
-            ratio(dial.as_secs_f64(), am.as_secs_f64()),
+            ratio(secs(dial), secs(am)),
         ],
-        vec![
+        [
             format!("full sync, connected -> synced (median of {n})"),
             ms(alone),
-            "Automerge in-memory sync (as above)".into(),
+            am_name,
             ms(am),
-            ratio(alone.as_secs_f64(), am.as_secs_f64()),
+            ratio(secs(alone), secs(am)),
         ],
-        vec![
+        [
             format!("full sync, dial -> synced (median of {n})"),
             ms(dial),
-            format!("plain copy of {bytes} bytes, loopback TCP (median of {n})"),
+            format!("plain copy of {bytes} bytes over loopback TCP (median of {n})"),
             ms(r.copy),
-            ratio(dial.as_secs_f64(), r.copy.as_secs_f64()),
+            ratio(secs(dial), secs(r.copy)),
         ],
-        vec![
-            "sync message bytes, both ways".into(),
+        [
+            format!("sync message bytes, both ways (median of {n})"),
             bytes.to_string(),
             "Automerge sync message bytes, both ways".into(),
             am_bytes.to_string(),
             ratio(bytes as f64, am_bytes as f64),
         ],
-        vec![
-            format!("TCP payload bytes, both ways, dial -> synced + {WIRE_SETTLE_MS} ms (1 extra run)"),
+        [
+            format!("TCP payload bytes, both ways, dial -> synced + {WIRE_SETTLE_MS} ms (1 run)"),
             wire.to_string(),
-            "phr sync message bytes (row above)".into(),
-            bytes.to_string(),
-            ratio(wire as f64, bytes as f64),
+            "phr sync message bytes of that run".into(),
+            r.counted.bytes().to_string(),
+            ratio(wire as f64, r.counted.bytes() as f64),
         ],
-        vec![
-            "messages, both ways".into(),
-            (2 * first.stats.round_trips).to_string(),
-            "Automerge sync messages, both ways".into(),
-            am_messages.to_string(),
-            ratio(2.0 * first.stats.round_trips as f64, am_messages as f64),
+        [
+            "round trips".into(),
+            round_trips.to_string(),
+            "Automerge round trips (messages / 2, rounded up)".into(),
+            r.automerge[0].messages.div_ceil(2).to_string(),
+            ratio(
+                round_trips as f64,
+                r.automerge[0].messages.div_ceil(2) as f64,
+            ),
         ],
-        vec![
-            format!("add -> visible at the GP, median of {ADD_RUNS}"),
+        [
+            format!("add -> visible at the GP (median of {ADD_RUNS})"),
             ms(to_visible),
-            format!("`phr add` process alone, median of {ADD_RUNS}"),
+            format!("`phr add` process alone (median of {ADD_RUNS})"),
             ms(add),
-            ratio(to_visible.as_secs_f64(), add.as_secs_f64()),
+            ratio(secs(to_visible), secs(add)),
         ],
-        vec![
-            format!("add -> visible at the GP, max of {ADD_RUNS}"),
+        [
+            format!("add -> visible at the GP (max of {ADD_RUNS})"),
             ms(visible_max),
-            format!("`phr add` process alone, max of {ADD_RUNS}"),
+            format!("`phr add` process alone (max of {ADD_RUNS})"),
             ms(add_max),
-            ratio(visible_max.as_secs_f64(), add_max.as_secs_f64()),
+            ratio(secs(visible_max), secs(add_max)),
         ],
     ];
     print_table(&rows);
 
-    let dial_ratio = dial.as_secs_f64() / am.as_secs_f64();
-    let alone_ratio = alone.as_secs_f64() / am.as_secs_f64();
-    println!();
+    let (dial_ratio, alone_ratio) = (secs(dial) / secs(am), secs(alone) / secs(am));
     println!(
-        "- Target full sync <= {SYNC_RATIO_MAX}x Automerge in-memory: dial -> synced {dial_ratio:.2}x \
-         ({}); connected -> synced {alone_ratio:.2}x ({}).",
+        "\n- Target full sync <= {SYNC_RATIO_MAX}x Automerge in-memory: dial -> synced \
+         {dial_ratio:.2}x ({}); connected -> synced {alone_ratio:.2}x ({}).",
         met(dial_ratio <= SYNC_RATIO_MAX),
         met(alone_ratio <= SYNC_RATIO_MAX)
     );
@@ -793,7 +759,7 @@ fn print_report(r: &Report<'_>) {
 }
 
 /// Prints rows as a markdown table with padded, aligned columns.
-fn print_table(rows: &[Vec<String>]) {
+fn print_table(rows: &[[String; 5]]) {
     let columns = rows[0].len();
     let widths: Vec<usize> = (0..columns)
         .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
@@ -812,13 +778,23 @@ fn print_table(rows: &[Vec<String>]) {
     }
 }
 
-fn median(mut samples: Vec<Duration>) -> Duration {
+fn median<T: Ord + Copy>(mut samples: Vec<T>) -> T {
     samples.sort();
     samples[samples.len() / 2]
 }
 
+fn max(samples: &[Duration]) -> Duration {
+    samples.iter().max().copied().unwrap_or_default()
+}
+
+/// Milliseconds: one decimal place, or three below 1 ms.
 fn ms(d: Duration) -> String {
-    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+    let ms = d.as_secs_f64() * 1000.0;
+    if ms < 1.0 {
+        format!("{ms:.3} ms")
+    } else {
+        format!("{ms:.1} ms")
+    }
 }
 
 fn ratio(a: f64, b: f64) -> String {

@@ -21,8 +21,8 @@
 //! - **Refuses what it should.** The engine decides who may have what by the consent ledger; a
 //!   peer no ledger admits is answered as if this node held nothing, and the loop logs why. A
 //!   peer whose message breaks the protocol (garbage, over the size limits, out of turn), or that
-//!   sends more than [`REQUESTS_PER_SECOND_MAX`] requests in a second, is disconnected and kept
-//!   out for [`BLOCK_MS`]; other peers are served as before.
+//!   sends more than [`REQUESTS_PER_WINDOW_MAX`] requests in [`FLOOD_WINDOW_MS`], is
+//!   disconnected and kept out for [`BLOCK_MS`]; other peers are served as before.
 //! - **Lends the home.** While a `phr` command holds a lease, the home is parked: messages from
 //!   peers wait in a bounded queue ([`PARKED_QUEUE_MAX`]) and are answered once the home is back.
 
@@ -69,8 +69,13 @@ pub const BACKOFF_MIN_MS: i64 = 1_000;
 /// The longest wait between dials of an unreachable peer.
 pub const BACKOFF_MAX_MS: i64 = 300_000;
 
-/// Requests one peer may send in one second; a peer over it is flooding and is cut off.
-pub const REQUESTS_PER_SECOND_MAX: u32 = 200;
+/// The window flood control counts each peer's requests in.
+pub const FLOOD_WINDOW_MS: i64 = 10_000;
+
+/// Requests one peer may send in one [`FLOOD_WINDOW_MS`] by default; a peer over it is flooding
+/// and is cut off. A thousand a second on average: far more than syncing thousands of shared
+/// records needs, and far fewer than would keep the node from serving anyone else.
+pub const REQUESTS_PER_WINDOW_MAX: u32 = 10_000;
 
 /// How long a peer cut off for breaking the protocol or flooding is kept out.
 pub const BLOCK_MS: i64 = 60_000;
@@ -272,7 +277,7 @@ struct Peer {
     last_sync_ms: Option<i64>,
     last_resync_ms: i64,
     last_error: Option<String>,
-    /// Requests counted in the current second (its start), for flood control.
+    /// Requests counted in the current flood-control window (its start).
     window_ms: i64,
     requests: u32,
     blocked_until_ms: i64,
@@ -282,9 +287,9 @@ struct Peer {
 
 /// The home, open or lent to a `phr` command.
 enum Slot {
-    Open(Home),
+    Open(Box<Home>),
     Parked {
-        parked: Parked,
+        parked: Box<Parked>,
         lease: u64,
         pid: u32,
         since_ms: i64,
@@ -346,6 +351,7 @@ pub struct Node {
     engine: Engine,
     me: PeerId,
     relay: bool,
+    requests_per_window: u32,
     listening: Vec<Reply<Result<Multiaddr, String>>>,
     listen_addrs: Vec<Multiaddr>,
     dialing: BTreeMap<libp2p::PeerId, Vec<Reply<Result<PeerId, String>>>>,
@@ -359,6 +365,10 @@ pub struct Node {
     /// Addresses `phr peers add` gave, kept in this file.
     peers_file: PathBuf,
     remembered: BTreeMap<libp2p::PeerId, Vec<Multiaddr>>,
+    /// Contacts with the relay role.
+    relay_contacts: BTreeSet<libp2p::PeerId>,
+    /// Relays this node listens through.
+    reserved: BTreeSet<libp2p::PeerId>,
     /// Names from ledgers and contacts, for status.
     names: BTreeMap<PeerId, String>,
     /// Per record, the blobs some peer is known to hold (a finished sync showed it).
@@ -398,9 +408,10 @@ impl Node {
         let mut node = Node {
             swarm,
             me: home.peer_id(),
-            home: Slot::Open(home),
+            home: Slot::Open(Box::new(home)),
             engine,
             relay: options.relay_server,
+            requests_per_window: REQUESTS_PER_WINDOW_MAX,
             listening: Vec::new(),
             listen_addrs: Vec::new(),
             dialing: BTreeMap::new(),
@@ -413,6 +424,8 @@ impl Node {
             peers_file,
             remembered,
             names: BTreeMap::new(),
+            relay_contacts: BTreeSet::new(),
+            reserved: BTreeSet::new(),
             confirmed: BTreeMap::new(),
             queue: VecDeque::new(),
             leases: VecDeque::new(),
@@ -421,6 +434,12 @@ impl Node {
         };
         node.learn_from_home();
         Ok((node, Client { commands }))
+    }
+
+    /// Sets how many requests one peer may send in one [`FLOOD_WINDOW_MS`] before it is cut
+    /// off (default [`REQUESTS_PER_WINDOW_MAX`]).
+    pub fn limit_requests(&mut self, per_window: u32) {
+        self.requests_per_window = per_window;
     }
 
     /// Runs the event loop until every [`Client`] is dropped; returns the home (or `None` if
@@ -442,7 +461,7 @@ impl Node {
             self.resume();
         }
         match std::mem::replace(&mut self.home, Slot::Switching) {
-            Slot::Open(home) => Some(home),
+            Slot::Open(home) => Some(*home),
             _ => None,
         }
     }
@@ -469,6 +488,9 @@ impl Node {
             Ok(contacts) => {
                 for contact in contacts {
                     let peer = to_libp2p(&contact.card.party.peer);
+                    if contact.card.party.role == phr_core::party::Role::Relay {
+                        self.relay_contacts.insert(peer);
+                    }
                     names.insert(contact.card.party.peer, contact.display_name().to_string());
                     let addrs = contact
                         .card
@@ -503,6 +525,7 @@ impl Node {
         for (peer, addrs) in found.into_iter().chain(remembered) {
             self.add_addrs(peer, addrs);
         }
+        self.reserve_on_relays();
     }
 
     fn add_addrs(&mut self, peer: libp2p::PeerId, addrs: Vec<Multiaddr>) {
@@ -841,7 +864,7 @@ impl Node {
         let lease = self.next_lease;
         self.next_lease += 1;
         self.home = Slot::Parked {
-            parked: home.park(),
+            parked: Box::new(home.park()),
             lease,
             pid,
             since_ms: Self::now(),
@@ -867,6 +890,7 @@ impl Node {
         else {
             return;
         };
+        let mut parked = parked;
         match parked.reopen() {
             Ok(home) => {
                 let (vault, age) = home.sync_parts();
@@ -876,10 +900,10 @@ impl Node {
                 for warning in home.warnings() {
                     tracing::warn!(%warning, "reopening the home");
                 }
-                self.home = Slot::Open(home);
+                self.home = Slot::Open(Box::new(home));
                 tracing::debug!(lease, "home back from a phr command");
             }
-            Err((parked, error)) => {
+            Err(error) => {
                 tracing::warn!(%error, "cannot reopen the home yet; trying again");
                 self.home = Slot::Parked {
                     parked,
@@ -985,6 +1009,7 @@ impl Node {
                 for reply in self.listening.drain(..) {
                     let _ = reply.send(Ok(address.clone()));
                 }
+                self.reserve_on_relays();
             }
             SwarmEvent::ExpiredListenAddr { address, .. } => {
                 self.listen_addrs.retain(|a| *a != address);
@@ -997,10 +1022,10 @@ impl Node {
             } => self.on_connected(peer_id, num_established.get(), endpoint.is_dialer()),
             SwarmEvent::ConnectionClosed {
                 peer_id,
-                num_established,
+                num_established: 0,
                 cause,
                 ..
-            } if num_established == 0 => {
+            } => {
                 tracing::info!(peer = %peer_id, cause = ?cause, "disconnected");
                 if let Some(p) = self.peers.get_mut(&peer_id) {
                     p.connected = false;
@@ -1152,16 +1177,18 @@ impl Node {
     fn flooding(&mut self, peer: libp2p::PeerId) -> bool {
         let now = Self::now();
         let entry = self.peers.entry(peer).or_default();
-        if now - entry.window_ms >= 1_000 {
+        if now - entry.window_ms >= FLOOD_WINDOW_MS {
             entry.window_ms = now;
             entry.requests = 0;
         }
         entry.requests += 1;
-        if entry.requests > REQUESTS_PER_SECOND_MAX {
-            self.cut_off(
-                peer,
-                &format!("it sent more than {REQUESTS_PER_SECOND_MAX} requests in a second"),
+        if entry.requests > self.requests_per_window {
+            let why = format!(
+                "it sent more than {} requests in {} s",
+                self.requests_per_window,
+                FLOOD_WINDOW_MS / 1_000
             );
+            self.cut_off(peer, &why);
             return true;
         }
         false
@@ -1253,15 +1280,94 @@ impl Node {
         }
     }
 
-    /// Looks for a peer whose address is unknown.
+    /// Looks for a peer whose address is unknown: asks Kademlia, and dials it through every
+    /// relay this node knows (a device behind NAT listens through its relay).
     fn lookup(&mut self, peer: libp2p::PeerId) {
-        tracing::debug!(%peer, "no known address");
+        swarm::find_peer(&mut self.swarm, peer);
+        for relay in self.relay_addrs() {
+            if relay.iter().last() == Some(Protocol::P2p(peer)) {
+                continue;
+            }
+            let circuit = swarm::circuit_addr(&relay, peer);
+            if let Err(error) = self.swarm.dial(circuit) {
+                tracing::debug!(%peer, %error, "cannot dial through a relay");
+            }
+        }
+    }
+
+    /// The relays this node knows (contacts with the relay role, and relays a held record's
+    /// ledger names), each at every address known for it, ending in `/p2p/<relay>`.
+    fn relay_addrs(&self) -> Vec<Multiaddr> {
+        let now = Self::now();
+        let mut relays: BTreeSet<libp2p::PeerId> = self.relay_contacts.clone();
+        for replica in self.engine.replicas().values().filter(|r| r.is_held()) {
+            for grant in &replica.ledger().state().grants {
+                if grant.access == phr_core::ledger::Access::Relay && grant.unexpired(now) {
+                    relays.insert(to_libp2p(&grant.grantee.peer));
+                }
+            }
+        }
+        relays.remove(self.swarm.local_peer_id());
+        relays
+            .into_iter()
+            .flat_map(|relay| {
+                self.peers
+                    .get(&relay)
+                    .map(|p| p.addrs.clone())
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|a| !a.iter().any(|p| p == Protocol::P2pCircuit))
+                    .map(move |a| a.with(Protocol::P2p(relay)))
+            })
+            .collect()
+    }
+
+    /// Takes a reservation on every known relay not yet reserved on, so that peers can reach
+    /// this node through it. A relay itself reserves nowhere.
+    fn reserve_on_relays(&mut self) {
+        if self.relay || self.listen_addrs.is_empty() {
+            return;
+        }
+        for relay in self.relay_addrs() {
+            let Some(Protocol::P2p(peer)) = relay.iter().last() else {
+                continue;
+            };
+            if self.reserved.contains(&peer) {
+                continue;
+            }
+            match swarm::listen_via_relay(&mut self.swarm, &relay) {
+                Ok(()) => {
+                    tracing::info!(%relay, "listening through a relay");
+                    self.reserved.insert(peer);
+                }
+                Err(error) => tracing::debug!(%relay, %error, "cannot listen through a relay"),
+            }
+        }
     }
 
     /// Remembers where a peer can be reached, and dials it if it is wanted.
     fn on_learnt(&mut self, learnt: swarm::Learnt) {
         tracing::debug!(peer = %learnt.peer, addrs = ?learnt.addrs, how = learnt.how, "learnt addresses");
-        self.add_addrs(learnt.peer, learnt.addrs);
+        self.add_addrs(learnt.peer, learnt.addrs.clone());
+        // The addresses of a peer some record admits are kept across restarts, so that a node
+        // restarted (on a new port, say) can be found again by dialling out from either side.
+        let admitted = from_libp2p(&learnt.peer)
+            .is_some_and(|p| self.engine.admitted_peers(Self::now()).contains(&p));
+        if admitted {
+            let kept = self.remembered.entry(learnt.peer).or_default();
+            let before = kept.len();
+            for addr in learnt.addrs.into_iter().map(without_peer) {
+                let relayed = addr.iter().any(|p| p == Protocol::P2pCircuit);
+                if !relayed && !kept.contains(&addr) && kept.len() < ADDRS_PER_PEER_MAX {
+                    kept.push(addr);
+                }
+            }
+            if kept.len() != before
+                && let Err(error) = write_peers_file(&self.peers_file, &self.remembered)
+            {
+                tracing::warn!(%error, "cannot save a peer's addresses");
+            }
+        }
         let wanted = from_libp2p(&learnt.peer).is_some_and(|p| {
             self.engine.admitted_peers(Self::now()).contains(&p)
                 || self.runs.values().any(|r| {

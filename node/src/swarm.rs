@@ -14,18 +14,23 @@
 //!   flood of dials cannot exhaust a node (every limit is a named constant below).
 //! - `identify`: peers tell each other their listen addresses and protocols; the addresses a
 //!   peer listens on are fed to Kademlia and returned as learnt ("identify").
-//! - `ping`: keeps connections checked while sessions are idle.
-//! - `sync`: request-response with CBOR on [`SYNC_PROTOCOL`]; carries one sync message of
-//!   `phr-core` per request, the only behaviour that moves record data.
+//! - `ping`: checks that open connections are still alive, and measures round trips.
+//! - `sync`: request-response on [`SYNC_PROTOCOL`], each message one CBOR byte string
+//!   ([`FrameCodec`], which refuses an oversized frame before reading it and lets the node know
+//!   who sent it); carries one sync message of `phr-core` per request, the only behaviour that
+//!   moves record data.
 //! - `mdns` (on only with [`Options::mdns`]): finds the patient's other devices and the
 //!   practice's node on the same LAN; discoveries are returned as learnt ("mdns").
 //! - `kademlia` (protocol [`KADEMLIA_PROTOCOL`]): finds the addresses of a PeerId named by a
 //!   contact card or the consent ledger ([`find_peer`]); results are returned as learnt
 //!   ("kademlia"). Relay servers are always DHT servers; other nodes let Kademlia decide (it
-//!   serves once the node has a confirmed external address, e.g. from AutoNAT). Kademlia stores
-//!   no records for others: phr uses it for peer routing only.
+//!   serves once the node has a confirmed external address, e.g. from AutoNAT). A lookup only
+//!   confirms peers that serve; a device behind NAT is reached through its relay instead.
+//!   Kademlia stores no records for others: phr uses it for peer routing only.
 //! - `relay` (on only with [`Options::relay_server`]): a circuit relay v2 server, so devices
 //!   behind NAT (a phone on a mobile network) can be reached through an always-on node.
+//! - `relay_addrs` (on with the relay server, [`ListenAddrsAreExternal`]): confirms the relay's
+//!   listen addresses as external at once; the relay hands them out in its reservations.
 //! - `relay_client`: takes reservations on relays ([`listen_via_relay`]) and dials peers
 //!   through them ([`circuit_addr`]).
 //! - `dcutr`: upgrades a relayed connection to a direct one by hole punching, when the NATs allow.
@@ -34,7 +39,8 @@
 //!
 //! What the tests show and do not: `tests/discovery.rs` runs QUIC, the relay, Kademlia lookups
 //! and a refused reservation over 127.0.0.1. Hole punching (DCUtR) and AutoNAT need real NATs
-//! and public addresses; on loopback they are built and log what they see, but are not tested.
+//! and public addresses: on loopback DCUtR tries the ports peers were observed at, which nobody
+//! listens on, and gives up; AutoNAT dials back only global addresses. Neither is tested.
 
 use std::{
     collections::{BTreeMap, VecDeque},
@@ -51,7 +57,7 @@ use libp2p::{
     kad, mdns,
     multiaddr::Protocol,
     noise, ping, relay,
-    request_response::{self, ProtocolSupport, cbor},
+    request_response::{self, ProtocolSupport},
     swarm::{
         ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour, THandler, THandlerInEvent,
         THandlerOutEvent, ToSwarm, behaviour::toggle::Toggle, dummy,
@@ -59,6 +65,8 @@ use libp2p::{
     tcp, yamux,
 };
 use phr_core::sync::message::SYNC_MESSAGE_BYTES_MAX;
+
+use crate::codec::FrameCodec;
 use serde::{Deserialize, Serialize};
 
 use crate::net::NodeError;
@@ -155,7 +163,7 @@ pub struct Behaviour {
     /// Liveness checks.
     pub ping: ping::Behaviour,
     /// The sync protocol.
-    pub sync: cbor::Behaviour<Frame, Frame>,
+    pub sync: request_response::Behaviour<FrameCodec>,
     /// LAN discovery, present only with [`Options::mdns`].
     pub mdns: Toggle<mdns::tokio::Behaviour>,
     /// Peer routing: a PeerId's addresses.
@@ -208,9 +216,6 @@ fn behaviour(
         .with_max_established_incoming(Some(CONNECTIONS_INCOMING_MAX))
         .with_max_pending_incoming(Some(CONNECTIONS_PENDING_INCOMING_MAX))
         .with_max_pending_outgoing(Some(CONNECTIONS_PENDING_OUTGOING_MAX));
-    let codec = cbor::codec::Codec::default()
-        .set_request_size_maximum(SYNC_MESSAGE_BYTES_MAX as u64)
-        .set_response_size_maximum(SYNC_MESSAGE_BYTES_MAX as u64);
     let mdns = match options.mdns {
         true => Some(mdns::tokio::Behaviour::new(mdns::Config::default(), peer)?),
         false => None,
@@ -224,8 +229,8 @@ fn behaviour(
                 .with_push_listen_addr_updates(true),
         ),
         ping: ping::Behaviour::default(),
-        sync: cbor::Behaviour::with_codec(
-            codec,
+        sync: request_response::Behaviour::with_codec(
+            FrameCodec,
             [(SYNC_PROTOCOL, ProtocolSupport::Full)],
             request_response::Config::default()
                 .with_request_timeout(Duration::from_millis(EXCHANGE_TIMEOUT_MS)),

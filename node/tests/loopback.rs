@@ -19,7 +19,7 @@ async fn a_granted_gp_receives_the_summary_and_nothing_else_over_loopback_tcp() 
         record_id,
     } = setup(dir.path());
 
-    let (gp_client, gp_task, gp_addr) = start_listening(gp).await;
+    let (gp_client, gp_task, gp_addr) = start_listening(gp, None).await;
     let (laptop_node, laptop_client) = Node::new(laptop).unwrap();
     let laptop_task = tokio::spawn(laptop_node.run());
     let synced = dial_and_sync(&laptop_client, gp_addr, gp_party.peer).await;

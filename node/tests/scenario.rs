@@ -447,7 +447,8 @@ fn a_node_killed_mid_sync_loses_nothing_it_stored() {
         after >= stored_before,
         "the GP lost blobs: {stored_before} before the kill, {after} after"
     );
-    net.ok("laptop", &["sync", "--wait"]);
+    // It listens on a new port; it finds the laptop at the address it learnt before the kill.
+    net.ok("gp", &["sync", "--wait"]);
     let laptop = net.blobs("laptop");
     net.eventually("the GP to hold the whole shared record", || {
         let gp = net.blobs("gp");

@@ -1,15 +1,27 @@
 //! `phr conflicts`: resources with concurrent versions, for a person to choose between.
 
 use anyhow::Result;
-use phr_core::{record::Conflict, view};
+use phr_core::{audit::Logged, record::Conflict, view};
 use serde_json::{Value, json};
 
 use super::history::{headline, version_json};
-use crate::context::Context;
+use crate::{
+    cmd::patients,
+    context::{Context, now},
+};
 
 pub fn run(ctx: &Context) -> Result<()> {
-    let (_home, record) = ctx.open_record()?;
-    let conflicts = record.conflicts()?;
+    let conflicts = match &ctx.patient {
+        Some(query) => {
+            // A provider sees the conflicts in what it may read; looking is a logged read.
+            let home = ctx.open_home()?;
+            let mut patient = patients::open(&home, query)?;
+            let readable = patient.readable(now());
+            let record = patient.read(&Logged::read("conflicts", &readable), now())?;
+            record.conflicts()?
+        }
+        None => ctx.open_record()?.1.conflicts()?,
+    };
     if ctx.json {
         let items: Vec<_> = conflicts
             .iter()

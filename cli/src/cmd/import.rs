@@ -7,6 +7,7 @@ use phr_core::import::{self, IMPORT_FILE_BYTES_MAX, ImportError, ImportReport, L
 use serde_json::json;
 
 use crate::{
+    cmd::patients,
     context::{Context, stamp},
     exit::UserError,
 };
@@ -19,8 +20,25 @@ pub struct Args {
 }
 
 pub fn run(ctx: &Context, args: Args) -> Result<()> {
+    if let Some(query) = &ctx.patient {
+        // A provider imports into a patient's record, within its grant, logged to the patient.
+        let (parsed, skipped) = parse_files(&args)?;
+        let home = ctx.open_home()?;
+        let mut patient = patients::open(&home, query)?;
+        let report = patient.import(&parsed, skipped, crate::context::now())?;
+        return print_report(ctx, &args, &report);
+    }
     let (mut home, mut record) = ctx.open_record()?;
-    // Check every file before writing anything: one bad file leaves the record as it was.
+    let (parsed, skipped) = parse_files(&args)?;
+    let author = home.device().author();
+    let report = import::apply(&mut record, stamp(&author), &parsed, skipped)?;
+    home.save(&mut record, crate::context::now())?;
+    print_report(ctx, &args, &report)
+}
+
+/// Reads and checks every file before anything is written: one bad file leaves the record as
+/// it was.
+fn parse_files(args: &Args) -> Result<(Vec<import::Parsed>, usize)> {
     let mut parsed = Vec::new();
     let mut skipped = 0;
     for path in &args.files {
@@ -45,10 +63,7 @@ pub fn run(ctx: &Context, args: Args) -> Result<()> {
         parsed.extend(resources);
         skipped += file_skipped;
     }
-    let author = home.device().author();
-    let report = import::apply(&mut record, stamp(&author), &parsed, skipped)?;
-    home.save(&mut record, crate::context::now())?;
-    print_report(ctx, &args, &report)
+    Ok((parsed, skipped))
 }
 
 fn print_report(ctx: &Context, args: &Args, report: &ImportReport) -> Result<()> {

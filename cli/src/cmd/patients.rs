@@ -19,7 +19,7 @@ use crate::{
 pub fn take_flag(ctx: &mut Context, patient: Option<String>, honoured: bool) -> Result<()> {
     if patient.is_some() && !honoured {
         return Err(UserError(
-            "--patient works with show, add, history and export only; run this command without it"
+            "--patient works with show, add, history, export, import and conflicts only; run this command without it"
                 .into(),
         )
         .into());

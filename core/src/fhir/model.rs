@@ -20,13 +20,44 @@ pub struct Coding {
 }
 
 /// A concept given as codes and/or text (FHIR `CodeableConcept`).
+///
+/// A bare string is read as a code too: status fields were plain codes in FHIR STU3, and
+/// records in the wild (the HL7 IPS example among them) still write `"clinicalStatus": "active"`.
+/// Dropping such a resource from the view would hide, say, a penicillin allergy.
 #[derive(Clone, Debug, Default, Deserialize)]
+#[serde(from = "ConceptOrCode")]
 pub struct CodeableConcept {
     /// Codes from terminologies.
-    #[serde(default)]
     pub coding: Vec<Coding>,
     /// Plain text as entered or chosen by the user.
     pub text: Option<String>,
+}
+
+/// How a `CodeableConcept` may be written.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum ConceptOrCode {
+    Concept {
+        #[serde(default)]
+        coding: Vec<Coding>,
+        text: Option<String>,
+    },
+    Code(String),
+}
+
+impl From<ConceptOrCode> for CodeableConcept {
+    fn from(value: ConceptOrCode) -> Self {
+        match value {
+            ConceptOrCode::Concept { coding, text } => CodeableConcept { coding, text },
+            ConceptOrCode::Code(code) => CodeableConcept {
+                coding: vec![Coding {
+                    code: Some(code),
+                    ..Coding::default()
+                }],
+                text: None,
+            },
+        }
+    }
 }
 
 impl CodeableConcept {

@@ -164,6 +164,9 @@ pub enum HomeError {
     /// An id could not be parsed.
     #[error(transparent)]
     Key(#[from] KeyError),
+    /// Resources to import were refused.
+    #[error(transparent)]
+    Import(#[from] crate::import::ImportError),
     /// No contact matches.
     #[error(
         "no contact matches `{0}`; see `phr contacts list`, or add one with `phr contacts add CARD`"
@@ -255,7 +258,8 @@ pub struct Home {
 /// A home closed by [`Home::park`]: its keys in memory, its vault and lock released.
 pub struct Parked {
     dir: PathBuf,
-    keystore: Keystore,
+    /// Taken while reopening; put back if that fails.
+    keystore: Option<Keystore>,
 }
 
 impl std::fmt::Debug for Parked {
@@ -268,22 +272,18 @@ impl std::fmt::Debug for Parked {
 
 impl Parked {
     /// Opens the home again, reading everything another process stored meanwhile. If the home
-    /// is still in use ([`HomeError::Busy`]) or cannot be opened, the parked home comes back with
-    /// the error, to try again later.
-    pub fn reopen(self) -> std::result::Result<Home, (Parked, HomeError)> {
-        let lock = match lock(&self.dir) {
-            Ok(lock) => lock,
-            Err(error) => return Err((self, error)),
-        };
-        let Parked { dir, keystore } = self;
-        Home::open_unlocked(&dir, lock, keystore).map_err(|(keystore, error)| {
-            (
-                Parked {
-                    dir: dir.clone(),
-                    keystore,
-                },
-                error,
-            )
+    /// is still in use ([`HomeError::Busy`]) or cannot be opened, the parked home keeps its keys,
+    /// to try again later.
+    pub fn reopen(&mut self) -> Result<Home> {
+        let lock = lock(&self.dir)?;
+        let keystore = self
+            .keystore
+            .take()
+            .expect("a parked home holds its keys until it is reopened");
+        Home::open_unlocked(&self.dir, lock, keystore).map_err(|failed| {
+            let (keystore, error) = *failed;
+            self.keystore = Some(keystore);
+            error
         })
     }
 
@@ -427,7 +427,7 @@ impl Home {
         }
         let lock = lock(dir)?;
         let keystore = Keystore::read(dir, passphrase)?;
-        Self::open_unlocked(dir, lock, keystore).map_err(|(_, error)| error)
+        Self::open_unlocked(dir, lock, keystore).map_err(|failed| failed.1)
     }
 
     /// Closes the home for a while: the vault and the lock are released so that another process
@@ -436,7 +436,7 @@ impl Home {
     pub fn park(self) -> Parked {
         Parked {
             dir: self.dir,
-            keystore: self.keystore,
+            keystore: Some(self.keystore),
         }
     }
 
@@ -446,7 +446,7 @@ impl Home {
         dir: &Path,
         lock: File,
         keystore: Keystore,
-    ) -> std::result::Result<Home, (Keystore, HomeError)> {
+    ) -> std::result::Result<Home, Box<(Keystore, HomeError)>> {
         let opened = (|| {
             let vault = Vault::open(dir, LocalKey::derive(&keystore.device))?;
             let device: Device = vault.local("device")?.ok_or_else(|| HomeError::Damaged {
@@ -459,12 +459,15 @@ impl Home {
                     reason: "it belongs to another node than the vault".into(),
                 });
             }
-            let info = vault.local::<RecordInfo>("record")?;
+            let mut info = vault.local::<RecordInfo>("record")?;
+            if info.is_none() && device.role == Role::Patient {
+                info = adopt_record(&vault, &keystore)?;
+            }
             Ok((vault, device, info))
         })();
         let (vault, device, info) = match opened {
             Ok(parts) => parts,
-            Err(error) => return Err((keystore, error)),
+            Err(error) => return Err(Box::new((keystore, error))),
         };
         let mut home = Home {
             dir: dir.to_path_buf(),
@@ -478,7 +481,7 @@ impl Home {
         if let Some(info) = info {
             match home.load_held(info) {
                 Ok(held) => home.held = Some(held),
-                Err(error) => return Err((home.keystore, error)),
+                Err(error) => return Err(Box::new((home.keystore, error))),
             }
         }
         Ok(home)
@@ -666,6 +669,32 @@ fn patient_resource(id: &str, patient: &NewPatient) -> serde_json::Value {
         resource["birthDate"] = json!(birth_date.to_string());
     }
     resource
+}
+
+/// A patient's further device (`phr init --device`) has no record until one reaches it by sync:
+/// the record whose ledger lists this device as an owner. The first time the home is opened
+/// after that, it becomes the home's own record (its metadata comes from the record itself:
+/// the subject is the summary's `Patient`).
+fn adopt_record(vault: &Vault, keystore: &Keystore) -> Result<Option<RecordInfo>> {
+    let me = keystore.device.peer_id();
+    for id in crate::store::Store::records(vault)? {
+        let replica = Replica::open(vault, id, me, &keystore.age)?;
+        if replica.is_held() && replica.ledger().state().is_owner(&me) {
+            let info = RecordInfo {
+                id: id.to_string(),
+                meta: RecordMeta {
+                    id: id.to_string(),
+                    subject: None,
+                    nhs_number: None,
+                },
+            };
+            let mut batch = Batch::new();
+            batch.local("record", &info);
+            vault.commit(batch)?;
+            return Ok(Some(info));
+        }
+    }
+    Ok(None)
 }
 
 fn lock(dir: &Path) -> Result<File> {

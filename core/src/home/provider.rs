@@ -395,6 +395,80 @@ impl<'h> PatientRecord<'h> {
     }
 }
 
+impl PatientRecord<'_> {
+    /// Imports parsed FHIR resources (from [`crate::import::parse`]) if every one of them goes
+    /// to a section this node may write (and, if it replaces a stored resource, comes from one),
+    /// signed by this node, with one audit entry for the import in the same durable
+    /// transaction. All or nothing: one refused resource refuses the import, nothing stored.
+    pub fn import(
+        &mut self,
+        parsed: &[crate::import::Parsed],
+        skipped: usize,
+        now: Timestamp,
+    ) -> Result<crate::import::ImportReport> {
+        let me = self.home.peer_id();
+        let now_ms = now.as_millisecond();
+        let state = self.replica.ledger().state();
+        check_admitted(state, self.id(), &me, now_ms)?;
+        let (_, writable) = sections_of(state, &me, now_ms);
+        for item in parsed {
+            let mut touched = vec![place(&item.resource)];
+            if let Some(key) = ResourceKey::of(&item.resource) {
+                match self.record.current(&key)? {
+                    None => {}
+                    Some(Current::One(version)) => touched.push(version.section),
+                    Some(Current::Conflict(versions)) => {
+                        touched.extend(versions.iter().map(|v| v.section))
+                    }
+                }
+            }
+            if let Some(refused) = touched.iter().find(|s| !writable.contains(s)) {
+                return Err(ProviderError::NotWritable {
+                    record: self.id(),
+                    section: *refused,
+                    writable: words(&writable),
+                }
+                .into());
+            }
+        }
+        let author = self.home.device.author();
+        let stamp = Stamp {
+            author: &author,
+            time: now,
+        };
+        let report = match crate::import::apply(&mut self.record, stamp, parsed, skipped) {
+            Ok(report) => report,
+            Err(error) => {
+                self.record.rollback();
+                return Err(super::HomeError::Import(error));
+            }
+        };
+        let written = report.added + report.updated;
+        if written == 0 {
+            return Ok(report);
+        }
+        let logged = Logged {
+            action: if report.updated > 0 {
+                AuditAction::Update
+            } else {
+                AuditAction::Create
+            },
+            what: format!("import {written} resources"),
+            sections: report.written.keys().copied().collect(),
+            resource: None,
+        };
+        let entry = self.home.audit_entry(&self.replica, &logged, now)?;
+        self.replica.save_with(
+            self.store,
+            &self.home.keystore.device,
+            &mut self.record,
+            vec![entry],
+            now_ms,
+        )?;
+        Ok(report)
+    }
+}
+
 /// What `me` may read and write in a record at `now_ms` (`audit` left out of both: a grantee
 /// never reads it and only appends its own entries).
 fn sections_of(state: &LedgerState, me: &PeerId, now_ms: i64) -> (Vec<Section>, Vec<Section>) {

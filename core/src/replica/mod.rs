@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     blob::{BLOB_LEDGER_HEADS_MAX, BLOB_REPLACES_MAX, Blob, BlobError, BlobHeader, BlobKind},
     consent::{self, ConsentError, IngestError, Keyring},
-    keys::{AgeIdentity, AgeRecipient, BlobId, KeyId, OpId, PeerId, RecordId, SigningKey},
+    keys::{AgeIdentity, BlobId, OpId, PeerId, RecordId, SigningKey},
     ledger::{Ledger, LedgerError, OpBody, SignedOp},
     record::{Record, RecordError, RecordMeta},
     section::Section,
@@ -549,84 +549,6 @@ impl Replica {
         Ok(Some(plain))
     }
 
-    /// An audit entry sealed to the owners: opened only on an owner device, with its age
-    /// identity. A grantee's own entries, and entries sealed before this device was an owner
-    /// (an owner that can read them folds them in when it compacts), are not this node's to read.
-    fn open_sealed(&self, blob: &Blob, age: &AgeIdentity) -> Result<Option<Vec<u8>>, String> {
-        let header = blob.header();
-        if !self.ledger.state().is_owner(&self.me) {
-            return Ok(None);
-        }
-        let plain = match blob.open_sealed(age) {
-            Ok(plain) => plain,
-            Err(BlobError::NotForMe { .. }) => {
-                let sealed_to_me = self
-                    .ledger
-                    .state_at(&header.ledger_heads)
-                    .is_ok_and(|state| state.is_owner(&self.me));
-                if sealed_to_me {
-                    return Err("it was sealed to this device, but does not open with its \
-                                age identity"
-                        .into());
-                }
-                return Ok(None);
-            }
-            Err(e) => return Err(e.to_string()),
-        };
-        // The changes' actors prove who wrote each entry, as in a changes blob.
-        crate::changes::check_authorship(&header.author, &plain)?;
-        Ok(Some(plain))
-    }
-
-    /// Seals Automerge changes of the `audit` section (made with [`crate::record::lone_change`])
-    /// to the owner devices the ledger names now: how a grantee, which holds no audit key,
-    /// logs what it read or wrote. The blob is checked as every node will check it (this node
-    /// must be able to append to `audit` now) but not stored: pass it to
-    /// [`Replica::store_sealed`], or to [`Replica::save_with`] to store it with a write.
-    pub fn seal_to_owners(&self, device: &SigningKey, changes: &[u8], now_ms: i64) -> Result<Blob> {
-        let owners: Vec<AgeRecipient> = self
-            .ledger
-            .state()
-            .owners
-            .values()
-            .map(|party| party.recipient.clone())
-            .collect();
-        let mut ledger_heads = self.ledger.heads();
-        ledger_heads.truncate(BLOB_LEDGER_HEADS_MAX);
-        let header = BlobHeader {
-            record: self.id,
-            section: Section::Audit,
-            kind: BlobKind::SealedToOwners,
-            epoch: 0,
-            key_id: KeyId([0; 16]),
-            author: device.peer_id(),
-            time_ms: now_ms,
-            ledger_heads,
-            replaces: Vec::new(),
-        };
-        let blob = Blob::seal_to_owners(header, &owners, changes, device)?;
-        consent::check_blob(&blob, &self.ledger, self.id, Section::Audit)
-            .map_err(ConsentError::from)?;
-        Ok(blob)
-    }
-
-    /// Stores blobs sealed here by [`Replica::seal_to_owners`], in one durable transaction.
-    pub fn store_sealed(&mut self, store: &dyn Store, blobs: Vec<Blob>) -> Result<()> {
-        let mut batch = Batch::new();
-        for blob in &blobs {
-            let header = blob.header();
-            batch.blob(self.id, header.section, blob.id(), blob.bytes().to_vec());
-        }
-        store.commit(batch)?;
-        self.held = true;
-        for blob in &blobs {
-            // Not materialised: its changes are not in this node's record, so a compaction must
-            // not claim to stand for it.
-            self.note_blob(blob.header().section, blob);
-        }
-        Ok(())
-    }
-
     /// Seals the record's unsaved changes, one blob per changed section, and stores them
     /// durably; returns the ids of the blobs written. Compacts a section's blobs when enough
     /// have gathered (owner devices only).
@@ -855,5 +777,6 @@ fn skipped(section: Section, id: BlobId, reason: &str) -> String {
     )
 }
 
+mod sealed;
 #[cfg(test)]
 mod tests;

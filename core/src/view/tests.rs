@@ -297,3 +297,21 @@ fn base64_decodes_with_and_without_padding() {
     assert_eq!(base64_prefix("SGVsbG8gd29ybGQ=", 4).unwrap(), b"Hel");
     assert!(base64_prefix("not*base64", 100).is_none());
 }
+
+/// The HL7 IPS example writes status fields as bare codes (as FHIR STU3 did); its high
+/// criticality penicillin allergy must still be shown, and a resolved one still hidden.
+#[test]
+fn status_written_as_a_bare_code_is_understood() {
+    let (_, text) = shown(&[
+        json!({"resourceType": "AllergyIntolerance", "id": "a1", "clinicalStatus": "active",
+               "verificationStatus": "confirmed", "criticality": "high",
+               "code": snomed("373270004", "Penicillin -class of antibiotic- (substance)")}),
+        json!({"resourceType": "AllergyIntolerance", "id": "a2", "clinicalStatus": "resolved",
+               "code": snomed("91935009", "Peanut allergy")}),
+        json!({"resourceType": "Condition", "id": "c1", "clinicalStatus": "remission",
+               "code": snomed("254837009", "Malignant neoplasm of breast")}),
+    ]);
+    assert!(text.contains("Penicillin"), "{text}");
+    assert!(!text.contains("Peanut"), "{text}");
+    assert!(!text.contains("Malignant"), "{text}");
+}

@@ -107,11 +107,18 @@ pub fn assert_gp_reads_only_the_summary(gp: &Home, record_id: RecordId) {
     assert!(read.resources(Section::Clinical).unwrap().is_empty());
 }
 
-/// Starts a node for `home` listening on loopback; returns its handle, its task and the address
+/// Starts a node for `home` listening on loopback (with `request_limit` as its flood limit, if
+/// given); returns its handle, its task and the address
 /// to dial it at (with its PeerId).
-pub async fn start_listening(home: Home) -> (Client, JoinHandle<Option<Home>>, Multiaddr) {
+pub async fn start_listening(
+    home: Home,
+    request_limit: Option<u32>,
+) -> (Client, JoinHandle<Option<Home>>, Multiaddr) {
     let peer: libp2p::PeerId = home.peer_id().to_string().parse().unwrap();
-    let (node, client) = Node::new(home).unwrap();
+    let (mut node, client) = Node::new(home).unwrap();
+    if let Some(limit) = request_limit {
+        node.limit_requests(limit);
+    }
     let task = tokio::spawn(node.run());
     let listening =
         tokio::time::timeout(WAIT, client.listen("/ip4/127.0.0.1/tcp/0".parse().unwrap()))
