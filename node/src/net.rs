@@ -1276,6 +1276,7 @@ impl Node {
     fn after_receive(&mut self, peer: libp2p::PeerId, before: usize) {
         if self.items_held() != before {
             self.learn_from_home();
+            self.remember_admitted();
             self.offer_all(Some(peer));
         }
     }
@@ -1345,29 +1346,36 @@ impl Node {
         }
     }
 
+    /// Keeps the addresses of every peer a held record admits across restarts (in the peers
+    /// file), so that a node restarted, on a new port say, is found again by dialling out from
+    /// either side. Relayed addresses are left out: they go stale with the reservation.
+    fn remember_admitted(&mut self) {
+        let mut changed = false;
+        for peer in self.engine.admitted_peers(Self::now()) {
+            let lp = to_libp2p(&peer);
+            let Some(known) = self.peers.get(&lp) else {
+                continue;
+            };
+            let kept = self.remembered.entry(lp).or_default();
+            for addr in &known.addrs {
+                let relayed = addr.iter().any(|p| p == Protocol::P2pCircuit);
+                if !relayed && !kept.contains(addr) && kept.len() < ADDRS_PER_PEER_MAX {
+                    kept.push(addr.clone());
+                    changed = true;
+                }
+            }
+        }
+        self.remembered.retain(|_, addrs| !addrs.is_empty());
+        if changed && let Err(error) = write_peers_file(&self.peers_file, &self.remembered) {
+            tracing::warn!(%error, "cannot save peers' addresses");
+        }
+    }
+
     /// Remembers where a peer can be reached, and dials it if it is wanted.
     fn on_learnt(&mut self, learnt: swarm::Learnt) {
         tracing::debug!(peer = %learnt.peer, addrs = ?learnt.addrs, how = learnt.how, "learnt addresses");
         self.add_addrs(learnt.peer, learnt.addrs.clone());
-        // The addresses of a peer some record admits are kept across restarts, so that a node
-        // restarted (on a new port, say) can be found again by dialling out from either side.
-        let admitted = from_libp2p(&learnt.peer)
-            .is_some_and(|p| self.engine.admitted_peers(Self::now()).contains(&p));
-        if admitted {
-            let kept = self.remembered.entry(learnt.peer).or_default();
-            let before = kept.len();
-            for addr in learnt.addrs.into_iter().map(without_peer) {
-                let relayed = addr.iter().any(|p| p == Protocol::P2pCircuit);
-                if !relayed && !kept.contains(&addr) && kept.len() < ADDRS_PER_PEER_MAX {
-                    kept.push(addr);
-                }
-            }
-            if kept.len() != before
-                && let Err(error) = write_peers_file(&self.peers_file, &self.remembered)
-            {
-                tracing::warn!(%error, "cannot save a peer's addresses");
-            }
-        }
+        self.remember_admitted();
         let wanted = from_libp2p(&learnt.peer).is_some_and(|p| {
             self.engine.admitted_peers(Self::now()).contains(&p)
                 || self.runs.values().any(|r| {
