@@ -799,11 +799,11 @@ fn print_report(r: &Report<'_>) {
     );
     println!(
         "\nSync message bytes: the encoded phr sync messages as the initiator's session counts \
-         them (requests sent + responses received), without the CBOR byte-string header, the \
-         request-response length prefix, multistream-select, Yamux, Noise or TCP. TCP payload \
-         bytes: everything both nodes wrote on the connection from dial to {WIRE_SETTLE_MS} ms \
-         after synced (Noise handshake, multistream-select, Yamux, identify, ping, sync), \
-         counted by a relay on 127.0.0.1 in one extra run not used for timing."
+         them (requests sent + responses received), without the CBOR byte-string header of each \
+         frame (1 to 9 bytes), multistream-select on each request's stream, Yamux, Noise or TCP. \
+         TCP payload bytes: everything both nodes wrote on the connection from dial to \
+         {WIRE_SETTLE_MS} ms after synced (Noise handshake, multistream-select, Yamux, identify, \
+         ping, sync frames), counted by a relay on 127.0.0.1 in one extra run not used for timing."
     );
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!(
