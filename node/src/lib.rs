@@ -1,8 +1,12 @@
-//! phr-node: carries the sync protocol of `phr-core` over libp2p.
+//! phr-node: carries the sync protocol of `phr-core` over libp2p, and serves the control API
+//! the `phr` command drives.
 //!
-//! - [`net`]: the libp2p swarm (TCP, Noise, Yamux, identify, ping, request-response with CBOR)
-//!   and the node's event loop, which owns the swarm and the sync [`Engine`] and takes commands
-//!   through a [`net::Client`] handle.
+//! - [`swarm`]: the libp2p swarm (TCP and QUIC, Noise, Yamux, identify, ping, mDNS, Kademlia,
+//!   circuit relay, DCUtR, AutoNAT, connection limits, and `sync`).
+//! - [`codec`]: the sync protocol's wire codec, one CBOR byte string per message.
+//! - [`net`]: the event loop, which owns the swarm, the sync [`Engine`] and the home, and takes
+//!   commands through a [`net::Client`] handle.
+//! - [`control`]: the control API on 127.0.0.1 (axum), authenticated by a token in the home.
 //!
 //! [`Engine`]: phr_core::sync::Engine
 

@@ -14,6 +14,18 @@ use libp2p::Multiaddr;
 use phr_core::home::Home;
 use phr_node::net::Node;
 
+/// Kills the daemon if the test ends before it stopped it (a failed assertion), so no process
+/// outlives the test.
+struct KillOnDrop(Option<u32>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0 {
+            let _ = Command::new("kill").arg(pid.to_string()).status();
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gp_daemon_receives_the_summary_and_stops_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
@@ -34,6 +46,7 @@ async fn a_gp_daemon_receives_the_summary_and_stops_cleanly_on_sigterm() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    let mut guard = KillOnDrop(Some(daemon.id()));
     // The daemon prints the address it listens on; wait for it, bounded.
     let stdout = daemon.stdout.take().unwrap();
     let (lines, line) = mpsc::sync_channel(1);
@@ -75,6 +88,7 @@ async fn a_gp_daemon_receives_the_summary_and_stops_cleanly_on_sigterm() {
         let _ = exits.send(daemon.wait());
     });
     let status = exit.recv_timeout(WAIT).expect("the daemon stops").unwrap();
+    guard.0 = None;
     assert!(status.success(), "{status:?}");
 
     let gp = Home::open(&gp_dir).unwrap();
