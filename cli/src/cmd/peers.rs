@@ -18,7 +18,7 @@ pub struct Args {
 
 #[derive(Debug, clap::Subcommand)]
 enum Command {
-    /// Dial a peer at MULTIADDR (ending in /p2p/<peer id>) and remember the address
+    /// Dial a peer at MULTIADDR (ending in `/p2p/<peer id>`) and remember the address
     Add {
         /// e.g. /ip4/192.0.2.7/tcp/4001/p2p/12D3KooW...
         multiaddr: String,
