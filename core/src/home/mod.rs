@@ -671,6 +671,53 @@ fn patient_resource(id: &str, patient: &NewPatient) -> serde_json::Value {
     resource
 }
 
+impl Home {
+    /// Syncs `record` with another home open in this process, this home starting the session:
+    /// the same sessions two nodes run over the network, with the messages handed across in
+    /// memory (two homes on one machine, and tests that need no network).
+    pub fn sync_in_process(
+        &self,
+        to: &Home,
+        record: RecordId,
+        now_ms: i64,
+    ) -> std::result::Result<crate::sync::SessionStats, crate::sync::SyncError> {
+        use crate::sync::{Incoming, InitiatorSession, Local, ResponderSession};
+        let ((from_vault, from_age), (to_vault, to_age)) = (self.sync_parts(), to.sync_parts());
+        let open = |home: &Home, vault, age| {
+            Replica::open(vault, record, home.peer_id(), age).map_err(crate::sync::SyncError::from)
+        };
+        let mut ours = open(self, from_vault, from_age)?;
+        let mut theirs = open(to, to_vault, to_age)?;
+        let mut initiator_side = Local {
+            replica: &mut ours,
+            store: from_vault,
+            age: from_age,
+        };
+        let mut responder_side = Local {
+            replica: &mut theirs,
+            store: to_vault,
+            age: to_age,
+        };
+        let (mut initiator, request) =
+            InitiatorSession::start(&initiator_side, to.peer_id(), 1, now_ms)?;
+        let (mut responder, mut answer) = ResponderSession::open(
+            &mut responder_side,
+            self.peer_id(),
+            Incoming::decode(&request)?,
+            now_ms,
+        )?;
+        while let Some(bytes) = answer {
+            let Some(request) =
+                initiator.receive(&mut initiator_side, Incoming::decode(&bytes)?, now_ms)?
+            else {
+                break;
+            };
+            answer = responder.receive(&mut responder_side, Incoming::decode(&request)?, now_ms)?;
+        }
+        Ok(initiator.stats().clone())
+    }
+}
+
 /// A patient's further device (`phr init --device`) has no record until one reaches it by sync:
 /// the record whose ledger lists this device as an owner. The first time the home is opened
 /// after that, it becomes the home's own record (its metadata comes from the record itself:

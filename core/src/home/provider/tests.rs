@@ -14,7 +14,6 @@ use crate::{
     home::{HomeError, NewPatient},
     ledger::Access,
     nhs::NhsNumber,
-    sync::{Incoming, InitiatorSession, Local, ResponderSession},
     vault::{Batch, VaultError},
 };
 
@@ -25,47 +24,8 @@ fn t(second: i64) -> Timestamp {
 /// Runs one sync session of `record` between two homes, `from` starting it, as their nodes
 /// would over the network.
 fn sync(from: &Home, to: &Home, record: RecordId, now: Timestamp) {
-    let now_ms = now.as_millisecond();
-    let ((from_vault, from_age), (to_vault, to_age)) = (from.sync_parts(), to.sync_parts());
-    let mut ours = Replica::open(from_vault, record, from.peer_id(), from_age).unwrap();
-    let mut theirs = Replica::open(to_vault, record, to.peer_id(), to_age).unwrap();
-    let mut initiator_side = Local {
-        replica: &mut ours,
-        store: from_vault,
-        age: from_age,
-    };
-    let mut responder_side = Local {
-        replica: &mut theirs,
-        store: to_vault,
-        age: to_age,
-    };
-    let (mut initiator, request) =
-        InitiatorSession::start(&initiator_side, to.peer_id(), 1, now_ms).unwrap();
-    let (mut responder, mut answer) = ResponderSession::open(
-        &mut responder_side,
-        from.peer_id(),
-        Incoming::decode(&request).unwrap(),
-        now_ms,
-    )
-    .unwrap();
-    while let Some(bytes) = answer {
-        let request = initiator
-            .receive(
-                &mut initiator_side,
-                Incoming::decode(&bytes).unwrap(),
-                now_ms,
-            )
-            .unwrap()
-            .expect("a fresh answer");
-        answer = responder
-            .receive(
-                &mut responder_side,
-                Incoming::decode(&request).unwrap(),
-                now_ms,
-            )
-            .unwrap();
-    }
-    assert!(initiator.is_done());
+    from.sync_in_process(to, record, now.as_millisecond())
+        .unwrap();
 }
 
 /// A patient who holds an allergy (summary) and a blood pressure (clinical), and has granted a
