@@ -700,6 +700,15 @@ impl Node {
             } else if self.peers.get(&lp).is_some_and(|p| !p.addrs.is_empty()) {
                 let _ = self.swarm.dial(DialOpts::peer_id(lp).build());
                 RunState::Dialing
+            } else if self.relay_addrs().is_empty() {
+                // Kademlia may still find it, and the node keeps trying; this run says so now
+                // rather than waiting out its time.
+                self.lookup(lp);
+                RunState::Unreachable(
+                    "no address known for it: add one with `phr peers add MULTIADDR`, or add \
+                     its card with `phr contacts add`"
+                        .into(),
+                )
             } else {
                 self.lookup(lp);
                 RunState::Dialing
