@@ -1050,7 +1050,10 @@ impl Node {
                     p.last_error = Some(format!("cannot reach it: {error}"));
                 }
                 for reply in self.dialing.remove(&peer).unwrap_or_default() {
-                    let _ = reply.send(Err(error.to_string()));
+                    let _ = reply.send(Err(format!(
+                        "cannot reach {peer}: {error}. Check that its node is running and that \
+                         the address is current (`phr node status` on it prints it)"
+                    )));
                 }
                 if let Some(phr_peer) = from_libp2p(&peer) {
                     for run in self.runs.values_mut() {
