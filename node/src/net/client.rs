@@ -1,0 +1,157 @@
+//! The handle the node is driven through, and what it answers.
+
+use super::*;
+
+/// What a node holds of one record, for status and tests.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Held {
+    /// The record.
+    pub record: RecordId,
+    /// Blobs stored per section.
+    pub blobs: BTreeMap<Section, usize>,
+    /// Ledger operations held.
+    pub ledger_ops: usize,
+}
+
+/// What a finished sync with one peer did, per record.
+pub type Synced = Vec<Result<(RecordId, SessionStats), String>>;
+
+pub(super) type Reply<T> = oneshot::Sender<T>;
+
+/// A request to the event loop.
+#[derive(Debug)]
+pub(super) enum Command {
+    Listen {
+        addr: Multiaddr,
+        reply: Reply<Result<Multiaddr, String>>,
+    },
+    Dial {
+        addr: Multiaddr,
+        remember: bool,
+        reply: Reply<Result<PeerId, String>>,
+    },
+    Sync {
+        peer: PeerId,
+        reply: Reply<Synced>,
+    },
+    SyncAll {
+        reply: Reply<u64>,
+    },
+    SyncProgress {
+        id: u64,
+        reply: Reply<Option<api::SyncProgress>>,
+    },
+    Held {
+        reply: Reply<Vec<Held>>,
+    },
+    Status {
+        reply: Reply<api::NodeStatus>,
+    },
+    Lease {
+        pid: u32,
+        reply: Reply<Result<u64, String>>,
+    },
+    Release {
+        lease: u64,
+        reply: Reply<Result<(), String>>,
+    },
+}
+
+/// A handle to a running node.
+#[derive(Clone, Debug)]
+pub struct Client {
+    pub(super) commands: mpsc::Sender<Command>,
+}
+
+/// Why a command could not be carried out.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The node's event loop is gone.
+    #[error("the node has stopped")]
+    Stopped,
+    /// The command failed.
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl Client {
+    async fn ask<T>(&self, command: impl FnOnce(Reply<T>) -> Command) -> Result<T, NodeError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(command(reply))
+            .await
+            .map_err(|_| NodeError::Stopped)?;
+        answer.await.map_err(|_| NodeError::Stopped)
+    }
+
+    /// Starts listening on `addr`; returns the address bound (a port 0 resolved).
+    pub async fn listen(&self, addr: Multiaddr) -> Result<Multiaddr, NodeError> {
+        self.ask(|reply| Command::Listen { addr, reply })
+            .await?
+            .map_err(NodeError::Failed)
+    }
+
+    /// Dials `addr`, which must end in `/p2p/<peer id>`; returns the peer once connected.
+    pub async fn dial(&self, addr: Multiaddr) -> Result<PeerId, NodeError> {
+        self.ask(|reply| Command::Dial {
+            addr,
+            remember: false,
+            reply,
+        })
+        .await?
+        .map_err(NodeError::Failed)
+    }
+
+    /// Dials `addr` like [`Client::dial`], and remembers it (in `HOME/peers.json`) to dial again
+    /// whenever the peer is out of reach.
+    pub async fn add_peer(&self, addr: Multiaddr) -> Result<PeerId, NodeError> {
+        self.ask(|reply| Command::Dial {
+            addr,
+            remember: true,
+            reply,
+        })
+        .await?
+        .map_err(NodeError::Failed)
+    }
+
+    /// Syncs every record the ledger lets this node share with `peer`; returns once every
+    /// session has ended, with what each did.
+    pub async fn sync(&self, peer: PeerId) -> Result<Synced, NodeError> {
+        self.ask(|reply| Command::Sync { peer, reply }).await
+    }
+
+    /// Starts syncing with every peer a held record admits (dialling those not connected);
+    /// returns the run's id, to follow with [`Client::sync_progress`].
+    pub async fn sync_all(&self) -> Result<u64, NodeError> {
+        self.ask(|reply| Command::SyncAll { reply }).await
+    }
+
+    /// How sync run `id` is going; `None` if there is no such run.
+    pub async fn sync_progress(&self, id: u64) -> Result<Option<api::SyncProgress>, NodeError> {
+        self.ask(|reply| Command::SyncProgress { id, reply }).await
+    }
+
+    /// What the node holds.
+    pub async fn held(&self) -> Result<Vec<Held>, NodeError> {
+        self.ask(|reply| Command::Held { reply }).await
+    }
+
+    /// The node, its records and its peers.
+    pub async fn status(&self) -> Result<api::NodeStatus, NodeError> {
+        self.ask(|reply| Command::Status { reply }).await
+    }
+
+    /// Parks the home for process `pid` and returns the lease once the home is free.
+    pub async fn lease(&self, pid: u32) -> Result<u64, NodeError> {
+        self.ask(|reply| Command::Lease { pid, reply })
+            .await?
+            .map_err(NodeError::Failed)
+    }
+
+    /// Ends a lease: the node reopens the home and offers what changed.
+    pub async fn release(&self, lease: u64) -> Result<(), NodeError> {
+        self.ask(|reply| Command::Release { lease, reply })
+            .await?
+            .map_err(NodeError::Failed)
+    }
+}

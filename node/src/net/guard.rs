@@ -1,0 +1,48 @@
+//! Cutting off peers that break the protocol, send what cannot be read, or flood.
+
+use super::*;
+
+impl Node {
+    /// Counts a request; cuts the peer off if it is flooding. Returns whether it was.
+    pub(super) fn flooding(&mut self, peer: libp2p::PeerId) -> bool {
+        let now = Self::now();
+        let entry = self.peers.entry(peer).or_default();
+        if now - entry.window_ms >= FLOOD_WINDOW_MS {
+            entry.window_ms = now;
+            entry.requests = 0;
+        }
+        entry.requests += 1;
+        if entry.requests > self.requests_per_window {
+            let why = format!(
+                "it sent more than {} requests in {} s",
+                self.requests_per_window,
+                FLOOD_WINDOW_MS / 1_000
+            );
+            self.cut_off(peer, &why);
+            return true;
+        }
+        false
+    }
+
+    /// Cuts the peer off if the codec refused its frame (over the size limit, or not a frame);
+    /// returns whether it did.
+    pub(super) fn unreadable(&mut self, peer: libp2p::PeerId, frame: &Frame) -> bool {
+        let why = if frame.0 == codec::OVERSIZED {
+            format!("it sent a frame over {} bytes", codec::FRAME_BYTES_MAX)
+        } else if frame.0 == codec::NOT_A_FRAME {
+            "it sent something that is not a sync frame".to_string()
+        } else {
+            return false;
+        };
+        self.cut_off(peer, &why);
+        true
+    }
+
+    pub(super) fn cut_off(&mut self, peer: libp2p::PeerId, why: &str) {
+        tracing::warn!(%peer, why, "disconnecting a peer that broke the sync protocol");
+        let entry = self.peers.entry(peer).or_default();
+        entry.blocked_until_ms = Self::now() + BLOCK_MS;
+        entry.last_error = Some(format!("cut off: {why}"));
+        let _ = self.swarm.disconnect_peer_id(peer);
+    }
+}

@@ -1,0 +1,90 @@
+//! Lending the home to a `phr` command, and taking it back (see `phr_core::api`).
+
+use super::*;
+
+impl Node {
+    /// Lends the home to the first command waiting, if the home is free.
+    pub(super) fn grant_lease(&mut self) {
+        if !matches!(self.home, Slot::Open(_)) {
+            return;
+        }
+        let Some((pid, reply)) = self.leases.pop_front() else {
+            return;
+        };
+        if reply.is_closed() {
+            return self.grant_lease();
+        }
+        let Slot::Open(home) = std::mem::replace(&mut self.home, Slot::Switching) else {
+            unreachable!("checked above");
+        };
+        let lease = self.next_lease;
+        self.next_lease += 1;
+        self.home = Slot::Parked {
+            parked: Box::new(home.park()),
+            lease,
+            pid,
+            since_ms: Self::now(),
+            released: false,
+        };
+        tracing::debug!(lease, pid, "home lent to a phr command");
+        if reply.send(Ok(lease)).is_err() {
+            // The command went away before hearing the answer.
+            self.resume();
+        }
+    }
+
+    /// Takes the home back from a lease: reopens it, reads what changed, answers the messages
+    /// that waited and offers the changes to connected peers.
+    pub(super) fn resume(&mut self) {
+        let Slot::Parked {
+            parked,
+            lease,
+            pid,
+            since_ms,
+            released,
+        } = std::mem::replace(&mut self.home, Slot::Switching)
+        else {
+            return;
+        };
+        let mut parked = parked;
+        match parked.reopen() {
+            Ok(home) => {
+                let (vault, age) = home.sync_parts();
+                if let Err(error) = self.engine.refresh(vault, age) {
+                    tracing::error!(%error, "cannot read the records a phr command changed");
+                }
+                for warning in home.warnings() {
+                    tracing::warn!(%warning, "reopening the home");
+                }
+                self.home = Slot::Open(Box::new(home));
+                tracing::debug!(lease, "home back from a phr command");
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot reopen the home yet; trying again");
+                self.home = Slot::Parked {
+                    parked,
+                    lease,
+                    pid,
+                    since_ms,
+                    released,
+                };
+                return;
+            }
+        }
+        self.learn_from_home();
+        for queued in std::mem::take(&mut self.queue) {
+            match queued {
+                Queued::Request {
+                    peer,
+                    bytes,
+                    channel,
+                } => self.on_request(peer, bytes, channel),
+                Queued::Response { peer, bytes } => self.on_response(peer, bytes),
+            }
+        }
+        for command in std::mem::take(&mut self.deferred) {
+            self.on_command(command);
+        }
+        self.offer_all(None);
+    }
+}

@@ -1,0 +1,274 @@
+//! Where peers are: addresses from the home, the network and `phr peers add`, kept in
+//! `HOME/peers.json`; relays, reservations and lookups.
+
+use super::*;
+
+impl Node {
+    /// Takes addresses and names from the home's contacts and the records' ledgers.
+    pub(super) fn learn_from_home(&mut self) {
+        let Some(home) = self.open_home() else {
+            return;
+        };
+        let mut found: Vec<(libp2p::PeerId, Vec<Multiaddr>)> = Vec::new();
+        let mut names = BTreeMap::new();
+        match home.contacts() {
+            Ok(contacts) => {
+                for contact in contacts {
+                    let peer = to_libp2p(&contact.card.party.peer);
+                    if contact.card.party.role == phr_core::party::Role::Relay {
+                        self.relay_contacts.insert(peer);
+                    }
+                    names.insert(contact.card.party.peer, contact.display_name().to_string());
+                    let addrs = contact
+                        .card
+                        .addrs
+                        .iter()
+                        .filter_map(|a| a.parse::<Multiaddr>().ok())
+                        .collect();
+                    found.push((peer, addrs));
+                }
+            }
+            Err(error) => tracing::warn!(%error, "cannot read this home's contacts"),
+        }
+        for replica in self.engine.replicas().values() {
+            let state = replica.ledger().state();
+            for party in state.owners.values() {
+                names
+                    .entry(party.peer)
+                    .or_insert_with(|| party.name.clone());
+            }
+            for grant in &state.grants {
+                names
+                    .entry(grant.grantee.peer)
+                    .or_insert_with(|| grant.grantee.name.clone());
+            }
+        }
+        self.names = names;
+        let remembered: Vec<_> = self
+            .remembered
+            .iter()
+            .map(|(p, a)| (*p, a.clone()))
+            .collect();
+        for (peer, addrs) in found.into_iter().chain(remembered) {
+            self.add_addrs(peer, addrs);
+        }
+        self.reserve_on_relays();
+    }
+
+    pub(super) fn add_addrs(&mut self, peer: libp2p::PeerId, addrs: Vec<Multiaddr>) {
+        if peer == *self.swarm.local_peer_id() {
+            return;
+        }
+        if !self.peers.contains_key(&peer) && self.peers.len() >= PEERS_MAX {
+            return;
+        }
+        let entry = self.peers.entry(peer).or_default();
+        for addr in addrs {
+            let addr = without_peer(addr);
+            if !entry.addrs.contains(&addr) && entry.addrs.len() < ADDRS_PER_PEER_MAX {
+                self.swarm.add_peer_address(peer, addr.clone());
+                entry.addrs.push(addr);
+            }
+        }
+    }
+
+    pub(super) fn dial(
+        &mut self,
+        addr: Multiaddr,
+        remember: bool,
+        reply: Reply<Result<PeerId, String>>,
+    ) {
+        let Some(Protocol::P2p(peer)) = addr.iter().last() else {
+            let _ = reply.send(Err(format!(
+                "{addr} does not end in /p2p/<peer id>: give the whole address a node prints"
+            )));
+            return;
+        };
+        let Some(phr_peer) = from_libp2p(&peer) else {
+            let _ = reply.send(Err(format!(
+                "{peer} is not a phr node (not an Ed25519 key)"
+            )));
+            return;
+        };
+        if peer == *self.swarm.local_peer_id() {
+            let _ = reply.send(Err("that address is this node's own".into()));
+            return;
+        }
+        self.add_addrs(peer, vec![addr.clone()]);
+        if remember {
+            let addrs = self.remembered.entry(peer).or_default();
+            let bare = without_peer(addr.clone());
+            if !addrs.contains(&bare) && addrs.len() < ADDRS_PER_PEER_MAX {
+                addrs.push(bare);
+            }
+            if let Err(error) = write_peers_file(&self.peers_file, &self.remembered) {
+                tracing::warn!(%error, "cannot save the peer's address");
+            }
+        }
+        if self.swarm.is_connected(&peer) {
+            let _ = reply.send(Ok(phr_peer));
+            return;
+        }
+        match self.swarm.dial(addr) {
+            Ok(()) => self.dialing.entry(peer).or_default().push(reply),
+            Err(e) => {
+                let _ = reply.send(Err(e.to_string()));
+            }
+        }
+    }
+
+    /// Looks for a peer whose address is unknown: asks Kademlia, and dials it through every
+    /// relay this node knows (a device behind NAT listens through its relay).
+    pub(super) fn lookup(&mut self, peer: libp2p::PeerId) {
+        swarm::find_peer(&mut self.swarm, peer);
+        for relay in self.relay_addrs() {
+            if relay.iter().last() == Some(Protocol::P2p(peer)) {
+                continue;
+            }
+            let circuit = swarm::circuit_addr(&relay, peer);
+            if let Err(error) = self.swarm.dial(circuit) {
+                tracing::debug!(%peer, %error, "cannot dial through a relay");
+            }
+        }
+    }
+
+    /// The relays this node knows (contacts with the relay role, and relays a held record's
+    /// ledger names), each at every address known for it, ending in `/p2p/<relay>`.
+    pub(super) fn relay_addrs(&self) -> Vec<Multiaddr> {
+        let now = Self::now();
+        let mut relays: BTreeSet<libp2p::PeerId> = self.relay_contacts.clone();
+        for replica in self.engine.replicas().values().filter(|r| r.is_held()) {
+            for grant in &replica.ledger().state().grants {
+                if grant.access == phr_core::ledger::Access::Relay && grant.unexpired(now) {
+                    relays.insert(to_libp2p(&grant.grantee.peer));
+                }
+            }
+        }
+        relays.remove(self.swarm.local_peer_id());
+        relays
+            .into_iter()
+            .flat_map(|relay| {
+                self.peers
+                    .get(&relay)
+                    .map(|p| p.addrs.clone())
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|a| !a.iter().any(|p| p == Protocol::P2pCircuit))
+                    .map(move |a| a.with(Protocol::P2p(relay)))
+            })
+            .collect()
+    }
+
+    /// Takes a reservation on every known relay not yet reserved on, so that peers can reach
+    /// this node through it. A relay itself reserves nowhere.
+    pub(super) fn reserve_on_relays(&mut self) {
+        if self.relay || self.listen_addrs.is_empty() {
+            return;
+        }
+        for relay in self.relay_addrs() {
+            let Some(Protocol::P2p(peer)) = relay.iter().last() else {
+                continue;
+            };
+            if self.reserved.contains(&peer) {
+                continue;
+            }
+            match swarm::listen_via_relay(&mut self.swarm, &relay) {
+                Ok(()) => {
+                    tracing::info!(%relay, "listening through a relay");
+                    self.reserved.insert(peer);
+                }
+                Err(error) => tracing::debug!(%relay, %error, "cannot listen through a relay"),
+            }
+        }
+    }
+
+    /// Keeps the addresses of every peer a held record admits across restarts (in the peers
+    /// file), so that a node restarted, on a new port say, is found again by dialling out from
+    /// either side. Relayed addresses are left out: they go stale with the reservation.
+    pub(super) fn remember_admitted(&mut self) {
+        let mut changed = false;
+        for peer in self.engine.admitted_peers(Self::now()) {
+            let lp = to_libp2p(&peer);
+            let Some(known) = self.peers.get(&lp) else {
+                continue;
+            };
+            let kept = self.remembered.entry(lp).or_default();
+            for addr in &known.addrs {
+                let relayed = addr.iter().any(|p| p == Protocol::P2pCircuit);
+                if !relayed && !kept.contains(addr) && kept.len() < ADDRS_PER_PEER_MAX {
+                    kept.push(addr.clone());
+                    changed = true;
+                }
+            }
+        }
+        self.remembered.retain(|_, addrs| !addrs.is_empty());
+        if changed && let Err(error) = write_peers_file(&self.peers_file, &self.remembered) {
+            tracing::warn!(%error, "cannot save peers' addresses");
+        }
+    }
+
+    /// Remembers where a peer can be reached, and dials it if it is wanted.
+    pub(super) fn on_learnt(&mut self, learnt: swarm::Learnt) {
+        tracing::debug!(peer = %learnt.peer, addrs = ?learnt.addrs, how = learnt.how, "learnt addresses");
+        self.add_addrs(learnt.peer, learnt.addrs.clone());
+        self.remember_admitted();
+        let wanted = from_libp2p(&learnt.peer).is_some_and(|p| {
+            self.engine.admitted_peers(Self::now()).contains(&p)
+                || self.runs.values().any(|r| {
+                    r.peers
+                        .get(&p)
+                        .is_some_and(|x| x.state == RunState::Dialing)
+                })
+        });
+        if wanted && !self.swarm.is_connected(&learnt.peer) {
+            let _ = self.swarm.dial(DialOpts::peer_id(learnt.peer).build());
+        }
+    }
+}
+
+/// `addr` without a trailing `/p2p/<peer>`.
+pub(super) fn without_peer(mut addr: Multiaddr) -> Multiaddr {
+    if let Some(Protocol::P2p(_)) = addr.iter().last() {
+        addr.pop();
+    }
+    addr
+}
+
+pub(super) fn read_peers_file(path: &std::path::Path) -> BTreeMap<libp2p::PeerId, Vec<Multiaddr>> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return BTreeMap::new();
+    };
+    let parsed: BTreeMap<String, Vec<String>> = match serde_json::from_str(&text) {
+        Ok(parsed) => parsed,
+        Err(error) => {
+            tracing::warn!(path = %path.display(), %error, "ignoring a damaged list of peers");
+            return BTreeMap::new();
+        }
+    };
+    parsed
+        .into_iter()
+        .filter_map(|(peer, addrs)| {
+            Some((
+                peer.parse().ok()?,
+                addrs.iter().filter_map(|a| a.parse().ok()).collect(),
+            ))
+        })
+        .take(PEERS_MAX)
+        .collect()
+}
+
+pub(super) fn write_peers_file(
+    path: &std::path::Path,
+    peers: &BTreeMap<libp2p::PeerId, Vec<Multiaddr>>,
+) -> std::io::Result<()> {
+    let text: BTreeMap<String, Vec<String>> = peers
+        .iter()
+        .map(|(p, a)| (p.to_string(), a.iter().map(|a| a.to_string()).collect()))
+        .collect();
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(
+        &tmp,
+        serde_json::to_vec_pretty(&text).expect("a map of strings serialises"),
+    )?;
+    std::fs::rename(&tmp, path)
+}

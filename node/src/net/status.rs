@@ -1,0 +1,108 @@
+//! What the node holds and knows, for `phr node status`, `phr status` and `phr peers`.
+
+use super::*;
+
+impl Node {
+    pub(super) fn held(&self) -> Vec<Held> {
+        self.engine
+            .replicas()
+            .values()
+            .filter(|r| r.is_held())
+            .map(|replica| Held {
+                record: replica.id(),
+                blobs: Section::ALL
+                    .into_iter()
+                    .map(|s| (s, replica.blob_ids(s).count()))
+                    .filter(|(_, n)| *n > 0)
+                    .collect(),
+                ledger_ops: replica.ledger().len(),
+            })
+            .collect()
+    }
+
+    pub(super) fn status(&self) -> api::NodeStatus {
+        let now = Self::now();
+        let records = self
+            .held()
+            .into_iter()
+            .map(|held| {
+                let confirmed = self.confirmed.get(&held.record);
+                let replica = &self.engine.replicas()[&held.record];
+                let unsynced = Section::ALL
+                    .into_iter()
+                    .flat_map(|s| replica.blob_ids(s))
+                    .filter(|id| !confirmed.is_some_and(|c| c.contains(id)))
+                    .count();
+                api::RecordStatus {
+                    record: held.record.to_string(),
+                    blobs: held.blobs,
+                    ledger_ops: held.ledger_ops,
+                    unsynced,
+                }
+            })
+            .collect();
+        let admitted = self.engine.admitted_peers(now);
+        let mut all: BTreeSet<libp2p::PeerId> = self.peers.keys().copied().collect();
+        all.extend(admitted.iter().map(to_libp2p));
+        let peers = all
+            .into_iter()
+            .map(|lp| {
+                let peer = from_libp2p(&lp);
+                let known = self.peers.get(&lp);
+                api::PeerStatus {
+                    peer: lp.to_string(),
+                    name: peer.and_then(|p| self.names.get(&p).cloned()),
+                    addrs: known
+                        .map(|k| k.addrs.iter().map(|a| a.to_string()).collect())
+                        .unwrap_or_default(),
+                    connected: self.swarm.is_connected(&lp),
+                    records: peer
+                        .map(|p| {
+                            self.engine
+                                .replicas()
+                                .values()
+                                .filter(|r| r.is_held() && r.admits(&p, now))
+                                .map(|r| r.id().to_string())
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                    last_sync: known
+                        .and_then(|k| k.last_sync_ms)
+                        .and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok())
+                        .map(|t| t.to_string()),
+                    last_error: known.and_then(|k| k.last_error.clone()),
+                }
+            })
+            .collect();
+        api::NodeStatus {
+            peer: self.me.to_string(),
+            pid: std::process::id(),
+            listening: self
+                .listen_addrs
+                .iter()
+                .map(|a| {
+                    a.clone()
+                        .with(Protocol::P2p(*self.swarm.local_peer_id()))
+                        .to_string()
+                })
+                .collect(),
+            relay: self.relay,
+            leased: matches!(self.home, Slot::Parked { .. }),
+            records,
+            peers,
+        }
+    }
+
+    /// A finished sync with `peer` shows that it holds every blob of `record` it may hold.
+    pub(super) fn confirm(&mut self, peer: PeerId, record: RecordId, now: i64) {
+        let Some(replica) = self.engine.replicas().get(&record) else {
+            return;
+        };
+        let confirmed = self.confirmed.entry(record).or_default();
+        for section in Section::ALL {
+            if replica.may_hold(&peer, section, now) {
+                confirmed.extend(replica.blob_ids(section));
+            }
+        }
+    }
+}
