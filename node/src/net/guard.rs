@@ -44,5 +44,14 @@ impl Node {
         entry.blocked_until_ms = Self::now() + BLOCK_MS;
         entry.last_error = Some(format!("cut off: {why}"));
         let _ = self.swarm.disconnect_peer_id(peer);
+        if let Some(phr_peer) = from_libp2p(&peer) {
+            for run in self.runs.values_mut() {
+                if let Some(p) = run.peers.get_mut(&phr_peer)
+                    && matches!(p.state, RunState::Dialing | RunState::Syncing)
+                {
+                    p.state = RunState::Failed(format!("cut off: {why}"));
+                }
+            }
+        }
     }
 }

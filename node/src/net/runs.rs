@@ -1,5 +1,7 @@
 //! `phr sync` runs: every admitted peer, until each is in step, failed or out of reach.
 
+use libp2p::swarm::DialError;
+
 use super::*;
 
 impl Node {
@@ -17,8 +19,11 @@ impl Node {
                 self.offer(lp);
                 RunState::Syncing
             } else if self.peers.get(&lp).is_some_and(|p| !p.addrs.is_empty()) {
-                let _ = self.swarm.dial(DialOpts::peer_id(lp).build());
-                RunState::Dialing
+                match self.swarm.dial(DialOpts::peer_id(lp).build()) {
+                    // A dial already under way (a redial) settles the run's state too.
+                    Ok(()) | Err(DialError::DialPeerConditionFalse(_)) => RunState::Dialing,
+                    Err(error) => RunState::Unreachable(error.to_string()),
+                }
             } else if self.relay_addrs().is_empty() {
                 // Kademlia may still find it, and the node keeps trying; this run says so now
                 // rather than waiting out its time.
