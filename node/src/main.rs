@@ -101,16 +101,22 @@ async fn serve(
         );
     }
     let libp2p_peer: libp2p::PeerId = peer.to_string().parse().expect("a libp2p PeerId");
+    let mut bound = Vec::new();
     for addr in listen {
-        let bound = client
-            .listen(addr.clone())
-            .await
-            .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-        println!("{}", bound.with(Protocol::P2p(libp2p_peer)));
+        bound.push(
+            client
+                .listen(addr.clone())
+                .await
+                .map_err(|e| format!("cannot listen on {addr}: {e}"))?,
+        );
     }
     let control = control::serve(client.clone(), &dir, peer.to_string())
         .await
         .map_err(|e| e.to_string())?;
+    // Printed once the control API answers too: whoever reads the first line can use both.
+    for addr in bound {
+        println!("{}", addr.with(Protocol::P2p(libp2p_peer)));
+    }
     tokio::select! {
         _ = shutdown_signal() => {}
         _ = control.stopped() => {}

@@ -4,7 +4,7 @@
 mod common;
 
 use common::{
-    Setup, WAIT, assert_gp_reads_only_the_summary, dial_and_sync, setup, start_listening,
+    Setup, WAIT, assert_gp_reads_only_the_summary, dial_and_sync, setup, start_listening, stop,
 };
 use libp2p::{
     Multiaddr, SwarmBuilder,
@@ -109,16 +109,8 @@ async fn hostile_peer_is_cut_off_by(
         "{synced:?}"
     );
 
-    drop((laptop_client, gp_client));
-    tokio::time::timeout(WAIT, laptop_task)
-        .await
-        .unwrap()
-        .unwrap();
-    let gp = tokio::time::timeout(WAIT, gp_task)
-        .await
-        .unwrap()
-        .unwrap()
-        .expect("the node gives its home back");
+    stop(laptop_client, laptop_task).await;
+    let gp = stop(gp_client, gp_task).await;
     assert_gp_reads_only_the_summary(&gp, record_id);
 }
 

@@ -4,7 +4,7 @@
 mod common;
 
 use common::{
-    Setup, WAIT, assert_gp_reads_only_the_summary, dial_and_sync, setup, start_listening,
+    Setup, assert_gp_reads_only_the_summary, dial_and_sync, setup, start_listening, stop,
 };
 use phr_core::Section;
 use phr_node::net::Node;
@@ -35,15 +35,7 @@ async fn a_granted_gp_receives_the_summary_and_nothing_else_over_loopback_tcp() 
     assert!(!held[0].blobs.contains_key(&Section::Clinical), "{held:?}");
 
     // Stop both nodes; the GP reads the allergy from its own vault.
-    drop((laptop_client, gp_client));
-    let _laptop = tokio::time::timeout(WAIT, laptop_task)
-        .await
-        .unwrap()
-        .unwrap();
-    let gp = tokio::time::timeout(WAIT, gp_task)
-        .await
-        .unwrap()
-        .unwrap()
-        .expect("the node gives its home back");
+    stop(laptop_client, laptop_task).await;
+    let gp = stop(gp_client, gp_task).await;
     assert_gp_reads_only_the_summary(&gp, record_id);
 }

@@ -15,9 +15,10 @@
 //! which each check is made at once. None sleeps hoping the network has done its part.
 
 use std::{
+    io::{BufRead, BufReader},
     path::{Path, PathBuf},
-    process::{Command, Output, Stdio},
-    time::{Duration, Instant},
+    process::{Child, Command, Output, Stdio},
+    time::Duration,
 };
 
 use serde_json::Value;
@@ -137,15 +138,32 @@ impl Net {
         self.ok(home, &["card"]).trim().to_string()
     }
 
-    /// Polls `check` until it holds, or fails the test after [`WAIT`] saying what it waited for.
-    /// Used only where there is no event to wait on: a daemon started by `phr node start` is not
-    /// this test's child, so its death cannot be waited for, only seen in `/proc`.
-    fn poll_until(&self, what: &str, mut check: impl FnMut() -> bool) {
-        let deadline = Instant::now() + WAIT;
-        while !check() {
-            assert!(Instant::now() < deadline, "waited {WAIT:?} for {what}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+    /// Starts `home`'s daemon as a child of this test (not through `phr node start`), so that
+    /// the test can kill it and wait for its exit; returns it and the address it listens on,
+    /// printed once its control API answers.
+    fn spawn_daemon(&self, home: &str) -> (Child, String) {
+        let log = std::fs::File::create(self.home(home).join("node.log")).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_phr-node"))
+            .arg("--home")
+            .arg(self.home(home))
+            .args(["--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        // One message: the first line.
+        let (lines, line) = std::sync::mpsc::sync_channel(1);
+        std::thread::spawn(move || {
+            let mut first = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut first);
+            let _ = lines.send(first);
+        });
+        let addr = line
+            .recv_timeout(WAIT)
+            .expect("the daemon prints its address");
+        (child, addr.trim().to_string())
     }
 
     /// Writes a JSON file in the test directory; returns its path as text.
@@ -393,24 +411,18 @@ fn six_nodes_share_a_record_under_consent() {
     assert!(theirs.contains(allergy), "{theirs}");
 }
 
-/// Kills a node's daemon with SIGKILL and waits until the process is gone.
-fn kill(net: &Net, home: &str) {
-    let pid = net.json(home, &["node", "status"])["node"]["pid"]
-        .as_u64()
-        .unwrap();
-    let killed = Command::new("kill")
-        .args(["-KILL", &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    net.poll_until("the killed node to be gone", || {
-        std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .map(|s| {
-                s.rsplit_once(')')
-                    .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
-            })
-            .unwrap_or(true)
+/// Kills a daemon with SIGKILL and waits for its exit.
+fn kill(mut daemon: Child) {
+    daemon.kill().unwrap();
+    let (done, exited) = std::sync::mpsc::sync_channel(1);
+    std::thread::spawn(move || {
+        let _ = done.send(daemon.wait());
     });
+    let status = exited
+        .recv_timeout(WAIT)
+        .expect("the killed daemon exits")
+        .unwrap();
+    assert!(!status.success(), "{status:?}");
 }
 
 fn total(blobs: &Value) -> u64 {
@@ -424,7 +436,8 @@ fn total(blobs: &Value) -> u64 {
 /// GP is killed the moment the patient's node has connected to it (the sync starts on
 /// connection), the sending laptop the moment a `phr add` has returned (its node offers the
 /// change as the command ends). Each restarts on a new port, opens its store, keeps every write
-/// its user was told was saved, and the two converge.
+/// its user was told was saved, and the two converge; the laptop's retransmissions of the
+/// session the GP lost do not get it cut off.
 #[test]
 fn a_node_killed_mid_sync_loses_nothing_acknowledged() {
     let net = Net::new();
@@ -438,7 +451,7 @@ fn a_node_killed_mid_sync_loses_nothing_acknowledged() {
         .max_by_key(|p| p.metadata().unwrap().len())
         .unwrap();
     net.ok("laptop", &["import", synthea.to_str().unwrap()]);
-    let gp_addr = net.start("gp", &[]);
+    let (gp_daemon, gp_addr) = net.spawn_daemon("gp");
     let gp_card = net.card("gp");
     net.ok("laptop", &["contacts", "add", &gp_card, "--alias", "gp"]);
     net.ok(
@@ -453,7 +466,7 @@ fn a_node_killed_mid_sync_loses_nothing_acknowledged() {
             "read",
         ],
     );
-    net.start("laptop", &[]);
+    let (laptop_daemon, _) = net.spawn_daemon("laptop");
     let record = net.json("laptop", &["status"])["record"]
         .as_str()
         .unwrap()
@@ -461,11 +474,13 @@ fn a_node_killed_mid_sync_loses_nothing_acknowledged() {
 
     // The receiver dies as the sync starts.
     net.ok("laptop", &["peers", "add", &gp_addr]);
-    kill(&net, "gp");
-    net.start("gp", &[]);
+    kill(gp_daemon);
+    let gp_addr = net.start("gp", &[]);
     let after_kill = total(&net.blobs("gp"));
-    // Restarted on a new port, it finds the laptop where it learnt it was before the kill.
-    net.ok("gp", &["sync", "--wait"]);
+    // Restarted on a new port, and perhaps holding nothing of the record yet (so not knowing
+    // the patient): the patient dials it again.
+    net.ok("laptop", &["peers", "add", &gp_addr]);
+    net.ok("laptop", &["sync", "--wait"]);
     let laptop = net.blobs("laptop");
     let gp = net.blobs("gp");
     for section in ["summary", "clinical"] {
@@ -485,7 +500,7 @@ fn a_node_killed_mid_sync_loses_nothing_acknowledged() {
         "laptop",
         &["add", "allergy", "latex", "--reaction", "hives"],
     );
-    kill(&net, "laptop");
+    kill(laptop_daemon);
     net.start("laptop", &[]);
     assert!(
         net.ok("laptop", &["show"]).contains("latex"),

@@ -103,6 +103,28 @@ impl Engine {
         peers
     }
 
+    /// The connection to `peer` closed: every session with it ends (those this node started as
+    /// [`SyncError::Disconnected`]). A peer that restarted has lost its side of them, and
+    /// messages of a session it no longer knows would only be refused; the next sync with it
+    /// starts afresh.
+    pub fn disconnected(&mut self, peer: &PeerId) {
+        let started: Vec<(PeerId, u64)> = self
+            .initiators
+            .keys()
+            .filter(|(p, _)| p == peer)
+            .copied()
+            .collect();
+        for key in started {
+            self.initiators.remove(&key);
+            self.ended.push(Ended::Failed {
+                peer: *peer,
+                error: SyncError::Disconnected,
+            });
+        }
+        self.responders.retain(|(p, _), _| p != peer);
+        self.strangers.retain(|(p, _), _| p != peer);
+    }
+
     /// Whether a session this node started with `peer` is under way.
     pub fn is_initiating_with(&self, peer: &PeerId) -> bool {
         self.initiators.keys().any(|(p, _)| p == peer)

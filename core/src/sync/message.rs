@@ -143,19 +143,37 @@ pub enum SyncError {
     /// The peer did not answer in time, after every retry.
     #[error("the peer did not answer")]
     TimedOut,
+    /// The connection to the peer closed before the session ended (the peer may have
+    /// restarted and lost its side of it); the next session starts afresh.
+    #[error("the connection closed before the session ended")]
+    Disconnected,
     /// The session is over; it takes no more messages.
     #[error("the session is over")]
     Finished,
 }
 
 impl SyncError {
-    /// Whether the peer is to blame (a broken or hostile peer) rather than this node or the
-    /// network.
+    /// Whether the peer is to blame (a broken or hostile peer) rather than this node, the
+    /// network, or a restart. A message out of turn (`OutOfOrder`, `Replayed`, `WrongSession`,
+    /// `Finished`) is what an honest peer sends when one side lost a session in a restart or a
+    /// timeout: the session ends, and the next one starts afresh.
     pub fn is_peers_fault(&self) -> bool {
         match self {
             SyncError::Replica(ReplicaError::Refused { .. }) => true,
-            SyncError::Replica(_) | SyncError::Store(_) | SyncError::TimedOut => false,
-            _ => true,
+            SyncError::Replica(_)
+            | SyncError::Store(_)
+            | SyncError::TimedOut
+            | SyncError::Disconnected
+            | SyncError::OutOfOrder { .. }
+            | SyncError::Replayed { .. }
+            | SyncError::WrongSession { .. }
+            | SyncError::Finished => false,
+            SyncError::TooLarge { .. }
+            | SyncError::Malformed(_)
+            | SyncError::WrongKind
+            | SyncError::WrongRecord
+            | SyncError::Reconcile { .. }
+            | SyncError::Unrequested { .. } => true,
         }
     }
 }

@@ -535,6 +535,9 @@ impl Node {
                 if let Some(p) = self.peers.get_mut(&peer_id) {
                     p.connected = false;
                 }
+                if let Some(peer) = from_libp2p(&peer_id) {
+                    self.engine.disconnected(&peer);
+                }
             }
             SwarmEvent::OutgoingConnectionError {
                 peer_id: Some(peer),

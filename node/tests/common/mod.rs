@@ -140,3 +140,13 @@ pub async fn dial_and_sync(client: &Client, addr: Multiaddr, peer: PeerId) -> Sy
         .unwrap()
         .unwrap()
 }
+
+/// Stops a node (by dropping its last handle) and returns its home, bounded.
+pub async fn stop(client: Client, task: JoinHandle<Option<Home>>) -> Home {
+    drop(client);
+    tokio::time::timeout(WAIT, task)
+        .await
+        .unwrap()
+        .unwrap()
+        .expect("the node gives its home back")
+}

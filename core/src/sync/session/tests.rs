@@ -10,7 +10,10 @@ use crate::{
     record::Author,
     section::Section,
     store::MemoryStore,
-    sync::message::{Request, SYNC_MESSAGE_BYTES_MAX},
+    sync::{
+        Ended, Engine,
+        message::{Request, SYNC_MESSAGE_BYTES_MAX},
+    },
     vault::Batch,
 };
 
@@ -580,4 +583,89 @@ fn a_ledger_too_big_for_one_message_still_reaches_a_new_device() {
     assert!(phone.replica.is_held());
     assert_eq!(phone.replica.ledger().len(), ledger.len());
     assert_eq!(phone.store.records().unwrap(), vec![ledger.record()]);
+}
+
+/// A peer that restarts loses its side of a session. Once the node hears the connection closed,
+/// the session it started ends as `Disconnected` (not the peer's fault), and the next one with
+/// the restarted peer runs to its end instead of being refused as out of order.
+#[test]
+fn a_session_cut_by_a_disconnection_ends_and_the_next_one_runs() {
+    let mut laptop = Node::patient();
+    let mut phone = Node::stranger(Role::Patient, laptop.replica.id());
+    laptop.grant(&phone, &[], Access::Read);
+    laptop.write(Section::Clinical, 2);
+    let phone_peer = phone.keys.device.peer_id();
+    let mut engine = Engine::open(
+        &laptop.store,
+        laptop.keys.device.peer_id(),
+        &laptop.keys.age,
+    )
+    .unwrap();
+    let opening = engine.start(
+        &laptop.store,
+        &laptop.keys.age,
+        phone_peer,
+        None,
+        1 << 16,
+        T0,
+    );
+    assert_eq!(opening.len(), 1);
+    assert!(engine.is_initiating_with(&phone_peer));
+
+    // The phone restarts before it answers: the connection closes.
+    engine.disconnected(&phone_peer);
+    assert!(!engine.is_initiating_with(&phone_peer));
+    let ended = engine.take_ended();
+    assert!(
+        matches!(
+            ended.as_slice(),
+            [Ended::Failed {
+                error: SyncError::Disconnected,
+                ..
+            }]
+        ),
+        "{ended:?}"
+    );
+    assert!(!SyncError::Disconnected.is_peers_fault());
+
+    // A fresh session with the restarted phone (an engine that knows nothing) runs to its end.
+    let mut phone_engine = Engine::open(&phone.store, phone_peer, &phone.keys.age).unwrap();
+    let mut out = engine.start(
+        &laptop.store,
+        &laptop.keys.age,
+        phone_peer,
+        None,
+        2 << 16,
+        T0,
+    );
+    let laptop_peer = laptop.keys.device.peer_id();
+    for _ in 0..16 {
+        let Some((_, request)) = out.pop() else { break };
+        // A closing request gets no answer.
+        let Some(answer) =
+            phone_engine.receive(&phone.store, &phone.keys.age, laptop_peer, &request, T0)
+        else {
+            break;
+        };
+        out = engine
+            .receive(&laptop.store, &laptop.keys.age, phone_peer, &answer, T0)
+            .map(|next| vec![(phone_peer, next)])
+            .unwrap_or_default();
+    }
+    let ended = engine.take_ended();
+    assert!(
+        matches!(ended.as_slice(), [Ended::Synced { .. }]),
+        "{ended:?}"
+    );
+    phone.replica = Replica::open(
+        &phone.store,
+        laptop.replica.id(),
+        phone_peer,
+        &phone.keys.age,
+    )
+    .unwrap();
+    assert_eq!(
+        phone.blobs(Section::Clinical),
+        laptop.blobs(Section::Clinical)
+    );
 }
