@@ -70,6 +70,10 @@ enum Command {
     /// Back up or restore this home's keys and record (passphrase-encrypted)
     #[command(subcommand)]
     Backup(cmd::backup::Command),
+    /// Stored entries that could not be read, and removing one for good
+    Damaged(cmd::damaged::Args),
+    /// Entries written after the writer's access ended, held for you: list, accept, discard
+    Held(cmd::held::Args),
     /// On a provider node: the records patients share with it, with the sections and access granted
     Patients,
     /// Who read or changed what in your record, and when (every provider access)
@@ -126,6 +130,8 @@ fn main() -> ExitCode {
         Command::Devices(command) => cmd::devices::run(&ctx, command),
         Command::Relays(command) => cmd::relays::run(&ctx, command),
         Command::Backup(command) => cmd::backup::run(&ctx, command),
+        Command::Held(args) => cmd::held::run(&ctx, args),
+        Command::Damaged(args) => cmd::damaged::run(&ctx, args),
         Command::Patients => cmd::patients::run(&ctx),
         Command::Audit => cmd::audit::run(&ctx),
         Command::Node(command) => cmd::node::run(&ctx, command),

@@ -88,6 +88,19 @@ pub struct PeerStatus {
     pub last_sync: Option<String>,
     /// Why the last sync or dial failed, if it did.
     pub last_error: Option<String>,
+    /// The records held here that withdrew it: `revoked` (a provider's grants) or `removed`
+    /// (a device), with the record id. It is sent nothing but the news.
+    #[serde(default)]
+    pub withdrawn: Vec<Withdrawn>,
+}
+
+/// A record that withdrew a peer's access.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Withdrawn {
+    /// The record's id.
+    pub record: String,
+    /// `revoked` or `removed`.
+    pub how: String,
 }
 
 /// `POST /peers`: dial a peer and remember its address.

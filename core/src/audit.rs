@@ -12,10 +12,12 @@
 //!
 //! **Who** an entry is by comes from signatures, never from what the entry says. Every change in
 //! a blob is made by an actor whose first 16 bytes are its signer's public key (checked when the
-//! blob is opened, [`crate::changes::check_authorship`]), and Automerge keeps the actor of every
-//! object it holds, compactions included. So the writer of a version is the party whose key
-//! starts its actor id. An `AuditEvent` whose `agent` names someone else is shown as its
-//! signer's, with the name it claims beside it ([`AuditEntry::claimed_agent`]).
+//! blob is opened, [`crate::changes::check_authorship`]; an entry sealed to the owners must also
+//! be one new `AuditEvent` and nothing else, [`crate::changes::check_audit_entry`]), and
+//! Automerge keeps the actor of every object it holds, compactions included. So the writer of a
+//! version is the party whose key starts its actor id. An `AuditEvent` whose `agent` names
+//! someone else is shown as its signer's, with the name it claims beside it
+//! ([`AuditEntry::claimed_agent`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -396,6 +398,38 @@ fn consent_entries(ledger: &Ledger, parties: &Parties) -> Vec<AuditEntry> {
                 None => format!("revoked grant {}", id.short()),
             },
             OpBody::Keys { .. } => continue,
+            OpBody::Close {
+                party,
+                sections,
+                accepted,
+            } if sections.is_empty() => format!(
+                "accepted {} held {} from {}",
+                accepted.len(),
+                if accepted.len() == 1 {
+                    "entry"
+                } else {
+                    "entries"
+                },
+                parties.who(party).name
+            ),
+            OpBody::Close {
+                party,
+                sections,
+                accepted,
+            } => {
+                let sections: Vec<Section> = sections.clone();
+                format!(
+                    "closed {}'s writing to {}, keeping the {} {} it wrote before",
+                    parties.who(party).name,
+                    section_list(&sections),
+                    accepted.len(),
+                    if accepted.len() == 1 {
+                        "entry"
+                    } else {
+                        "entries"
+                    },
+                )
+            }
         };
         out.push(AuditEntry {
             time: Timestamp::from_millisecond(op.op().time_ms).unwrap_or(Timestamp::UNIX_EPOCH),

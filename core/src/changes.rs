@@ -1,21 +1,63 @@
-//! Who wrote the Automerge changes inside a blob.
+//! Who wrote the Automerge changes inside a blob, and how large they are.
 //!
 //! Automerge's own change author is unsigned: any writer can name any actor. A blob, though, is
 //! signed, and every device writes as an actor whose first 16 bytes are its public key's
 //! (`home::Device::actor`). So a reader checks that each change in a `Changes` blob was made by
 //! the blob's signer; a grantee with write access cannot slip in changes that claim to be the
 //! patient's. (Compaction blobs hold everyone's history and are written by owner devices only.)
+//! An audit entry sealed to the owners is held to more than that: [`check_audit_entry`].
 //!
 //! The bytes are Automerge's storage format: a sequence of chunks, each `magic (4) | checksum
 //! (4) | type (1) | length (unsigned LEB128) | body`. Types 1 (change) and 2 (compressed change)
 //! are parsed by Automerge itself; a document chunk (type 0) or anything else is refused here.
+//! phr writes type 1 (`save_after` stores a change's raw bytes), but Automerge reads type 2 as
+//! well, and makes it itself when asked for a change's bytes (`Change::bytes`). The body of a
+//! type-2 chunk is a raw DEFLATE stream of a type-1 body, which Automerge inflates whole into
+//! memory, without a bound: a megabyte can inflate to gigabytes. So this module inflates it
+//! first, counting and discarding the bytes, and stops one byte past the limit
+//! ([`CHANGES_INFLATED_BYTES_MAX`], [`AUDIT_ENTRY_BYTES_MAX`]); a type-1 body counts as it is.
+//! Only chunks within the limit reach Automerge. (A change chunk's columns are never compressed
+//! themselves: Automerge refuses them.)
+
+use std::io::{self, Read};
 
 use automerge::{ActorId, Change};
+use flate2::bufread::DeflateDecoder;
 
 use crate::keys::PeerId;
 
+mod audit_entry;
+
+pub use audit_entry::check_audit_entry;
+
+/// The most bytes the changes of one `Changes` blob may inflate to, in all (a type-1 chunk's
+/// body counts as it is): what one blob may cost a reader in memory, whatever its compressed
+/// size. Honest blobs are mostly small: an owner device stores a save of 64 KiB or more as a
+/// compaction instead (`COMPACT_SAVE_BYTES_MIN`), and a person types at most `NOTE_BYTES_MAX`.
+/// The one large honest `Changes` blob is a grantee's import, about as large as the FHIR JSON it
+/// imports; a quarter of `BLOB_BYTES_MAX` leaves it room for a large record.
+pub const CHANGES_INFLATED_BYTES_MAX: usize = 16 * 1024 * 1024;
+
+/// The most bytes the one change of an audit entry sealed to the owners may inflate to. An
+/// honest entry (`audit::audit_event` through `record::lone_change`) is about 1.5 KiB; this
+/// leaves room for long descriptions and many sections, while an owner device that opens
+/// thousands of entries it cannot otherwise vouch for spends little on each.
+pub const AUDIT_ENTRY_BYTES_MAX: usize = 64 * 1024;
+
+const _: () = assert!(AUDIT_ENTRY_BYTES_MAX <= CHANGES_INFLATED_BYTES_MAX);
+const _: () = assert!(CHANGES_INFLATED_BYTES_MAX <= crate::blob::BLOB_BYTES_MAX);
+
 /// The bytes every Automerge chunk starts with.
 const CHUNK_MAGIC: [u8; 4] = [0x85, 0x6f, 0x4a, 0x83];
+
+/// Magic, checksum and type: the fixed part of a chunk header, before the body's length.
+const CHUNK_HEADER_FIXED_BYTES: usize = 9;
+
+/// The chunk type of a change.
+const CHUNK_CHANGE: u8 = 1;
+
+/// The chunk type of a change whose body is DEFLATE-compressed.
+const CHUNK_COMPRESSED_CHANGE: u8 = 2;
 
 /// How many bytes of an actor id come from the device's public key.
 pub const ACTOR_KEY_BYTES: usize = 16;
@@ -25,34 +67,114 @@ pub fn actor_of(peer: &PeerId, actor: &ActorId) -> bool {
     actor.to_bytes().get(..ACTOR_KEY_BYTES) == Some(&peer.public_key()[..ACTOR_KEY_BYTES])
 }
 
-/// The actor of every change in `bytes`, in order. Errors say what is wrong, for the user.
+/// The actor of every change in `bytes`, in order, if its changes inflate to at most
+/// [`CHANGES_INFLATED_BYTES_MAX`]. Errors say what is wrong, for the user.
 pub fn change_actors(bytes: &[u8]) -> Result<Vec<ActorId>, String> {
-    let mut actors = Vec::new();
+    Ok(changes(bytes, BLOB_CHANGES)?
+        .iter()
+        .map(|change| change.actor_id().clone())
+        .collect())
+}
+
+/// How much the changes of one plaintext may inflate to, and what it is, for the user.
+#[derive(Clone, Copy, Debug)]
+struct Limit {
+    inflated_bytes_max: usize,
+    /// Ends "the most ... may hold".
+    holder: &'static str,
+}
+
+const BLOB_CHANGES: Limit = Limit {
+    inflated_bytes_max: CHANGES_INFLATED_BYTES_MAX,
+    holder: "one blob's changes",
+};
+
+const AUDIT_ENTRY: Limit = Limit {
+    inflated_bytes_max: AUDIT_ENTRY_BYTES_MAX,
+    holder: "an audit entry",
+};
+
+/// Every change in `bytes`, in order, parsed by Automerge only once all of them together are
+/// known to inflate to at most the limit.
+fn changes(bytes: &[u8], limit: Limit) -> Result<Vec<Change>, String> {
+    let mut chunks = Vec::new();
+    let mut inflated = 0;
     let mut rest = bytes;
     while !rest.is_empty() {
-        let header = rest
-            .get(..9)
-            .ok_or("it ends in the middle of a change header")?;
-        if header[..4] != CHUNK_MAGIC {
-            return Err("it holds something other than Automerge changes".into());
-        }
-        if !matches!(header[8], 1 | 2) {
+        let (chunk, after) = split_chunk(rest)?;
+        inflated += inflated_len(&chunk, limit.inflated_bytes_max - inflated)?;
+        if inflated > limit.inflated_bytes_max {
+            let max = limit.inflated_bytes_max;
+            let size = match max % (1024 * 1024) {
+                0 => format!("{} MiB", max / (1024 * 1024)),
+                _ => format!("{} KiB", max / 1024),
+            };
             return Err(format!(
-                "it holds an Automerge chunk of type {}, where only changes belong",
-                header[8]
+                "its changes inflate to more than {size}, the most {} may hold",
+                limit.holder
             ));
         }
-        let (length, leb_bytes) = uleb128(&rest[9..]).ok_or("a change length is malformed")?;
-        let end = usize::try_from(length)
-            .ok()
-            .and_then(|n| n.checked_add(9 + leb_bytes))
-            .filter(|end| *end <= rest.len())
-            .ok_or("it ends in the middle of a change")?;
-        let change = Change::try_from(&rest[..end]).map_err(|e| e.to_string())?;
-        actors.push(change.actor_id().clone());
-        rest = &rest[end..];
+        chunks.push(chunk);
+        rest = after;
     }
-    Ok(actors)
+    chunks
+        .into_iter()
+        .map(|chunk| Change::try_from(chunk.bytes).map_err(|e| e.to_string()))
+        .collect()
+}
+
+/// One change chunk as it lies in the bytes.
+struct Chunk<'a> {
+    /// The whole chunk, header included: what Automerge parses.
+    bytes: &'a [u8],
+    /// [`CHUNK_CHANGE`] or [`CHUNK_COMPRESSED_CHANGE`].
+    kind: u8,
+    /// The bytes after the header: a change, or a DEFLATE stream of one.
+    body: &'a [u8],
+}
+
+/// The change chunk `bytes` starts with, and the bytes after it.
+fn split_chunk(bytes: &[u8]) -> Result<(Chunk<'_>, &[u8]), String> {
+    let header = bytes
+        .get(..CHUNK_HEADER_FIXED_BYTES)
+        .ok_or("it ends in the middle of a change header")?;
+    if header[..4] != CHUNK_MAGIC {
+        return Err("it holds something other than Automerge changes".into());
+    }
+    let kind = header[8];
+    if !matches!(kind, CHUNK_CHANGE | CHUNK_COMPRESSED_CHANGE) {
+        return Err(format!(
+            "it holds an Automerge chunk of type {kind}, where only changes belong"
+        ));
+    }
+    let (length, leb_bytes) =
+        uleb128(&bytes[CHUNK_HEADER_FIXED_BYTES..]).ok_or("a change length is malformed")?;
+    let start = CHUNK_HEADER_FIXED_BYTES + leb_bytes;
+    let end = usize::try_from(length)
+        .ok()
+        .and_then(|n| n.checked_add(start))
+        .filter(|end| *end <= bytes.len())
+        .ok_or("it ends in the middle of a change")?;
+    let chunk = Chunk {
+        bytes: &bytes[..end],
+        kind,
+        body: &bytes[start..end],
+    };
+    Ok((chunk, &bytes[end..]))
+}
+
+/// How many bytes the chunk's change takes inflated, counting no further than one byte past
+/// `limit`. A compressed body is inflated as Automerge inflates it (raw DEFLATE, to the end of
+/// the stream), into a sink: nothing is kept, and nothing past that byte is made.
+fn inflated_len(chunk: &Chunk<'_>, limit: usize) -> Result<usize, String> {
+    if chunk.kind != CHUNK_COMPRESSED_CHANGE {
+        return Ok(chunk.body.len());
+    }
+    let limit = u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1);
+    let mut inflated = DeflateDecoder::new(chunk.body).take(limit);
+    let len = io::copy(&mut inflated, &mut io::sink())
+        .map_err(|_| "it holds a compressed change that does not inflate".to_string())?;
+    Ok(usize::try_from(len).unwrap_or(usize::MAX))
 }
 
 /// An unsigned LEB128 number and how many bytes it took (at most 10).
@@ -67,25 +189,57 @@ fn uleb128(bytes: &[u8]) -> Option<(u64, usize)> {
     None
 }
 
-/// Checks that every change in a `Changes` blob's plaintext was made by its signer.
+/// Checks that the changes in a `Changes` blob's plaintext inflate to at most
+/// [`CHANGES_INFLATED_BYTES_MAX`] and were all made by its signer.
 pub fn check_authorship(signer: &PeerId, plaintext: &[u8]) -> Result<(), String> {
     for actor in change_actors(plaintext)? {
-        if !actor_of(signer, &actor) {
-            return Err(format!(
-                "it holds a change by another actor ({}) than its signer",
-                crate::keys::hex(&actor.to_bytes()[..actor.to_bytes().len().min(8)])
-            ));
-        }
+        check_actor(signer, &actor)?;
     }
     Ok(())
 }
 
+fn check_actor(signer: &PeerId, actor: &ActorId) -> Result<(), String> {
+    if actor_of(signer, actor) {
+        return Ok(());
+    }
+    let bytes = actor.to_bytes();
+    Err(format!(
+        "it holds a change by another actor ({}) than its signer",
+        crate::keys::hex(&bytes[..bytes.len().min(8)])
+    ))
+}
+
 #[cfg(test)]
 mod tests {
+    use std::time::{Duration, Instant};
+
     use automerge::{AutoCommit, ROOT, transaction::Transactable};
 
     use super::*;
     use crate::keys::SigningKey;
+
+    /// One change by `actor` that puts `bytes` bytes of one repeated letter, as phr saves it
+    /// (`save_after`: uncompressed, chunk type 1).
+    fn large_change(actor: ActorId, bytes: usize) -> Vec<u8> {
+        let mut doc = AutoCommit::new().with_actor(actor);
+        doc.put(ROOT, "note", "a".repeat(bytes)).unwrap();
+        doc.commit();
+        doc.save_after(&[])
+    }
+
+    /// The same change chunks compressed (type 2), as Automerge makes them when asked for a
+    /// change's bytes, and as anyone may send them.
+    fn compressed(changes: &[u8]) -> Vec<u8> {
+        let mut doc = AutoCommit::new();
+        doc.load_incremental(changes).unwrap();
+        let mut out = Vec::new();
+        for mut change in doc.get_changes(&[]) {
+            let bytes = change.bytes();
+            assert_eq!(bytes[8], CHUNK_COMPRESSED_CHANGE, "Automerge compressed it");
+            out.extend_from_slice(&bytes);
+        }
+        out
+    }
 
     fn actor_for(peer: &PeerId) -> ActorId {
         let mut bytes = peer.public_key()[..ACTOR_KEY_BYTES].to_vec();
@@ -98,7 +252,7 @@ mod tests {
         let heads = after.get_heads();
         let mut doc = after.fork().with_actor(actor);
         for (i, value) in values.iter().enumerate() {
-            // Big values make Automerge compress the change chunk (type 2).
+            // Values of 100 bytes, as in a small resource.
             doc.put(ROOT, format!("k{i}"), value.repeat(100)).unwrap();
             doc.commit();
         }
@@ -137,5 +291,50 @@ mod tests {
         assert!(change_actors(&changes[..changes.len() - 1]).is_err());
         assert!(change_actors(b"not automerge at all").is_err());
         assert_eq!(change_actors(&[]).unwrap(), Vec::<ActorId>::new());
+    }
+
+    #[test]
+    fn a_change_that_inflates_past_the_limit_is_refused_without_inflating_it_all() {
+        let patient = SigningKey::generate().peer_id();
+        let bomb = compressed(&large_change(actor_for(&patient), 20_000_000));
+        assert!(bomb.len() < 64 * 1024, "{} bytes compressed", bomb.len());
+        let started = Instant::now();
+        let err = check_authorship(&patient, &bomb).unwrap_err();
+        let took = started.elapsed();
+        assert!(err.contains("more than 16 MiB"), "{err}");
+        assert!(took < Duration::from_millis(500), "took {took:?}");
+        // Just under the limit, the same change passes, compressed or not.
+        let large = large_change(actor_for(&patient), CHANGES_INFLATED_BYTES_MAX - 1024);
+        check_authorship(&patient, &large).unwrap();
+        check_authorship(&patient, &compressed(&large)).unwrap();
+    }
+
+    #[test]
+    fn changes_count_toward_the_limit_together_and_uncompressed_ones_by_their_length() {
+        let patient = SigningKey::generate().peer_id();
+        let half = large_change(actor_for(&patient), 9 * 1024 * 1024);
+        assert_eq!(half[8], CHUNK_CHANGE, "phr saves changes uncompressed");
+        check_authorship(&patient, &half).unwrap();
+        let other_half = large_change(actor_for(&patient), 9 * 1024 * 1024 + 1);
+        for both in [
+            [half.clone(), other_half.clone()],
+            [half.clone(), compressed(&other_half)],
+        ] {
+            let err = check_authorship(&patient, &both.concat()).unwrap_err();
+            assert!(err.contains("more than 16 MiB"), "{err}");
+        }
+        let over = large_change(actor_for(&patient), CHANGES_INFLATED_BYTES_MAX);
+        assert!(check_authorship(&patient, &over).is_err());
+    }
+
+    #[test]
+    fn a_compressed_change_that_does_not_inflate_is_refused() {
+        let patient = SigningKey::generate().peer_id();
+        let mut damaged = compressed(&large_change(actor_for(&patient), 10_000));
+        let (chunk, _) = split_chunk(&damaged).unwrap();
+        let body_start = damaged.len() - chunk.body.len();
+        damaged[body_start] = 0xff; // a DEFLATE block of the reserved type 3
+        let err = check_authorship(&patient, &damaged).unwrap_err();
+        assert!(err.contains("does not inflate"), "{err}");
     }
 }

@@ -174,18 +174,22 @@ const SENSITIVE_ICD10_PREFIXES: &[&str] = &[
 
 /// The section a resource belongs in.
 ///
-/// In order: a phr section tag; a sensitivity security label or a sensitive code; the type
-/// (AuditEvent to `audit`, financial to `sensitive`, requests, summary types); `clinical` for the rest.
+/// In order: `AuditEvent` to `audit`; a phr section tag (naming any section but `audit`); a
+/// sensitivity security label or a sensitive code; the type (financial to `sensitive`,
+/// requests, summary types); `clinical` for the rest.
+///
+/// `audit` holds `AuditEvent`s and nothing else, whatever a tag says: the record reads no other
+/// key there, and no `AuditEvent` key elsewhere (see [`crate::record`]).
 pub fn place(resource: &Value) -> Section {
-    if let Some(section) = tagged_section(resource) {
-        return section;
-    }
     let resource_type = resource
         .get("resourceType")
         .and_then(Value::as_str)
         .unwrap_or("");
     if resource_type == "AuditEvent" {
         return Section::Audit;
+    }
+    if let Some(section) = tagged_section(resource).filter(|s| *s != Section::Audit) {
+        return section;
     }
     if FINANCIAL_TYPES.contains(&resource_type)
         || has_sensitive_label(resource)
@@ -287,6 +291,15 @@ mod tests {
         let tagged = json!({"resourceType": "Claim", "meta": {"tag": [
             {"system": SECTION_TAG_SYSTEM, "code": "journal"}]}});
         assert_eq!(place(&tagged), Section::Journal);
+    }
+
+    #[test]
+    fn audit_holds_audit_events_and_nothing_else_whatever_the_tag() {
+        let tag = |code: &str| json!({"tag": [{"system": SECTION_TAG_SYSTEM, "code": code}]});
+        let event = json!({"resourceType": "AuditEvent", "meta": tag("summary")});
+        assert_eq!(place(&event), Section::Audit);
+        let observation = json!({"resourceType": "Observation", "meta": tag("audit")});
+        assert_eq!(place(&observation), Section::Clinical);
     }
 
     #[test]

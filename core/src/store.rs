@@ -15,7 +15,7 @@ use std::{
 use crate::{
     keys::{BlobId, OpId, RecordId},
     section::Section,
-    vault::{Batch, Vault, VaultError},
+    vault::{Batch, Change, Vault, VaultError},
 };
 
 type Result<T, E = VaultError> = std::result::Result<T, E>;
@@ -44,6 +44,8 @@ pub trait Store {
     }
     /// Every blob of a section a compaction replaced.
     fn replaced(&self, record: &RecordId, section: Section) -> Result<Vec<BlobId>>;
+    /// Every blob held for the patient ([`Batch::hold`]), with its section.
+    fn held(&self, record: &RecordId) -> Result<Vec<(Section, BlobId, Vec<u8>)>>;
     /// The records whose ledger operations are stored.
     fn records(&self) -> Result<Vec<RecordId>>;
 }
@@ -72,6 +74,9 @@ impl Store for Vault {
     fn replaced(&self, record: &RecordId, section: Section) -> Result<Vec<BlobId>> {
         Vault::replaced(self, record, section)
     }
+    fn held(&self, record: &RecordId) -> Result<Vec<(Section, BlobId, Vec<u8>)>> {
+        Vault::held(self, record)
+    }
     fn records(&self) -> Result<Vec<RecordId>> {
         Vault::records(self)
     }
@@ -93,6 +98,7 @@ struct MemoryInner {
     ledger: BTreeMap<RecordId, BTreeMap<OpId, Vec<u8>>>,
     blobs: BTreeMap<(RecordId, Section), BTreeMap<BlobId, Vec<u8>>>,
     replaced: BTreeMap<(RecordId, Section, BlobId), BlobId>,
+    held: BTreeMap<(RecordId, BlobId), (Section, Vec<u8>)>,
     commits: u64,
 }
 
@@ -135,7 +141,7 @@ impl MemoryStore {
 impl Store for MemoryStore {
     fn commit(&self, batch: Batch) -> Result<()> {
         let mut inner = self.lock();
-        let (ledger, blobs, replaced) = batch.into_parts();
+        let (ledger, blobs, replaced, changes) = batch.into_parts();
         for (record, id, bytes) in ledger {
             inner.ledger.entry(record).or_default().insert(id, bytes);
         }
@@ -153,6 +159,24 @@ impl Store for MemoryStore {
                 blobs.remove(&old);
             }
             inner.replaced.insert((record, section, old), by);
+        }
+        for change in changes {
+            match change {
+                Change::RemoveBlob(record, section, id) => {
+                    if let Some(blobs) = inner.blobs.get_mut(&(record, section)) {
+                        blobs.remove(&id);
+                    }
+                }
+                Change::Unreplace(record, section, id) => {
+                    inner.replaced.remove(&(record, section, id));
+                }
+                Change::Hold(record, section, id, bytes) => {
+                    inner.held.insert((record, id), (section, bytes));
+                }
+                Change::Release(record, id) => {
+                    inner.held.remove(&(record, id));
+                }
+            }
         }
         inner.commits += 1;
         Ok(())
@@ -200,6 +224,16 @@ impl Store for MemoryStore {
             .keys()
             .filter(|(r, s, _)| r == record && *s == section)
             .map(|(_, _, id)| *id)
+            .collect())
+    }
+
+    fn held(&self, record: &RecordId) -> Result<Vec<(Section, BlobId, Vec<u8>)>> {
+        Ok(self
+            .lock()
+            .held
+            .iter()
+            .filter(|((r, _), _)| r == record)
+            .map(|((_, id), (section, bytes))| (*section, *id, bytes.clone()))
             .collect())
     }
 

@@ -44,6 +44,9 @@ const BLOBS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("blobs");
 const REPLACED: TableDefinition<&[u8], &[u8]> = TableDefinition::new("replaced");
 const LEDGER: TableDefinition<&[u8], &[u8]> = TableDefinition::new("ledger");
 const LOCAL: TableDefinition<&str, &[u8]> = TableDefinition::new("local");
+/// Blobs held for the patient: written by a party after its access ended (record ‖ blob id ->
+/// section code ‖ the sealed blob).
+const HELD: TableDefinition<&[u8], &[u8]> = TableDefinition::new("held");
 
 /// What can go wrong with the vault.
 #[derive(Debug, thiserror::Error)]
@@ -133,8 +136,22 @@ pub struct Batch {
     ledger: Vec<(RecordId, OpId, Vec<u8>)>,
     blobs: Vec<(RecordId, Section, BlobId, Vec<u8>)>,
     replaced: Vec<(RecordId, Section, BlobId, BlobId)>,
+    changes: Vec<Change>,
     local: Vec<(String, Vec<u8>)>,
     from_peer: bool,
+}
+
+/// A change to what is stored beyond adding: applied after the additions of the same batch.
+#[derive(Debug)]
+pub(crate) enum Change {
+    /// Deletes a stored blob.
+    RemoveBlob(RecordId, Section, BlobId),
+    /// Forgets that a blob was replaced, so it may be fetched again.
+    Unreplace(RecordId, Section, BlobId),
+    /// Holds a blob for the patient.
+    Hold(RecordId, Section, BlobId, Vec<u8>),
+    /// Stops holding a blob.
+    Release(RecordId, BlobId),
 }
 
 impl Batch {
@@ -167,14 +184,35 @@ impl Batch {
         self.replaced.push((record, section, old, by));
     }
 
+    /// Deletes a stored blob (one that turned out void, or that a verified compaction holds).
+    pub fn remove_blob(&mut self, record: RecordId, section: Section, id: BlobId) {
+        self.changes.push(Change::RemoveBlob(record, section, id));
+    }
+
+    /// Forgets that a blob was replaced (its compaction turned out void), so that a peer's
+    /// copy is taken in again.
+    pub fn unreplace(&mut self, record: RecordId, section: Section, id: BlobId) {
+        self.changes.push(Change::Unreplace(record, section, id));
+    }
+
+    /// Holds a blob for the patient to accept or discard, outside the record's sections.
+    pub fn hold(&mut self, record: RecordId, section: Section, id: BlobId, bytes: Vec<u8>) {
+        self.changes.push(Change::Hold(record, section, id, bytes));
+    }
+
+    /// Stops holding a blob (accepted, or discarded).
+    pub fn release(&mut self, record: RecordId, id: BlobId) {
+        self.changes.push(Change::Release(record, id));
+    }
+
     /// Sets a local setting (sealed with the [`LocalKey`] when committed).
     pub fn local<T: Serialize>(&mut self, name: &str, value: &T) {
         let bytes = serde_json::to_vec(value).expect("settings serialise");
         self.local.push((name.to_string(), bytes));
     }
 
-    /// The ledger operations, blobs and replacements, for stores other than the vault (local
-    /// settings are the vault's alone and are dropped).
+    /// The ledger operations, blobs, replacements and other changes, for stores other than the
+    /// vault (local settings are the vault's alone and are dropped).
     #[allow(clippy::type_complexity)]
     pub(crate) fn into_parts(
         self,
@@ -182,8 +220,9 @@ impl Batch {
         Vec<(RecordId, OpId, Vec<u8>)>,
         Vec<(RecordId, Section, BlobId, Vec<u8>)>,
         Vec<(RecordId, Section, BlobId, BlobId)>,
+        Vec<Change>,
     ) {
-        (self.ledger, self.blobs, self.replaced)
+        (self.ledger, self.blobs, self.replaced, self.changes)
     }
 
     /// Whether the batch writes nothing.
@@ -191,6 +230,7 @@ impl Batch {
         self.ledger.is_empty()
             && self.blobs.is_empty()
             && self.replaced.is_empty()
+            && self.changes.is_empty()
             && self.local.is_empty()
     }
 }
@@ -217,6 +257,12 @@ fn blob_key(record: &RecordId, section: Section, id: &BlobId) -> Vec<u8> {
 fn section_prefix(record: &RecordId, section: Section) -> Vec<u8> {
     let mut key = record.0.to_vec();
     key.push(section.code());
+    key
+}
+
+fn held_key(record: &RecordId, id: &BlobId) -> Vec<u8> {
+    let mut key = record.0.to_vec();
+    key.extend_from_slice(&id.0);
     key
 }
 
@@ -284,6 +330,30 @@ impl Vault {
                 replaced
                     .insert(key.as_slice(), by.0.as_slice())
                     .map_err(|e| err(e.into()))?;
+            }
+            let mut held = tx.open_table(HELD).map_err(|e| err(e.into()))?;
+            for change in &batch.changes {
+                match change {
+                    Change::RemoveBlob(record, section, id) => {
+                        blobs
+                            .remove(blob_key(record, *section, id).as_slice())
+                            .map_err(|e| err(e.into()))?;
+                    }
+                    Change::Unreplace(record, section, id) => {
+                        replaced
+                            .remove(blob_key(record, *section, id).as_slice())
+                            .map_err(|e| err(e.into()))?;
+                    }
+                    Change::Hold(record, section, id, bytes) => {
+                        let value = [&[section.code()][..], bytes].concat();
+                        held.insert(held_key(record, id).as_slice(), value.as_slice())
+                            .map_err(|e| err(e.into()))?;
+                    }
+                    Change::Release(record, id) => {
+                        held.remove(held_key(record, id).as_slice())
+                            .map_err(|e| err(e.into()))?;
+                    }
+                }
             }
             let mut local = tx.open_table(LOCAL).map_err(|e| err(e.into()))?;
             for (name, value) in &batch.local {
@@ -376,6 +446,20 @@ impl Vault {
             from = prefix_end(&id);
         }
         Ok(records)
+    }
+
+    /// Every blob held for the patient of a record, with its section. A row whose section code
+    /// is unknown is skipped (the blob itself is checked again by whoever reads it).
+    pub fn held(&self, record: &RecordId) -> Result<Vec<(Section, BlobId, Vec<u8>)>> {
+        let rows = self.scan(HELD, &record.0)?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(key, value)| {
+                let id: [u8; 32] = key[16..].try_into().ok()?;
+                let (code, bytes) = value.split_first()?;
+                Some((Section::from_code(*code)?, BlobId(id), bytes.to_vec()))
+            })
+            .collect())
     }
 
     /// Every blob of a section a compaction replaced.

@@ -60,8 +60,22 @@ pub fn run(ctx: &Context) -> Result<()> {
     let mut out = String::new();
     for record in &shared {
         out += &format!("{}  {}\n", record.id, who(record.patient.as_ref()));
-        if record.grants.is_empty() {
-            out += "    no grant in force: the patient revoked this node's access\n";
+        match (&record.ended, record.grants.is_empty()) {
+            (Some(ended), _) => {
+                out += &format!(
+                    "    access ended on {}: the patient withdrew it; this copy is as of {} and is \
+                     not shown\n",
+                    ended.ended.strftime("%Y-%m-%d"),
+                    ended
+                        .copy_as_of
+                        .map(|t| t.strftime("%Y-%m-%d").to_string())
+                        .unwrap_or_else(|| "(no entries)".into())
+                );
+            }
+            (None, true) => {
+                out += "    no grant in force: the patient revoked this node's access\n";
+            }
+            (None, false) => {}
         }
         for grant in &record.grants {
             out += &format!("    {}\n", grant_terms(grant, now_ms));
@@ -99,6 +113,10 @@ fn record_json(record: &SharedRecord) -> serde_json::Value {
         "readable": sections(&record.readable),
         "writable": sections(&record.writable),
         "grants": record.grants.iter().map(grant_json).collect::<Vec<_>>(),
+        "access_ended": record.ended.map(|e| json!({
+            "ended": e.ended.to_string(),
+            "copy_as_of": e.copy_as_of.map(|t| t.to_string()),
+        })),
     })
 }
 

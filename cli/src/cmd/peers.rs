@@ -65,6 +65,16 @@ fn describe(peer: &PeerStatus) -> String {
     if !peer.records.is_empty() {
         out += &format!("  shares: {}\n", peer.records.join(", "));
     }
+    for withdrawn in &peer.withdrawn {
+        let what = match withdrawn.how.as_str() {
+            "removed" => "removed from the devices of",
+            _ => "access revoked by",
+        };
+        out += &format!(
+            "  {what} record {}: it is sent only the news of that, nothing else\n",
+            withdrawn.record
+        );
+    }
     if let Some(at) = &peer.last_sync {
         out += &format!("  last in sync: {at}\n");
     }

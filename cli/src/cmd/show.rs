@@ -17,7 +17,19 @@ pub struct Args {
 
 pub fn run(ctx: &Context, args: Args) -> Result<()> {
     let Some(query) = &ctx.patient else {
-        let (_home, record) = ctx.open_record()?;
+        let (home, record) = ctx.open_record()?;
+        let held = home.held_count();
+        if held > 0 {
+            eprintln!(
+                "note: {held} held {} written after the writer's access ended, not shown here; \
+                 review with `phr held`",
+                if held == 1 {
+                    "entry was"
+                } else {
+                    "entries were"
+                }
+            );
+        }
         return render(ctx, &args, &record);
     };
     let home = ctx.open_home()?;

@@ -20,6 +20,7 @@
 mod audit;
 mod backup;
 mod contacts;
+mod held;
 mod provider;
 mod sharing;
 
@@ -36,7 +37,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 pub use contacts::Contact;
-pub use provider::{PatientRecord, ProviderError, SharedRecord};
+pub use held::HeldEntry;
+pub use provider::{AccessEnded, PatientRecord, ProviderError, SharedRecord};
 pub use sharing::Revoked;
 
 use crate::{
@@ -214,6 +216,13 @@ impl From<ReplicaError> for HomeError {
             ReplicaError::Blob(e) => HomeError::Blob(e),
             ReplicaError::Record(e) => HomeError::Record(e),
             ReplicaError::NotOwner => HomeError::NotOwner,
+            ReplicaError::Unreadable(why) => HomeError::NothingToDo(format!(
+                "this write was not saved, because every reader would refuse it: {why}; split \
+                 the import into smaller files"
+            )),
+            ReplicaError::NotHeld(id) => HomeError::NothingToDo(format!(
+                "no held entry {id}; the list of held entries shows their ids"
+            )),
             refused @ ReplicaError::Refused { .. } => HomeError::Damaged {
                 what: "an item received from a peer".into(),
                 reason: refused.to_string(),
@@ -762,3 +771,5 @@ fn lock(dir: &Path) -> Result<File> {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod withdrawal_tests;

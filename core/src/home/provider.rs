@@ -58,6 +58,21 @@ pub enum ProviderError {
          grant); ask the patient to share it with `phr share grant`"
     )]
     NotGranted(RecordId),
+    /// The patient withdrew this node's access (revoked its grants): what it still holds is a
+    /// copy as of then, and is not shown.
+    #[error(
+        "this node's access to record {record} ended on {ended}: the patient withdrew it. The \
+         copy this node holds is as of {copy} and is not shown; ask the patient to share the \
+         record again with `phr share grant` if care continues"
+    )]
+    Withdrawn {
+        /// The record.
+        record: RecordId,
+        /// When access ended, as the patient's device dated it.
+        ended: String,
+        /// The newest entry of the copy held.
+        copy: String,
+    },
     /// Every grant this node holds on the record has expired.
     #[error(
         "this node's access to record {record} expired on {expired}; ask the patient to renew it \
@@ -112,6 +127,17 @@ pub struct SharedRecord {
     pub writable: Vec<Section>,
     /// Problems met opening it (damaged items skipped, an entry that could not be logged).
     pub warnings: Vec<String>,
+    /// If the patient withdrew this node's access: when, and how recent the copy held is.
+    pub ended: Option<AccessEnded>,
+}
+
+/// A withdrawal of this node's access, as it was told of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AccessEnded {
+    /// When the patient's device withdrew it (its own clock).
+    pub ended: Timestamp,
+    /// The time of the newest entry this node holds of the record: the copy is as of then.
+    pub copy_as_of: Option<Timestamp>,
 }
 
 /// A patient's record, opened on this node within its grant. See the module documentation.
@@ -155,6 +181,7 @@ impl Home {
                 readable,
                 writable,
                 warnings: replica.problems().to_vec(),
+                ended: access_ended(&replica, &me, now_ms),
             };
             if shared.readable.contains(&Section::Summary) {
                 match self.identify(&mut replica, now) {
@@ -202,6 +229,9 @@ impl Home {
         let id = self.find_patient(query)?;
         let me = self.peer_id();
         let mut replica = Replica::open(&self.vault, id, me, &self.keystore.age)?;
+        if let Some(ended) = access_ended(&replica, &me, now.as_millisecond()) {
+            return Err(withdrawn(id, ended).into());
+        }
         check_admitted(replica.ledger().state(), id, &me, now.as_millisecond())?;
         let (readable, _) = sections_of(replica.ledger().state(), &me, now.as_millisecond());
         let (mut record, mut warnings) = replica.materialise_sections(
@@ -487,6 +517,47 @@ fn sections_of(state: &LedgerState, me: &PeerId, now_ms: i64) -> (Vec<Section>, 
 
 /// Refuses a record whose ledger grants `me` nothing live at `now_ms`: never granted or revoked,
 /// or expired (with when).
+/// When the patient withdrew this node's access, if it did and this node was told: the newest
+/// operation that ended it (a revocation, or a close of its writing), and how recent its copy is.
+fn access_ended(replica: &Replica, me: &PeerId, now_ms: i64) -> Option<AccessEnded> {
+    if replica.admits(me, now_ms) {
+        return None;
+    }
+    let view = replica.withdrawal_view(me)?;
+    let ledger = replica.ledger();
+    let ended_ms = view
+        .iter()
+        .filter_map(|id| ledger.get(id))
+        .filter(|op| {
+            matches!(
+                op.op().body,
+                crate::ledger::OpBody::Revoke { .. }
+                    | crate::ledger::OpBody::Close { .. }
+                    | crate::ledger::OpBody::RemoveDevice { .. }
+            )
+        })
+        .map(|op| op.op().time_ms)
+        .max()?;
+    Some(AccessEnded {
+        ended: Timestamp::from_millisecond(ended_ms).unwrap_or(Timestamp::UNIX_EPOCH),
+        copy_as_of: replica
+            .newest_blob_ms()
+            .and_then(|ms| Timestamp::from_millisecond(ms).ok()),
+    })
+}
+
+fn withdrawn(record: RecordId, ended: AccessEnded) -> ProviderError {
+    let day = |t: Timestamp| t.strftime("%Y-%m-%d %H:%M UTC").to_string();
+    ProviderError::Withdrawn {
+        record,
+        ended: day(ended.ended),
+        copy: ended
+            .copy_as_of
+            .map(day)
+            .unwrap_or_else(|| "(it holds no entries)".into()),
+    }
+}
+
 fn check_admitted(state: &LedgerState, id: RecordId, me: &PeerId, now_ms: i64) -> Result<()> {
     if state.admitted(me, now_ms) {
         return Ok(());

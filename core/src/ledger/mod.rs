@@ -71,12 +71,12 @@ use std::{
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    keys::{KeyId, OpId, PeerId, RecordId, Signature, SigningKey, sha256},
+    keys::{BlobId, KeyId, OpId, PeerId, RecordId, Signature, SigningKey, sha256},
     party::{PARTY_NAME_BYTES_MAX, Party},
     section::Section,
 };
 
-pub use state::{EpochKey, GrantState, LedgerState};
+pub use state::{CloseState, EpochKey, GrantState, LedgerState};
 
 /// The largest encoded signed operation accepted, in bytes. A `Keys` operation carrying an age
 /// envelope for a few hundred readers fits easily; anything larger is refused before parsing.
@@ -92,6 +92,9 @@ pub const GRANT_PURPOSE_BYTES_MAX: usize = 500;
 pub const KEYS_OP_KEYS_MAX: usize = 4096;
 /// The most recipients one `Keys` operation may name.
 pub const KEYS_OP_RECIPIENTS_MAX: usize = 4096;
+/// The most blobs one `Close` operation may accept (128 KiB of ids). An owner compacts every
+/// few dozen blobs, so the blobs of one party not yet folded into a compaction are far fewer.
+pub const CLOSE_ACCEPTED_MAX: usize = 4096;
 
 /// The magic bytes that open every encoded signed operation.
 const MAGIC: &[u8; 4] = b"PHRL";
@@ -176,6 +179,19 @@ pub enum OpBody {
         recipients: Vec<PeerId>,
         /// The age envelope; opaque to the ledger.
         envelope: Vec<u8>,
+    },
+    /// Pins what the owners accept from a party whose write access ended (a revoked or expired
+    /// grantee, a removed device): in `sections`, every blob by `party` is void unless some
+    /// `Close` of the party lists it in `accepted`, or it was written under a grant that follows
+    /// this operation. With no sections it only accepts (a held edit the patient took in).
+    /// Signed by an owner device.
+    Close {
+        /// The party whose writes are pinned.
+        party: PeerId,
+        /// The sections its later writes are void in; without duplicates.
+        sections: Vec<Section>,
+        /// The party's blobs the owner accepts, at most [`CLOSE_ACCEPTED_MAX`].
+        accepted: Vec<BlobId>,
     },
 }
 
@@ -460,6 +476,23 @@ fn check_bounds(op: &Op) -> Result<(), LedgerError> {
         OpBody::Create { first_device, .. } => check_party(first_device),
         OpBody::AddDevice { device } => check_party(device),
         OpBody::RemoveDevice { .. } | OpBody::Revoke { .. } => Ok(()),
+        OpBody::Close {
+            sections, accepted, ..
+        } => {
+            if sections.iter().collect::<BTreeSet<_>>().len() != sections.len() {
+                return malformed("a close names a section twice".into());
+            }
+            if accepted.len() > CLOSE_ACCEPTED_MAX {
+                return malformed(format!(
+                    "{} accepted blobs in one close, more than the limit of {CLOSE_ACCEPTED_MAX}",
+                    accepted.len()
+                ));
+            }
+            if accepted.iter().collect::<BTreeSet<_>>().len() != accepted.len() {
+                return malformed("a close accepts a blob twice".into());
+            }
+            Ok(())
+        }
         OpBody::Grant {
             grantee,
             sections,
@@ -655,6 +688,22 @@ impl Ledger {
             past.insert(id, op);
         }
         Ok(state::analyse(past.into_values()).state)
+    }
+
+    /// The operations in the causal past of `heads`, the heads included. Heads not held are
+    /// skipped, as are the ancestors of pending operations that are missing.
+    pub fn past_of(&self, heads: &[OpId]) -> BTreeSet<OpId> {
+        let mut past = BTreeSet::new();
+        let mut stack: Vec<OpId> = heads.to_vec();
+        while let Some(id) = stack.pop() {
+            let Some(op) = self.ops.get(&id) else {
+                continue;
+            };
+            if past.insert(id) {
+                stack.extend(op.op.parents.iter().filter(|p| !past.contains(p)));
+            }
+        }
+        past
     }
 
     /// Signs `body` with `key`, naming the current heads as parents, and stores it, after

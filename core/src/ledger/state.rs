@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::{Access, LedgerError, OpBody, RevokeTarget, SignedOp};
 use crate::{
-    keys::{KeyId, OpId, PeerId, RecordId},
+    keys::{BlobId, KeyId, OpId, PeerId, RecordId},
     party::Party,
     section::Section,
 };
@@ -39,6 +39,8 @@ pub struct LedgerState {
     pub valid: BTreeSet<OpId>,
     /// Operations held whose ancestors are not all held yet; they have no effect.
     pub pending: usize,
+    /// The valid `Close` operations, per party they pin.
+    pub closes: BTreeMap<PeerId, Vec<CloseState>>,
 }
 
 /// A valid grant, as the state shows it.
@@ -75,6 +77,17 @@ impl GrantState {
             && section != Section::Audit
             && self.sections.contains(&section)
     }
+}
+
+/// A valid `Close` of a party: what the owners accept from it once its write access ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloseState {
+    /// The `Close` operation's id.
+    pub id: OpId,
+    /// The sections the party's later writes are void in.
+    pub sections: BTreeSet<Section>,
+    /// The party's blobs the owner accepted.
+    pub accepted: BTreeSet<BlobId>,
 }
 
 /// One section key the ledger knows of: its epoch, its id and who was sent it.
@@ -231,7 +244,10 @@ pub(super) fn check_allowed(
             root == author
         }
         OpBody::AddDevice { .. } | OpBody::RemoveDevice { .. } => state.root == Some(*author),
-        OpBody::Grant { .. } | OpBody::Revoke { .. } | OpBody::Keys { .. } => {
+        OpBody::Grant { .. }
+        | OpBody::Revoke { .. }
+        | OpBody::Keys { .. }
+        | OpBody::Close { .. } => {
             if !state.is_owner(author) {
                 return Err(LedgerError::NotOwner { peer: *author });
             }
@@ -463,6 +479,7 @@ pub(super) fn analyse<'a>(ops: impl IntoIterator<Item = &'a SignedOp>) -> Analys
         .collect();
     apply_grants(&mut state, &order, &anc, &valid);
     apply_keys(&mut state, &order, &valid);
+    apply_closes(&mut state, &order, &valid);
     finish(state, &order, &anc, verdicts, valid)
 }
 
@@ -652,6 +669,25 @@ fn apply_keys(state: &mut LedgerState, order: &[&SignedOp], valid: &BTreeSet<usi
             (section, keys)
         })
         .collect();
+}
+
+/// Rule 8: the valid `Close` operations of each party.
+fn apply_closes(state: &mut LedgerState, order: &[&SignedOp], valid: &BTreeSet<usize>) {
+    for &i in valid {
+        let OpBody::Close {
+            party,
+            sections,
+            accepted,
+        } = &order[i].op().body
+        else {
+            continue;
+        };
+        state.closes.entry(*party).or_default().push(CloseState {
+            id: order[i].id(),
+            sections: sections.iter().copied().collect(),
+            accepted: accepted.iter().copied().collect(),
+        });
+    }
 }
 
 /// Records the verdicts and computes the heads: valid operations no valid operation follows.

@@ -19,6 +19,10 @@
 //! replica's resources would be hidden behind the other's. The root map always exists, so a
 //! flat key can only ever conflict with writes of the same resource.
 //!
+//! The `audit` document holds `AuditEvent`s only, and no other document holds one. A key on the
+//! wrong side (an audit entry filed under another resource's key, say) is ignored wherever the
+//! record is read, so that it can never become a version of a resource of another section.
+//!
 //! A resource is written whole: two concurrent writes of one key leave two versions, which
 //! Automerge keeps (`get_all`) and phr lists as a conflict until a person picks one with
 //! [`Record::resolve`]. Nothing is merged field by field and nothing is dropped silently.
@@ -318,6 +322,9 @@ impl Record {
     }
 
     fn versions_in(&self, section: Section, key: &str) -> Result<Vec<Version>> {
+        if !belongs(section, key) {
+            return Ok(Vec::new());
+        }
         let doc = self.doc(section);
         let values = doc.get_all(ROOT, key).map_err(am(section))?;
         values
@@ -369,6 +376,9 @@ impl Record {
         let mut out = Vec::new();
         for item in range {
             let key_text = item.key.to_string();
+            if !belongs(section, &key_text) {
+                continue;
+            }
             let key: ResourceKey = key_text.parse().map_err(|_| RecordError::Damaged {
                 section,
                 key: key_text.clone(),
@@ -383,7 +393,10 @@ impl Record {
 
     /// How many resources a section holds.
     pub fn len(&self, section: Section) -> usize {
-        self.doc(section).length(ROOT)
+        self.doc(section)
+            .keys(ROOT)
+            .filter(|key| belongs(section, key))
+            .count()
     }
 
     /// Whether the record holds no resource at all.
@@ -401,7 +414,7 @@ impl Record {
         let section = place(resource);
         let json = serde_json::to_string(resource).expect("a JSON value always serialises");
         let mut existing = Vec::new();
-        for s in Section::ALL {
+        for s in Section::ALL.into_iter().filter(|s| belongs(*s, &key_text)) {
             let doc = self.doc(s);
             for (_, obj) in doc.get_all(ROOT, key_text.as_str()).map_err(am(s))? {
                 let stored = version_field_str(doc, s, &key_text, &obj, "resource")?;
@@ -472,6 +485,9 @@ impl Record {
         for section in Section::ALL {
             for item in self.doc(section).map_range(ROOT, ..) {
                 let key = item.key.to_string();
+                if !belongs(section, &key) {
+                    continue;
+                }
                 let count = seen_in.entry(key.clone()).or_default();
                 *count += 1;
                 if item.conflict || *count > 1 {
@@ -582,6 +598,9 @@ impl Record {
         let Ok(section) = section.parse::<Section>() else {
             return Ok(None);
         };
+        if !belongs(section, key) {
+            return Ok(None);
+        }
         let doc = self.doc(section);
         // A version written on a replica we have not merged yet is unknown here: skip it.
         let Ok(obj) = doc.import_obj(id) else {
@@ -675,6 +694,62 @@ pub fn lone_change(
     Ok((section, doc.save_after(&[])))
 }
 
+/// The fields of a version as [`lone_change`] writes it: a lone change supersedes nothing, so
+/// it has no `replaces`, and settles no conflict, so no `kept`.
+const LONE_VERSION_FIELDS: [&str; 4] = ["resource", "author", "author_name", "time"];
+
+/// The one version in a document made of one [`lone_change`], with its key: how an owner checks
+/// a grantee's audit entry before it joins the section. Anything `lone_change` would not have
+/// written is refused, with a sentence for the user: more or fewer than one key at the root, a
+/// key that is not `Type/id` or not the resource's own, more than one value under it, or a value
+/// that is not a version map of exactly [`LONE_VERSION_FIELDS`], each of its type.
+pub(crate) fn lone_version(
+    doc: &AutoCommit,
+    section: Section,
+) -> Result<(ResourceKey, Version), String> {
+    let keys: Vec<String> = doc.keys(ROOT).collect();
+    let [key_text] = keys.as_slice() else {
+        return Err(format!(
+            "it holds {} resources, where an entry holds exactly one",
+            keys.len()
+        ));
+    };
+    let key: ResourceKey = key_text
+        .parse()
+        .map_err(|_| format!("it holds the key {key_text:?}, which is not Type/id"))?;
+    let values = doc
+        .get_all(ROOT, key_text.as_str())
+        .map_err(|e| e.to_string())?;
+    let [(AmValue::Object(ObjType::Map), obj)] = values.as_slice() else {
+        return Err(format!("it holds {key_text}, but not as one version"));
+    };
+    for field in doc.keys(obj) {
+        if !LONE_VERSION_FIELDS.contains(&field.as_str()) {
+            return Err(format!(
+                "its version of {key_text} has a field '{field}' that a new entry does not have"
+            ));
+        }
+        if doc
+            .get_all(obj, field.as_str())
+            .map_err(|e| e.to_string())?
+            .len()
+            != 1
+        {
+            return Err(format!(
+                "its version of {key_text} has conflicting values of '{field}'"
+            ));
+        }
+    }
+    let version = read_version(doc, section, key_text, obj).map_err(|e| e.to_string())?;
+    match ResourceKey::of(&version.resource) {
+        Some(own) if own == key => Ok((key, version)),
+        Some(own) => Err(format!("it holds {own} under the key {key_text}")),
+        None => Err(format!(
+            "it holds, under {key_text}, a resource without a valid resourceType and id"
+        )),
+    }
+}
+
 fn write_version(
     doc: &mut AutoCommit,
     section: Section,
@@ -709,6 +784,19 @@ fn write_version(
         doc.put(&obj, "kept", kept).map_err(&err)?;
     }
     Ok(obj)
+}
+
+/// Whether a key can belong to a section's document: `AuditEvent`s live in `audit`, and nothing
+/// else does. A key on the wrong side is ignored wherever the record is read: an audit entry
+/// under another resource's key (which, before entries were checked on opening, could reach a
+/// compaction) must not become a version of that resource. Automerge keeps it; phr never shows
+/// it. Deliberately not [`place`]: its sensitivity rules may change between versions, and
+/// reading by them would hide resources written under older rules.
+fn belongs(section: Section, key: &str) -> bool {
+    let audit_event = key
+        .split_once('/')
+        .is_some_and(|(resource_type, _)| resource_type == "AuditEvent");
+    (section == Section::Audit) == audit_event
 }
 
 fn damaged(section: Section, key: &str, reason: impl Into<String>) -> RecordError {
@@ -801,5 +889,6 @@ fn read_version(doc: &AutoCommit, section: Section, key: &str, obj: &ObjId) -> R
     })
 }
 
+mod preview;
 #[cfg(test)]
 mod tests;

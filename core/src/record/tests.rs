@@ -225,6 +225,85 @@ fn lone_changes_merge_into_a_document_they_never_saw() {
     assert!(version.replaces.is_empty());
 }
 
+#[test]
+fn keys_that_cannot_belong_to_a_section_are_not_read_from_it() {
+    let patient = author("patient");
+    let gp = author("gp");
+    let allergy = json!({"resourceType": "AllergyIntolerance", "id": "peanut",
+        "code": {"text": "Peanut allergy"}});
+    let mut r = Record::create(meta(), &ActorId::random());
+    r.put(stamp(&patient, 1), &allergy).unwrap();
+    r.commit(stamp(&patient, 1), "allergy");
+    let summary = r.save_section(Section::Summary);
+    // What a compaction of `audit` could hold from before entries were checked: a grantee's
+    // entry under the allergy's key. And an AuditEvent in `summary`.
+    let fake = json!({"resourceType": "AllergyIntolerance", "id": "peanut",
+        "code": {"text": "No known allergies"}});
+    let (_, in_audit) = lone_change(stamp(&gp, 2), &fake, ActorId::random(), "entry").unwrap();
+    let event = json!({"resourceType": "AuditEvent", "id": "e1", "action": "R"});
+    let (_, in_summary) = lone_change(stamp(&gp, 2), &event, ActorId::random(), "entry").unwrap();
+    let parts = BTreeMap::from([
+        (Section::Summary, vec![summary, in_summary]),
+        (Section::Audit, vec![in_audit]),
+    ]);
+    let (mut loaded, bad) = Record::load_parts(meta(), &parts, &ActorId::random());
+    assert!(bad.is_empty());
+
+    assert!(loaded.conflicts().unwrap().is_empty());
+    let key: ResourceKey = "AllergyIntolerance/peanut".parse().unwrap();
+    let Some(Current::One(version)) = loaded.current(&key).unwrap() else {
+        panic!("one version of the allergy");
+    };
+    assert_eq!(version.resource, allergy);
+    assert_eq!(loaded.history(&key).unwrap().len(), 1);
+    assert!(loaded.resources(Section::Audit).unwrap().is_empty());
+    assert_eq!(loaded.len(Section::Audit), 0);
+    let types = |section, t| loaded.resources_of_type(section, t).unwrap().len();
+    assert_eq!(types(Section::Audit, "AllergyIntolerance"), 0);
+    assert_eq!(types(Section::Summary, "AuditEvent"), 0);
+    assert_eq!(loaded.resources(Section::Summary).unwrap().len(), 1);
+    assert_eq!(loaded.len(Section::Summary), 1);
+    assert!(
+        loaded
+            .get(&"AuditEvent/e1".parse().unwrap())
+            .unwrap()
+            .is_none()
+    );
+
+    // A version that names the stray one as replaced does not bring it into the history.
+    let stray = loaded
+        .doc(Section::Audit)
+        .get(ROOT, key.to_string())
+        .unwrap();
+    let (_, stray) = stray.expect("Automerge still holds it");
+    let json = serde_json::to_string(&allergy).unwrap();
+    let replaces = [format!("audit:{stray}")];
+    let doc = loaded.doc_mut(Section::Summary);
+    let stamp3 = stamp(&gp, 3);
+    write_version(
+        doc,
+        Section::Summary,
+        &key.to_string(),
+        &json,
+        stamp3,
+        &replaces,
+        None,
+    )
+    .unwrap();
+    let history = loaded.history(&key).unwrap();
+    assert!(
+        history.iter().all(|v| v.section == Section::Summary),
+        "{history:#?}"
+    );
+    // And writes of the allergy go on as if the stray version were not there.
+    let updated = json!({"resourceType": "AllergyIntolerance", "id": "peanut",
+        "code": {"text": "Severe peanut allergy"}});
+    assert_eq!(
+        loaded.put(stamp(&patient, 4), &updated).unwrap(),
+        PutOutcome::Updated
+    );
+}
+
 mod author {
     use super::*;
     use crate::keys::{SigningKey, hex};

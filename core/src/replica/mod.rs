@@ -22,18 +22,17 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use automerge::ActorId;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    blob::{BLOB_LEDGER_HEADS_MAX, BLOB_REPLACES_MAX, Blob, BlobError, BlobHeader, BlobKind},
-    consent::{self, ConsentError, IngestError, Keyring},
-    keys::{AgeIdentity, BlobId, OpId, PeerId, RecordId, SigningKey},
-    ledger::{Ledger, LedgerError, OpBody, SignedOp},
-    record::{Record, RecordError, RecordMeta},
+    blob::{Blob, BlobError},
+    consent::{ConsentError, Keyring},
+    keys::{AgeIdentity, BlobId, OpId, PeerId, RecordId},
+    ledger::{Ledger, LedgerError, OpBody, RevokeTarget, SignedOp},
+    record::RecordError,
     section::Section,
     store::Store,
-    vault::{Batch, VaultError},
+    vault::VaultError,
 };
 
 /// How many blobs a section accumulates before an owner device compacts them into one.
@@ -50,6 +49,18 @@ pub const PENDING_BLOBS_MAX: usize = 256;
 
 /// The most bytes of blobs a replica keeps waiting for ledger operations.
 pub const PENDING_BYTES_MAX: usize = 64 * 1024 * 1024;
+
+/// The most blobs an owner device holds for the patient from one author whose access ended
+/// (written after it, or concurrently with it). Past it, further ones are dropped: a party that
+/// keeps writing after its access ended is not owed more room.
+pub const HELD_BLOBS_PER_AUTHOR_MAX: usize = 32;
+
+/// The most bytes of held blobs an owner device keeps from one author.
+pub const HELD_BYTES_PER_AUTHOR_MAX: usize = 4 * 1024 * 1024;
+
+/// The most ids of void blobs a non-owner node remembers having dropped, so that it does not
+/// fetch them again in every sync.
+pub const VOID_IDS_MAX: usize = 4096;
 
 /// What one reconciliation is about: the record's ledger, or the blobs of one section.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -104,6 +115,12 @@ pub enum ReplicaError {
         /// Why.
         reason: String,
     },
+    /// A write every reader would refuse to load, so it was not saved.
+    #[error("this write was not saved, because every reader would refuse it: {0}")]
+    Unreadable(String),
+    /// No blob with this id is held for the patient.
+    #[error("no held entry {0}; the list of held entries shows their ids")]
+    NotHeld(String),
     /// The command needs an owner device.
     #[error(
         "this device is not one of the record's owner devices, so it cannot change who may read the record"
@@ -128,6 +145,24 @@ pub struct Ingested {
     pub unwanted: usize,
     /// Blobs dropped because the waiting buffer was full.
     pub overflowed: usize,
+    /// Blobs by a party whose access ended before them: held for the patient on an owner
+    /// device, dropped elsewhere.
+    pub void: usize,
+}
+
+/// A blob held for the patient: by a party whose access ended before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeldBlob {
+    /// Its id.
+    pub id: BlobId,
+    /// The section it would change.
+    pub section: Section,
+    /// Who signed it.
+    pub author: PeerId,
+    /// When, as its author says.
+    pub time_ms: i64,
+    /// Its size in bytes.
+    pub bytes: usize,
 }
 
 /// One record as this node holds it. See the module documentation.
@@ -137,8 +172,15 @@ pub struct Replica {
     me: PeerId,
     ledger: Ledger,
     keyring: Keyring,
-    /// Blobs stored, per section, with the author's time (the reconciliation order).
-    blobs: BTreeMap<Section, BTreeMap<BlobId, u64>>,
+    /// Blobs stored, per section, with the author's time (the reconciliation order) and the
+    /// author.
+    blobs: BTreeMap<Section, BTreeMap<BlobId, (u64, PeerId)>>,
+    /// Blobs held for the patient (on an owner device): see [`HeldBlob`].
+    held_blobs: BTreeMap<BlobId, HeldBlob>,
+    /// Void blobs this node dropped (not an owner), so they are not fetched again.
+    void: BTreeSet<BlobId>,
+    /// Stored blobs the last materialise could not read, with why.
+    unreadable: Vec<(Section, BlobId, String)>,
     /// Per section, the stored blobs whose content the last materialised record holds: what a
     /// compaction may replace.
     materialised: BTreeMap<Section, Vec<BlobId>>,
@@ -162,6 +204,9 @@ impl Replica {
             keyring: Keyring::default(),
             blobs: BTreeMap::new(),
             materialised: BTreeMap::new(),
+            held_blobs: BTreeMap::new(),
+            void: BTreeSet::new(),
+            unreadable: Vec::new(),
             pending: BTreeMap::new(),
             pending_bytes: 0,
             held: false,
@@ -200,6 +245,15 @@ impl Replica {
                         .problems
                         .push(skipped(section, stored_id, &e.to_string())),
                 }
+            }
+        }
+        for (section, stored_id, bytes) in store.held(&id)? {
+            match Blob::decode(bytes) {
+                Ok(blob) if blob.id() == stored_id => replica.note_held(section, &blob),
+                _ => replica.problems.push(format!(
+                    "held blob {} is damaged and was skipped; discard it with `phr held discard`",
+                    stored_id.short()
+                )),
             }
         }
         Ok(replica)
@@ -254,12 +308,73 @@ impl Replica {
         self.ledger.state().admitted(peer, now_ms)
     }
 
-    /// Whether `peer` may be sent items of `topic`.
+    /// Whether `peer` may be sent items of `topic`: the ledger goes to every admitted peer, and
+    /// a withdrawn party is sent the part of it that ended its access
+    /// ([`Replica::withdrawal_view`]); sections go to whoever may hold them.
     pub fn may_send(&self, peer: &PeerId, topic: Topic, now_ms: i64) -> bool {
         match topic {
-            Topic::Ledger => self.admits(peer, now_ms),
+            Topic::Ledger => self.admits(peer, now_ms) || self.withdrawal_view(peer).is_some(),
             Topic::Section(section) => self.may_hold(peer, section, now_ms),
         }
+    }
+
+    /// Whether `peer` may be sent this one item (see [`Replica::may_send`]).
+    pub fn may_send_item(&self, peer: &PeerId, topic: Topic, id: &[u8; 32], now_ms: i64) -> bool {
+        match topic {
+            Topic::Ledger if !self.admits(peer, now_ms) => self
+                .withdrawal_view(peer)
+                .is_some_and(|view| view.contains(&OpId(*id))),
+            _ => self.may_send(peer, topic, now_ms),
+        }
+    }
+
+    /// What a party whose access an owner withdrew (its grants revoked, its device removed, its
+    /// writing closed) is told: the operations that withdrew it and everything before them,
+    /// which it could read while admitted, and nothing written after. `None` for a party never
+    /// withdrawn (a stranger learns nothing).
+    pub fn withdrawal_view(&self, peer: &PeerId) -> Option<BTreeSet<OpId>> {
+        let state = self.ledger.state();
+        let granted_to = |id: &OpId| {
+            state
+                .revoked
+                .iter()
+                .chain(&state.grants)
+                .any(|grant| grant.id == *id && grant.grantee.peer == *peer)
+        };
+        let ends: Vec<OpId> = self
+            .ledger
+            .ops()
+            .filter(|op| state.valid.contains(&op.id()))
+            .filter(|op| match &op.op().body {
+                OpBody::Close { party, .. } => party == peer,
+                OpBody::Revoke {
+                    target: RevokeTarget::Party(party),
+                } => party == peer,
+                OpBody::Revoke {
+                    target: RevokeTarget::Grant(grant),
+                } => granted_to(grant),
+                OpBody::RemoveDevice { device } => device == peer,
+                _ => false,
+            })
+            .map(|op| op.id())
+            .collect();
+        (!ends.is_empty()).then(|| self.ledger.past_of(&ends))
+    }
+
+    /// The items of a topic that `peer` may be sent, as reconciliation sees them (see
+    /// [`Replica::reconcile_items`]).
+    pub fn reconcile_items_for(
+        &self,
+        peer: &PeerId,
+        topic: Topic,
+        now_ms: i64,
+    ) -> Vec<(u64, [u8; 32])> {
+        let mut items = self.reconcile_items(topic);
+        if topic == Topic::Ledger && !self.admits(peer, now_ms) {
+            let view = self.withdrawal_view(peer).unwrap_or_default();
+            items.retain(|(_, id)| view.contains(&OpId(*id)));
+        }
+        items
     }
 
     /// The items of a topic as reconciliation sees them: (time, id), the author's clock first so
@@ -274,7 +389,7 @@ impl Replica {
             Topic::Section(section) => self
                 .blobs
                 .get(&section)
-                .map(|blobs| blobs.iter().map(|(id, time)| (*time, id.0)).collect())
+                .map(|blobs| blobs.iter().map(|(id, (time, _))| (*time, id.0)).collect())
                 .unwrap_or_default(),
         }
     }
@@ -288,6 +403,8 @@ impl Replica {
                 self.blobs
                     .get(&section)
                     .is_some_and(|b| b.contains_key(&id))
+                    || self.held_blobs.contains_key(&id)
+                    || self.void.contains(&id)
                     || store.is_replaced(&self.id, section, &id)?
             }
         })
@@ -312,441 +429,62 @@ impl Replica {
     }
 
     fn note_blob(&mut self, section: Section, blob: &Blob) {
-        self.blobs
-            .entry(section)
-            .or_default()
-            .insert(blob.id(), time_key(blob.header().time_ms));
+        self.blobs.entry(section).or_default().insert(
+            blob.id(),
+            (time_key(blob.header().time_ms), blob.header().author),
+        );
     }
 
-    /// Takes items a peer sent: ledger operations first (blobs are judged by them), then blobs.
-    /// Everything is checked before anything is stored; one item no honest node would send
-    /// refuses the whole lot ([`ReplicaError::Refused`]) and stores nothing. Blobs of sections
-    /// this node may not hold are dropped; blobs naming ledger operations it lacks wait in a
-    /// bounded buffer. What is stored is committed in one durable batch.
-    pub fn ingest(
-        &mut self,
-        store: &dyn Store,
-        age: &AgeIdentity,
-        items: Vec<(Topic, Vec<u8>)>,
-        now_ms: i64,
-    ) -> Result<Ingested> {
-        let mut report = Ingested::default();
-        let mut ledger = self.ledger.clone();
-        let mut new_ops = Vec::new();
-        let mut blobs = Vec::new();
-        for (topic, bytes) in items {
-            match topic {
-                Topic::Ledger => {
-                    let op = SignedOp::decode(&bytes).map_err(|e| refused(topic, "?", e))?;
-                    let id = op.id();
-                    match ledger.insert(op.clone()) {
-                        Ok(true) => new_ops.push(op),
-                        Ok(false) => report.duplicates += 1,
-                        Err(e) => return Err(refused(topic, &id.short(), e)),
-                    }
-                }
-                Topic::Section(section) => {
-                    let blob = Blob::decode(bytes).map_err(|e| refused(topic, "?", e))?;
-                    blobs.push((section, blob));
-                }
-            }
-        }
-        // A record not held yet is taken in only if its ledger admits this node.
-        let keep_ops = self.held || ledger.state().admitted(&self.me, now_ms);
-
-        // Judge the blobs under the ledger as it will be, the buffered ones too.
-        let mut batch = Batch::new().from_peer();
-        let mut accepted: Vec<(Section, Blob)> = Vec::new();
-        let mut accepted_ids: BTreeSet<BlobId> = BTreeSet::new();
-        let mut buffered: Vec<(Section, Blob)> = Vec::new();
-        let waiting = std::mem::take(&mut self.pending);
-        self.pending_bytes = 0;
-        let from_peer = blobs.len();
-        for (index, (section, blob)) in blobs.into_iter().chain(waiting.into_values()).enumerate() {
-            let topic = Topic::Section(section);
-            let id = blob.id();
-            let theirs = index < from_peer;
-            let held = self
-                .blobs
-                .get(&section)
-                .is_some_and(|b| b.contains_key(&id))
-                || accepted_ids.contains(&id)
-                || store.is_replaced(&self.id, section, &id)?;
-            if held {
-                report.duplicates += usize::from(theirs);
-                continue;
-            }
-            if !keep_ops || !may_hold(&ledger, &self.me, section, now_ms) {
-                report.unwanted += 1;
-                continue;
-            }
-            match consent::check_blob(&blob, &ledger, self.id, section) {
-                Ok(()) => {
-                    accepted_ids.insert(id);
-                    accepted.push((section, blob));
-                }
-                Err(IngestError::UnknownLedgerHeads(_)) => buffered.push((section, blob)),
-                Err(e) if theirs => return Err(refused(topic, &id.short(), e)),
-                // A buffered blob that the ledger now refuses was never stored: drop it.
-                Err(_) => {}
-            }
-        }
-
-        if keep_ops && !self.held {
-            // The ledger now admits this node: store all of it, also what came in earlier
-            // messages and was kept in memory only.
-            for op in ledger.ops() {
-                batch.ledger_op(self.id, op.id(), op.bytes());
-            }
-        } else if keep_ops {
-            for op in &new_ops {
-                batch.ledger_op(self.id, op.id(), op.bytes());
-            }
-        }
-        for (section, blob) in &accepted {
-            if blob.header().kind == BlobKind::Compaction {
-                for old in &blob.header().replaces {
-                    batch.replace(self.id, *section, *old, blob.id());
-                }
-            }
-            batch.blob(self.id, *section, blob.id(), blob.bytes().to_vec());
-        }
-        if !batch.is_empty() {
-            store.commit(batch)?;
-        }
-
-        // The batch is durable: now change what is in memory.
-        let new_keys = new_ops
-            .iter()
-            .any(|op| matches!(op.op().body, OpBody::Keys { .. }));
-        report.ops = new_ops.len();
-        // A ledger that does not admit this node yet stays in memory only (bounded by
-        // `LEDGER_OPS_MAX`): the rest of it may come in the next message.
-        self.ledger = ledger;
-        if keep_ops {
-            self.held = true;
-            if new_keys {
-                self.keyring = Keyring::unlock(&self.ledger, &self.me, age);
-            }
-        }
-        for (section, blob) in accepted {
-            if blob.header().kind == BlobKind::Compaction {
-                let replaced: BTreeSet<BlobId> = blob.header().replaces.iter().copied().collect();
-                if let Some(ids) = self.blobs.get_mut(&section) {
-                    ids.retain(|id, _| !replaced.contains(id));
-                }
-                if let Some(ids) = self.materialised.get_mut(&section) {
-                    ids.retain(|id| !replaced.contains(id));
-                }
-            }
-            self.note_blob(section, &blob);
-            report.blobs += 1;
-        }
-        for (section, blob) in buffered {
-            if self.pending.len() >= PENDING_BLOBS_MAX
-                || self.pending_bytes + blob.len() > PENDING_BYTES_MAX
-            {
-                report.overflowed += 1;
-                continue;
-            }
-            self.pending_bytes += blob.len();
-            self.pending.insert(blob.id(), (section, blob));
-        }
-        report.buffered = self.pending.len();
-        Ok(report)
-    }
-
-    /// Decrypts and applies every stored blob this node can read, into a record whose new
-    /// writes are made as `actor`: those sealed with a section key it holds, and, on an owner
-    /// device, the audit entries sealed to it with its age identity `age`. A blob that fails a
-    /// check is skipped and described in the returned warnings; every other blob still loads.
-    pub fn materialise(
-        &mut self,
-        store: &dyn Store,
-        meta: RecordMeta,
-        actor: &ActorId,
-        age: &AgeIdentity,
-    ) -> Result<(Record, Vec<String>)> {
-        self.materialise_sections(store, meta, actor, age, &Section::ALL)
-    }
-
-    /// [`Replica::materialise`], of the given sections only: the others stay empty in the
-    /// record returned (a provider listing its patients decrypts `summary` alone).
-    pub fn materialise_sections(
-        &mut self,
-        store: &dyn Store,
-        meta: RecordMeta,
-        actor: &ActorId,
-        age: &AgeIdentity,
-        sections: &[Section],
-    ) -> Result<(Record, Vec<String>)> {
-        let mut warnings = Vec::new();
-        let mut parts: BTreeMap<Section, Vec<Vec<u8>>> = BTreeMap::new();
-        let mut ids: BTreeMap<Section, Vec<BlobId>> = BTreeMap::new();
-        for &section in sections {
-            for (stored_id, bytes) in store.blobs(&self.id, section)? {
-                match self.open_stored(section, stored_id, bytes, age) {
-                    Ok(Some(plain)) => {
-                        parts.entry(section).or_default().push(plain);
-                        ids.entry(section).or_default().push(stored_id);
-                    }
-                    // Sealed for others (another provider's audit entries, say): not ours to read.
-                    Ok(None) => {}
-                    Err(problem) => warnings.push(problem),
-                }
-            }
-        }
-        let (record, mut bad) = Record::load_parts(meta, &parts, actor);
-        // Remove from the last index down, so earlier indices stay right.
-        bad.sort_by_key(|(section, index, _)| std::cmp::Reverse((*section, *index)));
-        for (section, index, error) in bad {
-            let id = ids
-                .get_mut(&section)
-                .expect("a bad piece belongs to a loaded section")
-                .remove(index);
-            warnings.push(skipped(section, id, &error.to_string()));
-        }
-        for &section in sections {
-            self.materialised
-                .insert(section, ids.remove(&section).unwrap_or_default());
-        }
-        Ok((record, warnings))
-    }
-
-    /// Decodes and decrypts one stored blob: `Ok(None)` if this node holds no key for it (it
-    /// may not read that section, or it is an audit entry sealed to other devices), a sentence
-    /// for the user if it fails a check.
-    fn open_stored(
-        &self,
-        section: Section,
-        stored_id: BlobId,
-        bytes: Vec<u8>,
-        age: &AgeIdentity,
-    ) -> Result<Option<Vec<u8>>, String> {
-        let fail = |reason: String| skipped(section, stored_id, &reason);
-        let blob = Blob::decode(bytes).map_err(|e| fail(e.to_string()))?;
-        if blob.id() != stored_id {
-            return Err(fail("its bytes do not match its id".into()));
-        }
-        // The same check a blob from a peer passes: its author could write here under the
-        // consent it names.
-        consent::check_blob(&blob, &self.ledger, self.id, section)
-            .map_err(|e| fail(e.to_string()))?;
-        let header = blob.header();
-        if header.kind == BlobKind::SealedToOwners {
-            return self.open_sealed(&blob, age).map_err(fail);
-        }
-        let Some(key) = self.keyring.get(&header.key_id) else {
-            if self.ledger.state().can_read(&self.me, section, i64::MAX) {
-                return Err(fail("this node holds no key for it".into()));
-            }
-            return Ok(None);
-        };
-        let plain = blob.open(key).map_err(|e| fail(e.to_string()))?;
-        if header.kind == BlobKind::Changes {
-            crate::changes::check_authorship(&header.author, &plain).map_err(fail)?;
-        }
-        Ok(Some(plain))
-    }
-
-    /// Seals the record's unsaved changes, one blob per changed section, and stores them
-    /// durably; returns the ids of the blobs written. Compacts a section's blobs when enough
-    /// have gathered (owner devices only).
-    pub fn save(
-        &mut self,
-        store: &dyn Store,
-        device: &SigningKey,
-        record: &mut Record,
-        now_ms: i64,
-    ) -> Result<Vec<BlobId>> {
-        self.save_with(store, device, record, Vec::new(), now_ms)
-    }
-
-    /// [`Replica::save`], storing `sealed` (blobs from [`Replica::seal_to_owners`], say the
-    /// audit entry of this very write) in the same durable transaction: both land or neither.
-    pub fn save_with(
-        &mut self,
-        store: &dyn Store,
-        device: &SigningKey,
-        record: &mut Record,
-        sealed: Vec<Blob>,
-        now_ms: i64,
-    ) -> Result<Vec<BlobId>> {
-        let changes = record.take_unsaved();
-        if changes.is_empty() {
-            if !sealed.is_empty() {
-                self.store_sealed(store, sealed)?;
-            }
-            return Ok(Vec::new());
-        }
-        let mut batch = Batch::new();
-        for blob in &sealed {
-            batch.blob(
-                self.id,
-                blob.header().section,
-                blob.id(),
-                blob.bytes().to_vec(),
-            );
-        }
-        for op in consent::repair(&mut self.ledger, &mut self.keyring, device, now_ms)? {
-            batch.ledger_op(self.id, op.id(), op.bytes());
-        }
-        let owner = self.ledger.state().is_owner(&self.me);
-        let mut compact = Vec::new();
-        let mut written = Vec::new();
-        let mut blobs = Vec::new();
-        for (section, bytes) in changes {
-            if owner && bytes.len() >= COMPACT_SAVE_BYTES_MIN {
-                compact.push(section);
-                continue;
-            }
-            let blob = self.seal(
-                device,
+    fn note_held(&mut self, section: Section, blob: &Blob) {
+        self.held_blobs.insert(
+            blob.id(),
+            HeldBlob {
+                id: blob.id(),
                 section,
-                BlobKind::Changes,
-                &bytes,
-                Vec::new(),
-                now_ms,
-            )?;
-            // A blob every peer would refuse (a grantee writing outside its grant) is never
-            // stored here either.
-            consent::check_blob(&blob, &self.ledger, self.id, section)
-                .map_err(ConsentError::from)?;
-            written.push(blob.id());
-            batch.blob(self.id, section, blob.id(), blob.bytes().to_vec());
-            blobs.push((section, blob));
-        }
-        store.commit(batch)?;
-        self.held = true;
-        for (section, blob) in blobs {
-            self.materialised
-                .entry(section)
-                .or_default()
-                .push(blob.id());
-            self.note_blob(section, &blob);
-        }
-        for blob in &sealed {
-            self.note_blob(blob.header().section, blob);
-        }
-        if owner {
-            compact.extend(
-                self.materialised
-                    .iter()
-                    .filter(|(_, ids)| ids.len() > BLOBS_BEFORE_COMPACTION)
-                    .map(|(section, _)| *section),
-            );
-        }
-        for section in compact {
-            written.push(self.compact_section(store, device, record, section, now_ms)?);
-        }
-        Ok(written)
+                author: blob.header().author,
+                time_ms: blob.header().time_ms,
+                bytes: blob.len(),
+            },
+        );
     }
 
-    /// Rewrites a section's materialised blobs as one compaction blob that replaces them.
-    pub fn compact_section(
-        &mut self,
-        store: &dyn Store,
-        device: &SigningKey,
-        record: &mut Record,
-        section: Section,
-        now_ms: i64,
-    ) -> Result<BlobId> {
-        if !self.ledger.state().is_owner(&self.me) {
-            return Err(ReplicaError::NotOwner);
-        }
-        // A compaction holds the whole section, so it also stands for every blob an earlier
-        // compaction replaced: a peer that holds one of those, but never saw that compaction,
-        // learns from this one to drop it.
-        let mut replaces: BTreeSet<BlobId> =
-            store.replaced(&self.id, section)?.into_iter().collect();
-        replaces.extend(self.materialised.get(&section).into_iter().flatten());
-        let replaces: Vec<BlobId> = replaces.into_iter().take(BLOB_REPLACES_MAX).collect();
-        let bytes = record.save_section(section);
-        let blob = self.seal(
-            device,
-            section,
-            BlobKind::Compaction,
-            &bytes,
-            replaces.clone(),
-            now_ms,
-        )?;
-        let mut batch = Batch::new();
-        for old in &replaces {
-            batch.replace(self.id, section, *old, blob.id());
-        }
-        batch.blob(self.id, section, blob.id(), blob.bytes().to_vec());
-        store.commit(batch)?;
-        if let Some(ids) = self.blobs.get_mut(&section) {
-            ids.retain(|id, _| !replaces.contains(id));
-        }
-        self.note_blob(section, &blob);
-        self.materialised.insert(section, vec![blob.id()]);
-        Ok(blob.id())
+    /// Whether another blob by `author` of `bytes` bytes fits in what is held from it.
+    fn room_to_hold(&self, author: &PeerId, bytes: usize) -> bool {
+        let (count, total) = self
+            .held_blobs
+            .values()
+            .filter(|held| held.author == *author)
+            .fold((0, 0), |(n, b), held| (n + 1, b + held.bytes));
+        count < HELD_BLOBS_PER_AUTHOR_MAX && total + bytes <= HELD_BYTES_PER_AUTHOR_MAX
     }
 
-    /// The sections with materialised blobs (what [`Replica::compact_section`] can rewrite).
-    pub fn materialised_sections(&self) -> Vec<Section> {
-        self.materialised.keys().copied().collect()
+    /// The blobs held for the patient, oldest first.
+    pub fn held(&self) -> Vec<HeldBlob> {
+        let mut held: Vec<HeldBlob> = self.held_blobs.values().copied().collect();
+        held.sort_by_key(|h| (h.time_ms, h.id));
+        held
     }
 
-    /// Signs `body` with `signer` (the device key, or the record root key), brings the keys in
-    /// step and stores it all durably. Returns the operations appended, the requested one first.
-    /// Only owner devices change consent, except that the root key adds and removes devices.
-    pub fn change_consent(
-        &mut self,
-        store: &dyn Store,
-        signer: &SigningKey,
-        device: &SigningKey,
-        body: OpBody,
-        now_ms: i64,
-    ) -> Result<Vec<SignedOp>> {
-        let root = self.ledger.state().root == Some(signer.peer_id());
-        if !root && !self.ledger.state().is_owner(&self.me) {
-            return Err(ReplicaError::NotOwner);
-        }
-        let mut ledger = self.ledger.clone();
-        let mut keyring = std::mem::take(&mut self.keyring);
-        let appended = (|| -> Result<Vec<SignedOp>> {
-            let mut appended = vec![ledger.append(signer, body, now_ms)?];
-            appended.extend(consent::repair(&mut ledger, &mut keyring, device, now_ms)?);
-            Ok(appended)
-        })();
-        self.keyring = keyring;
-        let appended = appended?;
-        let mut batch = Batch::new();
-        for op in &appended {
-            batch.ledger_op(self.id, op.id(), op.bytes());
-        }
-        store.commit(batch)?;
-        self.ledger = ledger;
-        self.held = true;
-        Ok(appended)
+    /// The newest time (as its author says) of any blob stored, in Unix milliseconds.
+    pub fn newest_blob_ms(&self) -> Option<i64> {
+        self.blobs
+            .values()
+            .flat_map(|blobs| blobs.values())
+            .map(|(time, _)| i64::try_from(*time).unwrap_or(i64::MAX))
+            .max()
     }
 
-    fn seal(
-        &self,
-        device: &SigningKey,
-        section: Section,
-        kind: BlobKind,
-        plaintext: &[u8],
-        replaces: Vec<BlobId>,
-        now_ms: i64,
-    ) -> Result<Blob> {
-        let (epoch, key) = consent::writing_key(&self.ledger, &self.keyring, section, now_ms)?;
-        let mut ledger_heads = self.ledger.heads();
-        ledger_heads.truncate(BLOB_LEDGER_HEADS_MAX);
-        let header = BlobHeader {
-            record: self.id,
-            section,
-            kind,
-            epoch,
-            key_id: key.id(),
-            author: device.peer_id(),
-            time_ms: now_ms,
-            ledger_heads,
-            replaces,
-        };
-        Ok(Blob::seal(header, key, plaintext, device)?)
+    /// The stored blobs of `author` in `sections`, newest first.
+    fn blobs_by(&self, author: &PeerId, sections: &[Section]) -> Vec<BlobId> {
+        let mut found: Vec<(u64, BlobId)> = sections
+            .iter()
+            .filter_map(|section| self.blobs.get(section))
+            .flat_map(|blobs| blobs.iter())
+            .filter(|(_, (_, by))| by == author)
+            .map(|(id, (time, _))| (*time, *id))
+            .collect();
+        found.sort_by(|a, b| b.cmp(a));
+        found.into_iter().map(|(_, id)| id).collect()
     }
 }
 
@@ -777,6 +515,10 @@ fn skipped(section: Section, id: BlobId, reason: &str) -> String {
     )
 }
 
+mod held;
+mod ingest;
+mod read;
 mod sealed;
 #[cfg(test)]
 mod tests;
+mod write;

@@ -41,8 +41,9 @@ impl Replica {
             }
             Err(e) => return Err(e.to_string()),
         };
-        // The changes' actors prove who wrote each entry, as in a changes blob.
-        crate::changes::check_authorship(&header.author, &plain)?;
+        // The change's actor proves who wrote the entry, as in a changes blob; and it must be
+        // one new AuditEvent and nothing else, since it merges into the owners' audit section.
+        crate::changes::check_audit_entry(&header.author, &plain)?;
         Ok(Some(plain))
     }
 
@@ -95,3 +96,6 @@ impl Replica {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;

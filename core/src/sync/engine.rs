@@ -103,6 +103,40 @@ impl Engine {
         peers
     }
 
+    /// Every party some held record withdrew (a revoked grantee, a removed device) and does
+    /// not admit again, with the records and how: `revoked` or `removed`.
+    pub fn withdrawn_peers(
+        &self,
+        now_ms: i64,
+    ) -> std::collections::BTreeMap<PeerId, Vec<(RecordId, &'static str)>> {
+        let mut out: std::collections::BTreeMap<PeerId, Vec<(RecordId, &'static str)>> =
+            std::collections::BTreeMap::new();
+        for replica in self.replicas.values().filter(|r| r.is_held()) {
+            let state = replica.ledger().state();
+            let parties = state
+                .revoked
+                .iter()
+                .map(|g| g.grantee.peer)
+                .chain(state.removed_devices.iter().copied())
+                .chain(state.closes.keys().copied());
+            for peer in parties.collect::<std::collections::BTreeSet<_>>() {
+                if peer == self.me
+                    || replica.admits(&peer, now_ms)
+                    || replica.withdrawal_view(&peer).is_none()
+                {
+                    continue;
+                }
+                let how = if state.removed_devices.contains(&peer) {
+                    "removed"
+                } else {
+                    "revoked"
+                };
+                out.entry(peer).or_default().push((replica.id(), how));
+            }
+        }
+        out
+    }
+
     /// The connection to `peer` closed: every session with it ends (those this node started as
     /// [`SyncError::Disconnected`]). A peer that restarted has lost its side of them, and
     /// messages of a session it no longer knows would only be refused; the next sync with it

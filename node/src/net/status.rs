@@ -42,8 +42,10 @@ impl Node {
             })
             .collect();
         let admitted = self.engine.admitted_peers(now);
+        let withdrawn = self.engine.withdrawn_peers(now);
         let mut all: BTreeSet<libp2p::PeerId> = self.peers.keys().copied().collect();
         all.extend(admitted.iter().map(to_libp2p));
+        all.extend(withdrawn.keys().map(to_libp2p));
         let peers = all
             .into_iter()
             .map(|lp| {
@@ -71,6 +73,15 @@ impl Node {
                         .and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok())
                         .map(|t| t.to_string()),
                     last_error: known.and_then(|k| k.last_error.clone()),
+                    withdrawn: peer
+                        .and_then(|p| withdrawn.get(&p))
+                        .into_iter()
+                        .flatten()
+                        .map(|(record, how)| api::Withdrawn {
+                            record: record.to_string(),
+                            how: how.to_string(),
+                        })
+                        .collect(),
                 }
             })
             .collect();

@@ -206,7 +206,8 @@ fn a_forged_agent_is_shown_as_its_signer() {
     let open = w.gp.open_patient(&w.id.to_string(), t(10)).unwrap();
     // The GP logs a read as if the pharmacy had made it.
     let logged = Logged::read("show", &[Section::Summary]);
-    let event = audit::audit_event("forged", &logged, &w.pharmacy.party(), w.id, t(10));
+    let forged_id = crate::new_id();
+    let event = audit::audit_event(&forged_id, &logged, &w.pharmacy.party(), w.id, t(10));
     let author = w.gp.device().author();
     let stamp = Stamp {
         author: &author,
@@ -219,7 +220,7 @@ fn a_forged_agent_is_shown_as_its_signer() {
         .seal_to_owners(&w.gp.keystore.device, &changes, t(10).as_millisecond())
         .unwrap();
     // And once more with the pharmacy's actor, which the GP's signature cannot cover.
-    let event = audit::audit_event("smuggled", &logged, &w.pharmacy.party(), w.id, t(10));
+    let event = audit::audit_event(&crate::new_id(), &logged, &w.pharmacy.party(), w.id, t(10));
     let actor = entry_actor(&w.pharmacy.peer_id());
     let (_, changes) = record::lone_change(stamp, &event, actor, "smuggled").unwrap();
     let smuggled = open
@@ -242,7 +243,7 @@ fn a_forged_agent_is_shown_as_its_signer() {
         1,
         "the smuggled entry is not shown: {reads:#?}"
     );
-    assert_eq!(reads[0].reference, "AuditEvent/forged");
+    assert_eq!(reads[0].reference, format!("AuditEvent/{forged_id}"));
     assert_eq!(
         reads[0].who.peer,
         Some(w.gp.peer_id()),
@@ -432,6 +433,13 @@ impl Store for FullDisk<'_> {
     ) -> Result<Vec<crate::keys::BlobId>, VaultError> {
         self.0.replaced(record, section)
     }
+    #[allow(clippy::type_complexity)]
+    fn held(
+        &self,
+        record: &RecordId,
+    ) -> Result<Vec<(Section, crate::keys::BlobId, Vec<u8>)>, VaultError> {
+        self.0.held(record)
+    }
     fn records(&self) -> Result<Vec<RecordId>, VaultError> {
         self.0.records()
     }
@@ -544,17 +552,15 @@ fn opening_names_what_is_wrong() {
         error(&w.gp, &other_text, t(21)),
         HomeError::Provider(ProviderError::Expired { .. })
     ));
-    // A revocation is never sent to the party it revokes (the patient's node no longer admits
-    // it), so the GP learns of it only if the operations reach it otherwise: stored here by
-    // hand. Then it is not granted at all.
+    // A revoked party is sent the news when it next syncs (and nothing else): then it is told
+    // when its access ended.
     w.patient_mut().revoke("Leeds GP", t(30)).unwrap();
-    let mut batch = Batch::new();
-    for op in w.patient().ledger().unwrap().ops() {
-        batch.ledger_op(w.id, op.id(), op.bytes());
-    }
-    w.gp.vault.commit(batch).unwrap();
+    sync(&w.gp, w.patient(), w.id, t(31));
     assert!(matches!(
         error(&w.gp, &own, t(32)),
-        HomeError::Provider(ProviderError::NotGranted(_))
+        HomeError::Provider(ProviderError::Withdrawn { .. })
     ));
+    let listed = w.gp.patients(t(32)).unwrap();
+    let ended = listed.iter().find(|r| r.id == w.id).unwrap().ended.unwrap();
+    assert_eq!(ended.ended, t(30));
 }

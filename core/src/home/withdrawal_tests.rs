@@ -1,0 +1,515 @@
+//! Withdrawn access is final: each attack made the way a removed device or a revoked provider
+//! would make it (its own stale home, or blobs crafted by hand, pushed through the sync sessions
+//! the node runs), and what the patient and the practice then see.
+
+use automerge::AutoCommit;
+use jiff::Timestamp;
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+use super::*;
+use crate::{
+    audit::Logged,
+    blob::{Blob, BlobHeader, BlobKind},
+    card::Card,
+    consent,
+    fhir::reference::ResourceKey,
+    keys::BlobId,
+    ledger::Access,
+    nhs::NhsNumber,
+    section::Section,
+    vault::Batch,
+};
+
+fn t(second: i64) -> Timestamp {
+    Timestamp::from_second(1_800_000_000 + second).unwrap()
+}
+
+fn sync(from: &Home, to: &Home, record: RecordId, now: Timestamp) {
+    from.sync_in_process(to, record, now.as_millisecond())
+        .unwrap();
+}
+
+fn key(text: &str) -> ResourceKey {
+    text.parse().unwrap()
+}
+
+/// A patient's laptop (holding the root key) and phone, a GP with write access to `summary`
+/// and `clinical`, and a pharmacy that reads `summary`. The laptop holds a penicillin allergy and
+/// a blood pressure; everyone has synced.
+struct World {
+    dirs: Vec<TempDir>,
+    laptop: Option<Home>,
+    phone: Home,
+    gp: Home,
+    pharmacy: Home,
+    id: RecordId,
+}
+
+impl World {
+    fn new() -> World {
+        let dirs: Vec<TempDir> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
+        let new = NewPatient {
+            name: "Ada Lovelace".into(),
+            nhs_number: Some(NhsNumber::parse("9434765919").unwrap()),
+            birth_date: None,
+            device_label: None,
+        };
+        let (mut laptop, mut record) =
+            Home::init_patient(dirs[0].path(), &new, None, t(0)).unwrap();
+        let phone = Home::init_device(dirs[1].path(), "Ada Lovelace", "phone", None).unwrap();
+        let card = Card::parse(&phone.card(vec![], t(0)).unwrap()).unwrap();
+        laptop.add_device(&card, t(1)).unwrap();
+        let gp = Home::init_provider(
+            dirs[2].path(),
+            "Riverside Surgery",
+            Some("Y12345".into()),
+            None,
+        )
+        .unwrap();
+        let pharmacy = Home::init_provider(dirs[3].path(), "High St Pharmacy", None, None).unwrap();
+        laptop
+            .grant(
+                &gp.party(),
+                &[Section::Summary, Section::Clinical],
+                Access::Write,
+                None,
+                None,
+                t(1),
+            )
+            .unwrap();
+        laptop
+            .grant(
+                &pharmacy.party(),
+                &[Section::Summary],
+                Access::Read,
+                None,
+                None,
+                t(1),
+            )
+            .unwrap();
+        let author = laptop.device().author();
+        let stamp = Stamp {
+            author: &author,
+            time: t(2),
+        };
+        record.put(stamp, &penicillin()).unwrap();
+        record
+            .put(
+                stamp,
+                &json!({"resourceType": "Observation", "id": "bp", "status": "final",
+                    "code": {"text": "Blood pressure"}}),
+            )
+            .unwrap();
+        record.commit(stamp, "two entries");
+        laptop.save(&mut record, t(2)).unwrap();
+        let id = laptop.record_id().unwrap();
+        for node in [&phone, &gp, &pharmacy] {
+            sync(&laptop, node, id, t(3));
+        }
+        // The phone adopts the record that reached it when it is next opened.
+        drop(phone);
+        let phone = Home::open(dirs[1].path()).unwrap();
+        World {
+            dirs,
+            laptop: Some(laptop),
+            phone,
+            gp,
+            pharmacy,
+            id,
+        }
+    }
+
+    fn laptop(&self) -> &Home {
+        self.laptop.as_ref().expect("open")
+    }
+
+    fn laptop_mut(&mut self) -> &mut Home {
+        self.laptop.as_mut().expect("open")
+    }
+
+    /// The laptop's home opened again, to see what syncs stored meanwhile.
+    fn reopen_laptop(&mut self) {
+        self.laptop = None;
+        self.laptop = Some(Home::open(self.dirs[0].path()).unwrap());
+    }
+
+    /// What the patient's laptop shows now.
+    fn laptop_record(&mut self) -> Record {
+        self.reopen_laptop();
+        self.laptop_mut().load_record().unwrap()
+    }
+}
+
+/// What a provider shows of the patient's `key` now (its read logged, as `phr --patient` does).
+fn provider_shows(home: &Home, id: RecordId, section: Section, key_text: &str) -> Option<Value> {
+    let mut open = home.open_patient(&id.to_string(), t(50)).unwrap();
+    let record = open.read(&Logged::read("show", &[section]), t(50)).unwrap();
+    assert!(record.conflicts().unwrap().is_empty());
+    record.get(&key(key_text)).unwrap()
+}
+
+fn penicillin() -> Value {
+    json!({"resourceType": "AllergyIntolerance", "id": "penicillin",
+        "clinicalStatus": {"coding": [{"code": "active"}]},
+        "criticality": "high",
+        "code": {"text": "Penicillin - anaphylaxis"}})
+}
+
+/// A blob by `home` sealed as it likes: its own key of the section under its own (stale) view
+/// of the ledger, with the kind, plaintext and replaced ids an attacker chooses.
+fn craft(
+    home: &Home,
+    id: RecordId,
+    section: Section,
+    kind: BlobKind,
+    plaintext: &[u8],
+    replaces: Vec<BlobId>,
+    time: Timestamp,
+) -> Blob {
+    let replica = Replica::open(&home.vault, id, home.peer_id(), &home.keystore.age).unwrap();
+    let ledger = replica.ledger();
+    let (epoch, key) =
+        consent::writing_key(ledger, replica.keyring(), section, t(3).as_millisecond()).unwrap();
+    let header = BlobHeader {
+        record: id,
+        section,
+        kind,
+        epoch,
+        key_id: key.id(),
+        author: home.peer_id(),
+        time_ms: time.as_millisecond(),
+        ledger_heads: ledger.heads(),
+        replaces,
+    };
+    Blob::seal(header, key, plaintext, &home.keystore.device).unwrap()
+}
+
+/// Stores a crafted blob in an attacker's own vault, so its next sync pushes it.
+fn plant(home: &Home, id: RecordId, blob: &Blob) {
+    let mut batch = Batch::new();
+    batch.blob(id, blob.header().section, blob.id(), blob.bytes().to_vec());
+    home.vault.commit(batch).unwrap();
+}
+
+#[test]
+fn a_removed_device_cannot_wipe_a_section_with_a_compaction() {
+    let mut w = World::new();
+    let clinical: Vec<BlobId> = w
+        .phone
+        .vault
+        .blobs(&w.id, Section::Clinical)
+        .unwrap()
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    assert!(!clinical.is_empty());
+    w.laptop_mut().remove_device("phone", t(10)).unwrap();
+    sync(w.laptop(), &w.gp, w.id, t(11));
+    // The stolen phone pushes an empty document that claims to replace the live clinical blob.
+    let empty = AutoCommit::new().save();
+    let wipe = craft(
+        &w.phone,
+        w.id,
+        Section::Clinical,
+        BlobKind::Compaction,
+        &empty,
+        clinical,
+        t(12),
+    );
+    plant(&w.phone, w.id, &wipe);
+    sync(&w.phone, &w.gp, w.id, t(13));
+    assert!(provider_shows(&w.gp, w.id, Section::Clinical, "Observation/bp").is_some());
+    sync(&w.gp, w.laptop(), w.id, t(14));
+    assert!(
+        w.laptop_record()
+            .get(&key("Observation/bp"))
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        w.gp.vault
+            .blob(&w.id, Section::Clinical, &wipe.id())
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[test]
+fn a_compaction_that_does_not_hold_what_it_replaces_deletes_nothing_even_from_an_owner() {
+    // The GP has not heard of the removal yet, so the phone is still an owner to it: the
+    // compaction is taken in, but the GP reads clinical and sees the compaction does not hold
+    // the blood pressure, so it keeps that blob.
+    let mut w = World::new();
+    let clinical: Vec<BlobId> = w
+        .phone
+        .vault
+        .blobs(&w.id, Section::Clinical)
+        .unwrap()
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    let empty = AutoCommit::new().save();
+    let wipe = craft(
+        &w.phone,
+        w.id,
+        Section::Clinical,
+        BlobKind::Compaction,
+        &empty,
+        clinical.clone(),
+        t(12),
+    );
+    plant(&w.phone, w.id, &wipe);
+    sync(&w.phone, &w.gp, w.id, t(13));
+    for id in &clinical {
+        assert!(
+            w.gp.vault
+                .blob(&w.id, Section::Clinical, id)
+                .unwrap()
+                .is_some()
+        );
+    }
+    assert!(provider_shows(&w.gp, w.id, Section::Clinical, "Observation/bp").is_some());
+    // The patient removes the phone after all; its compaction becomes void everywhere.
+    w.laptop_mut().remove_device("phone", t(20)).unwrap();
+    sync(w.laptop(), &w.gp, w.id, t(21));
+    assert!(
+        w.gp.vault
+            .blob(&w.id, Section::Clinical, &wipe.id())
+            .unwrap()
+            .is_none()
+    );
+    assert!(provider_shows(&w.gp, w.id, Section::Clinical, "Observation/bp").is_some());
+}
+
+#[test]
+fn a_removed_device_cannot_plant_an_entry_in_a_providers_name() {
+    let mut w = World::new();
+    w.laptop_mut().remove_device("phone", t(10)).unwrap();
+    sync(w.laptop(), &w.gp, w.id, t(11));
+    // The phone writes over the allergy as if the GP had resolved it.
+    let mut record = w.phone.load_record().unwrap();
+    let forged_author = w.gp.device().author();
+    let stamp = Stamp {
+        author: &forged_author,
+        time: t(12),
+    };
+    let mut resolved = penicillin();
+    resolved["clinicalStatus"] = json!({"coding": [{"code": "resolved"}]});
+    resolved["code"] = json!({"text": "Penicillin allergy: RESOLVED, safe to prescribe"});
+    record.put(stamp, &resolved).unwrap();
+    record.commit(stamp, "resolved");
+    w.phone.save(&mut record, t(12)).unwrap();
+    w.phone.compact(&mut record, t(12)).unwrap();
+    sync(&w.phone, &w.gp, w.id, t(13));
+    sync(&w.phone, w.laptop(), w.id, t(13));
+    let allergy = "AllergyIntolerance/penicillin";
+    let at_gp = provider_shows(&w.gp, w.id, Section::Summary, allergy).unwrap();
+    assert_eq!(at_gp["code"]["text"], "Penicillin - anaphylaxis");
+    let laptop = w.laptop_record();
+    let at_laptop = laptop.get(&key(allergy)).unwrap().unwrap();
+    assert_eq!(at_laptop["code"]["text"], "Penicillin - anaphylaxis");
+    assert!(laptop.conflicts().unwrap().is_empty());
+    // The patient is shown what the phone tried, as the phone's.
+    let held = w.laptop().held_entries(&laptop).unwrap();
+    assert!(!held.is_empty());
+    assert!(held.iter().all(|entry| entry.author == w.phone.peer_id()));
+    assert!(held.iter().all(|entry| entry.author_name == "phone"));
+}
+
+#[test]
+fn a_revoked_providers_write_is_held_for_the_patient_and_shown_nowhere() {
+    let mut w = World::new();
+    w.laptop_mut().revoke("Riverside Surgery", t(10)).unwrap();
+    // The GP has not synced since, so its copy still says "read and write".
+    let condition = json!({"resourceType": "Condition", "id": "gout",
+        "clinicalStatus": {"coding": [{"code": "active"}]}, "code": {"text": "Gout"}});
+    {
+        let mut open = w.gp.open_patient(&w.id.to_string(), t(11)).unwrap();
+        open.add(&condition, "add condition", t(11)).unwrap();
+    }
+    // The pharmacy takes the write in while it has not heard of the revocation, and drops it
+    // once it has.
+    sync(&w.gp, &w.pharmacy, w.id, t(12));
+    assert!(provider_shows(&w.pharmacy, w.id, Section::Summary, "Condition/gout").is_some());
+    sync(w.laptop(), &w.pharmacy, w.id, t(12));
+    assert!(provider_shows(&w.pharmacy, w.id, Section::Summary, "Condition/gout").is_none());
+    sync(&w.gp, w.laptop(), w.id, t(12));
+    let laptop = w.laptop_record();
+    assert!(laptop.get(&key("Condition/gout")).unwrap().is_none());
+    let held = w.laptop().held_entries(&laptop).unwrap();
+    let write = held
+        .iter()
+        .find(|entry| entry.section == Section::Summary)
+        .expect("the GP's write is held");
+    assert_eq!(write.author, w.gp.peer_id());
+    assert_eq!(write.versions.len(), 1);
+    assert_eq!(write.versions[0].0, "Condition/gout");
+    // The patient accepts it: it enters the record as the GP's, and reaches the pharmacy.
+    let id = write.id;
+    w.laptop_mut().accept_held(&[id], t(14)).unwrap();
+    let laptop = w.laptop_record();
+    let current = laptop.current(&key("Condition/gout")).unwrap();
+    let Some(crate::record::Current::One(version)) = current else {
+        panic!("one version: {current:?}");
+    };
+    assert!(version.author_is_writer());
+    assert_eq!(version.author.id, w.gp.peer_id().to_string());
+    sync(w.laptop(), &w.pharmacy, w.id, t(15));
+    assert!(provider_shows(&w.pharmacy, w.id, Section::Summary, "Condition/gout").is_some());
+}
+
+#[test]
+fn a_discarded_held_entry_is_gone_and_is_not_taken_in_again() {
+    let mut w = World::new();
+    w.laptop_mut().revoke("Riverside Surgery", t(10)).unwrap();
+    {
+        let mut open = w.gp.open_patient(&w.id.to_string(), t(11)).unwrap();
+        open.add(
+            &json!({"resourceType": "Condition", "id": "gout"}),
+            "add condition",
+            t(11),
+        )
+        .unwrap();
+    }
+    sync(&w.gp, w.laptop(), w.id, t(12));
+    w.reopen_laptop();
+    let record = w.laptop_mut().load_record().unwrap();
+    let ids: Vec<BlobId> = w
+        .laptop()
+        .held_entries(&record)
+        .unwrap()
+        .iter()
+        .map(|entry| entry.id)
+        .collect();
+    assert!(!ids.is_empty());
+    w.laptop_mut().discard_held(&ids).unwrap();
+    w.reopen_laptop();
+    let record = w.laptop_mut().load_record().unwrap();
+    assert!(w.laptop().held_entries(&record).unwrap().is_empty());
+    assert!(record.get(&key("Condition/gout")).unwrap().is_none());
+}
+
+#[test]
+fn writes_made_before_a_revocation_stay_everywhere() {
+    let mut w = World::new();
+    {
+        let mut open = w.gp.open_patient(&w.id.to_string(), t(5)).unwrap();
+        open.add(
+            &json!({"resourceType": "Condition", "id": "asthma"}),
+            "add condition",
+            t(5),
+        )
+        .unwrap();
+    }
+    sync(&w.gp, w.laptop(), w.id, t(6));
+    w.reopen_laptop();
+    w.laptop_mut().revoke("Riverside Surgery", t(10)).unwrap();
+    // The close accepts what the laptop held of the GP; a node that had it keeps it.
+    sync(w.laptop(), &w.pharmacy, w.id, t(11));
+    assert!(provider_shows(&w.pharmacy, w.id, Section::Summary, "Condition/asthma").is_some());
+    assert!(
+        w.laptop_record()
+            .get(&key("Condition/asthma"))
+            .unwrap()
+            .is_some()
+    );
+}
+
+#[test]
+fn an_expired_grantee_cannot_back_date_a_write() {
+    let mut w = World::new();
+    w.laptop_mut().revoke("Riverside Surgery", t(4)).unwrap();
+    let gp = w.gp.party();
+    w.laptop_mut()
+        .grant(
+            &gp,
+            &[Section::Summary],
+            Access::Write,
+            Some(t(20)),
+            None,
+            t(5),
+        )
+        .unwrap();
+    sync(w.laptop(), &w.gp, w.id, t(6));
+    // After the expiry, the patient's next save closes the GP's writing.
+    let mut record = w.laptop_mut().load_record().unwrap();
+    let author = w.laptop().device().author();
+    let stamp = Stamp {
+        author: &author,
+        time: t(30),
+    };
+    record
+        .put(
+            stamp,
+            &json!({"resourceType": "Observation", "id": "weight", "status": "final"}),
+        )
+        .unwrap();
+    record.commit(stamp, "weight");
+    w.laptop_mut().save(&mut record, t(30)).unwrap();
+    let closes = &w.laptop().ledger().unwrap().state().closes;
+    assert!(closes.contains_key(&w.gp.peer_id()), "{closes:?}");
+    // The GP writes at t(31) but claims t(10), when the grant was live.
+    {
+        let mut open = w.gp.open_patient(&w.id.to_string(), t(10)).unwrap();
+        open.add(
+            &json!({"resourceType": "Condition", "id": "backdated"}),
+            "add condition",
+            t(10),
+        )
+        .unwrap();
+    }
+    sync(&w.gp, w.laptop(), w.id, t(31));
+    assert!(
+        w.laptop_record()
+            .get(&key("Condition/backdated"))
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[test]
+fn an_unreadable_entry_can_be_listed_and_removed_and_a_good_copy_comes_back_unless_refused() {
+    let mut w = World::new();
+    let (victim, bytes) = w.laptop().vault.blobs(&w.id, Section::Clinical).unwrap()[0].clone();
+    let mut damaged = bytes.clone();
+    let middle = damaged.len() / 2;
+    damaged[middle] ^= 0x01;
+    w.laptop()
+        .vault
+        .overwrite_blob_for_test(&w.id, Section::Clinical, &victim, &damaged)
+        .unwrap();
+    let record = w.laptop_record();
+    assert!(record.get(&key("Observation/bp")).unwrap().is_none());
+    let bad = w.laptop().unreadable();
+    assert_eq!(bad.len(), 1, "{bad:?}");
+    assert_eq!(bad[0].1, victim);
+    assert!(w.laptop_mut().remove_unreadable("ffff", false).is_err());
+    w.laptop_mut()
+        .remove_unreadable(&victim.short(), false)
+        .unwrap();
+    // The GP's good copy comes back at the next sync.
+    sync(&w.gp, w.laptop(), w.id, t(20));
+    let record = w.laptop_record();
+    assert!(record.get(&key("Observation/bp")).unwrap().is_some());
+    assert!(w.laptop().unreadable().is_empty());
+    // Damaged again, and refused for good this time: no sync brings it back.
+    w.laptop()
+        .vault
+        .overwrite_blob_for_test(&w.id, Section::Clinical, &victim, &damaged)
+        .unwrap();
+    w.laptop_record();
+    w.laptop_mut()
+        .remove_unreadable(&victim.to_string(), true)
+        .unwrap();
+    sync(&w.gp, w.laptop(), w.id, t(21));
+    sync(w.laptop(), &w.gp, w.id, t(22));
+    let record = w.laptop_record();
+    assert!(record.get(&key("Observation/bp")).unwrap().is_none());
+    assert!(w.laptop().unreadable().is_empty());
+    assert!(
+        w.laptop().warnings().is_empty(),
+        "{:?}",
+        w.laptop().warnings()
+    );
+}

@@ -1,0 +1,128 @@
+//! Blobs held for the patient: written by a party after its access ended (a revoked or expired
+//! grantee, a removed device), or concurrently with the withdrawal. They change nothing the
+//! record shows until an owner accepts them, which is a `Close` operation that lists them, so
+//! every node takes them in; discarding one forgets it.
+
+use std::collections::BTreeMap;
+
+use crate::{
+    blob::Blob,
+    consent,
+    keys::{AgeIdentity, BlobId, PeerId, SigningKey},
+    ledger::{OpBody, SignedOp},
+    section::Section,
+    store::Store,
+    vault::Batch,
+};
+
+use super::{HeldBlob, Replica, ReplicaError, Result};
+
+impl Replica {
+    /// The plaintext changes of a held blob, to show the patient what it would change: `None`
+    /// if this device cannot open it.
+    pub fn open_held(
+        &self,
+        store: &dyn Store,
+        age: &AgeIdentity,
+        id: &BlobId,
+    ) -> Result<Option<(HeldBlob, Vec<u8>)>> {
+        let Some(held) = self.held_blobs.get(id).copied() else {
+            return Ok(None);
+        };
+        let Some(blob) = self.held_blob(store, id)? else {
+            return Ok(None);
+        };
+        let plain = if blob.header().kind == crate::blob::BlobKind::SealedToOwners {
+            self.open_sealed(&blob, age).ok().flatten()
+        } else {
+            self.keyring()
+                .get(&blob.header().key_id)
+                .and_then(|key| blob.open(key).ok())
+        };
+        Ok(plain.map(|plain| (held, plain)))
+    }
+
+    fn held_blob(&self, store: &dyn Store, id: &BlobId) -> Result<Option<Blob>> {
+        Ok(store
+            .held(&self.id)?
+            .into_iter()
+            .find(|(_, held, _)| held == id)
+            .and_then(|(_, _, bytes)| Blob::decode(bytes).ok()))
+    }
+
+    /// Accepts held blobs into the record: a `Close` per author, signed by this owner device,
+    /// that lists them, so every node takes them in as written by their real author. Returns
+    /// the operations appended. Ids not held are refused with nothing changed.
+    pub fn accept_held(
+        &mut self,
+        store: &dyn Store,
+        device: &SigningKey,
+        ids: &[BlobId],
+        now_ms: i64,
+    ) -> Result<Vec<SignedOp>> {
+        if !self.ledger.state().is_owner(&self.me) {
+            return Err(ReplicaError::NotOwner);
+        }
+        let mut by_author: BTreeMap<PeerId, Vec<BlobId>> = BTreeMap::new();
+        for id in ids {
+            let held = self
+                .held_blobs
+                .get(id)
+                .ok_or_else(|| ReplicaError::NotHeld(id.short()))?;
+            by_author.entry(held.author).or_default().push(*id);
+        }
+        let mut ledger = self.ledger.clone();
+        let mut appended = Vec::new();
+        for (party, accepted) in by_author {
+            let body = OpBody::Close {
+                party,
+                sections: Vec::new(),
+                accepted,
+            };
+            appended.push(ledger.append(device, body, now_ms)?);
+        }
+        let mut batch = Batch::new();
+        for op in &appended {
+            batch.ledger_op(self.id, op.id(), op.bytes());
+        }
+        let mut entering: Vec<(Section, Blob)> = Vec::new();
+        for id in ids {
+            let Some(blob) = self.held_blob(store, id)? else {
+                continue;
+            };
+            let section = self.held_blobs[id].section;
+            batch.release(self.id, *id);
+            if !consent::withdrawn(&blob, &ledger)
+                && consent::check_blob(&blob, &ledger, self.id, section).is_ok()
+            {
+                batch.blob(self.id, section, *id, blob.bytes().to_vec());
+                entering.push((section, blob));
+            }
+        }
+        store.commit(batch)?;
+        self.ledger = ledger;
+        for id in ids {
+            self.held_blobs.remove(id);
+        }
+        for (section, blob) in entering {
+            self.note_blob(section, &blob);
+        }
+        Ok(appended)
+    }
+
+    /// Forgets held blobs for good. Ids not held are refused with nothing changed.
+    pub fn discard_held(&mut self, store: &dyn Store, ids: &[BlobId]) -> Result<()> {
+        let mut batch = Batch::new();
+        for id in ids {
+            if !self.held_blobs.contains_key(id) {
+                return Err(ReplicaError::NotHeld(id.short()));
+            }
+            batch.release(self.id, *id);
+        }
+        store.commit(batch)?;
+        for id in ids {
+            self.held_blobs.remove(id);
+        }
+        Ok(())
+    }
+}

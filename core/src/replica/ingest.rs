@@ -1,0 +1,402 @@
+//! The ingest gate: everything a peer sends enters a replica here (see the module
+//! documentation of [`super`]).
+
+use std::collections::BTreeSet;
+
+use automerge::AutoCommit;
+
+use crate::{
+    blob::{Blob, BlobKind},
+    consent::{self, IngestError},
+    keys::{AgeIdentity, BlobId, PeerId},
+    ledger::{Ledger, OpBody, SignedOp},
+    section::Section,
+    store::Store,
+    vault::Batch,
+};
+
+use super::{
+    HELD_BLOBS_PER_AUTHOR_MAX, Ingested, Keyring, PENDING_BLOBS_MAX, PENDING_BYTES_MAX, Replica,
+    Result, Topic, VOID_IDS_MAX, may_hold, refused,
+};
+
+impl Replica {
+    /// Takes items a peer sent: ledger operations first (blobs are judged by them), then blobs.
+    /// Everything is checked before anything is stored; one item no honest node would send
+    /// refuses the whole lot ([`ReplicaError::Refused`]) and stores nothing. Blobs of sections
+    /// this node may not hold are dropped; blobs naming ledger operations it lacks wait in a
+    /// bounded buffer. What is stored is committed in one durable batch.
+    pub fn ingest(
+        &mut self,
+        store: &dyn Store,
+        age: &AgeIdentity,
+        items: Vec<(Topic, Vec<u8>)>,
+        now_ms: i64,
+    ) -> Result<Ingested> {
+        let mut report = Ingested::default();
+        let mut ledger = self.ledger.clone();
+        let mut new_ops = Vec::new();
+        let mut blobs = Vec::new();
+        for (topic, bytes) in items {
+            match topic {
+                Topic::Ledger => {
+                    let op = SignedOp::decode(&bytes).map_err(|e| refused(topic, "?", e))?;
+                    let id = op.id();
+                    match ledger.insert(op.clone()) {
+                        Ok(true) => new_ops.push(op),
+                        Ok(false) => report.duplicates += 1,
+                        Err(e) => return Err(refused(topic, &id.short(), e)),
+                    }
+                }
+                Topic::Section(section) => {
+                    let blob = Blob::decode(bytes).map_err(|e| refused(topic, "?", e))?;
+                    blobs.push((section, blob));
+                }
+            }
+        }
+        // A record not held yet is taken in only if its ledger admits this node.
+        let keep_ops = self.held || ledger.state().admitted(&self.me, now_ms);
+
+        let new_keys = new_ops
+            .iter()
+            .any(|op| matches!(op.op().body, OpBody::Keys { .. }));
+        let new_closes: BTreeSet<PeerId> = new_ops
+            .iter()
+            .filter_map(|op| match &op.op().body {
+                OpBody::Close { party, .. } => Some(*party),
+                _ => None,
+            })
+            .collect();
+        // The keys as they will be, so that a compaction that arrives with its key is checked.
+        let unlocked = (keep_ops && new_keys).then(|| Keyring::unlock(&ledger, &self.me, age));
+        let keyring = unlocked.as_ref().unwrap_or(&self.keyring);
+        let owner = ledger.state().is_owner(&self.me);
+
+        // Judge the blobs under the ledger as it will be, the buffered ones too.
+        let mut batch = Batch::new().from_peer();
+        let mut plan = Plan::default();
+        let mut accepted_ids: BTreeSet<BlobId> = BTreeSet::new();
+        let mut buffered: Vec<(Section, Blob)> = Vec::new();
+        let waiting = std::mem::take(&mut self.pending);
+        self.pending_bytes = 0;
+        let from_peer = blobs.len();
+        for (index, (section, blob)) in blobs.into_iter().chain(waiting.into_values()).enumerate() {
+            let topic = Topic::Section(section);
+            let id = blob.id();
+            let theirs = index < from_peer;
+            let held = self
+                .blobs
+                .get(&section)
+                .is_some_and(|b| b.contains_key(&id))
+                || accepted_ids.contains(&id)
+                || self.held_blobs.contains_key(&id)
+                || plan.held.iter().any(|(_, b)| b.id() == id)
+                || self.void.contains(&id)
+                || store.is_replaced(&self.id, section, &id)?;
+            if held {
+                report.duplicates += usize::from(theirs);
+                continue;
+            }
+            if !keep_ops || !may_hold(&ledger, &self.me, section, now_ms) {
+                report.unwanted += 1;
+                continue;
+            }
+            match consent::check_blob(&blob, &ledger, self.id, section) {
+                // Written by a party after its access ended: it changes nothing here. Not the
+                // sender's fault (a relay passes on what it cannot judge).
+                Ok(()) if consent::withdrawn(&blob, &ledger) => {
+                    report.void += 1;
+                    self.hold_or_drop(owner, section, blob, &mut batch, &mut plan);
+                }
+                Ok(()) => {
+                    accepted_ids.insert(id);
+                    plan.accepted.push((section, blob));
+                }
+                Err(IngestError::UnknownLedgerHeads(_)) => buffered.push((section, blob)),
+                Err(e) if theirs => return Err(refused(topic, &id.short(), e)),
+                // A buffered blob that the ledger now refuses was never stored: drop it.
+                Err(_) => {}
+            }
+        }
+        if keep_ops && !new_closes.is_empty() {
+            self.rejudge(store, &ledger, owner, &new_closes, &mut batch, &mut plan)?;
+        }
+
+        if keep_ops && !self.held {
+            // The ledger now admits this node: store all of it, also what came in earlier
+            // messages and was kept in memory only.
+            for op in ledger.ops() {
+                batch.ledger_op(self.id, op.id(), op.bytes());
+            }
+        } else if keep_ops {
+            for op in &new_ops {
+                batch.ledger_op(self.id, op.id(), op.bytes());
+            }
+        }
+        let mut replaced: Vec<(Section, BTreeSet<BlobId>)> = Vec::new();
+        for (section, blob) in &plan.accepted {
+            if blob.header().kind == BlobKind::Compaction {
+                let ids = self.verified_replaces(store, &ledger, keyring, age, *section, blob)?;
+                for old in &ids {
+                    batch.replace(self.id, *section, *old, blob.id());
+                }
+                replaced.push((*section, ids));
+            }
+            batch.blob(self.id, *section, blob.id(), blob.bytes().to_vec());
+        }
+        if !batch.is_empty() {
+            store.commit(batch)?;
+        }
+
+        // The batch is durable: now change what is in memory.
+        report.ops = new_ops.len();
+        // A ledger that does not admit this node yet stays in memory only (bounded by
+        // `LEDGER_OPS_MAX`): the rest of it may come in the next message.
+        self.ledger = ledger;
+        if keep_ops {
+            self.held = true;
+            if let Some(unlocked) = unlocked {
+                self.keyring = unlocked;
+            }
+        }
+        for (section, ids) in replaced {
+            if let Some(stored) = self.blobs.get_mut(&section) {
+                stored.retain(|id, _| !ids.contains(id));
+            }
+            if let Some(stored) = self.materialised.get_mut(&section) {
+                stored.retain(|id| !ids.contains(id));
+            }
+        }
+        for (section, id) in plan.removed {
+            if let Some(stored) = self.blobs.get_mut(&section) {
+                stored.remove(&id);
+            }
+            if let Some(stored) = self.materialised.get_mut(&section) {
+                stored.retain(|stored| *stored != id);
+            }
+        }
+        for id in plan.released {
+            self.held_blobs.remove(&id);
+        }
+        for (section, blob) in plan.held {
+            self.note_held(section, &blob);
+        }
+        if !new_closes.is_empty() {
+            // What counts as void changed: what was dropped may be accepted now.
+            self.void.clear();
+        }
+        for id in plan.dropped {
+            if self.void.len() < VOID_IDS_MAX {
+                self.void.insert(id);
+            }
+        }
+        for (section, blob) in plan.accepted {
+            self.note_blob(section, &blob);
+            report.blobs += 1;
+        }
+        for (section, blob) in buffered {
+            if self.pending.len() >= PENDING_BLOBS_MAX
+                || self.pending_bytes + blob.len() > PENDING_BYTES_MAX
+            {
+                report.overflowed += 1;
+                continue;
+            }
+            self.pending_bytes += blob.len();
+            self.pending.insert(blob.id(), (section, blob));
+        }
+        report.buffered = self.pending.len();
+        Ok(report)
+    }
+
+    /// A void blob: held for the patient on an owner device (within the bounds per author),
+    /// dropped elsewhere and remembered as void.
+    fn hold_or_drop(
+        &self,
+        owner: bool,
+        section: Section,
+        blob: Blob,
+        batch: &mut Batch,
+        plan: &mut Plan,
+    ) {
+        let author = blob.header().author;
+        let (count, bytes) = plan
+            .held
+            .iter()
+            .filter(|(_, held)| held.header().author == author)
+            .fold((0, 0), |(n, b), (_, held)| (n + 1, b + held.len()));
+        let room =
+            count < HELD_BLOBS_PER_AUTHOR_MAX && self.room_to_hold(&author, bytes + blob.len());
+        if owner && room {
+            batch.hold(self.id, section, blob.id(), blob.bytes().to_vec());
+            plan.held.push((section, blob));
+        } else {
+            plan.dropped.push(blob.id());
+        }
+    }
+
+    /// New `Close` operations arrived: what this node stores or holds from the parties they
+    /// name is judged again. A stored blob that is now void leaves the record (held on an owner
+    /// device); a void compaction gives back what it replaced, so peers' copies are taken in
+    /// again; a held blob an owner accepted enters the record.
+    fn rejudge(
+        &self,
+        store: &dyn Store,
+        ledger: &Ledger,
+        owner: bool,
+        parties: &BTreeSet<PeerId>,
+        batch: &mut Batch,
+        plan: &mut Plan,
+    ) -> Result<()> {
+        for party in parties {
+            // A node keeps what it wrote itself, void or not, and goes on offering it: an owner
+            // device that receives it holds it for the patient, so an offline edit made while
+            // the withdrawal was on its way is shown to the patient, not lost on its way.
+            if *party == self.me {
+                continue;
+            }
+            for id in self.blobs_by(party, &Section::ALL) {
+                let Some(section) = self.section_of(&id) else {
+                    continue;
+                };
+                let Some(bytes) = store.blob(&self.id, section, &id)? else {
+                    continue;
+                };
+                let Ok(blob) = Blob::decode(bytes) else {
+                    continue;
+                };
+                if !consent::withdrawn(&blob, ledger) {
+                    continue;
+                }
+                if blob.header().kind == BlobKind::Compaction {
+                    for old in &blob.header().replaces {
+                        if store.replaced_by(&self.id, section, old)? == Some(id) {
+                            batch.unreplace(self.id, section, *old);
+                        }
+                    }
+                }
+                batch.remove_blob(self.id, section, id);
+                plan.removed.push((section, id));
+                self.hold_or_drop(owner, section, blob, batch, plan);
+            }
+        }
+        for (section, id, bytes) in store.held(&self.id)? {
+            let Ok(blob) = Blob::decode(bytes) else {
+                continue;
+            };
+            if !parties.contains(&blob.header().author) || consent::withdrawn(&blob, ledger) {
+                continue;
+            }
+            batch.release(self.id, id);
+            plan.released.push(id);
+            if consent::check_blob(&blob, ledger, self.id, section).is_ok() {
+                plan.accepted.push((section, blob));
+            }
+        }
+        Ok(())
+    }
+
+    /// Which of the blobs a compaction lists this node may delete. Only a compaction by an
+    /// owner under this node's current ledger deletes anything; a reader deletes a blob it holds
+    /// only once it has checked that the compaction holds every change of it (a node that
+    /// cannot read the section takes the current owner's word, as it cannot check). Blobs not
+    /// held here are listed too, so they are never taken in again.
+    fn verified_replaces(
+        &self,
+        store: &dyn Store,
+        ledger: &Ledger,
+        keyring: &Keyring,
+        age: &AgeIdentity,
+        section: Section,
+        compaction: &Blob,
+    ) -> Result<BTreeSet<BlobId>> {
+        let header = compaction.header();
+        if !ledger.state().is_owner(&header.author) {
+            return Ok(BTreeSet::new());
+        }
+        let Some(key) = keyring.get(&header.key_id) else {
+            return Ok(header.replaces.iter().copied().collect());
+        };
+        let Some(mut doc) = compaction
+            .open(key)
+            .ok()
+            .and_then(|plain| AutoCommit::load(&plain).ok())
+        else {
+            return Ok(BTreeSet::new());
+        };
+        let mut verified = BTreeSet::new();
+        for old in &header.replaces {
+            let held_here = self
+                .blobs
+                .get(&section)
+                .is_some_and(|b| b.contains_key(old));
+            if !held_here {
+                verified.insert(*old);
+                continue;
+            }
+            let Some(plain) = self.plaintext_of(store, keyring, age, section, old)? else {
+                // Not readable here (sealed to other devices): the current owner's word.
+                verified.insert(*old);
+                continue;
+            };
+            let before = doc.get_heads();
+            let loaded = doc.load_incremental(&plain).is_ok();
+            if loaded && doc.get_heads() == before && doc.get_missing_deps(&[]).is_empty() {
+                verified.insert(*old);
+            } else if let Some(fresh) = compaction
+                .open(key)
+                .ok()
+                .and_then(|plain| AutoCommit::load(&plain).ok())
+            {
+                // It held something the compaction does not: keep it, and start clean.
+                doc = fresh;
+            }
+        }
+        Ok(verified)
+    }
+
+    /// The plaintext of a stored blob, if this node can open it.
+    fn plaintext_of(
+        &self,
+        store: &dyn Store,
+        keyring: &Keyring,
+        age: &AgeIdentity,
+        section: Section,
+        id: &BlobId,
+    ) -> Result<Option<Vec<u8>>> {
+        let Some(bytes) = store.blob(&self.id, section, id)? else {
+            return Ok(None);
+        };
+        let Ok(blob) = Blob::decode(bytes) else {
+            return Ok(None);
+        };
+        if blob.header().kind == BlobKind::SealedToOwners {
+            return Ok(self.open_sealed(&blob, age).ok().flatten());
+        }
+        Ok(keyring
+            .get(&blob.header().key_id)
+            .and_then(|key| blob.open(key).ok()))
+    }
+
+    /// The section a stored blob is in.
+    fn section_of(&self, id: &BlobId) -> Option<Section> {
+        self.blobs
+            .iter()
+            .find(|(_, blobs)| blobs.contains_key(id))
+            .map(|(section, _)| *section)
+    }
+}
+
+/// What one ingest will change, gathered before the batch is committed.
+#[derive(Default)]
+struct Plan {
+    /// Blobs entering the record.
+    accepted: Vec<(Section, Blob)>,
+    /// Void blobs to hold for the patient.
+    held: Vec<(Section, Blob)>,
+    /// Void blobs dropped (on a node that is not an owner, or past the bounds).
+    dropped: Vec<BlobId>,
+    /// Stored blobs leaving the record (void now).
+    removed: Vec<(Section, BlobId)>,
+    /// Held blobs no longer held (an owner accepted them).
+    released: Vec<BlobId>,
+}

@@ -1,0 +1,155 @@
+//! Reading a replica: decrypting and applying what this node may read.
+
+use std::collections::BTreeMap;
+
+use automerge::ActorId;
+
+use crate::{
+    blob::{Blob, BlobKind},
+    consent,
+    keys::{AgeIdentity, BlobId},
+    record::{Record, RecordMeta},
+    section::Section,
+    store::Store,
+    vault::Batch,
+};
+
+use super::{Replica, Result, skipped};
+
+impl Replica {
+    /// Decrypts and applies every stored blob this node can read, into a record whose new
+    /// writes are made as `actor`: those sealed with a section key it holds, and, on an owner
+    /// device, the audit entries sealed to it with its age identity `age`. A blob that fails a
+    /// check is skipped and described in the returned warnings; every other blob still loads.
+    pub fn materialise(
+        &mut self,
+        store: &dyn Store,
+        meta: RecordMeta,
+        actor: &ActorId,
+        age: &AgeIdentity,
+    ) -> Result<(Record, Vec<String>)> {
+        self.materialise_sections(store, meta, actor, age, &Section::ALL)
+    }
+
+    /// [`Replica::materialise`], of the given sections only: the others stay empty in the
+    /// record returned (a provider listing its patients decrypts `summary` alone).
+    pub fn materialise_sections(
+        &mut self,
+        store: &dyn Store,
+        meta: RecordMeta,
+        actor: &ActorId,
+        age: &AgeIdentity,
+        sections: &[Section],
+    ) -> Result<(Record, Vec<String>)> {
+        let mut warnings = Vec::new();
+        self.unreadable.retain(|(s, _, _)| !sections.contains(s));
+        let mut parts: BTreeMap<Section, Vec<Vec<u8>>> = BTreeMap::new();
+        let mut ids: BTreeMap<Section, Vec<BlobId>> = BTreeMap::new();
+        for &section in sections {
+            for (stored_id, bytes) in store.blobs(&self.id, section)? {
+                match self.open_stored(section, stored_id, bytes, age) {
+                    Ok(Some(plain)) => {
+                        parts.entry(section).or_default().push(plain);
+                        ids.entry(section).or_default().push(stored_id);
+                    }
+                    // Sealed for others (another provider's audit entries, say): not ours to read.
+                    Ok(None) => {}
+                    Err(problem) => {
+                        self.unreadable.push((section, stored_id, problem.clone()));
+                        warnings.push(problem);
+                    }
+                }
+            }
+        }
+        let (record, mut bad) = Record::load_parts(meta, &parts, actor);
+        // Remove from the last index down, so earlier indices stay right.
+        bad.sort_by_key(|(section, index, _)| std::cmp::Reverse((*section, *index)));
+        for (section, index, error) in bad {
+            let id = ids
+                .get_mut(&section)
+                .expect("a bad piece belongs to a loaded section")
+                .remove(index);
+            let problem = skipped(section, id, &error.to_string());
+            self.unreadable.push((section, id, problem.clone()));
+            warnings.push(problem);
+        }
+        for &section in sections {
+            self.materialised
+                .insert(section, ids.remove(&section).unwrap_or_default());
+        }
+        Ok((record, warnings))
+    }
+
+    /// Decodes and decrypts one stored blob: `Ok(None)` if this node holds no key for it (it
+    /// may not read that section, or it is an audit entry sealed to other devices), a sentence
+    /// for the user if it fails a check.
+    fn open_stored(
+        &self,
+        section: Section,
+        stored_id: BlobId,
+        bytes: Vec<u8>,
+        age: &AgeIdentity,
+    ) -> Result<Option<Vec<u8>>, String> {
+        let fail = |reason: String| skipped(section, stored_id, &reason);
+        let blob = Blob::decode(bytes).map_err(|e| fail(e.to_string()))?;
+        if blob.id() != stored_id {
+            return Err(fail("its bytes do not match its id".into()));
+        }
+        // The same check a blob from a peer passes: its author could write here under the
+        // consent it names.
+        consent::check_blob(&blob, &self.ledger, self.id, section)
+            .map_err(|e| fail(e.to_string()))?;
+        // Written by a party after its access ended: never part of the record (ingest moves
+        // such blobs out; this also covers a store written before the close arrived).
+        if consent::withdrawn(&blob, &self.ledger) {
+            return Ok(None);
+        }
+        let header = blob.header();
+        if header.kind == BlobKind::SealedToOwners {
+            return self.open_sealed(&blob, age).map_err(fail);
+        }
+        let Some(key) = self.keyring.get(&header.key_id) else {
+            if self.ledger.state().can_read(&self.me, section, i64::MAX) {
+                return Err(fail("this node holds no key for it".into()));
+            }
+            return Ok(None);
+        };
+        let plain = blob.open(key).map_err(|e| fail(e.to_string()))?;
+        if header.kind == BlobKind::Changes {
+            crate::changes::check_authorship(&header.author, &plain).map_err(fail)?;
+        }
+        Ok(Some(plain))
+    }
+
+    /// The stored blobs the last materialise could not read, with why: damaged copies, and
+    /// blobs that pass every check at the gate yet fail to load (too large once inflated, say).
+    pub fn unreadable(&self) -> &[(Section, BlobId, String)] {
+        &self.unreadable
+    }
+
+    /// Removes an unreadable blob. A peer's good copy is taken in at the next sync, unless
+    /// `for_good`: then it is remembered as replaced, and no sync takes it in again (a blob that
+    /// fails to load wherever it goes). The rest of the record is untouched.
+    pub fn remove_unreadable(
+        &mut self,
+        store: &dyn Store,
+        id: &BlobId,
+        for_good: bool,
+    ) -> Result<bool> {
+        let Some(index) = self.unreadable.iter().position(|(_, bad, _)| bad == id) else {
+            return Ok(false);
+        };
+        let (section, id, _) = self.unreadable.remove(index);
+        let mut batch = Batch::new();
+        if for_good {
+            batch.replace(self.id, section, id, id);
+        } else {
+            batch.remove_blob(self.id, section, id);
+        }
+        store.commit(batch)?;
+        if let Some(stored) = self.blobs.get_mut(&section) {
+            stored.remove(&id);
+        }
+        Ok(true)
+    }
+}

@@ -1,0 +1,266 @@
+//! Local writes: sealing saves, compaction, and consent changes.
+
+use std::collections::BTreeSet;
+
+use crate::{
+    blob::{BLOB_LEDGER_HEADS_MAX, BLOB_REPLACES_MAX, Blob, BlobHeader, BlobKind},
+    consent::{self, ConsentError},
+    keys::{BlobId, PeerId, SigningKey},
+    ledger::{CLOSE_ACCEPTED_MAX, Ledger, OpBody, SignedOp},
+    record::Record,
+    section::Section,
+    store::Store,
+    vault::Batch,
+};
+
+use super::{BLOBS_BEFORE_COMPACTION, COMPACT_SAVE_BYTES_MIN, Replica, ReplicaError, Result};
+
+impl Replica {
+    /// Seals the record's unsaved changes, one blob per changed section, and stores them
+    /// durably; returns the ids of the blobs written. Compacts a section's blobs when enough
+    /// have gathered (owner devices only).
+    pub fn save(
+        &mut self,
+        store: &dyn Store,
+        device: &SigningKey,
+        record: &mut Record,
+        now_ms: i64,
+    ) -> Result<Vec<BlobId>> {
+        self.save_with(store, device, record, Vec::new(), now_ms)
+    }
+
+    /// [`Replica::save`], storing `sealed` (blobs from [`Replica::seal_to_owners`], say the
+    /// audit entry of this very write) in the same durable transaction: both land or neither.
+    pub fn save_with(
+        &mut self,
+        store: &dyn Store,
+        device: &SigningKey,
+        record: &mut Record,
+        sealed: Vec<Blob>,
+        now_ms: i64,
+    ) -> Result<Vec<BlobId>> {
+        let changes = record.take_unsaved();
+        if changes.is_empty() {
+            if !sealed.is_empty() {
+                self.store_sealed(store, sealed)?;
+            }
+            return Ok(Vec::new());
+        }
+        let mut batch = Batch::new();
+        for blob in &sealed {
+            batch.blob(
+                self.id,
+                blob.header().section,
+                blob.id(),
+                blob.bytes().to_vec(),
+            );
+        }
+        for op in consent::repair(&mut self.ledger, &mut self.keyring, device, now_ms)? {
+            batch.ledger_op(self.id, op.id(), op.bytes());
+        }
+        let mut ledger = self.ledger.clone();
+        let closes = close_withdrawn(
+            &mut ledger,
+            |party, sections| self.blobs_by(party, sections),
+            device,
+            now_ms,
+        )?;
+        self.ledger = ledger;
+        for op in closes {
+            batch.ledger_op(self.id, op.id(), op.bytes());
+        }
+        let owner = self.ledger.state().is_owner(&self.me);
+        let mut compact = Vec::new();
+        let mut written = Vec::new();
+        let mut blobs = Vec::new();
+        for (section, bytes) in changes {
+            if owner && bytes.len() >= COMPACT_SAVE_BYTES_MIN {
+                compact.push(section);
+                continue;
+            }
+            // A blob every reader would skip (its changes too large once inflated) is refused
+            // here, so the writer is told instead of the write vanishing at every reader.
+            crate::changes::check_authorship(&device.peer_id(), &bytes)
+                .map_err(ReplicaError::Unreadable)?;
+            let blob = self.seal(
+                device,
+                section,
+                BlobKind::Changes,
+                &bytes,
+                Vec::new(),
+                now_ms,
+            )?;
+            // A blob every peer would refuse (a grantee writing outside its grant) is never
+            // stored here either.
+            consent::check_blob(&blob, &self.ledger, self.id, section)
+                .map_err(ConsentError::from)?;
+            written.push(blob.id());
+            batch.blob(self.id, section, blob.id(), blob.bytes().to_vec());
+            blobs.push((section, blob));
+        }
+        store.commit(batch)?;
+        self.held = true;
+        for (section, blob) in blobs {
+            self.materialised
+                .entry(section)
+                .or_default()
+                .push(blob.id());
+            self.note_blob(section, &blob);
+        }
+        for blob in &sealed {
+            self.note_blob(blob.header().section, blob);
+        }
+        if owner {
+            compact.extend(
+                self.materialised
+                    .iter()
+                    .filter(|(_, ids)| ids.len() > BLOBS_BEFORE_COMPACTION)
+                    .map(|(section, _)| *section),
+            );
+        }
+        for section in compact {
+            written.push(self.compact_section(store, device, record, section, now_ms)?);
+        }
+        Ok(written)
+    }
+
+    /// Rewrites a section's materialised blobs as one compaction blob that replaces them.
+    pub fn compact_section(
+        &mut self,
+        store: &dyn Store,
+        device: &SigningKey,
+        record: &mut Record,
+        section: Section,
+        now_ms: i64,
+    ) -> Result<BlobId> {
+        if !self.ledger.state().is_owner(&self.me) {
+            return Err(ReplicaError::NotOwner);
+        }
+        // A compaction holds the whole section, so it also stands for every blob an earlier
+        // compaction replaced: a peer that holds one of those, but never saw that compaction,
+        // learns from this one to drop it.
+        let mut replaces: BTreeSet<BlobId> =
+            store.replaced(&self.id, section)?.into_iter().collect();
+        replaces.extend(self.materialised.get(&section).into_iter().flatten());
+        let replaces: Vec<BlobId> = replaces.into_iter().take(BLOB_REPLACES_MAX).collect();
+        let bytes = record.save_section(section);
+        let blob = self.seal(
+            device,
+            section,
+            BlobKind::Compaction,
+            &bytes,
+            replaces.clone(),
+            now_ms,
+        )?;
+        let mut batch = Batch::new();
+        for old in &replaces {
+            batch.replace(self.id, section, *old, blob.id());
+        }
+        batch.blob(self.id, section, blob.id(), blob.bytes().to_vec());
+        store.commit(batch)?;
+        if let Some(ids) = self.blobs.get_mut(&section) {
+            ids.retain(|id, _| !replaces.contains(id));
+        }
+        self.note_blob(section, &blob);
+        self.materialised.insert(section, vec![blob.id()]);
+        Ok(blob.id())
+    }
+
+    /// The sections with materialised blobs (what [`Replica::compact_section`] can rewrite).
+    pub fn materialised_sections(&self) -> Vec<Section> {
+        self.materialised.keys().copied().collect()
+    }
+
+    /// Signs `body` with `signer` (the device key, or the record root key), brings the keys in
+    /// step and stores it all durably. Returns the operations appended, the requested one first.
+    /// Only owner devices change consent, except that the root key adds and removes devices.
+    pub fn change_consent(
+        &mut self,
+        store: &dyn Store,
+        signer: &SigningKey,
+        device: &SigningKey,
+        body: OpBody,
+        now_ms: i64,
+    ) -> Result<Vec<SignedOp>> {
+        let root = self.ledger.state().root == Some(signer.peer_id());
+        if !root && !self.ledger.state().is_owner(&self.me) {
+            return Err(ReplicaError::NotOwner);
+        }
+        let mut ledger = self.ledger.clone();
+        let mut keyring = std::mem::take(&mut self.keyring);
+        let appended = (|| -> Result<Vec<SignedOp>> {
+            let mut appended = vec![ledger.append(signer, body, now_ms)?];
+            appended.extend(consent::repair(&mut ledger, &mut keyring, device, now_ms)?);
+            appended.extend(close_withdrawn(
+                &mut ledger,
+                |party, sections| self.blobs_by(party, sections),
+                device,
+                now_ms,
+            )?);
+            Ok(appended)
+        })();
+        self.keyring = keyring;
+        let appended = appended?;
+        let mut batch = Batch::new();
+        for op in &appended {
+            batch.ledger_op(self.id, op.id(), op.bytes());
+        }
+        store.commit(batch)?;
+        self.ledger = ledger;
+        self.held = true;
+        Ok(appended)
+    }
+
+    fn seal(
+        &self,
+        device: &SigningKey,
+        section: Section,
+        kind: BlobKind,
+        plaintext: &[u8],
+        replaces: Vec<BlobId>,
+        now_ms: i64,
+    ) -> Result<Blob> {
+        let (epoch, key) = consent::writing_key(&self.ledger, &self.keyring, section, now_ms)?;
+        let mut ledger_heads = self.ledger.heads();
+        ledger_heads.truncate(BLOB_LEDGER_HEADS_MAX);
+        let header = BlobHeader {
+            record: self.id,
+            section,
+            kind,
+            epoch,
+            key_id: key.id(),
+            author: device.peer_id(),
+            time_ms: now_ms,
+            ledger_heads,
+            replaces,
+        };
+        Ok(Blob::seal(header, key, plaintext, device)?)
+    }
+}
+
+/// Pins what this owner device accepts from every party whose write access ended without a
+/// `Close` yet ([`consent::closes_needed`]): one `Close` per party, accepting the blobs of it
+/// this device stores in the sections closed (`blobs_by`, newest first, at most
+/// [`CLOSE_ACCEPTED_MAX`]). Does nothing on a device that is not an owner.
+fn close_withdrawn(
+    ledger: &mut Ledger,
+    blobs_by: impl Fn(&PeerId, &[Section]) -> Vec<BlobId>,
+    device: &SigningKey,
+    now_ms: i64,
+) -> Result<Vec<SignedOp>> {
+    if !ledger.state().is_owner(&device.peer_id()) {
+        return Ok(Vec::new());
+    }
+    let mut appended = Vec::new();
+    for (party, sections) in consent::closes_needed(ledger, now_ms) {
+        let mut accepted = blobs_by(&party, &sections);
+        accepted.truncate(CLOSE_ACCEPTED_MAX);
+        let body = OpBody::Close {
+            party,
+            sections,
+            accepted,
+        };
+        appended.push(ledger.append(device, body, now_ms)?);
+    }
+    Ok(appended)
+}
