@@ -9,19 +9,9 @@ use std::{
     time::Duration,
 };
 
-use common::{Phr, Transcript};
+use common::{Phr, Transcript, card, provider};
 
 const PASS: (&str, &str) = ("PHR_PASSPHRASE", "a long and memorable passphrase");
-
-fn provider(name: &str, ods: &str) -> Phr {
-    let phr = Phr::new();
-    phr.ok(&["init", "--provider", "--name", name, "--ods", ods]);
-    phr
-}
-
-fn card(phr: &Phr) -> String {
-    phr.ok(&["card"]).trim().to_string()
-}
 
 #[test]
 fn share_with_a_gp_and_a_pharmacy_then_revoke() {

@@ -5,18 +5,8 @@
 
 mod common;
 
-use common::{Phr, Transcript, sync::sync_homes};
+use common::{Phr, Transcript, card, provider, sync::sync_homes};
 use serde_json::Value;
-
-fn provider(name: &str, ods: &str) -> Phr {
-    let phr = Phr::new();
-    phr.ok(&["init", "--provider", "--name", name, "--ods", ods]);
-    phr
-}
-
-fn card(phr: &Phr) -> String {
-    phr.ok(&["card"]).trim().to_string()
-}
 
 /// An HbA1c result, which belongs in the clinical section.
 const HBA1C: &str = r#"{"resourceType": "Observation", "id": "hba1c", "status": "final",

@@ -4,18 +4,8 @@
 
 mod common;
 
-use common::{Phr, sync::sync_homes};
+use common::{Phr, card, provider, sync::sync_homes};
 use serde_json::Value;
-
-fn provider(name: &str, ods: &str) -> Phr {
-    let phr = Phr::new();
-    phr.ok(&["init", "--provider", "--name", name, "--ods", ods]);
-    phr
-}
-
-fn card(phr: &Phr) -> String {
-    phr.ok(&["card"]).trim().to_string()
-}
 
 fn record_id(gp: &Phr) -> String {
     let listed: Value = serde_json::from_str(&gp.ok(&["patients", "--json"])).unwrap();

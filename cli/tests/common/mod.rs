@@ -160,3 +160,15 @@ impl Transcript {
         self.codes
     }
 }
+
+/// A provider node's home, named `name` with ODS code `ods`.
+pub fn provider(name: &str, ods: &str) -> Phr {
+    let phr = Phr::new();
+    phr.ok(&["init", "--provider", "--name", name, "--ods", ods]);
+    phr
+}
+
+/// A node's contact card.
+pub fn card(phr: &Phr) -> String {
+    phr.ok(&["card"]).trim().to_string()
+}

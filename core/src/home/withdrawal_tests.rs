@@ -192,9 +192,9 @@ fn plant(home: &Home, id: RecordId, blob: &Blob) {
     home.vault.commit(batch).unwrap();
 }
 
-#[test]
-fn a_removed_device_cannot_wipe_a_section_with_a_compaction() {
-    let mut w = World::new();
+/// The phone's crafted compaction: an empty document that claims to replace every clinical
+/// blob it holds, planted in its vault. Returns it and what it claims to replace.
+fn plant_wipe(w: &World) -> (Blob, Vec<BlobId>) {
     let clinical: Vec<BlobId> = w
         .phone
         .vault
@@ -204,9 +204,6 @@ fn a_removed_device_cannot_wipe_a_section_with_a_compaction() {
         .map(|(id, _)| id)
         .collect();
     assert!(!clinical.is_empty());
-    w.laptop_mut().remove_device("phone", t(10)).unwrap();
-    sync(w.laptop(), &w.gp, w.id, t(11));
-    // The stolen phone pushes an empty document that claims to replace the live clinical blob.
     let empty = AutoCommit::new().save();
     let wipe = craft(
         &w.phone,
@@ -214,10 +211,20 @@ fn a_removed_device_cannot_wipe_a_section_with_a_compaction() {
         Section::Clinical,
         BlobKind::Compaction,
         &empty,
-        clinical,
+        clinical.clone(),
         t(12),
     );
     plant(&w.phone, w.id, &wipe);
+    (wipe, clinical)
+}
+
+#[test]
+fn a_removed_device_cannot_wipe_a_section_with_a_compaction() {
+    let mut w = World::new();
+    w.laptop_mut().remove_device("phone", t(10)).unwrap();
+    sync(w.laptop(), &w.gp, w.id, t(11));
+    // The stolen phone pushes an empty document that claims to replace the live clinical blob.
+    let (wipe, _) = plant_wipe(&w);
     sync(&w.phone, &w.gp, w.id, t(13));
     assert!(provider_shows(&w.gp, w.id, Section::Clinical, "Observation/bp").is_some());
     sync(&w.gp, w.laptop(), w.id, t(14));
@@ -241,25 +248,7 @@ fn a_compaction_that_does_not_hold_what_it_replaces_deletes_nothing_even_from_an
     // compaction is taken in, but the GP reads clinical and sees the compaction does not hold
     // the blood pressure, so it keeps that blob.
     let mut w = World::new();
-    let clinical: Vec<BlobId> = w
-        .phone
-        .vault
-        .blobs(&w.id, Section::Clinical)
-        .unwrap()
-        .into_iter()
-        .map(|(id, _)| id)
-        .collect();
-    let empty = AutoCommit::new().save();
-    let wipe = craft(
-        &w.phone,
-        w.id,
-        Section::Clinical,
-        BlobKind::Compaction,
-        &empty,
-        clinical.clone(),
-        t(12),
-    );
-    plant(&w.phone, w.id, &wipe);
+    let (wipe, clinical) = plant_wipe(&w);
     sync(&w.phone, &w.gp, w.id, t(13));
     for id in &clinical {
         assert!(
