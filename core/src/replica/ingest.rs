@@ -159,7 +159,8 @@ impl Replica {
                 self.keyring = unlocked;
             }
         }
-        for (section, ids) in replaced {
+        for (section, ids) in &replaced {
+            let section = *section;
             if let Some(stored) = self.blobs.get_mut(&section) {
                 stored.retain(|id, _| !ids.contains(id));
             }
@@ -191,7 +192,13 @@ impl Replica {
             }
         }
         for (section, blob) in plan.accepted {
-            self.note_blob(section, &blob);
+            // A blob that a compaction of this same batch replaces was never stored.
+            let superseded = replaced
+                .iter()
+                .any(|(s, ids)| *s == section && ids.contains(&blob.id()));
+            if !superseded {
+                self.note_blob(section, &blob);
+            }
             report.blobs += 1;
         }
         for (section, blob) in buffered {
