@@ -83,7 +83,7 @@ fn grant_writes(sections: &[Section], access: Access, section: Section) -> bool 
 /// The parties whose write access ended without a `Close` pinning it yet, with the sections to
 /// close: a party that could once write a section (under any grant, or as a device) and cannot
 /// now, unless a close of that section is already in force (no later grant reopened it). An
-/// owner device writes these closes ([`crate::replica::Replica::close_withdrawn`]).
+/// owner device writes these closes (`close_withdrawn` in `replica/write.rs`).
 pub fn closes_needed(ledger: &Ledger, now_ms: i64) -> BTreeMap<PeerId, Vec<Section>> {
     let state = ledger.state();
     let mut could: BTreeMap<PeerId, BTreeSet<Section>> = BTreeMap::new();

@@ -23,7 +23,7 @@ use super::{
 impl Replica {
     /// Takes items a peer sent: ledger operations first (blobs are judged by them), then blobs.
     /// Everything is checked before anything is stored; one item no honest node would send
-    /// refuses the whole lot ([`ReplicaError::Refused`]) and stores nothing. Blobs of sections
+    /// refuses the whole lot ([`crate::replica::ReplicaError::Refused`]) and stores nothing. Blobs of sections
     /// this node may not hold are dropped; blobs naming ledger operations it lacks wait in a
     /// bounded buffer. What is stored is committed in one durable batch.
     pub fn ingest(

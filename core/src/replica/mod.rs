@@ -10,7 +10,7 @@
 //!
 //! - a ledger operation must decode, carry a good signature and belong to the record; the ledger
 //!   then decides what it counts for ([`crate::ledger`]);
-//! - a blob must decode (signature, layout, limits), and pass [`consent::check_blob`]: its author
+//! - a blob must decode (signature, layout, limits), and pass [`crate::consent::check_blob`]: its author
 //!   could write its section under the ledger state the blob names. A blob that names ledger
 //!   operations not held yet waits in a bounded buffer until they arrive.
 //!
