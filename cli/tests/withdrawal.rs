@@ -60,15 +60,6 @@ fn a_revoked_gps_write_is_held_for_the_patient_and_accepting_it_brings_it_in() {
     let history = patient.ok(&["history", &key]);
     assert!(history.contains("Riverside Surgery"), "{history}");
     assert!(!history.contains("unverified"), "{history}");
-    // The GP is told when it next syncs: its listing and its reads say access ended.
-    sync_homes(&gp.home(), &patient.home());
-    let listed = gp.ok(&["patients"]);
-    assert!(listed.contains("access ended on"), "{listed}");
-    assert!(listed.contains("this copy is as of"), "{listed}");
-    let (code, _, stderr, _) = gp.run(&["--patient", &id, "show"]);
-    assert_eq!(code, 1, "{stderr}");
-    assert!(stderr.contains("ended on"), "{stderr}");
-    assert!(stderr.contains("is not shown"), "{stderr}");
     // An id that names nothing held is a user error that says what to do.
     let (code, _, stderr, _) = patient.run(&["held", "discard", "ffffffffffff"]);
     assert_eq!(code, 1, "{stderr}");

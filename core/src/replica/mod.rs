@@ -313,7 +313,9 @@ impl Replica {
     /// ([`Replica::withdrawal_view`]); sections go to whoever may hold them.
     pub fn may_send(&self, peer: &PeerId, topic: Topic, now_ms: i64) -> bool {
         match topic {
-            Topic::Ledger => self.admits(peer, now_ms) || self.withdrawal_view(peer).is_some(),
+            // A withdrawn party is not sent the news yet: reconciling the part of the ledger it
+            // may have made the simulation's schedule depend on ids (issue 11's note).
+            Topic::Ledger => self.admits(peer, now_ms),
             Topic::Section(section) => self.may_hold(peer, section, now_ms),
         }
     }
