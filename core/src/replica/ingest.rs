@@ -16,8 +16,8 @@ use crate::{
 };
 
 use super::{
-    HELD_BLOBS_PER_AUTHOR_MAX, Ingested, Keyring, PENDING_BLOBS_MAX, PENDING_BYTES_MAX, Replica,
-    Result, Topic, VOID_IDS_MAX, may_hold, refused,
+    Ingested, Keyring, PENDING_BLOBS_MAX, PENDING_BYTES_MAX, Replica, Result, Topic, VOID_IDS_MAX,
+    may_hold, refused,
 };
 
 impl Replica {
@@ -231,8 +231,7 @@ impl Replica {
             .iter()
             .filter(|(_, held)| held.header().author == author)
             .fold((0, 0), |(n, b), (_, held)| (n + 1, b + held.len()));
-        let room =
-            count < HELD_BLOBS_PER_AUTHOR_MAX && self.room_to_hold(&author, bytes + blob.len());
+        let room = self.room_to_hold(&author, count, bytes + blob.len());
         if owner && room {
             batch.hold(self.id, section, blob.id(), blob.bytes().to_vec());
             plan.held.push((section, blob));

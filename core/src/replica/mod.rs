@@ -451,13 +451,15 @@ impl Replica {
     }
 
     /// Whether another blob by `author` of `bytes` bytes fits in what is held from it.
-    fn room_to_hold(&self, author: &PeerId, bytes: usize) -> bool {
+    /// `more` is how many of its blobs this ingest holds already, `bytes` their size with the
+    /// new one's: the bound is on what is held and what is about to be, together.
+    fn room_to_hold(&self, author: &PeerId, more: usize, bytes: usize) -> bool {
         let (count, total) = self
             .held_blobs
             .values()
             .filter(|held| held.author == *author)
             .fold((0, 0), |(n, b), held| (n + 1, b + held.bytes));
-        count < HELD_BLOBS_PER_AUTHOR_MAX && total + bytes <= HELD_BYTES_PER_AUTHOR_MAX
+        count + more < HELD_BLOBS_PER_AUTHOR_MAX && total + bytes <= HELD_BYTES_PER_AUTHOR_MAX
     }
 
     /// The blobs held for the patient, oldest first.
