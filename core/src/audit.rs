@@ -345,6 +345,12 @@ impl Parties {
     }
 }
 
+/// A party's name as the ledger last gave it (a grant or a device admission), or what
+/// [`Parties::who`] says of a key it does not know.
+pub(crate) fn party_name(ledger: &Ledger, peer: &PeerId) -> String {
+    Parties::of(ledger).who(peer).name
+}
+
 fn prefix_of(peer: &PeerId) -> String {
     hex(&peer.public_key()[..ACTOR_KEY_BYTES])
 }

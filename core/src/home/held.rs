@@ -6,8 +6,8 @@ use jiff::Timestamp;
 
 use super::{Home, HomeError, Result};
 use crate::{
+    audit::party_name,
     keys::{BlobId, PeerId},
-    ledger::{Ledger, OpBody},
     record::{Record, Version},
     section::Section,
 };
@@ -74,24 +74,8 @@ impl Home {
 
     /// The held entries whose ids start with `prefix` (a full id or the short one shown).
     pub fn find_held(&self, prefix: &str) -> Result<Vec<BlobId>> {
-        let prefix = prefix.trim().to_ascii_lowercase();
-        let found: Vec<BlobId> = self
-            .held()?
-            .replica
-            .held()
-            .into_iter()
-            .map(|held| held.id)
-            .filter(|id| !prefix.is_empty() && id.to_string().starts_with(&prefix))
-            .collect();
-        match found.len() {
-            0 => Err(HomeError::NothingToDo(format!(
-                "no held entry {prefix}; `phr held` lists them with their ids"
-            ))),
-            1 => Ok(found),
-            n => Err(HomeError::NothingToDo(format!(
-                "{n} held entries start with {prefix}; give more of the id"
-            ))),
-        }
+        let ids = self.held()?.replica.held().into_iter().map(|held| held.id);
+        one_by_prefix(ids, prefix, "held entry", "phr held").map(|id| vec![id])
     }
 
     /// Accepts held entries into the record, signed by this owner device: every node then takes
@@ -135,19 +119,8 @@ impl Home {
     /// comes back at the next sync unless `for_good`. The rest of the record is untouched. Load
     /// the record first.
     pub fn remove_unreadable(&mut self, prefix: &str, for_good: bool) -> Result<BlobId> {
-        let prefix = prefix.trim().to_ascii_lowercase();
-        let found: Vec<BlobId> = self
-            .unreadable()
-            .into_iter()
-            .map(|(_, id, _)| id)
-            .filter(|id| !prefix.is_empty() && id.to_string().starts_with(&prefix))
-            .collect();
-        let [id] = found[..] else {
-            return Err(HomeError::NothingToDo(format!(
-                "{} unreadable entries match {prefix}; `phr damaged` lists them with their ids",
-                found.len()
-            )));
-        };
+        let ids = self.unreadable().into_iter().map(|(_, id, _)| id);
+        let id = one_by_prefix(ids, prefix, "unreadable entry", "phr damaged")?;
         let held = self
             .held
             .as_mut()
@@ -157,22 +130,26 @@ impl Home {
     }
 }
 
-/// A party's name as the ledger last gave it (a grant or a device admission), or its short id.
-fn party_name(ledger: &Ledger, peer: &PeerId) -> String {
-    let mut name = None;
-    for op in ledger.ops() {
-        match &op.op().body {
-            OpBody::Create {
-                first_device: p, ..
-            }
-            | OpBody::AddDevice { device: p }
-            | OpBody::Grant { grantee: p, .. }
-                if p.peer == *peer =>
-            {
-                name = Some(p.name.clone());
-            }
-            _ => {}
-        }
+/// The one id among `ids` that starts with `prefix` (a full id or the short one shown), or an
+/// error that names the `kind` of entry and the command that lists them.
+fn one_by_prefix(
+    ids: impl Iterator<Item = BlobId>,
+    prefix: &str,
+    kind: &str,
+    lists: &str,
+) -> Result<BlobId> {
+    let prefix = prefix.trim().to_ascii_lowercase();
+    let found: Vec<BlobId> = ids
+        .filter(|id| !prefix.is_empty() && id.to_string().starts_with(&prefix))
+        .collect();
+    match found[..] {
+        [id] => Ok(id),
+        [] => Err(HomeError::NothingToDo(format!(
+            "no {kind} {prefix}; `{lists}` lists them with their ids"
+        ))),
+        _ => Err(HomeError::NothingToDo(format!(
+            "{} entries start with {prefix}; give more of the id",
+            found.len()
+        ))),
     }
-    name.unwrap_or_else(|| format!("an unknown node ({})", peer.short()))
 }

@@ -518,24 +518,15 @@ fn sections_of(state: &LedgerState, me: &PeerId, now_ms: i64) -> (Vec<Section>, 
 /// Refuses a record whose ledger grants `me` nothing live at `now_ms`: never granted or revoked,
 /// or expired (with when).
 /// When the patient withdrew this node's access, if it did and this node was told: the newest
-/// operation that ended it (a revocation, or a close of its writing), and how recent its copy is.
+/// operation that ended it (a revocation, a removal, a close of its writing), and how recent
+/// its copy is.
 fn access_ended(replica: &Replica, me: &PeerId, now_ms: i64) -> Option<AccessEnded> {
     if replica.admits(me, now_ms) {
         return None;
     }
-    let view = replica.withdrawal_view(me)?;
-    let ledger = replica.ledger();
-    let ended_ms = view
+    let ended_ms = replica
+        .withdrawal(me)
         .iter()
-        .filter_map(|id| ledger.get(id))
-        .filter(|op| {
-            matches!(
-                op.op().body,
-                crate::ledger::OpBody::Revoke { .. }
-                    | crate::ledger::OpBody::Close { .. }
-                    | crate::ledger::OpBody::RemoveDevice { .. }
-            )
-        })
         .map(|op| op.op().time_ms)
         .max()?;
     Some(AccessEnded {

@@ -85,9 +85,15 @@ impl Replica {
         for op in &appended {
             batch.ledger_op(self.id, op.id(), op.bytes());
         }
+        let mut stored: BTreeMap<BlobId, Blob> = store
+            .held(&self.id)?
+            .into_iter()
+            .filter(|(_, id, _)| ids.contains(id))
+            .filter_map(|(_, id, bytes)| Some((id, Blob::decode(bytes).ok()?)))
+            .collect();
         let mut entering: Vec<(Section, Blob)> = Vec::new();
         for id in ids {
-            let Some(blob) = self.held_blob(store, id)? else {
+            let Some(blob) = stored.remove(id) else {
                 continue;
             };
             let section = self.held_blobs[id].section;

@@ -260,10 +260,7 @@ impl Replica {
             if *party == self.me {
                 continue;
             }
-            for id in self.blobs_by(party, &Section::ALL) {
-                let Some(section) = self.section_of(&id) else {
-                    continue;
-                };
+            for (section, id) in self.blobs_by(party, &Section::ALL) {
                 let Some(bytes) = store.blob(&self.id, section, &id)? else {
                     continue;
                 };
@@ -381,14 +378,6 @@ impl Replica {
         Ok(keyring
             .get(&blob.header().key_id)
             .and_then(|key| blob.open(key).ok()))
-    }
-
-    /// The section a stored blob is in.
-    fn section_of(&self, id: &BlobId) -> Option<Section> {
-        self.blobs
-            .iter()
-            .find(|(_, blobs)| blobs.contains_key(id))
-            .map(|(section, _)| *section)
     }
 }
 

@@ -308,33 +308,18 @@ impl Replica {
         self.ledger.state().admitted(peer, now_ms)
     }
 
-    /// Whether `peer` may be sent items of `topic`: the ledger goes to every admitted peer, and
-    /// a withdrawn party is sent the part of it that ended its access
-    /// ([`Replica::withdrawal_view`]); sections go to whoever may hold them.
+    /// Whether `peer` may be sent items of `topic`: the ledger goes to every admitted peer,
+    /// sections to whoever may hold them.
     pub fn may_send(&self, peer: &PeerId, topic: Topic, now_ms: i64) -> bool {
         match topic {
-            // A withdrawn party is not sent the news yet: reconciling the part of the ledger it
-            // may have made the simulation's schedule depend on ids (issue 11's note).
             Topic::Ledger => self.admits(peer, now_ms),
             Topic::Section(section) => self.may_hold(peer, section, now_ms),
         }
     }
 
-    /// Whether `peer` may be sent this one item (see [`Replica::may_send`]).
-    pub fn may_send_item(&self, peer: &PeerId, topic: Topic, id: &[u8; 32], now_ms: i64) -> bool {
-        match topic {
-            Topic::Ledger if !self.admits(peer, now_ms) => self
-                .withdrawal_view(peer)
-                .is_some_and(|view| view.contains(&OpId(*id))),
-            _ => self.may_send(peer, topic, now_ms),
-        }
-    }
-
-    /// What a party whose access an owner withdrew (its grants revoked, its device removed, its
-    /// writing closed) is told: the operations that withdrew it and everything before them,
-    /// which it could read while admitted, and nothing written after. `None` for a party never
-    /// withdrawn (a stranger learns nothing).
-    pub fn withdrawal_view(&self, peer: &PeerId) -> Option<BTreeSet<OpId>> {
+    /// The valid operations that ended `peer`'s access: its revocations, its removal, the closes
+    /// of its writing. Empty for a party never withdrawn.
+    pub fn withdrawal(&self, peer: &PeerId) -> Vec<&SignedOp> {
         let state = self.ledger.state();
         let granted_to = |id: &OpId| {
             state
@@ -343,8 +328,7 @@ impl Replica {
                 .chain(&state.grants)
                 .any(|grant| grant.id == *id && grant.grantee.peer == *peer)
         };
-        let ends: Vec<OpId> = self
-            .ledger
+        self.ledger
             .ops()
             .filter(|op| state.valid.contains(&op.id()))
             .filter(|op| match &op.op().body {
@@ -358,25 +342,7 @@ impl Replica {
                 OpBody::RemoveDevice { device } => device == peer,
                 _ => false,
             })
-            .map(|op| op.id())
-            .collect();
-        (!ends.is_empty()).then(|| self.ledger.past_of(&ends))
-    }
-
-    /// The items of a topic that `peer` may be sent, as reconciliation sees them (see
-    /// [`Replica::reconcile_items`]).
-    pub fn reconcile_items_for(
-        &self,
-        peer: &PeerId,
-        topic: Topic,
-        now_ms: i64,
-    ) -> Vec<(u64, [u8; 32])> {
-        let mut items = self.reconcile_items(topic);
-        if topic == Topic::Ledger && !self.admits(peer, now_ms) {
-            let view = self.withdrawal_view(peer).unwrap_or_default();
-            items.retain(|(_, id)| view.contains(&OpId(*id)));
-        }
-        items
+            .collect()
     }
 
     /// The items of a topic as reconciliation sees them: (time, id), the author's clock first so
@@ -479,16 +445,19 @@ impl Replica {
     }
 
     /// The stored blobs of `author` in `sections`, newest first.
-    fn blobs_by(&self, author: &PeerId, sections: &[Section]) -> Vec<BlobId> {
-        let mut found: Vec<(u64, BlobId)> = sections
+    fn blobs_by(&self, author: &PeerId, sections: &[Section]) -> Vec<(Section, BlobId)> {
+        let mut found: Vec<(u64, Section, BlobId)> = sections
             .iter()
-            .filter_map(|section| self.blobs.get(section))
-            .flat_map(|blobs| blobs.iter())
-            .filter(|(_, (_, by))| by == author)
-            .map(|(id, (time, _))| (*time, *id))
+            .filter_map(|section| Some((*section, self.blobs.get(section)?)))
+            .flat_map(|(section, blobs)| blobs.iter().map(move |entry| (section, entry)))
+            .filter(|(_, (_, (_, by)))| by == author)
+            .map(|(section, (id, (time, _)))| (*time, section, *id))
             .collect();
         found.sort_by(|a, b| b.cmp(a));
-        found.into_iter().map(|(_, id)| id).collect()
+        found
+            .into_iter()
+            .map(|(_, section, id)| (section, id))
+            .collect()
     }
 }
 

@@ -244,7 +244,7 @@ impl Replica {
 /// [`CLOSE_ACCEPTED_MAX`]). Does nothing on a device that is not an owner.
 fn close_withdrawn(
     ledger: &mut Ledger,
-    blobs_by: impl Fn(&PeerId, &[Section]) -> Vec<BlobId>,
+    blobs_by: impl Fn(&PeerId, &[Section]) -> Vec<(Section, BlobId)>,
     device: &SigningKey,
     now_ms: i64,
 ) -> Result<Vec<SignedOp>> {
@@ -253,7 +253,10 @@ fn close_withdrawn(
     }
     let mut appended = Vec::new();
     for (party, sections) in consent::closes_needed(ledger, now_ms) {
-        let mut accepted = blobs_by(&party, &sections);
+        let mut accepted: Vec<BlobId> = blobs_by(&party, &sections)
+            .into_iter()
+            .map(|(_, id)| id)
+            .collect();
         accepted.truncate(CLOSE_ACCEPTED_MAX);
         let body = OpBody::Close {
             party,

@@ -122,7 +122,7 @@ impl Engine {
             for peer in parties.collect::<std::collections::BTreeSet<_>>() {
                 if peer == self.me
                     || replica.admits(&peer, now_ms)
-                    || replica.withdrawal_view(&peer).is_none()
+                    || replica.withdrawal(&peer).is_empty()
                 {
                     continue;
                 }

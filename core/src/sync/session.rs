@@ -201,7 +201,7 @@ impl InitiatorSession {
                 continue;
             }
             let items = if theirs {
-                replica.reconcile_items_for(&peer, topic, now_ms)
+                replica.reconcile_items(topic)
             } else {
                 Vec::new()
             };
@@ -427,7 +427,7 @@ impl InitiatorSession {
         while let Some((topic, id)) = self.push.first().copied() {
             // Consent may have changed since the topic settled (a revocation received in this
             // very session): judge every item when it is sent.
-            if !local.replica.may_send_item(&self.peer, topic, &id, now_ms) {
+            if !local.replica.may_send(&self.peer, topic, now_ms) {
                 self.push.pop_first();
                 continue;
             }
@@ -536,7 +536,7 @@ impl ResponderSession {
         let mut topics = BTreeMap::new();
         for (topic, _) in &request.reconcile {
             let items = if local.replica.may_send(&peer, *topic, now_ms) {
-                local.replica.reconcile_items_for(&peer, *topic, now_ms)
+                local.replica.reconcile_items(*topic)
             } else {
                 Vec::new()
             };
@@ -708,9 +708,6 @@ impl ResponderSession {
                 continue;
             }
             for id in ids {
-                if !local.replica.may_send_item(&self.peer, *topic, id, now_ms) {
-                    continue;
-                }
                 let Some(item) = local.replica.item(local.store, *topic, id)? else {
                     continue;
                 };

@@ -59,17 +59,16 @@ impl Checker {
             Message::Response(r) => &r.items,
         };
         for (_, item) in items {
-            let (record, section, op_id) =
-                match (SignedOp::decode(item), Blob::decode(item.clone())) {
-                    (Ok(op), _) => (op.op().record, None, Some(op.id())),
-                    (_, Ok(blob)) => (blob.header().record, Some(blob.header().section), None),
-                    _ => {
-                        return Err(format!(
-                            "{} sent {} an item that is neither",
-                            from.name, to.name
-                        ));
-                    }
-                };
+            let (record, section) = match (SignedOp::decode(item), Blob::decode(item.clone())) {
+                (Ok(op), _) => (op.op().record, None),
+                (_, Ok(blob)) => (blob.header().record, Some(blob.header().section)),
+                _ => {
+                    return Err(format!(
+                        "{} sent {} an item that is neither",
+                        from.name, to.name
+                    ));
+                }
+            };
             let Some(replica) = from.replicas().get(&record) else {
                 return Err(format!(
                     "{} sent {} an item of a record it does not hold",
@@ -79,15 +78,7 @@ impl Checker {
             let state = replica.ledger().state();
             let peer = to.peer();
             let allowed = match section {
-                // A withdrawn party is sent the operations that withdrew it, and their past.
-                None => {
-                    state.admitted(&peer, now_ms)
-                        || op_id.is_some_and(|id| {
-                            replica
-                                .withdrawal_view(&peer)
-                                .is_some_and(|view| view.contains(&id))
-                        })
-                }
+                None => state.admitted(&peer, now_ms),
                 Some(section) => {
                     state.can_read(&peer, section, now_ms) || state.is_relay(&peer, now_ms)
                 }
