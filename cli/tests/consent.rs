@@ -9,7 +9,7 @@ use std::{
     time::Duration,
 };
 
-use common::{Phr, Transcript, card, provider};
+use common::{Phr, Transcript, card, device_of, provider};
 
 const PASS: (&str, &str) = ("PHR_PASSPHRASE", "a long and memorable passphrase");
 
@@ -116,15 +116,7 @@ fn share_with_a_gp_and_a_pharmacy_then_revoke() {
 #[test]
 fn devices_and_relays() {
     let laptop = Phr::patient();
-    let phone = Phr::new();
-    phone.ok(&[
-        "init",
-        "--device",
-        "--name",
-        "Ada Lovelace",
-        "--label",
-        "phone",
-    ]);
+    let phone = device_of(&laptop, "phone");
     let relay = Phr::new();
     relay.ok(&["init", "--relay", "--name", "Community relay"]);
     let gp = provider("Leeds Road Surgery", "B86001");

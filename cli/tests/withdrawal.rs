@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Phr, card, provider, sync::sync_homes};
+use common::{Phr, card, device_of, provider, sync::sync_homes};
 use serde_json::Value;
 
 fn record_id(gp: &Phr) -> String {
@@ -69,15 +69,7 @@ fn a_revoked_gps_write_is_held_for_the_patient_and_accepting_it_brings_it_in() {
 #[test]
 fn a_removed_phones_allergy_reaches_neither_the_laptop_nor_the_gp() {
     let laptop = Phr::patient();
-    let phone = Phr::new();
-    phone.ok(&[
-        "init",
-        "--device",
-        "--name",
-        "Ada Lovelace",
-        "--label",
-        "phone",
-    ]);
+    let phone = device_of(&laptop, "phone");
     let gp = provider("Riverside Surgery", "Y12345");
     laptop.ok(&["devices", "add", &card(&phone)]);
     laptop.ok(&["contacts", "add", &card(&gp), "--alias", "gp"]);

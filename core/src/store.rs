@@ -176,6 +176,11 @@ impl Store for MemoryStore {
                 Change::Release(record, id) => {
                     inner.held.remove(&(record, id));
                 }
+                Change::RemoveLedgerOp(record, id) => {
+                    if let Some(ops) = inner.ledger.get_mut(&record) {
+                        ops.remove(&id);
+                    }
+                }
             }
         }
         inner.commits += 1;

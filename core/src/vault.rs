@@ -152,6 +152,8 @@ pub(crate) enum Change {
     Hold(RecordId, Section, BlobId, Vec<u8>),
     /// Stops holding a blob.
     Release(RecordId, BlobId),
+    /// Deletes a stored ledger operation (one that can never count).
+    RemoveLedgerOp(RecordId, OpId),
 }
 
 impl Batch {
@@ -171,6 +173,11 @@ impl Batch {
     /// Stores a signed ledger operation.
     pub fn ledger_op(&mut self, record: RecordId, id: OpId, bytes: &[u8]) {
         self.ledger.push((record, id, bytes.to_vec()));
+    }
+
+    /// Deletes a stored ledger operation that can never count ([`crate::ledger::Ledger::admit`]).
+    pub fn remove_ledger_op(&mut self, record: RecordId, id: OpId) {
+        self.changes.push(Change::RemoveLedgerOp(record, id));
     }
 
     /// Stores a sealed blob of a section.
@@ -351,6 +358,11 @@ impl Vault {
                     }
                     Change::Release(record, id) => {
                         held.remove(held_key(record, id).as_slice())
+                            .map_err(|e| err(e.into()))?;
+                    }
+                    Change::RemoveLedgerOp(record, id) => {
+                        ledger
+                            .remove(ledger_key(record, id).as_slice())
                             .map_err(|e| err(e.into()))?;
                     }
                 }

@@ -225,11 +225,17 @@ fn six_nodes_share_a_record_under_consent() {
         "laptop",
         &["init", "--name", "Maria Dominguez", "--label", "laptop"],
     );
+    let record = net.json("laptop", &["status"])["record"]
+        .as_str()
+        .unwrap()
+        .to_string();
     net.ok(
         "phone",
         &[
             "init",
             "--device",
+            "--join",
+            &record,
             "--name",
             "Maria Dominguez",
             "--label",

@@ -3,6 +3,7 @@
 use anyhow::Result;
 use phr_core::{
     home::{Home, NewPatient},
+    keys::RecordId,
     nhs::NhsNumber,
 };
 use serde_json::json;
@@ -33,10 +34,14 @@ pub struct Args {
     /// `phr relays add`, and can read none of them
     #[arg(long, conflicts_with_all = ["provider", "device"])]
     relay: bool,
-    /// Another device of a patient whose record already exists: an identity only; admit it with
-    /// `phr devices add CARD` on the first device, and the record arrives when they sync
-    #[arg(long, conflicts_with = "provider")]
+    /// Another device of a patient whose record already exists (give it with --join): admit it
+    /// with `phr devices add CARD` on the first device, and the record arrives when they sync
+    #[arg(long, conflicts_with = "provider", requires = "join")]
     device: bool,
+    /// With --device: the record this device joins, and the only one it will ever take in (its
+    /// id, as `phr status` shows it on the first device)
+    #[arg(long, value_name = "RECORD", requires = "device")]
+    join: Option<String>,
     /// A label for this device, shown in `phr devices list` (not the patient's name: relays can
     /// read device labels)
     #[arg(long, value_name = "LABEL", conflicts_with = "provider")]
@@ -73,12 +78,29 @@ pub fn run(ctx: &Context, args: Args) -> Result<()> {
         if args.nhs_number.is_some() || args.birth_date.is_some() {
             return Err(UserError("--nhs-number and --birth-date belong to the record, which this device receives when it syncs".into()).into());
         }
+        let join = args.join.as_deref().unwrap_or_default().trim();
+        let join: RecordId = join.parse().map_err(|_| {
+            UserError(format!(
+                "--join '{join}' is not a record id: copy it from `phr status` on your first device"
+            ))
+        })?;
         let label = args.label.unwrap_or_else(|| "another device".into());
-        let home = Home::init_device(&ctx.home, args.name.trim(), &label, passphrase.as_ref())?;
+        let home = Home::init_device(
+            &ctx.home,
+            args.name.trim(),
+            &label,
+            join,
+            passphrase.as_ref(),
+        )?;
         if ctx.json {
-            return ctx.print_json(&json!({"home": ctx.home, "device": home.device()}));
+            return ctx.print_json(
+                &json!({"home": ctx.home, "device": home.device(), "joins": join.to_string()}),
+            );
         }
-        println!("Created device '{label}' in {}.", ctx.home.display());
+        println!(
+            "Created device '{label}' in {}, joining record {join}.",
+            ctx.home.display()
+        );
         println!(
             "Next: on your first device, run `phr devices add CARD` with the card from `phr card` here."
         );

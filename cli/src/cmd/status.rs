@@ -14,6 +14,7 @@ pub fn run(ctx: &Context) -> Result<()> {
     let mut home = ctx.open_home()?;
     let device = home.device().clone();
     let record = home.record_id();
+    let joining = home.joining();
     let conflicts = match record {
         Some(_) => Some(home.load_record()?.conflicts()?.len()),
         None => None,
@@ -29,6 +30,7 @@ pub fn run(ctx: &Context) -> Result<()> {
             "name": device.name,
             "role": device.role,
             "record": record.map(|r| r.to_string()),
+            "joining": joining.map(|r| r.to_string()),
             "conflicts": conflicts,
             "node": node,
         }));
@@ -47,7 +49,15 @@ pub fn run(ctx: &Context) -> Result<()> {
                 n => format!("{n} resource(s) with concurrent versions: see `phr conflicts`.\n"),
             };
         }
-        _ => out += "No record of its own (`phr patients` lists those shared with it).\n",
+        _ => match joining {
+            Some(join) => {
+                out += &format!(
+                    "Joining record {join}: it arrives at the next sync once your first device \
+                     has run `phr devices add` with this device's card (`phr card`).\n"
+                )
+            }
+            None => out += "No record of its own (`phr patients` lists those shared with it).\n",
+        },
     }
     match node {
         Some(status) => out += &describe(&status),

@@ -172,3 +172,26 @@ pub fn provider(name: &str, ods: &str) -> Phr {
 pub fn card(phr: &Phr) -> String {
     phr.ok(&["card"]).trim().to_string()
 }
+
+/// The id of the record `phr` holds, as `phr status` shows it.
+pub fn record_id(phr: &Phr) -> String {
+    let status: serde_json::Value = serde_json::from_str(&phr.ok(&["--json", "status"])).unwrap();
+    status["record"].as_str().expect("a record").to_string()
+}
+
+/// A further device of the patient whose first device is `first`, joining its record.
+pub fn device_of(first: &Phr, label: &str) -> Phr {
+    let device = Phr::new();
+    let record = record_id(first);
+    device.ok(&[
+        "init",
+        "--device",
+        "--join",
+        &record,
+        "--name",
+        "Ada Lovelace",
+        "--label",
+        label,
+    ]);
+    device
+}

@@ -51,7 +51,7 @@ use crate::{
     nhs::{NHS_NUMBER_SYSTEM, NhsNumber},
     party::{Party, Role},
     record::{Author, Record, RecordError, RecordMeta, Stamp},
-    replica::{Replica, ReplicaError},
+    replica::{Replica, ReplicaError, Welcome},
     vault::{Batch, LocalKey, VAULT_FILE, Vault, VaultError},
 };
 
@@ -245,6 +245,9 @@ struct Held {
     replica: Replica,
 }
 
+/// The vault's local entry naming the record a patient's further device joins.
+const JOIN: &str = "join";
+
 /// The settings stored (sealed) in the vault under "record".
 #[derive(Debug, Serialize, Deserialize)]
 struct RecordInfo {
@@ -320,7 +323,7 @@ impl Home {
             .as_deref()
             .unwrap_or(FIRST_DEVICE_LABEL);
         let device = new_device(&keystore, &patient.name, label, Role::Patient, None);
-        let mut home = Self::create(dir, keystore, device, passphrase)?;
+        let mut home = Self::create(dir, keystore, device, None, passphrase)?;
         let root = home
             .keystore
             .root
@@ -372,7 +375,7 @@ impl Home {
     ) -> Result<Home> {
         let keystore = Keystore::generate(false);
         let device = new_device(&keystore, name, name, Role::Provider, ods);
-        Self::create(dir, keystore, device, passphrase)
+        Self::create(dir, keystore, device, None, passphrase)
     }
 
     /// Creates a relay's identity: a node that stores and forwards the sealed blobs of records
@@ -380,26 +383,64 @@ impl Home {
     pub fn init_relay(dir: &Path, name: &str, passphrase: Option<&SecretString>) -> Result<Home> {
         let keystore = Keystore::generate(false);
         let device = new_device(&keystore, name, name, Role::Relay, None);
-        Self::create(dir, keystore, device, passphrase)
+        Self::create(dir, keystore, device, None, passphrase)
     }
 
-    /// Creates a further device of a patient, with no record yet: its card is added on the
-    /// first device with `phr devices add`, and the record arrives when the two sync.
+    /// Creates a further device of a patient, with no record yet, that joins the record `join`
+    /// and no other: its card is added on the first device with `phr devices add`, and the
+    /// record arrives when the two sync.
     pub fn init_device(
         dir: &Path,
         name: &str,
         label: &str,
+        join: RecordId,
         passphrase: Option<&SecretString>,
     ) -> Result<Home> {
         let keystore = Keystore::generate(false);
         let device = new_device(&keystore, name, label, Role::Patient, None);
-        Self::create(dir, keystore, device, passphrase)
+        Self::create(dir, keystore, device, Some(join), passphrase)
+    }
+
+    /// Which records not held this node takes in when a peer sends one whose ledger admits
+    /// it: a patient's device only its own record (or the one it joins), a provider or relay
+    /// any shared with it.
+    pub fn welcome(&self) -> Welcome {
+        if self.device.role != Role::Patient {
+            return Welcome::Any;
+        }
+        if let Some(id) = self.record_id() {
+            return Welcome::Only(id);
+        }
+        match self
+            .vault
+            .local::<String>(JOIN)
+            .ok()
+            .flatten()
+            .map(|id| id.parse())
+        {
+            Some(Ok(id)) => Welcome::Only(id),
+            _ => Welcome::Nothing,
+        }
+    }
+
+    /// The record this device was made to join, until it holds it.
+    pub fn joining(&self) -> Option<RecordId> {
+        if self.held.is_some() {
+            return None;
+        }
+        self.vault
+            .local::<String>(JOIN)
+            .ok()
+            .flatten()?
+            .parse()
+            .ok()
     }
 
     fn create(
         dir: &Path,
         keystore: Keystore,
         device: Device,
+        join: Option<RecordId>,
         passphrase: Option<&SecretString>,
     ) -> Result<Home> {
         fs::create_dir_all(dir).map_err(io_err(dir))?;
@@ -410,6 +451,9 @@ impl Home {
         let vault = Vault::open(dir, LocalKey::derive(&keystore.device))?;
         let mut batch = Batch::new();
         batch.local("device", &device);
+        if let Some(join) = join {
+            batch.local(JOIN, &join.to_string());
+        }
         vault.commit(batch)?;
         // The keystore is written last: its presence is what makes the directory a home.
         keystore.write(dir, passphrase)?;
@@ -693,7 +737,12 @@ impl Home {
         use crate::sync::{Incoming, InitiatorSession, Local, ResponderSession};
         let ((from_vault, from_age), (to_vault, to_age)) = (self.sync_parts(), to.sync_parts());
         let open = |home: &Home, vault, age| {
-            Replica::open(vault, record, home.peer_id(), age).map_err(crate::sync::SyncError::from)
+            let replica = Replica::open(vault, record, home.peer_id(), age)?;
+            Ok::<_, crate::sync::SyncError>(if replica.is_held() {
+                replica
+            } else {
+                Replica::stranger(record, home.peer_id(), home.welcome())
+            })
         };
         let mut ours = open(self, from_vault, from_age)?;
         let mut theirs = open(to, to_vault, to_age)?;
@@ -727,30 +776,32 @@ impl Home {
     }
 }
 
-/// A patient's further device (`phr init --device`) has no record until one reaches it by sync:
-/// the record whose ledger lists this device as an owner. The first time the home is opened
-/// after that, it becomes the home's own record (its metadata comes from the record itself:
-/// the subject is the summary's `Patient`).
+/// A patient's further device (`phr init --device --join RECORD`) has no record until that
+/// record reaches it by sync with a ledger that lists this device as an owner. The first time
+/// the home is opened after that, it becomes the home's own record (its metadata comes from the
+/// record itself: the subject is the summary's `Patient`). No other record is ever adopted.
 fn adopt_record(vault: &Vault, keystore: &Keystore) -> Result<Option<RecordInfo>> {
     let me = keystore.device.peer_id();
-    for id in crate::store::Store::records(vault)? {
-        let replica = Replica::open(vault, id, me, &keystore.age)?;
-        if replica.is_held() && replica.ledger().state().is_owner(&me) {
-            let info = RecordInfo {
-                id: id.to_string(),
-                meta: RecordMeta {
-                    id: id.to_string(),
-                    subject: None,
-                    nhs_number: None,
-                },
-            };
-            let mut batch = Batch::new();
-            batch.local("record", &info);
-            vault.commit(batch)?;
-            return Ok(Some(info));
-        }
+    let Some(join) = vault.local::<String>(JOIN)? else {
+        return Ok(None);
+    };
+    let id: RecordId = join.parse()?;
+    let replica = Replica::open(vault, id, me, &keystore.age)?;
+    if !replica.is_held() || !replica.ledger().state().is_owner(&me) {
+        return Ok(None);
     }
-    Ok(None)
+    let info = RecordInfo {
+        id: id.to_string(),
+        meta: RecordMeta {
+            id: id.to_string(),
+            subject: None,
+            nhs_number: None,
+        },
+    };
+    let mut batch = Batch::new();
+    batch.local("record", &info);
+    vault.commit(batch)?;
+    Ok(Some(info))
 }
 
 fn lock(dir: &Path) -> Result<File> {

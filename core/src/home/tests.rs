@@ -303,7 +303,8 @@ fn a_new_device_gets_every_key_and_a_removed_one_none_of_the_next_epoch() {
     let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
     let (mut home, mut record) =
         Home::init_patient(dirs[0].path(), &patient(), None, t(0)).unwrap();
-    let phone = Home::init_device(dirs[1].path(), "Ada Lovelace", "phone", None).unwrap();
+    let id = home.record_id().unwrap();
+    let phone = Home::init_device(dirs[1].path(), "Ada Lovelace", "phone", id, None).unwrap();
     let card = Card::parse(&phone.card(vec![], t(0)).unwrap()).unwrap();
     home.add_device(&card, t(1)).unwrap();
     let ledger = home.ledger().unwrap().clone();

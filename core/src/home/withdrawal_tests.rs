@@ -57,7 +57,9 @@ impl World {
         };
         let (mut laptop, mut record) =
             Home::init_patient(dirs[0].path(), &new, None, t(0)).unwrap();
-        let phone = Home::init_device(dirs[1].path(), "Ada Lovelace", "phone", None).unwrap();
+        let joins = laptop.record_id().unwrap();
+        let phone =
+            Home::init_device(dirs[1].path(), "Ada Lovelace", "phone", joins, None).unwrap();
         let card = Card::parse(&phone.card(vec![], t(0)).unwrap()).unwrap();
         laptop.add_device(&card, t(1)).unwrap();
         let gp = Home::init_provider(

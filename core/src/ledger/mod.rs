@@ -59,6 +59,7 @@
 //! assert!(!surgery.state().can_read(&gp.peer_id(), Section::Sensitive, 3_000));
 //! ```
 
+mod admit;
 mod state;
 #[cfg(test)]
 mod tests;
@@ -76,6 +77,7 @@ use crate::{
     section::Section,
 };
 
+pub use admit::{Admission, LEDGER_PENDING_PER_AUTHOR_MAX};
 pub use state::{CloseState, EpochKey, GrantState, LedgerState};
 
 /// The largest encoded signed operation accepted, in bytes. A `Keys` operation carrying an age
@@ -591,8 +593,9 @@ impl Ledger {
     }
 
     /// Stores an operation that [`SignedOp::decode`] (or [`SignedOp::sign`]) produced. Any
-    /// well-signed operation of this record is kept, valid or not, because validity depends on
-    /// the rest of the set; the state decides what it counts for. Returns `Ok(false)` if it was
+    /// well-signed operation of this record is kept, valid or not; the state decides what it
+    /// counts for. What comes from a peer goes through [`Ledger::admit`] instead, which keeps
+    /// only operations that could count. Returns `Ok(false)` if it was
     /// already held. An operation whose parents are missing is kept as pending until they arrive.
     pub fn insert(&mut self, op: SignedOp) -> Result<bool, LedgerError> {
         if op.op.record != self.record {

@@ -464,6 +464,41 @@ fn insert_refuses_other_records_and_counts_duplicates_once() {
 }
 
 #[test]
+fn admit_takes_an_honest_ledger_in_any_order_and_never_refuses_for_being_full() {
+    let mut ledger = patient_record();
+    ok(&mut ledger, ROOT, add(LAPTOP));
+    ok(&mut ledger, LAPTOP, read(GP, Summary));
+    ok(&mut ledger, PHONE, revoke_party(GP));
+    // Children before parents, and the laptop's grant before the root's op that adds it.
+    let mut reversed: Vec<SignedOp> = ledger.ops().cloned().collect();
+    reversed.sort_by_key(|op| std::cmp::Reverse(op.op().time_ms));
+    reversed.reverse();
+    reversed.rotate_left(1);
+    let mut copy = Ledger::new(ledger.record());
+    let admission = copy.admit(reversed).unwrap();
+    assert_eq!((admission.new.len(), admission.dropped), (4, 0));
+    assert_eq!(copy.state(), ledger.state());
+
+    // Another record's operation refuses the lot.
+    let other = Ledger::create(&key(TABLET), party(TABLET), 0).unwrap();
+    let foreign = other.ops().next().unwrap().clone();
+    let wrong = copy.admit(vec![foreign]).unwrap_err();
+    assert!(matches!(wrong, E::WrongRecord { .. }), "{wrong:?}");
+
+    // A full ledger drops what does not fit, and says so.
+    let last = ledger.ops().next().unwrap().clone();
+    for n in copy.len()..LEDGER_OPS_MAX {
+        let mut id = [0xff; 32];
+        id[..8].copy_from_slice(&(n as u64).to_le_bytes());
+        copy.ops.insert(OpId(id), last.clone());
+    }
+    copy.cache = std::sync::OnceLock::new();
+    let more = forge(&ledger, PHONE, ledger.heads(), read(PHARMACY, Summary));
+    let admission = copy.admit(vec![more]).unwrap();
+    assert_eq!((admission.new.len(), admission.dropped), (0, 1));
+}
+
+#[test]
 fn a_second_create_and_its_descendants_do_not_count() {
     let ledger = patient_record();
     let mut rival = Ledger::new(ledger.record());

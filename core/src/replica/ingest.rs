@@ -8,7 +8,7 @@ use automerge::AutoCommit;
 use crate::{
     blob::{Blob, BlobKind},
     consent::{self, IngestError},
-    keys::{AgeIdentity, BlobId, PeerId},
+    keys::{AgeIdentity, BlobId, OpId, PeerId},
     ledger::{Ledger, OpBody, SignedOp},
     section::Section,
     store::Store,
@@ -33,20 +33,35 @@ impl Replica {
         items: Vec<(Topic, Vec<u8>)>,
         now_ms: i64,
     ) -> Result<Ingested> {
+        // The ledger is moved out, not copied: a refusal takes back what was admitted.
+        let mut ledger = std::mem::replace(&mut self.ledger, Ledger::new(self.id));
+        let mut admitted = Vec::new();
+        let result = self.ingest_under(&mut ledger, &mut admitted, store, age, items, now_ms);
+        if result.is_err() {
+            ledger.forget(&admitted);
+        }
+        self.ledger = ledger;
+        result
+    }
+
+    /// [`Replica::ingest`] with the ledger moved out of `self`; `admitted` gathers the ids of
+    /// operations taken into it, so that a refusal can take them back.
+    fn ingest_under(
+        &mut self,
+        ledger: &mut Ledger,
+        admitted: &mut Vec<OpId>,
+        store: &dyn Store,
+        age: &AgeIdentity,
+        items: Vec<(Topic, Vec<u8>)>,
+        now_ms: i64,
+    ) -> Result<Ingested> {
         let mut report = Ingested::default();
-        let mut ledger = self.ledger.clone();
-        let mut new_ops = Vec::new();
+        let mut ops = Vec::new();
         let mut blobs = Vec::new();
         for (topic, bytes) in items {
             match topic {
                 Topic::Ledger => {
-                    let op = SignedOp::decode(&bytes).map_err(|e| refused(topic, "?", e))?;
-                    let id = op.id();
-                    match ledger.insert(op.clone()) {
-                        Ok(true) => new_ops.push(op),
-                        Ok(false) => report.duplicates += 1,
-                        Err(e) => return Err(refused(topic, &id.short(), e)),
-                    }
+                    ops.push(SignedOp::decode(&bytes).map_err(|e| refused(topic, "?", e))?);
                 }
                 Topic::Section(section) => {
                     let blob = Blob::decode(bytes).map_err(|e| refused(topic, "?", e))?;
@@ -54,8 +69,18 @@ impl Replica {
                 }
             }
         }
+        // Operations that can never count are not kept, nor held against the sender: a relay
+        // or an honest peer may pass on what it holds from before this rule.
+        let admission = ledger
+            .admit(ops)
+            .map_err(|e| refused(Topic::Ledger, "?", e))?;
+        admitted.extend(admission.new.iter().map(SignedOp::id));
+        report.duplicates += admission.duplicates;
+        report.dropped_ops = admission.dropped;
+        let new_ops = admission.new;
+        let ledger = &*ledger;
         // A record not held yet is taken in only if its ledger admits this node.
-        let keep_ops = self.held || ledger.state().admitted(&self.me, now_ms);
+        let keep_ops = self.held || (self.welcome && ledger.state().admitted(&self.me, now_ms));
 
         let new_keys = new_ops
             .iter()
@@ -68,7 +93,7 @@ impl Replica {
             })
             .collect();
         // The keys as they will be, so that a compaction that arrives with its key is checked.
-        let unlocked = (keep_ops && new_keys).then(|| Keyring::unlock(&ledger, &self.me, age));
+        let unlocked = (keep_ops && new_keys).then(|| Keyring::unlock(ledger, &self.me, age));
         let keyring = unlocked.as_ref().unwrap_or(&self.keyring);
         let owner = ledger.state().is_owner(&self.me);
 
@@ -97,14 +122,14 @@ impl Replica {
                 report.duplicates += usize::from(theirs);
                 continue;
             }
-            if !keep_ops || !may_hold(&ledger, &self.me, section, now_ms) {
+            if !keep_ops || !may_hold(ledger, &self.me, section, now_ms) {
                 report.unwanted += 1;
                 continue;
             }
-            match consent::check_blob(&blob, &ledger, self.id, section) {
+            match consent::check_blob(&blob, ledger, self.id, section) {
                 // Written by a party after its access ended: it changes nothing here. Not the
                 // sender's fault (a relay passes on what it cannot judge).
-                Ok(()) if consent::withdrawn(&blob, &ledger) => {
+                Ok(()) if consent::withdrawn(&blob, ledger) => {
                     report.void += 1;
                     self.hold_or_drop(owner, section, blob, &mut batch, &mut plan);
                 }
@@ -119,7 +144,7 @@ impl Replica {
             }
         }
         if keep_ops && !new_closes.is_empty() {
-            self.rejudge(store, &ledger, owner, &new_closes, &mut batch, &mut plan)?;
+            self.rejudge(store, ledger, owner, &new_closes, &mut batch, &mut plan)?;
         }
 
         if keep_ops && !self.held {
@@ -132,11 +157,14 @@ impl Replica {
             for op in &new_ops {
                 batch.ledger_op(self.id, op.id(), op.bytes());
             }
+            for id in &admission.removed {
+                batch.remove_ledger_op(self.id, *id);
+            }
         }
         let mut replaced: Vec<(Section, BTreeSet<BlobId>)> = Vec::new();
         for (section, blob) in &plan.accepted {
             if blob.header().kind == BlobKind::Compaction {
-                let ids = self.verified_replaces(store, &ledger, keyring, age, *section, blob)?;
+                let ids = self.verified_replaces(store, ledger, keyring, age, *section, blob)?;
                 for old in &ids {
                     batch.replace(self.id, *section, *old, blob.id());
                 }
@@ -152,7 +180,6 @@ impl Replica {
         report.ops = new_ops.len();
         // A ledger that does not admit this node yet stays in memory only (bounded by
         // `LEDGER_OPS_MAX`): the rest of it may come in the next message.
-        self.ledger = ledger;
         if keep_ops {
             self.held = true;
             if let Some(unlocked) = unlocked {

@@ -32,7 +32,7 @@ use crate::{
     record::RecordError,
     section::Section,
     store::Store,
-    vault::VaultError,
+    vault::{Batch, VaultError},
 };
 
 /// How many blobs a section accumulates before an owner device compacts them into one.
@@ -148,6 +148,9 @@ pub struct Ingested {
     /// Blobs by a party whose access ended before them: held for the patient on an owner
     /// device, dropped elsewhere.
     pub void: usize,
+    /// Ledger operations not kept: they can never count, or the ledger is full
+    /// ([`Ledger::admit`]).
+    pub dropped_ops: usize,
 }
 
 /// A blob held for the patient: by a party whose access ended before it.
@@ -190,7 +193,34 @@ pub struct Replica {
     /// Whether the store holds this record's ledger (a replica made for a stranger's session is
     /// not stored until its ledger admits this node).
     held: bool,
+    /// Whether this node takes the record in once its ledger admits it (see [`Welcome`]).
+    welcome: bool,
     problems: Vec<String>,
+}
+
+/// Which records a node takes in when a peer sends one it does not hold and whose ledger
+/// admits it. A patient's device takes only the record it joined (`phr init --device --join`),
+/// so a stranger who lists the device as an owner of a record of their own cannot make it
+/// adopt that record; providers and relays take what is shared with them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Welcome {
+    /// Any record whose ledger admits this node.
+    Any,
+    /// This record only.
+    Only(RecordId),
+    /// None (a patient device made before joining existed, which names no record).
+    Nothing,
+}
+
+impl Welcome {
+    /// Whether `record` is taken in.
+    pub fn takes(self, record: RecordId) -> bool {
+        match self {
+            Welcome::Any => true,
+            Welcome::Only(only) => only == record,
+            Welcome::Nothing => false,
+        }
+    }
 }
 
 impl Replica {
@@ -210,7 +240,16 @@ impl Replica {
             pending: BTreeMap::new(),
             pending_bytes: 0,
             held: false,
+            welcome: true,
             problems: Vec::new(),
+        }
+    }
+
+    /// A record this node does not hold, taken in only if `welcome` takes it.
+    pub fn stranger(id: RecordId, me: PeerId, welcome: Welcome) -> Replica {
+        Replica {
+            welcome: welcome.takes(id),
+            ..Replica::empty(id, me)
         }
     }
 
@@ -219,14 +258,29 @@ impl Replica {
     /// described in [`Replica::problems`]; a peer will send good copies.
     pub fn open(store: &dyn Store, id: RecordId, me: PeerId, age: &AgeIdentity) -> Result<Replica> {
         let mut replica = Replica::empty(id, me);
+        let mut ops = Vec::new();
         for bytes in store.ledger_ops(&id)? {
             replica.held = true;
-            match SignedOp::decode(&bytes).and_then(|op| replica.ledger.insert(op).map(|_| ())) {
-                Ok(()) => {}
+            match SignedOp::decode(&bytes) {
+                Ok(op) if op.op().record == id => ops.push(op),
+                Ok(op) => replica.problems.push(format!(
+                    "a stored consent-ledger operation of another record ({}) was skipped",
+                    op.op().record
+                )),
                 Err(e) => replica.problems.push(format!(
                     "a stored consent-ledger operation was skipped: {e}"
                 )),
             }
+        }
+        // A store written before `Ledger::admit` kept junk from peers: it is deleted now.
+        let stored: Vec<OpId> = ops.iter().map(SignedOp::id).collect();
+        replica.ledger.admit(ops)?;
+        let mut batch = Batch::new();
+        for op in stored.iter().filter(|op| !replica.ledger.contains(op)) {
+            batch.remove_ledger_op(id, *op);
+        }
+        if !batch.is_empty() {
+            store.commit(batch)?;
         }
         replica.keyring = Keyring::unlock(&replica.ledger, &me, age);
         replica.problems.extend(replica.keyring.problems.clone());
@@ -346,14 +400,19 @@ impl Replica {
     }
 
     /// The items of a topic as reconciliation sees them: (time, id), the author's clock first so
-    /// that recent differences sit together at the end of the range.
+    /// that recent differences sit together at the end of the range. Of the ledger, only the
+    /// valid operations: one still waiting for its parents is not passed on, so what a node
+    /// offers is what counts.
     pub fn reconcile_items(&self, topic: Topic) -> Vec<(u64, [u8; 32])> {
         match topic {
-            Topic::Ledger => self
-                .ledger
-                .ops()
-                .map(|op| (time_key(op.op().time_ms), op.id().0))
-                .collect(),
+            Topic::Ledger => {
+                let valid = &self.ledger.state().valid;
+                self.ledger
+                    .ops()
+                    .filter(|op| valid.contains(&op.id()))
+                    .map(|op| (time_key(op.op().time_ms), op.id().0))
+                    .collect()
+            }
             Topic::Section(section) => self
                 .blobs
                 .get(&section)

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use crate::{
     keys::{AgeIdentity, PeerId, RecordId},
-    replica::{Replica, ReplicaError},
+    replica::{Replica, ReplicaError, Welcome},
     store::Store,
     sync::{
         Incoming, InitiatorSession, Local, ResponderSession, SessionStats, SyncError,
@@ -51,6 +51,8 @@ pub struct Engine {
     responders: BTreeMap<(PeerId, u64), ResponderSession>,
     /// Replicas of records not held, made for a peer's session (a new grantee's first sync).
     strangers: BTreeMap<(PeerId, u64), Replica>,
+    /// Which records not held this node takes in.
+    welcome: Welcome,
     ended: Vec<Ended>,
 }
 
@@ -63,6 +65,7 @@ impl Engine {
             initiators: BTreeMap::new(),
             responders: BTreeMap::new(),
             strangers: BTreeMap::new(),
+            welcome: Welcome::Any,
             ended: Vec::new(),
         };
         for id in store.records()? {
@@ -71,6 +74,16 @@ impl Engine {
                 .insert(id, Replica::open(store, id, me, age)?);
         }
         Ok(engine)
+    }
+
+    /// Sets which records not held this node takes in (every record, by default).
+    pub fn set_welcome(&mut self, welcome: Welcome) {
+        self.welcome = welcome;
+    }
+
+    /// A replica of a record not held, taken in only as [`Engine::set_welcome`] says.
+    fn stranger(&self, record: RecordId) -> Replica {
+        Replica::stranger(record, self.me, self.welcome)
     }
 
     /// Reads every stored record again, after another process changed the store (a `phr`
@@ -205,7 +218,7 @@ impl Engine {
             .map(|(id, _)| *id)
             .collect();
         if let Some(probe) = probe.filter(|p| !self.replicas.contains_key(p)) {
-            self.replicas.insert(probe, Replica::empty(probe, self.me));
+            self.replicas.insert(probe, self.stranger(probe));
             records.push(probe);
         }
         for (n, record) in records.into_iter().enumerate() {
@@ -277,7 +290,7 @@ impl Engine {
         let replica = match self.replicas.get_mut(&record) {
             Some(replica) => replica,
             None => {
-                empty = Replica::empty(record, self.me);
+                empty = Replica::stranger(record, self.me, self.welcome);
                 &mut empty
             }
         };
@@ -316,7 +329,7 @@ impl Engine {
         incoming: Incoming,
         now_ms: i64,
     ) -> Option<Vec<u8>> {
-        let me = self.me;
+        let (me, welcome) = (self.me, self.welcome);
         let record = match self.responders.get(&key) {
             Some(responder) => responder.record(),
             None => match opening(&incoming) {
@@ -332,7 +345,7 @@ impl Engine {
             None => self
                 .strangers
                 .entry(key)
-                .or_insert_with(|| Replica::empty(record, me)),
+                .or_insert_with(|| Replica::stranger(record, me, welcome)),
         };
         let mut local = Local {
             replica,
@@ -380,7 +393,7 @@ impl Engine {
         let mut failed = Vec::new();
         for (key, initiator) in &mut self.initiators {
             let record = initiator.record();
-            let mut empty = Replica::empty(record, self.me);
+            let mut empty = Replica::stranger(record, self.me, self.welcome);
             let replica = self.replicas.get_mut(&record).unwrap_or(&mut empty);
             let local = Local {
                 replica,

@@ -53,6 +53,7 @@ impl Node {
                 if let Err(error) = self.engine.refresh(vault, age) {
                     tracing::error!(%error, "cannot read the records a phr command changed");
                 }
+                self.engine.set_welcome(home.welcome());
                 for warning in home.warnings() {
                     tracing::warn!(%warning, "reopening the home");
                 }

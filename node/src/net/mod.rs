@@ -261,7 +261,8 @@ impl Node {
     pub fn with_options(home: Home, options: &swarm::Options) -> Result<(Node, Client), NodeError> {
         let failed = |e: &dyn std::fmt::Display| NodeError::Failed(e.to_string());
         let (vault, age) = home.sync_parts();
-        let engine = Engine::open(vault, home.peer_id(), age).map_err(|e| failed(&e))?;
+        let mut engine = Engine::open(vault, home.peer_id(), age).map_err(|e| failed(&e))?;
+        engine.set_welcome(home.welcome());
         let swarm = swarm::build(keypair(&home), options)?;
         let (commands, inbox) = mpsc::channel(COMMANDS_MAX);
         let peers_file = home.dir().join("peers.json");

@@ -8,6 +8,7 @@ use crate::{
     ledger::{Access, Ledger, OpBody},
     party::{Party, Role},
     record::Author,
+    replica::Welcome,
     section::Section,
     store::MemoryStore,
     sync::{
@@ -668,4 +669,178 @@ fn a_session_cut_by_a_disconnection_ends_and_the_next_one_runs() {
         phone.blobs(Section::Clinical),
         laptop.blobs(Section::Clinical)
     );
+}
+
+/// `n` revocations of the GP signed by `key`, naming `parents` (or, if `None`, an invented
+/// parent each, so they wait for ever), as items a peer pushes.
+fn junk_revokes(
+    key: &crate::keys::SigningKey,
+    id: RecordId,
+    gp: PeerId,
+    parents: Option<Vec<crate::keys::OpId>>,
+    n: usize,
+) -> Vec<(Topic, Vec<u8>)> {
+    (0..n)
+        .map(|i| {
+            let parents = parents
+                .clone()
+                .unwrap_or_else(|| vec![crate::keys::OpId(crate::keys::random_array())]);
+            let op = crate::ledger::Op {
+                record: id,
+                parents,
+                author: key.peer_id(),
+                time_ms: T0 + i as i64,
+                body: OpBody::Revoke {
+                    target: crate::ledger::RevokeTarget::Party(gp),
+                },
+            };
+            let op = crate::ledger::SignedOp::sign(op, key).unwrap();
+            (Topic::Ledger, op.bytes().to_vec())
+        })
+        .collect()
+}
+
+/// Pushes `items` from `from` to `to` in a session of its own, as a hostile node would, in
+/// messages of at most 1,000 items; every push must be taken without ending the session.
+fn push(to: &mut Node, from: &mut Node, items: Vec<(Topic, Vec<u8>)>) {
+    for chunk in items.chunks(1000) {
+        let (mut responder, _, next) = half_open(to, from);
+        let mut pushed: Request = match Incoming::decode(&next).unwrap().message {
+            Message::Request(r) => r,
+            _ => unreachable!(),
+        };
+        pushed.items = chunk.to_vec();
+        let pushed = Incoming::decode(&Message::Request(pushed).encode()).unwrap();
+        let result = responder.receive(&mut to.local(), pushed, T0);
+        assert!(
+            result.is_ok(),
+            "an honest-looking push was refused: {result:?}"
+        );
+    }
+}
+
+#[test]
+fn junk_ledger_operations_from_a_stranger_or_a_removed_device_are_not_kept_or_passed_on() {
+    let mut laptop = Node::patient();
+    let id = laptop.replica.id();
+    let mut gp = Node::stranger(Role::Provider, id);
+    let mut phone = Node::stranger(Role::Patient, id);
+    laptop.grant(&gp, &[Section::Summary], Access::Read);
+    laptop.grant(&phone, &[], Access::Read);
+    sync(&mut gp, &mut laptop).unwrap();
+    let before_removal = laptop.replica.ledger().heads();
+    laptop
+        .replica
+        .change_consent(
+            &laptop.store,
+            laptop.keys.root.as_ref().unwrap(),
+            &laptop.keys.device,
+            OpBody::RemoveDevice {
+                device: phone.peer(),
+            },
+            T0,
+        )
+        .unwrap();
+    let honest = laptop.replica.ledger().len();
+
+    // A key the record never admitted signs 10,000 revocations of the GP under the real heads
+    // (enough to fill the ledger to its limit today), and the removed phone signs 5,000 that
+    // are concurrent with its removal and 1,000 that name parents nobody has.
+    let stranger = crate::keys::SigningKey::generate();
+    let heads = laptop.replica.ledger().heads();
+    let gp_peer = gp.peer();
+    let mut attacker = Node::stranger(Role::Provider, id);
+    push(
+        &mut laptop,
+        &mut attacker,
+        junk_revokes(&stranger, id, gp_peer, Some(heads), 10_000),
+    );
+    let concurrent = junk_revokes(&phone.keys.device, id, gp_peer, Some(before_removal), 5_000);
+    push(&mut laptop, &mut phone, concurrent);
+    let waiting = junk_revokes(&phone.keys.device, id, gp_peer, None, 1_000);
+    push(&mut laptop, &mut phone, waiting);
+
+    // Nothing that can never count is kept.
+    let ledger = laptop.replica.ledger();
+    assert_eq!(ledger.len(), honest);
+    assert_eq!(ledger.state().valid.len(), honest);
+    assert!(ledger.state().can_read(&gp_peer, Section::Summary, T0));
+    let stored = laptop.store.ledger_ops(&id).unwrap().len();
+    assert_eq!(stored, ledger.len());
+
+    // The patient can still grant and revoke, and the GP is sent nothing of the junk.
+    let mut pharmacy = Node::stranger(Role::Provider, id);
+    laptop.grant(&pharmacy, &[Section::Summary], Access::Read);
+    laptop
+        .replica
+        .change_consent(
+            &laptop.store,
+            &laptop.keys.device,
+            &laptop.keys.device,
+            OpBody::Revoke {
+                target: crate::ledger::RevokeTarget::Party(pharmacy.peer()),
+            },
+            T0,
+        )
+        .unwrap();
+    sync(&mut gp, &mut laptop).unwrap();
+    let at_gp = gp.replica.ledger();
+    assert_eq!(at_gp.len(), laptop.replica.ledger().state().valid.len());
+    assert_eq!(at_gp.state().valid, laptop.replica.ledger().state().valid);
+    assert_eq!(at_gp.state().pending, 0);
+    sync(&mut pharmacy, &mut laptop).unwrap();
+    assert!(!pharmacy.replica.is_held());
+
+    // A store written before this rule kept such junk: opening it deletes the junk.
+    let heads = laptop.replica.ledger().heads();
+    let mut batch = Batch::new();
+    for (_, bytes) in junk_revokes(&stranger, id, gp_peer, Some(heads), 10) {
+        let op = crate::ledger::SignedOp::decode(&bytes).unwrap();
+        batch.ledger_op(id, op.id(), &bytes);
+    }
+    laptop.store.commit(batch).unwrap();
+    let reopened = Replica::open(&laptop.store, id, laptop.peer(), &laptop.keys.age).unwrap();
+    assert_eq!(reopened.ledger().len(), laptop.replica.ledger().len());
+    assert_eq!(
+        laptop.store.ledger_ops(&id).unwrap().len(),
+        reopened.ledger().len()
+    );
+}
+
+/// Runs one session of `engine` (the laptop's) with `peer_engine` to its end, `engine` starting.
+fn run_session(laptop: &Node, engine: &mut Engine, phone: &Node, phone_engine: &mut Engine) {
+    let phone_peer = phone.peer();
+    let mut out = engine.start(&laptop.store, &laptop.keys.age, phone_peer, None, 7, T0);
+    for _ in 0..16 {
+        let Some((_, request)) = out.pop() else { break };
+        let Some(answer) =
+            phone_engine.receive(&phone.store, &phone.keys.age, laptop.peer(), &request, T0)
+        else {
+            break;
+        };
+        out = engine
+            .receive(&laptop.store, &laptop.keys.age, phone_peer, &answer, T0)
+            .map(|next| vec![(phone_peer, next)])
+            .unwrap_or_default();
+    }
+}
+
+#[test]
+fn a_patient_device_stores_no_record_but_the_one_it_joins() {
+    // A stranger's record lists the phone as an owner device; the phone joins another record.
+    let mut stranger = Node::patient();
+    let phone = Node::stranger(Role::Patient, stranger.replica.id());
+    stranger.grant(&phone, &[], Access::Read);
+    stranger.write(Section::Summary, 1);
+    let mut engine = Engine::open(&stranger.store, stranger.peer(), &stranger.keys.age).unwrap();
+    let mut phone_engine = Engine::open(&phone.store, phone.peer(), &phone.keys.age).unwrap();
+    phone_engine.set_welcome(Welcome::Only(RecordId([7; 16])));
+    run_session(&stranger, &mut engine, &phone, &mut phone_engine);
+    assert!(phone.store.records().unwrap().is_empty());
+    assert!(phone_engine.replicas().is_empty());
+
+    // Had it joined that record, the same session would have brought it.
+    phone_engine.set_welcome(Welcome::Only(stranger.replica.id()));
+    run_session(&stranger, &mut engine, &phone, &mut phone_engine);
+    assert_eq!(phone.store.records().unwrap(), vec![stranger.replica.id()]);
 }
