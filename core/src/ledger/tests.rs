@@ -499,6 +499,32 @@ fn admit_takes_an_honest_ledger_in_any_order_and_never_refuses_for_being_full() 
 }
 
 #[test]
+fn an_owner_keeps_at_most_its_allowance_of_operations_waiting_for_parents() {
+    let mut ledger = patient_record();
+    let honest = ledger.len();
+    let waiting = |who: u8, n: usize| -> Vec<SignedOp> {
+        (0..n)
+            .map(|i| {
+                let mut parent = [0xee; 32];
+                parent[..8].copy_from_slice(&(i as u64).to_le_bytes());
+                forge(&ledger, who, vec![OpId(parent)], read(GP, Summary))
+            })
+            .collect()
+    };
+    // The phone (an owner) may have that many in flight; a stranger none once Create is held.
+    let (owners, strangers) = (
+        waiting(PHONE, LEDGER_PENDING_PER_AUTHOR_MAX + 50),
+        waiting(TABLET, 10),
+    );
+    let admission = ledger.admit(owners).unwrap();
+    assert_eq!(admission.new.len(), LEDGER_PENDING_PER_AUTHOR_MAX);
+    assert_eq!(admission.dropped, 50);
+    let admission = ledger.admit(strangers).unwrap();
+    assert_eq!((admission.new.len(), admission.dropped), (0, 10));
+    assert_eq!(ledger.len(), honest + LEDGER_PENDING_PER_AUTHOR_MAX);
+}
+
+#[test]
 fn a_second_create_and_its_descendants_do_not_count() {
     let ledger = patient_record();
     let mut rival = Ledger::new(ledger.record());

@@ -85,7 +85,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::{
     keys::{AgeIdentity, PeerId, RecordId},
-    replica::{Ingested, Replica, Topic},
+    replica::{Ingested, Replica, ReplicaError, Topic},
     store::Store,
     sync::{
         message::{
@@ -666,10 +666,17 @@ impl ResponderSession {
             reconcile.push((*topic, answer));
         }
         if !request.items.is_empty() {
-            let ingested = local
+            // To a peer the record does not admit, this node answers as one that does not hold
+            // the record: such a node drops what this one would refuse, and blames nobody.
+            let outsider = local.replica.is_held() && !local.replica.admits(&self.peer, now_ms);
+            match local
                 .replica
-                .ingest(local.store, local.age, request.items, now_ms)?;
-            self.stats.add(&ingested);
+                .ingest(local.store, local.age, request.items, now_ms)
+            {
+                Ok(ingested) => self.stats.add(&ingested),
+                Err(ReplicaError::Refused { .. }) if outsider => {}
+                Err(error) => return Err(error.into()),
+            }
         }
         let items = self.serve(local, &request.want, now_ms)?;
         self.stats.items_sent += items.len();

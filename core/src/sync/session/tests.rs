@@ -844,3 +844,70 @@ fn a_patient_device_stores_no_record_but_the_one_it_joins() {
     run_session(&stranger, &mut engine, &phone, &mut phone_engine);
     assert_eq!(phone.store.records().unwrap(), vec![stranger.replica.id()]);
 }
+
+#[test]
+fn a_push_from_an_outsider_gets_the_same_answer_whether_or_not_the_record_is_held() {
+    let mut laptop = Node::patient();
+    let id = laptop.replica.id();
+    laptop.write(Section::Summary, 1);
+    let mut outsider = Node::stranger(Role::Provider, id);
+    let mut bystander = Node::stranger(Role::Provider, id);
+
+    // A well-signed blob of the record by the outsider's own key, under the real heads.
+    let key = crate::keys::SectionKey::generate();
+    let header = crate::blob::BlobHeader {
+        record: id,
+        section: Section::Summary,
+        kind: crate::blob::BlobKind::Changes,
+        epoch: 0,
+        key_id: key.id(),
+        author: outsider.peer(),
+        time_ms: T0,
+        ledger_heads: laptop.replica.ledger().heads(),
+        replaces: Vec::new(),
+    };
+    let blob = crate::blob::Blob::seal(header, &key, b"junk", &outsider.keys.device).unwrap();
+
+    let (mut initiator, opening) =
+        InitiatorSession::start(&outsider.local(), laptop.peer(), 9, T0).unwrap();
+    let from = outsider.peer();
+    let mut answers = Vec::new();
+    let mut responders = Vec::new();
+    for node in [&mut laptop, &mut bystander] {
+        let (responder, answer) = ResponderSession::open(
+            &mut node.local(),
+            from,
+            Incoming::decode(&opening).unwrap(),
+            T0,
+        )
+        .unwrap();
+        responders.push(responder);
+        answers.push(answer.unwrap());
+    }
+    assert_eq!(answers[0], answers[1]);
+    let next = initiator
+        .receive(
+            &mut outsider.local(),
+            Incoming::decode(&answers[0]).unwrap(),
+            T0,
+        )
+        .unwrap()
+        .unwrap();
+    let mut pushed: Request = match Incoming::decode(&next).unwrap().message {
+        Message::Request(r) => r,
+        _ => unreachable!(),
+    };
+    pushed.items = vec![(Topic::Section(Section::Summary), blob.bytes().to_vec())];
+    let pushed = Message::Request(pushed).encode();
+    let mut replies = Vec::new();
+    for (responder, node) in responders.iter_mut().zip([&mut laptop, &mut bystander]) {
+        let reply = responder.receive(&mut node.local(), Incoming::decode(&pushed).unwrap(), T0);
+        replies.push(format!("{reply:?}"));
+    }
+    assert!(replies[0].starts_with("Ok("), "{}", replies[0]);
+    assert_eq!(
+        replies[0], replies[1],
+        "the push must not tell the two apart"
+    );
+    assert!(!laptop.blobs(Section::Summary).contains(&blob.id()));
+}
