@@ -113,7 +113,7 @@ fn warn(home: &Home) {
 }
 
 /// The keystore's passphrase: from PHR_PASSPHRASE, or asked on the terminal.
-fn keystore_passphrase() -> Result<SecretString, KeystoreError> {
+pub fn keystore_passphrase() -> Result<SecretString, KeystoreError> {
     if let Ok(value) = std::env::var(PASSPHRASE_ENV) {
         return Ok(SecretString::from(value));
     }

@@ -66,6 +66,9 @@ fn home_user_error(error: &HomeError) -> bool {
         | HomeError::NotOwner
         | HomeError::WrongRole(_)
         | HomeError::NothingToDo(_)
+        // Permissions: the message gives the `chmod` that fixes them.
+        | HomeError::WritableByOthers { .. }
+        | HomeError::CannotRestrict { .. }
         | HomeError::Card(_)
         | HomeError::Key(_)
         | HomeError::Import(_)

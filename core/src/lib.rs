@@ -1,7 +1,8 @@
 //! phr-core: a patient's health record as FHIR R4 resources in Automerge documents.
 //!
 //! Architecture invariant: this crate knows nothing of networking, tokio or the terminal. The
-//! only I/O it does is the record's own storage, behind [`home::Home`].
+//! only I/O it does is the record's own storage, behind [`home::Home`], and the owner-only file
+//! helpers ([`owner_only`]) through which the node and the CLI write everything else.
 //!
 //! - [`record`]: sections, versions, conflicts, history.
 //! - [`section`]: which section each resource belongs in.
@@ -13,6 +14,7 @@
 //!   audit view.
 //! - [`home`]: where a node keeps its keys, its vault and the record; the persistence boundary.
 //! - [`nhs`]: NHS number validation.
+//! - [`owner_only`]: directories (0700) and files (0600) only their owner may use.
 //! - [`keys`], [`keystore`], [`card`], [`party`]: identities, the keystore, contact cards.
 //! - [`ledger`]: the consent ledger (signed, hash-linked operations; state as a function of the set).
 //! - [`consent`]: keeping section keys in step with the ledger; the ingest check for blobs.
@@ -38,6 +40,7 @@ pub mod keys;
 pub mod keystore;
 pub mod ledger;
 pub mod nhs;
+pub mod owner_only;
 pub mod party;
 pub mod record;
 pub mod replica;

@@ -22,15 +22,17 @@
 
 use std::{
     fmt,
+    fs::OpenOptions,
     path::{Path, PathBuf},
 };
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, backends::FileBackend};
 use ring::{aead, hkdf};
 use serde::{Serialize, de::DeserializeOwned};
 
 use crate::{
     keys::{BlobId, OpId, RecordId, SigningKey, random_array},
+    owner_only,
     section::Section,
 };
 
@@ -295,10 +297,16 @@ impl Vault {
     /// Opens the vault in `dir`, creating it if it does not exist.
     pub fn open(dir: &Path, local: LocalKey) -> Result<Vault> {
         let path = dir.join(VAULT_FILE);
-        let db = Database::create(&path).map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => VaultError::InUse(path.clone()),
-            other => storage(&path)(other.into()),
-        })?;
+        // Created 0600 before redb writes a byte into it (redb's own `create` would make it
+        // 0644 under the usual umask); an existing vault is opened as it is.
+        let file = owner_only::open_or_create(&path, OpenOptions::new().read(true).write(true))
+            .map_err(|e| storage(&path)(redb::Error::Io(e)))?;
+        let db = FileBackend::new(file)
+            .and_then(|backend| Database::builder().create_with_backend(backend))
+            .map_err(|e| match e {
+                redb::DatabaseError::DatabaseAlreadyOpen => VaultError::InUse(path.clone()),
+                other => storage(&path)(other.into()),
+            })?;
         let vault = Vault { db, path, local };
         // Create the tables up front so read transactions never meet a missing one.
         vault.commit(Batch::new())?;

@@ -16,7 +16,6 @@
 //! | `POST /stop` | stop the node cleanly |
 
 use std::{
-    io::Write,
     path::{Path, PathBuf},
     sync::Arc,
 };
@@ -76,7 +75,7 @@ pub async fn serve(client: Client, dir: &Path, peer: String) -> Result<Control, 
         .map_err(|e| failed("cannot open the control API", &e))?;
     let token = hex(&phr_core::keys::random_array::<32>());
     let file = dir.join(api::CONTROL_FILE);
-    write_private(
+    phr_core::owner_only::write_atomically(
         &file,
         &serde_json::to_vec_pretty(&api::ControlFile {
             pid: std::process::id(),
@@ -111,21 +110,6 @@ pub async fn serve(client: Client, dir: &Path, peer: String) -> Result<Control, 
     });
     tracing::info!(%addr, "control API listening");
     Ok(Control { file, task, stop })
-}
-
-/// Writes a file only its owner can read, atomically.
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("json.tmp");
-    let _ = std::fs::remove_file(&tmp);
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path)
 }
 
 async fn authorise(State(api): State<Api>, request: Request, next: Next) -> Response {

@@ -7,6 +7,7 @@
 //! - [`net`]: the event loop, which owns the swarm, the sync [`Engine`] and the home, and takes
 //!   commands through a [`net::Client`] handle.
 //! - [`control`]: the control API on 127.0.0.1 (axum), authenticated by a token in the home.
+//! - [`passphrase`]: the keystore's passphrase, through a pipe and never left in the environment.
 //!
 //! [`Engine`]: phr_core::sync::Engine
 
@@ -15,4 +16,5 @@
 pub mod codec;
 pub mod control;
 pub mod net;
+pub mod passphrase;
 pub mod swarm;

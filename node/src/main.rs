@@ -10,6 +10,10 @@
 //!
 //! Logs go to standard error, filtered by `RUST_LOG` (default `info`). SIGINT, SIGTERM or
 //! `phr node stop` stop it cleanly; everything acknowledged is already on disk.
+//!
+//! A keystore's passphrase comes as one line on standard input with `--passphrase-stdin` (how
+//! `phr node start` passes it), or in `PHR_PASSPHRASE`, which the daemon moves out of its
+//! environment before doing anything else (`phr_node::passphrase`).
 
 #![forbid(unsafe_code)]
 
@@ -17,9 +21,8 @@ use std::{path::PathBuf, process::ExitCode};
 
 use clap::Parser;
 use libp2p::{Multiaddr, multiaddr::Protocol};
-use phr_core::secrecy::SecretString;
 use phr_core::{home::Home, keystore::KeystoreError};
-use phr_node::{control, net::Node};
+use phr_node::{control, net::Node, passphrase};
 
 /// The phr node daemon.
 #[derive(Debug, Parser)]
@@ -38,10 +41,32 @@ struct Args {
     /// Do not discover peers on the local network
     #[arg(long)]
     no_mdns: bool,
+    /// Read the keystore's passphrase from standard input (one line), as `phr node start`
+    /// gives it; `PHR_PASSPHRASE` works too, and is moved out of the environment at once
+    #[arg(long)]
+    passphrase_stdin: bool,
 }
 
 fn main() -> ExitCode {
+    // First, before any thread: with PHR_PASSPHRASE set this does not return, but runs the
+    // program again in this process without it.
+    if let Err(error) = passphrase::leave_environment() {
+        eprintln!("error: {error}");
+        return ExitCode::from(1);
+    }
     let args = Args::parse();
+    // Read at once, so `phr node start`, writing it, is never kept waiting.
+    let given = if args.passphrase_stdin {
+        match passphrase::read_line(std::io::stdin().lock()) {
+            Ok(given) => given,
+            Err(error) => {
+                eprintln!("error: {error}");
+                return ExitCode::from(1);
+            }
+        }
+    } else {
+        None
+    };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -55,13 +80,18 @@ fn main() -> ExitCode {
             .unwrap_or_else(|| PathBuf::from("."))
             .join("phr")
     });
-    let home = match Home::open_with(&dir, &mut passphrase_from_env) {
+    let home = match Home::open_with(&dir, &mut || {
+        given.clone().ok_or(KeystoreError::PassphraseNeeded)
+    }) {
         Ok(home) => home,
         Err(error) => {
             eprintln!("error: {error}");
             return ExitCode::from(1);
         }
     };
+    for warning in home.warnings() {
+        tracing::warn!("{warning}");
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -135,13 +165,5 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = terminate.recv() => {}
-    }
-}
-
-/// The keystore passphrase from `PHR_PASSPHRASE`: a daemon has no terminal to ask on.
-fn passphrase_from_env() -> Result<SecretString, KeystoreError> {
-    match std::env::var("PHR_PASSPHRASE") {
-        Ok(passphrase) if !passphrase.is_empty() => Ok(SecretString::from(passphrase)),
-        _ => Err(KeystoreError::PassphraseNeeded),
     }
 }

@@ -1,7 +1,11 @@
 //! `phr backup`: the record root key, this device's keys and the sealed record, in one file
 //! encrypted with a passphrase (the standard `age -d` decrypts it too).
 
-use std::{fs, io::Write, path::PathBuf};
+use std::{
+    fs,
+    io::Write,
+    path::{Path, PathBuf},
+};
 
 use anyhow::{Context as _, Result};
 use clap::Subcommand;
@@ -89,12 +93,9 @@ pub fn run(ctx: &Context, command: Command) -> Result<()> {
     }
 }
 
-/// Writes a new file (never replacing one), synced before returning.
-fn write_new(path: &PathBuf, bytes: &[u8]) -> Result<()> {
-    let mut file = fs::File::options()
-        .write(true)
-        .create_new(true)
-        .open(path)
+/// Writes a new file (never replacing one), 0600 wherever it goes, synced before returning.
+fn write_new(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut file = phr_core::owner_only::create_new(path)
         .with_context(|| format!("cannot create {}", path.display()))?;
     file.write_all(bytes)
         .and_then(|()| file.sync_all())

@@ -1,6 +1,6 @@
 //! `phr export`: the record as a FHIR R4 Bundle or an International Patient Summary.
 
-use std::{fs, path::PathBuf};
+use std::{fs, io::Write, path::PathBuf};
 
 use anyhow::{Context as _, Result};
 use phr_core::{Record, Section, audit::Logged, export};
@@ -87,8 +87,14 @@ fn write(ctx: &Context, args: &Args, record: &Record) -> Result<()> {
     let text = serde_json::to_string_pretty(&exported.bundle)?;
     match &args.output {
         Some(path) => {
-            fs::write(path, text + "\n")
-                .with_context(|| format!("cannot write {}", path.display()))?;
+            // The record in clear: a new file is the patient's alone (0600) until they share it;
+            // a file that exists is replaced in place and keeps its mode.
+            phr_core::owner_only::open_or_create(
+                path,
+                fs::File::options().write(true).truncate(true),
+            )
+            .and_then(|mut file| file.write_all((text + "\n").as_bytes()))
+            .with_context(|| format!("cannot write {}", path.display()))?;
             if ctx.json {
                 ctx.print_json(&serde_json::json!({"output": path, "resources": exported.count}))?;
             } else {

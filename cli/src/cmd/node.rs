@@ -1,26 +1,30 @@
 //! `phr node start|stop|status`: run this home's node daemon in the background.
 
 use std::{
+    fs::OpenOptions,
+    io::Write,
     path::PathBuf,
-    process::{Command as Process, Stdio},
+    process::{ChildStdin, Command as Process, Stdio},
     time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, Result};
-use phr_core::api::NodeStatus;
+use phr_core::{
+    api::NodeStatus,
+    home::NODE_LOG_FILE,
+    keystore::{Keystore, PASSPHRASE_BYTES_MAX},
+    secrecy::{ExposeSecret, SecretString},
+};
 use serde_json::json;
 
 use crate::{
-    context::{Context, print_out},
+    context::{Context, PASSPHRASE_ENV, keystore_passphrase, print_out},
     exit::UserError,
     node::NodeApi,
 };
 
 /// How long `start` and `stop` wait for the daemon.
 const WAIT: Duration = Duration::from_secs(30);
-
-/// The daemon's log, in the home.
-const LOG_FILE: &str = "node.log";
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
@@ -70,14 +74,33 @@ fn start(ctx: &Context, args: StartArgs) -> Result<()> {
     if !ctx.home.join(phr_core::keystore::KEYSTORE_FILE).exists() {
         return Err(phr_core::home::HomeError::NotInitialised(ctx.home.clone()).into());
     }
-    let log_path = ctx.home.join(LOG_FILE);
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
+    // Asked for here, where there is a terminal, and handed over through a pipe: see
+    // `hand_over`.
+    let passphrase = if Keystore::is_encrypted(&ctx.home)? {
+        Some(keystore_passphrase()?)
+    } else {
+        None
+    };
+    if let Some(passphrase) = &passphrase
+        && passphrase.expose_secret().len() > PASSPHRASE_BYTES_MAX
+    {
+        return Err(UserError(format!(
+            "the passphrase is longer than the {PASSPHRASE_BYTES_MAX} bytes the node daemon \
+             takes; choose a shorter one for this keystore"
+        ))
+        .into());
+    }
+    let log_path = ctx.home.join(NODE_LOG_FILE);
+    let log = phr_core::owner_only::open_or_create(&log_path, OpenOptions::new().append(true))
         .with_context(|| format!("cannot write {}", log_path.display()))?;
     let mut command = Process::new(daemon());
     command.arg("--home").arg(&ctx.home);
+    // Never in the daemon's environment, which stays readable (`/proc/PID/environ`) as long as
+    // it runs and passes to whatever it starts.
+    command.env_remove(PASSPHRASE_ENV);
+    if passphrase.is_some() {
+        command.arg("--passphrase-stdin");
+    }
     for addr in &args.listen {
         command.arg("--listen").arg(addr);
     }
@@ -90,11 +113,18 @@ fn start(ctx: &Context, args: StartArgs) -> Result<()> {
     // Its own process group: a Ctrl-C in this terminal later does not stop it.
     std::os::unix::process::CommandExt::process_group(&mut command, 0);
     let mut child = command
-        .stdin(Stdio::null())
+        .stdin(if passphrase.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(log.try_clone()?)
         .stderr(log)
         .spawn()
         .with_context(|| format!("cannot run {}", daemon().display()))?;
+    if let (Some(passphrase), Some(stdin)) = (passphrase, child.stdin.take()) {
+        hand_over(&passphrase, stdin);
+    }
     let deadline = Instant::now() + WAIT;
     loop {
         if let Some(exit) = child.try_wait()? {
@@ -120,6 +150,16 @@ fn start(ctx: &Context, args: StartArgs) -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Writes the keystore's passphrase, one line, into the daemon's standard input and closes it.
+/// A daemon that stopped before reading it says why in its log, which `start` shows; so a
+/// failed write is not reported here.
+fn hand_over(passphrase: &SecretString, mut stdin: ChildStdin) {
+    // Two writes rather than one joined copy, which would leave the secret in freed memory.
+    let _ = stdin
+        .write_all(passphrase.expose_secret().as_bytes())
+        .and_then(|()| stdin.write_all(b"\n"));
 }
 
 fn tail(path: &std::path::Path) -> String {
@@ -155,7 +195,7 @@ fn stop(ctx: &Context) -> Result<()> {
             "the node (pid {}) has not stopped after {} s; see {}",
             node.pid,
             WAIT.as_secs(),
-            ctx.home.join(LOG_FILE).display()
+            ctx.home.join(NODE_LOG_FILE).display()
         ));
     }
     if ctx.json {

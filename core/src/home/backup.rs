@@ -13,13 +13,13 @@ use base64::{Engine, engine::general_purpose::STANDARD};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use super::{Device, Home, HomeError, RecordInfo, Result, lock, new_device};
+use super::{Device, Home, HomeError, RecordInfo, Result, new_device, prepare_new};
 use crate::{
     blob::Blob,
     keys::BlobId,
-    keystore::{self, BACKUP_SCRYPT_LOG_N, KEYSTORE_FILE, Keystore},
+    keystore::{self, BACKUP_SCRYPT_LOG_N, Keystore},
     section::Section,
-    vault::{Batch, LocalKey, VAULT_FILE, Vault},
+    vault::{Batch, LocalKey, Vault},
 };
 
 /// The format name inside a backup.
@@ -117,11 +117,7 @@ impl Home {
         if backup.device.id != keystore.device.peer_id().to_string() {
             return Err(damaged("its keystore and device do not match".into()));
         }
-        std::fs::create_dir_all(dir).map_err(super::io_err(dir))?;
-        let lock = lock(dir)?;
-        if dir.join(KEYSTORE_FILE).exists() || dir.join(VAULT_FILE).exists() {
-            return Err(HomeError::AlreadyInitialised(dir.to_path_buf()));
-        }
+        let (lock, tightened) = prepare_new(dir)?;
         // Same identity, new Automerge actor: the lost device's actor must never write again.
         let fresh = new_device(
             &keystore,
@@ -161,11 +157,14 @@ impl Home {
         keystore.write(dir, keystore_passphrase)?;
         drop(vault);
         drop(lock);
-        let home = Home::open_with(dir, &mut || {
+        let mut home = Home::open_with(dir, &mut || {
             keystore_passphrase
                 .cloned()
                 .ok_or(crate::keystore::KeystoreError::PassphraseNeeded)
         })?;
+        if let Some(tightened) = tightened {
+            home.warnings.insert(0, tightened);
+        }
         Ok(Restored {
             home,
             blobs: counts.0,

@@ -4,12 +4,19 @@
 //! and hands it back to [`Home::save`]; it never touches files itself.
 //!
 //! ```text
-//! HOME/
+//! HOME/          0700
 //!   keystore     this node's secrets (Ed25519 signing key, age identity, record root key),
-//!                0600, optionally an age passphrase file
+//!                optionally an age passphrase file
 //!   vault.redb   sealed blobs, the consent ledger, and this node's settings sealed to it
 //!   lock         held while a command uses the home
+//!   control.json where the running node's control API listens, and its token (phr-node)
+//!   node.log     the log of a node started with `phr node start`
+//!   peers.json   addresses of peers the node dialled or met (phr-node)
 //! ```
+//!
+//! Every file is created 0600 ([`crate::owner_only`]); opening a home checks the directory and
+//! these files, tightens what an older phr left readable by others, and refuses what others may
+//! change (`permissions`).
 //!
 //! At rest there is only ciphertext and the keystore. Saving turns each section's new changes
 //! into one sealed blob ([`crate::blob`]) under the section's current key, and commits them
@@ -21,6 +28,7 @@ mod audit;
 mod backup;
 mod contacts;
 mod held;
+mod permissions;
 mod provider;
 mod sharing;
 
@@ -38,6 +46,7 @@ use serde_json::json;
 
 pub use contacts::Contact;
 pub use held::HeldEntry;
+pub use permissions::HOME_FILES;
 pub use provider::{AccessEnded, PatientRecord, ProviderError, SharedRecord};
 pub use sharing::Revoked;
 
@@ -49,6 +58,7 @@ use crate::{
     keystore::{KEYSTORE_FILE, Keystore, KeystoreError},
     ledger::{Ledger, LedgerError},
     nhs::{NHS_NUMBER_SYSTEM, NhsNumber},
+    owner_only,
     party::{Party, Role},
     record::{Author, Record, RecordError, RecordMeta, Stamp},
     replica::{Replica, ReplicaError, Welcome},
@@ -107,6 +117,15 @@ pub struct NewPatient {
 /// The label a patient's first device gets unless one is given.
 pub const FIRST_DEVICE_LABEL: &str = "first device";
 
+/// The file a command holds locked (`flock`) while it uses the home.
+pub const LOCK_FILE: &str = "lock";
+
+/// The log of a node daemon started with `phr node start`.
+pub const NODE_LOG_FILE: &str = "node.log";
+
+/// The addresses of peers a node daemon dialled or met, to dial again after a restart.
+pub const PEERS_FILE: &str = "peers.json";
+
 /// What can go wrong with a home directory.
 #[derive(Debug, thiserror::Error)]
 pub enum HomeError {
@@ -126,6 +145,40 @@ pub enum HomeError {
         "this home ({0}) holds no record of its own; record commands run on a patient's device"
     )]
     NoRecord(PathBuf),
+    /// Users other than the owner may change the home directory or a file phr keeps in it, so
+    /// what is there may not be what phr wrote.
+    #[error(
+        "{} can be changed by other users (mode {mode:04o}), so what is in this home may not be \
+         what phr wrote: if nobody else could have changed it, run `chmod 700 {}; chmod 600 {}/*`; \
+         if someone could, restore a backup into a new home instead \
+         (`phr --home NEW_DIR backup restore FILE`)",
+        .path.display(), .dir.display(), .dir.display()
+    )]
+    WritableByOthers {
+        /// The directory or file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+        /// The home directory.
+        dir: PathBuf,
+    },
+    /// Others may read the home directory or a file in it, and phr could not make it private
+    /// (it belongs to another user).
+    #[error(
+        "{} may be read by other users (mode {mode:04o}) and phr cannot change that ({source}): \
+         its owner should run `chmod 700 {}; chmod 600 {}/*`",
+        .path.display(), .dir.display(), .dir.display()
+    )]
+    CannotRestrict {
+        /// The directory or file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+        /// The home directory.
+        dir: PathBuf,
+        /// Why the mode could not be changed.
+        source: io::Error,
+    },
     /// A file could not be read or written.
     #[error("cannot read or write {path}")]
     Io {
@@ -443,11 +496,7 @@ impl Home {
         join: Option<RecordId>,
         passphrase: Option<&SecretString>,
     ) -> Result<Home> {
-        fs::create_dir_all(dir).map_err(io_err(dir))?;
-        let lock = lock(dir)?;
-        if dir.join(KEYSTORE_FILE).exists() || dir.join(VAULT_FILE).exists() {
-            return Err(HomeError::AlreadyInitialised(dir.to_path_buf()));
-        }
+        let (lock, tightened) = prepare_new(dir)?;
         let vault = Vault::open(dir, LocalKey::derive(&keystore.device))?;
         let mut batch = Batch::new();
         batch.local("device", &device);
@@ -463,7 +512,7 @@ impl Home {
             keystore,
             vault,
             held: None,
-            warnings: Vec::new(),
+            warnings: tightened.into_iter().collect(),
             _lock: lock,
         })
     }
@@ -473,14 +522,21 @@ impl Home {
         Self::open_with(dir, &mut || Err(KeystoreError::PassphraseNeeded))
     }
 
-    /// Opens an existing home, calling `passphrase` if its keystore is encrypted.
+    /// Opens an existing home, calling `passphrase` if its keystore is encrypted. A home that
+    /// others may change, or whose keystore others may read, is refused; one an older phr left
+    /// readable by others is made private first, and [`Home::warnings`] says so.
     pub fn open_with(dir: &Path, passphrase: PassphrasePrompt<'_>) -> Result<Home> {
         if !dir.join(KEYSTORE_FILE).exists() && !dir.join(VAULT_FILE).exists() {
             return Err(HomeError::NotInitialised(dir.to_path_buf()));
         }
+        let tightened = permissions::secure(dir)?;
         let lock = lock(dir)?;
         let keystore = Keystore::read(dir, passphrase)?;
-        Self::open_unlocked(dir, lock, keystore).map_err(|failed| failed.1)
+        let mut home = Self::open_unlocked(dir, lock, keystore).map_err(|failed| failed.1)?;
+        if let Some(tightened) = tightened {
+            home.warnings.insert(0, tightened);
+        }
+        Ok(home)
     }
 
     /// Closes the home for a while: the vault and the lock are released so that another process
@@ -804,14 +860,23 @@ fn adopt_record(vault: &Vault, keystore: &Keystore) -> Result<Option<RecordInfo>
     Ok(Some(info))
 }
 
+/// Makes `dir` ready to become a new home: created (or made) 0700, locked, holding no identity
+/// yet, and any file an earlier home left there (a log, a lock) judged as opening judges it.
+/// Returns the lock and the warning of what was tightened.
+fn prepare_new(dir: &Path) -> Result<(File, Option<String>)> {
+    owner_only::create_dir(dir).map_err(io_err(dir))?;
+    let lock = lock(dir)?;
+    if dir.join(KEYSTORE_FILE).exists() || dir.join(VAULT_FILE).exists() {
+        return Err(HomeError::AlreadyInitialised(dir.to_path_buf()));
+    }
+    let tightened = permissions::secure(dir)?;
+    Ok((lock, tightened))
+}
+
 fn lock(dir: &Path) -> Result<File> {
-    let path = dir.join("lock");
-    let file = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(io_err(&path))?;
+    let path = dir.join(LOCK_FILE);
+    let file =
+        owner_only::open_or_create(&path, File::options().write(true)).map_err(io_err(&path))?;
     // Two commands writing one home at once would race; the second is told, not made to hang.
     match file.try_lock() {
         Ok(()) => Ok(file),

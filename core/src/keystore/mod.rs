@@ -15,10 +15,10 @@
 //! decrypts what this module writes, and that this module decrypts what `age` writes.
 
 use std::{
-    fs::{self, File, OpenOptions},
+    fs::File,
     io::{self, Read, Write},
     iter,
-    os::unix::fs::{OpenOptionsExt, PermissionsExt},
+    os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
 };
 
@@ -30,7 +30,10 @@ use base64::{Engine, engine::general_purpose::STANDARD};
 use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
-use crate::keys::{AgeIdentity, SigningKey, hex, random_array};
+use crate::{
+    keys::{AgeIdentity, SigningKey},
+    owner_only,
+};
 
 /// The keystore's file name inside a node's home directory.
 pub const KEYSTORE_FILE: &str = "keystore";
@@ -57,6 +60,11 @@ pub const SCRYPT_LOG_N_MAX: u8 = 22;
 /// The largest keystore file read, in bytes: a keystore is a few hundred bytes, so anything
 /// much bigger is not one and is refused before it is read into memory.
 pub const KEYSTORE_BYTES_MAX: u64 = 64 * 1024;
+
+/// The longest passphrase handed to a node daemon through a pipe (`phr-node
+/// --passphrase-stdin`), in bytes: far longer than any passphrase a person types, and inside the
+/// smallest buffer a Linux pipe has (one 4 KiB page), so writing it never waits for the reader.
+pub const PASSPHRASE_BYTES_MAX: usize = 1024;
 
 /// The format name inside the keystore's JSON.
 const KEYSTORE_FORMAT: &str = "phr-keystore/1";
@@ -417,37 +425,12 @@ fn read_keystore_file(dir: &Path) -> Result<(PathBuf, Zeroizing<Vec<u8>>), Keyst
     Ok((path, bytes))
 }
 
-/// Replaces `dir/name` with `bytes` so that a crash at any point leaves the old file or the new
-/// one. The temporary file is created with mode 0600 (never wider, whatever the umask), so the
-/// secrets are not readable by others even for a moment.
+/// Replaces `dir/name` with `bytes` through [`owner_only::write_atomically`]: a crash at any
+/// point leaves the old file or the new one, and the temporary file is created with mode 0600
+/// (never wider, whatever the umask), so the secrets are not readable by others even for a moment.
 fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), KeystoreError> {
     let path = dir.join(name);
-    let temp = dir.join(format!(".{name}.{}.tmp", hex(&random_array::<8>())));
-    let io_error = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| KeystoreError::Io { path, source }
-    };
-    let result = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&temp)
-            .map_err(io_error(&temp))?;
-        file.write_all(bytes).map_err(io_error(&temp))?;
-        file.sync_all().map_err(io_error(&temp))?;
-        drop(file);
-        fs::rename(&temp, &path).map_err(io_error(&path))?;
-        // The rename is durable only once the directory entry is.
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io_error(dir))
-    })();
-    if result.is_err() {
-        // Best effort: the temporary file may already have been renamed, or never created.
-        let _ = fs::remove_file(&temp);
-    }
-    result
+    owner_only::write_atomically(&path, bytes).map_err(|source| KeystoreError::Io { path, source })
 }
 
 /// Encrypts `plaintext` to `passphrase` as an ASCII-armored age file (age-encryption.org/v1,

@@ -1,4 +1,5 @@
 use std::{
+    fs,
     process::{Command, Stdio},
     time::{Duration, Instant},
 };

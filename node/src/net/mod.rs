@@ -265,7 +265,7 @@ impl Node {
         engine.set_welcome(home.welcome());
         let swarm = swarm::build(keypair(&home), options)?;
         let (commands, inbox) = mpsc::channel(COMMANDS_MAX);
-        let peers_file = home.dir().join("peers.json");
+        let peers_file = home.dir().join(phr_core::home::PEERS_FILE);
         let remembered = read_peers_file(&peers_file);
         let mut node = Node {
             swarm,

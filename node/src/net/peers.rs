@@ -265,10 +265,8 @@ pub(super) fn write_peers_file(
         .iter()
         .map(|(p, a)| (p.to_string(), a.iter().map(|a| a.to_string()).collect()))
         .collect();
-    let tmp = path.with_extension("json.tmp");
-    std::fs::write(
-        &tmp,
-        serde_json::to_vec_pretty(&text).expect("a map of strings serialises"),
-    )?;
-    std::fs::rename(&tmp, path)
+    phr_core::owner_only::write_atomically(
+        path,
+        &serde_json::to_vec_pretty(&text).expect("a map of strings serialises"),
+    )
 }
