@@ -38,17 +38,23 @@ use crate::{
 /// The keystore's file name inside a node's home directory.
 pub const KEYSTORE_FILE: &str = "keystore";
 
-/// The scrypt work factor (log2 N) of an encrypted keystore.
+/// The scrypt work factor (log2 N) of an encrypted keystore: 2^17, with age's r = 8 and p = 1
+/// (128 MiB of memory), the minimum the OWASP Password Storage Cheat Sheet gives for scrypt.
 ///
-/// Every `phr` command opens the keystore, so this is a trade-off between the wait on each
-/// command and the cost to an attacker who has copied the file and guesses passphrases offline:
-/// 2^16 costs about 64 MiB of memory and roughly 0.1 s per guess on a laptop, four times cheaper
-/// than a backup's (the file also needs access to the device, where a backup may travel).
-pub const KEYSTORE_SCRYPT_LOG_N: u8 = 16;
+/// Every `phr` command on a home with a passphrase opens the keystore, so this is a trade-off
+/// between that wait and the cost to an attacker who copied the file and guesses passphrases
+/// offline, who pays the same per guess on like hardware. Measured with `cargo bench -p
+/// phr-tests --bench keystore` on the project's build machine (one shared AMD EPYC core):
+/// 0.5 to 0.65 s to unlock at 2^17, against 0.2 to 0.3 s at 2^16 (the value before) and 0.9 to
+/// 1.3 s at 2^18; docs/FORMAT.md has the table. 2^16 is under OWASP's floor; 2^18 would make
+/// each command wait about a second. Keystores written before keep the factor they were written
+/// with (reading accepts up to [`SCRYPT_LOG_N_MAX`]) until written again (`phr backup restore`).
+pub const KEYSTORE_SCRYPT_LOG_N: u8 = 17;
 
-/// The scrypt work factor (log2 N) of a backup, which is opened rarely and may be stored
-/// anywhere, so it gets about a second of work per guess (age's own default is calibrated to a
-/// second too).
+/// The scrypt work factor (log2 N) of a backup: 2^18 (256 MiB), the Go `age` tool's own default
+/// for passphrases. A backup is opened rarely and may be stored anywhere, so it gets about a
+/// second of work per guess (measured 0.9 to 1.3 s, as above), twice the keystore's; more would
+/// need 512 MiB or more to restore, which a small device may not have.
 pub const BACKUP_SCRYPT_LOG_N: u8 = 18;
 
 /// The largest scrypt work factor accepted when decrypting, the same cap as the Go `age` tool's
