@@ -45,6 +45,9 @@ pub enum PassphraseError {
     /// Not UTF-8 text.
     #[error("the passphrase is not UTF-8 text")]
     NotText,
+    /// A line break inside: it is handed over as one line, so it would arrive cut short.
+    #[error("the passphrase holds a line break, and the node reads it as one line")]
+    LineBreak,
     /// Reading standard input, or replacing the program, failed.
     #[error("cannot hand the passphrase over: {0}")]
     Io(#[from] io::Error),
@@ -68,6 +71,9 @@ pub fn leave_environment() -> Result<(), PassphraseError> {
     }
     if value.len() > PASSPHRASE_BYTES_MAX {
         return Err(PassphraseError::TooLong);
+    }
+    if value.contains(&b'\n') {
+        return Err(PassphraseError::LineBreak);
     }
     // The whole line fits in the pipe's buffer (PASSPHRASE_BYTES_MAX), so these writes return
     // before anyone reads.

@@ -81,14 +81,17 @@ fn start(ctx: &Context, args: StartArgs) -> Result<()> {
     } else {
         None
     };
-    if let Some(passphrase) = &passphrase
-        && passphrase.expose_secret().len() > PASSPHRASE_BYTES_MAX
-    {
-        return Err(UserError(format!(
-            "the passphrase is longer than the {PASSPHRASE_BYTES_MAX} bytes the node daemon \
-             takes; choose a shorter one for this keystore"
-        ))
-        .into());
+    if let Some(passphrase) = &passphrase {
+        let secret = passphrase.expose_secret();
+        if secret.len() > PASSPHRASE_BYTES_MAX || secret.contains('\n') {
+            return Err(UserError(format!(
+                "the node daemon takes its passphrase as one line of at most \
+                 {PASSPHRASE_BYTES_MAX} bytes, and this one is not: back the home up under a new \
+                 passphrase (`phr backup export -o FILE`) and restore it into a new home with \
+                 `phr --home NEW_DIR backup restore FILE --passphrase`"
+            ))
+            .into());
+        }
     }
     let log_path = ctx.home.join(NODE_LOG_FILE);
     let log = phr_core::owner_only::open_or_create(&log_path, OpenOptions::new().append(true))
