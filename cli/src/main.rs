@@ -74,8 +74,8 @@ enum Command {
     Damaged(cmd::damaged::Args),
     /// Entries written after the writer's access ended, held for you: list, accept, discard
     Held(cmd::held::Args),
-    /// On a provider node: the records patients share with it, with the sections and access granted
-    Patients,
+    /// On a provider node: the records patients share with it; --pending, accept, decline for new ones
+    Patients(cmd::patients::Args),
     /// Who read or changed what in your record, and when (every provider access)
     Audit,
     /// Run this home's node daemon in the background: start, stop, status
@@ -132,7 +132,7 @@ fn main() -> ExitCode {
         Command::Backup(command) => cmd::backup::run(&ctx, command),
         Command::Held(args) => cmd::held::run(&ctx, args),
         Command::Damaged(args) => cmd::damaged::run(&ctx, args),
-        Command::Patients => cmd::patients::run(&ctx),
+        Command::Patients(args) => cmd::patients::run(&ctx, args),
         Command::Audit => cmd::audit::run(&ctx),
         Command::Node(command) => cmd::node::run(&ctx, command),
         Command::Peers(args) => cmd::peers::run(&ctx, args),

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Phr, Transcript, card, provider, sync::sync_homes};
+use common::{Phr, Transcript, accept_pending, card, provider, sync::sync_homes};
 use serde_json::Value;
 
 /// An HbA1c result, which belongs in the clinical section.
@@ -47,18 +47,33 @@ fn providers_read_and_write_within_their_grants_and_the_patient_sees_every_acces
     sync_homes(&patient.home(), &gp.home());
     sync_homes(&patient.home(), &pharmacy.home());
 
+    // A newly shared record waits at each provider until a person there accepts it.
+    let waiting: Value =
+        serde_json::from_str(&gp.ok(&["patients", "--pending", "--json"])).unwrap();
+    let id = waiting[0]["record"].as_str().unwrap().to_string();
+    assert_eq!(waiting[0]["patient"]["name"], "Ada Lovelace");
+    assert_eq!(waiting[0]["shared_by"]["device"], "first device");
+    let before: Value = serde_json::from_str(&gp.ok(&["patients", "--json"])).unwrap();
+    assert_eq!(before, serde_json::json!([]));
+    // Twelve hex digits are enough to name it (and are redacted in the snapshot).
+    let short = &id[..12];
+    let (code, _, stderr, _) = gp.run(&["--patient", short, "show"]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("phr patients accept"), "{stderr}");
+
+    let mut t = Transcript::default();
+    t.note("the GP's node");
+    t.run(&gp, &["patients"]);
+    t.run(&gp, &["patients", "--pending"]);
+    t.run(&gp, &["patients", "accept", short]);
+    pharmacy.ok(&["patients", "accept", short]);
     let listed: Value = serde_json::from_str(&gp.ok(&["patients", "--json"])).unwrap();
-    let id = listed[0]["record"].as_str().unwrap().to_string();
+    assert_eq!(listed[0]["record"], id.as_str());
     assert_eq!(listed[0]["patient"]["name"], "Ada Lovelace");
     assert_eq!(
         listed[0]["writable"],
         serde_json::json!(["summary", "clinical"])
     );
-    // Twelve hex digits are enough to name it (and are redacted in the snapshot).
-    let short = &id[..12];
-
-    let mut t = Transcript::default();
-    t.note("the GP's node");
     t.run(&gp, &["patients"]);
     let shown = t.run(&gp, &["--patient", short, "show"]);
     assert!(shown.contains("penicillin"), "{shown}");
@@ -123,7 +138,7 @@ fn providers_read_and_write_within_their_grants_and_the_patient_sees_every_acces
     let codes = t.finish("provider");
     assert_eq!(
         codes,
-        [0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 1, 1, 1, 0, 0],
+        [0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 1, 1, 1, 0, 0],
         "exit codes, in order"
     );
 
@@ -135,9 +150,10 @@ fn providers_read_and_write_within_their_grants_and_the_patient_sees_every_acces
             .filter(|e| e["who"]["name"] == name && e["kind"] == kind)
             .count()
     };
-    // The GP: the patient's name it showed in `patients` (twice), `show`, `history`; the
-    // pharmacy: its patient list and the export. Refused reads are never logged.
-    assert_eq!(by("Leeds Road Surgery", "read"), 4, "{audit:#}");
+    // The GP: the patient's name it showed in `patients --pending` (twice) and `patients`
+    // (twice), `show`, `history`; the pharmacy: its patient list and the export (its
+    // acceptance showed no name). Refused reads are never logged.
+    assert_eq!(by("Leeds Road Surgery", "read"), 6, "{audit:#}");
     assert_eq!(by("Leeds Road Surgery", "write"), 1, "{audit:#}");
     assert_eq!(by("High Street Pharmacy", "read"), 2, "{audit:#}");
     assert_eq!(by("High Street Pharmacy", "write"), 0);
@@ -166,6 +182,7 @@ fn a_provider_granted_summary_read_cannot_add_a_clinical_entry() {
         "read",
     ]);
     sync_homes(&patient.home(), &pharmacy.home());
+    accept_pending(&pharmacy);
     let listed: Value = serde_json::from_str(&pharmacy.ok(&["patients", "--json"])).unwrap();
     let id = listed[0]["record"].as_str().unwrap().to_string();
     let blobs_before = vault_size(&pharmacy);

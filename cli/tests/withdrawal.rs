@@ -4,10 +4,12 @@
 
 mod common;
 
-use common::{Phr, card, device_of, provider, sync::sync_homes};
+use common::{Phr, accept_pending, card, device_of, provider, sync::sync_homes};
 use serde_json::Value;
 
+/// The record waiting at the GP, accepted.
 fn record_id(gp: &Phr) -> String {
+    accept_pending(gp);
     let listed: Value = serde_json::from_str(&gp.ok(&["patients", "--json"])).unwrap();
     listed[0]["record"].as_str().unwrap().to_string()
 }

@@ -181,6 +181,12 @@ impl Store for MemoryStore {
                         ops.remove(&id);
                     }
                 }
+                Change::ForgetRecord(record) => {
+                    inner.ledger.remove(&record);
+                    inner.blobs.retain(|(r, _), _| *r != record);
+                    inner.replaced.retain(|(r, _, _), _| *r != record);
+                    inner.held.retain(|(r, _), _| *r != record);
+                }
             }
         }
         inner.commits += 1;

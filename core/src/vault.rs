@@ -156,6 +156,8 @@ pub(crate) enum Change {
     Release(RecordId, BlobId),
     /// Deletes a stored ledger operation (one that can never count).
     RemoveLedgerOp(RecordId, OpId),
+    /// Deletes everything stored of a record: its ledger, blobs, replacements and held blobs.
+    ForgetRecord(RecordId),
 }
 
 impl Batch {
@@ -180,6 +182,12 @@ impl Batch {
     /// Deletes a stored ledger operation that can never count ([`crate::ledger::Ledger::admit`]).
     pub fn remove_ledger_op(&mut self, record: RecordId, id: OpId) {
         self.changes.push(Change::RemoveLedgerOp(record, id));
+    }
+
+    /// Deletes everything stored of a record (a provider declined it), after the additions of
+    /// the same batch.
+    pub fn forget_record(&mut self, record: RecordId) {
+        self.changes.push(Change::ForgetRecord(record));
     }
 
     /// Stores a sealed blob of a section.
@@ -372,6 +380,15 @@ impl Vault {
                         ledger
                             .remove(ledger_key(record, id).as_slice())
                             .map_err(|e| err(e.into()))?;
+                    }
+                    Change::ForgetRecord(record) => {
+                        let end = prefix_end(&record.0);
+                        let range = record.0.as_slice()..end.as_slice();
+                        for table in [&mut ledger, &mut blobs, &mut replaced, &mut held] {
+                            table
+                                .retain_in(range.clone(), |_, _| false)
+                                .map_err(|e| err(e.into()))?;
+                        }
                     }
                 }
             }

@@ -306,6 +306,14 @@ fn six_nodes_share_a_record_under_consent() {
     net.ok("laptop", &["devices", "add", &phone_card]);
     net.ok("laptop", &["sync", "--wait"]);
 
+    // Each provider's node holds the record waiting for a person there to accept it.
+    let waiting = net.json("gp", &["patients", "--pending"]);
+    assert!(waiting.to_string().contains(&record), "{waiting}");
+    assert_eq!(net.json("gp", &["patients"]), serde_json::json!([]));
+    net.ok("gp", &["patients", "accept", &record]);
+    net.ok("pharmacy", &["patients", "accept", &record]);
+    net.ok("laptop", &["sync", "--wait"]);
+
     // The GP sees the record and adds a diagnosis, which reaches the patient.
     let patients = net.json("gp", &["patients"]);
     assert!(patients.to_string().contains(&record), "{patients}");
@@ -481,6 +489,8 @@ fn a_node_killed_mid_sync_loses_nothing_acknowledged() {
         .unwrap()
         .to_string();
 
+    // The practice was told the record's id at registration, and accepts it before it arrives.
+    net.ok("gp", &["patients", "accept", &record]);
     // The receiver dies as the sync starts.
     net.ok("laptop", &["peers", "add", &gp_addr]);
     kill(gp_daemon);

@@ -2,9 +2,10 @@
 //! which points `show`, `add`, `history` and `export` at one of them.
 
 use anyhow::Result;
+use clap::Subcommand;
 use phr_core::{
     Section,
-    home::{Home, PatientRecord, SharedRecord},
+    home::{Home, PENDING_RECORD_BYTES_MAX, PENDING_RECORDS_MAX, PatientRecord, SharedRecord},
     view::PatientHeader,
 };
 use serde_json::json;
@@ -37,10 +38,71 @@ pub fn open<'h>(home: &'h Home, query: &str) -> Result<PatientRecord<'h>> {
     Ok(open)
 }
 
-pub fn run(ctx: &Context) -> Result<()> {
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// List the records shared with this node that nobody here has accepted yet
+    #[arg(long)]
+    pending: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Take on a newly shared record: it is listed and readable within its grant from now on
+    Accept {
+        /// The record's id (as `phr patients --pending` shows it, or its start)
+        record: String,
+    },
+    /// Refuse a newly shared record: what this node stored of it is deleted
+    Decline {
+        /// The record's id (as `phr patients --pending` shows it, or its start)
+        record: String,
+    },
+}
+
+pub fn run(ctx: &Context, args: Args) -> Result<()> {
     let home = ctx.open_home()?;
-    let shared = home.patients(now())?;
-    for record in &shared {
+    match args.command {
+        Some(Command::Accept { record }) => {
+            let id = home.accept_patient(&record)?;
+            if ctx.json {
+                return ctx.print_json(&json!({"accepted": id.to_string()}));
+            }
+            print_out(&format!(
+                "Accepted record {id}: `phr patients` lists it and `phr --patient {} show` reads \
+                 it within its grant. The rest of it arrives at the next sync.\n",
+                &id.to_string()[..12]
+            ))
+        }
+        Some(Command::Decline { record }) => {
+            let id = home.decline_patient(&record)?;
+            if ctx.json {
+                return ctx.print_json(&json!({"declined": id.to_string()}));
+            }
+            print_out(&format!(
+                "Declined record {id}: what this node held of it is deleted and it will not be \
+                 taken in again. If that was a mistake, `phr patients accept {id}` takes it at \
+                 the next sync.\n"
+            ))
+        }
+        None if args.pending => list(ctx, &home.pending_patients(now())?, true),
+        None => {
+            list(ctx, &home.patients(now())?, false)?;
+            let waiting = home.pending_records()?.len();
+            if waiting > 0 && !ctx.json {
+                eprintln!(
+                    "{waiting} more shared with this node wait for acceptance: `phr patients \
+                     --pending` lists them"
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+fn list(ctx: &Context, shared: &[SharedRecord], pending: bool) -> Result<()> {
+    for record in shared {
         for warning in &record.warnings {
             eprintln!("warning: {warning}");
         }
@@ -50,16 +112,31 @@ pub fn run(ctx: &Context) -> Result<()> {
         return ctx.print_json(&items);
     }
     if shared.is_empty() {
-        return print_out(
-            "No patient has shared a record with this node yet. A patient grants access with \
-             `phr share grant` and this node's card (`phr card`); the record arrives when the two \
-             nodes sync.\n",
-        );
+        return print_out(if pending {
+            "No record waits for acceptance.\n"
+        } else {
+            "No patient has shared a record with this node yet (or none is accepted: see `phr \
+             patients --pending`). A patient grants access with `phr share grant` and this \
+             node's card (`phr card`); the record arrives when the two nodes sync.\n"
+        });
     }
     let now_ms = now().as_millisecond();
     let mut out = String::new();
-    for record in &shared {
+    if pending {
+        out += &format!(
+            "Shared with this node and not accepted yet (at most {PENDING_RECORDS_MAX} wait at \
+             once, each stored up to {} KiB until accepted):\n\n",
+            PENDING_RECORD_BYTES_MAX / 1024
+        );
+    }
+    for record in shared {
         out += &format!("{}  {}\n", record.id, who(record.patient.as_ref()));
+        if let Some((by, when)) = &record.shared_by {
+            out += &format!(
+                "    shared by {by} on {}\n",
+                when.strftime("%Y-%m-%d %H:%M UTC")
+            );
+        }
         match (&record.ended, record.grants.is_empty()) {
             (Some(ended), _) => {
                 out += &format!(
@@ -81,8 +158,14 @@ pub fn run(ctx: &Context) -> Result<()> {
             out += &format!("    {}\n", grant_terms(grant, now_ms));
         }
     }
-    out += "\nRead one with `phr --patient RECORD show` (the start of its id is enough); each read \
-            is logged to the patient.\n";
+    out += if pending {
+        "\nCheck who the patient is, then `phr patients accept RECORD` or `phr patients decline \
+         RECORD` (the start of its id is enough). Showing the name above was logged to the \
+         patient.\n"
+    } else {
+        "\nRead one with `phr --patient RECORD show` (the start of its id is enough); each read \
+         is logged to the patient.\n"
+    };
     print_out(&out)
 }
 
@@ -113,6 +196,11 @@ fn record_json(record: &SharedRecord) -> serde_json::Value {
         "readable": sections(&record.readable),
         "writable": sections(&record.writable),
         "grants": record.grants.iter().map(grant_json).collect::<Vec<_>>(),
+        "shared_by": record.shared_by.as_ref().map(|(by, when)| json!({
+            "device": by,
+            "time": when.to_string(),
+        })),
+        "stored_bytes": record.stored_bytes,
         "access_ended": record.ended.map(|e| json!({
             "ended": e.ended.to_string(),
             "copy_as_of": e.copy_as_of.map(|t| t.to_string()),

@@ -195,3 +195,20 @@ pub fn device_of(first: &Phr, label: &str) -> Phr {
     ]);
     device
 }
+
+/// Accepts every record waiting at the provider `phr` (`phr patients accept`), as a person there
+/// would once they have checked who the patient is; returns their ids.
+pub fn accept_pending(phr: &Phr) -> Vec<String> {
+    let waiting: serde_json::Value =
+        serde_json::from_str(&phr.ok(&["patients", "--pending", "--json"])).unwrap();
+    let ids: Vec<String> = waiting
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|record| record["record"].as_str().expect("an id").to_string())
+        .collect();
+    for id in &ids {
+        phr.ok(&["patients", "accept", id]);
+    }
+    ids
+}

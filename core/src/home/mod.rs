@@ -28,6 +28,7 @@ mod audit;
 mod backup;
 mod contacts;
 mod held;
+mod intake;
 mod permissions;
 mod provider;
 mod sharing;
@@ -46,6 +47,7 @@ use serde_json::json;
 
 pub use contacts::Contact;
 pub use held::HeldEntry;
+pub use intake::{PENDING_RECORD_BYTES_MAX, PENDING_RECORDS_MAX};
 pub use permissions::HOME_FILES;
 pub use provider::{AccessEnded, PatientRecord, ProviderError, SharedRecord};
 pub use sharing::Revoked;
@@ -568,6 +570,7 @@ impl Home {
                     reason: "it belongs to another node than the vault".into(),
                 });
             }
+            intake::migrate(&vault, device.role)?;
             let mut info = vault.local::<RecordInfo>("record")?;
             if info.is_none() && device.role == Role::Patient {
                 info = adopt_record(&vault, &keystore)?;
@@ -792,13 +795,17 @@ impl Home {
     ) -> std::result::Result<crate::sync::SessionStats, crate::sync::SyncError> {
         use crate::sync::{Incoming, InitiatorSession, Local, ResponderSession};
         let ((from_vault, from_age), (to_vault, to_age)) = (self.sync_parts(), to.sync_parts());
-        let open = |home: &Home, vault, age| {
-            let replica = Replica::open(vault, record, home.peer_id(), age)?;
-            Ok::<_, crate::sync::SyncError>(if replica.is_held() {
-                replica
-            } else {
-                Replica::stranger(record, home.peer_id(), home.welcome())
-            })
+        let open = |home: &Home, vault: &Vault, age| {
+            let intake = home.intake()?;
+            let records = vault.records()?;
+            let pending = records.iter().filter(|id| intake.is_pending(id)).count();
+            Ok::<_, crate::sync::SyncError>(intake.open(
+                vault,
+                record,
+                home.peer_id(),
+                age,
+                pending,
+            )?)
         };
         let mut ours = open(self, from_vault, from_age)?;
         let mut theirs = open(to, to_vault, to_age)?;

@@ -49,6 +49,18 @@ pub enum ProviderError {
         /// The ids that match.
         matches: String,
     },
+    /// The record waits for a person at this provider to accept it.
+    #[error(
+        "record {0} was shared with this node but nobody here has accepted it yet; see it with \
+         `phr patients --pending`, then `phr patients accept {0}` (or `decline`)"
+    )]
+    Pending(RecordId),
+    /// Accepting and declining patients is for a provider's node.
+    #[error(
+        "this home is not a provider's node; `phr patients accept` and `decline` run on the \
+         node of the practice or pharmacy a record was shared with"
+    )]
+    NotAProvider,
     /// `--patient` named this home's own record.
     #[error("{0} is this home's own record; run the command without --patient")]
     OwnRecord(RecordId),
@@ -129,6 +141,10 @@ pub struct SharedRecord {
     pub warnings: Vec<String>,
     /// If the patient withdrew this node's access: when, and how recent the copy held is.
     pub ended: Option<AccessEnded>,
+    /// The name of the owner device that signed the newest grant to this node, and when.
+    pub shared_by: Option<(String, Timestamp)>,
+    /// The bytes of blobs this node stores of the record.
+    pub stored_bytes: usize,
 }
 
 /// A withdrawal of this node's access, as it was told of it.
@@ -160,15 +176,27 @@ impl std::fmt::Debug for PatientRecord<'_> {
 
 impl Home {
     /// The records this home holds that are not its own, with what the ledger grants this node
-    /// at `now`. Where it may read `summary`, the patient's `Patient` resource says who they
-    /// are; showing it is a read, so it is logged to the patient first (if that fails, the
-    /// record is listed by its id alone, with a warning).
+    /// at `now`, but those waiting for a person to accept them ([`Home::pending_patients`]).
+    /// Where it may read `summary`, the patient's `Patient` resource says who they are; showing
+    /// it is a read, so it is logged to the patient first (if that fails, the record is listed
+    /// by its id alone, with a warning).
     pub fn patients(&self, now: Timestamp) -> Result<Vec<SharedRecord>> {
+        self.list_patients(now, false)
+    }
+
+    /// The records shared with this provider that wait for a person to accept them, listed as
+    /// [`Home::patients`] lists the others (the `Patient` shown is a logged read too).
+    pub fn pending_patients(&self, now: Timestamp) -> Result<Vec<SharedRecord>> {
+        self.list_patients(now, true)
+    }
+
+    fn list_patients(&self, now: Timestamp, pending: bool) -> Result<Vec<SharedRecord>> {
         let now_ms = now.as_millisecond();
         let me = self.peer_id();
+        let intake = self.intake()?;
         let mut out = Vec::new();
         for id in self.vault.records()? {
-            if Some(id) == self.record_id() {
+            if Some(id) == self.record_id() || intake.is_pending(&id) != pending {
                 continue;
             }
             let mut replica = Replica::open(&self.vault, id, me, &self.keystore.age)?;
@@ -182,6 +210,8 @@ impl Home {
                 writable,
                 warnings: replica.problems().to_vec(),
                 ended: access_ended(&replica, &me, now_ms),
+                shared_by: shared_by(state, &me),
+                stored_bytes: replica.stored_bytes(),
             };
             if shared.readable.contains(&Section::Summary) {
                 match self.identify(&mut replica, now) {
@@ -226,7 +256,10 @@ impl Home {
     /// Opens a patient's record shared with this node, by its id (32 hex digits) or an
     /// unambiguous start of it, decrypting the sections this node may read at `now`.
     pub fn open_patient(&self, query: &str, now: Timestamp) -> Result<PatientRecord<'_>> {
-        let id = self.find_patient(query)?;
+        let id = self.find_patient(query, &|_| true)?;
+        if self.is_pending(&id)? {
+            return Err(ProviderError::Pending(id).into());
+        }
         let me = self.peer_id();
         let mut replica = Replica::open(&self.vault, id, me, &self.keystore.age)?;
         if let Some(ended) = access_ended(&replica, &me, now.as_millisecond()) {
@@ -262,8 +295,13 @@ impl Home {
         })
     }
 
-    /// The one held record, not this home's own, whose id is or starts with `query`.
-    fn find_patient(&self, query: &str) -> Result<RecordId> {
+    /// The one held record, not this home's own and among those `among` takes, whose id is or
+    /// starts with `query`.
+    pub(super) fn find_patient(
+        &self,
+        query: &str,
+        among: &dyn Fn(&RecordId) -> bool,
+    ) -> Result<RecordId> {
         let wanted = query.trim().to_ascii_lowercase();
         if let Some(own) = self.record_id()
             && own.to_string() == wanted
@@ -274,7 +312,7 @@ impl Home {
             .vault
             .records()?
             .into_iter()
-            .filter(|id| Some(*id) != self.record_id())
+            .filter(|id| Some(*id) != self.record_id() && among(id))
             .filter(|id| !wanted.is_empty() && id.to_string().starts_with(&wanted))
             .collect();
         match matches.as_slice() {
@@ -535,6 +573,17 @@ fn access_ended(replica: &Replica, me: &PeerId, now_ms: i64) -> Option<AccessEnd
             .newest_blob_ms()
             .and_then(|ms| Timestamp::from_millisecond(ms).ok()),
     })
+}
+
+/// Who shared the record with `me`: the owner device that signed the newest grant to it.
+fn shared_by(state: &LedgerState, me: &PeerId) -> Option<(String, Timestamp)> {
+    let grant = state.grants_to(me).into_iter().max_by_key(|g| g.time_ms)?;
+    let name = state
+        .owners
+        .get(&grant.granted_by)
+        .map(|owner| owner.name.clone())
+        .unwrap_or_else(|| "a device no longer an owner".into());
+    Some((name, Timestamp::from_millisecond(grant.time_ms).ok()?))
 }
 
 fn withdrawn(record: RecordId, ended: AccessEnded) -> ProviderError {

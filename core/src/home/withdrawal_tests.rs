@@ -106,6 +106,10 @@ impl World {
         record.commit(stamp, "two entries");
         laptop.save(&mut record, t(2)).unwrap();
         let id = laptop.record_id().unwrap();
+        for provider in [&gp, &pharmacy] {
+            sync(&laptop, provider, id, t(3));
+            provider.accept_patient(&id.to_string()).unwrap();
+        }
         for node in [&phone, &gp, &pharmacy] {
             sync(&laptop, node, id, t(3));
         }

@@ -632,6 +632,11 @@ impl Ledger {
         self.ops.values()
     }
 
+    /// The bytes of the operations held, as signed.
+    pub fn bytes(&self) -> usize {
+        self.ops.values().map(|op| op.bytes().len()).sum()
+    }
+
     /// The operation with this id, if held.
     pub fn get(&self, id: &OpId) -> Option<&SignedOp> {
         self.ops.get(id)

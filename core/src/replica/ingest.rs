@@ -134,6 +134,14 @@ impl Replica {
                     self.hold_or_drop(owner, section, blob, &mut batch, &mut plan);
                 }
                 Ok(()) => {
+                    // What a compaction replaces here makes room for it.
+                    let freed = self.bytes_of(section, &blob.header().replaces);
+                    let grows = blob.len().saturating_sub(freed);
+                    if self.stored_bytes + plan.bytes + grows > self.quota {
+                        report.over_quota += 1;
+                        continue;
+                    }
+                    plan.bytes += grows;
                     accepted_ids.insert(id);
                     plan.accepted.push((section, blob));
                 }
@@ -187,21 +195,10 @@ impl Replica {
             }
         }
         for (section, ids) in &replaced {
-            let section = *section;
-            if let Some(stored) = self.blobs.get_mut(&section) {
-                stored.retain(|id, _| !ids.contains(id));
-            }
-            if let Some(stored) = self.materialised.get_mut(&section) {
-                stored.retain(|id| !ids.contains(id));
-            }
+            self.unnote_blobs(*section, |id| ids.contains(id));
         }
-        for (section, id) in plan.removed {
-            if let Some(stored) = self.blobs.get_mut(&section) {
-                stored.remove(&id);
-            }
-            if let Some(stored) = self.materialised.get_mut(&section) {
-                stored.retain(|stored| *stored != id);
-            }
+        for (section, gone) in plan.removed {
+            self.unnote_blobs(section, |id| *id == gone);
         }
         for id in plan.released {
             self.held_blobs.remove(&id);
@@ -421,4 +418,7 @@ struct Plan {
     removed: Vec<(Section, BlobId)>,
     /// Held blobs no longer held (an owner accepted them).
     released: Vec<BlobId>,
+    /// How many bytes the accepted blobs add to what is stored (what a compaction replaces
+    /// taken off).
+    bytes: usize,
 }

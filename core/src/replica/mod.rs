@@ -151,6 +151,20 @@ pub struct Ingested {
     /// Ledger operations not kept: they can never count, or the ledger is full
     /// ([`Ledger::admit`]).
     pub dropped_ops: usize,
+    /// Blobs not stored because they would take the record past this node's quota for it
+    /// ([`Replica::set_quota`]); a later sync offers them again.
+    pub over_quota: usize,
+}
+
+/// A stored blob as the replica keeps it in memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stored {
+    /// The author's time, as reconciliation orders it.
+    time: u64,
+    /// Who signed it.
+    author: PeerId,
+    /// Its size in bytes.
+    bytes: usize,
 }
 
 /// A blob held for the patient: by a party whose access ended before it.
@@ -175,9 +189,13 @@ pub struct Replica {
     me: PeerId,
     ledger: Ledger,
     keyring: Keyring,
-    /// Blobs stored, per section, with the author's time (the reconciliation order) and the
-    /// author.
-    blobs: BTreeMap<Section, BTreeMap<BlobId, (u64, PeerId)>>,
+    /// Blobs stored, per section, with the author's time (the reconciliation order), the
+    /// author and the size.
+    blobs: BTreeMap<Section, BTreeMap<BlobId, Stored>>,
+    /// The bytes of the blobs stored.
+    stored_bytes: usize,
+    /// The most bytes of blobs this node stores for the record ([`Replica::set_quota`]).
+    quota: usize,
     /// Blobs held for the patient (on an owner device): see [`HeldBlob`].
     held_blobs: BTreeMap<BlobId, HeldBlob>,
     /// Void blobs this node dropped (not an owner), so they are not fetched again.
@@ -223,6 +241,107 @@ impl Welcome {
     }
 }
 
+/// The most records a provider's node holds that a person has not accepted yet (`phr patients
+/// --pending`). Past it, no new record is taken in until one is accepted or declined: anyone can
+/// make a record that grants a provider, so what strangers can make it hold is bounded.
+pub const PENDING_RECORDS_MAX: usize = 32;
+
+/// The most bytes of blobs a provider's node stores of a record not accepted yet: enough for the
+/// summary a person needs to decide, not for a flood.
+pub const PENDING_RECORD_BYTES_MAX: usize = 1024 * 1024;
+
+/// The most bytes of blobs a provider's node or a relay stores of one record it holds for
+/// others (accepted, or relayed). A patient's own devices store their record without bound.
+pub const RECORD_BYTES_MAX: usize = 512 * 1024 * 1024;
+
+/// How a node takes in records it does not hold, and how many bytes of each it stores.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Intake {
+    /// Which records not held it takes in.
+    pub welcome: Welcome,
+    /// Whether a record taken in waits for a person to accept it (a provider's new patients):
+    /// until then it stores at most [`PENDING_RECORD_BYTES_MAX`], and at most
+    /// [`PENDING_RECORDS_MAX`] records wait at once.
+    pub acceptance: bool,
+    /// The records a person accepted (with `acceptance`; ignored otherwise).
+    pub accepted: BTreeSet<RecordId>,
+    /// Records a person declined: never taken in again, unless accepted after all.
+    pub declined: BTreeSet<RecordId>,
+    /// The most bytes stored of a record held and not waiting.
+    pub quota: usize,
+}
+
+impl Default for Intake {
+    /// Every record, nothing to accept, no quota: a patient's first device, and the simulator.
+    fn default() -> Intake {
+        Intake {
+            welcome: Welcome::Any,
+            acceptance: false,
+            accepted: BTreeSet::new(),
+            declined: BTreeSet::new(),
+            quota: usize::MAX,
+        }
+    }
+}
+
+impl Intake {
+    /// Whether `record`, held, waits for a person to accept it.
+    pub fn is_pending(&self, record: &RecordId) -> bool {
+        self.acceptance && !self.accepted.contains(record)
+    }
+
+    /// The quota of a record held.
+    pub fn quota_of(&self, record: &RecordId) -> usize {
+        if self.is_pending(record) {
+            PENDING_RECORD_BYTES_MAX.min(self.quota)
+        } else {
+            self.quota
+        }
+    }
+
+    /// Whether a record not held is taken in once its ledger admits this node, `pending` being
+    /// how many held records wait for acceptance now.
+    pub fn takes(&self, record: RecordId, pending: usize) -> bool {
+        self.welcome.takes(record)
+            && !self.declined.contains(&record)
+            && (!self.is_pending(&record) || pending < PENDING_RECORDS_MAX)
+    }
+
+    /// A replica for a record not held, taken in only as [`Intake::takes`] says, with its quota.
+    pub fn stranger(&self, record: RecordId, me: PeerId, pending: usize) -> Replica {
+        let mut replica = Replica::empty(record, me);
+        self.judge_stranger(&mut replica, pending);
+        replica
+    }
+
+    /// Decides again whether a stranger's replica (not held) is taken in, `pending` records
+    /// waiting now: others may have been taken in since it was made.
+    pub(crate) fn judge_stranger(&self, replica: &mut Replica, pending: usize) {
+        if !replica.held {
+            replica.welcome = self.takes(replica.id, pending);
+            replica.quota = self.quota_of(&replica.id);
+        }
+    }
+
+    /// `record` as this node holds it, with its quota, or a stranger's replica if it is not
+    /// held.
+    pub fn open(
+        &self,
+        store: &dyn Store,
+        record: RecordId,
+        me: PeerId,
+        age: &AgeIdentity,
+        pending: usize,
+    ) -> Result<Replica> {
+        let mut replica = Replica::open(store, record, me, age)?;
+        if !replica.is_held() {
+            return Ok(self.stranger(record, me, pending));
+        }
+        replica.quota = self.quota_of(&record);
+        Ok(replica)
+    }
+}
+
 impl Replica {
     /// A record this node does not hold yet: a peer may be about to send its ledger. Nothing is
     /// stored until the ledger received admits this node.
@@ -233,6 +352,8 @@ impl Replica {
             ledger: Ledger::new(id),
             keyring: Keyring::default(),
             blobs: BTreeMap::new(),
+            stored_bytes: 0,
+            quota: usize::MAX,
             materialised: BTreeMap::new(),
             held_blobs: BTreeMap::new(),
             void: BTreeSet::new(),
@@ -247,10 +368,11 @@ impl Replica {
 
     /// A record this node does not hold, taken in only if `welcome` takes it.
     pub fn stranger(id: RecordId, me: PeerId, welcome: Welcome) -> Replica {
-        Replica {
-            welcome: welcome.takes(id),
-            ..Replica::empty(id, me)
+        Intake {
+            welcome,
+            ..Intake::default()
         }
+        .stranger(id, me, 0)
     }
 
     /// Reads a held record back from the store: its ledger, the keys this node holds, and the
@@ -416,7 +538,12 @@ impl Replica {
             Topic::Section(section) => self
                 .blobs
                 .get(&section)
-                .map(|blobs| blobs.iter().map(|(id, (time, _))| (*time, id.0)).collect())
+                .map(|blobs| {
+                    blobs
+                        .iter()
+                        .map(|(id, stored)| (stored.time, id.0))
+                        .collect()
+                })
                 .unwrap_or_default(),
         }
     }
@@ -456,10 +583,67 @@ impl Replica {
     }
 
     fn note_blob(&mut self, section: Section, blob: &Blob) {
-        self.blobs.entry(section).or_default().insert(
-            blob.id(),
-            (time_key(blob.header().time_ms), blob.header().author),
-        );
+        let stored = Stored {
+            time: time_key(blob.header().time_ms),
+            author: blob.header().author,
+            bytes: blob.len(),
+        };
+        if let Some(before) = self
+            .blobs
+            .entry(section)
+            .or_default()
+            .insert(blob.id(), stored)
+        {
+            self.stored_bytes -= before.bytes;
+        }
+        self.stored_bytes += stored.bytes;
+    }
+
+    /// Forgets stored blobs of `section` that are no longer stored (replaced or removed), and
+    /// the materialised view's claim on them.
+    fn unnote_blobs(&mut self, section: Section, gone: impl Fn(&BlobId) -> bool) {
+        if let Some(stored) = self.blobs.get_mut(&section) {
+            let mut freed = 0;
+            stored.retain(|id, blob| {
+                let keep = !gone(id);
+                if !keep {
+                    freed += blob.bytes;
+                }
+                keep
+            });
+            self.stored_bytes -= freed;
+        }
+        if let Some(materialised) = self.materialised.get_mut(&section) {
+            materialised.retain(|id| !gone(id));
+        }
+    }
+
+    /// Sets the most bytes of blobs this node stores for the record: past it, what a peer sends
+    /// is not stored ([`Ingested::over_quota`]) until room is made or the quota raised. What is
+    /// stored already stays. No bound by default.
+    pub fn set_quota(&mut self, bytes: usize) {
+        self.quota = bytes;
+    }
+
+    /// The bytes of the blobs stored for the record.
+    pub fn stored_bytes(&self) -> usize {
+        self.stored_bytes
+    }
+
+    /// This node's quota for the record, in bytes ([`Replica::set_quota`]).
+    pub fn quota(&self) -> usize {
+        self.quota
+    }
+
+    /// The bytes stored of the blobs among `ids` of `section`.
+    fn bytes_of(&self, section: Section, ids: &[BlobId]) -> usize {
+        let Some(stored) = self.blobs.get(&section) else {
+            return 0;
+        };
+        ids.iter()
+            .filter_map(|id| stored.get(id))
+            .map(|blob| blob.bytes)
+            .sum()
     }
 
     fn note_held(&mut self, section: Section, blob: &Blob) {
@@ -499,7 +683,7 @@ impl Replica {
         self.blobs
             .values()
             .flat_map(|blobs| blobs.values())
-            .map(|(time, _)| i64::try_from(*time).unwrap_or(i64::MAX))
+            .map(|stored| i64::try_from(stored.time).unwrap_or(i64::MAX))
             .max()
     }
 
@@ -509,8 +693,8 @@ impl Replica {
             .iter()
             .filter_map(|section| Some((*section, self.blobs.get(section)?)))
             .flat_map(|(section, blobs)| blobs.iter().map(move |entry| (section, entry)))
-            .filter(|(_, (_, (_, by)))| by == author)
-            .map(|(section, (id, (time, _)))| (*time, section, *id))
+            .filter(|(_, (_, stored))| stored.author == *author)
+            .map(|(section, (id, stored))| (stored.time, section, *id))
             .collect();
         found.sort_by(|a, b| b.cmp(a));
         found

@@ -147,9 +147,7 @@ impl Replica {
             batch.remove_blob(self.id, section, id);
         }
         store.commit(batch)?;
-        if let Some(stored) = self.blobs.get_mut(&section) {
-            stored.remove(&id);
-        }
+        self.unnote_blobs(section, |stored| *stored == id);
         Ok(true)
     }
 }

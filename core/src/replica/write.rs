@@ -158,9 +158,7 @@ impl Replica {
         }
         batch.blob(self.id, section, blob.id(), blob.bytes().to_vec());
         store.commit(batch)?;
-        if let Some(ids) = self.blobs.get_mut(&section) {
-            ids.retain(|id, _| !replaces.contains(id));
-        }
+        self.unnote_blobs(section, |id| replaces.contains(id));
         self.note_blob(section, &blob);
         self.materialised.insert(section, vec![blob.id()]);
         Ok(blob.id())

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use crate::{
     keys::{AgeIdentity, PeerId, RecordId},
-    replica::{Replica, ReplicaError, Welcome},
+    replica::{Intake, Replica, ReplicaError, Welcome},
     store::Store,
     sync::{
         Incoming, InitiatorSession, Local, ResponderSession, SessionStats, SyncError,
@@ -20,6 +20,20 @@ use crate::{
 
 /// Messages to send: (to, bytes).
 pub type Outbox = Vec<(PeerId, Vec<u8>)>;
+
+/// The most replicas of records not held (a new grantee's first sync) a node keeps for one peer
+/// between its messages.
+pub const STRANGERS_PER_PEER_MAX: usize = 2;
+
+/// The most such replicas a node keeps in all.
+pub const STRANGERS_MAX: usize = 64;
+
+/// The most bytes of ledger operations one such replica keeps in memory: far more than an honest
+/// record's ledger (10,000 operations of a few hundred bytes).
+pub const STRANGER_LEDGER_BYTES_MAX: usize = 16 * 1024 * 1024;
+
+/// The most bytes of ledger operations all such replicas keep in memory together.
+pub const STRANGERS_BYTES_MAX: usize = 64 * 1024 * 1024;
 
 /// How a session ended, for the caller's logs and waits.
 #[derive(Debug)]
@@ -51,8 +65,8 @@ pub struct Engine {
     responders: BTreeMap<(PeerId, u64), ResponderSession>,
     /// Replicas of records not held, made for a peer's session (a new grantee's first sync).
     strangers: BTreeMap<(PeerId, u64), Replica>,
-    /// Which records not held this node takes in.
-    welcome: Welcome,
+    /// Which records not held this node takes in, and how much it stores of each.
+    intake: Intake,
     ended: Vec<Ended>,
 }
 
@@ -65,7 +79,7 @@ impl Engine {
             initiators: BTreeMap::new(),
             responders: BTreeMap::new(),
             strangers: BTreeMap::new(),
-            welcome: Welcome::Any,
+            intake: Intake::default(),
             ended: Vec::new(),
         };
         for id in store.records()? {
@@ -78,21 +92,37 @@ impl Engine {
 
     /// Sets which records not held this node takes in (every record, by default).
     pub fn set_welcome(&mut self, welcome: Welcome) {
-        self.welcome = welcome;
+        self.set_intake(Intake {
+            welcome,
+            ..self.intake.clone()
+        });
     }
 
-    /// A replica of a record not held, taken in only as [`Engine::set_welcome`] says.
-    fn stranger(&self, record: RecordId) -> Replica {
-        Replica::stranger(record, self.me, self.welcome)
+    /// Sets how this node takes in records and how many bytes of each it stores (by default:
+    /// every record, no acceptance, no quota); the quotas of held records change at once.
+    pub fn set_intake(&mut self, intake: Intake) {
+        for (id, replica) in &mut self.replicas {
+            replica.set_quota(intake.quota_of(id));
+        }
+        self.intake = intake;
+    }
+
+    /// How many held records wait for a person to accept them.
+    pub fn pending(&self) -> usize {
+        pending(&self.intake, &self.replicas)
     }
 
     /// Reads every stored record again, after another process changed the store (a `phr`
-    /// command run while the node was up). Sessions in progress carry on with the new replicas:
-    /// what they send is judged again at send time.
+    /// command run while the node was up): records it no longer holds are dropped (a declined
+    /// patient). Sessions in progress carry on with the new replicas: what they send is judged
+    /// again at send time.
     pub fn refresh(&mut self, store: &dyn Store, age: &AgeIdentity) -> Result<(), ReplicaError> {
-        for id in store.records()? {
-            self.replicas
-                .insert(id, Replica::open(store, id, self.me, age)?);
+        let stored = store.records()?;
+        self.replicas.retain(|id, _| stored.contains(id));
+        for id in stored {
+            let mut replica = Replica::open(store, id, self.me, age)?;
+            replica.set_quota(self.intake.quota_of(&id));
+            self.replicas.insert(id, replica);
         }
         Ok(())
     }
@@ -218,7 +248,8 @@ impl Engine {
             .map(|(id, _)| *id)
             .collect();
         if let Some(probe) = probe.filter(|p| !self.replicas.contains_key(p)) {
-            self.replicas.insert(probe, self.stranger(probe));
+            let stranger = self.intake.stranger(probe, self.me, self.pending());
+            self.replicas.insert(probe, stranger);
             records.push(probe);
         }
         for (n, record) in records.into_iter().enumerate() {
@@ -284,15 +315,13 @@ impl Engine {
         incoming: Incoming,
         now_ms: i64,
     ) -> Option<Vec<u8>> {
+        let pending = self.pending();
         let initiator = self.initiators.get_mut(&key)?;
         let record = initiator.record();
-        let mut empty;
+        let mut stranger = None;
         let replica = match self.replicas.get_mut(&record) {
             Some(replica) => replica,
-            None => {
-                empty = Replica::stranger(record, self.me, self.welcome);
-                &mut empty
-            }
+            None => stranger.insert(self.intake.stranger(record, self.me, pending)),
         };
         let mut local = Local {
             replica,
@@ -301,6 +330,10 @@ impl Engine {
         };
         let result = initiator.receive(&mut local, incoming, now_ms);
         let done = initiator.is_done();
+        // A record this node asked about and now holds (its ledger admits this node).
+        if let Some(stranger) = stranger.filter(Replica::is_held) {
+            self.replicas.insert(record, stranger);
+        }
         match result {
             Ok(reply) => {
                 if done {
@@ -329,7 +362,7 @@ impl Engine {
         incoming: Incoming,
         now_ms: i64,
     ) -> Option<Vec<u8>> {
-        let (me, welcome) = (self.me, self.welcome);
+        let (me, pending) = (self.me, self.pending());
         let record = match self.responders.get(&key) {
             Some(responder) => responder.record(),
             None => match opening(&incoming) {
@@ -342,10 +375,14 @@ impl Engine {
         };
         let replica = match self.replicas.get_mut(&record) {
             Some(replica) => replica,
-            None => self
-                .strangers
-                .entry(key)
-                .or_insert_with(|| Replica::stranger(record, me, welcome)),
+            None => {
+                let stranger = self
+                    .strangers
+                    .entry(key)
+                    .or_insert_with(|| self.intake.stranger(record, me, pending));
+                self.intake.judge_stranger(stranger, pending);
+                stranger
+            }
         };
         let mut local = Local {
             replica,
@@ -361,11 +398,13 @@ impl Engine {
                 },
             ),
         };
-        // A record received for the first time is now held.
+        // A record received for the first time is now held. One not held yet is kept for the
+        // peer's next message only within the bounds; past them it is forgotten, and the next
+        // message starts again from an empty replica (the answers are an empty replica's).
         if let Some(stranger) = self.strangers.remove(&key) {
             if stranger.is_held() {
                 self.replicas.entry(stranger.id()).or_insert(stranger);
-            } else {
+            } else if self.room_for_stranger(key.0, &stranger) {
                 self.strangers.insert(key, stranger);
             }
         }
@@ -386,6 +425,24 @@ impl Engine {
         }
     }
 
+    /// Whether a replica of a record not held, for `peer`, fits beside the others kept.
+    fn room_for_stranger(&self, peer: PeerId, stranger: &Replica) -> bool {
+        let bytes = stranger.ledger().bytes();
+        let others_bytes: usize = self.strangers.values().map(|s| s.ledger().bytes()).sum();
+        let of_peer = self.strangers.keys().filter(|(p, _)| *p == peer).count();
+        of_peer < STRANGERS_PER_PEER_MAX
+            && self.strangers.len() < STRANGERS_MAX
+            && bytes <= STRANGER_LEDGER_BYTES_MAX
+            && others_bytes + bytes <= STRANGERS_BYTES_MAX
+    }
+
+    /// How many replicas of records not held are kept for peers' sessions, and the bytes of
+    /// their ledgers.
+    pub fn strangers(&self) -> (usize, usize) {
+        let bytes = self.strangers.values().map(|s| s.ledger().bytes()).sum();
+        (self.strangers.len(), bytes)
+    }
+
     /// Passes time: requests whose answer is overdue go again, sessions past their retries end,
     /// idle responder sessions are dropped.
     pub fn tick(&mut self, store: &dyn Store, age: &AgeIdentity, now_ms: i64) -> Outbox {
@@ -393,7 +450,7 @@ impl Engine {
         let mut failed = Vec::new();
         for (key, initiator) in &mut self.initiators {
             let record = initiator.record();
-            let mut empty = Replica::stranger(record, self.me, self.welcome);
+            let mut empty = self.intake.stranger(record, self.me, 0);
             let replica = self.replicas.get_mut(&record).unwrap_or(&mut empty);
             let local = Local {
                 replica,
@@ -422,4 +479,12 @@ impl Engine {
         }
         out
     }
+}
+
+/// How many of `replicas` wait for a person to accept them.
+fn pending(intake: &Intake, replicas: &BTreeMap<RecordId, Replica>) -> usize {
+    if !intake.acceptance {
+        return 0;
+    }
+    replicas.keys().filter(|id| intake.is_pending(id)).count()
 }

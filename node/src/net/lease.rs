@@ -53,7 +53,12 @@ impl Node {
                 if let Err(error) = self.engine.refresh(vault, age) {
                     tracing::error!(%error, "cannot read the records a phr command changed");
                 }
-                self.engine.set_welcome(home.welcome());
+                match home.intake() {
+                    Ok(intake) => self.engine.set_intake(intake),
+                    Err(error) => {
+                        tracing::error!(%error, "cannot read which records this node accepted")
+                    }
+                }
                 for warning in home.warnings() {
                     tracing::warn!(%warning, "reopening the home");
                 }

@@ -262,7 +262,7 @@ impl Node {
         let failed = |e: &dyn std::fmt::Display| NodeError::Failed(e.to_string());
         let (vault, age) = home.sync_parts();
         let mut engine = Engine::open(vault, home.peer_id(), age).map_err(|e| failed(&e))?;
-        engine.set_welcome(home.welcome());
+        engine.set_intake(home.intake().map_err(|e| failed(&e))?);
         let swarm = swarm::build(keypair(&home), options)?;
         let (commands, inbox) = mpsc::channel(COMMANDS_MAX);
         let peers_file = home.dir().join(phr_core::home::PEERS_FILE);

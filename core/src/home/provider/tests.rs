@@ -11,7 +11,7 @@ use super::*;
 use crate::{
     audit::{AuditKind, entry_actor},
     blob::{BlobError, BlobKind},
-    home::{HomeError, NewPatient},
+    home::{HomeError, NewPatient, PENDING_RECORDS_MAX},
     ledger::Access,
     nhs::NhsNumber,
     vault::{Batch, VaultError},
@@ -92,6 +92,9 @@ impl World {
         };
         for node in [&world.gp, &world.pharmacy, &world.relay] {
             sync(world.patient(), node, id, t(3));
+        }
+        for provider in [&world.gp, &world.pharmacy] {
+            provider.accept_patient(&id.to_string()).unwrap();
         }
         world
     }
@@ -547,6 +550,11 @@ fn opening_names_what_is_wrong() {
         ));
     }
     let other_text = other_id.to_string();
+    assert!(matches!(
+        error(&w.gp, &other_text, t(10)),
+        HomeError::Provider(ProviderError::Pending(_))
+    ));
+    w.gp.accept_patient(&other_text).unwrap();
     assert!(w.gp.open_patient(&other_text, t(10)).is_ok());
     assert!(matches!(
         error(&w.gp, &other_text, t(21)),
@@ -567,4 +575,125 @@ fn opening_names_what_is_wrong() {
     let listed = w.gp.patients(t(32)).unwrap();
     let ended = listed.iter().find(|r| r.id == w.id).unwrap().ended.unwrap();
     assert_eq!(ended.ended, t(30));
+}
+
+/// A patient home, "Patient N", that grants `to` read access to its summary.
+fn sharing_patient(dir: &Path, n: usize, to: &Home) -> (Home, RecordId) {
+    let new = NewPatient {
+        name: format!("Patient {n}"),
+        nhs_number: None,
+        birth_date: None,
+        device_label: Some(format!("phone {n}")),
+    };
+    let (mut patient, _) = Home::init_patient(dir, &new, None, t(0)).unwrap();
+    patient
+        .grant(
+            &to.party(),
+            &[Section::Summary],
+            Access::Read,
+            None,
+            None,
+            t(1),
+        )
+        .unwrap();
+    let id = patient.record_id().unwrap();
+    (patient, id)
+}
+
+#[test]
+fn a_record_newly_shared_with_a_provider_waits_until_a_person_there_accepts_it() {
+    let w = World::new();
+    let dir = tempfile::tempdir().unwrap();
+    let (patient, id) = sharing_patient(dir.path(), 1, &w.gp);
+    sync(&patient, &w.gp, id, t(3));
+
+    // Held, but not listed, not readable, and shown with who shared it.
+    assert_eq!(w.gp.pending_records().unwrap(), vec![id]);
+    assert!(w.gp.patients(t(10)).unwrap().iter().all(|r| r.id != id));
+    assert!(matches!(
+        w.gp.open_patient(&id.to_string(), t(10)),
+        Err(HomeError::Provider(ProviderError::Pending(_)))
+    ));
+    let pending = w.gp.pending_patients(t(10)).unwrap();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(
+        pending[0].patient.as_ref().and_then(|p| p.name.as_deref()),
+        Some("Patient 1")
+    );
+    assert_eq!(pending[0].shared_by, Some(("phone 1".to_string(), t(1))));
+
+    let accepted = w.gp.accept_patient(&id.to_string()[..10]).unwrap();
+    assert_eq!(accepted, id);
+    assert!(w.gp.pending_records().unwrap().is_empty());
+    assert!(w.gp.patients(t(10)).unwrap().iter().any(|r| r.id == id));
+    assert!(w.gp.open_patient(&id.to_string(), t(10)).is_ok());
+    // Accepting is a provider's, and of what waits, or by a whole id.
+    assert!(matches!(
+        w.gp.accept_patient("ffffffff"),
+        Err(HomeError::Provider(ProviderError::UnknownPatient(_)))
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let (told, told_id) = sharing_patient(dir.path(), 2, &w.gp);
+    w.gp.accept_patient(&told_id.to_string()).unwrap();
+    sync(&told, &w.gp, told_id, t(3));
+    assert!(w.gp.open_patient(&told_id.to_string(), t(10)).is_ok());
+    assert!(matches!(
+        w.relay.accept_patient(&id.to_string()),
+        Err(HomeError::Provider(ProviderError::NotAProvider))
+    ));
+}
+
+#[test]
+fn a_declined_record_is_deleted_and_not_taken_in_again_unless_accepted_after_all() {
+    let w = World::new();
+    let dir = tempfile::tempdir().unwrap();
+    let (patient, id) = sharing_patient(dir.path(), 1, &w.gp);
+    sync(&patient, &w.gp, id, t(3));
+    assert_eq!(w.gp.decline_patient(&id.to_string()).unwrap(), id);
+    assert!(!w.gp.vault.records().unwrap().contains(&id), "deleted");
+    assert!(w.gp.vault.blobs(&id, Section::Summary).unwrap().is_empty());
+
+    // The patient's node offers it again: the GP answers as a node that does not hold it.
+    sync(&patient, &w.gp, id, t(4));
+    assert!(
+        !w.gp.vault.records().unwrap().contains(&id),
+        "not taken in again"
+    );
+    assert!(w.gp.pending_records().unwrap().is_empty());
+
+    // A mistake is undone by accepting it by its whole id: the next sync brings it.
+    w.gp.accept_patient(&id.to_string()).unwrap();
+    sync(&patient, &w.gp, id, t(5));
+    assert!(w.gp.open_patient(&id.to_string(), t(10)).is_ok());
+}
+
+#[test]
+fn strangers_cannot_make_a_provider_hold_more_than_its_waiting_room() {
+    let w = World::new();
+    let dirs: Vec<TempDir> = (0..=PENDING_RECORDS_MAX)
+        .map(|_| tempfile::tempdir().unwrap())
+        .collect();
+    let mut ids = Vec::new();
+    for (n, dir) in dirs.iter().enumerate() {
+        let (patient, id) = sharing_patient(dir.path(), n, &w.gp);
+        sync(&patient, &w.gp, id, t(3));
+        ids.push(id);
+    }
+    let held = w.gp.vault.records().unwrap();
+    let last = ids[PENDING_RECORDS_MAX];
+    assert!(
+        ids[..PENDING_RECORDS_MAX]
+            .iter()
+            .all(|id| held.contains(id))
+    );
+    assert!(!held.contains(&last), "the waiting room is full");
+    assert_eq!(w.gp.pending_records().unwrap().len(), PENDING_RECORDS_MAX);
+    // The records already accepted sync as before.
+    assert!(w.gp.open_patient(&w.id.to_string(), t(10)).is_ok());
+
+    // Declining one makes room for the next.
+    w.gp.decline_patient(&ids[0].to_string()).unwrap();
+    let patient = Home::open(dirs[PENDING_RECORDS_MAX].path()).unwrap();
+    sync(&patient, &w.gp, last, t(4));
+    assert!(w.gp.vault.records().unwrap().contains(&last));
 }

@@ -911,3 +911,80 @@ fn a_push_from_an_outsider_gets_the_same_answer_whether_or_not_the_record_is_hel
     );
     assert!(!laptop.blobs(Section::Summary).contains(&blob.id()));
 }
+
+#[test]
+fn a_node_stores_a_record_only_up_to_its_quota_and_a_compaction_makes_room() {
+    let mut laptop = Node::patient();
+    let id = laptop.replica.id();
+    let mut relay = Node::stranger(Role::Relay, id);
+    laptop.grant(&relay, &[Section::Clinical], Access::Relay);
+    laptop.write(Section::Clinical, 10);
+    let quota = laptop.replica.stored_bytes() * 4 / 10;
+    relay.replica.set_quota(quota);
+
+    sync(&mut laptop, &mut relay).unwrap();
+    let stored = relay.blobs(Section::Clinical).len();
+    assert!((1..10).contains(&stored), "{stored} of 10 stored");
+    assert!(relay.replica.stored_bytes() <= quota);
+    // Asked again, it stores no more: what is over the quota is not its to hold.
+    sync(&mut laptop, &mut relay).unwrap();
+    assert_eq!(relay.blobs(Section::Clinical).len(), stored);
+
+    // The patient's device compacts the section: the compaction replaces what the relay
+    // holds, so it fits, and the relay ends up holding the whole section in one blob.
+    let meta = RecordMeta {
+        id: id.to_string(),
+        subject: None,
+        nhs_number: None,
+    };
+    let mut actor = laptop.peer().public_key()[..16].to_vec();
+    actor.extend([1; 8]);
+    let (mut record, _) = laptop
+        .replica
+        .materialise(&laptop.store, meta, &ActorId::from(actor), &laptop.keys.age)
+        .unwrap();
+    let compaction = laptop
+        .replica
+        .compact_section(
+            &laptop.store,
+            &laptop.keys.device,
+            &mut record,
+            Section::Clinical,
+            T0 + 100,
+        )
+        .unwrap();
+    sync(&mut laptop, &mut relay).unwrap();
+    assert_eq!(relay.blobs(Section::Clinical), BTreeSet::from([compaction]));
+    assert!(relay.replica.stored_bytes() <= quota);
+}
+
+#[test]
+fn a_node_keeps_a_bounded_number_of_strangers_sessions_per_peer_and_in_all() {
+    use crate::sync::engine::{STRANGERS_MAX, STRANGERS_PER_PEER_MAX};
+    let gp = Node::stranger(Role::Provider, RecordId([0; 16]));
+    let mut engine = Engine::open(&gp.store, gp.peer(), &gp.keys.age).unwrap();
+    // One hostile peer opens many sessions, each about a record of its own.
+    let mut attacker = Node::patient();
+    for session in 0..10 {
+        let (_, opening) =
+            InitiatorSession::start(&attacker.local(), gp.peer(), session, T0).unwrap();
+        let answer = engine.receive(&gp.store, &gp.keys.age, attacker.peer(), &opening, T0);
+        assert!(answer.is_some(), "every opening is answered");
+    }
+    assert_eq!(engine.strangers().0, STRANGERS_PER_PEER_MAX);
+    // Many peers do the same.
+    for _ in 0..(STRANGERS_MAX + 10) {
+        let mut other = Node::patient();
+        let (_, opening) = InitiatorSession::start(&other.local(), gp.peer(), 1, T0).unwrap();
+        assert!(
+            engine
+                .receive(&gp.store, &gp.keys.age, other.peer(), &opening, T0)
+                .is_some()
+        );
+    }
+    assert_eq!(engine.strangers().0, STRANGERS_MAX);
+    assert!(gp.store.records().unwrap().is_empty());
+    // Unused, they go when their sessions idle out.
+    engine.tick(&gp.store, &gp.keys.age, T0 + SESSION_IDLE_MS + 1);
+    assert_eq!(engine.strangers().0, 0);
+}

@@ -1,0 +1,154 @@
+//! A provider's new patients: a record newly shared with a provider's node waits until a person
+//! there accepts it.
+//!
+//! Anyone can make a record whose ledger grants a provider, so what the node takes in on its
+//! own is bounded: at most [`PENDING_RECORDS_MAX`] records wait at once, each storing at most
+//! [`PENDING_RECORD_BYTES_MAX`] (enough for the `Patient` a person needs to decide). A waiting
+//! record is not listed by `phr patients` and cannot be opened with `--patient`; `phr patients
+//! --pending` shows it with who the patient says they are and who shared it. Accepting it lifts
+//! it to the node's quota for every record it holds ([`RECORD_BYTES_MAX`]); declining it deletes
+//! what the node stored and keeps it out for good (unless accepted after all).
+//!
+//! The lists live in the vault's sealed local settings. A provider home made before this rule
+//! accepts every record it held when it was first opened under it.
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Home, ProviderError, Result};
+use crate::{
+    keys::RecordId,
+    party::Role,
+    replica::{Intake, RECORD_BYTES_MAX},
+    vault::{Batch, Vault, VaultError},
+};
+
+pub use crate::replica::{PENDING_RECORD_BYTES_MAX, PENDING_RECORDS_MAX};
+
+/// The local setting that keeps a provider's decisions.
+const PATIENT_LIST: &str = "patients";
+
+/// What a person at a provider decided about the records shared with it.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+pub(super) struct PatientList {
+    /// Taken on: listed by `phr patients`, readable within the grant.
+    accepted: BTreeSet<RecordId>,
+    /// Refused: deleted, and not taken in again.
+    declined: BTreeSet<RecordId>,
+}
+
+impl PatientList {
+    fn read(vault: &Vault) -> Result<PatientList, VaultError> {
+        Ok(vault.local(PATIENT_LIST)?.unwrap_or_default())
+    }
+}
+
+/// Makes a provider home made before acceptance existed accept every record it holds, once.
+pub(super) fn migrate(vault: &Vault, role: Role) -> Result<()> {
+    if role != Role::Provider || vault.local::<PatientList>(PATIENT_LIST)?.is_some() {
+        return Ok(());
+    }
+    let list = PatientList {
+        accepted: vault.records()?.into_iter().collect(),
+        declined: BTreeSet::new(),
+    };
+    let mut batch = Batch::new();
+    batch.local(PATIENT_LIST, &list);
+    vault.commit(batch)?;
+    Ok(())
+}
+
+impl Home {
+    /// How this node takes in records it does not hold and how much of each it stores: a
+    /// patient's device only the record it joined, without bound; a provider every record shared
+    /// with it, each waiting for a person to accept it; a relay every record it relays.
+    pub fn intake(&self) -> Result<Intake, VaultError> {
+        let welcome = self.welcome();
+        Ok(match self.device.role {
+            Role::Patient => Intake {
+                welcome,
+                ..Intake::default()
+            },
+            Role::Relay => Intake {
+                welcome,
+                quota: RECORD_BYTES_MAX,
+                ..Intake::default()
+            },
+            Role::Provider => {
+                let list = PatientList::read(&self.vault)?;
+                Intake {
+                    welcome,
+                    acceptance: true,
+                    accepted: list.accepted,
+                    declined: list.declined,
+                    quota: RECORD_BYTES_MAX,
+                }
+            }
+        })
+    }
+
+    /// The ids of the held records that wait for a person at this provider to accept them.
+    pub fn pending_records(&self) -> Result<Vec<RecordId>> {
+        let intake = self.intake()?;
+        Ok(self
+            .vault
+            .records()?
+            .into_iter()
+            .filter(|id| intake.is_pending(id))
+            .collect())
+    }
+
+    /// Whether `record`, held, waits for a person at this provider to accept it.
+    pub fn is_pending(&self, record: &RecordId) -> Result<bool> {
+        Ok(self.intake()?.is_pending(record))
+    }
+
+    /// Takes on a record that waits (by its id or an unambiguous start of it), or, by its whole
+    /// id, one declined before or not held yet (a patient who gave the practice their record id
+    /// at registration): `phr patients` lists it from now on and the node stores it up to its
+    /// quota. Returns its id.
+    pub fn accept_patient(&self, query: &str) -> Result<RecordId> {
+        if self.device.role != Role::Provider {
+            return Err(ProviderError::NotAProvider.into());
+        }
+        let mut list = PatientList::read(&self.vault)?;
+        let id = match self.find_pending(query) {
+            Ok(id) => id,
+            Err(error) => match query.trim().to_ascii_lowercase().parse::<RecordId>() {
+                Ok(id) if Some(id) != self.record_id() => id,
+                _ => return Err(error),
+            },
+        };
+        list.declined.remove(&id);
+        list.accepted.insert(id);
+        let mut batch = Batch::new();
+        batch.local(PATIENT_LIST, &list);
+        self.vault.commit(batch)?;
+        Ok(id)
+    }
+
+    /// Refuses a record that waits: what this node stored of it is deleted, and it is not taken
+    /// in again unless accepted after all. Returns its id.
+    pub fn decline_patient(&self, query: &str) -> Result<RecordId> {
+        let id = self.find_pending(query)?;
+        let mut list = PatientList::read(&self.vault)?;
+        list.accepted.remove(&id);
+        list.declined.insert(id);
+        let mut batch = Batch::new();
+        batch.local(PATIENT_LIST, &list);
+        batch.forget_record(id);
+        self.vault.commit(batch)?;
+        Ok(id)
+    }
+
+    /// The one waiting record whose id is or starts with `query`.
+    fn find_pending(&self, query: &str) -> Result<RecordId> {
+        if self.device.role != Role::Provider {
+            return Err(ProviderError::NotAProvider.into());
+        }
+        let intake = self.intake()?;
+        let id = self.find_patient(query, &|id| intake.is_pending(id))?;
+        Ok(id)
+    }
+}
