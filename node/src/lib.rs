@@ -3,6 +3,7 @@
 //!
 //! - [`swarm`]: the libp2p swarm (TCP and QUIC, Noise, Yamux, identify, ping, mDNS, Kademlia,
 //!   circuit relay, DCUtR, AutoNAT, connection limits, and `sync`).
+//! - [`gate`]: incoming connections from peers no held record admits, bounded in all and per IP.
 //! - [`codec`]: the sync protocol's wire codec, one CBOR byte string per message.
 //! - [`net`]: the event loop, which owns the swarm, the sync [`Engine`] and the home, and takes
 //!   commands through a [`net::Client`] handle.
@@ -15,6 +16,7 @@
 
 pub mod codec;
 pub mod control;
+pub mod gate;
 pub mod net;
 pub mod passphrase;
 pub mod swarm;

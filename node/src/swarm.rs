@@ -12,6 +12,8 @@
 //!
 //! - `limits` ([`connection_limits`]): bounds connections per peer, incoming and pending, so a
 //!   flood of dials cannot exhaust a node (every limit is a named constant below).
+//! - `gate` ([`Gate`]): keeps incoming room for the peers a held record admits, and bounds the
+//!   others in all and per IP address.
 //! - `identify`: peers tell each other their listen addresses and protocols; the addresses a
 //!   peer listens on are fed to Kademlia and returned as learnt ("identify").
 //! - `ping`: checks that open connections are still alive, and measures round trips.
@@ -66,7 +68,7 @@ use libp2p::{
 };
 use phr_core::sync::message::SYNC_MESSAGE_BYTES_MAX;
 
-use crate::codec::FrameCodec;
+use crate::{codec::FrameCodec, gate::Gate};
 use serde::{Deserialize, Serialize};
 
 use crate::net::NodeError;
@@ -103,6 +105,11 @@ pub const CONNECTIONS_PENDING_INCOMING_MAX: u32 = 64;
 /// Outgoing dials in flight. A Kademlia lookup dials a few peers at a time and a sync dials
 /// one; more than this at once is a bug or an abuse of [`find_peer`].
 pub const CONNECTIONS_PENDING_OUTGOING_MAX: u32 = 64;
+
+/// Sync streams open at once on one connection (libp2p's default is 100). A session sends one
+/// request at a time, so a peer syncing several records needs a few; each open stream may hold
+/// a frame being read.
+pub const SYNC_STREAMS_PER_CONNECTION_MAX: usize = 8;
 
 /// How long a Kademlia lookup may run before it reports what it found.
 pub const KADEMLIA_QUERY_TIMEOUT_MS: u64 = 30_000;
@@ -158,6 +165,8 @@ pub struct Behaviour {
     /// Connection limits; first, so a connection over a limit is refused before the others
     /// set anything up for it.
     pub limits: connection_limits::Behaviour,
+    /// Room kept for admitted peers; strangers bounded in all and per IP.
+    pub gate: Gate,
     /// Listen addresses and protocols, exchanged on every connection.
     pub identify: identify::Behaviour,
     /// Liveness checks.
@@ -222,6 +231,7 @@ fn behaviour(
     };
     Ok(Behaviour {
         limits: connection_limits::Behaviour::new(limits),
+        gate: Gate::default(),
         identify: identify::Behaviour::new(
             identify::Config::new(IDENTIFY_PROTOCOL_VERSION.into(), key.public())
                 .with_agent_version(format!("phr-node/{}", env!("CARGO_PKG_VERSION")))
@@ -233,7 +243,8 @@ fn behaviour(
             FrameCodec,
             [(SYNC_PROTOCOL, ProtocolSupport::Full)],
             request_response::Config::default()
-                .with_request_timeout(Duration::from_millis(EXCHANGE_TIMEOUT_MS)),
+                .with_request_timeout(Duration::from_millis(EXCHANGE_TIMEOUT_MS))
+                .with_max_concurrent_streams(SYNC_STREAMS_PER_CONNECTION_MAX),
         ),
         mdns: Toggle::from(mdns),
         kademlia: kademlia(peer, options),

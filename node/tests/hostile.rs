@@ -22,7 +22,7 @@ use phr_core::{
 };
 use phr_node::{
     net::Node,
-    swarm::{Frame, SYNC_PROTOCOL},
+    swarm::{Frame, SYNC_PROTOCOL, SYNC_STREAMS_PER_CONNECTION_MAX},
 };
 
 /// Connects a bare libp2p client to the node at `addr`, sends it `requests` as soon as the
@@ -54,19 +54,27 @@ async fn send_and_wait_for_disconnect(addr: Multiaddr, requests: Vec<Vec<u8>>) -
         })
         .build();
     hostile.dial(addr).unwrap();
-    let mut requests = Some(requests);
+    // As many in flight as the node takes streams on one connection; each answer (or refusal)
+    // lets the next one go, as fast as the node answers.
+    let mut requests = requests.into_iter();
+    let mut node = None;
     tokio::time::timeout(WAIT, async {
         loop {
-            match hostile.select_next_some().await {
+            let next = match hostile.select_next_some().await {
                 SwarmEvent::ConnectionEstablished { peer_id, .. } => {
-                    for request in requests.take().unwrap_or_default() {
-                        hostile
-                            .behaviour_mut()
-                            .send_request(&peer_id, Frame(request));
-                    }
+                    node = Some(peer_id);
+                    SYNC_STREAMS_PER_CONNECTION_MAX
                 }
+                SwarmEvent::Behaviour(
+                    request_response::Event::Message { .. }
+                    | request_response::Event::OutboundFailure { .. },
+                ) => 1,
                 SwarmEvent::ConnectionClosed { peer_id, .. } => break peer_id,
-                _ => {}
+                _ => 0,
+            };
+            for request in requests.by_ref().take(next) {
+                let peer = node.expect("connected");
+                hostile.behaviour_mut().send_request(&peer, Frame(request));
             }
         }
     })
@@ -148,4 +156,113 @@ async fn a_peer_flooding_requests_is_disconnected_and_others_are_still_served() 
             .collect()
     })
     .await;
+}
+
+/// A bare libp2p client that dials `addr` and sends one opening about a record nobody holds.
+/// Returns the client (its connection stays open while it lives) and whether the node answered
+/// (`false`: it closed the connection instead).
+async fn stranger_connects(
+    addr: Multiaddr,
+    gp: PeerId,
+) -> (libp2p::Swarm<cbor::Behaviour<Frame, Frame>>, bool) {
+    let mut stranger = SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default(),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .unwrap()
+        .with_behaviour(|_| {
+            cbor::Behaviour::<Frame, Frame>::new(
+                [(SYNC_PROTOCOL, ProtocolSupport::Full)],
+                request_response::Config::default(),
+            )
+        })
+        .unwrap()
+        .with_swarm_config(|config| {
+            config.with_idle_connection_timeout(std::time::Duration::from_secs(300))
+        })
+        .build();
+    let store = MemoryStore::new();
+    let age = AgeIdentity::generate();
+    let me: PeerId = phr_core::keys::SigningKey::generate().peer_id();
+    let mut replica = Replica::empty(RecordId(random_array()), me);
+    let local = Local {
+        replica: &mut replica,
+        store: &store,
+        age: &age,
+    };
+    let opening = InitiatorSession::start(&local, gp, 1, 0).unwrap().1;
+    stranger.dial(addr).unwrap();
+    let mut opening = Some(opening);
+    let answered = tokio::time::timeout(WAIT, async {
+        loop {
+            match stranger.select_next_some().await {
+                SwarmEvent::ConnectionEstablished { peer_id, .. } => {
+                    if let Some(opening) = opening.take() {
+                        stranger
+                            .behaviour_mut()
+                            .send_request(&peer_id, Frame(opening));
+                    }
+                }
+                SwarmEvent::Behaviour(request_response::Event::Message { .. }) => break true,
+                SwarmEvent::ConnectionClosed { .. }
+                | SwarmEvent::OutgoingConnectionError { .. }
+                | SwarmEvent::Behaviour(request_response::Event::OutboundFailure { .. }) => {
+                    break false;
+                }
+                _ => {}
+            }
+        }
+    })
+    .await
+    .expect("the node answers or closes the connection");
+    (stranger, answered)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strangers_from_one_address_get_a_few_connections_and_the_patient_still_gets_in() {
+    use phr_node::gate::CONNECTIONS_PER_IP_MAX;
+    let dir = tempfile::tempdir().unwrap();
+    let Setup {
+        laptop,
+        gp,
+        gp_party,
+        record_id,
+    } = setup(dir.path());
+    let (gp_client, gp_task, gp_addr) = start_listening(gp, None).await;
+    // The patient's first sync: the GP holds the record from now on, and it admits the laptop.
+    let (laptop_node, laptop_client) = Node::new(laptop).unwrap();
+    let laptop_task = tokio::spawn(laptop_node.run());
+    let synced = dial_and_sync(&laptop_client, gp_addr.clone(), gp_party.peer).await;
+    assert!(matches!(synced.as_slice(), [Ok(_)]), "{synced:?}");
+    let laptop = stop(laptop_client, laptop_task).await;
+
+    // Strangers on the same address (127.0.0.1) take what the gate gives them and keep it.
+    let mut kept = Vec::new();
+    let mut refused = 0;
+    for _ in 0..CONNECTIONS_PER_IP_MAX + 4 {
+        let (client, answered) = stranger_connects(gp_addr.clone(), gp_party.peer).await;
+        if answered {
+            kept.push(client);
+        } else {
+            refused += 1;
+        }
+    }
+    assert_eq!(kept.len(), CONNECTIONS_PER_IP_MAX, "{refused} refused");
+    assert_eq!(refused, 4);
+
+    // The laptop, from that same address, connects again and syncs: its room was kept.
+    let (laptop_node, laptop_client) = Node::new(laptop).unwrap();
+    let laptop_task = tokio::spawn(laptop_node.run());
+    let synced = dial_and_sync(&laptop_client, gp_addr, gp_party.peer).await;
+    assert!(
+        matches!(synced.as_slice(), [Ok((record, _))] if *record == record_id),
+        "{synced:?}"
+    );
+    drop(kept);
+    stop(laptop_client, laptop_task).await;
+    let gp = stop(gp_client, gp_task).await;
+    assert_gp_reads_only_the_summary(&gp, record_id);
 }

@@ -78,6 +78,7 @@ impl Node {
             }
         }
         self.learn_from_home();
+        self.update_gate();
         for queued in std::mem::take(&mut self.queue) {
             match queued {
                 Queued::Request {

@@ -99,6 +99,10 @@ pub const BLOCK_MS: i64 = 60_000;
 /// (their sender resends).
 pub const PARKED_QUEUE_MAX: usize = 1_024;
 
+/// Bytes of the messages kept while the home is lent out: room for the largest message
+/// (`SYNC_MESSAGE_BYTES_MAX`) and more, not for a flood held in memory.
+pub const PARKED_QUEUE_BYTES_MAX: usize = 128 * 1024 * 1024;
+
 /// The longest a `phr` command may hold the home; then the node takes it back.
 pub const LEASE_MS_MAX: i64 = 600_000;
 
@@ -295,7 +299,20 @@ impl Node {
             inbox,
         };
         node.learn_from_home();
+        node.update_gate();
         Ok((node, Client { commands }))
+    }
+
+    /// Whether a message of `bytes` fits in the queue kept while the home is lent out.
+    fn room_in_queue(&self, bytes: usize) -> bool {
+        let queued: usize = self
+            .queue
+            .iter()
+            .map(|q| match q {
+                Queued::Request { bytes, .. } | Queued::Response { bytes, .. } => bytes.len(),
+            })
+            .sum();
+        self.queue.len() < PARKED_QUEUE_MAX && queued + bytes <= PARKED_QUEUE_BYTES_MAX
     }
 
     /// Sets how many requests one peer may send in one [`FLOOD_WINDOW_MS`] before it is cut
@@ -577,7 +594,7 @@ impl Node {
                         return;
                     }
                     if self.open_home().is_none() {
-                        if self.queue.len() < PARKED_QUEUE_MAX {
+                        if self.room_in_queue(request.0.len()) {
                             self.queue.push_back(Queued::Request {
                                 peer,
                                 bytes: request.0,
@@ -595,7 +612,7 @@ impl Node {
                         return;
                     }
                     if self.open_home().is_none() {
-                        if self.queue.len() < PARKED_QUEUE_MAX {
+                        if self.room_in_queue(response.0.len()) {
                             self.queue.push_back(Queued::Response {
                                 peer,
                                 bytes: response.0,
@@ -746,6 +763,7 @@ impl Node {
         if self.items_held() != before {
             self.learn_from_home();
             self.remember_admitted();
+            self.update_gate();
             self.offer_all(Some(peer));
         }
     }

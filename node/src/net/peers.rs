@@ -182,6 +182,17 @@ impl Node {
         }
     }
 
+    /// Tells the gate which peers the held records admit: they keep their room.
+    pub(super) fn update_gate(&mut self) {
+        let admitted = self
+            .engine
+            .admitted_peers(Self::now())
+            .iter()
+            .map(to_libp2p)
+            .collect();
+        self.swarm.behaviour_mut().gate.set_admitted(admitted);
+    }
+
     /// Keeps the addresses of every peer a held record admits across restarts (in the peers
     /// file), so that a node restarted, on a new port say, is found again by dialling out from
     /// either side. Relayed addresses are left out: they go stale with the reservation.
