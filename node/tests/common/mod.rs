@@ -2,6 +2,8 @@
 
 #![allow(dead_code)] // Each test binary uses part of it.
 
+pub mod fleet;
+
 use std::{path::Path, time::Duration};
 
 use libp2p::{Multiaddr, multiaddr::Protocol};

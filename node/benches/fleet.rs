@@ -1,0 +1,149 @@
+//! The fleet benchmark: the honest patient's sync with a GP's node, without and under a fleet of
+//! hostile clients (each syncing a record of its own that grants the GP, then flooding it with
+//! openings about records nobody holds, as many in flight as the GP takes streams), and the
+//! memory of the process meanwhile.
+//!
+//! Every node runs in this one process (GP, laptop and fleet), so the RSS figures are an upper
+//! bound on the attacked node's. Run with `cargo bench -p phr-node --bench fleet`.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use common::{
+    Setup, WAIT, dial_and_sync,
+    fleet::{FLEET, hostile},
+    setup, start_listening, stop,
+};
+use phr_node::net::{Client, Node};
+
+/// Honest syncs timed in each phase.
+const SYNCS: usize = 20;
+
+/// Openings each hostile client sends.
+const FLOOD: usize = 3_000;
+
+/// The process's resident memory, in KiB.
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|l| l.starts_with("VmRSS:"))?
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0)
+}
+
+async fn timed_syncs(client: &Client, gp: phr_core::keys::PeerId) -> Vec<Duration> {
+    let mut times = Vec::new();
+    for _ in 0..SYNCS {
+        let started = Instant::now();
+        let synced = tokio::time::timeout(WAIT, client.sync(gp))
+            .await
+            .expect("a sync within the wait")
+            .expect("the node answers");
+        assert!(matches!(synced.as_slice(), [Ok(_)]), "{synced:?}");
+        times.push(started.elapsed());
+    }
+    times.sort();
+    times
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1e3)
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let dir = tempfile::tempdir().unwrap();
+    let Setup {
+        laptop,
+        gp,
+        gp_party,
+        record_id,
+    } = setup(dir.path());
+    gp.accept_patient(&record_id.to_string()).unwrap();
+    let (gp_client, gp_task, gp_addr) = start_listening(gp, None).await;
+    let (laptop_node, laptop_client) = Node::new(laptop).unwrap();
+    let laptop_task = tokio::spawn(laptop_node.run());
+    dial_and_sync(&laptop_client, gp_addr.clone(), gp_party.peer).await;
+
+    let rss_before = rss_kib();
+    let quiet = timed_syncs(&laptop_client, gp_party.peer).await;
+
+    let peak = Arc::new(AtomicU64::new(rss_kib()));
+    let running = Arc::new(AtomicBool::new(true));
+    let sampler = {
+        let (peak, running) = (peak.clone(), running.clone());
+        tokio::spawn(async move {
+            while running.load(Ordering::Relaxed) {
+                peak.fetch_max(rss_kib(), Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    let started = Instant::now();
+    let fleet: Vec<_> = (0..FLEET)
+        .map(|n| {
+            let dir = dir.path().join(format!("hostile-{n}"));
+            tokio::spawn(hostile(dir, n, gp_addr.clone(), gp_party.clone(), FLOOD))
+        })
+        .collect();
+    let attacked = timed_syncs(&laptop_client, gp_party.peer).await;
+    let mut answered = 0;
+    for hostile in fleet {
+        answered += hostile.await.unwrap();
+    }
+    let fleet_time = started.elapsed();
+    running.store(false, Ordering::Relaxed);
+    sampler.await.unwrap();
+    stop(laptop_client, laptop_task).await;
+    let gp = stop(gp_client, gp_task).await;
+    let waiting = gp.pending_records().unwrap().len();
+
+    let median = |t: &[Duration]| t[t.len() / 2];
+    let max = |t: &[Duration]| t[t.len() - 1];
+    let ratio = |a: Duration, b: Duration| format!("{:.2}x", a.as_secs_f64() / b.as_secs_f64());
+    println!(
+        "## Fleet: {FLEET} hostile clients x ({FLOOD} openings + 1 record of their own), 127.0.0.1 TCP\n"
+    );
+    println!("| figure | without attack (baseline) | under the fleet | ratio |");
+    println!("|---|---|---|---|");
+    println!(
+        "| honest sync, median of {SYNCS} | {} | {} | {} |",
+        ms(median(&quiet)),
+        ms(median(&attacked)),
+        ratio(median(&attacked), median(&quiet))
+    );
+    println!(
+        "| honest sync, slowest of {SYNCS} | {} | {} | {} |",
+        ms(max(&quiet)),
+        ms(max(&attacked)),
+        ratio(max(&attacked), max(&quiet))
+    );
+    let peak = peak.load(Ordering::Relaxed);
+    println!(
+        "| process RSS (GP, laptop and fleet together) | {:.1} MiB | {:.1} MiB peak | {:.2}x |",
+        rss_before as f64 / 1024.0,
+        peak as f64 / 1024.0,
+        peak as f64 / rss_before.max(1) as f64
+    );
+    println!(
+        "\nThe fleet got {answered} answers in {:.1} s; {waiting} of its records wait at the GP \
+         (room for {}), none listed.",
+        fleet_time.as_secs_f64(),
+        phr_core::home::PENDING_RECORDS_MAX
+    );
+}
