@@ -12,7 +12,7 @@ use std::io;
 
 use libp2p::{
     StreamProtocol,
-    futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
+    futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, executor::block_on, io::Cursor},
     request_response,
 };
 use phr_core::sync::message::SYNC_MESSAGE_BYTES_MAX;
@@ -54,8 +54,13 @@ async fn read_frame<T: AsyncRead + Unpin + Send>(io: &mut T) -> io::Result<Frame
     if len > FRAME_BYTES_MAX {
         return Ok(Frame(OVERSIZED.to_vec()));
     }
-    let mut bytes = vec![0u8; len as usize];
-    io.read_exact(&mut bytes).await?;
+    // The buffer grows with the bytes that arrive: a header alone (9 bytes) must not make the
+    // node allocate and zero a whole frame of FRAME_BYTES_MAX for each stream a peer opens.
+    let mut bytes = Vec::new();
+    io.take(len).read_to_end(&mut bytes).await?;
+    if (bytes.len() as u64) < len {
+        return Err(io::ErrorKind::UnexpectedEof.into());
+    }
     Ok(Frame(bytes))
 }
 
@@ -88,6 +93,23 @@ async fn write_frame<T: AsyncWrite + Unpin + Send>(io: &mut T, frame: Frame) -> 
     io.write_all(&header).await?;
     io.write_all(&frame.0).await?;
     io.close().await
+}
+
+/// Reads one frame from `wire` as [`FrameCodec`] reads it from a stream, and returns what it
+/// hands the node. For the fuzz targets (`fuzz/`, docs/FUZZING.md), which have bytes, not a
+/// stream; not part of the API.
+#[doc(hidden)]
+pub fn read_frame_from_bytes(wire: &[u8]) -> io::Result<Vec<u8>> {
+    block_on(read_frame(&mut Cursor::new(wire))).map(|frame| frame.0)
+}
+
+/// Writes one frame as [`FrameCodec`] writes it to a stream. For the fuzz targets' round trip;
+/// not part of the API.
+#[doc(hidden)]
+pub fn write_frame_to_bytes(frame: Vec<u8>) -> Vec<u8> {
+    let mut wire = Cursor::new(Vec::new());
+    block_on(write_frame(&mut wire, Frame(frame))).expect("writing to memory cannot fail");
+    wire.into_inner()
 }
 
 impl request_response::Codec for FrameCodec {
@@ -136,8 +158,6 @@ impl request_response::Codec for FrameCodec {
 
 #[cfg(test)]
 mod tests {
-    use libp2p::futures::{executor::block_on, io::Cursor};
-
     use super::*;
 
     fn round_trip(len: usize) {
@@ -181,6 +201,42 @@ mod tests {
         // No body follows: reading it would fail, so a refusal proves it was not read.
         let frame = block_on(read_frame(&mut Cursor::new(wire))).unwrap();
         assert_eq!(frame.0, OVERSIZED);
+    }
+
+    /// A stream that records the largest buffer it was asked to fill.
+    struct Recording {
+        wire: Cursor<Vec<u8>>,
+        largest_read: usize,
+    }
+
+    impl AsyncRead for Recording {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+            buf: &mut [u8],
+        ) -> std::task::Poll<io::Result<usize>> {
+            self.largest_read = self.largest_read.max(buf.len());
+            std::pin::Pin::new(&mut self.wire).poll_read(cx, buf)
+        }
+    }
+
+    #[test]
+    fn a_frame_header_alone_does_not_allocate_the_frame_it_claims() {
+        let mut wire = vec![0x5a];
+        wire.extend((FRAME_BYTES_MAX as u32).to_be_bytes());
+        wire.extend([7u8; 1000]);
+        let mut stream = Recording {
+            wire: Cursor::new(wire),
+            largest_read: 0,
+        };
+        let error = block_on(read_frame(&mut stream)).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::UnexpectedEof);
+        // Before, the reader allocated (and zeroed) all FRAME_BYTES_MAX up front, then read.
+        assert!(
+            stream.largest_read <= 64 * 1024,
+            "read into a buffer of {} bytes",
+            stream.largest_read
+        );
     }
 
     #[test]
