@@ -4,7 +4,9 @@
 mod common;
 
 use common::{
-    Setup, WAIT, assert_gp_reads_only_the_summary, dial_and_sync, setup, start_listening, stop,
+    Setup, WAIT, assert_gp_reads_only_the_summary, dial_and_sync,
+    fleet::{bare_client, openings},
+    setup, start_listening, stop,
 };
 use libp2p::{
     Multiaddr, SwarmBuilder,
@@ -165,35 +167,8 @@ async fn stranger_connects(
     addr: Multiaddr,
     gp: PeerId,
 ) -> (libp2p::Swarm<cbor::Behaviour<Frame, Frame>>, bool) {
-    let mut stranger = SwarmBuilder::with_new_identity()
-        .with_tokio()
-        .with_tcp(
-            tcp::Config::default(),
-            noise::Config::new,
-            yamux::Config::default,
-        )
-        .unwrap()
-        .with_behaviour(|_| {
-            cbor::Behaviour::<Frame, Frame>::new(
-                [(SYNC_PROTOCOL, ProtocolSupport::Full)],
-                request_response::Config::default(),
-            )
-        })
-        .unwrap()
-        .with_swarm_config(|config| {
-            config.with_idle_connection_timeout(std::time::Duration::from_secs(300))
-        })
-        .build();
-    let store = MemoryStore::new();
-    let age = AgeIdentity::generate();
-    let me: PeerId = phr_core::keys::SigningKey::generate().peer_id();
-    let mut replica = Replica::empty(RecordId(random_array()), me);
-    let local = Local {
-        replica: &mut replica,
-        store: &store,
-        age: &age,
-    };
-    let opening = InitiatorSession::start(&local, gp, 1, 0).unwrap().1;
+    let mut stranger = bare_client();
+    let opening = openings(gp, 1).remove(0);
     stranger.dial(addr).unwrap();
     let mut opening = Some(opening);
     let answered = tokio::time::timeout(WAIT, async {

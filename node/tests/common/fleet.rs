@@ -57,22 +57,7 @@ pub async fn hostile(
 
     let mut openings = openings(gp.peer, flood).into_iter();
 
-    let mut swarm = SwarmBuilder::with_new_identity()
-        .with_tokio()
-        .with_tcp(
-            tcp::Config::default(),
-            noise::Config::new,
-            yamux::Config::default,
-        )
-        .unwrap()
-        .with_behaviour(|_| {
-            cbor::Behaviour::<Frame, Frame>::new(
-                [(SYNC_PROTOCOL, ProtocolSupport::Full)],
-                request_response::Config::default(),
-            )
-        })
-        .unwrap()
-        .build();
+    let mut swarm = bare_client();
     let gp_peer: libp2p::PeerId = gp.peer.to_string().parse().unwrap();
     swarm.dial(addr).unwrap();
     let mut answers = 0;
@@ -115,8 +100,30 @@ pub async fn hostile(
     answers
 }
 
-/// Openings of sessions about records nobody holds, from a throwaway replica.
-fn openings(gp: PeerId, flood: usize) -> Vec<Vec<u8>> {
+/// A bare libp2p client speaking only the sync protocol, with a new identity, that keeps its
+/// connections open (only the node closes them).
+pub fn bare_client() -> libp2p::Swarm<cbor::Behaviour<Frame, Frame>> {
+    SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default(),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .unwrap()
+        .with_behaviour(|_| {
+            cbor::Behaviour::<Frame, Frame>::new(
+                [(SYNC_PROTOCOL, ProtocolSupport::Full)],
+                request_response::Config::default(),
+            )
+        })
+        .unwrap()
+        .with_swarm_config(|config| config.with_idle_connection_timeout(Duration::from_secs(300)))
+        .build()
+}
+
+/// Openings of sessions (ids 0, 1, ...) about one record nobody holds, from a throwaway replica.
+pub fn openings(gp: PeerId, flood: usize) -> Vec<Vec<u8>> {
     let store = MemoryStore::new();
     let throwaway = AgeIdentity::generate();
     let me: PeerId = phr_core::keys::SigningKey::generate().peer_id();
