@@ -244,7 +244,7 @@ fn encode_keys(keys: &[(u32, &SectionKey)]) -> Zeroizing<Vec<u8>> {
 }
 
 /// Parses an envelope's plaintext, checking its count against its length and the bound.
-fn decode_keys(plaintext: &[u8]) -> Result<Vec<(u32, SectionKey)>, Damage> {
+pub(crate) fn decode_keys(plaintext: &[u8]) -> Result<Vec<(u32, SectionKey)>, Damage> {
     let Some((prefix, entries)) = plaintext.split_first_chunk::<PREFIX_BYTES>() else {
         return Err(Damage::Truncated {
             len: plaintext.len(),

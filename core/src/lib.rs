@@ -34,6 +34,8 @@ pub mod entry;
 pub mod envelope;
 pub mod export;
 pub mod fhir;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod home;
 pub mod import;
 pub mod keys;

@@ -16,8 +16,9 @@ use zeroize::Zeroizing;
 use super::{Device, Home, HomeError, RecordInfo, Result, new_device, prepare_new};
 use crate::{
     blob::Blob,
-    keys::BlobId,
+    keys::RecordId,
     keystore::{self, BACKUP_SCRYPT_LOG_N, Keystore},
+    ledger::SignedOp,
     section::Section,
     vault::{Batch, LocalKey, Vault},
 };
@@ -47,6 +48,70 @@ pub struct Restored {
     pub blobs: usize,
     /// How many ledger operations came back.
     pub ledger_ops: usize,
+}
+
+/// A backup's contents, decoded and checked, before anything is written.
+struct Contents {
+    keystore: Keystore,
+    device: Device,
+    record: Option<(RecordId, RecordInfo)>,
+    ledger: Vec<SignedOp>,
+    blobs: Vec<(Section, Blob)>,
+}
+
+impl Contents {
+    /// Decodes a decrypted backup: its JSON, its keystore (which must be the device's), and
+    /// every ledger operation and blob it holds, each through its own decoder. Writes nothing.
+    fn parse(plain: &[u8]) -> Result<Contents> {
+        let damaged = |reason: String| HomeError::Damaged {
+            what: "the backup".into(),
+            reason,
+        };
+        let backup: BackupFile =
+            serde_json::from_slice(plain).map_err(|e| damaged(e.to_string()))?;
+        if backup.format != BACKUP_FORMAT {
+            return Err(damaged(format!("unknown format `{}`", backup.format)));
+        }
+        let keystore_bytes = Zeroizing::new(
+            STANDARD
+                .decode(&backup.keystore)
+                .map_err(|e| damaged(e.to_string()))?,
+        );
+        let keystore = Keystore::from_bytes(&keystore_bytes)?;
+        if backup.device.id != keystore.device.peer_id().to_string() {
+            return Err(damaged("its keystore and device do not match".into()));
+        }
+        let mut contents = Contents {
+            keystore,
+            device: backup.device,
+            record: None,
+            ledger: Vec::new(),
+            blobs: Vec::new(),
+        };
+        // Operations and blobs belong to a record: without one, a restore writes none of them.
+        let Some(info) = backup.record else {
+            return Ok(contents);
+        };
+        let id: RecordId = info.id.parse()?;
+        contents.record = Some((id, info));
+        for text in &backup.ledger {
+            let bytes = STANDARD.decode(text).map_err(|e| damaged(e.to_string()))?;
+            contents.ledger.push(SignedOp::decode(&bytes)?);
+        }
+        for (section, blobs) in backup.blobs {
+            for text in &blobs {
+                let bytes = STANDARD.decode(text).map_err(|e| damaged(e.to_string()))?;
+                contents.blobs.push((section, Blob::decode(bytes)?));
+            }
+        }
+        Ok(contents)
+    }
+}
+
+/// Decodes and checks a decrypted backup as [`Home::restore`] does before it writes anything:
+/// for the fuzz targets (`crate::fuzzing`).
+pub(crate) fn check_contents(plain: &[u8]) -> Result<()> {
+    Contents::parse(plain).map(drop)
 }
 
 impl Home {
@@ -99,24 +164,8 @@ impl Home {
         keystore_passphrase: Option<&SecretString>,
     ) -> Result<Restored> {
         let plain = keystore::decrypt_with_passphrase(file, passphrase)?;
-        let damaged = |reason: String| HomeError::Damaged {
-            what: "the backup".into(),
-            reason,
-        };
-        let backup: BackupFile =
-            serde_json::from_slice(&plain).map_err(|e| damaged(e.to_string()))?;
-        if backup.format != BACKUP_FORMAT {
-            return Err(damaged(format!("unknown format `{}`", backup.format)));
-        }
-        let keystore_bytes = Zeroizing::new(
-            STANDARD
-                .decode(&backup.keystore)
-                .map_err(|e| damaged(e.to_string()))?,
-        );
-        let keystore = Keystore::from_bytes(&keystore_bytes)?;
-        if backup.device.id != keystore.device.peer_id().to_string() {
-            return Err(damaged("its keystore and device do not match".into()));
-        }
+        let backup = Contents::parse(&plain)?;
+        let keystore = backup.keystore;
         let (lock, tightened) = prepare_new(dir)?;
         // Same identity, new Automerge actor: the lost device's actor must never write again.
         let fresh = new_device(
@@ -133,24 +182,14 @@ impl Home {
         let vault = Vault::open(dir, LocalKey::derive(&keystore.device))?;
         let mut batch = Batch::new();
         batch.local("device", &device);
-        let mut counts = (0, 0);
-        if let Some(info) = &backup.record {
-            let id: crate::keys::RecordId = info.id.parse()?;
+        let counts = (backup.blobs.len(), backup.ledger.len());
+        if let Some((id, info)) = &backup.record {
             batch.local("record", info);
-            for text in &backup.ledger {
-                let bytes = STANDARD.decode(text).map_err(|e| damaged(e.to_string()))?;
-                let op = crate::ledger::SignedOp::decode(&bytes)?;
-                batch.ledger_op(id, op.id(), op.bytes());
-                counts.1 += 1;
+            for op in &backup.ledger {
+                batch.ledger_op(*id, op.id(), op.bytes());
             }
-            for (section, blobs) in &backup.blobs {
-                for text in blobs {
-                    let bytes = STANDARD.decode(text).map_err(|e| damaged(e.to_string()))?;
-                    let blob = Blob::decode(bytes)?;
-                    let blob_id: BlobId = blob.id();
-                    batch.blob(id, *section, blob_id, blob.into_bytes());
-                    counts.0 += 1;
-                }
+            for (section, blob) in backup.blobs {
+                batch.blob(*id, section, blob.id(), blob.into_bytes());
             }
         }
         vault.commit(batch)?;

@@ -45,6 +45,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+pub(crate) use backup::check_contents as check_backup_contents;
 pub use contacts::Contact;
 pub use held::HeldEntry;
 pub use intake::{PENDING_RECORD_BYTES_MAX, PENDING_RECORDS_MAX};

@@ -299,18 +299,28 @@ impl Keystore {
         passphrase: &mut dyn FnMut() -> Result<SecretString, KeystoreError>,
     ) -> Result<Keystore, KeystoreError> {
         let (path, bytes) = read_keystore_file(dir)?;
-        let keystore = match kind(&bytes) {
-            Some(Kind::Plain) => Keystore::from_bytes(&bytes),
+        Keystore::from_file_bytes(&bytes, passphrase, SCRYPT_LOG_N_MAX).map_err(|e| e.at(&path))
+    }
+
+    /// A keystore file's bytes, plain or passphrase-encrypted, as [`Keystore::read`] takes them
+    /// once the file is read: the one decoder of a keystore file, also called by the fuzz
+    /// targets (with a lower `log_n_max`, so that a guessed work factor costs them little).
+    pub(crate) fn from_file_bytes(
+        bytes: &[u8],
+        passphrase: &mut dyn FnMut() -> Result<SecretString, KeystoreError>,
+        log_n_max: u8,
+    ) -> Result<Keystore, KeystoreError> {
+        match kind(bytes) {
+            Some(Kind::Plain) => Keystore::from_bytes(bytes),
             Some(Kind::Armored | Kind::Binary) => {
                 let secret = passphrase()?;
-                decrypt_with_passphrase(&bytes, &secret)
+                decrypt_with_work_max(bytes, &secret, log_n_max)
                     .and_then(|plain| Keystore::from_bytes(&plain))
             }
             None => Err(damaged(
                 "it is neither a phr keystore nor a passphrase-encrypted age file",
             )),
-        };
-        keystore.map_err(|e| e.at(&path))
+        }
     }
 
     /// Whether `dir/keystore` is passphrase-encrypted, so a caller knows to ask for the
@@ -489,6 +499,16 @@ pub fn decrypt_with_passphrase(
     file: &[u8],
     passphrase: &SecretString,
 ) -> Result<Zeroizing<Vec<u8>>, KeystoreError> {
+    decrypt_with_work_max(file, passphrase, SCRYPT_LOG_N_MAX)
+}
+
+/// [`decrypt_with_passphrase`], refusing files that demand a scrypt work factor over `log_n_max`
+/// (the fuzz targets pass a low one; everything else passes [`SCRYPT_LOG_N_MAX`]).
+pub(crate) fn decrypt_with_work_max(
+    file: &[u8],
+    passphrase: &SecretString,
+    log_n_max: u8,
+) -> Result<Zeroizing<Vec<u8>>, KeystoreError> {
     if !matches!(kind(file), Some(Kind::Armored | Kind::Binary)) {
         return Err(damaged("it is not an age file encrypted with a passphrase"));
     }
@@ -506,7 +526,7 @@ pub fn decrypt_with_passphrase(
         ));
     }
     let mut identity = age::scrypt::Identity::new(passphrase.clone());
-    identity.set_max_work_factor(SCRYPT_LOG_N_MAX);
+    identity.set_max_work_factor(log_n_max);
     let mut reader = decryptor
         .decrypt(iter::once(&identity as &dyn age::Identity))
         .map_err(decrypt_error)?;
