@@ -50,7 +50,10 @@ pub fn check_audit_entry(signer: &PeerId, plaintext: &[u8]) -> Result<(), String
     // that is not even one entry is described as that.
     let adds_only = check_adds_only(&change);
     let mut doc = AutoCommit::new();
-    doc.apply_changes([change])
+    super::catch_automerge_panic(|| doc.apply_changes([change]))
+        .map_err(|panic| {
+            format!("it is an audit entry that Automerge cannot apply (it panicked: {panic})")
+        })?
         .map_err(|e| format!("it is an audit entry that Automerge cannot apply: {e}"))?;
     let (key, _) = record::lone_version(&doc, Section::Audit)?;
     if key.resource_type != AUDIT_EVENT || !is_uuid(&key.id) {
@@ -157,6 +160,44 @@ mod tests {
         let bytes = change.bytes().into_owned();
         assert_eq!(bytes[8], super::super::CHUNK_COMPRESSED_CHANGE);
         bytes
+    }
+
+    /// Found by the `changes` fuzz target: a change whose operations name an actor its header
+    /// does not list made Automerge's `Change::decode` panic (an `unwrap` on the actor lookup), so
+    /// a grantee could crash the owner device that opens its audit entry, and again each time
+    /// that device read the stored entry.
+    #[test]
+    fn an_entry_naming_an_actor_it_does_not_list_is_refused_not_a_panic() {
+        let gp = SigningKey::generate().peer_id();
+        let id = crate::new_id();
+        let mut doc = AutoCommit::new();
+        doc.load_incremental(&entry(&gp, &event(&id))).unwrap();
+        let heads = doc.get_heads();
+        let mut doc = doc.fork().with_actor(entry_actor(&gp));
+        doc.put_object(ROOT, format!("AuditEvent/{id}"), ObjType::Map)
+            .unwrap();
+        doc.commit();
+        let forged =
+            crate::changes::actor_table::without_deps_or_other_actors(&doc.save_after(&heads));
+        let change = Change::try_from(&forged[..]).unwrap();
+        assert!(change.deps().is_empty() && change.other_actor_ids().is_empty());
+        let err = check_audit_entry(&gp, &forged).unwrap_err();
+        assert!(err.contains("name actor 2 of the 1 it lists"), "{err}");
+    }
+
+    /// Found by the `changes` fuzz target (the input it found, kept in its corpus): a change of
+    /// the signer's actor, standing alone, whose operations write into an object the document
+    /// does not hold. Automerge's `apply_changes` panicked ("Missing from Index") instead of
+    /// refusing it.
+    #[test]
+    fn an_entry_that_makes_automerge_panic_is_refused_not_a_crash() {
+        let forged = include_bytes!("../../../fuzz/corpus/changes/crash-op-on-a-missing-object");
+        let signer = crate::fuzzing::signer().peer_id();
+        let err = check_audit_entry(&signer, forged).unwrap_err();
+        assert!(
+            err.contains("panicked: Obj ObjId(OpId(1, 0)) Missing from Index"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -38,6 +38,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::{
+    changes::catch_automerge_panic,
     fhir::reference::ResourceKey,
     section::{Section, place},
 };
@@ -159,6 +160,14 @@ pub enum RecordError {
         /// Automerge's error (boxed: it is large and rare).
         source: Box<automerge::AutomergeError>,
     },
+    /// Automerge panicked on changes written by others (`changes::catch_automerge_panic`).
+    #[error("Automerge failed on changes in section {section} (it panicked: {message})")]
+    AutomergePanicked {
+        /// The section concerned.
+        section: Section,
+        /// The panic's message.
+        message: String,
+    },
     /// A stored version object is missing a field or holds invalid JSON.
     #[error("section {section} holds a damaged version of {key}: {reason}")]
     Damaged {
@@ -265,14 +274,27 @@ impl Record {
             if pieces.is_empty() {
                 continue;
             }
-            let doc = match AutoCommit::load(&pieces.concat()) {
-                Ok(doc) => doc,
-                Err(_) => {
+            let doc = match catch_automerge_panic(|| AutoCommit::load(&pieces.concat())) {
+                Ok(Ok(doc)) => doc,
+                _ => {
                     // Find the culprits one piece at a time; the rest still load.
                     let mut doc = AutoCommit::new();
+                    let mut loaded: Vec<&[u8]> = Vec::new();
                     for (index, piece) in pieces.iter().enumerate() {
-                        if let Err(e) = doc.load_incremental(piece) {
-                            bad.push((*section, index, am(*section)(e)));
+                        match catch_automerge_panic(|| doc.load_incremental(piece)) {
+                            Ok(Ok(_)) => loaded.push(piece),
+                            Ok(Err(e)) => bad.push((*section, index, am(*section)(e))),
+                            Err(message) => {
+                                let section = *section;
+                                let panicked = RecordError::AutomergePanicked { section, message };
+                                bad.push((section, index, panicked));
+                                // A panic may leave the document half-changed: load again
+                                // what loaded before it, in the same order.
+                                doc = AutoCommit::new();
+                                for piece in &loaded {
+                                    let _ = doc.load_incremental(piece);
+                                }
+                            }
                         }
                     }
                     doc

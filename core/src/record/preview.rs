@@ -12,7 +12,9 @@ impl Record {
     pub fn preview(&self, section: Section, changes: &[u8]) -> Result<Vec<(String, Version)>> {
         let before = self.doc(section);
         let mut after = before.clone();
-        after.load_incremental(changes).map_err(am(section))?;
+        crate::changes::catch_automerge_panic(|| after.load_incremental(changes))
+            .map_err(|message| super::RecordError::AutomergePanicked { section, message })?
+            .map_err(am(section))?;
         let mut added = Vec::new();
         for key in after.keys(ROOT) {
             let old: Vec<_> = before

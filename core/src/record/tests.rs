@@ -333,3 +333,41 @@ mod author {
         assert!(!version("aaaaaaaa11", &actor).author_is_writer());
     }
 }
+
+/// Found by the `changes` fuzz target (its input, kept in the corpus): a change Automerge parses
+/// but panics on when it applies it. Loading the section costs that piece, not the reader.
+#[test]
+fn a_piece_that_makes_automerge_panic_is_left_out_and_the_rest_loads() {
+    let patient = author("patient");
+    let mut r = Record::create(meta(), &ActorId::random());
+    r.put(stamp(&patient, 1), &condition("c1", "Asthma"))
+        .unwrap();
+    r.commit(stamp(&patient, 1), "asthma");
+    let good = r.save_section(Section::Summary);
+    // With its checksum made to match, as a forger would (Automerge checks it on load).
+    let forged = crate::changes::with_valid_checksum(include_bytes!(
+        "../../../fuzz/corpus/changes/crash-op-on-a-missing-object"
+    ));
+    for pieces in [vec![forged.clone()], vec![good.clone(), forged.clone()]] {
+        let parts = BTreeMap::from([(Section::Summary, pieces)]);
+        let (_, bad) = Record::load_parts(meta(), &parts, &ActorId::random());
+        assert!(
+            matches!(
+                &bad[..],
+                [(Section::Summary, _, RecordError::AutomergePanicked { .. })]
+            ),
+            "{bad:?}"
+        );
+    }
+    let parts = BTreeMap::from([(Section::Summary, vec![good, forged])]);
+    let (loaded, bad) = Record::load_parts(meta(), &parts, &ActorId::random());
+    assert_eq!(bad.len(), 1, "{bad:?}");
+    assert!(
+        matches!(
+            &bad[0],
+            (Section::Summary, 1, RecordError::AutomergePanicked { .. })
+        ),
+        "{bad:?}"
+    );
+    assert_eq!(loaded.len(Section::Summary), 1);
+}

@@ -366,7 +366,9 @@ impl Replica {
                 continue;
             };
             let before = doc.get_heads();
-            let loaded = doc.load_incremental(&plain).is_ok();
+            // `plain` may be any writer's: a panic counts as not loaded, and `doc` starts clean.
+            let loaded = crate::changes::catch_automerge_panic(|| doc.load_incremental(&plain))
+                .is_ok_and(|result| result.is_ok());
             if loaded && doc.get_heads() == before && doc.get_missing_deps(&[]).is_empty() {
                 verified.insert(*old);
             } else if let Some(fresh) = compaction
