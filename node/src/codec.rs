@@ -7,8 +7,14 @@
 //! reads nothing more and hands the node [`OVERSIZED`] instead, so the node knows which peer
 //! sent it and cuts it off. A stream that does not start with a definite-length byte string is
 //! handed over as [`NOT_A_FRAME`], likewise.
+//!
+//! From a peer that is not admitted ([`crate::admission`]) the codec reads frames of at most
+//! [`STRANGER_FRAME_BYTES_MAX`], and only while the strangers' frames being read fit in
+//! [`crate::admission::STRANGERS_READING_BYTES_MAX`]; it hands the node [`UNTIL_ADMITTED`] or [`BUSY`] otherwise,
+//! unread. Neither is the peer's fault: an honest device whose record waits for a provider's
+//! acceptance may send a large item, and the node refuses that message without cutting it off.
 
-use std::io;
+use std::{io, sync::Arc};
 
 use libp2p::{
     StreamProtocol,
@@ -17,7 +23,10 @@ use libp2p::{
 };
 use phr_core::sync::message::SYNC_MESSAGE_BYTES_MAX;
 
-use crate::swarm::Frame;
+use crate::{
+    admission::{Admission, Reserved, STRANGER_FRAME_BYTES_MAX},
+    swarm::Frame,
+};
 
 /// The largest frame read: one sync message at its largest.
 pub const FRAME_BYTES_MAX: u64 = SYNC_MESSAGE_BYTES_MAX as u64;
@@ -29,14 +38,57 @@ pub const OVERSIZED: &[u8] = b"\xffphr: a frame over the size limit, refused unr
 /// What the codec hands over in place of a stream that is not one CBOR byte string.
 pub const NOT_A_FRAME: &[u8] = b"\xffphr: not a CBOR byte string";
 
+/// What the codec hands over in place of a frame over [`STRANGER_FRAME_BYTES_MAX`] from a peer
+/// that is not admitted (never read).
+pub const UNTIL_ADMITTED: &[u8] = b"\xffphr: a frame too large for a peer not admitted, unread";
+
+/// What the codec hands over in place of a stranger's frame that finds the strangers' reading
+/// budget ([`crate::admission::STRANGERS_READING_BYTES_MAX`]) spent (never read).
+pub const BUSY: &[u8] = b"\xffphr: no room to read a stranger's frame now, unread";
+
 /// CBOR's major type for byte strings, in the top three bits of the first byte.
 const MAJOR_BYTES: u8 = 2;
 
-/// The codec; see the module documentation.
-#[derive(Clone, Debug, Default)]
-pub struct FrameCodec;
+/// The codec; see the module documentation. libp2p clones it for each connection (and the
+/// connection's copy for each stream): the clone made for a new connection takes the peer the
+/// gate noted for it.
+#[derive(Debug, Default)]
+pub struct FrameCodec {
+    admission: Arc<Admission>,
+    peer: Option<libp2p::PeerId>,
+}
 
-async fn read_frame<T: AsyncRead + Unpin + Send>(io: &mut T) -> io::Result<Frame> {
+impl FrameCodec {
+    /// The codec of a node whose admitted peers are `admission`'s.
+    pub fn new(admission: Arc<Admission>) -> Self {
+        FrameCodec {
+            admission,
+            peer: None,
+        }
+    }
+
+    /// The strangers' budget, if this codec's peer is not admitted (now: admission changes).
+    fn stranger(&self) -> Option<&Arc<Admission>> {
+        match self.peer {
+            Some(peer) if self.admission.is_admitted(&peer) => None,
+            _ => Some(&self.admission),
+        }
+    }
+}
+
+impl Clone for FrameCodec {
+    fn clone(&self) -> Self {
+        FrameCodec {
+            admission: self.admission.clone(),
+            peer: self.peer.or_else(|| self.admission.take_connecting()),
+        }
+    }
+}
+
+async fn read_frame<T: AsyncRead + Unpin + Send>(
+    io: &mut T,
+    stranger: Option<&Arc<Admission>>,
+) -> io::Result<Frame> {
     let mut first = [0u8; 1];
     io.read_exact(&mut first).await?;
     if first[0] >> 5 != MAJOR_BYTES {
@@ -54,6 +106,15 @@ async fn read_frame<T: AsyncRead + Unpin + Send>(io: &mut T) -> io::Result<Frame
     if len > FRAME_BYTES_MAX {
         return Ok(Frame(OVERSIZED.to_vec()));
     }
+    // Held until the frame is read and handed on.
+    let _reserved: Option<Reserved> = match stranger {
+        None => None,
+        Some(_) if len > STRANGER_FRAME_BYTES_MAX => return Ok(Frame(UNTIL_ADMITTED.to_vec())),
+        Some(admission) => match admission.reserve(len) {
+            Some(reserved) => Some(reserved),
+            None => return Ok(Frame(BUSY.to_vec())),
+        },
+    };
     // The buffer grows with the bytes that arrive: a header alone (9 bytes) must not make the
     // node allocate and zero a whole frame of FRAME_BYTES_MAX for each stream a peer opens.
     let mut bytes = Vec::new();
@@ -100,7 +161,7 @@ async fn write_frame<T: AsyncWrite + Unpin + Send>(io: &mut T, frame: Frame) -> 
 /// stream; not part of the API.
 #[doc(hidden)]
 pub fn read_frame_from_bytes(wire: &[u8]) -> io::Result<Vec<u8>> {
-    block_on(read_frame(&mut Cursor::new(wire))).map(|frame| frame.0)
+    block_on(read_frame(&mut Cursor::new(wire), None)).map(|frame| frame.0)
 }
 
 /// Writes one frame as [`FrameCodec`] writes it to a stream. For the fuzz targets' round trip;
@@ -121,14 +182,14 @@ impl request_response::Codec for FrameCodec {
     where
         T: AsyncRead + Unpin + Send,
     {
-        read_frame(io).await
+        read_frame(io, self.stranger()).await
     }
 
     async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Frame>
     where
         T: AsyncRead + Unpin + Send,
     {
-        read_frame(io).await
+        read_frame(io, self.stranger()).await
     }
 
     async fn write_request<T>(
@@ -159,6 +220,7 @@ impl request_response::Codec for FrameCodec {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::admission::STRANGERS_READING_BYTES_MAX;
 
     fn round_trip(len: usize) {
         let frame = Frame(vec![7u8; len]);
@@ -169,7 +231,7 @@ mod tests {
         ciborium_like_header(len as u64, &mut expected);
         assert_eq!(&wire.get_ref()[..expected.len()], &expected[..]);
         let mut read = Cursor::new(wire.into_inner());
-        assert_eq!(block_on(read_frame(&mut read)).unwrap(), frame);
+        assert_eq!(block_on(read_frame(&mut read, None)).unwrap(), frame);
     }
 
     /// RFC 8949 §3.1, written out independently of `write_frame`.
@@ -199,7 +261,7 @@ mod tests {
         let mut wire = vec![0x5b];
         wire.extend((FRAME_BYTES_MAX + 1).to_be_bytes());
         // No body follows: reading it would fail, so a refusal proves it was not read.
-        let frame = block_on(read_frame(&mut Cursor::new(wire))).unwrap();
+        let frame = block_on(read_frame(&mut Cursor::new(wire), None)).unwrap();
         assert_eq!(frame.0, OVERSIZED);
     }
 
@@ -229,7 +291,7 @@ mod tests {
             wire: Cursor::new(wire),
             largest_read: 0,
         };
-        let error = block_on(read_frame(&mut stream)).unwrap_err();
+        let error = block_on(read_frame(&mut stream, None)).unwrap_err();
         assert_eq!(error.kind(), io::ErrorKind::UnexpectedEof);
         // Before, the reader allocated (and zeroed) all FRAME_BYTES_MAX up front, then read.
         assert!(
@@ -242,8 +304,55 @@ mod tests {
     #[test]
     fn a_stream_that_is_not_a_byte_string_is_refused() {
         for first in [0x00u8, 0xa1, 0x5f, 0x7f] {
-            let frame = block_on(read_frame(&mut Cursor::new(vec![first, 0, 0]))).unwrap();
+            let frame = block_on(read_frame(&mut Cursor::new(vec![first, 0, 0]), None)).unwrap();
             assert_eq!(frame.0, NOT_A_FRAME, "first byte {first:#x}");
         }
+    }
+
+    fn header(len: u64) -> Vec<u8> {
+        let mut wire = vec![0x5b];
+        wire.extend(len.to_be_bytes());
+        wire
+    }
+
+    #[test]
+    fn a_stranger_gets_small_frames_and_a_share_of_one_budget_and_an_admitted_peer_large_ones() {
+        let admission = Arc::new(Admission::default());
+        let peer = libp2p::PeerId::random();
+        admission.connecting(peer);
+        let root = FrameCodec::new(admission.clone());
+        let codec = root.clone();
+        assert_eq!(codec.peer, Some(peer));
+        assert_eq!(
+            codec.clone().peer,
+            Some(peer),
+            "a stream's copy keeps its peer"
+        );
+        assert_eq!(root.clone().peer, None, "the note is taken once");
+
+        // A stranger's frame over the small limit: refused unread (no body follows).
+        let big = header(STRANGER_FRAME_BYTES_MAX + 1);
+        let frame = block_on(read_frame(&mut Cursor::new(big.clone()), codec.stranger()));
+        assert_eq!(frame.unwrap().0, UNTIL_ADMITTED);
+
+        // While other strangers' frames hold the budget, even a small one waits.
+        let held = admission.reserve(STRANGERS_READING_BYTES_MAX - 10).unwrap();
+        let mut small = header(11);
+        small.extend([1u8; 11]);
+        let frame = block_on(read_frame(
+            &mut Cursor::new(small.clone()),
+            codec.stranger(),
+        ));
+        assert_eq!(frame.unwrap().0, BUSY);
+        drop(held);
+        let frame = block_on(read_frame(&mut Cursor::new(small), codec.stranger()));
+        assert_eq!(frame.unwrap().0, vec![1u8; 11]);
+        assert_eq!(admission.strangers_reading(), 0, "given back once read");
+
+        // Admitted later, on the same connection: the large frame is read.
+        admission.set([peer].into());
+        assert!(codec.stranger().is_none());
+        let error = block_on(read_frame(&mut Cursor::new(big), codec.stranger())).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::UnexpectedEof, "it was read");
     }
 }

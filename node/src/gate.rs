@@ -18,6 +18,7 @@ use std::{
     collections::{BTreeMap, BTreeSet},
     convert::Infallible,
     net::IpAddr,
+    sync::Arc,
     task::{Context, Poll},
 };
 
@@ -30,6 +31,8 @@ use libp2p::{
         THandlerInEvent, THandlerOutEvent, ToSwarm, dummy,
     },
 };
+
+use crate::admission::Admission;
 
 /// Incoming connections from peers that no held record admits, in all.
 pub const CONNECTIONS_UNADMITTED_MAX: usize = 192;
@@ -51,15 +54,30 @@ pub enum Refused {
 /// See the module documentation.
 #[derive(Debug, Default)]
 pub struct Gate {
-    admitted: BTreeSet<PeerId>,
+    /// Who is admitted, shared with the codec and the relay ([`crate::admission`]).
+    admission: Arc<Admission>,
     /// Incoming connections from peers not admitted when they connected, with where from.
     strangers: BTreeMap<ConnectionId, Option<IpAddr>>,
 }
 
 impl Gate {
-    /// Sets the peers some held record admits: they are never refused by the gate.
+    /// A gate that shares `admission` with the behaviours that also ask who is admitted.
+    pub fn new(admission: Arc<Admission>) -> Self {
+        Gate {
+            admission,
+            strangers: BTreeMap::new(),
+        }
+    }
+
+    /// Sets the peers some held record admits: they are never refused by the gate, and the
+    /// codec and the relay treat them as admitted too.
     pub fn set_admitted(&mut self, admitted: BTreeSet<PeerId>) {
-        self.admitted = admitted;
+        self.admission.set(admitted);
+    }
+
+    /// Who is admitted, as the codec and the relay see it.
+    pub fn admission(&self) -> &Arc<Admission> {
+        &self.admission
     }
 
     /// Incoming connections from peers not admitted when they connected.
@@ -88,7 +106,9 @@ impl NetworkBehaviour for Gate {
         _local_addr: &Multiaddr,
         remote_addr: &Multiaddr,
     ) -> Result<THandler<Self>, ConnectionDenied> {
-        if self.admitted.contains(&peer) {
+        // The sync protocol's handler, made next, reads frames by this peer's admission.
+        self.admission.connecting(peer);
+        if self.admission.is_admitted(&peer) {
             return Ok(dummy::ConnectionHandler);
         }
         if self.strangers.len() >= CONNECTIONS_UNADMITTED_MAX {
@@ -109,11 +129,12 @@ impl NetworkBehaviour for Gate {
     fn handle_established_outbound_connection(
         &mut self,
         _connection_id: ConnectionId,
-        _peer: PeerId,
+        peer: PeerId,
         _addr: &Multiaddr,
         _role_override: Endpoint,
         _port_use: PortUse,
     ) -> Result<THandler<Self>, ConnectionDenied> {
+        self.admission.connecting(peer);
         Ok(dummy::ConnectionHandler)
     }
 

@@ -30,7 +30,8 @@
 //!   confirms peers that serve; a device behind NAT is reached through its relay instead.
 //!   Kademlia stores no records for others: phr uses it for peer routing only.
 //! - `relay` (on only with [`Options::relay_server`]): a circuit relay v2 server, so devices
-//!   behind NAT (a phone on a mobile network) can be reached through an always-on node.
+//!   behind NAT (a phone on a mobile network) can be reached through an always-on node. It
+//!   takes reservations only from peers a record it holds admits ([`crate::admission`]).
 //! - `relay_addrs` (on with the relay server, [`ListenAddrsAreExternal`]): confirms the relay's
 //!   listen addresses as external at once; the relay hands them out in its reservations.
 //! - `relay_client`: takes reservations on relays ([`listen_via_relay`]) and dials peers
@@ -47,6 +48,7 @@
 use std::{
     collections::{BTreeMap, VecDeque},
     convert::Infallible,
+    sync::Arc,
     task::{Context, Poll, Waker},
     time::Duration,
 };
@@ -68,7 +70,11 @@ use libp2p::{
 };
 use phr_core::sync::message::SYNC_MESSAGE_BYTES_MAX;
 
-use crate::{codec::FrameCodec, gate::Gate};
+use crate::{
+    admission::{Admission, AdmittedOnly},
+    codec::FrameCodec,
+    gate::Gate,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::net::NodeError;
@@ -165,7 +171,8 @@ pub struct Behaviour {
     /// Connection limits; first, so a connection over a limit is refused before the others
     /// set anything up for it.
     pub limits: connection_limits::Behaviour,
-    /// Room kept for admitted peers; strangers bounded in all and per IP.
+    /// Room kept for admitted peers; strangers bounded in all and per IP. Before `sync`: it
+    /// notes whose connection it is for the codec ([`crate::admission`]).
     pub gate: Gate,
     /// Listen addresses and protocols, exchanged on every connection.
     pub identify: identify::Behaviour,
@@ -229,9 +236,10 @@ fn behaviour(
         true => Some(mdns::tokio::Behaviour::new(mdns::Config::default(), peer)?),
         false => None,
     };
+    let admission = Arc::new(Admission::default());
     Ok(Behaviour {
         limits: connection_limits::Behaviour::new(limits),
-        gate: Gate::default(),
+        gate: Gate::new(admission.clone()),
         identify: identify::Behaviour::new(
             identify::Config::new(IDENTIFY_PROTOCOL_VERSION.into(), key.public())
                 .with_agent_version(format!("phr-node/{}", env!("CARGO_PKG_VERSION")))
@@ -240,7 +248,7 @@ fn behaviour(
         ),
         ping: ping::Behaviour::default(),
         sync: request_response::Behaviour::with_codec(
-            FrameCodec,
+            FrameCodec::new(admission.clone()),
             [(SYNC_PROTOCOL, ProtocolSupport::Full)],
             request_response::Config::default()
                 .with_request_timeout(Duration::from_millis(EXCHANGE_TIMEOUT_MS))
@@ -248,7 +256,7 @@ fn behaviour(
         ),
         mdns: Toggle::from(mdns),
         kademlia: kademlia(peer, options),
-        relay: Toggle::from(options.relay_server.then(|| relay_server(peer))),
+        relay: Toggle::from(options.relay_server.then(|| relay_server(peer, admission))),
         relay_addrs: Toggle::from(options.relay_server.then(ListenAddrsAreExternal::default)),
         relay_client,
         dcutr: dcutr::Behaviour::new(peer),
@@ -276,9 +284,10 @@ fn kademlia(peer: PeerId, options: &Options) -> kad::Behaviour<kad::store::Memor
     kademlia
 }
 
-/// A circuit relay server with phr's limits.
-fn relay_server(peer: PeerId) -> relay::Behaviour {
-    let config = relay::Config {
+/// A circuit relay server with phr's limits, which takes reservations only from peers
+/// `admission` admits.
+fn relay_server(peer: PeerId, admission: Arc<Admission>) -> relay::Behaviour {
+    let mut config = relay::Config {
         max_reservations: RELAY_RESERVATIONS_MAX,
         max_reservations_per_peer: RELAY_RESERVATIONS_PER_PEER_MAX,
         reservation_duration: Duration::from_millis(RELAY_RESERVATION_MS),
@@ -289,6 +298,9 @@ fn relay_server(peer: PeerId) -> relay::Behaviour {
         // libp2p's rate limits per peer and per IP address for reservations and circuits.
         ..relay::Config::default()
     };
+    config
+        .reservation_rate_limiters
+        .push(Box::new(AdmittedOnly(admission)));
     let mut relay = relay::Behaviour::new(peer, config);
     // By default a relay serves only once it has a confirmed external address; a node run with
     // `--relay` was asked to relay, so it serves from the start.
@@ -410,7 +422,10 @@ pub fn circuit_addr(relay: &Multiaddr, peer: PeerId) -> Multiaddr {
 /// `/p2p/<relay peer id>`) and asks it for a reservation. Once the relay accepts, the swarm
 /// reports the circuit address as a new listen address; if it refuses, the listener closes
 /// with an error.
-pub fn listen_via_relay(swarm: &mut Swarm<Behaviour>, relay: &Multiaddr) -> Result<(), NodeError> {
+pub fn listen_via_relay(
+    swarm: &mut Swarm<Behaviour>,
+    relay: &Multiaddr,
+) -> Result<libp2p::core::transport::ListenerId, NodeError> {
     let Some(Protocol::P2p(relay_peer)) = relay.iter().last() else {
         return Err(NodeError::Failed(format!(
             "the relay address {relay} does not end in /p2p/<relay peer id>"
@@ -419,7 +434,6 @@ pub fn listen_via_relay(swarm: &mut Swarm<Behaviour>, relay: &Multiaddr) -> Resu
     swarm.add_peer_address(relay_peer, relay.clone());
     swarm
         .listen_on(relay.clone().with(Protocol::P2pCircuit))
-        .map(|_| ())
         .map_err(|e| NodeError::Failed(format!("listening via the relay {relay}: {e}")))
 }
 

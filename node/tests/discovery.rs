@@ -259,10 +259,37 @@ async fn a_laptop_reaches_a_phone_only_through_the_relay_it_listens_on() {
         ..Options::default()
     });
     let relay_addr = listen(&mut relay, "/ip4/127.0.0.1/tcp/0").await;
+    // A stranger: the relay holds no record that admits it.
+    let mut stranger = node(Options::default());
+    // The phone is admitted: the relay holds its record (the node sets this from its ledgers).
+    let mut phone = node(Options::default());
+    let phone_id = *phone.local_peer_id();
+    relay
+        .behaviour_mut()
+        .gate
+        .set_admitted([phone_id].into_iter().collect());
     let _relay = run(relay);
 
+    swarm::listen_via_relay(&mut stranger, &relay_addr).unwrap();
+    let refused = until(
+        &mut stranger,
+        "the stranger's reservation",
+        |step| match step {
+            Step::Swarm(SwarmEvent::NewListenAddr { address, .. }) => {
+                panic!("the relay gave a stranger a reservation: {address}")
+            }
+            Step::Swarm(SwarmEvent::ListenerClosed { reason, .. }) => Some(reason),
+            _ => None,
+        },
+    )
+    .await;
+    let error = refused.expect_err("the listener closed without an error");
+    assert!(
+        format!("{error:?}").contains("ResourceLimitExceeded"),
+        "{error:?}"
+    );
+
     // The phone listens nowhere itself: only through its reservation on the relay.
-    let mut phone = node(Options::default());
     swarm::listen_via_relay(&mut phone, &relay_addr).unwrap();
     let reserved = until(
         &mut phone,

@@ -71,3 +71,39 @@ async fn the_patient_keeps_syncing_while_a_fleet_of_strangers_pushes_records_and
         vec![record_id]
     );
 }
+
+/// Anyone can make a record that grants a provider: until a person accepts it, its devices are
+/// strangers to the provider's node (no room kept for them, small frames, the strangers' flood
+/// limit), and the provider does not dial them. Once accepted, they are admitted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_waiting_for_acceptance_admits_no_one_until_it_is_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let Setup {
+        laptop,
+        gp,
+        gp_party,
+        record_id,
+    } = setup(dir.path());
+    let laptop_peer = laptop.peer_id();
+    let (gp_client, gp_task, gp_addr) = start_listening(gp, None).await;
+    let (laptop_node, laptop_client) = Node::new(laptop).unwrap();
+    let laptop_task = tokio::spawn(laptop_node.run());
+    let synced = dial_and_sync(&laptop_client, gp_addr, gp_party.peer).await;
+    assert!(matches!(synced.as_slice(), [Ok(_)]), "{synced:?}");
+    stop(laptop_client, laptop_task).await;
+    let gp = stop(gp_client, gp_task).await;
+
+    let admitted = |gp: &phr_core::home::Home| {
+        let (vault, age) = gp.sync_parts();
+        let mut engine = phr_core::sync::Engine::open(vault, gp.peer_id(), age).unwrap();
+        engine.set_intake(gp.intake().unwrap());
+        engine.admitted_peers(jiff::Timestamp::now().as_millisecond())
+    };
+    assert_eq!(gp.pending_records().unwrap(), vec![record_id]);
+    assert!(
+        !admitted(&gp).contains(&laptop_peer),
+        "a waiting record admitted its device"
+    );
+    gp.accept_patient(&record_id.to_string()).unwrap();
+    assert!(admitted(&gp).contains(&laptop_peer));
+}

@@ -30,31 +30,7 @@ use phr_node::{
 /// Connects a bare libp2p client to the node at `addr`, sends it `requests` as soon as the
 /// connection is up, and returns the peer that closed the connection.
 async fn send_and_wait_for_disconnect(addr: Multiaddr, requests: Vec<Vec<u8>>) -> libp2p::PeerId {
-    // The hostile side lets itself send far more than the node accepts.
-    let codec = cbor::codec::Codec::default()
-        .set_request_size_maximum(4 * SYNC_MESSAGE_BYTES_MAX as u64)
-        .set_response_size_maximum(4 * SYNC_MESSAGE_BYTES_MAX as u64);
-    let mut hostile = SwarmBuilder::with_new_identity()
-        .with_tokio()
-        .with_tcp(
-            tcp::Config::default(),
-            noise::Config::new,
-            yamux::Config::default,
-        )
-        .unwrap()
-        .with_behaviour(|_| {
-            cbor::Behaviour::<Frame, Frame>::with_codec(
-                codec,
-                [(SYNC_PROTOCOL, ProtocolSupport::Full)],
-                request_response::Config::default(),
-            )
-        })
-        .unwrap()
-        // Keep the connection open on this side: only the node may close it.
-        .with_swarm_config(|config| {
-            config.with_idle_connection_timeout(std::time::Duration::from_secs(300))
-        })
-        .build();
+    let mut hostile = big_client();
     hostile.dial(addr).unwrap();
     // As many in flight as the node takes streams on one connection; each answer (or refusal)
     // lets the next one go, as fast as the node answers.
@@ -82,6 +58,92 @@ async fn send_and_wait_for_disconnect(addr: Multiaddr, requests: Vec<Vec<u8>>) -
     })
     .await
     .expect("the node disconnects the hostile peer")
+}
+
+/// A bare client whose codec lets it send far more than the node accepts.
+fn big_client() -> libp2p::Swarm<cbor::Behaviour<Frame, Frame>> {
+    let codec = cbor::codec::Codec::default()
+        .set_request_size_maximum(4 * SYNC_MESSAGE_BYTES_MAX as u64)
+        .set_response_size_maximum(4 * SYNC_MESSAGE_BYTES_MAX as u64);
+    SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default(),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .unwrap()
+        .with_behaviour(|_| {
+            cbor::Behaviour::<Frame, Frame>::with_codec(
+                codec,
+                [(SYNC_PROTOCOL, ProtocolSupport::Full)],
+                // A frame the node refuses unread stalls until the request times out.
+                request_response::Config::default()
+                    .with_request_timeout(std::time::Duration::from_secs(2)),
+            )
+        })
+        .unwrap()
+        // Keep the connection open on this side: only the node may close it.
+        .with_swarm_config(|config| {
+            config.with_idle_connection_timeout(std::time::Duration::from_secs(300))
+        })
+        .build()
+}
+
+/// A stranger's frame over the strangers' limit (but within the admitted peers') is refused
+/// unread, and the stranger is not cut off for it: the opening it sends next is answered. (A
+/// device whose record waits for acceptance may send such a frame honestly.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_strangers_large_frame_is_refused_without_cutting_it_off() {
+    use phr_node::admission::STRANGER_FRAME_BYTES_MAX;
+    let dir = tempfile::tempdir().unwrap();
+    let Setup { gp, gp_party, .. } = setup(dir.path());
+    let (gp_client, gp_task, gp_addr) = start_listening(gp, None).await;
+    let large = vec![0u8; STRANGER_FRAME_BYTES_MAX as usize + 1024];
+    assert!(
+        large.len() < SYNC_MESSAGE_BYTES_MAX,
+        "an admitted peer's frame could be this large"
+    );
+    let opening = openings(gp_party.peer, 1).remove(0);
+
+    let mut stranger = big_client();
+    stranger.dial(gp_addr).unwrap();
+    let (refused, answered) = tokio::time::timeout(WAIT, async {
+        let mut large_request = None;
+        let mut refused = false;
+        loop {
+            match stranger.select_next_some().await {
+                SwarmEvent::ConnectionEstablished { peer_id, .. } => {
+                    large_request = Some(
+                        stranger
+                            .behaviour_mut()
+                            .send_request(&peer_id, Frame(large.clone())),
+                    );
+                }
+                SwarmEvent::Behaviour(request_response::Event::OutboundFailure {
+                    request_id,
+                    peer,
+                    ..
+                }) if Some(request_id) == large_request => {
+                    refused = true;
+                    stranger
+                        .behaviour_mut()
+                        .send_request(&peer, Frame(opening.clone()));
+                }
+                SwarmEvent::Behaviour(request_response::Event::Message {
+                    message: request_response::Message::Response { request_id, .. },
+                    ..
+                }) => break (refused, Some(request_id) != large_request),
+                SwarmEvent::ConnectionClosed { .. } => panic!("the node cut the stranger off"),
+                _ => {}
+            }
+        }
+    })
+    .await
+    .expect("the node refuses the large frame and answers the opening");
+    assert!(refused, "the large frame was not refused");
+    assert!(answered, "the node answered the large frame");
+    stop(gp_client, gp_task).await;
 }
 
 /// Cuts off a hostile peer sending `requests`, then checks that an honest patient node is still
@@ -206,6 +268,8 @@ async fn strangers_from_one_address_get_a_few_connections_and_the_patient_still_
         gp_party,
         record_id,
     } = setup(dir.path());
+    // Accepted: a record waiting for acceptance admits no one, and its devices are strangers.
+    gp.accept_patient(&record_id.to_string()).unwrap();
     let (gp_client, gp_task, gp_addr) = start_listening(gp, None).await;
     // The patient's first sync: the GP holds the record from now on, and it admits the laptop.
     let (laptop_node, laptop_client) = Node::new(laptop).unwrap();

@@ -128,10 +128,18 @@ impl Engine {
     }
 
     /// Every peer that some held record admits at `now_ms` (owner devices, grantees, relays),
-    /// this node excepted: the peers a node keeps in step with.
+    /// this node excepted: the peers a node keeps in step with, and gives the room kept for
+    /// admitted peers. A record waiting for a provider's acceptance admits no one (anyone can
+    /// make a record that grants a provider): its devices sync as strangers until a person
+    /// accepts it, and the provider does not dial them.
     pub fn admitted_peers(&self, now_ms: i64) -> std::collections::BTreeSet<PeerId> {
         let mut peers = std::collections::BTreeSet::new();
-        for replica in self.replicas.values().filter(|r| r.is_held()) {
+        let admitting = self
+            .replicas
+            .iter()
+            .filter(|(id, r)| r.is_held() && !self.intake.is_pending(id))
+            .map(|(_, r)| r);
+        for replica in admitting {
             let state = replica.ledger().state();
             peers.extend(state.owners.keys().copied());
             peers.extend(

@@ -6,16 +6,21 @@ impl Node {
     /// Counts a request; cuts the peer off if it is flooding. Returns whether it was.
     pub(super) fn flooding(&mut self, peer: libp2p::PeerId) -> bool {
         let now = Self::now();
+        let limit = if self.swarm.behaviour().gate.admission().is_admitted(&peer) {
+            self.requests_per_window
+        } else {
+            self.requests_per_window
+                .min(STRANGER_REQUESTS_PER_WINDOW_MAX)
+        };
         let entry = self.peers.entry(peer).or_default();
         if now - entry.window_ms >= FLOOD_WINDOW_MS {
             entry.window_ms = now;
             entry.requests = 0;
         }
         entry.requests += 1;
-        if entry.requests > self.requests_per_window {
+        if entry.requests > limit {
             let why = format!(
-                "it sent more than {} requests in {} s",
-                self.requests_per_window,
+                "it sent more than {limit} requests in {} s",
                 FLOOD_WINDOW_MS / 1_000
             );
             self.cut_off(peer, &why);
@@ -24,9 +29,15 @@ impl Node {
         false
     }
 
-    /// Cuts the peer off if the codec refused its frame (over the size limit, or not a frame);
-    /// returns whether it did.
+    /// Whether the codec refused the peer's frame, unread; the peer is cut off if the frame
+    /// was over the size limit or not a frame. A stranger's frame refused for its size or for
+    /// the strangers' budget ([`codec::UNTIL_ADMITTED`], [`codec::BUSY`]) is not its fault: it
+    /// is dropped, and the peer's request fails without a penalty.
     pub(super) fn unreadable(&mut self, peer: libp2p::PeerId, frame: &Frame) -> bool {
+        if frame.0 == codec::UNTIL_ADMITTED || frame.0 == codec::BUSY {
+            tracing::debug!(%peer, why = %String::from_utf8_lossy(&frame.0[1..]), "a stranger's frame refused");
+            return true;
+        }
         let why = if frame.0 == codec::OVERSIZED {
             format!("it sent a frame over {} bytes", codec::FRAME_BYTES_MAX)
         } else if frame.0 == codec::NOT_A_FRAME {

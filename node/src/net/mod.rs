@@ -21,7 +21,8 @@
 //! - **Refuses what it should.** The engine decides who may have what by the consent ledger; a
 //!   peer no ledger admits is answered as if this node held nothing, and the loop logs why. A
 //!   peer whose message breaks the protocol (garbage, over the size limits, out of turn), or that
-//!   sends more than [`REQUESTS_PER_WINDOW_MAX`] requests in [`FLOOD_WINDOW_MS`], is
+//!   sends more than [`REQUESTS_PER_WINDOW_MAX`] requests in [`FLOOD_WINDOW_MS`]
+//!   ([`STRANGER_REQUESTS_PER_WINDOW_MAX`] if no held record admits it), is
 //!   disconnected and kept out for [`BLOCK_MS`]; other peers are served as before.
 //! - **Lends the home.** While a `phr` command holds a lease, the home is parked: messages from
 //!   peers wait in a bounded queue ([`PARKED_QUEUE_MAX`]) and are answered once the home is back.
@@ -78,6 +79,9 @@ pub const TICK_MS: u64 = 1_000;
 /// How often each connected peer is synced with even if nothing seems to have changed.
 pub const RESYNC_MS: i64 = 30_000;
 
+/// How often a node asks again for a reservation a relay refused or ended.
+pub const RESERVATION_RETRY_MS: i64 = 30_000;
+
 /// The first wait before dialling an unreachable peer again; it doubles with each failure.
 pub const BACKOFF_MIN_MS: i64 = 1_000;
 
@@ -91,6 +95,11 @@ pub const FLOOD_WINDOW_MS: i64 = 10_000;
 /// and is cut off. A thousand a second on average: far more than syncing thousands of shared
 /// records needs, and far fewer than would keep the node from serving anyone else.
 pub const REQUESTS_PER_WINDOW_MAX: u32 = 10_000;
+
+/// Requests a peer that is not admitted ([`crate::admission`]) may send in one
+/// [`FLOOD_WINDOW_MS`]: a device whose record waits for a provider's acceptance syncs once in
+/// [`RESYNC_MS`], a few requests a session; a stranger over it is flooding.
+pub const STRANGER_REQUESTS_PER_WINDOW_MAX: u32 = 500;
 
 /// How long a peer cut off for breaking the protocol or flooding is kept out.
 pub const BLOCK_MS: i64 = 60_000;
@@ -232,8 +241,12 @@ pub struct Node {
     remembered: BTreeMap<libp2p::PeerId, Vec<Multiaddr>>,
     /// Contacts with the relay role.
     relay_contacts: BTreeSet<libp2p::PeerId>,
-    /// Relays this node listens through.
-    reserved: BTreeSet<libp2p::PeerId>,
+    /// Relays this node listens through (or is asking to), with the listener. A relay that
+    /// refuses (it holds no record that admits this node yet) closes the listener, and the
+    /// node asks again every [`RESERVATION_RETRY_MS`].
+    reserved: BTreeMap<libp2p::PeerId, libp2p::core::transport::ListenerId>,
+    /// When the node last asked relays for reservations.
+    reservations_asked_ms: i64,
     /// Names from ledgers and contacts, for status.
     names: BTreeMap<PeerId, String>,
     /// Per record, the blobs some peer is known to hold (a finished sync showed it).
@@ -291,7 +304,8 @@ impl Node {
             remembered,
             names: BTreeMap::new(),
             relay_contacts: BTreeSet::new(),
-            reserved: BTreeSet::new(),
+            reserved: BTreeMap::new(),
+            reservations_asked_ms: 0,
             confirmed: BTreeMap::new(),
             queue: VecDeque::new(),
             leases: VecDeque::new(),
@@ -479,6 +493,9 @@ impl Node {
             }
             return;
         }
+        if now - self.reservations_asked_ms >= RESERVATION_RETRY_MS {
+            self.reserve_on_relays();
+        }
         let Slot::Open(home) = &self.home else {
             return;
         };
@@ -536,6 +553,20 @@ impl Node {
             }
             SwarmEvent::ExpiredListenAddr { address, .. } => {
                 self.listen_addrs.retain(|a| *a != address);
+            }
+            SwarmEvent::ListenerClosed {
+                listener_id,
+                reason,
+                ..
+            } => {
+                let before = self.reserved.len();
+                self.reserved.retain(|_, l| *l != listener_id);
+                if self.reserved.len() < before {
+                    tracing::info!(
+                        ?reason,
+                        "a relay refused or ended this node's reservation; asking again later"
+                    );
+                }
             }
             SwarmEvent::ConnectionEstablished {
                 peer_id,

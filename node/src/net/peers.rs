@@ -165,17 +165,18 @@ impl Node {
         if self.relay || self.listen_addrs.is_empty() {
             return;
         }
+        self.reservations_asked_ms = Self::now();
         for relay in self.relay_addrs() {
             let Some(Protocol::P2p(peer)) = relay.iter().last() else {
                 continue;
             };
-            if self.reserved.contains(&peer) {
+            if self.reserved.contains_key(&peer) {
                 continue;
             }
             match swarm::listen_via_relay(&mut self.swarm, &relay) {
-                Ok(()) => {
-                    tracing::info!(%relay, "listening through a relay");
-                    self.reserved.insert(peer);
+                Ok(listener) => {
+                    tracing::info!(%relay, "asking a relay for a reservation");
+                    self.reserved.insert(peer, listener);
                 }
                 Err(error) => tracing::debug!(%relay, %error, "cannot listen through a relay"),
             }
