@@ -103,8 +103,11 @@ async fn main() {
         .collect();
     let attacked = timed_syncs(&laptop_client, gp_party.peer).await;
     let mut answered = 0;
+    let mut identities = 0;
     for hostile in fleet {
-        answered += hostile.await.unwrap();
+        let (answers, ids) = hostile.await.unwrap();
+        answered += answers;
+        identities += ids;
     }
     let fleet_time = started.elapsed();
     running.store(false, Ordering::Relaxed);
@@ -141,7 +144,8 @@ async fn main() {
         peak as f64 / rss_before.max(1) as f64
     );
     println!(
-        "\nThe fleet got {answered} answers in {:.1} s; {waiting} of its records wait at the GP \
+        "\nThe fleet got {answered} answers in {:.1} s, using {identities} identities (cut off \
+         for flooding, each came back as a new one); {waiting} of its records wait at the GP \
          (room for {}), none listed.",
         fleet_time.as_secs_f64(),
         phr_core::home::PENDING_RECORDS_MAX

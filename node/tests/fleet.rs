@@ -49,15 +49,18 @@ async fn the_patient_keeps_syncing_while_a_fleet_of_strangers_pushes_records_and
         );
     }
     let mut answered = 0;
+    let mut identities = 0;
     for hostile in fleet {
-        answered += hostile.await.unwrap();
+        let (answers, ids) = hostile.await.unwrap();
+        answered += answers;
+        identities += ids;
     }
     stop(laptop_client, laptop_task).await;
     let gp = stop(gp_client, gp_task).await;
 
     // The fleet was served (it is not cut off for pushing within the limits), and what it made
     // the GP hold waits in the bounded room, none of it listed or readable.
-    assert!(answered > 0);
+    assert!(answered > 0 && identities >= FLEET);
     let waiting = gp.pending_records().unwrap();
     assert!(
         !waiting.is_empty() && waiting.len() <= PENDING_RECORDS_MAX,

@@ -32,14 +32,16 @@ const HOSTILE_WAIT: Duration = Duration::from_secs(60);
 
 /// A stranger with a record of its own that grants the GP: it syncs that record at the GP (an
 /// unsolicited record), then floods it with openings about records nobody holds, keeping as
-/// many in flight as the GP takes streams, `flood` of them. Returns how many answers it got.
+/// many in flight as the GP takes streams, `flood` of them. Cut off, it comes back at once with
+/// a new identity (PeerIds are free) and goes on with the openings left. Returns how many
+/// answers it got and how many identities it used.
 pub async fn hostile(
     dir: std::path::PathBuf,
     n: usize,
     addr: Multiaddr,
     gp: Party,
     flood: usize,
-) -> usize {
+) -> (usize, usize) {
     let new = NewPatient {
         name: format!("Not A Patient {n}"),
         nhs_number: None,
@@ -56,48 +58,57 @@ pub async fn hostile(
     let mut pushes = engine.start(vault, age, gp.peer, None, 1 << 40, now_ms);
 
     let mut openings = openings(gp.peer, flood).into_iter();
-
-    let mut swarm = bare_client();
     let gp_peer: libp2p::PeerId = gp.peer.to_string().parse().unwrap();
-    swarm.dial(addr).unwrap();
     let mut answers = 0;
-    let mut in_flight = 0;
+    let mut identities = 0;
     let _ = tokio::time::timeout(HOSTILE_WAIT, async {
-        loop {
-            match swarm.select_next_some().await {
-                SwarmEvent::ConnectionEstablished { .. } => {}
-                SwarmEvent::Behaviour(request_response::Event::Message {
-                    message: request_response::Message::Response { response, .. },
-                    ..
-                }) => {
-                    answers += 1;
-                    in_flight -= 1;
-                    let now_ms = jiff::Timestamp::now().as_millisecond();
-                    if let Some(next) = engine.receive(vault, age, gp.peer, &response.0, now_ms) {
-                        pushes.push((gp.peer, next));
+        while openings.len() > 0 || !pushes.is_empty() {
+            identities += 1;
+            let mut swarm = bare_client();
+            swarm.dial(addr.clone()).unwrap();
+            let mut in_flight = 0;
+            loop {
+                match swarm.select_next_some().await {
+                    SwarmEvent::ConnectionEstablished { .. } => {}
+                    SwarmEvent::Behaviour(request_response::Event::Message {
+                        message: request_response::Message::Response { response, .. },
+                        ..
+                    }) => {
+                        answers += 1;
+                        in_flight -= 1;
+                        let now_ms = jiff::Timestamp::now().as_millisecond();
+                        if let Some(next) = engine.receive(vault, age, gp.peer, &response.0, now_ms)
+                        {
+                            pushes.push((gp.peer, next));
+                        }
                     }
+                    SwarmEvent::Behaviour(request_response::Event::OutboundFailure { .. }) => {
+                        in_flight -= 1;
+                    }
+                    SwarmEvent::ConnectionClosed { .. }
+                    | SwarmEvent::OutgoingConnectionError { .. } => break,
+                    _ => continue,
                 }
-                SwarmEvent::Behaviour(request_response::Event::OutboundFailure { .. }) => {
-                    in_flight -= 1;
+                if in_flight == 0 && pushes.is_empty() && openings.len() == 0 {
+                    return;
                 }
-                SwarmEvent::ConnectionClosed { .. } => break,
-                _ => continue,
+                // Its own record's session first, then the flood.
+                while in_flight < SYNC_STREAMS_PER_CONNECTION_MAX {
+                    let Some(bytes) = pushes.pop().map(|(_, b)| b).or_else(|| openings.next())
+                    else {
+                        break;
+                    };
+                    swarm.behaviour_mut().sync_send(gp_peer, bytes);
+                    in_flight += 1;
+                }
             }
-            if in_flight == 0 && pushes.is_empty() && openings.len() == 0 {
-                break;
-            }
-            // Its own record's session first, then the flood.
-            while in_flight < SYNC_STREAMS_PER_CONNECTION_MAX {
-                let Some(bytes) = pushes.pop().map(|(_, b)| b).or_else(|| openings.next()) else {
-                    break;
-                };
-                swarm.behaviour_mut().sync_send(gp_peer, bytes);
-                in_flight += 1;
-            }
+            // Cut off, or refused at the door (the gate full from this address, the laptop's
+            // first connection among them): back shortly as someone else.
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     })
     .await;
-    answers
+    (answers, identities)
 }
 
 /// A bare libp2p client speaking only the sync protocol, with a new identity, that keeps its
