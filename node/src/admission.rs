@@ -9,11 +9,11 @@
 //! - the frame codec, which reads frames of at most [`STRANGER_FRAME_BYTES_MAX`] from anyone
 //!   else, and at most [`STRANGERS_READING_BYTES_MAX`] of such frames at once in all
 //!   ([`crate::codec`]);
-//! - a relay server, which takes reservations only from admitted peers ([`AdmittedOnly`]).
+//! - a relay server, which takes reservations only from admitted peers (`AdmittedOnly`).
 //!
 //! libp2p makes a connection's handlers at once, in the behaviours' order, when the connection
 //! is established; the gate, which comes before the sync protocol, notes whose connection it is
-//! ([`Admission::connecting`]), and the codec made for that connection takes the note when it is
+//! (`Admission::connecting`), and the codec made for that connection takes the note when it is
 //! cloned for it. So every codec knows its peer, and asks again at every frame: a peer admitted
 //! later (a patient accepted) gets the larger frames on the connection it already has.
 
