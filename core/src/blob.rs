@@ -34,10 +34,12 @@ use crate::{
     section::Section,
 };
 
+mod proof;
 mod sealed;
 #[cfg(test)]
 mod tests;
 
+pub use proof::{AuthorshipProof, BLOB_PROOFS_MAX, PROOF_HEADS_MAX};
 pub use sealed::BLOB_OWNER_RECIPIENTS_MAX;
 
 /// The largest blob, in bytes, that is sealed or accepted. It bounds what one peer can make
@@ -53,8 +55,10 @@ pub const BLOB_REPLACES_MAX: usize = 100_000;
 
 /// The first four bytes of every blob.
 const MAGIC: [u8; 4] = *b"PHRB";
-/// The only layout this code reads and writes.
-const VERSION: u8 = 1;
+/// The layout this code writes: version 1 with authorship proofs after the replaced ids.
+const VERSION: u8 = 2;
+/// The layout before authorship proofs, still read (its blobs carry none).
+const VERSION_WITHOUT_PROOFS: u8 = 1;
 /// Prefixed to the digest that is signed, so that a blob signature can never be mistaken for the
 /// signature of a ledger operation or a contact card made with the same key.
 const SIGNATURE_CONTEXT: &[u8; 12] = b"phr blob v1\0";
@@ -63,6 +67,7 @@ const SIGNATURE_CONTEXT: &[u8; 12] = b"phr blob v1\0";
 const FIXED_HEADER_BYTES: usize = 4 + 1 + 1 + 1 + 1 + 16 + 4 + 16 + 32 + 8 + 2;
 const HASH_BYTES: usize = 32;
 const REPLACES_COUNT_BYTES: usize = 4;
+const PROOFS_COUNT_BYTES: usize = 4;
 const NONCE_BYTES: usize = aead::NONCE_LEN;
 const CIPHERTEXT_LEN_BYTES: usize = 4;
 const TAG_BYTES: usize = aead::MAX_TAG_LEN;
@@ -129,6 +134,10 @@ pub struct BlobHeader {
     /// For a compaction, the blobs whose content this one holds (at most [`BLOB_REPLACES_MAX`]);
     /// always empty for the other kinds.
     pub replaces: Vec<BlobId>,
+    /// Authorship proofs ([`AuthorshipProof`]): for a changes blob or an audit entry, at most
+    /// one, by its author, over the heads of its changes; for a compaction, the proofs of what
+    /// it holds (at most [`BLOB_PROOFS_MAX`]). Empty in blobs of layout version 1.
+    pub proofs: Vec<AuthorshipProof>,
 }
 
 /// A sealed blob: its bytes, exactly as stored and sent, and the header parsed from them.
@@ -221,6 +230,11 @@ pub enum BlobError {
         /// How many blobs the header names.
         count: usize,
     },
+    /// The header carries proofs it may not: more than one on a blob that is not a compaction,
+    /// one by another than the author there, more than [`BLOB_PROOFS_MAX`], or a proof with no
+    /// heads or more than [`PROOF_HEADS_MAX`].
+    #[error("cannot seal the blob: {0}; this is a bug in phr, please report it")]
+    BadProofs(&'static str),
     /// `seal` was given a [`BlobKind::SealedToOwners`] header, or `seal_to_owners` another kind
     /// or a header naming a section key: each kind has its own way of sealing.
     #[error(
@@ -390,6 +404,9 @@ pub enum Malformation {
         /// The count in the header.
         count: usize,
     },
+    /// Authorship proofs a blob of its kind may not carry (see [`BlobHeader::proofs`]).
+    #[error("{0}")]
+    Proofs(&'static str),
     /// A blob sealed to the owners whose epoch, key id or nonce is not zero.
     #[error("it is sealed to the record's owners yet names a section key epoch, key id or nonce")]
     SealedWithKeyFields,
@@ -611,19 +628,56 @@ fn check_header_bounds(
     if header.kind != BlobKind::Compaction && replaces > 0 {
         return Err(BlobError::ReplacesOnChanges { count: replaces });
     }
-    let len = sealed_len(heads, replaces, plaintext);
+    if let Err(problem) = check_proofs(header) {
+        return Err(BlobError::BadProofs(problem));
+    }
+    let proof_bytes: usize = header.proofs.iter().map(AuthorshipProof::encoded_len).sum();
+    let len = sealed_len(heads, replaces, plaintext).saturating_add(proof_bytes);
     if len > BLOB_BYTES_MAX {
         return Err(BlobError::TooLarge { len });
     }
     Ok(len)
 }
 
-/// The size of a blob with these counts, saturating (any saturated size is over the limit).
+/// The rules on a header's proofs that sealing and decoding share: how many, whose, how many
+/// heads each (see [`BlobHeader::proofs`]). Signatures are checked by readers, who need them.
+fn check_proofs(header: &BlobHeader) -> Result<(), &'static str> {
+    if header.proofs.len() > BLOB_PROOFS_MAX {
+        return Err("it carries more authorship proofs than a blob may");
+    }
+    if header.kind != BlobKind::Compaction {
+        if header.proofs.len() > 1 {
+            return Err("it carries more than one authorship proof, where only a compaction may");
+        }
+        if header.proofs.iter().any(|p| p.signer != header.author) {
+            return Err("it carries an authorship proof by another than its author");
+        }
+    }
+    if header
+        .proofs
+        .iter()
+        .any(|p| p.heads.is_empty() || p.heads.len() > PROOF_HEADS_MAX)
+    {
+        return Err("it carries an authorship proof with no heads or too many");
+    }
+    if header
+        .proofs
+        .iter()
+        .any(|p| p.heads.windows(2).any(|pair| pair[0] >= pair[1]))
+    {
+        return Err("it carries an authorship proof whose heads are not in order");
+    }
+    Ok(())
+}
+
+/// The size of a blob with these counts, without its proofs, saturating (any saturated size is
+/// over the limit).
 fn sealed_len(heads: usize, replaces: usize, plaintext: usize) -> usize {
     (FIXED_HEADER_BYTES
         + HASH_BYTES * heads
         + REPLACES_COUNT_BYTES
         + HASH_BYTES * replaces
+        + PROOFS_COUNT_BYTES
         + NONCE_BYTES
         + CIPHERTEXT_LEN_BYTES
         + TAG_BYTES
@@ -654,6 +708,11 @@ fn encode_header(header: &BlobHeader, nonce: &[u8; 12], ciphertext_len: u32, out
     out.extend_from_slice(&replaces.to_le_bytes());
     for replaced in &header.replaces {
         out.extend_from_slice(&replaced.0);
+    }
+    let proofs = u32::try_from(header.proofs.len()).expect("checked against the bound");
+    out.extend_from_slice(&proofs.to_le_bytes());
+    for proof in &header.proofs {
+        proof.encode(out);
     }
     out.extend_from_slice(nonce);
     out.extend_from_slice(&ciphertext_len.to_le_bytes());
@@ -699,7 +758,7 @@ fn parse(bytes: &[u8]) -> Result<(BlobHeader, Range<usize>), Malformation> {
         return Err(Malformation::BadMagic);
     }
     let [version, kind, section, reserved] = reader.array::<4>()?;
-    if version != VERSION {
+    if version != VERSION && version != VERSION_WITHOUT_PROOFS {
         return Err(Malformation::UnsupportedVersion(version));
     }
     let kind = BlobKind::from_code(kind).ok_or(Malformation::UnknownKind(kind))?;
@@ -727,6 +786,11 @@ fn parse(bytes: &[u8]) -> Result<(BlobHeader, Range<usize>), Malformation> {
         return Err(Malformation::ReplacesOnChanges { count: replaces });
     }
     let replaces = reader.hashes(replaces, BlobId)?;
+
+    let proofs = match version {
+        VERSION_WITHOUT_PROOFS => Vec::new(),
+        _ => reader.proofs()?,
+    };
 
     let nonce = reader.array::<NONCE_BYTES>()?;
     if kind == BlobKind::SealedToOwners
@@ -763,7 +827,9 @@ fn parse(bytes: &[u8]) -> Result<(BlobHeader, Range<usize>), Malformation> {
         time_ms,
         ledger_heads,
         replaces,
+        proofs,
     };
+    check_proofs(&header).map_err(Malformation::Proofs)?;
     Ok((header, start..start + ciphertext_len))
 }
 
@@ -800,5 +866,38 @@ impl Reader<'_> {
             .chunks_exact(HASH_BYTES)
             .map(|chunk| wrap(chunk.try_into().expect("chunks are 32 bytes")))
             .collect())
+    }
+
+    /// A count (u32) of authorship proofs, then each. Every count is checked against the bytes
+    /// left before anything is allocated for it.
+    fn proofs(&mut self) -> Result<Vec<AuthorshipProof>, Malformation> {
+        let count = u32::from_le_bytes(self.array()?) as usize;
+        if count > BLOB_PROOFS_MAX {
+            return Err(Malformation::Proofs(
+                "it carries more authorship proofs than a blob may",
+            ));
+        }
+        let left = self.bytes.len().saturating_sub(self.at);
+        if count.saturating_mul(proof::PROOF_FIXED_BYTES) > left {
+            self.take(count.saturating_mul(proof::PROOF_FIXED_BYTES))?;
+        }
+        let mut proofs = Vec::with_capacity(count);
+        for _ in 0..count {
+            let signer = PeerId(self.array()?);
+            let heads = usize::from(u16::from_le_bytes(self.array()?));
+            if heads > PROOF_HEADS_MAX {
+                return Err(Malformation::Proofs(
+                    "it carries an authorship proof with no heads or too many",
+                ));
+            }
+            let heads = self.hashes(heads, automerge::ChangeHash)?;
+            let signature = Signature(self.array()?);
+            proofs.push(AuthorshipProof {
+                signer,
+                heads,
+                signature,
+            });
+        }
+        Ok(proofs)
     }
 }

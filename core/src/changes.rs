@@ -29,6 +29,7 @@ use crate::keys::PeerId;
 
 mod actor_table;
 mod audit_entry;
+pub mod provenance;
 
 #[cfg(test)]
 pub(crate) use actor_table::with_valid_checksum;
@@ -94,6 +95,40 @@ pub fn change_actors(bytes: &[u8]) -> Result<Vec<ActorId>, String> {
         .iter()
         .map(|change| change.actor_id().clone())
         .collect())
+}
+
+/// The heads of the changes in `bytes`: those no other change in them depends on, sorted. What
+/// the author of a blob signs in its [`crate::blob::AuthorshipProof`].
+pub fn change_heads(bytes: &[u8]) -> Result<Vec<automerge::ChangeHash>, String> {
+    let all = changes(bytes, BLOB_CHANGES)?;
+    Ok(heads_among(&all))
+}
+
+fn heads_among(all: &[Change]) -> Vec<automerge::ChangeHash> {
+    let deps: std::collections::BTreeSet<_> =
+        all.iter().flat_map(|c| c.deps().iter().copied()).collect();
+    let mut heads: Vec<_> = all
+        .iter()
+        .map(Change::hash)
+        .filter(|hash| !deps.contains(hash))
+        .collect();
+    heads.sort();
+    heads.dedup();
+    heads
+}
+
+/// Checks that the changes in a `Changes` blob's plaintext inflate to at most
+/// [`CHANGES_INFLATED_BYTES_MAX`] and were all made by its signer, and returns their hashes
+/// and their heads.
+pub fn check_authorship_hashes(
+    signer: &PeerId,
+    plaintext: &[u8],
+) -> Result<(Vec<automerge::ChangeHash>, Vec<automerge::ChangeHash>), String> {
+    let all = changes(plaintext, BLOB_CHANGES)?;
+    for change in &all {
+        check_actor(signer, change.actor_id())?;
+    }
+    Ok((all.iter().map(Change::hash).collect(), heads_among(&all)))
 }
 
 /// How much the changes of one plaintext may inflate to, and what it is, for the user.

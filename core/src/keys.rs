@@ -72,7 +72,7 @@ pub fn sha256(parts: &[&[u8]]) -> [u8; 32] {
 }
 
 /// An Ed25519 signature.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Signature(pub [u8; 64]);
 
 impl fmt::Debug for Signature {

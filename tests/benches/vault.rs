@@ -59,6 +59,7 @@ fn header(key: &SectionKey, author: &SigningKey) -> BlobHeader {
         time_ms: 0,
         ledger_heads: vec![OpId([2; 32])],
         replaces: Vec::new(),
+        proofs: Vec::new(),
     }
 }
 

@@ -65,10 +65,12 @@ pub fn headline(version: &Version) -> String {
         .strip_prefix("12D3KooW")
         .unwrap_or(&version.author.id);
     let device: String = id.chars().take(8).collect();
-    let unverified = if version.author_is_writer() {
-        ""
-    } else {
+    let unverified = if !version.author_is_writer() {
         " (unverified: written by another device than the one named)"
+    } else if !version.proven {
+        " (unverified: no signature of its author proves it)"
+    } else {
+        ""
     };
     format!(
         "{} by {} (device {device}){unverified} [{}], version {}",
@@ -96,6 +98,7 @@ pub fn version_json(version: &Version) -> serde_json::Value {
         "time": version.time.to_string(),
         "replaces": version.replaces,
         "kept": version.kept,
+        "proven": version.proven,
         "resource": version.resource,
     })
 }

@@ -214,6 +214,7 @@ mod tests {
             time_ms: 1_700_000_000_000,
             ledger_heads: vec![OpId([1; 32])],
             replaces: Vec::new(),
+            proofs: Vec::new(),
         }
     }
 
@@ -288,8 +289,9 @@ mod tests {
     fn key_fields_must_be_zero_when_decoding() {
         let fixture = Fixture::new();
         let bytes = fixture.seal(b"entry").into_bytes();
-        // Epoch (offset 24), key id (28) and the nonce (after the heads and replaces count).
-        let nonce_at = 86 + 32 + 4;
+        // Epoch (offset 24), key id (28) and the nonce (after the heads, the replaces count
+        // and the proofs count: this fixture carries no proof).
+        let nonce_at = 86 + 32 + 4 + 4;
         for at in [24, 28, 43, nonce_at, nonce_at + 11] {
             let mut forged = bytes.clone();
             forged[at] ^= 1;

@@ -39,6 +39,7 @@ impl Writer {
             time_ms: 1_700_000_000_000,
             ledger_heads: vec![OpId([1; 32]), OpId([2; 32])],
             replaces: Vec::new(),
+            proofs: Vec::new(),
         }
     }
 
@@ -124,6 +125,7 @@ proptest! {
             time_ms,
             ledger_heads: ids(heads, 1).into_iter().map(OpId).collect(),
             replaces: ids(replaces, 2).into_iter().map(BlobId).collect(),
+            proofs: Vec::new(),
         };
         let blob = Blob::seal(header.clone(), &key, &plaintext, &author).unwrap();
         prop_assert_eq!(blob.header(), &header);
@@ -309,9 +311,14 @@ fn unknown_magic_version_kind_section_and_reserved_are_refused() {
     };
     assert_eq!(malformed(with(0, b'X')), Malformation::BadMagic);
     assert_eq!(
-        malformed(with(VERSION_AT, 2)),
-        Malformation::UnsupportedVersion(2)
+        malformed(with(VERSION_AT, 3)),
+        Malformation::UnsupportedVersion(3)
     );
+    // A version 2 blob relabelled version 1 (its proofs count read as the nonce): refused.
+    assert!(matches!(
+        malformed(with(VERSION_AT, 1)),
+        Malformation::Truncated { .. }
+    ));
     assert_eq!(malformed(with(KIND_AT, 3)), Malformation::UnknownKind(3));
     // A compaction relabelled as sealed to the owners lists replaced blobs: refused as well.
     assert_eq!(
@@ -413,13 +420,13 @@ fn the_size_bound_is_exact_and_checked_before_sealing() {
 }
 
 #[test]
-fn the_smallest_blob_is_186_bytes_as_documented() {
+fn the_smallest_blob_is_190_bytes_as_documented() {
     let writer = Writer::new();
     let mut header = writer.header(BlobKind::Changes);
     header.ledger_heads.clear();
     let blob = writer.seal(header, b"");
-    assert_eq!(blob.len(), 186);
-    assert_eq!(Blob::decode(blob.into_bytes()).unwrap().len(), 186);
+    assert_eq!(blob.len(), 190);
+    assert_eq!(Blob::decode(blob.into_bytes()).unwrap().len(), 190);
 }
 
 #[test]
@@ -526,4 +533,103 @@ fn errors_name_the_blob_and_say_what_to_do() {
         message.contains("PHRB") && message.contains("fetched again"),
         "{message}"
     );
+}
+
+mod proofs {
+    use super::*;
+
+    fn proof(signer: &SigningKey, heads: &[[u8; 32]]) -> AuthorshipProof {
+        let heads = heads.iter().map(|h| automerge::ChangeHash(*h)).collect();
+        AuthorshipProof::sign(RecordId([7; 16]), Section::Clinical, heads, signer).unwrap()
+    }
+
+    #[test]
+    fn a_blob_carries_its_authors_proof_and_a_compaction_carries_many() {
+        let writer = Writer::new();
+        let mut header = writer.header(BlobKind::Changes);
+        header.proofs = vec![proof(&writer.author, &[[5; 32]])];
+        let blob = writer.seal(header.clone(), b"changes");
+        let decoded = Blob::decode(blob.into_bytes()).unwrap();
+        assert_eq!(decoded.header(), &header);
+        assert!(decoded.header().proofs[0].verifies(RecordId([7; 16]), Section::Clinical));
+        assert!(!decoded.header().proofs[0].verifies(RecordId([7; 16]), Section::Summary));
+        let others: Vec<AuthorshipProof> = (0..3)
+            .map(|i| proof(&SigningKey::generate(), &[[i; 32], [i + 10; 32]]))
+            .collect();
+        let mut header = writer.header(BlobKind::Compaction);
+        header.proofs = others;
+        let blob = writer.seal(header.clone(), b"document");
+        assert_eq!(Blob::decode(blob.into_bytes()).unwrap().header(), &header);
+    }
+
+    #[test]
+    fn a_changes_blob_may_carry_only_one_proof_and_only_its_authors() {
+        let writer = Writer::new();
+        let stranger = SigningKey::generate();
+        for proofs in [
+            vec![proof(&stranger, &[[5; 32]])],
+            vec![
+                proof(&writer.author, &[[5; 32]]),
+                proof(&writer.author, &[[6; 32]]),
+            ],
+        ] {
+            let mut header = writer.header(BlobKind::Changes);
+            header.proofs = proofs.clone();
+            let err = Blob::seal(header.clone(), &writer.key, b"x", &writer.author).unwrap_err();
+            assert!(matches!(err, BlobError::BadProofs(_)), "{err:?}");
+            // Forged past the sealing checks, decoding refuses it as well.
+            let mut compaction = header;
+            compaction.kind = BlobKind::Compaction;
+            let mut bytes = writer.seal(compaction, b"x").into_bytes();
+            bytes[KIND_AT] = BlobKind::Changes.code();
+            writer.resign(&mut bytes);
+            assert!(matches!(malformed(bytes), Malformation::Proofs(_)));
+        }
+    }
+
+    #[test]
+    fn a_proof_count_larger_than_the_blob_is_refused_before_anything_is_allocated() {
+        let writer = Writer::new();
+        let blob = writer.seal(writer.header(BlobKind::Compaction), b"x");
+        let mut bytes = blob.into_bytes();
+        // The proofs count follows the two heads and the replaces count.
+        let at = HEAD_COUNT_AT + 2 + 2 * 32 + 4;
+        bytes[at..at + 4].copy_from_slice(&(BLOB_PROOFS_MAX as u32).to_le_bytes());
+        writer.resign(&mut bytes);
+        assert!(matches!(malformed(bytes), Malformation::Truncated { .. }));
+    }
+
+    /// A blob of layout version 1 (before proofs), sealed by hand as phr sealed it then.
+    fn version_one(writer: &Writer, plaintext: &[u8]) -> Vec<u8> {
+        let header = writer.header(BlobKind::Changes);
+        let mut bytes = Vec::new();
+        let nonce = [9; NONCE_BYTES];
+        let ciphertext_len = (plaintext.len() + TAG_BYTES) as u32;
+        encode_header(&header, &nonce, ciphertext_len, &mut bytes);
+        // Version 1 has no proofs count, just before the nonce and the ciphertext length.
+        let count_at = bytes.len() - CIPHERTEXT_LEN_BYTES - NONCE_BYTES - PROOFS_COUNT_BYTES;
+        bytes.drain(count_at..count_at + PROOFS_COUNT_BYTES);
+        bytes[VERSION_AT] = VERSION_WITHOUT_PROOFS;
+        let start = bytes.len();
+        bytes.extend_from_slice(plaintext);
+        let (associated, in_out) = bytes.split_at_mut(start);
+        let tag = aead_key(&writer.key)
+            .seal_in_place_separate_tag(
+                aead::Nonce::assume_unique_for_key(nonce),
+                aead::Aad::from(&*associated),
+                in_out,
+            )
+            .unwrap();
+        bytes.extend_from_slice(tag.as_ref());
+        sign_and_name(&mut bytes, &writer.author);
+        bytes
+    }
+
+    #[test]
+    fn blobs_written_before_proofs_still_decode_and_open() {
+        let writer = Writer::new();
+        let blob = Blob::decode(version_one(&writer, b"old changes")).unwrap();
+        assert!(blob.header().proofs.is_empty());
+        assert_eq!(blob.open(&writer.key).unwrap(), b"old changes");
+    }
 }

@@ -62,6 +62,7 @@ impl Node {
             time_ms: 10,
             ledger_heads: heads,
             replaces: Vec::new(),
+            proofs: Vec::new(),
         };
         Blob::seal(header, key, b"changes", &self.key).unwrap()
     }
@@ -85,6 +86,7 @@ impl Node {
             time_ms: 10,
             ledger_heads: heads,
             replaces: Vec::new(),
+            proofs: Vec::new(),
         };
         Blob::seal_to_owners(header, &owners, b"entry", &self.key).unwrap()
     }

@@ -541,6 +541,7 @@ fn a_grantee_cannot_pass_off_changes_as_the_patients() {
             time_ms: t(2).as_millisecond(),
             ledger_heads: ledger.heads(),
             replaces: Vec::new(),
+            proofs: Vec::new(),
         };
         let key = gp_keys.get(&current.key_id).unwrap();
         let blob = Blob::seal(header, key, &changes, &gp.keystore.device).unwrap();

@@ -187,6 +187,7 @@ fn craft(
         time_ms: time.as_millisecond(),
         ledger_heads: ledger.heads(),
         replaces,
+        proofs: Vec::new(),
     };
     Blob::seal(header, key, plaintext, &home.keystore.device).unwrap()
 }
@@ -506,5 +507,177 @@ fn an_unreadable_entry_can_be_listed_and_removed_and_a_good_copy_comes_back_unle
         w.laptop().warnings().is_empty(),
         "{:?}",
         w.laptop().warnings()
+    );
+}
+
+/// The GP's condition, written on its node and synced to the laptop.
+fn gp_writes_gout(w: &World, time: Timestamp) {
+    let condition = json!({"resourceType": "Condition", "id": "gout",
+        "clinicalStatus": {"coding": [{"code": "active"}]}, "code": {"text": "Gout"}});
+    let mut open = w.gp.open_patient(&w.id.to_string(), time).unwrap();
+    open.add(&condition, "add condition", time).unwrap();
+}
+
+fn only_version(record: &Record, key_text: &str) -> crate::record::Version {
+    match record.current(&key(key_text)).unwrap() {
+        Some(crate::record::Current::One(version)) => version,
+        other => panic!("one version of {key_text}: {other:?}"),
+    }
+}
+
+#[test]
+fn a_providers_version_stays_proven_by_its_own_signature_after_the_patient_compacts() {
+    let mut w = World::new();
+    gp_writes_gout(&w, t(10));
+    sync(&w.gp, w.laptop(), w.id, t(11));
+    let mut record = w.laptop_record();
+    assert!(only_version(&record, "Condition/gout").proven);
+    w.laptop_mut().compact(&mut record, t(12)).unwrap();
+    // The GP's changes blob is gone from the laptop: the compaction stands for it, and carries
+    // the GP's own signature over them.
+    let summary = w.laptop().vault.blobs(&w.id, Section::Summary).unwrap();
+    assert_eq!(summary.len(), 1, "one compaction");
+    let compaction = Blob::decode(summary[0].1.clone()).unwrap();
+    assert_eq!(compaction.header().kind, BlobKind::Compaction);
+    assert!(
+        compaction
+            .header()
+            .proofs
+            .iter()
+            .any(|proof| proof.signer == w.gp.peer_id())
+    );
+    let record = w.laptop_record();
+    let gout = only_version(&record, "Condition/gout");
+    assert_eq!(gout.author.id, w.gp.peer_id().to_string());
+    assert!(
+        gout.proven,
+        "proven by the GP's signature, not the laptop's"
+    );
+    assert!(only_version(&record, "AllergyIntolerance/penicillin").proven);
+    // Compacted again, by the other owner device, after it took the first compaction in.
+    sync(w.laptop(), &w.phone, w.id, t(13));
+    let mut on_phone = w.phone.load_record().unwrap();
+    assert!(only_version(&on_phone, "Condition/gout").proven);
+    w.phone.compact(&mut on_phone, t(14)).unwrap();
+    let on_phone = w.phone.load_record().unwrap();
+    assert!(only_version(&on_phone, "Condition/gout").proven);
+    // The pharmacy, which reads summary, sees the same.
+    sync(&w.phone, &w.pharmacy, w.id, t(15));
+    let mut open = w.pharmacy.open_patient(&w.id.to_string(), t(16)).unwrap();
+    let seen = open
+        .read(&Logged::read("show", &[Section::Summary]), t(16))
+        .unwrap();
+    assert!(only_version(seen, "Condition/gout").proven);
+}
+
+/// An actor of `peer`'s, as its device writes.
+fn actor_of(peer: &PeerId) -> automerge::ActorId {
+    let mut bytes = peer.public_key()[..crate::changes::ACTOR_KEY_BYTES].to_vec();
+    bytes.extend_from_slice(&[0xee; 8]);
+    automerge::ActorId::from(bytes)
+}
+
+#[test]
+fn an_entry_planted_in_a_providers_name_inside_a_compaction_is_flagged_everywhere() {
+    let mut w = World::new();
+    gp_writes_gout(&w, t(10));
+    sync(&w.gp, w.laptop(), w.id, t(11));
+    let mut record = w.laptop_record();
+    // The laptop (an owner, say a compromised one) writes, as the GP's actor, an allergy the GP
+    // never wrote, and compacts: the compaction's signature is the laptop's own.
+    let own = w.laptop().device.actor();
+    record
+        .doc_for_provenance(Section::Summary)
+        .set_actor(actor_of(&w.gp.peer_id()));
+    let gp_author = crate::record::Author {
+        id: w.gp.peer_id().to_string(),
+        name: "Riverside Surgery".into(),
+    };
+    let stamp = Stamp {
+        author: &gp_author,
+        time: t(12),
+    };
+    let resolved = json!({"resourceType": "AllergyIntolerance", "id": "penicillin",
+        "clinicalStatus": {"coding": [{"code": "resolved"}]},
+        "code": {"text": "Penicillin allergy: RESOLVED, safe to prescribe"}});
+    record.put(stamp, &resolved).unwrap();
+    record.commit(stamp, "resolved");
+    record.doc_for_provenance(Section::Summary).set_actor(own);
+    w.laptop_mut().compact(&mut record, t(12)).unwrap();
+    let record = w.laptop_record();
+    let planted = only_version(&record, "AllergyIntolerance/penicillin");
+    assert_eq!(planted.author.id, w.gp.peer_id().to_string());
+    assert!(
+        planted.author_is_writer(),
+        "the actor is the GP's, as the name says"
+    );
+    assert!(!planted.proven, "but no signature of the GP's proves it");
+    let history = record
+        .history(&key("AllergyIntolerance/penicillin"))
+        .unwrap();
+    assert!(
+        history[0].proven,
+        "the patient's first version is still proven"
+    );
+    // The GP's real entry, in the same compaction, is proven.
+    assert!(only_version(&record, "Condition/gout").proven);
+    // The GP takes the compaction in (the laptop is a current owner) and flags it too.
+    sync(w.laptop(), &w.gp, w.id, t(13));
+    let mut open = w.gp.open_patient(&w.id.to_string(), t(14)).unwrap();
+    let seen = open
+        .read(&Logged::read("show", &[Section::Summary]), t(14))
+        .unwrap();
+    assert!(!only_version(seen, "AllergyIntolerance/penicillin").proven);
+    assert!(only_version(seen, "Condition/gout").proven);
+}
+
+#[test]
+fn a_grantee_that_changes_the_patients_version_in_place_is_flagged() {
+    let mut w = World::new();
+    // The GP's node rewrites the resource inside the patient's own version object, in a blob
+    // it signs: every change in it is the GP's, so the blob is accepted.
+    let mut replica = Replica::open(&w.gp.vault, w.id, w.gp.peer_id(), &w.gp.keystore.age).unwrap();
+    let meta = RecordMeta {
+        id: w.id.to_string(),
+        subject: None,
+        nhs_number: None,
+    };
+    let (mut record, _) = replica
+        .materialise(
+            &w.gp.vault,
+            meta,
+            &actor_of(&w.gp.peer_id()),
+            &w.gp.keystore.age,
+        )
+        .unwrap();
+    {
+        use automerge::{ReadDoc, transaction::Transactable};
+        let doc = record.doc_for_provenance(Section::Summary);
+        let (_, version) = doc
+            .get(automerge::ROOT, "AllergyIntolerance/penicillin")
+            .unwrap()
+            .unwrap();
+        let forged = json!({"resourceType": "AllergyIntolerance", "id": "penicillin",
+            "clinicalStatus": {"coding": [{"code": "resolved"}]},
+            "code": {"text": "Penicillin - tolerated"}});
+        doc.put(&version, "resource", forged.to_string()).unwrap();
+        doc.commit();
+    }
+    replica
+        .save(
+            &w.gp.vault,
+            &w.gp.keystore.device,
+            &mut record,
+            t(10).as_millisecond(),
+        )
+        .unwrap();
+    sync(&w.gp, w.laptop(), w.id, t(11));
+    let record = w.laptop_record();
+    let version = only_version(&record, "AllergyIntolerance/penicillin");
+    assert!(version.resource.to_string().contains("tolerated"));
+    assert_eq!(version.author.id, w.laptop().peer_id().to_string());
+    assert!(
+        !version.proven,
+        "the patient's name is on a resource the GP wrote"
     );
 }

@@ -37,6 +37,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::changes::provenance::Unproven;
 use crate::{
     changes::catch_automerge_panic,
     fhir::reference::ResourceKey,
@@ -89,6 +90,11 @@ pub struct Version {
     pub replaces: Vec<String>,
     /// When this version settled a conflict: the version that was kept.
     pub kept: Option<String>,
+    /// Whether its writer's own signature proves it: every field was written by the actor that
+    /// made the version, in changes that came in a blob that actor's device signed or that an
+    /// authorship proof of that device covers (`changes::provenance`). A version another writer
+    /// changed in place, or whose changes only a compacting device vouches for, is not.
+    pub proven: bool,
 }
 
 impl Version {
@@ -216,6 +222,9 @@ pub struct Record {
     /// Per section, the heads already handed to storage: [`Record::take_unsaved`] returns the
     /// changes after them. (Automerge's own save cursor starts empty after a load.)
     saved: BTreeMap<Section, Vec<automerge::ChangeHash>>,
+    /// Per section, the operations no signature of their author proves (set on loading by
+    /// [`Record::set_unproven`]); versions made or changed by them are not [`Version::proven`].
+    unproven: BTreeMap<Section, Vec<Unproven>>,
 }
 
 fn am(section: Section) -> impl Fn(automerge::AutomergeError) -> RecordError {
@@ -236,6 +245,7 @@ impl Record {
             meta,
             docs,
             saved: BTreeMap::new(),
+            unproven: BTreeMap::new(),
         }
     }
 
@@ -307,6 +317,28 @@ impl Record {
         (record, bad)
     }
 
+    /// The document of a section, for [`crate::changes::provenance::ChangeGraph::of`].
+    pub fn doc_for_provenance(&mut self, section: Section) -> &mut AutoCommit {
+        self.doc_mut(section)
+    }
+
+    /// Records which operations of a section no signature of their author proves.
+    pub fn set_unproven(&mut self, section: Section, unproven: Vec<Unproven>) {
+        if unproven.is_empty() {
+            self.unproven.remove(&section);
+        } else {
+            self.unproven.insert(section, unproven);
+        }
+    }
+
+    /// The operations of a section no signature of their author proves.
+    pub fn unproven(&self, section: Section) -> &[Unproven] {
+        self.unproven
+            .get(&section)
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+    }
+
     /// The record's identity.
     pub fn meta(&self) -> &RecordMeta {
         &self.meta
@@ -351,7 +383,7 @@ impl Record {
         let values = doc.get_all(ROOT, key).map_err(am(section))?;
         values
             .into_iter()
-            .map(|(_, obj)| read_version(doc, section, key, &obj))
+            .map(|(_, obj)| read_version(doc, section, key, &obj, self.unproven(section)))
             .collect()
     }
 
@@ -584,7 +616,13 @@ impl Record {
             stamp,
             &format!("resolve {key_text}: keep {}", chosen.short_id()),
         );
-        read_version(self.doc(section), section, &key_text, &id)
+        read_version(
+            self.doc(section),
+            section,
+            &key_text,
+            &id,
+            self.unproven(section),
+        )
     }
 
     /// Every version of a resource that this replica knows, oldest first: the current ones and,
@@ -628,7 +666,7 @@ impl Record {
         let Ok(obj) = doc.import_obj(id) else {
             return Ok(None);
         };
-        read_version(doc, section, key, &obj).map(Some)
+        read_version(doc, section, key, &obj, self.unproven(section)).map(Some)
     }
 
     /// Merges another replica of the same record into this one (both keep their own writes).
@@ -762,7 +800,7 @@ pub(crate) fn lone_version(
             ));
         }
     }
-    let version = read_version(doc, section, key_text, obj).map_err(|e| e.to_string())?;
+    let version = read_version(doc, section, key_text, obj, &[]).map_err(|e| e.to_string())?;
     match ResourceKey::of(&version.resource) {
         Some(own) if own == key => Ok((key, version)),
         Some(own) => Err(format!("it holds {own} under the key {key_text}")),
@@ -863,7 +901,13 @@ fn parse_resource(section: Section, key: &str, json: &str) -> Result<Value> {
         .map_err(|e| damaged(section, key, format!("stored JSON is invalid: {e}")))
 }
 
-fn read_version(doc: &AutoCommit, section: Section, key: &str, obj: &ObjId) -> Result<Version> {
+fn read_version(
+    doc: &AutoCommit,
+    section: Section,
+    key: &str,
+    obj: &ObjId,
+    unproven: &[Unproven],
+) -> Result<Version> {
     let resource = parse_resource(
         section,
         key,
@@ -908,6 +952,32 @@ fn read_version(doc: &AutoCommit, section: Section, key: &str, obj: &ObjId) -> R
         time,
         replaces,
         kept,
+        proven: proven_whole(doc, obj, unproven),
+    })
+}
+
+/// Whether the version object `obj` and every value in it were written by the actor that made
+/// it, in operations no entry of `unproven` names.
+fn proven_whole(doc: &AutoCommit, obj: &ObjId, unproven: &[Unproven]) -> bool {
+    let ObjId::Id(_, maker, _) = obj else {
+        return false;
+    };
+    let named = |id: &ObjId| match id {
+        ObjId::Id(counter, actor, _) => unproven
+            .iter()
+            .any(|u| u.actor == *actor && u.ops.contains(counter)),
+        ObjId::Root => false,
+    };
+    if named(obj) {
+        return false;
+    }
+    doc.keys(obj).all(|field| {
+        doc.get_all(obj, field.as_str()).is_ok_and(|values| {
+            values.iter().all(|(_, id)| match id {
+                ObjId::Id(_, actor, _) => actor == maker && !named(id),
+                ObjId::Root => false,
+            })
+        })
     })
 }
 

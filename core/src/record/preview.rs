@@ -25,7 +25,7 @@ impl Record {
                 .collect();
             for (_, obj) in after.get_all(ROOT, key.as_str()).map_err(am(section))? {
                 if !old.contains(&obj) {
-                    added.push((key.clone(), read_version(&after, section, &key, &obj)?));
+                    added.push((key.clone(), read_version(&after, section, &key, &obj, &[])?));
                 }
             }
         }

@@ -320,6 +320,7 @@ mod author {
             time: Timestamp::UNIX_EPOCH,
             replaces: Vec::new(),
             kept: None,
+            proven: true,
         }
     }
 

@@ -25,7 +25,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    blob::{Blob, BlobError},
+    blob::{AuthorshipProof, Blob, BlobError},
     consent::{ConsentError, Keyring},
     keys::{AgeIdentity, BlobId, OpId, PeerId, RecordId},
     ledger::{Ledger, LedgerError, OpBody, RevokeTarget, SignedOp},
@@ -205,6 +205,9 @@ pub struct Replica {
     /// Per section, the stored blobs whose content the last materialised record holds: what a
     /// compaction may replace.
     materialised: BTreeMap<Section, Vec<BlobId>>,
+    /// Per section, the verified authorship proofs of the materialised blobs: what a
+    /// compaction of the section carries (`changes::provenance`).
+    proofs: BTreeMap<Section, Vec<AuthorshipProof>>,
     /// Blobs waiting for ledger operations, with their section.
     pending: BTreeMap<BlobId, (Section, Blob)>,
     pending_bytes: usize,
@@ -355,6 +358,7 @@ impl Replica {
             stored_bytes: 0,
             quota: usize::MAX,
             materialised: BTreeMap::new(),
+            proofs: BTreeMap::new(),
             held_blobs: BTreeMap::new(),
             void: BTreeSet::new(),
             unreadable: Vec::new(),

@@ -1,11 +1,12 @@
 //! Reading a replica: decrypting and applying what this node may read.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
-use automerge::ActorId;
+use automerge::{ActorId, ChangeHash};
 
 use crate::{
-    blob::{Blob, BlobKind},
+    blob::{AuthorshipProof, Blob, BlobKind},
+    changes::provenance::ChangeGraph,
     consent,
     keys::{AgeIdentity, BlobId},
     record::{Record, RecordMeta},
@@ -45,12 +46,17 @@ impl Replica {
         self.unreadable.retain(|(s, _, _)| !sections.contains(s));
         let mut parts: BTreeMap<Section, Vec<Vec<u8>>> = BTreeMap::new();
         let mut ids: BTreeMap<Section, Vec<BlobId>> = BTreeMap::new();
+        let mut provenance: BTreeMap<Section, Provenance> = BTreeMap::new();
         for &section in sections {
             for (stored_id, bytes) in store.blobs(&self.id, section)? {
                 match self.open_stored(section, stored_id, bytes, age) {
-                    Ok(Some(plain)) => {
-                        parts.entry(section).or_default().push(plain);
+                    Ok(Some(opened)) => {
+                        parts.entry(section).or_default().push(opened.plaintext);
                         ids.entry(section).or_default().push(stored_id);
+                        let known = provenance.entry(section).or_default();
+                        known.direct.extend(opened.direct);
+                        known.proofs.extend(opened.proofs);
+                        known.compacted |= opened.compacted;
                     }
                     // Sealed for others (another provider's audit entries, say): not ours to read.
                     Ok(None) => {}
@@ -61,7 +67,7 @@ impl Replica {
                 }
             }
         }
-        let (record, mut bad) = Record::load_parts(meta, &parts, actor);
+        let (mut record, mut bad) = Record::load_parts(meta, &parts, actor);
         // Remove from the last index down, so earlier indices stay right.
         bad.sort_by_key(|(section, index, _)| std::cmp::Reverse((*section, *index)));
         for (section, index, error) in bad {
@@ -76,6 +82,14 @@ impl Replica {
         for &section in sections {
             self.materialised
                 .insert(section, ids.remove(&section).unwrap_or_default());
+            let known = provenance.remove(&section).unwrap_or_default();
+            // Only a compaction holds changes that did not come in their author's own blob;
+            // without one, every change loaded is proven by the blob it came in.
+            if known.compacted {
+                let graph = ChangeGraph::of(record.doc_for_provenance(section));
+                record.set_unproven(section, graph.unproven(&known.direct, &known.proofs));
+            }
+            self.proofs.insert(section, known.proofs);
         }
         Ok((record, warnings))
     }
@@ -89,7 +103,7 @@ impl Replica {
         stored_id: BlobId,
         bytes: Vec<u8>,
         age: &AgeIdentity,
-    ) -> Result<Option<Vec<u8>>, String> {
+    ) -> Result<Option<Opened>, String> {
         let fail = |reason: String| skipped(section, stored_id, &reason);
         let blob = Blob::decode(bytes).map_err(|e| fail(e.to_string()))?;
         if blob.id() != stored_id {
@@ -106,7 +120,19 @@ impl Replica {
         }
         let header = blob.header();
         if header.kind == BlobKind::SealedToOwners {
-            return self.open_sealed(&blob, age).map_err(fail);
+            let Some(plaintext) = self.open_sealed(&blob, age).map_err(fail)? else {
+                return Ok(None);
+            };
+            let (hashes, heads) =
+                crate::changes::check_authorship_hashes(&header.author, &plaintext)
+                    .map_err(fail)?;
+            let proofs = own_proof(&blob, &heads).map_err(fail)?;
+            return Ok(Some(Opened {
+                plaintext,
+                direct: hashes,
+                proofs,
+                compacted: false,
+            }));
         }
         let Some(key) = self.keyring.get(&header.key_id) else {
             if self.ledger.state().can_read(&self.me, section, i64::MAX) {
@@ -114,11 +140,38 @@ impl Replica {
             }
             return Ok(None);
         };
-        let plain = blob.open(key).map_err(|e| fail(e.to_string()))?;
+        let plaintext = blob.open(key).map_err(|e| fail(e.to_string()))?;
         if header.kind == BlobKind::Changes {
-            crate::changes::check_authorship(&header.author, &plain).map_err(fail)?;
+            let (hashes, heads) =
+                crate::changes::check_authorship_hashes(&header.author, &plaintext)
+                    .map_err(fail)?;
+            let proofs = own_proof(&blob, &heads).map_err(fail)?;
+            return Ok(Some(Opened {
+                plaintext,
+                direct: hashes,
+                proofs,
+                compacted: false,
+            }));
         }
-        Ok(Some(plain))
+        // A compaction: what its proofs prove is judged once the section is loaded. A proof
+        // whose signature does not verify proves nothing, and is not carried on.
+        let proofs = header
+            .proofs
+            .iter()
+            .filter(|proof| proof.verifies(self.id, section))
+            .cloned()
+            .collect();
+        Ok(Some(Opened {
+            plaintext,
+            direct: Vec::new(),
+            proofs,
+            compacted: true,
+        }))
+    }
+
+    /// The verified authorship proofs of the blobs the last materialise loaded in `section`.
+    pub(super) fn proofs_of(&self, section: Section) -> &[AuthorshipProof] {
+        self.proofs.get(&section).map(Vec::as_slice).unwrap_or(&[])
     }
 
     /// The stored blobs the last materialise could not read, with why: damaged copies, and
@@ -150,4 +203,38 @@ impl Replica {
         self.unnote_blobs(section, |stored| *stored == id);
         Ok(true)
     }
+}
+
+/// One stored blob, opened.
+struct Opened {
+    plaintext: Vec<u8>,
+    /// The hashes of its changes, if its signature proves their author (not a compaction).
+    direct: Vec<ChangeHash>,
+    /// The authorship proofs it carries that verify.
+    proofs: Vec<AuthorshipProof>,
+    /// Whether it is a compaction.
+    compacted: bool,
+}
+
+/// What is known of the authors of one section's changes, gathered blob by blob.
+#[derive(Default)]
+struct Provenance {
+    direct: HashSet<ChangeHash>,
+    proofs: Vec<AuthorshipProof>,
+    compacted: bool,
+}
+
+/// The authorship proof of a changes blob or an audit entry, checked against the heads of the
+/// changes it holds (`heads`): an honest author signs exactly those. A blob of layout version 1
+/// carries none; a proof that does not match its changes makes the blob unreadable, since its
+/// author sealed it wrongly or forged it.
+fn own_proof(blob: &Blob, heads: &[ChangeHash]) -> Result<Vec<AuthorshipProof>, String> {
+    let header = blob.header();
+    let Some(proof) = header.proofs.first() else {
+        return Ok(Vec::new());
+    };
+    if proof.heads != heads || !proof.verifies(header.record, header.section) {
+        return Err("its authorship proof does not match its changes".into());
+    }
+    Ok(vec![proof.clone()])
 }

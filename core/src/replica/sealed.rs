@@ -72,6 +72,15 @@ impl Replica {
             time_ms: now_ms,
             ledger_heads,
             replaces: Vec::new(),
+            // The entry's one change, signed, so that its author stays proven once an owner
+            // device compacts `audit`.
+            proofs: crate::changes::change_heads(changes)
+                .ok()
+                .and_then(|heads| {
+                    crate::blob::AuthorshipProof::sign(self.id, Section::Audit, heads, device)
+                })
+                .into_iter()
+                .collect(),
         };
         let blob = Blob::seal_to_owners(header, &owners, changes, device)?;
         consent::check_blob(&blob, &self.ledger, self.id, Section::Audit)

@@ -3,7 +3,11 @@
 use std::collections::BTreeSet;
 
 use crate::{
-    blob::{BLOB_LEDGER_HEADS_MAX, BLOB_REPLACES_MAX, Blob, BlobHeader, BlobKind},
+    blob::{
+        AuthorshipProof, BLOB_LEDGER_HEADS_MAX, BLOB_PROOFS_MAX, BLOB_REPLACES_MAX, Blob,
+        BlobHeader, BlobKind,
+    },
+    changes::provenance::ChangeGraph,
     consent::{self, ConsentError},
     keys::{BlobId, PeerId, SigningKey},
     ledger::{CLOSE_ACCEPTED_MAX, Ledger, OpBody, SignedOp},
@@ -80,14 +84,19 @@ impl Replica {
             }
             // A blob every reader would skip (its changes too large once inflated) is refused
             // here, so the writer is told instead of the write vanishing at every reader.
-            crate::changes::check_authorship(&device.peer_id(), &bytes)
+            let (_, heads) = crate::changes::check_authorship_hashes(&device.peer_id(), &bytes)
                 .map_err(ReplicaError::Unreadable)?;
+            // The proof that outlives this blob once a compaction replaces it.
+            let proofs = AuthorshipProof::sign(self.id, section, heads, device)
+                .into_iter()
+                .collect();
             let blob = self.seal(
                 device,
                 section,
                 BlobKind::Changes,
                 &bytes,
                 Vec::new(),
+                proofs,
                 now_ms,
             )?;
             // A blob every peer would refuse (a grantee writing outside its grant) is never
@@ -105,6 +114,10 @@ impl Replica {
                 .entry(section)
                 .or_default()
                 .push(blob.id());
+            self.proofs
+                .entry(section)
+                .or_default()
+                .extend(blob.header().proofs.iter().cloned());
             self.note_blob(section, &blob);
         }
         for blob in &sealed {
@@ -144,12 +157,14 @@ impl Replica {
         replaces.extend(self.materialised.get(&section).into_iter().flatten());
         let replaces: Vec<BlobId> = replaces.into_iter().take(BLOB_REPLACES_MAX).collect();
         let bytes = record.save_section(section);
+        let proofs = self.compaction_proofs(device, record, section);
         let blob = self.seal(
             device,
             section,
             BlobKind::Compaction,
             &bytes,
             replaces.clone(),
+            proofs.clone(),
             now_ms,
         )?;
         let mut batch = Batch::new();
@@ -161,7 +176,35 @@ impl Replica {
         self.unnote_blobs(section, |id| replaces.contains(id));
         self.note_blob(section, &blob);
         self.materialised.insert(section, vec![blob.id()]);
+        self.proofs.insert(section, proofs);
         Ok(blob.id())
+    }
+
+    /// The authorship proofs a compaction of `section` carries: those of the blobs it replaces
+    /// (verified when they were loaded), and one of this device over its own changes, less those
+    /// a later proof of the same signer makes redundant. Changes that no proof covers (written
+    /// before proofs existed) stay unproven in the compaction, as they were.
+    fn compaction_proofs(
+        &self,
+        device: &SigningKey,
+        record: &mut Record,
+        section: Section,
+    ) -> Vec<AuthorshipProof> {
+        let graph = ChangeGraph::of(record.doc_for_provenance(section));
+        let mut proofs = self.proofs_of(section).to_vec();
+        let mine = graph.heads_by(&device.peer_id());
+        // More heads than one proof takes (a device writing as many actors): one proof each.
+        for heads in mine.chunks(crate::blob::PROOF_HEADS_MAX) {
+            proofs.extend(AuthorshipProof::sign(
+                self.id,
+                section,
+                heads.to_vec(),
+                device,
+            ));
+        }
+        let mut proofs = graph.prune(proofs);
+        proofs.truncate(BLOB_PROOFS_MAX);
+        proofs
     }
 
     /// The sections with materialised blobs (what [`Replica::compact_section`] can rewrite).
@@ -216,6 +259,7 @@ impl Replica {
         kind: BlobKind,
         plaintext: &[u8],
         replaces: Vec<BlobId>,
+        proofs: Vec<AuthorshipProof>,
         now_ms: i64,
     ) -> Result<Blob> {
         let (epoch, key) = consent::writing_key(&self.ledger, &self.keyring, section, now_ms)?;
@@ -231,6 +275,7 @@ impl Replica {
             time_ms: now_ms,
             ledger_heads,
             replaces,
+            proofs,
         };
         Ok(Blob::seal(header, key, plaintext, device)?)
     }

@@ -865,6 +865,7 @@ fn a_push_from_an_outsider_gets_the_same_answer_whether_or_not_the_record_is_hel
         time_ms: T0,
         ledger_heads: laptop.replica.ledger().heads(),
         replaces: Vec::new(),
+        proofs: Vec::new(),
     };
     let blob = crate::blob::Blob::seal(header, &key, b"junk", &outsider.keys.device).unwrap();
 
