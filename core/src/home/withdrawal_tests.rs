@@ -681,3 +681,48 @@ fn a_grantee_that_changes_the_patients_version_in_place_is_flagged() {
         "the patient's name is on a resource the GP wrote"
     );
 }
+
+#[test]
+fn a_blob_whose_authorship_proof_does_not_match_its_changes_is_unreadable() {
+    let mut w = World::new();
+    gp_writes_gout(&w, t(10));
+    // The GP seals the same changes again under a proof of a head they do not have: a proof
+    // that, carried into a compaction, would vouch for changes it never made.
+    let (_, bytes) = w
+        .gp
+        .vault
+        .blobs(&w.id, Section::Summary)
+        .unwrap()
+        .into_iter()
+        .find(|(_, bytes)| Blob::decode(bytes.clone()).unwrap().header().author == w.gp.peer_id())
+        .expect("the GP's blob");
+    let honest = Blob::decode(bytes).unwrap();
+    let replica = Replica::open(&w.gp.vault, w.id, w.gp.peer_id(), &w.gp.keystore.age).unwrap();
+    let key = replica.keyring().get(&honest.header().key_id).unwrap();
+    let plaintext = honest.open(key).unwrap();
+    let mut header = honest.header().clone();
+    header.proofs = crate::blob::AuthorshipProof::sign(
+        w.id,
+        Section::Summary,
+        vec![automerge::ChangeHash([1; 32])],
+        &w.gp.keystore.device,
+    )
+    .into_iter()
+    .collect();
+    header.time_ms += 1;
+    let forged = Blob::seal(header, key, &plaintext, &w.gp.keystore.device).unwrap();
+    plant(&w.gp, w.id, &forged);
+    sync(&w.gp, w.laptop(), w.id, t(11));
+    let record = w.laptop_record();
+    assert!(
+        only_version(&record, "Condition/gout").proven,
+        "the honest copy loads"
+    );
+    let unreadable = w.laptop().unreadable();
+    assert!(
+        unreadable
+            .iter()
+            .any(|(_, id, why)| *id == forged.id() && why.contains("authorship proof")),
+        "{unreadable:?}"
+    );
+}
