@@ -93,10 +93,12 @@ impl Replica {
             let blob = self.seal(
                 device,
                 section,
-                BlobKind::Changes,
                 &bytes,
-                Vec::new(),
-                proofs,
+                Carried {
+                    kind: BlobKind::Changes,
+                    replaces: Vec::new(),
+                    proofs,
+                },
                 now_ms,
             )?;
             // A blob every peer would refuse (a grantee writing outside its grant) is never
@@ -161,10 +163,12 @@ impl Replica {
         let blob = self.seal(
             device,
             section,
-            BlobKind::Compaction,
             &bytes,
-            replaces.clone(),
-            proofs.clone(),
+            Carried {
+                kind: BlobKind::Compaction,
+                replaces: replaces.clone(),
+                proofs: proofs.clone(),
+            },
             now_ms,
         )?;
         let mut batch = Batch::new();
@@ -256,12 +260,15 @@ impl Replica {
         &self,
         device: &SigningKey,
         section: Section,
-        kind: BlobKind,
         plaintext: &[u8],
-        replaces: Vec<BlobId>,
-        proofs: Vec<AuthorshipProof>,
+        carried: Carried,
         now_ms: i64,
     ) -> Result<Blob> {
+        let Carried {
+            kind,
+            replaces,
+            proofs,
+        } = carried;
         let (epoch, key) = consent::writing_key(&self.ledger, &self.keyring, section, now_ms)?;
         let mut ledger_heads = self.ledger.heads();
         ledger_heads.truncate(BLOB_LEDGER_HEADS_MAX);
@@ -279,6 +286,14 @@ impl Replica {
         };
         Ok(Blob::seal(header, key, plaintext, device)?)
     }
+}
+
+/// What a blob's header carries besides who, where and when: its kind, the blobs it replaces
+/// (a compaction) and its authorship proofs.
+struct Carried {
+    kind: BlobKind,
+    replaces: Vec<BlobId>,
+    proofs: Vec<AuthorshipProof>,
 }
 
 /// Pins what this owner device accepts from every party whose write access ended without a
