@@ -42,7 +42,7 @@ pub struct AuthorshipProof {
     pub signer: PeerId,
     /// The change hashes signed, sorted, none twice (at most [`PROOF_HEADS_MAX`]).
     pub heads: Vec<ChangeHash>,
-    /// Ed25519 by `signer` over [`AuthorshipProof::message`].
+    /// Ed25519 by `signer` over the message docs/FORMAT.md gives ("Authorship proofs").
     pub signature: Signature,
 }
 
