@@ -72,8 +72,15 @@ impl Context {
     pub fn open_record(&self) -> Result<(Home, Record)> {
         self.borrow_home()?;
         let mut home = Home::open_with(&self.home, &mut keystore_passphrase)?;
-        let record = home.load_record()?;
+        let mut record = home.load_record()?;
         warn(&home);
+        // This device's entries that had built on a withdrawn party's change were written
+        // again while loading: keep them now, so that they reach the other devices.
+        if record.has_unsaved()
+            && let Err(e) = home.save(&mut record, now())
+        {
+            eprintln!("warning: could not save entries written again: {e}");
+        }
         Ok((home, record))
     }
 

@@ -403,7 +403,7 @@ fn consent_entries(ledger: &Ledger, parties: &Parties) -> Vec<AuditEntry> {
                 ),
                 None => format!("revoked grant {}", id.short()),
             },
-            OpBody::Keys { .. } => continue,
+            OpBody::Keys { .. } | OpBody::Pin { .. } => continue,
             OpBody::Close {
                 party,
                 sections,

@@ -99,6 +99,61 @@ impl ChangeGraph {
         seen
     }
 
+    /// Every change in the past of `heads` (`heads` included), among those held.
+    pub fn past_of(&self, heads: impl IntoIterator<Item = ChangeHash>) -> HashSet<ChangeHash> {
+        self.past(heads, false)
+    }
+
+    /// Whether it holds this change.
+    pub fn contains(&self, hash: &ChangeHash) -> bool {
+        self.nodes.contains_key(hash)
+    }
+
+    /// The changes made by actors of `peer`.
+    pub fn changes_by(&self, peer: &PeerId) -> Vec<ChangeHash> {
+        self.nodes
+            .iter()
+            .filter(|(_, node)| super::actor_of(peer, &node.actor))
+            .map(|(hash, _)| *hash)
+            .collect()
+    }
+
+    /// `from` (those held) and every change that has one of them in its past.
+    pub fn with_descendants(&self, from: &HashSet<ChangeHash>) -> HashSet<ChangeHash> {
+        let mut children: HashMap<ChangeHash, Vec<ChangeHash>> = HashMap::new();
+        for (hash, node) in &self.nodes {
+            for dep in &node.deps {
+                children.entry(*dep).or_default().push(*hash);
+            }
+        }
+        let mut seen = HashSet::new();
+        let mut stack: Vec<ChangeHash> = from
+            .iter()
+            .filter(|hash| self.nodes.contains_key(hash))
+            .copied()
+            .collect();
+        while let Some(hash) = stack.pop() {
+            if seen.insert(hash) {
+                stack.extend(children.get(&hash).into_iter().flatten().copied());
+            }
+        }
+        seen
+    }
+
+    /// The operations of the changes in `hashes` made by `actor` exactly.
+    pub fn ops_by(
+        &self,
+        actor: &ActorId,
+        hashes: &HashSet<ChangeHash>,
+    ) -> Vec<RangeInclusive<u64>> {
+        hashes
+            .iter()
+            .filter_map(|hash| self.nodes.get(hash))
+            .filter(|node| node.actor == *actor && !node.ops.is_empty())
+            .map(|node| node.ops.clone())
+            .collect()
+    }
+
     /// The heads of `peer`'s changes: its changes that no other change of its depends on, in
     /// order. What `peer` signs to prove them all.
     pub fn heads_by(&self, peer: &PeerId) -> Vec<ChangeHash> {

@@ -343,7 +343,7 @@ pub fn check_blob(
 
 mod withdrawal;
 
-pub use withdrawal::{closes_needed, withdrawn};
+pub use withdrawal::{change_pins, closes_needed, withdrawn};
 
 #[cfg(test)]
 mod tests;

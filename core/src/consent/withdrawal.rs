@@ -119,3 +119,35 @@ pub fn closes_needed(ledger: &Ledger, now_ms: i64) -> BTreeMap<PeerId, Vec<Secti
     }
     needed
 }
+
+/// The parties whose changes in `section` are judged one by one, with the change heads the
+/// owners accepted of each there: a party with a `Close` covering the section that no later
+/// grant reopened, and with at least one `Pin` (ledgers written before pins were judge blobs
+/// alone). A change of such a party that did not come in a blob of its own that the ledger
+/// accepts, and that lies in the past of none of these heads, is void wherever it is found:
+/// inside an owner's compaction that folded it in before the withdrawal reached that owner.
+pub fn change_pins(
+    ledger: &Ledger,
+    section: Section,
+) -> BTreeMap<PeerId, BTreeSet<automerge::ChangeHash>> {
+    let state = ledger.state();
+    let mut out = BTreeMap::new();
+    for (party, pins) in &state.pins {
+        let Some(closes) = state.closes.get(party) else {
+            continue;
+        };
+        let closed = closes.iter().any(|close| {
+            close.sections.contains(&section)
+                && !reopened_after(ledger, party, section, close, |_| true)
+        });
+        if !closed {
+            continue;
+        }
+        let heads = pins
+            .get(&section)
+            .map(|heads| heads.iter().map(|h| automerge::ChangeHash(*h)).collect())
+            .unwrap_or_default();
+        out.insert(*party, heads);
+    }
+    out
+}

@@ -726,3 +726,102 @@ fn a_blob_whose_authorship_proof_does_not_match_its_changes_is_unreadable() {
         "{unreadable:?}"
     );
 }
+
+/// A home's record as its vault holds it now (syncs in process write to the vault only).
+fn refreshed(home: &mut Home) -> Record {
+    let id = home.record_id().unwrap();
+    let replica = Replica::open(&home.vault, id, home.peer_id(), &home.keystore.age).unwrap();
+    home.held.as_mut().unwrap().replica = replica;
+    home.load_record().unwrap()
+}
+
+/// The laptop revokes the GP, which has not heard of it and writes gout; the phone, which has
+/// not heard either, takes the write in from the GP.
+fn gp_writes_after_its_revocation_and_the_phone_takes_it(w: &mut World) {
+    w.laptop_mut().revoke("Riverside Surgery", t(10)).unwrap();
+    gp_writes_gout(w, t(11));
+    sync(&w.gp, &w.phone, w.id, t(12));
+    let on_phone = w.phone.load_record().unwrap();
+    assert!(on_phone.get(&key("Condition/gout")).unwrap().is_some());
+}
+
+#[test]
+fn a_void_write_folded_into_an_honest_owners_compaction_is_shown_nowhere() {
+    let mut w = World::new();
+    gp_writes_after_its_revocation_and_the_phone_takes_it(&mut w);
+    // The phone compacts summary, the GP's write folded in, before it hears of the revocation.
+    let mut on_phone = w.phone.load_record().unwrap();
+    w.phone.compact(&mut on_phone, t(13)).unwrap();
+    sync(&w.phone, w.laptop(), w.id, t(14));
+    let laptop = w.laptop_record();
+    assert!(
+        laptop.get(&key("Condition/gout")).unwrap().is_none(),
+        "the laptop pinned what it accepted of the GP: gout is not of it"
+    );
+    assert!(
+        laptop
+            .get(&key("AllergyIntolerance/penicillin"))
+            .unwrap()
+            .is_some()
+    );
+    // The phone, once it has the laptop's close, shows it no more either, and neither does the
+    // pharmacy that takes the phone's compaction in.
+    sync(w.laptop(), &w.phone, w.id, t(15));
+    let on_phone = refreshed(&mut w.phone);
+    assert!(on_phone.get(&key("Condition/gout")).unwrap().is_none());
+    sync(&w.phone, &w.pharmacy, w.id, t(16));
+    assert!(provider_shows(&w.pharmacy, w.id, Section::Summary, "Condition/gout").is_none());
+    assert!(
+        provider_shows(
+            &w.pharmacy,
+            w.id,
+            Section::Summary,
+            "AllergyIntolerance/penicillin"
+        )
+        .is_some()
+    );
+}
+
+#[test]
+fn an_owners_write_built_on_a_void_change_is_written_again_and_reaches_every_device() {
+    let mut w = World::new();
+    gp_writes_after_its_revocation_and_the_phone_takes_it(&mut w);
+    // The phone writes in summary: its change depends on the GP's.
+    let mut on_phone = w.phone.load_record().unwrap();
+    let author = w.phone.device().author();
+    let stamp = Stamp {
+        author: &author,
+        time: t(13),
+    };
+    let peanuts = json!({"resourceType": "AllergyIntolerance", "id": "peanuts",
+        "clinicalStatus": {"coding": [{"code": "active"}]}, "code": {"text": "Peanuts"}});
+    on_phone.put(stamp, &peanuts).unwrap();
+    on_phone.commit(stamp, "peanuts");
+    w.phone.save(&mut on_phone, t(13)).unwrap();
+    // The laptop holds the GP's write for the patient, so the phone's peanuts, built on it,
+    // cannot show there yet; the GP's gout shows nowhere.
+    sync(&w.phone, w.laptop(), w.id, t(14));
+    let laptop = w.laptop_record();
+    assert!(laptop.get(&key("Condition/gout")).unwrap().is_none());
+    // The phone hears of the revocation: it holds the GP's write, and writes its peanuts again
+    // without it when it next loads the record (as every phr command does).
+    sync(w.laptop(), &w.phone, w.id, t(15));
+    let mut on_phone = refreshed(&mut w.phone);
+    assert!(on_phone.get(&key("Condition/gout")).unwrap().is_none());
+    assert_eq!(
+        on_phone.get(&key("AllergyIntolerance/peanuts")).unwrap(),
+        Some(peanuts.clone())
+    );
+    assert!(on_phone.has_unsaved(), "written again");
+    w.phone.save(&mut on_phone, t(16)).unwrap();
+    sync(&w.phone, w.laptop(), w.id, t(17));
+    let laptop = w.laptop_record();
+    assert!(laptop.get(&key("Condition/gout")).unwrap().is_none());
+    let version = only_version(&laptop, "AllergyIntolerance/peanuts");
+    assert_eq!(version.resource, peanuts);
+    assert_eq!(version.author.id, w.phone.peer_id().to_string());
+    assert!(version.proven);
+    // The GP's write is still the patient's to decide.
+    let held = w.laptop().held_entries(&laptop).unwrap();
+    assert!(held.iter().any(|entry| entry.author == w.gp.peer_id()));
+}

@@ -97,6 +97,10 @@ pub const KEYS_OP_RECIPIENTS_MAX: usize = 4096;
 /// The most blobs one `Close` operation may accept (128 KiB of ids). An owner compacts every
 /// few dozen blobs, so the blobs of one party not yet folded into a compaction are far fewer.
 pub const CLOSE_ACCEPTED_MAX: usize = 4096;
+/// The most change heads one `Pin` operation may name, over all its sections (128 KiB of
+/// hashes). A party's changes held by one owner device have one head per actor it wrote as:
+/// one per device, or one per audit entry not yet compacted.
+pub const PIN_HEADS_MAX: usize = 4096;
 
 /// The magic bytes that open every encoded signed operation.
 const MAGIC: &[u8; 4] = b"PHRL";
@@ -194,6 +198,20 @@ pub enum OpBody {
         sections: Vec<Section>,
         /// The party's blobs the owner accepts, at most [`CLOSE_ACCEPTED_MAX`].
         accepted: Vec<BlobId>,
+    },
+    /// Pins, change by change, what the owners accept from a party whose write access ended:
+    /// in each section, every Automerge change by the party's actors in the past of these
+    /// heads (docs/FORMAT.md, "Authorship proofs"). Written beside every `Close` and every
+    /// acceptance of a held entry, it lets readers judge the party's changes that reached them
+    /// inside an owner's compaction, where the blob they came in is gone; the blob-level
+    /// `accepted` of a `Close` is what relays, which cannot read, judge by. Signed by an owner
+    /// device.
+    Pin {
+        /// The party whose changes are pinned.
+        party: PeerId,
+        /// Per section (each once), the change hashes accepted, at most [`PIN_HEADS_MAX`] in
+        /// all.
+        heads: Vec<(Section, Vec<[u8; 32]>)>,
     },
 }
 
@@ -492,6 +510,19 @@ fn check_bounds(op: &Op) -> Result<(), LedgerError> {
             }
             if accepted.iter().collect::<BTreeSet<_>>().len() != accepted.len() {
                 return malformed("a close accepts a blob twice".into());
+            }
+            Ok(())
+        }
+        OpBody::Pin { heads, .. } => {
+            let sections: BTreeSet<Section> = heads.iter().map(|(s, _)| *s).collect();
+            if sections.len() != heads.len() {
+                return malformed("a pin names a section twice".into());
+            }
+            let count: usize = heads.iter().map(|(_, h)| h.len()).sum();
+            if count > PIN_HEADS_MAX {
+                return malformed(format!(
+                    "{count} change heads in one pin, more than the limit of {PIN_HEADS_MAX}"
+                ));
             }
             Ok(())
         }

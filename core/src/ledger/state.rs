@@ -41,6 +41,10 @@ pub struct LedgerState {
     pub pending: usize,
     /// The valid `Close` operations, per party they pin.
     pub closes: BTreeMap<PeerId, Vec<CloseState>>,
+    /// The change heads valid `Pin` operations accept, per party and section. A party with an
+    /// entry here (even an empty one) has its changes judged one by one where they reach a
+    /// reader inside a compaction (`consent::change_pins`).
+    pub pins: BTreeMap<PeerId, BTreeMap<Section, BTreeSet<[u8; 32]>>>,
 }
 
 /// A valid grant, as the state shows it.
@@ -247,7 +251,8 @@ pub(super) fn check_allowed(
         OpBody::Grant { .. }
         | OpBody::Revoke { .. }
         | OpBody::Keys { .. }
-        | OpBody::Close { .. } => {
+        | OpBody::Close { .. }
+        | OpBody::Pin { .. } => {
             if !state.is_owner(author) {
                 return Err(LedgerError::NotOwner { peer: *author });
             }
@@ -480,6 +485,7 @@ pub(super) fn analyse<'a>(ops: impl IntoIterator<Item = &'a SignedOp>) -> Analys
     apply_grants(&mut state, &order, &anc, &valid);
     apply_keys(&mut state, &order, &valid);
     apply_closes(&mut state, &order, &valid);
+    apply_pins(&mut state, &order, &valid);
     finish(state, &order, &anc, verdicts, valid)
 }
 
@@ -669,6 +675,22 @@ fn apply_keys(state: &mut LedgerState, order: &[&SignedOp], valid: &BTreeSet<usi
             (section, keys)
         })
         .collect();
+}
+
+/// Rule 9: the change heads the valid `Pin` operations of each party accept.
+fn apply_pins(state: &mut LedgerState, order: &[&SignedOp], valid: &BTreeSet<usize>) {
+    for &i in valid {
+        let OpBody::Pin { party, heads } = &order[i].op().body else {
+            continue;
+        };
+        let pinned = state.pins.entry(*party).or_default();
+        for (section, hashes) in heads {
+            pinned
+                .entry(*section)
+                .or_default()
+                .extend(hashes.iter().copied());
+        }
+    }
 }
 
 /// Rule 8: the valid `Close` operations of each party.

@@ -981,6 +981,9 @@ fn proven_whole(doc: &AutoCommit, obj: &ObjId, unproven: &[Unproven]) -> bool {
     })
 }
 
+mod exclude;
 mod preview;
+
+pub use exclude::Stranded;
 #[cfg(test)]
 mod tests;

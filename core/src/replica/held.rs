@@ -71,6 +71,31 @@ impl Replica {
                 .ok_or_else(|| ReplicaError::NotHeld(id.short()))?;
             by_author.entry(held.author).or_default().push(*id);
         }
+        // The accepted blobs' changes, pinned by their authorship proofs, so that they stay
+        // accepted once an owner compacts them (`consent::change_pins`).
+        let mut pinned: BTreeMap<PeerId, BTreeMap<Section, Vec<[u8; 32]>>> = BTreeMap::new();
+        for (section, id, bytes) in store.held(&self.id)? {
+            let Some(blob) = ids
+                .contains(&id)
+                .then(|| Blob::decode(bytes).ok())
+                .flatten()
+            else {
+                continue;
+            };
+            let header = blob.header();
+            for proof in header
+                .proofs
+                .iter()
+                .filter(|p| p.verifies(self.id, section))
+            {
+                pinned
+                    .entry(header.author)
+                    .or_default()
+                    .entry(section)
+                    .or_default()
+                    .extend(proof.heads.iter().map(|h| h.0));
+            }
+        }
         let mut ledger = self.ledger.clone();
         let mut appended = Vec::new();
         for (party, accepted) in by_author {
@@ -80,6 +105,17 @@ impl Replica {
                 accepted,
             };
             appended.push(ledger.append(device, body, now_ms)?);
+            let mut heads: Vec<(Section, Vec<[u8; 32]>)> = pinned
+                .remove(&party)
+                .unwrap_or_default()
+                .into_iter()
+                .collect();
+            for (_, hashes) in &mut heads {
+                hashes.truncate(crate::ledger::PIN_HEADS_MAX);
+            }
+            if !heads.is_empty() {
+                appended.push(ledger.append(device, OpBody::Pin { party, heads }, now_ms)?);
+            }
         }
         let mut batch = Batch::new();
         for op in &appended {

@@ -83,6 +83,15 @@ impl Replica {
             self.materialised
                 .insert(section, ids.remove(&section).unwrap_or_default());
             let known = provenance.remove(&section).unwrap_or_default();
+            let stranded =
+                self.exclude_void(store, &mut record, section, &known.direct, age, actor)?;
+            if record.write_again(&stranded) > 0 {
+                warnings.push(format!(
+                    "{} of this device's entries in {section} had built on a withdrawn party's \
+                     change and were written again without it",
+                    stranded.len()
+                ));
+            }
             // Only a compaction holds changes that did not come in their author's own blob;
             // without one, every change loaded is proven by the blob it came in.
             if known.compacted {
@@ -167,6 +176,74 @@ impl Replica {
             proofs,
             compacted: true,
         }))
+    }
+
+    /// Takes the void changes out of a loaded section, with everything built on them, and
+    /// returns this device's current versions among what was built on them (to be written
+    /// again). Void are: on an owner device, the changes of the blobs it holds for the patient
+    /// (loaded here only to find what was built on them); and the changes of a party whose
+    /// changes the ledger pins (`consent::change_pins`) that came in no blob of its own
+    /// (`direct`) and lie in the past of no pinned head: folded into an owner's compaction
+    /// before the withdrawal reached that owner.
+    fn exclude_void(
+        &self,
+        store: &dyn Store,
+        record: &mut Record,
+        section: Section,
+        direct: &HashSet<ChangeHash>,
+        age: &AgeIdentity,
+        actor: &ActorId,
+    ) -> Result<Vec<crate::record::Stranded>> {
+        let pins = consent::change_pins(&self.ledger, section);
+        let mut void: HashSet<ChangeHash> = HashSet::new();
+        if self.ledger.state().is_owner(&self.me) {
+            for (held_section, id, bytes) in store.held(&self.id)? {
+                if held_section != section {
+                    continue;
+                }
+                let Some(plain) = self.plaintext_of_held(bytes, age) else {
+                    continue;
+                };
+                let Ok((hashes, _)) = crate::changes::check_authorship_hashes(
+                    &self.held_blobs.get(&id).map_or(self.me, |held| held.author),
+                    &plain,
+                ) else {
+                    continue;
+                };
+                if record.load_more(section, &plain) {
+                    void.extend(hashes.into_iter().filter(|h| !direct.contains(h)));
+                }
+            }
+        }
+        if void.is_empty() && pins.is_empty() {
+            return Ok(Vec::new());
+        }
+        let graph = ChangeGraph::of(record.doc_for_provenance(section));
+        for (party, heads) in &pins {
+            let accepted = graph.past_of(heads.iter().copied());
+            void.extend(
+                graph
+                    .changes_by(party)
+                    .into_iter()
+                    .filter(|hash| !direct.contains(hash) && !accepted.contains(hash)),
+            );
+        }
+        if void.is_empty() {
+            return Ok(Vec::new());
+        }
+        let excluded = graph.with_descendants(&void);
+        Ok(record.exclude(section, &excluded, &graph, actor))
+    }
+
+    /// The plaintext of a blob held for the patient, if this device can open it.
+    fn plaintext_of_held(&self, bytes: Vec<u8>, age: &AgeIdentity) -> Option<Vec<u8>> {
+        let blob = Blob::decode(bytes).ok()?;
+        if blob.header().kind == BlobKind::SealedToOwners {
+            return self.open_sealed(&blob, age).ok().flatten();
+        }
+        self.keyring
+            .get(&blob.header().key_id)
+            .and_then(|key| blob.open(key).ok())
     }
 
     /// The verified authorship proofs of the blobs the last materialise loaded in `section`.

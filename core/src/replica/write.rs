@@ -66,6 +66,7 @@ impl Replica {
         let closes = close_withdrawn(
             &mut ledger,
             |party, sections| self.blobs_by(party, sections),
+            |party, sections| self.pinned_heads(store, party, sections),
             device,
             now_ms,
         )?;
@@ -211,6 +212,43 @@ impl Replica {
         proofs
     }
 
+    /// The change heads of `party` this device holds in `sections`: those of the authorship
+    /// proofs by `party` that verify, in the headers of the blobs stored (its own blobs, and the
+    /// compactions that carry its proofs). What a `Pin` accepts; at most
+    /// [`crate::ledger::PIN_HEADS_MAX`] in all.
+    pub(super) fn pinned_heads(
+        &self,
+        store: &dyn Store,
+        party: &PeerId,
+        sections: &[Section],
+    ) -> Result<Vec<(Section, Vec<[u8; 32]>)>> {
+        let mut out = Vec::new();
+        let mut count = 0;
+        for &section in sections {
+            let mut heads: BTreeSet<[u8; 32]> = BTreeSet::new();
+            for (_, bytes) in store.blobs(&self.id, section)? {
+                let Ok(blob) = Blob::decode(bytes) else {
+                    continue;
+                };
+                let proofs = blob.header().proofs.iter();
+                for proof in proofs.filter(|p| p.signer == *party) {
+                    if proof.verifies(self.id, section) {
+                        heads.extend(proof.heads.iter().map(|h| h.0));
+                    }
+                }
+            }
+            let heads: Vec<[u8; 32]> = heads
+                .into_iter()
+                .take(crate::ledger::PIN_HEADS_MAX - count)
+                .collect();
+            count += heads.len();
+            if !heads.is_empty() {
+                out.push((section, heads));
+            }
+        }
+        Ok(out)
+    }
+
     /// The sections with materialised blobs (what [`Replica::compact_section`] can rewrite).
     pub fn materialised_sections(&self) -> Vec<Section> {
         self.materialised.keys().copied().collect()
@@ -239,6 +277,7 @@ impl Replica {
             appended.extend(close_withdrawn(
                 &mut ledger,
                 |party, sections| self.blobs_by(party, sections),
+                |party, sections| self.pinned_heads(store, party, sections),
                 device,
                 now_ms,
             )?);
@@ -300,9 +339,14 @@ struct Carried {
 /// `Close` yet ([`consent::closes_needed`]): one `Close` per party, accepting the blobs of it
 /// this device stores in the sections closed (`blobs_by`, newest first, at most
 /// [`CLOSE_ACCEPTED_MAX`]). Does nothing on a device that is not an owner.
+///
+/// Beside each `Close`, a `Pin` of the party's changes this device holds in those sections, by
+/// the heads of the authorship proofs it stores (`heads_of`), so that readers can judge the
+/// party's changes that reach them inside a compaction.
 fn close_withdrawn(
     ledger: &mut Ledger,
     blobs_by: impl Fn(&PeerId, &[Section]) -> Vec<(Section, BlobId)>,
+    heads_of: impl Fn(&PeerId, &[Section]) -> Result<Vec<(Section, Vec<[u8; 32]>)>>,
     device: &SigningKey,
     now_ms: i64,
 ) -> Result<Vec<SignedOp>> {
@@ -316,12 +360,14 @@ fn close_withdrawn(
             .map(|(_, id)| id)
             .collect();
         accepted.truncate(CLOSE_ACCEPTED_MAX);
+        let heads = heads_of(&party, &sections)?;
         let body = OpBody::Close {
             party,
             sections,
             accepted,
         };
         appended.push(ledger.append(device, body, now_ms)?);
+        appended.push(ledger.append(device, OpBody::Pin { party, heads }, now_ms)?);
     }
     Ok(appended)
 }

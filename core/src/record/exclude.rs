@@ -1,0 +1,142 @@
+//! Taking void changes out of a loaded section, and the reader's own writes that built on them.
+//!
+//! A change can turn void after it was loaded and built on: a withdrawn party's change that an
+//! owner device took in before the withdrawal reached it (held for the patient since), or one
+//! folded into an owner's compaction (`consent::change_pins`). Automerge cannot apply a change
+//! whose dependencies it lacks, so every change built on a void one goes with it. The reader's
+//! own versions among those are not lost: [`Record::exclude`] returns the current ones, and the
+//! replica writes them again, as new changes that do not depend on the void ones.
+
+use std::collections::HashSet;
+
+use automerge::{ActorId, AutoCommit, ChangeHash, ObjId, ROOT, ReadDoc};
+use jiff::Timestamp;
+use serde_json::Value;
+
+use super::{Author, Record, Stamp, belongs, read_version};
+use crate::{
+    changes::{catch_automerge_panic, provenance::ChangeGraph},
+    fhir::reference::ResourceKey,
+    section::Section,
+};
+
+/// A current version of the reader's own that an excluded change made: written again by
+/// [`Record::write_again`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct Stranded {
+    /// The resource's key.
+    pub key: ResourceKey,
+    /// The resource as the reader wrote it.
+    pub resource: Value,
+    /// Who the version says wrote it (the reader's device).
+    pub author: Author,
+    /// When.
+    pub time: Timestamp,
+}
+
+impl Record {
+    /// Loads more of a section's changes (a held blob's, to see what was built on it). A piece
+    /// Automerge cannot read, or panics on, is left out and `false` returned; the document is
+    /// then loaded again from what it held.
+    pub fn load_more(&mut self, section: Section, piece: &[u8]) -> bool {
+        let doc = self.doc_mut(section);
+        let before = doc.save();
+        let loaded = catch_automerge_panic(|| doc.load_incremental(piece)).is_ok_and(|r| r.is_ok());
+        if !loaded && let Ok(restored) = AutoCommit::load(&before) {
+            let actor = doc.get_actor().clone();
+            *doc = restored.with_actor(actor);
+        }
+        loaded
+    }
+
+    /// Rebuilds `section` without the changes `excluded` names (a void change and everything
+    /// built on it: [`ChangeGraph::with_descendants`]); returns the current versions that
+    /// `own`, the reader's actor, made in excluded changes, to be written again.
+    pub fn exclude(
+        &mut self,
+        section: Section,
+        excluded: &HashSet<ChangeHash>,
+        graph: &ChangeGraph,
+        own: &ActorId,
+    ) -> Vec<Stranded> {
+        let mine = graph.ops_by(own, excluded);
+        let doc = self.doc_mut(section);
+        let mut stranded = Vec::new();
+        if !mine.is_empty() {
+            let keys: Vec<String> = doc
+                .map_range(ROOT, ..)
+                .map(|item| item.key.to_string())
+                .collect();
+            for key in keys.iter().filter(|key| belongs(section, key)) {
+                let Ok(values) = doc.get_all(ROOT, key.as_str()) else {
+                    continue;
+                };
+                for (_, obj) in values {
+                    let ObjId::Id(counter, actor, _) = &obj else {
+                        continue;
+                    };
+                    if actor != own || !mine.iter().any(|ops| ops.contains(counter)) {
+                        continue;
+                    }
+                    let (Ok(version), Ok(parsed)) =
+                        (read_version(doc, section, key, &obj, &[]), key.parse())
+                    else {
+                        continue;
+                    };
+                    stranded.push(Stranded {
+                        key: parsed,
+                        resource: version.resource,
+                        author: version.author,
+                        time: version.time,
+                    });
+                }
+            }
+        }
+        let actor = doc.get_actor().clone();
+        let kept: Vec<_> = doc
+            .get_changes(&[])
+            .into_iter()
+            .filter(|change| !excluded.contains(&change.hash()))
+            .collect();
+        let mut rebuilt = AutoCommit::new().with_actor(actor);
+        // These changes loaded once already, in this very document.
+        let _ = catch_automerge_panic(|| rebuilt.apply_changes(kept));
+        let heads = rebuilt.get_heads();
+        *doc = rebuilt;
+        self.saved.insert(section, heads);
+        stranded
+    }
+
+    /// Writes the reader's stranded versions again ([`Record::exclude`]), as its own new
+    /// changes, unless the record now holds the same resource or another version of it in
+    /// conflict; returns how many were written. Save the record to keep them.
+    pub fn write_again(&mut self, stranded: &[Stranded]) -> usize {
+        let mut written = 0;
+        for version in stranded {
+            if self.get(&version.key).ok().flatten().as_ref() == Some(&version.resource) {
+                continue;
+            }
+            let stamp = Stamp {
+                author: &version.author,
+                time: version.time,
+            };
+            if self.put(stamp, &version.resource).is_ok() {
+                self.commit(
+                    stamp,
+                    "written again: it had built on a withdrawn party's change",
+                );
+                written += 1;
+            }
+        }
+        written
+    }
+
+    /// Whether the record holds changes not handed to storage yet.
+    pub fn has_unsaved(&mut self) -> bool {
+        let saved = &self.saved;
+        self.docs.iter_mut().any(|(section, doc)| {
+            let heads = doc.get_heads();
+            saved.get(section).map(Vec::as_slice).unwrap_or(&[]) != heads.as_slice()
+        })
+    }
+}
