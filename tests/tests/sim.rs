@@ -126,6 +126,53 @@ fn a_panic_is_caught_and_reported_with_its_seed() {
     assert!(text.contains("panic: planted"), "{text}");
 }
 
+/// A planted bug of withdrawn access, with the GP and the phone withdrawn and hostile, caught
+/// within `seeds` seeds.
+fn caught_within(bug: Bug, seeds: u64) -> String {
+    for seed in 0..seeds {
+        if let Err(failure) = sim::run(
+            seed,
+            Config {
+                bug: Some(bug),
+                hostile: true,
+                ..Config::default()
+            },
+        ) {
+            return failure.to_string();
+        }
+    }
+    panic!("{bug:?} went unnoticed on {seeds} seeds");
+}
+
+#[test]
+fn a_withdrawn_partys_write_shown_again_is_caught() {
+    let text = caught_within(Bug::AcceptHeldUnasked, 10);
+    assert!(text.contains("after its access ended"), "{text}");
+}
+
+#[test]
+fn an_honest_write_built_on_a_void_one_and_not_written_again_is_caught() {
+    let text = caught_within(Bug::DropRewritten, 60);
+    // Lost from every other device; the writer itself shows it only unsaved, so the two read
+    // different documents.
+    assert!(
+        text.contains("lost the version") || text.contains("read different"),
+        "{text}"
+    );
+}
+
+#[test]
+fn holding_past_the_bounds_is_caught() {
+    let text = caught_within(Bug::HoldPastBounds, 10);
+    assert!(text.contains("over the bounds"), "{text}");
+}
+
+#[test]
+fn an_entry_forged_in_a_providers_name_is_caught() {
+    let text = caught_within(Bug::ForgedVersion, 10);
+    assert!(text.contains("does not prove"), "{text}");
+}
+
 #[test]
 fn one_seed_replays_the_same_schedule() {
     let first = sim::run(7, Config::default()).expect("seed 7 passes");

@@ -140,17 +140,31 @@ impl ChangeGraph {
         seen
     }
 
-    /// The operations of the changes in `hashes` made by `actor` exactly.
+    /// The actors and operations of the changes in `hashes` made by the device whose actor
+    /// `actor` is (any actor with its first 16 bytes).
     pub fn ops_by(
         &self,
         actor: &ActorId,
         hashes: &HashSet<ChangeHash>,
-    ) -> Vec<RangeInclusive<u64>> {
+    ) -> Vec<(ActorId, RangeInclusive<u64>)> {
         hashes
             .iter()
             .filter_map(|hash| self.nodes.get(hash))
-            .filter(|node| node.actor == *actor && !node.ops.is_empty())
-            .map(|node| node.ops.clone())
+            .filter(|node| same_device(&node.actor, actor) && !node.ops.is_empty())
+            .map(|node| (node.actor.clone(), node.ops.clone()))
+            .collect()
+    }
+
+    /// Those of `hashes` made by the device whose actor `actor` is.
+    pub fn of_device(&self, actor: &ActorId, hashes: &HashSet<ChangeHash>) -> Vec<ChangeHash> {
+        hashes
+            .iter()
+            .filter(|hash| {
+                self.nodes
+                    .get(hash)
+                    .is_some_and(|node| same_device(&node.actor, actor))
+            })
+            .copied()
             .collect()
     }
 
@@ -219,6 +233,41 @@ impl ChangeGraph {
         out
     }
 
+    /// The changes among `candidates` that no proof in `proofs` by the owner of their actor
+    /// covers (`proofs` must have been verified).
+    pub fn unproven_among(
+        &self,
+        candidates: &HashSet<ChangeHash>,
+        proofs: &[AuthorshipProof],
+    ) -> HashSet<ChangeHash> {
+        if candidates.is_empty() {
+            return HashSet::new();
+        }
+        let mut by_key: BTreeMap<&[u8], Vec<ChangeHash>> = BTreeMap::new();
+        for proof in proofs {
+            by_key
+                .entry(&proof.signer.public_key()[..ACTOR_KEY_BYTES])
+                .or_default()
+                .extend(proof.heads.iter().copied());
+        }
+        let proven: BTreeMap<&[u8], HashSet<ChangeHash>> = by_key
+            .into_iter()
+            .map(|(key, heads)| (key, self.past(heads, false)))
+            .collect();
+        candidates
+            .iter()
+            .filter(|hash| {
+                let Some(node) = self.nodes.get(hash) else {
+                    return false;
+                };
+                let actor = node.actor.to_bytes();
+                let key = actor.get(..ACTOR_KEY_BYTES).unwrap_or(&[]);
+                !proven.get(key).is_some_and(|past| past.contains(hash))
+            })
+            .copied()
+            .collect()
+    }
+
     /// The proofs worth carrying into a compaction of this document: each once, and not one
     /// whose every head lies in the strict past of another head of the same signer (the later
     /// proof proves all it did). Proofs naming no change held here are dropped.
@@ -242,6 +291,11 @@ impl ChangeGraph {
         }
         kept
     }
+}
+
+/// Whether two actors are of one device (the same first 16 bytes).
+pub fn same_device(a: &ActorId, b: &ActorId) -> bool {
+    a.to_bytes().get(..ACTOR_KEY_BYTES) == b.to_bytes().get(..ACTOR_KEY_BYTES)
 }
 
 #[cfg(test)]

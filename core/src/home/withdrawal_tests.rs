@@ -255,7 +255,7 @@ fn a_compaction_that_does_not_hold_what_it_replaces_deletes_nothing_even_from_an
     // compaction is taken in, but the GP reads clinical and sees the compaction does not hold
     // the blood pressure, so it keeps that blob.
     let mut w = World::new();
-    let (wipe, clinical) = plant_wipe(&w);
+    let (_, clinical) = plant_wipe(&w);
     sync(&w.phone, &w.gp, w.id, t(13));
     for id in &clinical {
         assert!(
@@ -266,15 +266,18 @@ fn a_compaction_that_does_not_hold_what_it_replaces_deletes_nothing_even_from_an
         );
     }
     assert!(provider_shows(&w.gp, w.id, Section::Clinical, "Observation/bp").is_some());
-    // The patient removes the phone after all; its compaction becomes void everywhere.
+    // The patient removes the phone after all. Its compaction, taken in while it was an owner,
+    // stays restricted: it deletes nothing, and only what its authors' proofs prove counts.
     w.laptop_mut().remove_device("phone", t(20)).unwrap();
     sync(w.laptop(), &w.gp, w.id, t(21));
-    assert!(
-        w.gp.vault
-            .blob(&w.id, Section::Clinical, &wipe.id())
-            .unwrap()
-            .is_none()
-    );
+    for id in &clinical {
+        assert!(
+            w.gp.vault
+                .blob(&w.id, Section::Clinical, id)
+                .unwrap()
+                .is_some()
+        );
+    }
     assert!(provider_shows(&w.gp, w.id, Section::Clinical, "Observation/bp").is_some());
 }
 
@@ -824,4 +827,38 @@ fn an_owners_write_built_on_a_void_change_is_written_again_and_reaches_every_dev
     // The GP's write is still the patient's to decide.
     let held = w.laptop().held_entries(&laptop).unwrap();
     assert!(held.iter().any(|entry| entry.author == w.gp.peer_id()));
+}
+
+#[test]
+fn a_compaction_by_a_device_removed_later_keeps_what_everyone_else_wrote() {
+    let mut w = World::new();
+    gp_writes_gout(&w, t(10));
+    sync(&w.gp, &w.phone, w.id, t(11));
+    // The phone, an owner still, compacts summary; the laptop takes the compaction in and,
+    // having checked that it holds them, deletes the blobs it replaces: its own and the GP's.
+    let mut on_phone = refreshed(&mut w.phone);
+    w.phone.compact(&mut on_phone, t(12)).unwrap();
+    sync(&w.phone, w.laptop(), w.id, t(13));
+    sync(&w.phone, &w.pharmacy, w.id, t(13));
+    for node in [w.laptop(), &w.pharmacy] {
+        let summary = node.vault.blobs(&w.id, Section::Summary).unwrap();
+        assert_eq!(summary.len(), 1, "only the phone's compaction");
+    }
+    // Then the patient removes the phone. Its compaction deletes nothing more and gives
+    // nothing back, but what the laptop and the GP wrote in it still shows, proven.
+    w.laptop_mut().remove_device("phone", t(14)).unwrap();
+    let record = w.laptop_record();
+    for key_text in ["AllergyIntolerance/penicillin", "Condition/gout"] {
+        let version = only_version(&record, key_text);
+        assert!(version.proven, "{key_text}");
+    }
+    // And so at the pharmacy, which hears of the removal from the laptop and has no other
+    // copy of what the compaction replaced.
+    sync(w.laptop(), &w.pharmacy, w.id, t(15));
+    for key_text in ["AllergyIntolerance/penicillin", "Condition/gout"] {
+        assert!(
+            provider_shows(&w.pharmacy, w.id, Section::Summary, key_text).is_some(),
+            "{key_text}"
+        );
+    }
 }

@@ -75,7 +75,10 @@ impl Record {
                     let ObjId::Id(counter, actor, _) = &obj else {
                         continue;
                     };
-                    if actor != own || !mine.iter().any(|ops| ops.contains(counter)) {
+                    let made = |(by, ops): &(ActorId, std::ops::RangeInclusive<u64>)| {
+                        by == actor && ops.contains(counter)
+                    };
+                    if !mine.iter().any(made) {
                         continue;
                     }
                     let (Ok(version), Ok(parsed)) =
@@ -92,7 +95,14 @@ impl Record {
                 }
             }
         }
-        let actor = doc.get_actor().clone();
+        // The excluded changes keep their actor's sequence numbers on every node that holds
+        // them: a new change under the same actor would reuse one. Write as a fresh actor of
+        // the same device instead (its first 16 bytes still name the device).
+        let actor = if mine.is_empty() {
+            doc.get_actor().clone()
+        } else {
+            fresh_actor(own)
+        };
         let kept: Vec<_> = doc
             .get_changes(&[])
             .into_iter()
@@ -131,12 +141,39 @@ impl Record {
         written
     }
 
+    /// Hands this device's own changes `hashes` (found only in a compaction whose author was
+    /// removed since) to storage again with the next save, as a blob of its own: the compaction
+    /// may have replaced the blob they first came in everywhere, and others refuse it now.
+    pub fn reissue(&mut self, section: Section, hashes: &[ChangeHash]) {
+        let doc = self.doc_mut(section);
+        let mut bytes = Vec::new();
+        for hash in hashes {
+            if let Some(change) = doc.get_change_by_hash(hash) {
+                bytes.extend_from_slice(change.raw_bytes());
+            }
+        }
+        if !bytes.is_empty() {
+            self.reissue.entry(section).or_default().extend(bytes);
+        }
+    }
+
     /// Whether the record holds changes not handed to storage yet.
     pub fn has_unsaved(&mut self) -> bool {
+        if self.reissue.values().any(|bytes| !bytes.is_empty()) {
+            return true;
+        }
         let saved = &self.saved;
         self.docs.iter_mut().any(|(section, doc)| {
             let heads = doc.get_heads();
             saved.get(section).map(Vec::as_slice).unwrap_or(&[]) != heads.as_slice()
         })
     }
+}
+
+/// An actor of the same device as `own` (its first 16 bytes) that no change has used yet.
+pub(super) fn fresh_actor(own: &ActorId) -> ActorId {
+    let mut bytes = own.to_bytes().to_vec();
+    bytes.truncate(crate::changes::ACTOR_KEY_BYTES);
+    bytes.extend_from_slice(&crate::keys::random_array::<8>());
+    ActorId::from(bytes)
 }

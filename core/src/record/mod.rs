@@ -225,6 +225,9 @@ pub struct Record {
     /// Per section, the operations no signature of their author proves (set on loading by
     /// [`Record::set_unproven`]); versions made or changed by them are not [`Version::proven`].
     unproven: BTreeMap<Section, Vec<Unproven>>,
+    /// Per section, this device's own changes to hand to storage again with the next save
+    /// ([`Record::reissue`]).
+    reissue: BTreeMap<Section, Vec<u8>>,
 }
 
 fn am(section: Section) -> impl Fn(automerge::AutomergeError) -> RecordError {
@@ -246,6 +249,7 @@ impl Record {
             docs,
             saved: BTreeMap::new(),
             unproven: BTreeMap::new(),
+            reissue: BTreeMap::new(),
         }
     }
 
@@ -310,7 +314,15 @@ impl Record {
                     doc
                 }
             };
-            let mut doc = doc.with_actor(actor.clone());
+            // Changes waiting for others that are missing (built on a change that was left
+            // out) may be this device's: a new change under its actor could reuse one of their
+            // sequence numbers, so it writes as a fresh actor of its own.
+            let actor = if doc.get_missing_deps(&[]).is_empty() {
+                actor.clone()
+            } else {
+                exclude::fresh_actor(actor)
+            };
+            let mut doc = doc.with_actor(actor);
             record.saved.insert(*section, doc.get_heads());
             record.docs.insert(*section, doc);
         }
@@ -691,9 +703,12 @@ impl Record {
         let mut out = Vec::new();
         for (section, doc) in &mut self.docs {
             let saved = self.saved.entry(*section).or_default();
-            let bytes = doc.save_after(saved);
+            let mut bytes = doc.save_after(saved);
             if !bytes.is_empty() {
                 *saved = doc.get_heads();
+            }
+            bytes.extend(self.reissue.remove(section).unwrap_or_default());
+            if !bytes.is_empty() {
                 out.push((*section, bytes));
             }
         }

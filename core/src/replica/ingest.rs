@@ -178,7 +178,26 @@ impl Replica {
                 }
                 replaced.push((*section, ids));
             }
-            batch.blob(self.id, *section, blob.id(), blob.bytes().to_vec());
+        }
+        // Wanted again, unless a compaction of this same batch replaces it (a store applies
+        // forgetting after the replacements of a batch).
+        for (section, old) in &plan.unreplaced {
+            let again = replaced
+                .iter()
+                .any(|(s, ids)| s == section && ids.contains(old));
+            if !again {
+                batch.unreplace(self.id, *section, *old);
+            }
+        }
+        for (section, blob) in &plan.accepted {
+            // A blob that a compaction of this same batch replaces is not stored, whichever
+            // came first in the batch.
+            let superseded = replaced
+                .iter()
+                .any(|(s, ids)| s == section && ids.contains(&blob.id()));
+            if !superseded {
+                batch.blob(self.id, *section, blob.id(), blob.bytes().to_vec());
+            }
         }
         if !batch.is_empty() {
             store.commit(batch)?;
@@ -266,8 +285,10 @@ impl Replica {
 
     /// New `Close` operations arrived: what this node stores or holds from the parties they
     /// name is judged again. A stored blob that is now void leaves the record (held on an owner
-    /// device); a void compaction gives back what it replaced, so peers' copies are taken in
-    /// again; a held blob an owner accepted enters the record.
+    /// device), but a compaction stays, restricted: what it replaced here is in it, and a reader
+    /// counts the changes in it that their authors' own proofs prove (`read.rs`), so nothing an
+    /// honest author wrote is lost with it, while what it replaced is taken in again from peers
+    /// that still hold it; a held blob an owner accepted enters the record.
     fn rejudge(
         &self,
         store: &dyn Store,
@@ -295,11 +316,29 @@ impl Replica {
                     continue;
                 }
                 if blob.header().kind == BlobKind::Compaction {
+                    // What it replaced is wanted again from peers that still hold it (nothing
+                    // is lost meanwhile: the compaction stays, restricted), unless another
+                    // compaction stored here, by an owner, stands for it too.
+                    let others: Vec<Blob> = store
+                        .blobs(&self.id, section)?
+                        .into_iter()
+                        .filter(|(other, _)| *other != id)
+                        .filter_map(|(_, bytes)| Blob::decode(bytes).ok())
+                        .filter(|other| {
+                            other.header().kind == BlobKind::Compaction
+                                && !consent::withdrawn(other, ledger)
+                        })
+                        .collect();
                     for old in &blob.header().replaces {
-                        if store.replaced_by(&self.id, section, old)? == Some(id) {
-                            batch.unreplace(self.id, section, *old);
+                        if store.replaced_by(&self.id, section, old)? != Some(id) {
+                            continue;
+                        }
+                        match others.iter().find(|o| o.header().replaces.contains(old)) {
+                            Some(other) => batch.replace(self.id, section, *old, other.id()),
+                            None => plan.unreplaced.push((section, *old)),
                         }
                     }
+                    continue;
                 }
                 batch.remove_blob(self.id, section, id);
                 plan.removed.push((section, id));
@@ -420,6 +459,8 @@ struct Plan {
     removed: Vec<(Section, BlobId)>,
     /// Held blobs no longer held (an owner accepted them).
     released: Vec<BlobId>,
+    /// Blobs replaced by a compaction that turned void, wanted again from peers.
+    unreplaced: Vec<(Section, BlobId)>,
     /// How many bytes the accepted blobs add to what is stored (what a compaction replaces
     /// taken off).
     bytes: usize,

@@ -3,10 +3,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use phr_core::{
+    Record,
     blob::Blob,
+    consent,
     keys::{BlobId, KeyId, PeerId, RecordId},
     ledger::{Ledger, OpBody, SignedOp},
     party::Role,
+    replica::{HELD_BLOBS_PER_AUTHOR_MAX, HELD_BYTES_PER_AUTHOR_MAX, Replica},
     section::Section,
     store::Store,
     sync::{Incoming, message::Message},
@@ -22,8 +25,28 @@ pub struct Checker {
     global: Ledger,
     /// Per key id: the parties revoked or removed from its section when it was made.
     made_without: BTreeMap<KeyId, BTreeSet<PeerId>>,
-    /// Per node: every blob its store ever held (acknowledged).
-    acked: Vec<BTreeSet<(Section, BlobId)>>,
+    /// Per node: every blob its store ever held (acknowledged), with its bytes (to judge,
+    /// when it goes, whether it went because it is void).
+    acked: Vec<BTreeMap<(Section, BlobId), Vec<u8>>>,
+}
+
+/// What the run knows of the parties the patient withdrew, to judge what every node shows.
+#[derive(Debug, Default, Clone)]
+pub struct Withdrawals {
+    /// Per withdrawn party, the markers of its writes that the laptop showed when it withdrew
+    /// the party: what the owner accepted. Every other write of the party is void.
+    pub accepted: BTreeMap<PeerId, BTreeSet<String>>,
+    /// Who wrote each marker.
+    pub author_of: BTreeMap<String, PeerId>,
+}
+
+impl Withdrawals {
+    /// Whether the write `marker` is void: by a withdrawn party, and not accepted.
+    pub fn void(&self, marker: &str) -> Option<PeerId> {
+        let author = self.author_of.get(marker)?;
+        let accepted = self.accepted.get(author)?;
+        (!accepted.contains(marker)).then_some(*author)
+    }
 }
 
 impl Checker {
@@ -33,7 +56,7 @@ impl Checker {
             record,
             global: Ledger::new(record),
             made_without: BTreeMap::new(),
-            acked: vec![BTreeSet::new(); nodes],
+            acked: vec![BTreeMap::new(); nodes],
         }
     }
 
@@ -106,6 +129,103 @@ impl Checker {
         for (index, node) in nodes.iter().enumerate() {
             self.keys(node)?;
             self.acknowledged(index, node)?;
+            self.held_within_bounds(node)?;
+        }
+        Ok(())
+    }
+
+    /// What an owner device holds for the patient stays within the bounds per author.
+    fn held_within_bounds(&self, node: &SimNode) -> Result<(), String> {
+        let mut by_author: BTreeMap<PeerId, (usize, usize)> = BTreeMap::new();
+        for (_, id, bytes) in node.store.held(&self.record).unwrap_or_default() {
+            let Ok(blob) = Blob::decode(bytes) else {
+                return Err(format!(
+                    "{} holds a blob {} that does not decode",
+                    node.name,
+                    id.short()
+                ));
+            };
+            let entry = by_author.entry(blob.header().author).or_default();
+            entry.0 += 1;
+            entry.1 += blob.len();
+        }
+        for (author, (count, bytes)) in by_author {
+            if count > HELD_BLOBS_PER_AUTHOR_MAX || bytes > HELD_BYTES_PER_AUTHOR_MAX {
+                return Err(format!(
+                    "{} holds {count} blobs ({bytes} bytes) of {} for the patient, over the bounds",
+                    node.name,
+                    author.short()
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// What a node shows: no version of a void write once the node holds the close and the pin
+    /// of its author (before that, the news is on its way); every version proven by its
+    /// writer's own signature and named for the device that wrote it.
+    pub fn view(
+        &self,
+        node: &SimNode,
+        replica: &Replica,
+        record: &Record,
+        withdrawals: &Withdrawals,
+    ) -> Result<(), String> {
+        let state = replica.ledger().state();
+        for section in Section::ALL {
+            for (key, _, _) in record.resources(section).unwrap_or_default() {
+                let history = record
+                    .history(&key)
+                    .map_err(|e| format!("{} cannot read the history of {key}: {e}", node.name))?;
+                for version in history {
+                    if !version.proven || !version.author_is_writer() {
+                        return Err(format!(
+                            "{} shows version {} of {key} by {} that its writer's signature \
+                             does not prove (unproven operations there: {:?})",
+                            node.name,
+                            version.id,
+                            version.author.name,
+                            record.unproven(version.section)
+                        ) + &format!(
+                            "; stored there: {:?}",
+                            node.store
+                                .blobs(&self.record, version.section)
+                                .unwrap_or_default()
+                                .into_iter()
+                                .filter_map(|(_, b)| Blob::decode(b).ok())
+                                .map(|b| format!(
+                                    "{:?} by {} proofs {:?}",
+                                    b.header().kind,
+                                    b.header().author.short(),
+                                    b.header()
+                                        .proofs
+                                        .iter()
+                                        .map(|p| p.signer.short())
+                                        .collect::<Vec<_>>()
+                                ))
+                                .collect::<Vec<_>>()
+                        ));
+                    }
+                    let Some(marker) = version.resource["valueString"].as_str() else {
+                        continue;
+                    };
+                    let Some(author) = withdrawals.void(marker) else {
+                        continue;
+                    };
+                    let closed = state.closes.get(&author).is_some_and(|closes| {
+                        closes.iter().any(|c| c.sections.contains(&version.section))
+                    }) && state.pins.contains_key(&author);
+                    if closed {
+                        return Err(format!(
+                            "{} shows `{marker}` in {}, written by {} after its access ended \
+                             and never accepted",
+                            node.name,
+                            version.section,
+                            author.short()
+                        ));
+                    }
+                }
+            }
         }
         Ok(())
     }
@@ -175,7 +295,9 @@ impl Checker {
         without
     }
 
-    /// Every blob a node's store ever held is still there, or replaced by a compaction it holds.
+    /// Every blob a node's store ever held is still there, or replaced by a compaction it holds,
+    /// or void under the node's ledger (held for the patient on an owner device, dropped
+    /// elsewhere).
     fn acknowledged(&mut self, index: usize, node: &SimNode) -> Result<(), String> {
         let mut now = BTreeSet::new();
         for section in Section::ALL {
@@ -183,20 +305,64 @@ impl Checker {
                 now.insert((section, id));
             }
         }
-        for (section, id) in &self.acked[index] {
+        let ledger = node.replicas().get(&self.record).map(Replica::ledger);
+        // A node that is down has no ledger in memory to judge by: judged when it is back.
+        if !node.up {
+            return Ok(());
+        }
+        for ((section, id), bytes) in &self.acked[index] {
+            if now.contains(&(*section, *id)) {
+                continue;
+            }
             let replaced = node
                 .store
                 .is_replaced(&self.record, *section, id)
                 .unwrap_or(false);
-            if !now.contains(&(*section, *id)) && !replaced {
+            // Void: judged by the node's ledger, or (a node down has none in memory) held for
+            // the patient, where void blobs go on an owner device.
+            let void = ledger.is_some_and(|ledger| {
+                Blob::decode(bytes.clone()).is_ok_and(|blob| consent::withdrawn(&blob, ledger))
+            }) || node
+                .store
+                .held(&self.record)
+                .unwrap_or_default()
+                .iter()
+                .any(|(_, held, _)| held == id);
+            // A compaction it stores (one restricted, its author removed since) holds it.
+            let compacted = || {
+                node.store
+                    .blobs(&self.record, *section)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter_map(|(_, bytes)| Blob::decode(bytes).ok())
+                    .any(|blob| blob.header().replaces.contains(id))
+            };
+            if !replaced && !void && !compacted() {
+                let blob = Blob::decode(bytes.clone()).ok();
+                let held = node
+                    .store
+                    .held(&self.record)
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|(_, h, _)| h == id);
                 return Err(format!(
-                    "{} lost acknowledged {section} blob {}",
+                    "{} lost acknowledged {section} blob {} ({:?} by {}, held now: {held})",
                     node.name,
-                    id.short()
+                    id.short(),
+                    blob.as_ref().map(|b| b.header().kind),
+                    blob.as_ref()
+                        .map(|b| b.header().author.short())
+                        .unwrap_or_default(),
                 ));
             }
         }
-        self.acked[index].extend(now);
+        for (section, id) in now {
+            if !self.acked[index].contains_key(&(section, id))
+                && let Ok(Some(bytes)) = node.store.blob(&self.record, section, &id)
+            {
+                self.acked[index].insert((section, id), bytes);
+            }
+        }
         Ok(())
     }
 }

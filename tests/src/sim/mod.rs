@@ -35,7 +35,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::{Value, json};
 
-use check::Checker;
+use check::{Checker, Withdrawals};
 use node::SimNode;
 
 /// Deliberate bugs, to show that the checkers can fail.
@@ -55,6 +55,16 @@ pub enum Bug {
     AckWithoutSave,
     /// A node panics when it takes a message about a revocation.
     PanicOnRevocation,
+    /// The laptop takes in every entry it holds for the patient, without asking: writes the
+    /// patient never accepted show again.
+    AcceptHeldUnasked,
+    /// Opening the record does not keep the entries written again because they had built on a
+    /// withdrawn party's change: the honest write is lost.
+    DropRewritten,
+    /// The laptop holds for the patient every blob it is sent, past the bounds per author.
+    HoldPastBounds,
+    /// The laptop writes an entry in the GP's name, as the GP's actor, and compacts it.
+    ForgedVersion,
 }
 
 /// How a run is set up.
@@ -64,6 +74,9 @@ pub struct Config {
     pub steps: usize,
     /// A bug to plant, if any.
     pub bug: Option<Bug>,
+    /// Whether the patient withdraws the GP and the phone during the run, which then turn
+    /// hostile (`SIM_HOSTILE=1` for the sweep; see docs/ARCHITECTURE.md for what it still finds).
+    pub hostile: bool,
 }
 
 impl Default for Config {
@@ -71,6 +84,7 @@ impl Default for Config {
         Config {
             steps: 300,
             bug: None,
+            hostile: std::env::var("SIM_HOSTILE").is_ok_and(|v| v != "0"),
         }
     }
 }
@@ -133,6 +147,9 @@ const PHARMACY: usize = 4;
 const RELAY: usize = 5;
 const OUTSIDER: usize = 6;
 
+/// How many blobs a hostile withdrawn party writes at once.
+const HOSTILE_BURST: usize = 4;
+
 /// Loss, duplication and delay of the network, per message.
 const LOSS_PERCENT: u32 = 8;
 const DUPLICATE_PERCENT: u32 = 5;
@@ -165,9 +182,18 @@ struct Sim {
     checker: Checker,
     /// Acknowledged writes: section, resource, the marker written.
     writes: Vec<(Section, ResourceKey, String)>,
+    /// Who wrote what, and what the laptop accepted of each party it withdrew.
+    withdrawals: Withdrawals,
+    /// Per write, the markers its section showed on its writer when it was made: the writes it
+    /// depends on (an Automerge change follows everything its document held).
+    built_on: BTreeMap<String, Vec<String>>,
+    /// The nodes the last step changed, whose views are checked after it.
+    touched: Vec<usize>,
     tablet_added: bool,
     gp_granted_journal: bool,
     pharmacy_revoked: bool,
+    gp_revoked: bool,
+    phone_removed: bool,
     /// The network has healed: no loss, no duplication.
     quiet: bool,
     report: Report,
@@ -224,9 +250,14 @@ impl Sim {
             down_until: BTreeMap::new(),
             checker: Checker::new(record, count),
             writes: Vec::new(),
+            withdrawals: Withdrawals::default(),
+            built_on: BTreeMap::new(),
+            touched: Vec::new(),
             tablet_added: false,
             gp_granted_journal: false,
             pharmacy_revoked: false,
+            gp_revoked: false,
+            phone_removed: false,
             quiet: false,
             report: Report::default(),
         };
@@ -270,11 +301,17 @@ impl Sim {
 
     fn run(&mut self) -> Result<(), Failure> {
         for step in 0..self.config.steps {
+            self.touched.clear();
             let event = self.step().map_err(|what| self.failure(Some(step), what))?;
             self.trace(event);
             self.checker
                 .step(&self.nodes)
                 .map_err(|what| self.failure(Some(step), what))?;
+            let touched = std::mem::take(&mut self.touched);
+            for node in touched {
+                self.check_view(node)
+                    .map_err(|what| self.failure(Some(step), what))?;
+            }
         }
         self.settle().map_err(|what| self.failure(None, what))?;
         self.finish().map_err(|what| {
@@ -294,6 +331,20 @@ impl Sim {
             }
         }
         Ok(())
+    }
+
+    /// What an honest node that holds the record shows (see [`Checker::view`]).
+    fn check_view(&mut self, index: usize) -> Result<(), String> {
+        let node = &self.nodes[index];
+        if !node.up || node.hostile || !node.replicas().contains_key(&self.record) {
+            return Ok(());
+        }
+        let Some(doc) = self.nodes[index].materialise(self.record) else {
+            return Ok(());
+        };
+        let node = &self.nodes[index];
+        let replica = &node.replicas()[&self.record];
+        self.checker.view(node, replica, &doc, &self.withdrawals)
     }
 
     fn failure(&self, step: Option<usize>, what: String) -> Failure {
@@ -412,6 +463,14 @@ impl Sim {
             return Ok(format!("lost {names}"));
         }
         self.report.delivered += 1;
+        self.touched.push(to);
+        if self.config.bug == Some(Bug::HoldPastBounds) && to == LAPTOP {
+            self.hold_everything(&envelope.bytes);
+        }
+        if self.config.bug == Some(Bug::AcceptHeldUnasked) && to == LAPTOP {
+            let now = self.now_ms;
+            self.nodes[LAPTOP].accept_all_held(self.record, now);
+        }
         let peer = self.nodes[from].peer();
         let now = self.now_ms;
         if self.config.bug == Some(Bug::PanicOnRevocation) && self.pharmacy_revoked && to == PHONE {
@@ -429,6 +488,35 @@ impl Sim {
             "delivered {names} ({} bytes)",
             envelope.bytes.len()
         ))
+    }
+
+    /// The planted bug: the laptop's store holds the first blob of every message for the
+    /// patient, many times over (under made-up ids).
+    fn hold_everything(&mut self, bytes: &[u8]) {
+        use phr_core::{
+            replica::Topic,
+            sync::{Incoming, message::Message},
+            vault::Batch,
+        };
+        let Ok(incoming) = Incoming::decode(bytes) else {
+            return;
+        };
+        let items = match &incoming.message {
+            Message::Request(r) => &r.items,
+            Message::Response(r) => &r.items,
+        };
+        let mut batch = Batch::new();
+        let first = items.iter().find_map(|(topic, item)| match topic {
+            Topic::Section(section) => Some((*section, item)),
+            Topic::Ledger => None,
+        });
+        if let Some((section, item)) = first {
+            for copy in 0..=phr_core::replica::HELD_BLOBS_PER_AUTHOR_MAX as u8 {
+                let id = phr_core::keys::BlobId([copy; 32]);
+                batch.hold(self.record, section, id, item.clone());
+            }
+        }
+        let _ = self.nodes[LAPTOP].store.commit(batch);
     }
 
     /// The planted bug: the laptop answers the outsider as if it were admitted.
@@ -514,6 +602,14 @@ impl Sim {
         if !self.nodes[node].up || !self.nodes[node].replicas().contains_key(&self.record) {
             return Ok(format!("{name} cannot write now"));
         }
+        if self.nodes[node].hostile {
+            return self.write_hostile(node, section, &id);
+        }
+        self.touched.push(node);
+        let seen: Vec<String> = self.nodes[node]
+            .materialise(self.record)
+            .map(|doc| markers(&doc, section))
+            .unwrap_or_default();
         if self.config.bug == Some(Bug::AckWithoutSave) && node == PHONE {
             self.writes
                 .push((section, ResourceKey::new("Observation", id), marker));
@@ -523,6 +619,10 @@ impl Sim {
         match self.nodes[node].write(self.record, std::slice::from_ref(&resource), now) {
             Ok(true) => {
                 self.report.writes += 1;
+                self.built_on.insert(marker.clone(), seen);
+                self.withdrawals
+                    .author_of
+                    .insert(marker.clone(), self.nodes[node].peer());
                 self.writes
                     .push((section, ResourceKey::new("Observation", id), marker.clone()));
                 Ok(format!("{name} wrote {section}: {marker}"))
@@ -530,6 +630,43 @@ impl Sim {
             Ok(false) => Ok(format!("{name} could not write {section}")),
             Err(e) => Err(format!("{name} failed to write: {e}")),
         }
+    }
+
+    /// A withdrawn party that turned hostile writes a burst of blobs, each its own save, with
+    /// its stale view of the ledger: each is void wherever the withdrawal is known.
+    fn write_hostile(&mut self, node: usize, section: Section, id: &str) -> Result<String, String> {
+        let name = self.nodes[node].name.clone();
+        let now = self.now_ms;
+        let mut written = 0;
+        for _ in 0..HOSTILE_BURST {
+            let marker = format!(
+                "w{} by {name} (withdrawn)",
+                self.report.writes + self.writes.len()
+            );
+            let resource = json!({
+                "resourceType": "Observation",
+                "id": id,
+                "status": "final",
+                "meta": {"tag": [{"system": SECTION_TAG_SYSTEM, "code": section.as_str()}]},
+                "code": {"text": "Blood pressure"},
+                "valueString": marker,
+            });
+            match self.nodes[node].write(self.record, std::slice::from_ref(&resource), now) {
+                Ok(true) => {
+                    written += 1;
+                    self.withdrawals
+                        .author_of
+                        .insert(marker.clone(), self.nodes[node].peer());
+                    self.writes
+                        .push((section, ResourceKey::new("Observation", id), marker));
+                }
+                Ok(false) => break,
+                Err(e) => return Err(format!("{name} failed to write: {e}")),
+            }
+        }
+        Ok(format!(
+            "{name} (withdrawn) wrote {written} blobs in {section}"
+        ))
     }
 
     /// The laptop or the phone imports the HL7 IPS example bundle.
@@ -540,6 +677,7 @@ impl Sim {
         };
         let resources = ips_resources();
         let now = self.now_ms;
+        self.touched.push(node);
         match self.nodes[node].write(self.record, &resources, now) {
             Ok(true) => Ok(format!("{name} imported {} resources", resources.len())),
             Ok(false) => Ok(format!("{name} could not import (a conflict)")),
@@ -567,19 +705,42 @@ impl Sim {
             Err(name) => return Ok(format!("{name} cannot compact now")),
         };
         let now = self.now_ms;
+        self.touched.push(node);
+        if self.config.bug == Some(Bug::ForgedVersion) && node == LAPTOP {
+            let gp = self.nodes[GP].peer();
+            self.nodes[LAPTOP].forge_as(self.record, gp, now);
+        }
         match self.nodes[node].compact(self.record, now) {
             Ok(()) => Ok(format!("{name} compacted")),
             Err(e) => Ok(format!("{name} did not compact: {e}")),
         }
     }
 
-    /// Admits the tablet, grants the GP the journal, or revokes the pharmacy (each once, in
-    /// that order).
+    /// Admits the tablet, grants the GP the journal, revokes the pharmacy, revokes the GP or
+    /// removes the phone: each once, the first three in that order, the withdrawals at random
+    /// among what is left.
     fn consent_event(&mut self) -> Result<String, String> {
         let record = self.record;
         let now = self.now_ms;
         if !self.nodes[LAPTOP].up {
             return Ok("laptop down: no consent change".into());
+        }
+        self.touched.push(LAPTOP);
+        // The GP withholding clinical shows only while it is admitted.
+        let gp_may_go = self.config.bug != Some(Bug::GpWithholdsClinical);
+        let hostile = self.config.hostile;
+        let withdrawals = [
+            (hostile && !self.gp_revoked && gp_may_go, GP),
+            (hostile && !self.phone_removed, PHONE),
+        ];
+        let left: Vec<usize> = withdrawals
+            .iter()
+            .filter(|(open, _)| *open)
+            .map(|(_, node)| *node)
+            .collect();
+        if !left.is_empty() && self.rng.gen_bool(0.4) {
+            let node = left[self.rng.gen_range(0..left.len())];
+            return self.withdraw(node);
         }
         if !self.tablet_added {
             self.tablet_added = true;
@@ -589,7 +750,8 @@ impl Sim {
                 .map_err(|e| format!("adding the tablet failed: {e}"))?;
             return Ok("laptop admitted the tablet".into());
         }
-        if !self.gp_granted_journal {
+        // A revoked GP stays revoked: a grant after the revocation would re-admit it.
+        if !self.gp_granted_journal && !self.gp_revoked {
             self.gp_granted_journal = true;
             let gp = self.nodes[GP].party();
             self.nodes[LAPTOP]
@@ -629,6 +791,47 @@ impl Sim {
             return Ok("laptop revoked the pharmacy".into());
         }
         self.pass_time()
+    }
+
+    /// The laptop withdraws the GP (revokes it) or the phone (removes it), noting which of the
+    /// party's writes it shows then: what it accepts. The party turns hostile.
+    fn withdraw(&mut self, node: usize) -> Result<String, String> {
+        let record = self.record;
+        let now = self.now_ms;
+        let peer = self.nodes[node].peer();
+        let (body, root) = if node == GP {
+            self.gp_revoked = true;
+            let body = OpBody::Revoke {
+                target: RevokeTarget::Party(peer),
+            };
+            (body, false)
+        } else {
+            self.phone_removed = true;
+            (OpBody::RemoveDevice { device: peer }, true)
+        };
+        self.nodes[LAPTOP]
+            .consent(record, body, root, now)
+            .map_err(|e| format!("withdrawing {} failed: {e}", self.nodes[node].name))?;
+        let doc = self.nodes[LAPTOP]
+            .materialise(record)
+            .ok_or("the laptop holds the record")?;
+        let mut accepted = BTreeSet::new();
+        for (_, key, marker) in &self.writes {
+            if self.withdrawals.author_of.get(marker) != Some(&peer) {
+                continue;
+            }
+            let shown = doc.history(key).is_ok_and(|versions| {
+                versions
+                    .iter()
+                    .any(|v| v.resource["valueString"] == marker.as_str())
+            });
+            if shown {
+                accepted.insert(marker.clone());
+            }
+        }
+        self.withdrawals.accepted.insert(peer, accepted);
+        self.nodes[node].hostile = true;
+        Ok(format!("laptop withdrew the {}", self.nodes[node].name))
     }
 
     fn cut_link(&mut self) -> String {
@@ -705,6 +908,16 @@ impl Sim {
             self.now_ms += 120_000;
             self.tick_all()?;
             self.drain()?;
+            // Every device opens the record, as `phr` would, and keeps what it wrote again.
+            if self.config.bug != Some(Bug::DropRewritten) {
+                let now = self.now_ms;
+                for node in &mut self.nodes {
+                    if !node.hostile {
+                        node.open(self.record, now)
+                            .map_err(|e| format!("{} could not open the record: {e}", node.name))?;
+                    }
+                }
+            }
             let before: u64 = self.nodes.iter().map(|n| n.store.commits()).sum();
             for from in 0..self.nodes.len() {
                 for to in 0..self.nodes.len() {
@@ -753,9 +966,22 @@ impl Sim {
             .collect();
         for &i in &admitted {
             if ledger_ids(&self.nodes[i]) != ledger_ids(&self.nodes[admitted[0]]) {
+                let (a, b) = (
+                    ledger_ids(&self.nodes[i]),
+                    ledger_ids(&self.nodes[admitted[0]]),
+                );
+                let kinds = |ids: Vec<&phr_core::keys::OpId>| -> Vec<String> {
+                    ids.into_iter()
+                        .filter_map(|id| self.checker.global().get(id))
+                        .map(|op| format!("{:?}", op.op().body).chars().take(40).collect())
+                        .collect()
+                };
                 return Err(format!(
-                    "{} and {} hold different ledgers",
-                    self.nodes[i].name, self.nodes[admitted[0]].name
+                    "{} and {} hold different ledgers: only the first {:?}, only the second {:?}",
+                    self.nodes[i].name,
+                    self.nodes[admitted[0]].name,
+                    kinds(a.difference(&b).collect()),
+                    kinds(b.difference(&a).collect()),
                 ));
             }
         }
@@ -782,7 +1008,22 @@ impl Sim {
                     state.can_read(&peer, section, now) || state.is_relay(&peer, now)
                 })
                 .collect();
-            let blobs = |i: usize| self.nodes[i].store.blob_ids(&self.record, section);
+            // Void blobs aside: a compaction whose author was removed after it arrived stays,
+            // restricted, where it arrived before the news, and is refused where it came after.
+            let global = self.checker.global();
+            let blobs = |i: usize| -> BTreeSet<phr_core::keys::BlobId> {
+                let store = &self.nodes[i].store;
+                store
+                    .blob_ids(&self.record, section)
+                    .into_iter()
+                    .filter(|id| {
+                        let bytes = store.blob(&self.record, section, id).ok().flatten();
+                        !bytes
+                            .and_then(|b| phr_core::blob::Blob::decode(b).ok())
+                            .is_some_and(|blob| phr_core::consent::withdrawn(&blob, global))
+                    })
+                    .collect()
+            };
             for &i in &holders {
                 if blobs(i) != blobs(holders[0]) {
                     let describe = |node: usize, others: usize| -> Vec<String> {
@@ -796,8 +1037,49 @@ impl Sim {
                                     .flatten()
                                     .unwrap_or_default();
                                 let kind = phr_core::blob::Blob::decode(bytes)
-                                    .map(|b| format!("{:?}", b.header().kind))
+                                    .map(|b| {
+                                        let by = self
+                                            .nodes
+                                            .iter()
+                                            .find(|n| n.peer() == b.header().author)
+                                            .map_or("?", |n| n.name.as_str());
+                                        format!("{:?} by {by}", b.header().kind)
+                                    })
                                     .unwrap_or_default();
+                                let replacer = self.nodes[others]
+                                    .store
+                                    .replaced_by(&self.record, section, id)
+                                    .ok()
+                                    .flatten()
+                                    .and_then(|c| {
+                                        self.nodes[others]
+                                            .store
+                                            .blob(&self.record, section, &c)
+                                            .ok()
+                                            .flatten()
+                                    })
+                                    .and_then(|b| phr_core::blob::Blob::decode(b).ok())
+                                    .map(|b| {
+                                        let by = self
+                                            .nodes
+                                            .iter()
+                                            .find(|n| n.peer() == b.header().author)
+                                            .map_or("?", |n| n.name.as_str());
+                                        format!("by a {:?} of {by}", b.header().kind)
+                                    })
+                                    .unwrap_or_default();
+                                let replacer_id = self.nodes[others]
+                                    .store
+                                    .replaced_by(&self.record, section, id)
+                                    .ok()
+                                    .flatten();
+                                let here_has = replacer_id.is_some_and(|c| {
+                                    self.nodes[node].store.blob(&self.record, section, &c).ok().flatten().is_some()
+                                });
+                                let here_held = replacer_id.is_some_and(|c| {
+                                    self.nodes[node].store.held(&self.record).unwrap_or_default().iter().any(|(_, h, _)| *h == c)
+                                });
+                                let kind = format!("{kind} ({replacer}; replacer {:?} stored here {here_has}, held here {here_held})", replacer_id.map(|c| c.short()));
                                 let replaced = self.nodes[others]
                                     .store
                                     .is_replaced(&self.record, section, id)
@@ -848,6 +1130,61 @@ impl Sim {
                     ));
                 }
             }
+            let listing: BTreeMap<usize, Vec<String>> = documents
+                .iter()
+                .map(|(i, (doc, _))| {
+                    let lines = doc
+                        .resources(section)
+                        .unwrap_or_default()
+                        .into_iter()
+                        .filter(|(_, value, _)| !value["valueString"].is_null())
+                        .map(|(key, value, conflict)| {
+                            if !conflict {
+                                let history = doc
+                                    .history(&key)
+                                    .unwrap_or_default()
+                                    .iter()
+                                    .map(|v| format!("{}<-{:?}", v.id, v.replaces))
+                                    .collect::<Vec<_>>()
+                                    .join(", ");
+                                return format!("{key}={} history {history}", value["valueString"]);
+                            }
+                            let versions = match doc.current(&key) {
+                                Ok(Some(phr_core::record::Current::Conflict(vs))) => vs
+                                    .iter()
+                                    .map(|v| format!("{} ({})", v.resource["valueString"], v.id))
+                                    .collect::<Vec<_>>()
+                                    .join(" | "),
+                                _ => String::new(),
+                            };
+                            let history = doc
+                                .history(&key)
+                                .unwrap_or_default()
+                                .iter()
+                                .map(|v| format!("{}<-{:?}", v.id, v.replaces))
+                                .collect::<Vec<_>>()
+                                .join(", ");
+                            format!("{key}= conflict: {versions}; history {history}")
+                        })
+                        .collect();
+                    (*i, lines)
+                })
+                .collect();
+            let changes: BTreeMap<usize, BTreeMap<automerge::ChangeHash, String>> = documents
+                .iter_mut()
+                .map(|(i, (doc, _))| {
+                    let metas = doc
+                        .doc_for_provenance(section)
+                        .get_changes_meta(&[])
+                        .into_iter()
+                        .map(|m| {
+                            let actor = m.actor.to_hex_string();
+                            (m.hash, format!("{}:{}", &actor[..8], m.seq))
+                        })
+                        .collect();
+                    (*i, metas)
+                })
+                .collect();
             let mut heads = None;
             for (i, (doc, readable)) in &mut documents {
                 if !readable.contains(&section) {
@@ -857,18 +1194,99 @@ impl Sim {
                 match &heads {
                     None => heads = Some((these, *i)),
                     Some((first, j)) if *first != these => {
+                        let only = |a: usize, b: usize| -> Vec<String> {
+                            let (Some(x), Some(y)) = (changes.get(&a), changes.get(&b)) else {
+                                return Vec::new();
+                            };
+                            x.iter()
+                                .filter(|(h, _)| !y.contains_key(h))
+                                .map(|(_, d)| d.clone())
+                                .collect()
+                        };
+                        let names: Vec<String> = self
+                            .nodes
+                            .iter()
+                            .map(|n| {
+                                format!(
+                                    "{}={}",
+                                    n.name,
+                                    phr_core::keys::hex(&n.peer().public_key()[..4])
+                                )
+                            })
+                            .collect();
+                        let (a, b) = (*i, *j);
+                        let fate: Vec<String> = self.nodes[a]
+                            .store
+                            .blobs(&self.record, section)
+                            .unwrap_or_default()
+                            .into_iter()
+                            .map(|(id, _)| {
+                                let st = &self.nodes[b].store;
+                                let stored =
+                                    st.blob(&self.record, section, &id).ok().flatten().is_some();
+                                let by = st.replaced_by(&self.record, section, &id).ok().flatten();
+                                let by_desc = by
+                                    .and_then(|c| st.blob(&self.record, section, &c).ok().flatten())
+                                    .and_then(|x| phr_core::blob::Blob::decode(x).ok())
+                                    .map(|x| {
+                                        format!(
+                                            "{:?} by {} void {}",
+                                            x.header().kind,
+                                            phr_core::keys::hex(
+                                                &x.header().author.public_key()[..4]
+                                            ),
+                                            phr_core::consent::withdrawn(&x, self.checker.global())
+                                        )
+                                    });
+                                format!(
+                                    "{}: stored there {stored}, replaced there by {:?} {:?}",
+                                    id.short(),
+                                    by.map(|c| c.short()),
+                                    by_desc
+                                )
+                            })
+                            .collect();
                         return Err(format!(
-                            "{} and {} read different {section} documents",
-                            self.nodes[*i].name, self.nodes[*j].name
+                            "fates {fate:?}; {} and {} read different {section} documents: {:?} against {:?}; changes only in the first {:?}, only in the second {:?}; actors {names:?}",
+                            self.nodes[*i].name,
+                            self.nodes[*j].name,
+                            listing.get(i),
+                            listing.get(j),
+                            only(*i, *j),
+                            only(*j, *i),
                         ));
                     }
                     Some(_) => {}
                 }
             }
         }
-        for (section, key, marker) in &self.writes {
+        for (i, (doc, _)) in &documents {
+            if !self.nodes[*i].hostile {
+                let replica = &self.nodes[*i].replicas()[&self.record];
+                self.checker
+                    .view(&self.nodes[*i], replica, doc, &self.withdrawals)?;
+            }
+        }
+        for (index, (section, key, marker)) in self.writes.iter().enumerate() {
+            // A void write must be nowhere (checked above); an accepted one everywhere.
+            if self.withdrawals.void(marker).is_some() {
+                continue;
+            }
+            // A write built on a void one is left out with it, and its writer writes it again
+            // if it is still its current version there: so the last write of each resource
+            // must be everywhere, an earlier one built on a void write may be gone.
+            let on_void = self
+                .built_on
+                .get(marker)
+                .is_some_and(|seen| seen.iter().any(|m| self.withdrawals.void(m).is_some()));
+            let last = !self.writes[index + 1..]
+                .iter()
+                .any(|(s, k, _)| s == section && k == key);
+            if on_void && !last {
+                continue;
+            }
             for (i, (doc, readable)) in &documents {
-                if !readable.contains(section) {
+                if !readable.contains(section) || self.nodes[*i].hostile {
                     continue;
                 }
                 let history = doc.history(key).map_err(|e| {
@@ -878,8 +1296,13 @@ impl Sim {
                     )
                 })?;
                 if !history.iter().any(|v| v.resource["valueString"] == *marker) {
+                    let held: Vec<usize> = self
+                        .nodes
+                        .iter()
+                        .map(|n| n.store.held(&self.record).map(|h| h.len()).unwrap_or(0))
+                        .collect();
                     return Err(format!(
-                        "{} lost the version `{marker}` of {key}",
+                        "{} lost the version `{marker}` of {key} (held per node {held:?})",
                         self.nodes[*i].name
                     ));
                 }
@@ -887,6 +1310,19 @@ impl Sim {
         }
         Ok(())
     }
+}
+
+/// Every marker a section of a record shows, in any version.
+fn markers(doc: &phr_core::Record, section: Section) -> Vec<String> {
+    let mut out = Vec::new();
+    for (key, _, _) in doc.resources(section).unwrap_or_default() {
+        for version in doc.history(&key).unwrap_or_default() {
+            if let Some(marker) = version.resource["valueString"].as_str() {
+                out.push(marker.to_string());
+            }
+        }
+    }
+    out
 }
 
 fn grant(party: phr_core::party::Party, sections: &[Section], access: Access) -> OpBody {

@@ -31,6 +31,10 @@ pub struct SimNode {
     pub store: MemoryStore,
     /// Whether it is running.
     pub up: bool,
+    /// A withdrawn party turned hostile: it takes no ledger operation any more, so it never
+    /// learns of its withdrawal and goes on writing and compacting with its old keys and stale
+    /// ledger heads, as a stolen phone or a revoked provider running modified software would.
+    pub hostile: bool,
     actor: ActorId,
     /// Its records and sessions.
     engine: Engine,
@@ -54,6 +58,7 @@ impl SimNode {
             keys,
             store: MemoryStore::new(),
             up: true,
+            hostile: false,
             actor: ActorId::from(actor),
             engine,
             errors: BTreeMap::new(),
@@ -130,6 +135,19 @@ impl SimNode {
         Some(record)
     }
 
+    /// Opens the record as `phr` does: materialises it and keeps at once this device's entries
+    /// that were written again because they had built on a withdrawn party's change.
+    pub fn open(&mut self, record: RecordId, now_ms: i64) -> Result<(), ReplicaError> {
+        let Some(mut doc) = self.materialise(record) else {
+            return Ok(());
+        };
+        if doc.has_unsaved() {
+            let replica = self.engine.replica_mut(&record).expect("materialised");
+            replica.save(&self.store, &self.keys.device, &mut doc, now_ms)?;
+        }
+        Ok(())
+    }
+
     /// Writes resources to a held record and saves: acknowledged once this returns `Ok`.
     /// `Ok(false)` when a resource is in conflict (a person must resolve it first) or this node
     /// cannot write its section.
@@ -177,6 +195,55 @@ impl SimNode {
         Ok(())
     }
 
+    /// The planted bug of an owner device: writes an entry in `victim`'s name, as `victim`'s
+    /// actor, and folds it into a compaction of `summary` (which only owners write).
+    pub fn forge_as(&mut self, record: RecordId, victim: PeerId, now_ms: i64) {
+        let Some(mut doc) = self.materialise(record) else {
+            return;
+        };
+        let mut actor = victim.public_key()[..16].to_vec();
+        actor.extend_from_slice(&[0; 8]);
+        let own = self.actor.clone();
+        doc.doc_for_provenance(phr_core::section::Section::Summary)
+            .set_actor(ActorId::from(actor));
+        let author = Author {
+            id: victim.to_string(),
+            name: "gp".into(),
+        };
+        let stamp = Stamp {
+            author: &author,
+            time: jiff::Timestamp::from_millisecond(now_ms).expect("sim time"),
+        };
+        let forged = serde_json::json!({"resourceType": "AllergyIntolerance", "id": "forged",
+            "code": {"text": "Penicillin allergy: resolved"}});
+        if doc.put(stamp, &forged).is_err() {
+            return;
+        }
+        doc.commit(stamp, "forged");
+        doc.doc_for_provenance(phr_core::section::Section::Summary)
+            .set_actor(own);
+        let replica = self.engine.replica_mut(&record).expect("materialised");
+        let _ = replica.compact_section(
+            &self.store,
+            &self.keys.device,
+            &mut doc,
+            phr_core::section::Section::Summary,
+            now_ms,
+        );
+    }
+
+    /// The planted bug of an owner device: takes in every entry it holds, as if the patient
+    /// had accepted each.
+    pub fn accept_all_held(&mut self, record: RecordId, now_ms: i64) {
+        let Some(replica) = self.engine.replica_mut(&record) else {
+            return;
+        };
+        let ids: Vec<_> = replica.held().into_iter().map(|held| held.id).collect();
+        if !ids.is_empty() {
+            let _ = replica.accept_held(&self.store, &self.keys.device, &ids, now_ms);
+        }
+    }
+
     /// Starts a session with `peer` for every held record whose ledger admits it (and, for an
     /// outsider probing, for `probe`, a record it does not hold).
     pub fn start_sync(
@@ -195,6 +262,13 @@ impl SimNode {
 
     /// Takes a message from `from`; returns what to send back.
     pub fn receive(&mut self, from: PeerId, bytes: &[u8], now_ms: i64) -> Outbox {
+        let stripped;
+        let bytes = if self.hostile {
+            stripped = without_ledger(bytes);
+            stripped.as_deref().unwrap_or(bytes)
+        } else {
+            bytes
+        };
         let reply = self
             .engine
             .receive(&self.store, &self.keys.age, from, bytes, now_ms);
@@ -253,4 +327,21 @@ impl SimNode {
             }
         }
     }
+}
+
+/// A message without the ledger operations it carries (what a hostile node takes in), or
+/// `None` if it carries none or does not decode.
+fn without_ledger(bytes: &[u8]) -> Option<Vec<u8>> {
+    use phr_core::{
+        replica::Topic,
+        sync::{Incoming, message::Message},
+    };
+    let mut message = Incoming::decode(bytes).ok()?.message;
+    let items = match &mut message {
+        Message::Request(r) => &mut r.items,
+        Message::Response(r) => &mut r.items,
+    };
+    let before = items.len();
+    items.retain(|(topic, _)| *topic != Topic::Ledger);
+    (items.len() != before).then(|| message.encode())
 }
