@@ -23,9 +23,8 @@
 use std::{error::Error, time::Instant};
 
 use automerge::AutoCommit;
-use jiff::Timestamp;
 use phr_core::{
-    Author, Record, Section, Stamp,
+    Record, Section,
     blob::Blob,
     card::Card,
     home::Home,
@@ -33,41 +32,12 @@ use phr_core::{
     ledger::{Access, OpBody},
     replica::{Replica, Topic},
 };
-use phr_tests::{bench, import_file, largest_fixture, patient_home, test_time};
-use serde_json::json;
+use phr_tests::{
+    bench::{self, readings, t},
+    import_file, largest_fixture, patient_home,
+};
 
 type Result<T, E = Box<dyn Error>> = std::result::Result<T, E>;
-
-fn t(second: i64) -> Timestamp {
-    Timestamp::from_second(test_time().as_second() + second).expect("valid time")
-}
-
-fn reading(i: usize) -> serde_json::Value {
-    json!({"resourceType": "Observation", "id": format!("bp-{i}"), "status": "final",
-        "code": {"text": "Blood pressure"},
-        "valueString": format!("{}/{}", 110 + i % 40, 70 + i % 20)})
-}
-
-/// Puts `n` readings starting at `from`, one Automerge change each, and saves once.
-fn readings(
-    home: &mut Home,
-    record: &mut Record,
-    from: usize,
-    n: usize,
-    at: Timestamp,
-) -> Result<()> {
-    let author: Author = home.device().author();
-    let stamp = Stamp {
-        author: &author,
-        time: at,
-    };
-    for i in from..from + n {
-        record.put(stamp, &reading(i))?;
-        record.commit(stamp, "reading");
-    }
-    home.save(record, at)?;
-    Ok(())
-}
 
 struct Figures {
     name: &'static str,

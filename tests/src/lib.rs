@@ -155,6 +155,39 @@ pub mod bench {
         )
     }
 
+    /// `second` seconds after [`crate::test_time`].
+    pub fn t(second: i64) -> jiff::Timestamp {
+        jiff::Timestamp::from_second(crate::test_time().as_second() + second).expect("valid time")
+    }
+
+    /// A home blood-pressure reading, `Observation/bp-i`.
+    pub fn reading(i: usize) -> serde_json::Value {
+        serde_json::json!({"resourceType": "Observation", "id": format!("bp-{i}"),
+            "status": "final", "code": {"text": "Blood pressure"},
+            "valueString": format!("{}/{}", 110 + i % 40, 70 + i % 20)})
+    }
+
+    /// Puts `n` readings starting at `from`, one Automerge change each, and saves once.
+    pub fn readings(
+        home: &mut phr_core::home::Home,
+        record: &mut phr_core::Record,
+        from: usize,
+        n: usize,
+        at: jiff::Timestamp,
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let author: phr_core::Author = home.device().author();
+        let stamp = phr_core::Stamp {
+            author: &author,
+            time: at,
+        };
+        for i in from..from + n {
+            record.put(stamp, &reading(i))?;
+            record.commit(stamp, "reading");
+        }
+        home.save(record, at)?;
+        Ok(())
+    }
+
     /// Milliseconds, to one decimal place.
     pub fn ms(d: Duration) -> String {
         format!("{:.1} ms", d.as_secs_f64() * 1000.0)

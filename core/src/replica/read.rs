@@ -196,30 +196,22 @@ impl Replica {
             return Ok(None);
         }
         let header = blob.header();
-        if header.kind == BlobKind::SealedToOwners {
+        let plaintext = if header.kind == BlobKind::SealedToOwners {
             let Some(plaintext) = self.open_sealed(&blob, age).map_err(fail)? else {
                 return Ok(None);
             };
-            let (hashes, heads) =
-                crate::changes::check_authorship_hashes(&header.author, &plaintext)
-                    .map_err(fail)?;
-            let proofs = own_proof(&blob, &heads).map_err(fail)?;
-            return Ok(Some(Opened {
-                plaintext,
-                direct: hashes,
-                proofs,
-                compacted: false,
-                restricted: false,
-            }));
-        }
-        let Some(key) = self.keyring.get(&header.key_id) else {
-            if self.ledger.state().can_read(&self.me, section, i64::MAX) {
-                return Err(fail("this node holds no key for it".into()));
-            }
-            return Ok(None);
+            plaintext
+        } else {
+            let Some(key) = self.keyring.get(&header.key_id) else {
+                if self.ledger.state().can_read(&self.me, section, i64::MAX) {
+                    return Err(fail("this node holds no key for it".into()));
+                }
+                return Ok(None);
+            };
+            blob.open(key).map_err(|e| fail(e.to_string()))?
         };
-        let plaintext = blob.open(key).map_err(|e| fail(e.to_string()))?;
-        if header.kind == BlobKind::Changes {
+        // A changes blob or an audit entry: its signature proves every change in it.
+        if header.kind != BlobKind::Compaction {
             let (hashes, heads) =
                 crate::changes::check_authorship_hashes(&header.author, &plaintext)
                     .map_err(fail)?;

@@ -347,6 +347,14 @@ impl Sim {
         self.checker.view(node, replica, &doc, &self.withdrawals)
     }
 
+    /// A node's name, for reports.
+    fn name_of(&self, peer: &phr_core::keys::PeerId) -> &str {
+        self.nodes
+            .iter()
+            .find(|n| n.peer() == *peer)
+            .map_or("?", |n| n.name.as_str())
+    }
+
     fn failure(&self, step: Option<usize>, what: String) -> Failure {
         let recent = self
             .report
@@ -1038,11 +1046,7 @@ impl Sim {
                                     .unwrap_or_default();
                                 let kind = phr_core::blob::Blob::decode(bytes)
                                     .map(|b| {
-                                        let by = self
-                                            .nodes
-                                            .iter()
-                                            .find(|n| n.peer() == b.header().author)
-                                            .map_or("?", |n| n.name.as_str());
+                                        let by = self.name_of(&b.header().author);
                                         format!("{:?} by {by}", b.header().kind)
                                     })
                                     .unwrap_or_default();
@@ -1060,11 +1064,7 @@ impl Sim {
                                     })
                                     .and_then(|b| phr_core::blob::Blob::decode(b).ok())
                                     .map(|b| {
-                                        let by = self
-                                            .nodes
-                                            .iter()
-                                            .find(|n| n.peer() == b.header().author)
-                                            .map_or("?", |n| n.name.as_str());
+                                        let by = self.name_of(&b.header().author);
                                         format!("by a {:?} of {by}", b.header().kind)
                                     })
                                     .unwrap_or_default();
