@@ -264,8 +264,8 @@ fn write_keystores(corpus: &Corpus, patient: &Home) -> Result<()> {
 }
 
 /// Automerge changes by the fuzz signer's actor, as `check_authorship` and `load_parts` see
-/// them: uncompressed and compressed change chunks, and an audit entry. (No compacted
-/// document: both checks refuse one, so the target never loads it.)
+/// them: uncompressed and compressed change chunks, and an audit entry; and the sections saved
+/// whole, as compactions hold them, for the `document` target.
 fn write_changes(
     corpus: &Corpus,
     resources: &[Value],
@@ -305,6 +305,24 @@ fn write_changes(
             .flat_map(|mut change| change.bytes().to_vec())
             .collect();
         corpus.put("changes", &format!("compressed-{section}"), &compressed)?;
+    }
+    // The sections saved whole, as compactions hold them (document chunks, their long columns
+    // compressed), for the `document` target; and one followed by a later change.
+    for section in saved.keys() {
+        corpus.put(
+            "document",
+            &format!("compaction-{section}"),
+            &record.save_section(*section),
+        )?;
+    }
+    if let Some((section, bytes)) = saved.iter().next() {
+        let mut doc = AutoCommit::new();
+        doc.load_incremental(bytes)?;
+        let heads = doc.get_heads();
+        automerge::transaction::Transactable::put(&mut doc, automerge::ROOT, "later", "x")?;
+        doc.commit();
+        let document_then_change = [record.save_section(*section), doc.save_after(&heads)].concat();
+        corpus.put("document", "compaction-then-change", &document_then_change)?;
     }
     let logged = Logged {
         action: AuditAction::Read,

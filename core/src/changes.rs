@@ -29,12 +29,14 @@ use crate::keys::PeerId;
 
 mod actor_table;
 mod audit_entry;
+mod document;
 pub mod provenance;
 
 #[cfg(test)]
 pub(crate) use actor_table::with_valid_checksum;
 
 pub use audit_entry::check_audit_entry;
+pub use document::{DOCUMENT_INFLATED_BYTES_MAX, check_document, load_document};
 
 /// The most bytes the changes of one `Changes` blob may inflate to, in all (a type-1 chunk's
 /// body counts as it is): what one blob may cost a reader in memory, whatever its compressed
@@ -195,6 +197,18 @@ struct Chunk<'a> {
 
 /// The change chunk `bytes` starts with, and the bytes after it.
 fn split_chunk(bytes: &[u8]) -> Result<(Chunk<'_>, &[u8]), String> {
+    let (chunk, rest) = split_any_chunk(bytes)?;
+    if !matches!(chunk.kind, CHUNK_CHANGE | CHUNK_COMPRESSED_CHANGE) {
+        return Err(format!(
+            "it holds an Automerge chunk of type {}, where only changes belong",
+            chunk.kind
+        ));
+    }
+    Ok((chunk, rest))
+}
+
+/// The Automerge chunk `bytes` starts with, of any type, and the bytes after it.
+fn split_any_chunk(bytes: &[u8]) -> Result<(Chunk<'_>, &[u8]), String> {
     let header = bytes
         .get(..CHUNK_HEADER_FIXED_BYTES)
         .ok_or("it ends in the middle of a change header")?;
@@ -202,11 +216,6 @@ fn split_chunk(bytes: &[u8]) -> Result<(Chunk<'_>, &[u8]), String> {
         return Err("it holds something other than Automerge changes".into());
     }
     let kind = header[8];
-    if !matches!(kind, CHUNK_CHANGE | CHUNK_COMPRESSED_CHANGE) {
-        return Err(format!(
-            "it holds an Automerge chunk of type {kind}, where only changes belong"
-        ));
-    }
     let (length, leb_bytes) =
         uleb128(&bytes[CHUNK_HEADER_FIXED_BYTES..]).ok_or("a change length is malformed")?;
     let start = CHUNK_HEADER_FIXED_BYTES + leb_bytes;
@@ -230,10 +239,16 @@ fn inflated_len(chunk: &Chunk<'_>, limit: usize) -> Result<usize, String> {
     if chunk.kind != CHUNK_COMPRESSED_CHANGE {
         return Ok(chunk.body.len());
     }
+    deflated_len(chunk.body, limit)
+}
+
+/// How many bytes a raw DEFLATE stream inflates to, counting no further than one byte past
+/// `limit`, into a sink.
+fn deflated_len(stream: &[u8], limit: usize) -> Result<usize, String> {
     let limit = u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1);
-    let mut inflated = DeflateDecoder::new(chunk.body).take(limit);
+    let mut inflated = DeflateDecoder::new(stream).take(limit);
     let len = io::copy(&mut inflated, &mut io::sink())
-        .map_err(|_| "it holds a compressed change that does not inflate".to_string())?;
+        .map_err(|_| "it holds compressed data that does not inflate".to_string())?;
     Ok(usize::try_from(len).unwrap_or(usize::MAX))
 }
 

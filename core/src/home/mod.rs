@@ -674,6 +674,7 @@ impl Home {
             held.replica
                 .materialise(&self.vault, held.meta.clone(), &actor, &self.keystore.age)?;
         self.warnings.extend(warnings);
+        self.warnings.extend(removed_here(&held.replica));
         Ok(record)
     }
 
@@ -897,3 +898,34 @@ fn lock(dir: &Path) -> Result<File> {
 mod tests;
 #[cfg(test)]
 mod withdrawal_tests;
+
+/// What to tell the user of a device the patient removed, once the removal has reached it: when,
+/// how old its copy is, and that nothing written here goes anywhere.
+fn removed_here(replica: &Replica) -> Option<String> {
+    let me = replica.me();
+    if replica.ledger().state().is_owner(&me) {
+        return None;
+    }
+    let ended_ms = replica
+        .withdrawal(&me)
+        .iter()
+        .filter(|op| matches!(op.op().body, crate::ledger::OpBody::RemoveDevice { .. }))
+        .map(|op| op.op().time_ms)
+        .max()?;
+    let day = |ms: i64| {
+        Timestamp::from_millisecond(ms)
+            .map(|t| t.strftime("%Y-%m-%d %H:%M UTC").to_string())
+            .unwrap_or_else(|_| "an unknown date".into())
+    };
+    let copy = replica
+        .newest_blob_ms()
+        .map(day)
+        .unwrap_or_else(|| "(it holds no entries)".into());
+    Some(format!(
+        "this device was removed from the record on {}: what it shows is its copy as of {copy}, \
+         and nothing written here reaches the patient's other devices or anyone they share \
+         with. If that is wrong, add it again from one of the patient's devices (phr devices \
+         add)",
+        day(ended_ms)
+    ))
+}

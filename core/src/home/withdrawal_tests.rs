@@ -862,3 +862,88 @@ fn a_compaction_by_a_device_removed_later_keeps_what_everyone_else_wrote() {
         );
     }
 }
+
+#[test]
+fn a_compaction_bomb_by_a_device_removed_later_is_refused_before_automerge_inflates_it() {
+    let mut w = World::new();
+    // The phone, an owner still, pushes a compaction of clinical that claims to replace every
+    // clinical blob: a document of one note of 65 MiB of one letter, which Automerge's save
+    // compresses to well under a megabyte.
+    let clinical: Vec<BlobId> = w
+        .laptop()
+        .vault
+        .blobs(&w.id, Section::Clinical)
+        .unwrap()
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    let mut doc = AutoCommit::new().with_actor(actor_of(&w.phone.peer_id()));
+    let note = "a".repeat(crate::changes::DOCUMENT_INFLATED_BYTES_MAX + 1024 * 1024);
+    automerge::transaction::Transactable::put(&mut doc, automerge::ROOT, "note", note).unwrap();
+    doc.commit();
+    let bomb_document = doc.save();
+    assert!(bomb_document.len() < 1024 * 1024);
+    let bomb = craft(
+        &w.phone,
+        w.id,
+        Section::Clinical,
+        BlobKind::Compaction,
+        &bomb_document,
+        clinical,
+        t(12),
+    );
+    plant(&w.phone, w.id, &bomb);
+    sync(&w.phone, w.laptop(), w.id, t(13));
+    w.laptop_mut().remove_device("phone", t(14)).unwrap();
+    // The laptop kept what the bomb claimed to replace, shows the record as before, and lists
+    // the bomb as unreadable, saying why; the patient removes it.
+    let record = w.laptop_record();
+    for key_text in ["AllergyIntolerance/penicillin", "Observation/bp"] {
+        assert!(record.get(&key(key_text)).unwrap().is_some(), "{key_text}");
+    }
+    let bad = w.laptop().unreadable();
+    assert_eq!(bad.len(), 1, "{bad:?}");
+    assert_eq!(bad[0].1, bomb.id());
+    assert!(
+        bad[0].2.contains("inflates to more than 64 MiB"),
+        "{}",
+        bad[0].2
+    );
+    w.laptop_mut()
+        .remove_unreadable(&bomb.id().short(), true)
+        .unwrap();
+    let record = w.laptop_record();
+    assert!(record.get(&key("Observation/bp")).unwrap().is_some());
+    assert!(w.laptop().unreadable().is_empty());
+}
+
+#[test]
+fn a_removed_device_is_told_over_sync_and_what_it_writes_goes_nowhere() {
+    let mut w = World::new();
+    w.laptop_mut().remove_device("phone", t(10)).unwrap();
+    // Written after the removal: not sent to the phone.
+    let gp = w.gp.party();
+    w.laptop_mut()
+        .grant(&gp, &[Section::Journal], Access::Read, None, None, t(11))
+        .unwrap();
+    sync(w.laptop(), &w.phone, w.id, t(12));
+    let record = refreshed(&mut w.phone);
+    assert!(
+        record.get(&key("Observation/bp")).unwrap().is_some(),
+        "its copy stays"
+    );
+    let told = w.phone.warnings().join("\n");
+    assert!(
+        told.contains("this device was removed from the record on"),
+        "{told}"
+    );
+    let phone_ledger = w.phone.held.as_ref().unwrap().replica.ledger().clone();
+    let state = phone_ledger.state();
+    assert!(state.removed_devices.contains(&w.phone.peer_id()));
+    assert!(
+        !state
+            .grants
+            .iter()
+            .any(|g| g.sections.contains(&Section::Journal))
+    );
+}

@@ -210,9 +210,39 @@ pub enum OpBody {
         /// The party whose changes are pinned.
         party: PeerId,
         /// Per section (each once), the change hashes accepted, at most [`PIN_HEADS_MAX`] in
-        /// all.
+        /// all; more take more pins ([`OpBody::pins`]).
         heads: Vec<(Section, Vec<[u8; 32]>)>,
     },
+}
+
+impl OpBody {
+    /// The `Pin` operations that together pin `heads` of `party`, in order, each within
+    /// [`PIN_HEADS_MAX`] (pins add up: rule 9); one naming nothing if there are none, which
+    /// still says that the party's changes are judged one by one.
+    pub fn pins(party: PeerId, heads: Vec<(Section, Vec<[u8; 32]>)>) -> Vec<OpBody> {
+        let all: Vec<(Section, [u8; 32])> = heads
+            .into_iter()
+            .flat_map(|(section, hashes)| hashes.into_iter().map(move |hash| (section, hash)))
+            .collect();
+        if all.is_empty() {
+            return vec![OpBody::Pin {
+                party,
+                heads: Vec::new(),
+            }];
+        }
+        all.chunks(PIN_HEADS_MAX)
+            .map(|chunk| {
+                let mut heads: Vec<(Section, Vec<[u8; 32]>)> = Vec::new();
+                for (section, hash) in chunk {
+                    match heads.last_mut() {
+                        Some((last, hashes)) if last == section => hashes.push(*hash),
+                        _ => heads.push((*section, vec![*hash])),
+                    }
+                }
+                OpBody::Pin { party, heads }
+            })
+            .collect()
+    }
 }
 
 /// One consent-ledger operation, as its author signs it.

@@ -856,3 +856,38 @@ fn two_thousand_operations_compute_quickly() {
     assert_eq!((ledger.len(), state.valid.len()), (2_000, 2_000));
     assert!(elapsed < std::time::Duration::from_secs(1));
 }
+
+#[test]
+fn heads_past_the_limit_of_one_pin_take_several_pins_that_add_up() {
+    let mut ledger = patient_record();
+    let hash = |i: usize| {
+        let mut bytes = [0u8; 32];
+        bytes[..8].copy_from_slice(&(i as u64).to_be_bytes());
+        bytes
+    };
+    let summary: Vec<[u8; 32]> = (0..PIN_HEADS_MAX).map(hash).collect();
+    let clinical: Vec<[u8; 32]> = (PIN_HEADS_MAX..PIN_HEADS_MAX + 10).map(hash).collect();
+    let heads = vec![(Summary, summary.clone()), (Clinical, clinical.clone())];
+    // One pin of them all is refused as malformed.
+    let whole = OpBody::Pin {
+        party: peer(GP),
+        heads: heads.clone(),
+    };
+    assert!(ledger.clone().append(&key(PHONE), whole, 1).is_err());
+    let pins = OpBody::pins(peer(GP), heads);
+    assert_eq!(pins.len(), 2);
+    for pin in pins {
+        ok(&mut ledger, PHONE, pin);
+    }
+    let pinned = &ledger.state().pins[&peer(GP)];
+    assert_eq!(pinned[&Summary].len(), summary.len());
+    assert_eq!(pinned[&Clinical].len(), clinical.len());
+    // None at all still makes one pin, naming nothing.
+    assert_eq!(
+        OpBody::pins(peer(GP), Vec::new()),
+        vec![OpBody::Pin {
+            party: peer(GP),
+            heads: Vec::new()
+        }]
+    );
+}

@@ -3,7 +3,7 @@
 //! record shows until an owner accepts them, which is a `Close` operation that lists them, so
 //! every node takes them in; discarding one forgets it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::{
     blob::Blob,
@@ -73,7 +73,7 @@ impl Replica {
         }
         // The accepted blobs' changes, pinned by their authorship proofs, so that they stay
         // accepted once an owner compacts them (`consent::change_pins`).
-        let mut pinned: BTreeMap<PeerId, BTreeMap<Section, Vec<[u8; 32]>>> = BTreeMap::new();
+        let mut pinned: BTreeMap<PeerId, BTreeMap<Section, BTreeSet<[u8; 32]>>> = BTreeMap::new();
         for (section, id, bytes) in store.held(&self.id)? {
             let Some(blob) = ids
                 .contains(&id)
@@ -105,16 +105,16 @@ impl Replica {
                 accepted,
             };
             appended.push(ledger.append(device, body, now_ms)?);
-            let mut heads: Vec<(Section, Vec<[u8; 32]>)> = pinned
+            let heads: Vec<(Section, Vec<[u8; 32]>)> = pinned
                 .remove(&party)
                 .unwrap_or_default()
                 .into_iter()
+                .map(|(section, hashes)| (section, hashes.into_iter().collect()))
                 .collect();
-            for (_, hashes) in &mut heads {
-                hashes.truncate(crate::ledger::PIN_HEADS_MAX);
-            }
             if !heads.is_empty() {
-                appended.push(ledger.append(device, OpBody::Pin { party, heads }, now_ms)?);
+                for pin in OpBody::pins(party, heads) {
+                    appended.push(ledger.append(device, pin, now_ms)?);
+                }
             }
         }
         let mut batch = Batch::new();

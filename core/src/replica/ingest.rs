@@ -3,8 +3,6 @@
 
 use std::collections::BTreeSet;
 
-use automerge::AutoCommit;
-
 use crate::{
     blob::{Blob, BlobKind},
     consent::{self, IngestError},
@@ -385,7 +383,7 @@ impl Replica {
         let Some(mut doc) = compaction
             .open(key)
             .ok()
-            .and_then(|plain| AutoCommit::load(&plain).ok())
+            .and_then(|plain| crate::changes::load_document(&plain).ok())
         else {
             return Ok(BTreeSet::new());
         };
@@ -413,7 +411,7 @@ impl Replica {
             } else if let Some(fresh) = compaction
                 .open(key)
                 .ok()
-                .and_then(|plain| AutoCommit::load(&plain).ok())
+                .and_then(|plain| crate::changes::load_document(&plain).ok())
             {
                 // It held something the compaction does not: keep it, and start clean.
                 doc = fresh;

@@ -488,13 +488,92 @@ impl Replica {
         self.ledger.state().admitted(peer, now_ms)
     }
 
-    /// Whether `peer` may be sent items of `topic`: the ledger goes to every admitted peer,
-    /// sections to whoever may hold them.
+    /// Whether `peer` may be sent items of `topic`: the ledger goes to every admitted peer, and
+    /// in part to a withdrawn party ([`Replica::withdrawn_share`]); sections to whoever may hold
+    /// them.
     pub fn may_send(&self, peer: &PeerId, topic: Topic, now_ms: i64) -> bool {
         match topic {
-            Topic::Ledger => self.admits(peer, now_ms),
+            Topic::Ledger => self.admits(peer, now_ms) || self.is_withdrawn(peer),
             Topic::Section(section) => self.may_hold(peer, section, now_ms),
         }
+    }
+
+    /// Whether the owners withdrew `peer`'s access: revoked a grant to it, removed it as a
+    /// device, or closed its writing ([`Replica::withdrawal`], without walking the ledger).
+    pub fn is_withdrawn(&self, peer: &PeerId) -> bool {
+        let state = self.ledger.state();
+        state.removed_devices.contains(peer)
+            || state.closes.contains_key(peer)
+            || state
+                .revoked
+                .iter()
+                .any(|grant| grant.grantee.peer == *peer)
+    }
+
+    /// The ledger operations a peer that is not admitted may be sent: those that withdrew its
+    /// access, the pins of what the owners accepted from it, and everything before them (their
+    /// causal past), so that its node learns that its access ended and says so (`phr
+    /// patients`). Never data, and nothing the owners wrote after the withdrawal but what it
+    /// depends on. Empty for anyone never admitted.
+    pub fn withdrawn_share(&self, peer: &PeerId) -> BTreeSet<OpId> {
+        let mut share = BTreeSet::new();
+        let pins = self.ledger.ops().filter(|op| {
+            matches!(&op.op().body, OpBody::Pin { party, .. } if party == peer)
+                && self.ledger.state().valid.contains(&op.id())
+        });
+        let mut next: Vec<OpId> = self
+            .withdrawal(peer)
+            .into_iter()
+            .chain(pins)
+            .map(|op| op.id())
+            .collect();
+        while let Some(id) = next.pop() {
+            if let Some(op) = self.ledger.get(&id)
+                && share.insert(id)
+            {
+                next.extend(op.op().parents.iter().copied());
+            }
+        }
+        share
+    }
+
+    /// The items of `topic` to offer `peer` in reconciliation at `now_ms`: everything it may be
+    /// sent, or nothing. An admitted peer is offered every valid ledger operation; a withdrawn
+    /// party only its [`Replica::withdrawn_share`].
+    pub fn offer(&self, peer: &PeerId, topic: Topic, now_ms: i64) -> Vec<(u64, [u8; 32])> {
+        if !self.may_send(peer, topic, now_ms) {
+            return Vec::new();
+        }
+        let items = self.reconcile_items(topic);
+        if topic != Topic::Ledger || self.admits(peer, now_ms) {
+            return items;
+        }
+        let share = self.withdrawn_share(peer);
+        items
+            .into_iter()
+            .filter(|(_, id)| share.contains(&OpId(*id)))
+            .collect()
+    }
+
+    /// Whether the item `id` of `topic` may be sent to `peer` at `now_ms`, where `share` is the
+    /// ledger share of a peer not admitted, worked out once by the caller (`None`: not yet).
+    pub fn may_send_item(
+        &self,
+        peer: &PeerId,
+        topic: Topic,
+        id: &[u8; 32],
+        share: &mut Option<BTreeSet<OpId>>,
+        now_ms: i64,
+    ) -> bool {
+        if !self.may_send(peer, topic, now_ms) {
+            return false;
+        }
+        if topic != Topic::Ledger || self.admits(peer, now_ms) {
+            return true;
+        }
+        share
+            .get_or_insert_with(|| self.withdrawn_share(peer))
+            .contains(&OpId(*id))
     }
 
     /// The valid operations that ended `peer`'s access: its revocations, its removal, the closes

@@ -224,7 +224,9 @@ impl Replica {
                 restricted: false,
             }));
         }
-        // A compaction: what its proofs prove is judged once the section is loaded. A proof
+        // A compaction: bounded before Automerge inflates it (a removed device's stays stored).
+        crate::changes::check_document(&plaintext).map_err(fail)?;
+        // What its proofs prove is judged once the section is loaded. A proof
         // whose signature does not verify proves nothing, and is not carried on.
         let proofs = header
             .proofs
@@ -450,9 +452,8 @@ fn restricted_only(known: &Provenance, pieces: &[Vec<u8>]) -> HashSet<ChangeHash
 
 /// The hashes of the changes of one stored piece (a compaction's document), loaded on its own.
 fn changes_of(piece: &[u8]) -> HashSet<ChangeHash> {
-    crate::changes::catch_automerge_panic(|| automerge::AutoCommit::load(piece))
+    crate::changes::load_document(piece)
         .ok()
-        .and_then(Result::ok)
         .map(|mut doc| {
             doc.get_changes_meta(&[])
                 .into_iter()

@@ -160,6 +160,9 @@ impl Replica {
         replaces.extend(self.materialised.get(&section).into_iter().flatten());
         let replaces: Vec<BlobId> = replaces.into_iter().take(BLOB_REPLACES_MAX).collect();
         let bytes = record.save_section(section);
+        // A compaction every reader would skip (its document too large once inflated) is
+        // refused here, so the writer is told instead of the section vanishing at every reader.
+        crate::changes::check_document(&bytes).map_err(ReplicaError::Unreadable)?;
         let proofs = self.compaction_proofs(device, record, section);
         let blob = self.seal(
             device,
@@ -214,8 +217,7 @@ impl Replica {
 
     /// The change heads of `party` this device holds in `sections`: those of the authorship
     /// proofs by `party` that verify, in the headers of the blobs stored (its own blobs, and the
-    /// compactions that carry its proofs). What a `Pin` accepts; at most
-    /// [`crate::ledger::PIN_HEADS_MAX`] in all.
+    /// compactions that carry its proofs). What the `Pin`s of a close accept.
     pub(super) fn pinned_heads(
         &self,
         store: &dyn Store,
@@ -223,7 +225,6 @@ impl Replica {
         sections: &[Section],
     ) -> Result<Vec<(Section, Vec<[u8; 32]>)>> {
         let mut out = Vec::new();
-        let mut count = 0;
         for &section in sections {
             let mut heads: BTreeSet<[u8; 32]> = BTreeSet::new();
             for (_, bytes) in store.blobs(&self.id, section)? {
@@ -237,13 +238,8 @@ impl Replica {
                     }
                 }
             }
-            let heads: Vec<[u8; 32]> = heads
-                .into_iter()
-                .take(crate::ledger::PIN_HEADS_MAX - count)
-                .collect();
-            count += heads.len();
             if !heads.is_empty() {
-                out.push((section, heads));
+                out.push((section, heads.into_iter().collect()));
             }
         }
         Ok(out)
@@ -367,7 +363,9 @@ fn close_withdrawn(
             accepted,
         };
         appended.push(ledger.append(device, body, now_ms)?);
-        appended.push(ledger.append(device, OpBody::Pin { party, heads }, now_ms)?);
+        for pin in OpBody::pins(party, heads) {
+            appended.push(ledger.append(device, pin, now_ms)?);
+        }
     }
     Ok(appended)
 }

@@ -200,11 +200,7 @@ impl InitiatorSession {
             if !ours && !theirs {
                 continue;
             }
-            let items = if theirs {
-                replica.reconcile_items(topic)
-            } else {
-                Vec::new()
-            };
+            let items = replica.offer(&peer, topic, now_ms);
             let (initiator, message) = Initiator::start_items(items)
                 .map_err(|source| SyncError::Reconcile { topic, source })?;
             open.insert(topic, initiator);
@@ -424,10 +420,14 @@ impl InitiatorSession {
         self.want.extend(later);
         let mut items = Vec::new();
         let mut bytes = 0;
+        let mut share = None;
         while let Some((topic, id)) = self.push.first().copied() {
             // Consent may have changed since the topic settled (a revocation received in this
             // very session): judge every item when it is sent.
-            if !local.replica.may_send(&self.peer, topic, now_ms) {
+            if !local
+                .replica
+                .may_send_item(&self.peer, topic, &id, &mut share, now_ms)
+            {
                 self.push.pop_first();
                 continue;
             }
@@ -535,11 +535,7 @@ impl ResponderSession {
         }
         let mut topics = BTreeMap::new();
         for (topic, _) in &request.reconcile {
-            let items = if local.replica.may_send(&peer, *topic, now_ms) {
-                local.replica.reconcile_items(*topic)
-            } else {
-                Vec::new()
-            };
+            let items = local.replica.offer(&peer, *topic, now_ms);
             let responder =
                 Responder::with_items(items).map_err(|source| SyncError::Reconcile {
                     topic: *topic,
@@ -710,11 +706,18 @@ impl ResponderSession {
     ) -> Result<Vec<(Topic, Vec<u8>)>, SyncError> {
         let mut items = Vec::new();
         let mut bytes = 0;
+        let mut share = None;
         for (topic, ids) in want {
             if !local.replica.may_send(&self.peer, *topic, now_ms) {
                 continue;
             }
             for id in ids {
+                if !local
+                    .replica
+                    .may_send_item(&self.peer, *topic, id, &mut share, now_ms)
+                {
+                    continue;
+                }
                 let Some(item) = local.replica.item(local.store, *topic, id)? else {
                     continue;
                 };

@@ -560,14 +560,21 @@ fn opening_names_what_is_wrong() {
         error(&w.gp, &other_text, t(21)),
         HomeError::Provider(ProviderError::Expired { .. })
     ));
-    // Once the operations that withdrew it reach the GP (stored here by hand: sync does not
-    // carry them to a withdrawn party yet), it is told when its access ended.
+    // Sync carries the operations that withdrew it to the GP, and only those and what they
+    // build on: not a grant made after them. The GP is then told when its access ended.
     w.patient_mut().revoke("Leeds GP", t(30)).unwrap();
-    let mut batch = Batch::new();
-    for op in w.patient().ledger().unwrap().ops() {
-        batch.ledger_op(w.id, op.id(), op.bytes());
-    }
-    w.gp.vault.commit(batch).unwrap();
+    let later = Home::init_provider(&w.dirs[0].path().join("later"), "Later", None, None).unwrap();
+    w.patient_mut()
+        .grant(
+            &later.party(),
+            &[Section::Summary],
+            Access::Read,
+            None,
+            None,
+            t(31),
+        )
+        .unwrap();
+    sync(w.patient(), &w.gp, w.id, t(32));
     assert!(matches!(
         error(&w.gp, &own, t(32)),
         HomeError::Provider(ProviderError::Withdrawn { .. })
@@ -575,6 +582,28 @@ fn opening_names_what_is_wrong() {
     let listed = w.gp.patients(t(32)).unwrap();
     let ended = listed.iter().find(|r| r.id == w.id).unwrap().ended.unwrap();
     assert_eq!(ended.ended, t(30));
+    let gp_ledger = Replica::open(&w.gp.vault, w.id, w.gp.peer_id(), &w.gp.keystore.age)
+        .unwrap()
+        .ledger()
+        .clone();
+    let patient_ledger = w.patient().ledger().unwrap();
+    let missing: Vec<_> = patient_ledger
+        .ops()
+        .filter(|op| !gp_ledger.contains(&op.id()))
+        .collect();
+    assert!(!missing.is_empty());
+    assert!(
+        missing
+            .iter()
+            .all(|op| op.op().time_ms >= t(31).as_millisecond())
+    );
+    assert!(
+        gp_ledger
+            .state()
+            .grants
+            .iter()
+            .all(|g| g.grantee.peer != later.peer_id())
+    );
 }
 
 /// A patient home, "Patient N", that grants `to` read access to its summary.
