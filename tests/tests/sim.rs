@@ -90,6 +90,17 @@ fn a_node_that_skips_authorisation_is_caught() {
 }
 
 #[test]
+fn a_whole_ledger_sent_to_a_revoked_party_is_caught() {
+    // With the hostile participants the laptop goes on writing operations after the pharmacy's
+    // revocation (it withdraws the GP or the phone): the pharmacy may not be sent those.
+    let text = caught_within(Bug::LedgerToWithdrawn, 10);
+    assert!(
+        text.contains("laptop sent pharmacy a ledger item"),
+        "{text}"
+    );
+}
+
+#[test]
 fn a_relay_holding_keys_is_caught() {
     let text = caught(Bug::RelayGetsKeys);
     assert!(text.contains("relay holds"), "{text}");

@@ -69,7 +69,10 @@ impl Ledger {
     pub(crate) fn forget(&mut self, ids: &[OpId]) {
         let mut changed = false;
         for id in ids {
-            changed |= self.ops.remove(id).is_some();
+            if let Some(op) = self.ops.remove(id) {
+                self.bytes -= op.bytes().len();
+                changed = true;
+            }
         }
         if changed {
             self.cache = std::sync::OnceLock::new();
@@ -82,6 +85,7 @@ impl Ledger {
         } else if self.ops.len() >= LEDGER_OPS_MAX {
             admission.dropped += 1;
         } else {
+            self.bytes += op.bytes().len();
             self.ops.insert(op.id(), op.clone());
             self.cache = std::sync::OnceLock::new();
             admission.new.push(op);

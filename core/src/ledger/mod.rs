@@ -617,6 +617,8 @@ fn check_party(party: &Party) -> Result<(), LedgerError> {
 pub struct Ledger {
     record: RecordId,
     ops: BTreeMap<OpId, SignedOp>,
+    /// The bytes of `ops`, as signed, kept as they change.
+    bytes: usize,
     cache: OnceLock<state::Analysis>,
 }
 
@@ -644,6 +646,7 @@ impl Ledger {
         Ledger {
             record,
             ops: BTreeMap::new(),
+            bytes: 0,
             cache: OnceLock::new(),
         }
     }
@@ -673,6 +676,7 @@ impl Ledger {
                 max: LEDGER_OPS_MAX,
             });
         }
+        self.bytes += op.bytes.len();
         self.ops.insert(op.id, op);
         self.cache = OnceLock::new();
         Ok(true)
@@ -693,9 +697,9 @@ impl Ledger {
         self.ops.values()
     }
 
-    /// The bytes of the operations held, as signed.
+    /// The bytes of the operations held, as signed (kept as they change: no walk).
     pub fn bytes(&self) -> usize {
-        self.ops.values().map(|op| op.bytes().len()).sum()
+        self.bytes
     }
 
     /// The operation with this id, if held.
@@ -799,8 +803,8 @@ impl Ledger {
         let rejected = self.state().rejected.iter().find(|(op, _)| *op == id);
         if let Some((_, why)) = rejected {
             let why = why.clone();
-            if fresh {
-                self.ops.remove(&id);
+            if fresh && let Some(removed) = self.ops.remove(&id) {
+                self.bytes -= removed.bytes.len();
                 self.cache = OnceLock::new();
             }
             return Err(LedgerError::Rejected(why));

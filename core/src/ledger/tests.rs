@@ -491,6 +491,7 @@ fn admit_takes_an_honest_ledger_in_any_order_and_never_refuses_for_being_full() 
         let mut id = [0xff; 32];
         id[..8].copy_from_slice(&(n as u64).to_le_bytes());
         copy.ops.insert(OpId(id), last.clone());
+        copy.bytes += last.bytes().len();
     }
     copy.cache = std::sync::OnceLock::new();
     let more = forge(&ledger, PHONE, ledger.heads(), read(PHARMACY, Summary));
@@ -890,4 +891,21 @@ fn heads_past_the_limit_of_one_pin_take_several_pins_that_add_up() {
             heads: Vec::new()
         }]
     );
+}
+
+#[test]
+fn the_bytes_held_are_kept_as_operations_come_and_go() {
+    let walked = |ledger: &Ledger| ledger.ops().map(|op| op.bytes().len()).sum::<usize>();
+    let mut ledger = patient_record();
+    ok(&mut ledger, ROOT, add(LAPTOP));
+    assert_eq!(ledger.bytes(), walked(&ledger));
+    // Stored, found invalid and taken out again by `append` (a stranger adding a device).
+    let before = ledger.bytes();
+    let mut copy = ledger.clone();
+    assert!(copy.append(&key(TABLET), add(GP), 1).is_err());
+    assert_eq!(copy.bytes(), before);
+    let last = ledger.ops().last().unwrap().id();
+    ledger.forget(&[last]);
+    assert_eq!(ledger.bytes(), walked(&ledger));
+    assert!(ledger.bytes() < before);
 }

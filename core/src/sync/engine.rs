@@ -64,10 +64,69 @@ pub struct Engine {
     initiators: BTreeMap<(PeerId, u64), InitiatorSession>,
     responders: BTreeMap<(PeerId, u64), ResponderSession>,
     /// Replicas of records not held, made for a peer's session (a new grantee's first sync).
-    strangers: BTreeMap<(PeerId, u64), Replica>,
+    strangers: Strangers,
     /// Which records not held this node takes in, and how much it stores of each.
     intake: Intake,
+    /// How many held records wait for a person to accept them, kept as records come and go
+    /// (every message from a stranger asks).
+    pending: usize,
+    /// How many times a message changed what a replica holds (ledger operations and blobs).
+    taken_in: u64,
     ended: Vec<Ended>,
+}
+
+/// The replicas of records not held kept between a peer's messages, with the bytes of their
+/// ledgers counted as they come and go (each message from a stranger asks whether one more
+/// fits).
+#[derive(Debug)]
+struct Strangers {
+    kept: BTreeMap<(PeerId, u64), (Replica, usize)>,
+    bytes: usize,
+    /// [`STRANGER_LEDGER_BYTES_MAX`] and [`STRANGERS_BYTES_MAX`], lowered by tests.
+    ledger_bytes_max: usize,
+    bytes_max: usize,
+}
+
+impl Default for Strangers {
+    fn default() -> Strangers {
+        Strangers {
+            kept: BTreeMap::new(),
+            bytes: 0,
+            ledger_bytes_max: STRANGER_LEDGER_BYTES_MAX,
+            bytes_max: STRANGERS_BYTES_MAX,
+        }
+    }
+}
+
+impl Strangers {
+    fn insert(&mut self, key: (PeerId, u64), replica: Replica) {
+        let bytes = replica.ledger().bytes();
+        self.bytes += bytes;
+        if let Some((_, old)) = self.kept.insert(key, (replica, bytes)) {
+            self.bytes -= old;
+        }
+    }
+
+    fn remove(&mut self, key: &(PeerId, u64)) -> Option<Replica> {
+        let (replica, bytes) = self.kept.remove(key)?;
+        self.bytes -= bytes;
+        Some(replica)
+    }
+
+    fn forget_peer(&mut self, peer: &PeerId) {
+        let keys: Vec<(PeerId, u64)> = self
+            .kept
+            .range((*peer, 0)..=(*peer, u64::MAX))
+            .map(|(key, _)| *key)
+            .collect();
+        for key in keys {
+            self.remove(&key);
+        }
+    }
+
+    fn of_peer(&self, peer: &PeerId) -> usize {
+        self.kept.range((*peer, 0)..=(*peer, u64::MAX)).count()
+    }
 }
 
 impl Engine {
@@ -78,8 +137,10 @@ impl Engine {
             replicas: BTreeMap::new(),
             initiators: BTreeMap::new(),
             responders: BTreeMap::new(),
-            strangers: BTreeMap::new(),
+            strangers: Strangers::default(),
             intake: Intake::default(),
+            pending: 0,
+            taken_in: 0,
             ended: Vec::new(),
         };
         for id in store.records()? {
@@ -87,6 +148,7 @@ impl Engine {
                 .replicas
                 .insert(id, Replica::open(store, id, me, age)?);
         }
+        engine.count_pending();
         Ok(engine)
     }
 
@@ -105,11 +167,37 @@ impl Engine {
             replica.set_quota(intake.quota_of(id));
         }
         self.intake = intake;
+        self.count_pending();
     }
 
     /// How many held records wait for a person to accept them.
     pub fn pending(&self) -> usize {
-        pending(&self.intake, &self.replicas)
+        self.pending
+    }
+
+    /// Counts the records waiting again, after the records held or the intake changed.
+    fn count_pending(&mut self) {
+        let intake = &self.intake;
+        self.pending = self
+            .replicas
+            .keys()
+            .filter(|id| intake.is_pending(id))
+            .count();
+    }
+
+    /// Adds a record newly held (one taken in from a peer), keeping the count of those waiting.
+    fn hold(&mut self, replica: Replica) {
+        let id = replica.id();
+        if self.replicas.insert(id, replica).is_none() && self.intake.is_pending(&id) {
+            self.pending += 1;
+        }
+    }
+
+    /// How many times a message changed what a held record (or one taken in) holds: a caller
+    /// that compares it before and after a message knows whether to pass something on, without
+    /// counting every record's items.
+    pub fn taken_in(&self) -> u64 {
+        self.taken_in
     }
 
     /// Reads every stored record again, after another process changed the store (a `phr`
@@ -124,6 +212,7 @@ impl Engine {
             replica.set_quota(self.intake.quota_of(&id));
             self.replicas.insert(id, replica);
         }
+        self.count_pending();
         Ok(())
     }
 
@@ -207,7 +296,7 @@ impl Engine {
             });
         }
         self.responders.retain(|(p, _), _| p != peer);
-        self.strangers.retain(|(p, _), _| p != peer);
+        self.strangers.forget_peer(peer);
     }
 
     /// Whether a session this node started with `peer` is under way.
@@ -228,6 +317,7 @@ impl Engine {
     /// Adds a record this node now holds (one it created).
     pub fn insert(&mut self, replica: Replica) {
         self.replicas.insert(replica.id(), replica);
+        self.count_pending();
     }
 
     /// Takes the sessions that ended since the last call.
@@ -331,6 +421,7 @@ impl Engine {
             Some(replica) => replica,
             None => stranger.insert(self.intake.stranger(record, self.me, pending)),
         };
+        let before = items_of(replica);
         let mut local = Local {
             replica,
             store,
@@ -338,9 +429,12 @@ impl Engine {
         };
         let result = initiator.receive(&mut local, incoming, now_ms);
         let done = initiator.is_done();
+        if items_of(local.replica) != before {
+            self.taken_in += 1;
+        }
         // A record this node asked about and now holds (its ledger admits this node).
         if let Some(stranger) = stranger.filter(Replica::is_held) {
-            self.replicas.insert(record, stranger);
+            self.hold(stranger);
         }
         match result {
             Ok(reply) => {
@@ -381,17 +475,20 @@ impl Engine {
                 }
             },
         };
+        let mut stranger = None;
         let replica = match self.replicas.get_mut(&record) {
             Some(replica) => replica,
             None => {
-                let stranger = self
+                let kept = self
                     .strangers
-                    .entry(key)
-                    .or_insert_with(|| self.intake.stranger(record, me, pending));
+                    .remove(&key)
+                    .unwrap_or_else(|| self.intake.stranger(record, me, pending));
+                let stranger = stranger.insert(kept);
                 self.intake.judge_stranger(stranger, pending);
                 stranger
             }
         };
+        let before = items_of(replica);
         let mut local = Local {
             replica,
             store,
@@ -406,12 +503,17 @@ impl Engine {
                 },
             ),
         };
+        if items_of(local.replica) != before {
+            self.taken_in += 1;
+        }
         // A record received for the first time is now held. One not held yet is kept for the
         // peer's next message only within the bounds; past them it is forgotten, and the next
         // message starts again from an empty replica (the answers are an empty replica's).
-        if let Some(stranger) = self.strangers.remove(&key) {
+        if let Some(stranger) = stranger {
             if stranger.is_held() {
-                self.replicas.entry(stranger.id()).or_insert(stranger);
+                if !self.replicas.contains_key(&stranger.id()) {
+                    self.hold(stranger);
+                }
             } else if self.room_for_stranger(key.0, &stranger) {
                 self.strangers.insert(key, stranger);
             }
@@ -436,19 +538,24 @@ impl Engine {
     /// Whether a replica of a record not held, for `peer`, fits beside the others kept.
     fn room_for_stranger(&self, peer: PeerId, stranger: &Replica) -> bool {
         let bytes = stranger.ledger().bytes();
-        let others_bytes: usize = self.strangers.values().map(|s| s.ledger().bytes()).sum();
-        let of_peer = self.strangers.keys().filter(|(p, _)| *p == peer).count();
-        of_peer < STRANGERS_PER_PEER_MAX
-            && self.strangers.len() < STRANGERS_MAX
-            && bytes <= STRANGER_LEDGER_BYTES_MAX
-            && others_bytes + bytes <= STRANGERS_BYTES_MAX
+        self.strangers.of_peer(&peer) < STRANGERS_PER_PEER_MAX
+            && self.strangers.kept.len() < STRANGERS_MAX
+            && bytes <= self.strangers.ledger_bytes_max
+            && self.strangers.bytes + bytes <= self.strangers.bytes_max
+    }
+
+    /// Lowers the byte bounds of strangers' ledgers, one and all, so that a test can reach them
+    /// with a few operations.
+    #[cfg(test)]
+    pub(crate) fn limit_strangers(&mut self, ledger_bytes_max: usize, bytes_max: usize) {
+        self.strangers.ledger_bytes_max = ledger_bytes_max;
+        self.strangers.bytes_max = bytes_max;
     }
 
     /// How many replicas of records not held are kept for peers' sessions, and the bytes of
     /// their ledgers.
     pub fn strangers(&self) -> (usize, usize) {
-        let bytes = self.strangers.values().map(|s| s.ledger().bytes()).sum();
-        (self.strangers.len(), bytes)
+        (self.strangers.kept.len(), self.strangers.bytes)
     }
 
     /// Passes time: requests whose answer is overdue go again, sessions past their retries end,
@@ -489,10 +596,11 @@ impl Engine {
     }
 }
 
-/// How many of `replicas` wait for a person to accept them.
-fn pending(intake: &Intake, replicas: &BTreeMap<RecordId, Replica>) -> usize {
-    if !intake.acceptance {
-        return 0;
-    }
-    replicas.keys().filter(|id| intake.is_pending(id)).count()
+/// How many items (ledger operations and blobs) one replica holds: what a message may change.
+fn items_of(replica: &Replica) -> usize {
+    replica.ledger().len()
+        + crate::section::Section::ALL
+            .iter()
+            .map(|section| replica.blob_ids(*section).count())
+            .sum::<usize>()
 }

@@ -79,6 +79,7 @@ impl Node {
         }
         self.learn_from_home();
         self.update_gate();
+        self.queued_bytes = 0;
         for queued in std::mem::take(&mut self.queue) {
             match queued {
                 Queued::Request {

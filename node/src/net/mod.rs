@@ -252,6 +252,8 @@ pub struct Node {
     /// Per record, the blobs some peer is known to hold (a finished sync showed it).
     confirmed: BTreeMap<RecordId, BTreeSet<BlobId>>,
     queue: VecDeque<Queued>,
+    /// The bytes of the messages in `queue`, kept as it fills and empties.
+    queued_bytes: usize,
     leases: VecDeque<(u32, Reply<Result<u64, String>>)>,
     /// Commands that need the home, held while it is lent out.
     deferred: Vec<Command>,
@@ -308,6 +310,7 @@ impl Node {
             reservations_asked_ms: 0,
             confirmed: BTreeMap::new(),
             queue: VecDeque::new(),
+            queued_bytes: 0,
             leases: VecDeque::new(),
             deferred: Vec::new(),
             inbox,
@@ -319,14 +322,7 @@ impl Node {
 
     /// Whether a message of `bytes` fits in the queue kept while the home is lent out.
     fn room_in_queue(&self, bytes: usize) -> bool {
-        let queued: usize = self
-            .queue
-            .iter()
-            .map(|q| match q {
-                Queued::Request { bytes, .. } | Queued::Response { bytes, .. } => bytes.len(),
-            })
-            .sum();
-        self.queue.len() < PARKED_QUEUE_MAX && queued + bytes <= PARKED_QUEUE_BYTES_MAX
+        self.queue.len() < PARKED_QUEUE_MAX && self.queued_bytes + bytes <= PARKED_QUEUE_BYTES_MAX
     }
 
     /// Sets how many requests one peer may send in one [`FLOOD_WINDOW_MS`] before it is cut
@@ -626,6 +622,7 @@ impl Node {
                     }
                     if self.open_home().is_none() {
                         if self.room_in_queue(request.0.len()) {
+                            self.queued_bytes += request.0.len();
                             self.queue.push_back(Queued::Request {
                                 peer,
                                 bytes: request.0,
@@ -644,6 +641,7 @@ impl Node {
                     }
                     if self.open_home().is_none() {
                         if self.room_in_queue(response.0.len()) {
+                            self.queued_bytes += response.0.len();
                             self.queue.push_back(Queued::Response {
                                 peer,
                                 bytes: response.0,
@@ -733,21 +731,6 @@ impl Node {
         }
     }
 
-    /// The number of items held, to tell whether a message stored anything.
-    fn items_held(&self) -> usize {
-        self.engine
-            .replicas()
-            .values()
-            .map(|r| {
-                r.ledger().len()
-                    + Section::ALL
-                        .iter()
-                        .map(|s| r.blob_ids(*s).count())
-                        .sum::<usize>()
-            })
-            .sum()
-    }
-
     fn on_request(
         &mut self,
         peer: libp2p::PeerId,
@@ -761,7 +744,7 @@ impl Node {
             return;
         };
         let (vault, age) = home.sync_parts();
-        let before = self.items_held();
+        let before = self.engine.taken_in();
         let reply = self.engine.receive(vault, age, from, &bytes, Self::now());
         let _ = self
             .swarm
@@ -779,7 +762,7 @@ impl Node {
             return;
         };
         let (vault, age) = home.sync_parts();
-        let before = self.items_held();
+        let before = self.engine.taken_in();
         if let Some(next) = self.engine.receive(vault, age, from, &bytes, Self::now()) {
             self.swarm
                 .behaviour_mut()
@@ -790,8 +773,8 @@ impl Node {
     }
 
     /// Something new arrived from `peer`: pass it on to the other connected peers.
-    fn after_receive(&mut self, peer: libp2p::PeerId, before: usize) {
-        if self.items_held() != before {
+    fn after_receive(&mut self, peer: libp2p::PeerId, before: u64) {
+        if self.engine.taken_in() != before {
             self.learn_from_home();
             self.remember_admitted();
             self.update_gate();

@@ -101,7 +101,11 @@ impl Checker {
             let state = replica.ledger().state();
             let peer = to.peer();
             let allowed = match section {
-                None => state.admitted(&peer, now_ms),
+                None => {
+                    state.admitted(&peer, now_ms)
+                        || told_of_withdrawal(replica, &peer)
+                            .contains(&SignedOp::decode(item).expect("decoded above").id())
+                }
                 Some(section) => {
                     state.can_read(&peer, section, now_ms) || state.is_relay(&peer, now_ms)
                 }
@@ -365,4 +369,47 @@ impl Checker {
         }
         Ok(())
     }
+}
+
+/// The ledger operations a party the record no longer admits may be told of: those that ended
+/// its access (a revocation of a grant to it, its removal, a close of its writing), the pins of
+/// what the owners accepted from it, and everything they build on. Walked here from the
+/// operations themselves, not through the replica's own answer.
+fn told_of_withdrawal(
+    replica: &phr_core::replica::Replica,
+    peer: &phr_core::keys::PeerId,
+) -> std::collections::BTreeSet<phr_core::keys::OpId> {
+    use phr_core::ledger::{OpBody, RevokeTarget};
+    let ledger = replica.ledger();
+    let state = ledger.state();
+    let granted_to_peer = |grant: &phr_core::keys::OpId| {
+        ledger.get(grant).is_some_and(
+            |op| matches!(&op.op().body, OpBody::Grant { grantee, .. } if grantee.peer == *peer),
+        )
+    };
+    let mut next: Vec<phr_core::keys::OpId> = ledger
+        .ops()
+        .filter(|op| state.valid.contains(&op.id()))
+        .filter(|op| match &op.op().body {
+            OpBody::RemoveDevice { device } => device == peer,
+            OpBody::Close { party, .. } | OpBody::Pin { party, .. } => party == peer,
+            OpBody::Revoke {
+                target: RevokeTarget::Party(party),
+            } => party == peer,
+            OpBody::Revoke {
+                target: RevokeTarget::Grant(grant),
+            } => granted_to_peer(grant),
+            _ => false,
+        })
+        .map(|op| op.id())
+        .collect();
+    let mut told = std::collections::BTreeSet::new();
+    while let Some(id) = next.pop() {
+        if let Some(op) = ledger.get(&id)
+            && told.insert(id)
+        {
+            next.extend(op.op().parents.iter().copied());
+        }
+    }
+    told
 }

@@ -18,22 +18,22 @@
 //! simulator or of the protocol depends on an id's value, so a seed replays the same schedule.
 
 pub mod check;
+mod events;
+mod finish;
 pub mod node;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use phr_core::{
     fhir::reference::ResourceKey,
-    import,
     keys::RecordId,
-    ledger::{Access, OpBody, RevokeTarget},
+    ledger::{Access, OpBody},
     party::Role,
-    section::{SECTION_TAG_SYSTEM, Section},
+    section::Section,
     store::Store,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use serde_json::{Value, json};
 
 use check::{Checker, Withdrawals};
 use node::SimNode;
@@ -65,6 +65,9 @@ pub enum Bug {
     HoldPastBounds,
     /// The laptop writes an entry in the GP's name, as the GP's actor, and compacts it.
     ForgedVersion,
+    /// Once the pharmacy is revoked, the laptop sends it its whole ledger, not only what tells
+    /// it that its access ended.
+    LedgerToWithdrawn,
 }
 
 /// How a run is set up.
@@ -146,9 +149,6 @@ const GP: usize = 3;
 const PHARMACY: usize = 4;
 const RELAY: usize = 5;
 const OUTSIDER: usize = 6;
-
-/// How many blobs a hostile withdrawn party writes at once.
-const HOSTILE_BURST: usize = 4;
 
 /// Loss, duplication and delay of the network, per message.
 const LOSS_PERCENT: u32 = 8;
@@ -490,7 +490,11 @@ impl Sim {
         }
         self.send(to, outbox)?;
         if self.config.bug == Some(Bug::LeakToOutsider) && to == LAPTOP {
-            self.leak_to_outsider()?;
+            self.leak_ledger(OUTSIDER)?;
+        }
+        if self.config.bug == Some(Bug::LedgerToWithdrawn) && self.pharmacy_revoked && to == LAPTOP
+        {
+            self.leak_ledger(PHARMACY)?;
         }
         Ok(format!(
             "delivered {names} ({} bytes)",
@@ -527,9 +531,10 @@ impl Sim {
         let _ = self.nodes[LAPTOP].store.commit(batch);
     }
 
-    /// The planted bug: the laptop answers the outsider as if it were admitted.
-    fn leak_to_outsider(&mut self) -> Result<(), String> {
-        let outsider = self.nodes[OUTSIDER].peer();
+    /// The planted bugs: the laptop sends its whole ledger to `to` (the outsider, or the
+    /// revoked pharmacy) as if it were admitted.
+    fn leak_ledger(&mut self, to: usize) -> Result<(), String> {
+        let outsider = self.nodes[to].peer();
         let replica = &self.nodes[LAPTOP].replicas()[&self.record];
         let items = replica
             .ledger()
@@ -544,352 +549,6 @@ impl Sim {
                 items,
             });
         self.send(LAPTOP, vec![(outsider, message.encode())])
-    }
-
-    /// A random node starts syncing with a random other node.
-    fn sync_random(&mut self) -> String {
-        let from = self.rng.gen_range(0..self.nodes.len());
-        let mut to = self.rng.gen_range(0..self.nodes.len() - 1);
-        if to >= from {
-            to += 1;
-        }
-        self.sync_pair(from, to)
-    }
-
-    fn sync_pair(&mut self, from: usize, to: usize) -> String {
-        let names = format!(
-            "{} syncs with {}",
-            self.nodes[from].name, self.nodes[to].name
-        );
-        if !self.nodes[from].up {
-            return format!("{names}: down");
-        }
-        let peer = self.nodes[to].peer();
-        let session = self.rng.r#gen::<u64>();
-        let probe = (from == OUTSIDER).then_some(self.record);
-        let now = self.now_ms;
-        let outbox = self.nodes[from].start_sync(peer, probe, session, now);
-        let n = outbox.len();
-        match self.send(from, outbox) {
-            Ok(()) => format!("{names}: {n} sessions"),
-            Err(e) => e,
-        }
-    }
-
-    /// A node that may write writes one resource (sometimes one another node writes too, so
-    /// concurrent versions happen).
-    fn write_random(&mut self) -> Result<String, String> {
-        let writers = [LAPTOP, PHONE, TABLET, GP];
-        let node = writers[self.rng.gen_range(0..writers.len())];
-        let sections = if node == GP {
-            vec![Section::Summary, Section::Clinical]
-        } else {
-            vec![
-                Section::Summary,
-                Section::Clinical,
-                Section::Sensitive,
-                Section::Journal,
-            ]
-        };
-        let section = sections[self.rng.gen_range(0..sections.len())];
-        let id = format!("{section}-{}", self.rng.gen_range(0..5));
-        let marker = format!(
-            "w{} by {}",
-            self.report.writes + self.writes.len(),
-            self.nodes[node].name
-        );
-        let resource = json!({
-            "resourceType": "Observation",
-            "id": id,
-            "status": "final",
-            "meta": {"tag": [{"system": SECTION_TAG_SYSTEM, "code": section.as_str()}]},
-            "code": {"text": "Blood pressure"},
-            "valueString": marker,
-        });
-        let name = self.nodes[node].name.clone();
-        if !self.nodes[node].up || !self.nodes[node].replicas().contains_key(&self.record) {
-            return Ok(format!("{name} cannot write now"));
-        }
-        if self.nodes[node].hostile {
-            return self.write_hostile(node, section, &id);
-        }
-        self.touched.push(node);
-        let seen: Vec<String> = self.nodes[node]
-            .materialise(self.record)
-            .map(|doc| markers(&doc, section))
-            .unwrap_or_default();
-        if self.config.bug == Some(Bug::AckWithoutSave) && node == PHONE {
-            self.writes
-                .push((section, ResourceKey::new("Observation", id), marker));
-            return Ok(format!("{name} acknowledged a write it never saved"));
-        }
-        let now = self.now_ms;
-        match self.nodes[node].write(self.record, std::slice::from_ref(&resource), now) {
-            Ok(true) => {
-                self.report.writes += 1;
-                self.built_on.insert(marker.clone(), seen);
-                self.withdrawals
-                    .author_of
-                    .insert(marker.clone(), self.nodes[node].peer());
-                self.writes
-                    .push((section, ResourceKey::new("Observation", id), marker.clone()));
-                Ok(format!("{name} wrote {section}: {marker}"))
-            }
-            Ok(false) => Ok(format!("{name} could not write {section}")),
-            Err(e) => Err(format!("{name} failed to write: {e}")),
-        }
-    }
-
-    /// A withdrawn party that turned hostile writes a burst of blobs, each its own save, with
-    /// its stale view of the ledger: each is void wherever the withdrawal is known.
-    fn write_hostile(&mut self, node: usize, section: Section, id: &str) -> Result<String, String> {
-        let name = self.nodes[node].name.clone();
-        let now = self.now_ms;
-        let mut written = 0;
-        for _ in 0..HOSTILE_BURST {
-            let marker = format!(
-                "w{} by {name} (withdrawn)",
-                self.report.writes + self.writes.len()
-            );
-            let resource = json!({
-                "resourceType": "Observation",
-                "id": id,
-                "status": "final",
-                "meta": {"tag": [{"system": SECTION_TAG_SYSTEM, "code": section.as_str()}]},
-                "code": {"text": "Blood pressure"},
-                "valueString": marker,
-            });
-            match self.nodes[node].write(self.record, std::slice::from_ref(&resource), now) {
-                Ok(true) => {
-                    written += 1;
-                    self.withdrawals
-                        .author_of
-                        .insert(marker.clone(), self.nodes[node].peer());
-                    self.writes
-                        .push((section, ResourceKey::new("Observation", id), marker));
-                }
-                Ok(false) => break,
-                Err(e) => return Err(format!("{name} failed to write: {e}")),
-            }
-        }
-        Ok(format!(
-            "{name} (withdrawn) wrote {written} blobs in {section}"
-        ))
-    }
-
-    /// The laptop or the phone imports the HL7 IPS example bundle.
-    fn import(&mut self) -> Result<String, String> {
-        let (node, name) = match self.laptop_or_phone() {
-            Ok(picked) => picked,
-            Err(name) => return Ok(format!("{name} cannot import now")),
-        };
-        let resources = ips_resources();
-        let now = self.now_ms;
-        self.touched.push(node);
-        match self.nodes[node].write(self.record, &resources, now) {
-            Ok(true) => Ok(format!("{name} imported {} resources", resources.len())),
-            Ok(false) => Ok(format!("{name} could not import (a conflict)")),
-            Err(e) => Err(format!("{name} failed to import: {e}")),
-        }
-    }
-
-    /// The laptop or the phone, at random, if it is up and holds the record; else its name.
-    fn laptop_or_phone(&mut self) -> Result<(usize, String), String> {
-        let node = if self.rng.gen_bool(0.5) {
-            LAPTOP
-        } else {
-            PHONE
-        };
-        let name = self.nodes[node].name.clone();
-        if !self.nodes[node].up || !self.nodes[node].replicas().contains_key(&self.record) {
-            return Err(name);
-        }
-        Ok((node, name))
-    }
-
-    fn compact_random(&mut self) -> Result<String, String> {
-        let (node, name) = match self.laptop_or_phone() {
-            Ok(picked) => picked,
-            Err(name) => return Ok(format!("{name} cannot compact now")),
-        };
-        let now = self.now_ms;
-        self.touched.push(node);
-        if self.config.bug == Some(Bug::ForgedVersion) && node == LAPTOP {
-            let gp = self.nodes[GP].peer();
-            self.nodes[LAPTOP].forge_as(self.record, gp, now);
-        }
-        match self.nodes[node].compact(self.record, now) {
-            Ok(()) => Ok(format!("{name} compacted")),
-            Err(e) => Ok(format!("{name} did not compact: {e}")),
-        }
-    }
-
-    /// Admits the tablet, grants the GP the journal, revokes the pharmacy, revokes the GP or
-    /// removes the phone: each once, the first three in that order, the withdrawals at random
-    /// among what is left.
-    fn consent_event(&mut self) -> Result<String, String> {
-        let record = self.record;
-        let now = self.now_ms;
-        if !self.nodes[LAPTOP].up {
-            return Ok("laptop down: no consent change".into());
-        }
-        self.touched.push(LAPTOP);
-        // The GP withholding clinical shows only while it is admitted.
-        let gp_may_go = self.config.bug != Some(Bug::GpWithholdsClinical);
-        let hostile = self.config.hostile;
-        let withdrawals = [
-            (hostile && !self.gp_revoked && gp_may_go, GP),
-            (hostile && !self.phone_removed, PHONE),
-        ];
-        let left: Vec<usize> = withdrawals
-            .iter()
-            .filter(|(open, _)| *open)
-            .map(|(_, node)| *node)
-            .collect();
-        if !left.is_empty() && self.rng.gen_bool(0.4) {
-            let node = left[self.rng.gen_range(0..left.len())];
-            return self.withdraw(node);
-        }
-        if !self.tablet_added {
-            self.tablet_added = true;
-            let tablet = self.nodes[TABLET].party();
-            self.nodes[LAPTOP]
-                .consent(record, OpBody::AddDevice { device: tablet }, true, now)
-                .map_err(|e| format!("adding the tablet failed: {e}"))?;
-            return Ok("laptop admitted the tablet".into());
-        }
-        // A revoked GP stays revoked: a grant after the revocation would re-admit it.
-        if !self.gp_granted_journal && !self.gp_revoked {
-            self.gp_granted_journal = true;
-            let gp = self.nodes[GP].party();
-            self.nodes[LAPTOP]
-                .consent(
-                    record,
-                    grant(gp, &[Section::Journal], Access::Read),
-                    false,
-                    now,
-                )
-                .map_err(|e| format!("granting the GP the journal failed: {e}"))?;
-            return Ok("laptop let the gp read the journal".into());
-        }
-        if !self.pharmacy_revoked {
-            self.pharmacy_revoked = true;
-            let pharmacy = self.nodes[PHARMACY].party();
-            self.nodes[LAPTOP]
-                .consent(
-                    record,
-                    OpBody::Revoke {
-                        target: RevokeTarget::Party(pharmacy.peer),
-                    },
-                    false,
-                    now,
-                )
-                .map_err(|e| format!("revoking the pharmacy failed: {e}"))?;
-            if self.config.bug == Some(Bug::KeyToRevoked) {
-                // Wrong on purpose: grant again, which wraps the new epoch to it.
-                self.nodes[LAPTOP]
-                    .consent(
-                        record,
-                        grant(pharmacy, &[Section::Summary], Access::Read),
-                        false,
-                        now,
-                    )
-                    .map_err(|e| format!("the planted re-grant failed: {e}"))?;
-            }
-            return Ok("laptop revoked the pharmacy".into());
-        }
-        self.pass_time()
-    }
-
-    /// The laptop withdraws the GP (revokes it) or the phone (removes it), noting which of the
-    /// party's writes it shows then: what it accepts. The party turns hostile.
-    fn withdraw(&mut self, node: usize) -> Result<String, String> {
-        let record = self.record;
-        let now = self.now_ms;
-        let peer = self.nodes[node].peer();
-        let (body, root) = if node == GP {
-            self.gp_revoked = true;
-            let body = OpBody::Revoke {
-                target: RevokeTarget::Party(peer),
-            };
-            (body, false)
-        } else {
-            self.phone_removed = true;
-            (OpBody::RemoveDevice { device: peer }, true)
-        };
-        self.nodes[LAPTOP]
-            .consent(record, body, root, now)
-            .map_err(|e| format!("withdrawing {} failed: {e}", self.nodes[node].name))?;
-        let doc = self.nodes[LAPTOP]
-            .materialise(record)
-            .ok_or("the laptop holds the record")?;
-        let mut accepted = BTreeSet::new();
-        for (_, key, marker) in &self.writes {
-            if self.withdrawals.author_of.get(marker) != Some(&peer) {
-                continue;
-            }
-            let shown = doc.history(key).is_ok_and(|versions| {
-                versions
-                    .iter()
-                    .any(|v| v.resource["valueString"] == marker.as_str())
-            });
-            if shown {
-                accepted.insert(marker.clone());
-            }
-        }
-        self.withdrawals.accepted.insert(peer, accepted);
-        self.nodes[node].hostile = true;
-        Ok(format!("laptop withdrew the {}", self.nodes[node].name))
-    }
-
-    fn cut_link(&mut self) -> String {
-        let a = self.rng.gen_range(0..self.nodes.len());
-        let b = (a + self.rng.gen_range(1..self.nodes.len())) % self.nodes.len();
-        let until = self.now_ms + self.rng.gen_range(1_000..60_000);
-        self.cut.insert((a, b), until);
-        let both = self.rng.gen_bool(0.5);
-        if both {
-            self.cut.insert((b, a), until);
-        }
-        format!(
-            "cut {} {} {} until {until}",
-            self.nodes[a].name,
-            if both { "<->" } else { "->" },
-            self.nodes[b].name
-        )
-    }
-
-    fn crash_random(&mut self) -> Result<String, String> {
-        let node = self.rng.gen_range(0..OUTSIDER);
-        if !self.nodes[node].up {
-            return self.pass_time();
-        }
-        if self.config.bug == Some(Bug::ForgetOnCrash) {
-            let store = &self.nodes[node].store;
-            let lost = Section::ALL.into_iter().find_map(|s| {
-                store
-                    .blob_ids(&self.record, s)
-                    .into_iter()
-                    .next()
-                    .map(|id| (s, id))
-            });
-            if let Some((section, id)) = lost {
-                store.lose_blob_for_test(&self.record, section, &id);
-            }
-        }
-        self.nodes[node].crash();
-        self.report.crashes += 1;
-        let until = self.now_ms + self.rng.gen_range(1_000..30_000);
-        self.down_until.insert(node, until);
-        Ok(format!("{} crashed until {until}", self.nodes[node].name))
-    }
-
-    /// Time passes: requests overdue are sent again, idle sessions dropped.
-    fn pass_time(&mut self) -> Result<String, String> {
-        let ms = self.rng.gen_range(100..5_000);
-        self.now_ms += ms;
-        self.tick_all()?;
-        Ok(format!("{ms} ms passed"))
     }
 
     fn tick_all(&mut self) -> Result<(), String> {
@@ -957,372 +616,6 @@ impl Sim {
         }
         Err("the network did not go quiet".into())
     }
-
-    /// The end state: every admitted replica of a section holds the same blobs and reads the
-    /// same document; no acknowledged write is missing.
-    fn finish(&mut self) -> Result<(), String> {
-        let now = self.now_ms;
-        let state = self.checker.global().state().clone();
-        let ledger_ids = |node: &SimNode| -> BTreeSet<_> {
-            node.replicas()
-                .get(&self.record)
-                .map(|r| r.ledger().ops().map(|op| op.id()).collect())
-                .unwrap_or_default()
-        };
-        let admitted: Vec<usize> = (0..self.nodes.len())
-            .filter(|&i| state.admitted(&self.nodes[i].peer(), now))
-            .collect();
-        for &i in &admitted {
-            if ledger_ids(&self.nodes[i]) != ledger_ids(&self.nodes[admitted[0]]) {
-                let (a, b) = (
-                    ledger_ids(&self.nodes[i]),
-                    ledger_ids(&self.nodes[admitted[0]]),
-                );
-                let kinds = |ids: Vec<&phr_core::keys::OpId>| -> Vec<String> {
-                    ids.into_iter()
-                        .filter_map(|id| self.checker.global().get(id))
-                        .map(|op| format!("{:?}", op.op().body).chars().take(40).collect())
-                        .collect()
-                };
-                return Err(format!(
-                    "{} and {} hold different ledgers: only the first {:?}, only the second {:?}",
-                    self.nodes[i].name,
-                    self.nodes[admitted[0]].name,
-                    kinds(a.difference(&b).collect()),
-                    kinds(b.difference(&a).collect()),
-                ));
-            }
-        }
-        let mut documents = BTreeMap::new();
-        for i in 0..self.nodes.len() {
-            let readable: Vec<Section> = Section::ALL
-                .into_iter()
-                .filter(|s| state.can_read(&self.nodes[i].peer(), *s, now))
-                .collect();
-            if !readable.is_empty() {
-                let doc = self.nodes[i].materialise(self.record).ok_or_else(|| {
-                    format!(
-                        "{} may read the record but does not hold it",
-                        self.nodes[i].name
-                    )
-                })?;
-                documents.insert(i, (doc, readable));
-            }
-        }
-        for section in Section::ALL {
-            let holders: Vec<usize> = (0..self.nodes.len())
-                .filter(|&i| {
-                    let peer = self.nodes[i].peer();
-                    state.can_read(&peer, section, now) || state.is_relay(&peer, now)
-                })
-                .collect();
-            // Void blobs aside: a compaction whose author was removed after it arrived stays,
-            // restricted, where it arrived before the news, and is refused where it came after.
-            let global = self.checker.global();
-            let blobs = |i: usize| -> BTreeSet<phr_core::keys::BlobId> {
-                let store = &self.nodes[i].store;
-                store
-                    .blob_ids(&self.record, section)
-                    .into_iter()
-                    .filter(|id| {
-                        let bytes = store.blob(&self.record, section, id).ok().flatten();
-                        !bytes
-                            .and_then(|b| phr_core::blob::Blob::decode(b).ok())
-                            .is_some_and(|blob| phr_core::consent::withdrawn(&blob, global))
-                    })
-                    .collect()
-            };
-            for &i in &holders {
-                if blobs(i) != blobs(holders[0]) {
-                    let describe = |node: usize, others: usize| -> Vec<String> {
-                        blobs(node)
-                            .difference(&blobs(others))
-                            .map(|id| {
-                                let bytes = self.nodes[node]
-                                    .store
-                                    .blob(&self.record, section, id)
-                                    .ok()
-                                    .flatten()
-                                    .unwrap_or_default();
-                                let kind = phr_core::blob::Blob::decode(bytes)
-                                    .map(|b| {
-                                        let by = self.name_of(&b.header().author);
-                                        format!("{:?} by {by}", b.header().kind)
-                                    })
-                                    .unwrap_or_default();
-                                let replacer = self.nodes[others]
-                                    .store
-                                    .replaced_by(&self.record, section, id)
-                                    .ok()
-                                    .flatten()
-                                    .and_then(|c| {
-                                        self.nodes[others]
-                                            .store
-                                            .blob(&self.record, section, &c)
-                                            .ok()
-                                            .flatten()
-                                    })
-                                    .and_then(|b| phr_core::blob::Blob::decode(b).ok())
-                                    .map(|b| {
-                                        let by = self.name_of(&b.header().author);
-                                        format!("by a {:?} of {by}", b.header().kind)
-                                    })
-                                    .unwrap_or_default();
-                                let replacer_id = self.nodes[others]
-                                    .store
-                                    .replaced_by(&self.record, section, id)
-                                    .ok()
-                                    .flatten();
-                                let here_has = replacer_id.is_some_and(|c| {
-                                    self.nodes[node].store.blob(&self.record, section, &c).ok().flatten().is_some()
-                                });
-                                let here_held = replacer_id.is_some_and(|c| {
-                                    self.nodes[node].store.held(&self.record).unwrap_or_default().iter().any(|(_, h, _)| *h == c)
-                                });
-                                let kind = format!("{kind} ({replacer}; replacer {:?} stored here {here_has}, held here {here_held})", replacer_id.map(|c| c.short()));
-                                let replaced = self.nodes[others]
-                                    .store
-                                    .is_replaced(&self.record, section, id)
-                                    .unwrap_or(false);
-                                let in_memory = self.nodes[node]
-                                    .replicas()
-                                    .get(&self.record)
-                                    .is_some_and(|r| r.blob_ids(section).any(|b| b == *id));
-                                let there = self.nodes[others]
-                                    .replicas()
-                                    .get(&self.record)
-                                    .is_some_and(|r| r.blob_ids(section).any(|b| b == *id));
-                                let items = |n: usize| {
-                                    self.nodes[n]
-                                        .replicas()
-                                        .get(&self.record)
-                                        .map(|r| {
-                                            r.reconcile_items(phr_core::replica::Topic::Section(
-                                                section,
-                                            ))
-                                        })
-                                        .unwrap_or_default()
-                                };
-                                format!(
-                                    "{} {kind} (replaced there: {replaced}; held in memory here: \
-                                     {in_memory}, there: {there}; items here {:?} there {:?})",
-                                    id.short(),
-                                    items(node)
-                                        .iter()
-                                        .map(|(t, i)| (t, i[0]))
-                                        .collect::<Vec<_>>(),
-                                    items(others)
-                                        .iter()
-                                        .map(|(t, i)| (t, i[0]))
-                                        .collect::<Vec<_>>(),
-                                )
-                            })
-                            .collect()
-                    };
-                    return Err(format!(
-                        "{} and {} hold different {section} blobs ({} and {}): only the first {:?}, only the second {:?}",
-                        self.nodes[i].name,
-                        self.nodes[holders[0]].name,
-                        blobs(i).len(),
-                        blobs(holders[0]).len(),
-                        describe(i, holders[0]),
-                        describe(holders[0], i),
-                    ));
-                }
-            }
-            let listing: BTreeMap<usize, Vec<String>> = documents
-                .iter()
-                .map(|(i, (doc, _))| {
-                    let lines = doc
-                        .resources(section)
-                        .unwrap_or_default()
-                        .into_iter()
-                        .filter(|(_, value, _)| !value["valueString"].is_null())
-                        .map(|(key, value, conflict)| {
-                            if !conflict {
-                                let history = doc
-                                    .history(&key)
-                                    .unwrap_or_default()
-                                    .iter()
-                                    .map(|v| format!("{}<-{:?}", v.id, v.replaces))
-                                    .collect::<Vec<_>>()
-                                    .join(", ");
-                                return format!("{key}={} history {history}", value["valueString"]);
-                            }
-                            let versions = match doc.current(&key) {
-                                Ok(Some(phr_core::record::Current::Conflict(vs))) => vs
-                                    .iter()
-                                    .map(|v| format!("{} ({})", v.resource["valueString"], v.id))
-                                    .collect::<Vec<_>>()
-                                    .join(" | "),
-                                _ => String::new(),
-                            };
-                            let history = doc
-                                .history(&key)
-                                .unwrap_or_default()
-                                .iter()
-                                .map(|v| format!("{}<-{:?}", v.id, v.replaces))
-                                .collect::<Vec<_>>()
-                                .join(", ");
-                            format!("{key}= conflict: {versions}; history {history}")
-                        })
-                        .collect();
-                    (*i, lines)
-                })
-                .collect();
-            let changes: BTreeMap<usize, BTreeMap<automerge::ChangeHash, String>> = documents
-                .iter_mut()
-                .map(|(i, (doc, _))| {
-                    let metas = doc
-                        .doc_for_provenance(section)
-                        .get_changes_meta(&[])
-                        .into_iter()
-                        .map(|m| {
-                            let actor = m.actor.to_hex_string();
-                            (m.hash, format!("{}:{}", &actor[..8], m.seq))
-                        })
-                        .collect();
-                    (*i, metas)
-                })
-                .collect();
-            let mut heads = None;
-            for (i, (doc, readable)) in &mut documents {
-                if !readable.contains(&section) {
-                    continue;
-                }
-                let these = doc.heads().remove(&section);
-                match &heads {
-                    None => heads = Some((these, *i)),
-                    Some((first, j)) if *first != these => {
-                        let only = |a: usize, b: usize| -> Vec<String> {
-                            let (Some(x), Some(y)) = (changes.get(&a), changes.get(&b)) else {
-                                return Vec::new();
-                            };
-                            x.iter()
-                                .filter(|(h, _)| !y.contains_key(h))
-                                .map(|(_, d)| d.clone())
-                                .collect()
-                        };
-                        let names: Vec<String> = self
-                            .nodes
-                            .iter()
-                            .map(|n| {
-                                format!(
-                                    "{}={}",
-                                    n.name,
-                                    phr_core::keys::hex(&n.peer().public_key()[..4])
-                                )
-                            })
-                            .collect();
-                        let (a, b) = (*i, *j);
-                        let fate: Vec<String> = self.nodes[a]
-                            .store
-                            .blobs(&self.record, section)
-                            .unwrap_or_default()
-                            .into_iter()
-                            .map(|(id, _)| {
-                                let st = &self.nodes[b].store;
-                                let stored =
-                                    st.blob(&self.record, section, &id).ok().flatten().is_some();
-                                let by = st.replaced_by(&self.record, section, &id).ok().flatten();
-                                let by_desc = by
-                                    .and_then(|c| st.blob(&self.record, section, &c).ok().flatten())
-                                    .and_then(|x| phr_core::blob::Blob::decode(x).ok())
-                                    .map(|x| {
-                                        format!(
-                                            "{:?} by {} void {}",
-                                            x.header().kind,
-                                            phr_core::keys::hex(
-                                                &x.header().author.public_key()[..4]
-                                            ),
-                                            phr_core::consent::withdrawn(&x, self.checker.global())
-                                        )
-                                    });
-                                format!(
-                                    "{}: stored there {stored}, replaced there by {:?} {:?}",
-                                    id.short(),
-                                    by.map(|c| c.short()),
-                                    by_desc
-                                )
-                            })
-                            .collect();
-                        return Err(format!(
-                            "fates {fate:?}; {} and {} read different {section} documents: {:?} against {:?}; changes only in the first {:?}, only in the second {:?}; actors {names:?}",
-                            self.nodes[*i].name,
-                            self.nodes[*j].name,
-                            listing.get(i),
-                            listing.get(j),
-                            only(*i, *j),
-                            only(*j, *i),
-                        ));
-                    }
-                    Some(_) => {}
-                }
-            }
-        }
-        for (i, (doc, _)) in &documents {
-            if !self.nodes[*i].hostile {
-                let replica = &self.nodes[*i].replicas()[&self.record];
-                self.checker
-                    .view(&self.nodes[*i], replica, doc, &self.withdrawals)?;
-            }
-        }
-        for (index, (section, key, marker)) in self.writes.iter().enumerate() {
-            // A void write must be nowhere (checked above); an accepted one everywhere.
-            if self.withdrawals.void(marker).is_some() {
-                continue;
-            }
-            // A write built on a void one is left out with it, and its writer writes it again
-            // if it is still its current version there: so the last write of each resource
-            // must be everywhere, an earlier one built on a void write may be gone.
-            let on_void = self
-                .built_on
-                .get(marker)
-                .is_some_and(|seen| seen.iter().any(|m| self.withdrawals.void(m).is_some()));
-            let last = !self.writes[index + 1..]
-                .iter()
-                .any(|(s, k, _)| s == section && k == key);
-            if on_void && !last {
-                continue;
-            }
-            for (i, (doc, readable)) in &documents {
-                if !readable.contains(section) || self.nodes[*i].hostile {
-                    continue;
-                }
-                let history = doc.history(key).map_err(|e| {
-                    format!(
-                        "{} lost {key} written as `{marker}`: {e}",
-                        self.nodes[*i].name
-                    )
-                })?;
-                if !history.iter().any(|v| v.resource["valueString"] == *marker) {
-                    let held: Vec<usize> = self
-                        .nodes
-                        .iter()
-                        .map(|n| n.store.held(&self.record).map(|h| h.len()).unwrap_or(0))
-                        .collect();
-                    return Err(format!(
-                        "{} lost the version `{marker}` of {key} (held per node {held:?})",
-                        self.nodes[*i].name
-                    ));
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Every marker a section of a record shows, in any version.
-fn markers(doc: &phr_core::Record, section: Section) -> Vec<String> {
-    let mut out = Vec::new();
-    for (key, _, _) in doc.resources(section).unwrap_or_default() {
-        for version in doc.history(&key).unwrap_or_default() {
-            if let Some(marker) = version.resource["valueString"].as_str() {
-                out.push(marker.to_string());
-            }
-        }
-    }
-    out
 }
 
 fn grant(party: phr_core::party::Party, sections: &[Section], access: Access) -> OpBody {
@@ -1349,16 +642,4 @@ fn carries_clinical(bytes: &[u8]) -> bool {
     items
         .iter()
         .any(|(topic, _)| *topic == Topic::Section(Section::Clinical))
-}
-
-/// The HL7 IPS example's resources, as phr imports them (parsed once).
-fn ips_resources() -> Vec<Value> {
-    static IPS: std::sync::OnceLock<Vec<Value>> = std::sync::OnceLock::new();
-    IPS.get_or_init(|| {
-        let path = crate::fixtures_dir().join("ips/Bundle-IPS-examples-Bundle-01.json");
-        let bytes = std::fs::read(&path).expect("the IPS fixture");
-        let (parsed, _) = import::parse(&path.display().to_string(), &bytes).expect("IPS parses");
-        parsed.into_iter().map(|p| p.resource).collect()
-    })
-    .clone()
 }

@@ -989,3 +989,74 @@ fn a_node_keeps_a_bounded_number_of_strangers_sessions_per_peer_and_in_all() {
     engine.tick(&gp.store, &gp.keys.age, T0 + SESSION_IDLE_MS + 1);
     assert_eq!(engine.strangers().0, 0);
 }
+
+/// A stranger's request that pushes `attacker`'s whole ledger about its own record, made by
+/// hand after a real opening: what anyone who can dial a node can send.
+fn push_ledger(engine: &mut Engine, gp: &Node, attacker: &mut Node, session: u64) {
+    let (mut initiator, opening) =
+        InitiatorSession::start(&attacker.local(), gp.peer(), session, T0).unwrap();
+    let answer = engine
+        .receive(&gp.store, &gp.keys.age, attacker.peer(), &opening, T0)
+        .expect("an opening is answered");
+    let next = initiator
+        .receive(
+            &mut attacker.local(),
+            Incoming::decode(&answer).unwrap(),
+            T0,
+        )
+        .unwrap()
+        .unwrap();
+    let mut pushed: Request = match Incoming::decode(&next).unwrap().message {
+        Message::Request(r) => r,
+        _ => unreachable!(),
+    };
+    pushed.items = attacker
+        .replica
+        .ledger()
+        .ops()
+        .map(|op| (Topic::Ledger, op.bytes().to_vec()))
+        .collect();
+    pushed.close = false;
+    let pushed = Message::Request(pushed).encode();
+    engine.receive(&gp.store, &gp.keys.age, attacker.peer(), &pushed, T0);
+}
+
+#[test]
+fn strangers_ledgers_are_kept_within_their_byte_bounds_one_and_all() {
+    let gp = Node::stranger(Role::Provider, RecordId([0; 16]));
+    let mut engine = Engine::open(&gp.store, gp.peer(), &gp.keys.age).unwrap();
+    // A record with a few grants to parties that are not the GP: its ledger stays a stranger's.
+    let attacker_with = |grants: usize| {
+        let mut attacker = Node::patient();
+        let id = attacker.replica.id();
+        for _ in 0..grants {
+            let other = Node::stranger(Role::Provider, id);
+            attacker.grant(&other, &[Section::Summary], Access::Read);
+        }
+        attacker
+    };
+    let mut small = attacker_with(2);
+    let small_bytes = small.replica.ledger().bytes();
+    let mut large = attacker_with(12);
+    let large_bytes = large.replica.ledger().bytes();
+    let one_max = (small_bytes + large_bytes) / 2;
+    assert!(small_bytes < one_max && one_max < large_bytes);
+    engine.limit_strangers(one_max, 5 * small_bytes);
+    // One stranger's ledger past the bound for one is not kept between its messages.
+    push_ledger(&mut engine, &gp, &mut large, 1);
+    assert_eq!(engine.strangers(), (0, 0));
+    // Small ones are kept until together they would pass the bound for all.
+    push_ledger(&mut engine, &gp, &mut small, 1);
+    assert_eq!(engine.strangers(), (1, small_bytes));
+    for session in 0..10 {
+        let mut other = attacker_with(2);
+        push_ledger(&mut engine, &gp, &mut other, session);
+    }
+    let (kept, bytes) = engine.strangers();
+    assert!(bytes <= 5 * small_bytes, "{bytes} bytes kept");
+    assert!((4..=5).contains(&kept), "{kept} kept");
+    assert!(gp.store.records().unwrap().is_empty());
+    // As they idle out, the count goes back to nothing.
+    engine.tick(&gp.store, &gp.keys.age, T0 + SESSION_IDLE_MS + 1);
+    assert_eq!(engine.strangers(), (0, 0));
+}
