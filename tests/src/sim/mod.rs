@@ -412,12 +412,17 @@ impl Sim {
 
     /// Puts what a node sent on the wire, with the network's faults.
     fn send(&mut self, from: usize, outbox: node::Outbox) -> Result<(), String> {
-        for (peer, bytes) in outbox {
-            let to = self
-                .nodes
-                .iter()
-                .position(|n| n.peer() == peer)
-                .expect("peers are nodes");
+        // In the order of the nodes, not of their PeerIds (random keys): the random draws
+        // below then fall on the same messages whatever the keys, and a seed replays.
+        let mut outbox: Vec<(usize, Vec<u8>)> = outbox
+            .into_iter()
+            .map(|(peer, bytes)| {
+                let to = self.nodes.iter().position(|n| n.peer() == peer);
+                (to.expect("peers are nodes"), bytes)
+            })
+            .collect();
+        outbox.sort_by_key(|(to, _)| *to);
+        for (to, bytes) in outbox {
             self.checker
                 .emission(&self.nodes[from], &self.nodes[to], &bytes, self.now_ms)?;
             self.report.sent += 1;
