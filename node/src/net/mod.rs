@@ -112,6 +112,17 @@ pub const PARKED_QUEUE_MAX: usize = 1_024;
 /// (`SYNC_MESSAGE_BYTES_MAX`) and more, not for a flood held in memory.
 pub const PARKED_QUEUE_BYTES_MAX: usize = 128 * 1024 * 1024;
 
+/// Requests from peers no held record admits that wait for the node to have nothing else to
+/// do: an admitted peer's request is always served first, so a flood of strangers' requests
+/// delays only other strangers. Past this (or [`STRANGERS_WAITING_BYTES_MAX`]) a stranger's
+/// request is dropped unanswered, without cutting its sender off (a device whose record waits
+/// for acceptance sends again at its next sync).
+pub const STRANGERS_WAITING_MAX: usize = 256;
+
+/// Bytes of the strangers' requests waiting: a few of the largest a stranger may send
+/// (`codec::STRANGER_FRAME_BYTES_MAX`).
+pub const STRANGERS_WAITING_BYTES_MAX: usize = 24 * 1024 * 1024;
+
 /// The longest a `phr` command may hold the home; then the node takes it back.
 pub const LEASE_MS_MAX: i64 = 600_000;
 
@@ -254,6 +265,10 @@ pub struct Node {
     queue: VecDeque<Queued>,
     /// The bytes of the messages in `queue`, kept as it fills and empties.
     queued_bytes: usize,
+    /// Strangers' requests, served only when nothing else is ready ([`STRANGERS_WAITING_MAX`]),
+    /// and their bytes.
+    strangers_waiting: VecDeque<Queued>,
+    strangers_waiting_bytes: usize,
     leases: VecDeque<(u32, Reply<Result<u64, String>>)>,
     /// Commands that need the home, held while it is lent out.
     deferred: Vec<Command>,
@@ -311,6 +326,8 @@ impl Node {
             confirmed: BTreeMap::new(),
             queue: VecDeque::new(),
             queued_bytes: 0,
+            strangers_waiting: VecDeque::new(),
+            strangers_waiting_bytes: 0,
             leases: VecDeque::new(),
             deferred: Vec::new(),
             inbox,
@@ -336,13 +353,18 @@ impl Node {
     pub async fn run(mut self) -> Option<Home> {
         let mut tick = tokio::time::interval(Duration::from_millis(TICK_MS));
         loop {
+            // A stranger's request is served only when no command, tick or network event is
+            // ready: polled in this order, the last branch runs only when the others are pending.
+            let stranger_waits = !self.strangers_waiting.is_empty() && self.open_home().is_some();
             tokio::select! {
-                event = self.swarm.select_next_some() => self.on_event(event),
+                biased;
                 command = self.inbox.recv() => match command {
                     Some(command) => self.on_command(command),
                     None => break,
                 },
                 _ = tick.tick() => self.on_tick(),
+                event = self.swarm.select_next_some() => self.on_event(event),
+                () = std::future::ready(()), if stranger_waits => self.serve_stranger(),
             }
             self.settle();
         }
@@ -631,6 +653,10 @@ impl Node {
                         }
                         return;
                     }
+                    if !self.swarm.behaviour().gate.admission().is_admitted(&peer) {
+                        self.stranger_waits(peer, request.0, channel);
+                        return;
+                    }
                     self.on_request(peer, request.0, channel);
                 }
                 // The empty answer to a closing request.
@@ -728,6 +754,40 @@ impl Node {
         }
         if self.open_home().is_some() {
             self.offer(peer);
+        }
+    }
+
+    /// Keeps a stranger's request until nothing else is ready, if it fits; else drops it.
+    fn stranger_waits(
+        &mut self,
+        peer: libp2p::PeerId,
+        bytes: Vec<u8>,
+        channel: ResponseChannel<Frame>,
+    ) {
+        if self.strangers_waiting.len() >= STRANGERS_WAITING_MAX
+            || self.strangers_waiting_bytes + bytes.len() > STRANGERS_WAITING_BYTES_MAX
+        {
+            tracing::debug!(%peer, "a stranger's request dropped: too many waiting");
+            return;
+        }
+        self.strangers_waiting_bytes += bytes.len();
+        self.strangers_waiting.push_back(Queued::Request {
+            peer,
+            bytes,
+            channel,
+        });
+    }
+
+    /// Serves the stranger's request that waited longest.
+    fn serve_stranger(&mut self) {
+        if let Some(Queued::Request {
+            peer,
+            bytes,
+            channel,
+        }) = self.strangers_waiting.pop_front()
+        {
+            self.strangers_waiting_bytes -= bytes.len();
+            self.on_request(peer, bytes, channel);
         }
     }
 
