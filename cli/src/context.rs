@@ -79,24 +79,49 @@ impl Context {
         if record.has_unsaved()
             && let Err(e) = home.save(&mut record, now())
         {
-            eprintln!("warning: could not save entries written again: {e}");
+            tell(&format!(
+                "warning: could not save entries written again: {e}"
+            ));
         }
         Ok((home, record))
     }
 
-    /// Prints a value as pretty JSON on stdout.
+    /// Prints a value as pretty JSON on stdout (JSON escapes the controls a terminal obeys).
     pub fn print_json<T: Serialize>(&self, value: &T) -> Result<()> {
-        print_out(&(serde_json::to_string_pretty(value)? + "\n"))
+        print_raw(&(serde_json::to_string_pretty(value)? + "\n"))
     }
 }
 
-/// Writes text to stdout; a reader that went away (`phr show | head`) is not an error.
+/// Writes human-readable text to stdout, every control character and bidirectional override
+/// in it shown rather than obeyed (`phr_core::screen::visible`): much of it was written by
+/// others. The one way text reaches the screen, with [`say`] and [`tell`]. A reader that went
+/// away (`phr show | head`) is not an error.
 pub fn print_out(text: &str) -> Result<()> {
+    print_raw(&phr_core::screen::visible(text))
+}
+
+/// Writes text to stdout as it is: only for machine-readable output (JSON, an exported FHIR
+/// file), never for text a person reads on a terminal.
+pub fn print_raw(text: &str) -> Result<()> {
     use std::io::Write;
     match std::io::stdout().lock().write_all(text.as_bytes()) {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         other => Ok(other?),
     }
+}
+
+/// Prints one line of human-readable text on stdout, as [`print_out`] does. A write that fails
+/// is dropped, as a closed pipe is.
+pub fn say(line: &str) {
+    let _ = print_out(&format!("{line}\n"));
+}
+
+/// Prints one line of human-readable text on stderr (errors, warnings, progress), controls
+/// shown rather than obeyed.
+pub fn tell(line: &str) {
+    use std::io::Write;
+    let text = format!("{}\n", phr_core::screen::visible(line));
+    let _ = std::io::stderr().lock().write_all(text.as_bytes());
 }
 
 /// The current time; the core never reads a clock, the CLI passes it in.
@@ -115,7 +140,7 @@ pub fn stamp(author: &Author) -> Stamp<'_> {
 /// Tells the user, on stderr, about anything skipped while opening (damaged blobs and the like).
 fn warn(home: &Home) {
     for warning in home.warnings() {
-        eprintln!("warning: {warning}");
+        tell(&format!("warning: {warning}"));
     }
 }
 

@@ -8,6 +8,8 @@ use phr_core::{
     nhs::NhsNumberError, record::RecordError, section::UnknownSection,
 };
 
+use crate::context::tell;
+
 /// A user error raised in the CLI itself (bad combination of flags and the like).
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -89,7 +91,7 @@ fn home_user_error(error: &HomeError) -> bool {
 
 /// Prints the error chain on stderr and picks the exit code.
 pub fn report(error: &anyhow::Error) -> ExitCode {
-    eprintln!("error: {error:#}");
+    tell(&format!("error: {error:#}"));
     if is_user_error(error) {
         ExitCode::from(1)
     } else {

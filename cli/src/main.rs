@@ -94,7 +94,13 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(error) => {
             // Usage errors are user errors (exit 1); --help and --version print and succeed.
-            let _ = error.print();
+            // The message may quote what was typed (pasted from anywhere): shown, not obeyed.
+            let text = error.render().to_string();
+            if error.use_stderr() {
+                context::tell(text.trim_end_matches('\n'));
+            } else {
+                let _ = context::print_out(&text);
+            }
             return if error.use_stderr() {
                 ExitCode::from(1)
             } else {

@@ -16,6 +16,8 @@ use serde::{Serialize, de::DeserializeOwned};
 
 use crate::exit::UserError;
 
+use crate::context::tell;
+
 /// How long an ordinary control request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -203,7 +205,7 @@ impl Drop for Lease {
             .post_empty("/release", &api::Lease { lease: self.lease })
         {
             // The node takes the home back by itself once this process is gone.
-            eprintln!("warning: {error:#}");
+            tell(&format!("warning: {error:#}"));
         }
     }
 }

@@ -246,9 +246,7 @@ fn check_name(name: &str) -> Result<(), CardError> {
             name.len()
         )));
     }
-    let deceptive =
-        |c: char| c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
-    if name.chars().any(deceptive) {
+    if !crate::screen::is_clean_name(name) {
         return Err(CardError::Invalid(
             "its name contains control or text-direction characters".into(),
         ));

@@ -46,6 +46,7 @@ pub mod owner_only;
 pub mod party;
 pub mod record;
 pub mod replica;
+pub mod screen;
 pub mod section;
 pub mod store;
 pub mod sync;

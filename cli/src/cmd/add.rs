@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use crate::{
     cmd::patients,
-    context::{Context, now, stamp},
+    context::{Context, now, say, stamp},
 };
 
 #[derive(Debug, clap::Args)]
@@ -97,15 +97,15 @@ fn report(ctx: &Context, resource: &Value, patient: Option<&str>) -> Result<()> 
         }
         return ctx.print_json(&out);
     }
-    println!(
+    say(&format!(
         "Added {key} to {section}: {}",
         view::describe_resource(resource)
-    );
+    ));
     if let Some(record) = patient {
-        println!(
+        say(&format!(
             "It is in record {record} on this node, signed by it, and logged to the patient; it \
              reaches the patient's devices when the nodes sync."
-        );
+        ));
     }
     Ok(())
 }

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use super::history::{headline, version_json};
 use crate::{
     cmd::patients,
-    context::{Context, now},
+    context::{Context, now, say},
 };
 
 pub fn run(ctx: &Context) -> Result<()> {
@@ -30,7 +30,7 @@ pub fn run(ctx: &Context) -> Result<()> {
         return ctx.print_json(&items);
     }
     if conflicts.is_empty() {
-        println!("No conflicts: every resource has a single version.");
+        say("No conflicts: every resource has a single version.");
         return Ok(());
     }
     let count = if conflicts.len() == 1 {
@@ -38,9 +38,9 @@ pub fn run(ctx: &Context) -> Result<()> {
     } else {
         format!("{} resources have", conflicts.len())
     };
-    println!(
+    say(&format!(
         "{count} conflicting versions, written on different devices without seeing each other:"
-    );
+    ));
     for conflict in &conflicts {
         print_conflict(conflict);
     }
@@ -48,17 +48,23 @@ pub fn run(ctx: &Context) -> Result<()> {
 }
 
 fn print_conflict(conflict: &Conflict) {
-    println!();
-    println!("{}", conflict.key);
+    say("");
+    say(&format!("{}", conflict.key));
     for (index, version) in conflict.versions.iter().enumerate() {
-        println!("  {}. {}", index + 1, headline(version));
-        println!("     {}", view::describe_resource(&version.resource));
+        say(&format!("  {}. {}", index + 1, headline(version)));
+        say(&format!(
+            "     {}",
+            view::describe_resource(&version.resource)
+        ));
     }
     let differing = differing_fields(conflict.versions.iter().map(|v| &v.resource));
     if !differing.is_empty() {
-        println!("  They differ in: {}", differing.join(", "));
+        say(&format!("  They differ in: {}", differing.join(", ")));
     }
-    println!("  Keep one with: phr resolve {} --keep 1", conflict.key);
+    say(&format!(
+        "  Keep one with: phr resolve {} --keep 1",
+        conflict.key
+    ));
 }
 
 /// The top-level fields whose values are not the same in every version.

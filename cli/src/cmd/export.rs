@@ -7,7 +7,7 @@ use phr_core::{Record, Section, audit::Logged, export};
 
 use crate::{
     cmd::{patients, share::sections_text},
-    context::{Context, now, print_out},
+    context::{Context, now, print_raw, say, tell},
     exit::UserError,
 };
 
@@ -48,10 +48,10 @@ pub fn run(ctx: &Context, mut args: Args) -> Result<()> {
         .copied()
         .partition(|section| readable.contains(section));
     if named && !withheld.is_empty() && !shared.is_empty() {
-        eprintln!(
+        tell(&format!(
             "warning: not shared with this node, so nothing of it is exported: {}",
             sections_text(&withheld)
-        );
+        ));
     }
     if shared.is_empty() {
         return Err(UserError(format!(
@@ -78,11 +78,11 @@ fn write(ctx: &Context, args: &Args, record: &Record) -> Result<()> {
             .iter()
             .map(ToString::to_string)
             .collect();
-        eprintln!(
+        tell(&format!(
             "warning: {} resources have conflicting versions and were exported as one of them ({}); run `phr conflicts` to settle them",
             keys.len(),
             keys.join(", ")
-        );
+        ));
     }
     let text = serde_json::to_string_pretty(&exported.bundle)?;
     match &args.output {
@@ -103,14 +103,14 @@ fn write(ctx: &Context, args: &Args, record: &Record) -> Result<()> {
                 } else {
                     "Bundle"
                 };
-                println!(
+                say(&format!(
                     "Wrote a {kind} of {} resources to {}.",
                     exported.count,
                     path.display()
-                );
+                ));
             }
         }
-        None => print_out(&(text + "\n"))?,
+        None => print_raw(&(text + "\n"))?,
     }
     Ok(())
 }

@@ -6,7 +6,7 @@ use serde_json::json;
 
 use crate::{
     cmd::patients,
-    context::{Context, now},
+    context::{Context, now, say},
 };
 
 #[derive(Debug, clap::Args)]
@@ -41,16 +41,19 @@ fn render(ctx: &Context, args: &Args, record: &Record) -> Result<()> {
     } else {
         format!("{} versions", versions.len())
     };
-    println!("{}: {count}, oldest first", args.reference);
+    say(&format!("{}: {count}, oldest first", args.reference));
     for (index, version) in versions.iter().enumerate() {
-        println!("  {}. {}", index + 1, headline(version));
-        println!("     {}", view::describe_resource(&version.resource));
+        say(&format!("  {}. {}", index + 1, headline(version)));
+        say(&format!(
+            "     {}",
+            view::describe_resource(&version.resource)
+        ));
         if let Some(kept) = &version.kept {
-            println!(
+            say(&format!(
                 "     settled a conflict between {} versions, keeping {}",
                 version.replaces.len(),
                 short(kept)
-            );
+            ));
         }
     }
     Ok(())

@@ -8,7 +8,7 @@ use serde_json::json;
 
 use crate::{
     cmd::patients,
-    context::{Context, stamp},
+    context::{Context, say, stamp},
     exit::UserError,
 };
 
@@ -76,23 +76,23 @@ fn print_report(ctx: &Context, args: &Args, report: &ImportReport) -> Result<()>
         format!("{} files", args.files.len())
     };
     let total = report.added + report.updated + report.unchanged;
-    println!(
+    say(&format!(
         "Imported {files}: {total} resources ({} new, {} updated, {} already here).",
         report.added, report.updated, report.unchanged
-    );
+    ));
     if !report.written.is_empty() {
         let sections: Vec<String> = report
             .written
             .iter()
             .map(|(s, n)| format!("{s} {n}"))
             .collect();
-        println!("Written to: {}.", sections.join(", "));
+        say(&format!("Written to: {}.", sections.join(", ")));
     }
     if report.skipped > 0 {
-        println!(
+        say(&format!(
             "Skipped {} entries with no resource to keep (search outcomes, bare responses).",
             report.skipped
-        );
+        ));
     }
     Ok(())
 }

@@ -9,7 +9,7 @@ use phr_core::{
 use serde_json::json;
 
 use crate::{
-    context::{Context, new_passphrase, now},
+    context::{Context, new_passphrase, now, say},
     exit::UserError,
 };
 
@@ -66,12 +66,12 @@ pub fn run(ctx: &Context, args: Args) -> Result<()> {
         if ctx.json {
             return ctx.print_json(&json!({"home": ctx.home, "device": home.device()}));
         }
-        println!(
+        say(&format!(
             "Created relay node '{}' in {}.",
             args.name.trim(),
             ctx.home.display()
-        );
-        println!("Give its card (`phr card`) to patients, who add it with `phr relays add CARD`.");
+        ));
+        say("Give its card (`phr card`) to patients, who add it with `phr relays add CARD`.");
         return Ok(());
     }
     if args.device {
@@ -97,13 +97,13 @@ pub fn run(ctx: &Context, args: Args) -> Result<()> {
                 &json!({"home": ctx.home, "device": home.device(), "joins": join.to_string()}),
             );
         }
-        println!(
+        say(&format!(
             "Created device '{label}' in {}, joining record {join}.",
             ctx.home.display()
-        );
-        println!(
+        ));
+        say(&format!(
             "Next: on your first device, run `phr devices add CARD` with the card from `phr card` here."
-        );
+        ));
         return Ok(());
     }
     if args.provider {
@@ -116,12 +116,12 @@ pub fn run(ctx: &Context, args: Args) -> Result<()> {
         if ctx.json {
             return ctx.print_json(&json!({"home": ctx.home, "device": device}));
         }
-        println!(
+        say(&format!(
             "Created provider node '{}' in {}.",
             device.name,
             ctx.home.display()
-        );
-        println!("It holds patients' records once they share them with it.");
+        ));
+        say("It holds patients' records once they share them with it.");
         return Ok(());
     }
     let nhs_number = args
@@ -153,13 +153,13 @@ pub fn run(ctx: &Context, args: Args) -> Result<()> {
     let nhs = nhs_number
         .map(|n| format!(" (NHS {n})"))
         .unwrap_or_default();
-    println!(
+    say(&format!(
         "Created a record for {}{nhs} in {}.",
         patient.name,
         ctx.home.display()
-    );
-    println!(
+    ));
+    say(&format!(
         "Next: `phr import FILE` to bring in records, `phr add` to write entries, `phr show` to read."
-    );
+    ));
     Ok(())
 }

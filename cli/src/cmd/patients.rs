@@ -12,7 +12,7 @@ use serde_json::json;
 
 use crate::{
     cmd::share::{grant_json, grant_terms, sections_text},
-    context::{Context, now, print_out},
+    context::{Context, now, print_out, tell},
     exit::UserError,
 };
 
@@ -33,7 +33,7 @@ pub fn take_flag(ctx: &mut Context, patient: Option<String>, honoured: bool) -> 
 pub fn open<'h>(home: &'h Home, query: &str) -> Result<PatientRecord<'h>> {
     let open = home.open_patient(query, now())?;
     for warning in open.warnings() {
-        eprintln!("warning: {warning}");
+        tell(&format!("warning: {warning}"));
     }
     Ok(open)
 }
@@ -91,10 +91,10 @@ pub fn run(ctx: &Context, args: Args) -> Result<()> {
             list(ctx, &home.patients(now())?, false)?;
             let waiting = home.pending_records()?.len();
             if waiting > 0 && !ctx.json {
-                eprintln!(
+                tell(&format!(
                     "{waiting} more shared with this node wait for acceptance: `phr patients \
                      --pending` lists them"
-                );
+                ));
             }
             Ok(())
         }
@@ -104,7 +104,7 @@ pub fn run(ctx: &Context, args: Args) -> Result<()> {
 fn list(ctx: &Context, shared: &[SharedRecord], pending: bool) -> Result<()> {
     for record in shared {
         for warning in &record.warnings {
-            eprintln!("warning: {warning}");
+            tell(&format!("warning: {warning}"));
         }
     }
     if ctx.json {

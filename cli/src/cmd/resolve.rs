@@ -4,7 +4,7 @@ use anyhow::Result;
 use phr_core::fhir::reference::ResourceKey;
 use serde_json::json;
 
-use crate::context::{Context, stamp};
+use crate::context::{Context, say, stamp};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -24,9 +24,9 @@ pub fn run(ctx: &Context, args: Args) -> Result<()> {
     if ctx.json {
         return ctx.print_json(&json!({"resource": args.reference.to_string(), "version": version.id, "kept": version.kept}));
     }
-    println!(
+    say(&format!(
         "Resolved {}: kept {}; the other versions stay in `phr history {}`.",
         args.reference, args.keep, args.reference
-    );
+    ));
     Ok(())
 }

@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use crate::{
     cmd::patients,
-    context::{Context, now, print_out},
+    context::{Context, now, print_out, tell},
 };
 
 #[derive(Debug, clap::Args)]
@@ -20,7 +20,7 @@ pub fn run(ctx: &Context, args: Args) -> Result<()> {
         let (home, record) = ctx.open_record()?;
         let held = home.held_count();
         if held > 0 {
-            eprintln!(
+            tell(&format!(
                 "note: {held} held {} written after the writer's access ended, not shown here; \
                  review with `phr held`",
                 if held == 1 {
@@ -28,7 +28,7 @@ pub fn run(ctx: &Context, args: Args) -> Result<()> {
                 } else {
                     "entries were"
                 }
-            );
+            ));
         }
         return render(ctx, &args, &record);
     };

@@ -606,6 +606,14 @@ fn check_party(party: &Party) -> Result<(), LedgerError> {
             party.name.len()
         )));
     }
+    // Checked as a card's name is: a name with control or text-direction characters could
+    // rewrite or reorder what a terminal shows around it.
+    let ods = party.ods.as_deref().unwrap_or_default();
+    if !crate::screen::is_clean_name(&party.name) || !crate::screen::is_clean_name(ods) {
+        return Err(LedgerError::Malformed(
+            "a party name or ODS code with control or text-direction characters".into(),
+        ));
+    }
     Ok(())
 }
 

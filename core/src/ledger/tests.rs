@@ -909,3 +909,26 @@ fn the_bytes_held_are_kept_as_operations_come_and_go() {
     assert_eq!(ledger.bytes(), walked(&ledger));
     assert!(ledger.bytes() < before);
 }
+
+#[test]
+fn a_party_named_with_control_or_direction_characters_is_malformed() {
+    let mut ledger = patient_record();
+    for name in [
+        "Riverside\u{1b}[2K Surgery",
+        "Riverside\r\nSurgery",
+        "\u{202e}yregruS",
+    ] {
+        let mut evil = party(GP);
+        evil.name = name.into();
+        let body = grant_full(evil, &[Summary], Access::Read, None, None);
+        assert!(
+            matches!(refused(&ledger, PHONE, body), E::Malformed(_)),
+            "{name:?}"
+        );
+    }
+    let mut evil = party(GP);
+    evil.ods = Some("Y1\u{1b}[8m".into());
+    let body = grant_full(evil, &[Summary], Access::Read, None, None);
+    assert!(matches!(refused(&ledger, PHONE, body), E::Malformed(_)));
+    ok(&mut ledger, PHONE, read(GP, Summary));
+}
