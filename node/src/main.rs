@@ -38,6 +38,11 @@ struct Args {
     /// the sealed blobs of records that grant it relay access)
     #[arg(long)]
     relay: bool,
+    /// Discover peers on the local network with mDNS, which tells everyone on it that a node
+    /// with this PeerId is here [default: on for a provider's node; off on a patient's device
+    /// and a relay]
+    #[arg(long, conflicts_with = "no_mdns")]
+    mdns: bool,
     /// Do not discover peers on the local network
     #[arg(long)]
     no_mdns: bool,
@@ -100,7 +105,7 @@ fn main() -> ExitCode {
         }
     };
     let options = phr_node::swarm::Options {
-        mdns: !args.no_mdns,
+        mdns: phr_node::swarm::mdns_by_default(home.party().role, args.mdns, args.no_mdns),
         relay_server: args.relay,
     };
     match runtime.block_on(serve(home, args.listen, options)) {

@@ -155,6 +155,19 @@ const _: () = assert!(RELAY_RESERVATIONS_MAX < CONNECTIONS_INCOMING_MAX as usize
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Frame(#[serde(with = "serde_bytes")] pub Vec<u8>);
 
+/// Whether a node of `role` discovers peers with mDNS, given `--mdns` and `--no-mdns`. mDNS
+/// announces a stable PeerId to everyone on the local network (a café's Wi-Fi): a patient's
+/// device stays silent unless asked (its devices find each other through their contacts'
+/// addresses, relays and Kademlia), and so does a relay (on a server, nobody to find); a
+/// provider's node announces itself, so that patients' devices in the practice find it.
+pub fn mdns_by_default(role: phr_core::party::Role, on: bool, off: bool) -> bool {
+    match (on, off) {
+        (true, _) => true,
+        (_, true) => false,
+        _ => role == phr_core::party::Role::Provider,
+    }
+}
+
 /// How a node's swarm is set up.
 #[derive(Clone, Debug, Default)]
 pub struct Options {
@@ -242,7 +255,9 @@ fn behaviour(
         gate: Gate::new(admission.clone()),
         identify: identify::Behaviour::new(
             identify::Config::new(IDENTIFY_PROTOCOL_VERSION.into(), key.public())
-                .with_agent_version(format!("phr-node/{}", env!("CARGO_PKG_VERSION")))
+                // Says nothing of the software or its version (rust-libp2p's default names
+                // both): a peer learns what it needs from the protocols.
+                .with_agent_version(String::new())
                 // A reservation on a relay adds a listen address; peers hear of it at once.
                 .with_push_listen_addr_updates(true),
         ),

@@ -447,3 +447,38 @@ async fn mdns_and_the_relay_server_are_off_unless_asked_for() {
     // Refused because the node does not speak the relay protocol at all.
     assert!(format!("{error:?}").contains("Unsupported"), "{error:?}");
 }
+
+/// A node says in identify what protocol family it speaks, and nothing of its software or
+/// version: a stranger that connects learns no more than the protocols it must know.
+#[tokio::test]
+async fn identify_names_no_software_and_no_version() {
+    let mut a = node(Options::default());
+    let a_addr = listen(&mut a, "/ip4/127.0.0.1/tcp/0").await;
+    let _a = run(a);
+    let mut b = node(Options::default());
+    b.dial(a_addr).unwrap();
+    let info = tokio::time::timeout(WAIT, async {
+        loop {
+            if let SwarmEvent::Behaviour(BehaviourEvent::Identify(
+                libp2p::identify::Event::Received { info, .. },
+            )) = b.select_next_some().await
+            {
+                return info;
+            }
+        }
+    })
+    .await
+    .expect("identify within the wait");
+    assert_eq!(info.protocol_version, swarm::IDENTIFY_PROTOCOL_VERSION);
+    assert_eq!(info.agent_version, "", "{info:?}");
+}
+
+#[test]
+fn mdns_is_on_by_default_only_on_a_providers_node() {
+    use phr_core::party::Role;
+    assert!(swarm::mdns_by_default(Role::Provider, false, false));
+    assert!(!swarm::mdns_by_default(Role::Patient, false, false));
+    assert!(!swarm::mdns_by_default(Role::Relay, false, false));
+    assert!(swarm::mdns_by_default(Role::Patient, true, false));
+    assert!(!swarm::mdns_by_default(Role::Provider, false, true));
+}

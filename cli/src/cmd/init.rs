@@ -101,9 +101,9 @@ pub fn run(ctx: &Context, args: Args) -> Result<()> {
             "Created device '{label}' in {}, joining record {join}.",
             ctx.home.display()
         ));
-        say(&format!(
-            "Next: on your first device, run `phr devices add CARD` with the card from `phr card` here."
-        ));
+        say(
+            "Next: on your first device, run `phr devices add CARD` with the card from `phr card` here.",
+        );
         return Ok(());
     }
     if args.provider {
@@ -158,8 +158,8 @@ pub fn run(ctx: &Context, args: Args) -> Result<()> {
         patient.name,
         ctx.home.display()
     ));
-    say(&format!(
-        "Next: `phr import FILE` to bring in records, `phr add` to write entries, `phr show` to read."
-    ));
+    say(
+        "Next: `phr import FILE` to bring in records, `phr add` to write entries, `phr show` to read.",
+    );
     Ok(())
 }

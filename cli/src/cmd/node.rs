@@ -44,6 +44,10 @@ pub struct StartArgs {
     /// Also serve as a circuit relay for other nodes
     #[arg(long)]
     relay: bool,
+    /// Discover peers on the local network with mDNS [default: on for a provider's node; off
+    /// on a patient's device and a relay]
+    #[arg(long, conflicts_with = "no_mdns")]
+    mdns: bool,
     /// Do not discover peers on the local network
     #[arg(long)]
     no_mdns: bool,
@@ -109,6 +113,9 @@ fn start(ctx: &Context, args: StartArgs) -> Result<()> {
     }
     if args.relay {
         command.arg("--relay");
+    }
+    if args.mdns {
+        command.arg("--mdns");
     }
     if args.no_mdns {
         command.arg("--no-mdns");
