@@ -94,10 +94,14 @@ impl Context {
 
 /// Writes human-readable text to stdout, every control character and bidirectional override
 /// in it shown rather than obeyed (`phr_core::screen::visible`): much of it was written by
-/// others. The one way text reaches the screen, with [`say`] and [`tell`]. A reader that went
+/// others. Long lines are wrapped at the terminal's width ([`crate::wrap`]). The one way text reaches the screen, with [`say`] and [`tell`]. A reader that went
 /// away (`phr show | head`) is not an error.
 pub fn print_out(text: &str) -> Result<()> {
-    print_raw(&phr_core::screen::visible(text))
+    let shown = phr_core::screen::visible(text);
+    match crate::wrap::width() {
+        Some(width) => print_raw(&crate::wrap::wrap(&shown, width)),
+        None => print_raw(&shown),
+    }
 }
 
 /// Writes text to stdout as it is: only for machine-readable output (JSON, an exported FHIR

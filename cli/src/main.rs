@@ -10,6 +10,7 @@ mod cmd;
 mod context;
 mod exit;
 mod node;
+mod wrap;
 
 use std::{path::PathBuf, process::ExitCode};
 

@@ -105,3 +105,93 @@ fn hostile_text_from_a_file_and_a_provider_is_shown_not_obeyed_by_every_command(
         assert!(!out.is_empty());
     }
 }
+
+/// `phr show` of the largest fixture in a real terminal (tmux) of `columns` columns: the lines
+/// as the terminal shows them.
+fn shown_in_tmux(phr: &Phr, columns: u16) -> Vec<String> {
+    let socket = format!("phr-test-{}-{columns}", std::process::id());
+    let tmux = |args: &[&str]| {
+        std::process::Command::new("tmux")
+            .arg("-L")
+            .arg(&socket)
+            .args(args)
+            .output()
+            .expect("tmux runs")
+    };
+    let command = format!(
+        "env -u COLUMNS {} --home {} show; tmux -L {socket} wait-for -S shown; read wait",
+        env!("CARGO_BIN_EXE_phr"),
+        phr.home().display()
+    );
+    let started = tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        "show",
+        "-x",
+        &columns.to_string(),
+        "-y",
+        "300",
+        &command,
+    ]);
+    assert!(started.status.success(), "{started:?}");
+    // Waits for the command to finish, bounded.
+    let waited = std::process::Command::new("timeout")
+        .args(["30", "tmux", "-L", &socket, "wait-for", "shown"])
+        .status()
+        .unwrap();
+    // -J joins what the terminal wrapped itself: such a line comes back longer than the width.
+    let captured = tmux(&["capture-pane", "-p", "-J", "-t", "show"]);
+    tmux(&["kill-server"]);
+    assert!(waited.success(), "phr show did not finish in tmux");
+    String::from_utf8(captured.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn show_wraps_at_the_terminals_width_with_a_hanging_indent_and_never_splits_a_value() {
+    let phr = Phr::patient();
+    phr.ok(&["import", &common::largest()]);
+    for columns in [80, 120] {
+        let lines = shown_in_tmux(&phr, columns);
+        let text = lines.join("\n");
+        assert!(text.contains("Recent results"), "{text}");
+        // The terminal never had to wrap a line itself: each fits, so none was cut anywhere.
+        for line in &lines {
+            let width = line.trim_end().chars().count();
+            assert!(width <= usize::from(columns), "{width} columns: {line:?}");
+        }
+        // A value and its unit stay together, and a continuation hangs under the bullet's text.
+        assert!(text.contains("59.64 U/L"), "{text}");
+        assert!(text.contains("121.06 U/L"), "{text}");
+        let continued: Vec<&String> = lines
+            .iter()
+            .skip_while(|l| !l.starts_with("Recent results"))
+            .filter(|l| l.starts_with("    ") && !l.trim().is_empty())
+            .collect();
+        if columns == 80 {
+            assert!(!continued.is_empty(), "something wraps at 80: {text}");
+        }
+        assert!(
+            continued.iter().all(|l| !l.starts_with("     ")),
+            "{continued:?}"
+        );
+    }
+}
+
+#[test]
+fn show_at_80_columns() {
+    let phr = Phr::patient();
+    phr.ok(&["import", &common::largest()]);
+    let mut transcript = common::Transcript::default();
+    transcript.run_env(&phr, &["show"], &[("COLUMNS", "80")]);
+    transcript.run_env(
+        &phr,
+        &["history", "Condition/missing"],
+        &[("COLUMNS", "80")],
+    );
+    assert_eq!(transcript.finish("show_at_80_columns"), vec![0, 1]);
+}

@@ -7,7 +7,7 @@ use serde_json::json;
 use phr_core::api::NodeStatus;
 
 use crate::{
-    context::{Context, now, print_out},
+    context::{Context, now, print_out, print_raw},
     node::NodeApi,
 };
 
@@ -48,7 +48,8 @@ pub fn run(ctx: &Context, args: Args) -> Result<()> {
             .dark_color(unicode::Dense1x2::Light)
             .light_color(unicode::Dense1x2::Dark)
             .build();
-        return print_out(&format!("{drawn}\n"));
+        // Drawn here, no one else's text, and wrapping would break the code.
+        return print_raw(&format!("{drawn}\n"));
     }
     print_out(&format!("{card}\n"))
 }

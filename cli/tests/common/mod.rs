@@ -67,6 +67,8 @@ impl Phr {
             .args(args)
             .env_remove("PHR_HOME")
             .env_remove("PHR_PASSPHRASE")
+            // Unwrapped unless a test asks for a width.
+            .env_remove("COLUMNS")
             .envs(env.iter().copied())
             .stdin(std::process::Stdio::null())
             .output()
