@@ -17,7 +17,9 @@
 //! end. Every count costs at least one byte of input per item, so walking it is bounded by its
 //! length.
 
-use automerge::AutoCommit;
+use std::collections::HashSet;
+
+use automerge::{AutoCommit, Change, ChangeHash};
 
 use super::{
     CHUNK_CHANGE, CHUNK_COMPRESSED_CHANGE, catch_automerge_panic, deflated_len, inflated_len,
@@ -77,6 +79,34 @@ pub fn load_document(bytes: &[u8]) -> Result<AutoCommit, String> {
         Ok(Err(e)) => Err(format!("Automerge cannot read its document: {e}")),
         Err(message) => Err(format!("Automerge failed on its document: {message}")),
     }
+}
+
+/// The hashes of every change a blob's plaintext holds, once [`check_document`] passes: those of
+/// a compaction's document and those of the change chunks after it, or those of a changes blob
+/// or an audit entry. The chunks after a document are changes its writer held but could not
+/// apply, their dependencies missing (built on a void change it never received, say): Automerge
+/// saves them beside the document, and a reader that loads it holds them too, waiting. A loaded
+/// document does not list them, so they are read here chunk by chunk.
+pub fn change_hashes(bytes: &[u8]) -> Result<HashSet<ChangeHash>, String> {
+    check_document(bytes)?;
+    let mut hashes = HashSet::new();
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        let (chunk, after) = split_any_chunk(rest)?;
+        if chunk.kind == CHUNK_DOCUMENT {
+            let mut doc = match catch_automerge_panic(|| AutoCommit::load(chunk.bytes)) {
+                Ok(Ok(doc)) => doc,
+                Ok(Err(e)) => return Err(format!("Automerge cannot read its document: {e}")),
+                Err(message) => return Err(format!("Automerge failed on its document: {message}")),
+            };
+            hashes.extend(doc.get_changes_meta(&[]).into_iter().map(|meta| meta.hash));
+        } else {
+            let change = Change::try_from(chunk.bytes).map_err(|e| e.to_string())?;
+            hashes.insert(change.hash());
+        }
+        rest = after;
+    }
+    Ok(hashes)
 }
 
 /// How many bytes a document chunk's body takes with its compressed columns inflated, counting

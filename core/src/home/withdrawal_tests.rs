@@ -830,6 +830,89 @@ fn an_owners_write_built_on_a_void_change_is_written_again_and_reaches_every_dev
 }
 
 #[test]
+fn a_compaction_that_carries_a_change_built_on_a_void_one_still_replaces_what_it_holds() {
+    let mut w = World::new();
+    gp_writes_after_its_revocation_and_the_phone_takes_it(&mut w);
+    // The phone writes in summary, on top of the GP's write, and hears of the revocation from
+    // the pharmacy: the GP's write is held on the phone since, and never reaches the laptop.
+    let mut on_phone = w.phone.load_record().unwrap();
+    let author = w.phone.device().author();
+    let stamp = Stamp {
+        author: &author,
+        time: t(13),
+    };
+    let peanuts = json!({"resourceType": "AllergyIntolerance", "id": "peanuts",
+        "clinicalStatus": {"coding": [{"code": "active"}]}, "code": {"text": "Peanuts"}});
+    on_phone.put(stamp, &peanuts).unwrap();
+    on_phone.commit(stamp, "peanuts");
+    w.phone.save(&mut on_phone, t(13)).unwrap();
+    sync(w.laptop(), &w.pharmacy, w.id, t(14));
+    sync(&w.pharmacy, &w.phone, w.id, t(15));
+    sync(&w.phone, w.laptop(), w.id, t(16));
+    // The laptop holds the phone's change but not the one it depends on: Automerge keeps it
+    // waiting, and the laptop's compaction of summary saves it beside the document.
+    let mut laptop = w.laptop_record();
+    assert!(
+        laptop
+            .get(&key("AllergyIntolerance/peanuts"))
+            .unwrap()
+            .is_none()
+    );
+    w.laptop_mut().compact(&mut laptop, t(17)).unwrap();
+    let compaction = w
+        .laptop()
+        .vault
+        .blobs(&w.id, Section::Summary)
+        .unwrap()
+        .into_iter()
+        .map(|(_, bytes)| Blob::decode(bytes).unwrap())
+        .find(|blob| blob.header().kind == BlobKind::Compaction)
+        .unwrap();
+    let replica = Replica::open(
+        &w.laptop().vault,
+        w.id,
+        w.laptop().peer_id(),
+        &w.laptop().keystore.age,
+    )
+    .unwrap();
+    let plain = compaction
+        .open(replica.keyring().get(&compaction.header().key_id).unwrap())
+        .unwrap();
+    let mut document = crate::changes::load_document(&plain).unwrap();
+    assert!(
+        !document.get_missing_deps(&[]).is_empty(),
+        "a change waits in it"
+    );
+    let replaced = compaction.header().replaces.clone();
+    assert!(!replaced.is_empty());
+    // It holds every change of the blobs it replaces: the pharmacy and the phone, which read
+    // summary, check that and delete them, whatever waits in it.
+    for node in [&w.pharmacy, &w.phone] {
+        sync(w.laptop(), node, w.id, t(18));
+        for old in &replaced {
+            assert!(
+                node.vault
+                    .blob(&w.id, Section::Summary, old)
+                    .unwrap()
+                    .is_none(),
+                "{} still holds {}",
+                node.peer_id(),
+                old.short()
+            );
+        }
+    }
+    assert!(
+        provider_shows(
+            &w.pharmacy,
+            w.id,
+            Section::Summary,
+            "AllergyIntolerance/penicillin"
+        )
+        .is_some()
+    );
+}
+
+#[test]
 fn a_compaction_by_a_device_removed_later_keeps_what_everyone_else_wrote() {
     let mut w = World::new();
     gp_writes_gout(&w, t(10));
