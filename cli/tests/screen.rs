@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Phr, accept_pending, card, provider, sync::sync_homes};
+use common::{Phr, accept_pending, grant_gp_write, sync::sync_homes};
 use serde_json::json;
 
 /// Erases the line, moves to its start, sets the window title, hides what follows, a C1 CSI,
@@ -56,17 +56,7 @@ fn hostile_text_from_a_file_and_a_provider_is_shown_not_obeyed_by_every_command(
     clean(&patient, &["import", file.to_str().unwrap()]);
 
     // A GP the patient shares with writes an entry of its own with the same text.
-    let gp = provider("Riverside Surgery", "Y12345");
-    patient.ok(&["contacts", "add", &card(&gp), "--alias", "gp"]);
-    patient.ok(&[
-        "share",
-        "grant",
-        "gp",
-        "--sections",
-        "summary,clinical",
-        "--access",
-        "write",
-    ]);
+    let gp = grant_gp_write(&patient);
     sync_homes(&patient.home(), &gp.home());
     accept_pending(&gp);
     let id = common::record_id(&patient);

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Phr, accept_pending, card, device_of, provider, sync::sync_homes};
+use common::{Phr, accept_pending, card, device_of, grant_gp_write, sync::sync_homes};
 use serde_json::Value;
 
 /// The record waiting at the GP, accepted.
@@ -17,18 +17,8 @@ fn record_id(gp: &Phr) -> String {
 #[test]
 fn a_revoked_gps_write_is_held_for_the_patient_and_accepting_it_brings_it_in() {
     let patient = Phr::patient();
-    let gp = provider("Riverside Surgery", "Y12345");
     patient.ok(&["add", "allergy", "penicillin", "--reaction", "anaphylaxis"]);
-    patient.ok(&["contacts", "add", &card(&gp), "--alias", "gp"]);
-    patient.ok(&[
-        "share",
-        "grant",
-        "gp",
-        "--sections",
-        "summary,clinical",
-        "--access",
-        "write",
-    ]);
+    let gp = grant_gp_write(&patient);
     sync_homes(&patient.home(), &gp.home());
     let id = record_id(&gp);
     patient.ok(&["share", "revoke", "gp"]);
@@ -72,18 +62,8 @@ fn a_revoked_gps_write_is_held_for_the_patient_and_accepting_it_brings_it_in() {
 fn a_removed_phones_allergy_reaches_neither_the_laptop_nor_the_gp() {
     let laptop = Phr::patient();
     let phone = device_of(&laptop, "phone");
-    let gp = provider("Riverside Surgery", "Y12345");
     laptop.ok(&["devices", "add", &card(&phone)]);
-    laptop.ok(&["contacts", "add", &card(&gp), "--alias", "gp"]);
-    laptop.ok(&[
-        "share",
-        "grant",
-        "gp",
-        "--sections",
-        "summary,clinical",
-        "--access",
-        "write",
-    ]);
+    let gp = grant_gp_write(&laptop);
     laptop.ok(&["add", "allergy", "penicillin", "--reaction", "anaphylaxis"]);
     sync_homes(&laptop.home(), &phone.home());
     sync_homes(&laptop.home(), &gp.home());

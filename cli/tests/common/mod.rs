@@ -214,3 +214,20 @@ pub fn accept_pending(phr: &Phr) -> Vec<String> {
     }
     ids
 }
+
+/// The GP "Riverside Surgery" (Y12345), added to `patient`'s contacts as "gp" and granted write
+/// access to `summary` and `clinical`, as a patient does it at the practice.
+pub fn grant_gp_write(patient: &Phr) -> Phr {
+    let gp = provider("Riverside Surgery", "Y12345");
+    patient.ok(&["contacts", "add", &card(&gp), "--alias", "gp"]);
+    patient.ok(&[
+        "share",
+        "grant",
+        "gp",
+        "--sections",
+        "summary,clinical",
+        "--access",
+        "write",
+    ]);
+    gp
+}
