@@ -21,11 +21,11 @@ use std::{
 };
 
 use common::{
-    Setup, WAIT, dial_and_sync,
+    Running, WAIT,
     fleet::{FLEET, hostile},
-    setup, start_listening, stop,
+    running_and_synced, stop,
 };
-use phr_node::net::{Client, Node};
+use phr_node::net::Client;
 
 /// Honest syncs timed in each phase.
 const SYNCS: usize = 20;
@@ -119,17 +119,15 @@ async fn main() {
     }
     let pinned = pin(std::process::id(), 0);
     let dir = tempfile::tempdir().unwrap();
-    let Setup {
-        laptop,
-        gp,
+    let Running {
+        gp_client,
+        gp_task,
+        gp_addr,
         gp_party,
-        record_id,
-    } = setup(dir.path());
-    gp.accept_patient(&record_id.to_string()).unwrap();
-    let (gp_client, gp_task, gp_addr) = start_listening(gp, None).await;
-    let (laptop_node, laptop_client) = Node::new(laptop).unwrap();
-    let laptop_task = tokio::spawn(laptop_node.run());
-    dial_and_sync(&laptop_client, gp_addr.clone(), gp_party.peer).await;
+        laptop_client,
+        laptop_task,
+        ..
+    } = running_and_synced(dir.path()).await;
 
     let rss_before = rss_kib();
     let quiet = timed_syncs(&laptop_client, gp_party.peer).await;

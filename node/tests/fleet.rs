@@ -5,9 +5,9 @@
 mod common;
 
 use common::{
-    Setup, WAIT, dial_and_sync,
+    Running, Setup, WAIT, dial_and_sync,
     fleet::{FLEET, hostile},
-    setup, start_listening, stop,
+    running_and_synced, setup, start_listening, stop,
 };
 use phr_core::home::PENDING_RECORDS_MAX;
 use phr_node::net::Node;
@@ -18,18 +18,15 @@ const OPENINGS: usize = 200;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_patient_keeps_syncing_while_a_fleet_of_strangers_pushes_records_and_floods() {
     let dir = tempfile::tempdir().unwrap();
-    let Setup {
-        laptop,
-        gp,
+    let Running {
+        gp_client,
+        gp_task,
+        gp_addr,
         gp_party,
+        laptop_client,
+        laptop_task,
         record_id,
-    } = setup(dir.path());
-    gp.accept_patient(&record_id.to_string()).unwrap();
-    let (gp_client, gp_task, gp_addr) = start_listening(gp, None).await;
-    let (laptop_node, laptop_client) = Node::new(laptop).unwrap();
-    let laptop_task = tokio::spawn(laptop_node.run());
-    let synced = dial_and_sync(&laptop_client, gp_addr.clone(), gp_party.peer).await;
-    assert!(matches!(synced.as_slice(), [Ok(_)]), "{synced:?}");
+    } = running_and_synced(dir.path()).await;
 
     let fleet: Vec<_> = (0..FLEET)
         .map(|n| {

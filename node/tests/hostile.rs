@@ -4,9 +4,9 @@
 mod common;
 
 use common::{
-    Setup, WAIT, assert_gp_reads_only_the_summary, dial_and_sync,
+    Running, Setup, WAIT, assert_gp_reads_only_the_summary, dial_and_sync,
     fleet::{bare_client, openings},
-    setup, start_listening, stop,
+    running_and_synced, setup, start_listening, stop,
 };
 use libp2p::{
     Multiaddr, SwarmBuilder,
@@ -262,20 +262,16 @@ async fn stranger_connects(
 async fn strangers_from_one_address_get_a_few_connections_and_the_patient_still_gets_in() {
     use phr_node::gate::CONNECTIONS_PER_IP_MAX;
     let dir = tempfile::tempdir().unwrap();
-    let Setup {
-        laptop,
-        gp,
+    // After the patient's first sync the GP holds the record, and it admits the laptop.
+    let Running {
+        gp_client,
+        gp_task,
+        gp_addr,
         gp_party,
+        laptop_client,
+        laptop_task,
         record_id,
-    } = setup(dir.path());
-    // Accepted: a record waiting for acceptance admits no one, and its devices are strangers.
-    gp.accept_patient(&record_id.to_string()).unwrap();
-    let (gp_client, gp_task, gp_addr) = start_listening(gp, None).await;
-    // The patient's first sync: the GP holds the record from now on, and it admits the laptop.
-    let (laptop_node, laptop_client) = Node::new(laptop).unwrap();
-    let laptop_task = tokio::spawn(laptop_node.run());
-    let synced = dial_and_sync(&laptop_client, gp_addr.clone(), gp_party.peer).await;
-    assert!(matches!(synced.as_slice(), [Ok(_)]), "{synced:?}");
+    } = running_and_synced(dir.path()).await;
     let laptop = stop(laptop_client, laptop_task).await;
 
     // Strangers on the same address (127.0.0.1) take what the gate gives them and keep it.

@@ -6,111 +6,21 @@ use std::{
     fs,
     io::{BufRead, BufReader},
     os::unix::fs::PermissionsExt,
-    path::{Path, PathBuf},
-    process::{Command, Output, Stdio},
+    path::Path,
+    process::{Command, Stdio},
     sync::mpsc,
     time::Duration,
 };
 
-use serde_json::Value;
+use common::homes::Homes;
+
+mod common;
 
 /// The longest any one wait may take.
 const WAIT: Duration = Duration::from_secs(60);
 
 /// The keystore passphrase of the patient's home.
 const PASSPHRASE: &str = "a long and memorable passphrase";
-
-/// Homes in a temporary directory, driven through `phr` as their users drive them. Every node
-/// still running is stopped when it is dropped, even when the test failed.
-struct Homes {
-    dir: tempfile::TempDir,
-    phr: PathBuf,
-}
-
-impl Homes {
-    fn new() -> Homes {
-        let node = Path::new(env!("CARGO_BIN_EXE_phr-node"));
-        let phr = node.with_file_name("phr");
-        assert!(
-            phr.exists(),
-            "{} is missing: build it with `cargo build -p phr-cli` (cargo test --workspace does)",
-            phr.display()
-        );
-        Homes {
-            dir: tempfile::tempdir().unwrap(),
-            phr,
-        }
-    }
-
-    fn home(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    /// Runs `phr --home HOME args...` with `env` added, stdin closed.
-    fn run(&self, home: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
-        Command::new(&self.phr)
-            .arg("--home")
-            .arg(self.home(home))
-            .args(args)
-            .env_remove("PHR_HOME")
-            .env_remove("PHR_PASSPHRASE")
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
-    }
-
-    /// Runs a command with `--json` that must succeed; returns its document.
-    fn json(&self, home: &str, args: &[&str], env: &[(&str, &str)]) -> Value {
-        let mut all = vec!["--json"];
-        all.extend_from_slice(args);
-        let out = self.run(home, &all, env);
-        assert!(
-            out.status.success(),
-            "`phr {}` on {home} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap()
-    }
-
-    /// Starts `home`'s node with `phr node start` on a loopback port; returns its pid and the
-    /// address it listens on.
-    fn start(&self, home: &str, env: &[(&str, &str)]) -> (u32, String) {
-        let args = [
-            "node",
-            "start",
-            "--listen",
-            "/ip4/127.0.0.1/tcp/0",
-            "--no-mdns",
-        ];
-        let status = self.json(home, &args, env);
-        let pid = status["node"]["pid"].as_u64().unwrap() as u32;
-        let addr = status["node"]["listening"][0].as_str().unwrap().to_string();
-        (pid, addr)
-    }
-}
-
-impl Drop for Homes {
-    fn drop(&mut self) {
-        for entry in fs::read_dir(self.dir.path())
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            let control = entry.path().join("control.json");
-            if let Ok(text) = fs::read_to_string(control)
-                && let Ok(file) = serde_json::from_str::<Value>(&text)
-                && let Some(pid) = file["pid"].as_u64()
-            {
-                let _ = Command::new("kill")
-                    .arg(pid.to_string())
-                    .stderr(Stdio::null())
-                    .status();
-            }
-        }
-    }
-}
 
 /// The environment a process was started with, as the kernel keeps it for anyone allowed to read
 /// `/proc/PID/environ`.
@@ -153,21 +63,21 @@ fn assert_private(home: &Path, expected: &[&str]) {
 #[test]
 fn a_node_started_by_phr_node_start_has_no_passphrase_in_its_environment_and_private_files() {
     let homes = Homes::new();
-    homes.json(
+    homes.json_env(
         "patient",
         &["init", "--name", "Ada Lovelace", "--passphrase"],
         &[("PHR_PASSPHRASE", PASSPHRASE)],
     );
-    homes.json("gp", &["init", "--provider", "--name", "Dr Grace"], &[]);
+    homes.json_env("gp", &["init", "--provider", "--name", "Dr Grace"], &[]);
 
     // The passphrase is needed, and a wrong one is told apart, before anything runs.
-    let none = homes.run("patient", &["node", "start", "--no-mdns"], &[]);
+    let none = homes.run_env("patient", &["node", "start", "--no-mdns"], &[]);
     assert_eq!(none.status.code(), Some(1));
     assert!(
         String::from_utf8_lossy(&none.stderr).contains("protected by a passphrase"),
         "{none:?}"
     );
-    let wrong = homes.run(
+    let wrong = homes.run_env(
         "patient",
         &[
             "node",
@@ -184,11 +94,11 @@ fn a_node_started_by_phr_node_start_has_no_passphrase_in_its_environment_and_pri
         "{wrong:?}"
     );
 
-    let (pid, _) = homes.start("patient", &[("PHR_PASSPHRASE", PASSPHRASE)]);
+    let (pid, _) = homes.start_env("patient", &[], &[("PHR_PASSPHRASE", PASSPHRASE)]);
     assert_no_passphrase_in_environ(pid);
-    let (_, gp_addr) = homes.start("gp", &[]);
+    let (_, gp_addr) = homes.start_env("gp", &[], &[]);
     // Dialling a peer by address makes the node remember it, in peers.json.
-    homes.json("patient", &["peers", "add", &gp_addr], &[]);
+    homes.json_env("patient", &["peers", "add", &gp_addr], &[]);
     assert_private(
         &homes.home("patient"),
         &[
@@ -201,7 +111,7 @@ fn a_node_started_by_phr_node_start_has_no_passphrase_in_its_environment_and_pri
         ],
     );
     for home in ["patient", "gp"] {
-        homes.json(home, &["node", "stop"], &[]);
+        homes.json_env(home, &["node", "stop"], &[]);
     }
     assert_private(
         &homes.home("patient"),
@@ -212,7 +122,7 @@ fn a_node_started_by_phr_node_start_has_no_passphrase_in_its_environment_and_pri
 #[test]
 fn a_node_started_by_hand_with_phr_passphrase_moves_it_out_of_its_environment() {
     let homes = Homes::new();
-    homes.json(
+    homes.json_env(
         "patient",
         &["init", "--name", "Ada Lovelace", "--passphrase"],
         &[("PHR_PASSPHRASE", PASSPHRASE)],

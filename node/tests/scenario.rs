@@ -10,194 +10,23 @@
 //! up in `phr conflicts` on both; the patient's `phr audit` lists the GP's and the pharmacy's
 //! reads; a node killed with SIGKILL in the middle of a sync loses nothing it had stored.
 //!
-//! Every wait is on an event with a deadline: a command's exit ([`COMMAND_MAX`]), or
+//! Every wait is on an event with a deadline: a command's exit (`common::homes::COMMAND_MAX`), or
 //! `phr sync --wait`, which returns once the sessions with every reachable peer are over, after
 //! which each check is made at once. None sleeps hoping the network has done its part.
 
 use std::{
-    io::{BufRead, BufReader},
     path::{Path, PathBuf},
-    process::{Child, Command, Output, Stdio},
+    process::Child,
     time::Duration,
 };
 
+use common::homes::Homes;
 use serde_json::Value;
+
+mod common;
 
 /// The longest any one wait may take.
 const WAIT: Duration = Duration::from_secs(60);
-
-/// How long one `phr` command may take.
-const COMMAND_MAX: Duration = Duration::from_secs(120);
-
-struct Net {
-    dir: tempfile::TempDir,
-    phr: PathBuf,
-}
-
-impl Net {
-    fn new() -> Net {
-        let node = Path::new(env!("CARGO_BIN_EXE_phr-node"));
-        let phr = node.with_file_name("phr");
-        assert!(
-            phr.exists(),
-            "{} is missing: build it with `cargo build -p phr-cli` (cargo test --workspace does)",
-            phr.display()
-        );
-        Net {
-            dir: tempfile::tempdir().unwrap(),
-            phr,
-        }
-    }
-
-    fn home(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    /// Runs `phr --home <home> args...`, killed if it outlives [`COMMAND_MAX`].
-    fn run(&self, home: &str, args: &[&str]) -> Output {
-        let child = Command::new(&self.phr)
-            .arg("--home")
-            .arg(self.home(home))
-            .args(args)
-            .env_remove("PHR_HOME")
-            .env_remove("PHR_PASSPHRASE")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let pid = child.id();
-        // One message: the exit.
-        let (done, output) = std::sync::mpsc::sync_channel(1);
-        std::thread::spawn(move || {
-            let _ = done.send(child.wait_with_output());
-        });
-        match output.recv_timeout(COMMAND_MAX) {
-            Ok(output) => output.unwrap(),
-            Err(_) => {
-                let _ = Command::new("kill")
-                    .args(["-KILL", &pid.to_string()])
-                    .status();
-                panic!(
-                    "`phr {}` on {home} took over {COMMAND_MAX:?}",
-                    args.join(" ")
-                );
-            }
-        }
-    }
-
-    /// Runs a command that must succeed; returns its standard output.
-    fn ok(&self, home: &str, args: &[&str]) -> String {
-        let out = self.run(home, args);
-        assert!(
-            out.status.success(),
-            "`phr {}` on {home} failed ({}):\n{}{}",
-            args.join(" "),
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
-
-    /// Runs a command with `--json` that must succeed; returns its document.
-    fn json(&self, home: &str, args: &[&str]) -> Value {
-        let mut all = vec!["--json"];
-        all.extend_from_slice(args);
-        serde_json::from_str(&self.ok(home, &all)).unwrap()
-    }
-
-    /// Starts `home`'s node on a loopback port; returns the address it listens on.
-    fn start(&self, home: &str, extra: &[&str]) -> String {
-        let mut args = vec![
-            "node",
-            "start",
-            "--listen",
-            "/ip4/127.0.0.1/tcp/0",
-            "--no-mdns",
-        ];
-        args.extend_from_slice(extra);
-        let status = self.json(home, &args);
-        status["node"]["listening"][0].as_str().unwrap().to_string()
-    }
-
-    fn stop(&self, home: &str) {
-        self.ok(home, &["node", "stop"]);
-    }
-
-    /// The record's blobs per section as `home`'s node holds them (empty if it holds none).
-    fn blobs(&self, home: &str) -> Value {
-        let status = self.json(home, &["node", "status"]);
-        status["node"]["records"]
-            .get(0)
-            .map(|r| r["blobs"].clone())
-            .unwrap_or(Value::Null)
-    }
-
-    fn card(&self, home: &str) -> String {
-        self.ok(home, &["card"]).trim().to_string()
-    }
-
-    /// Starts `home`'s daemon as a child of this test (not through `phr node start`), so that
-    /// the test can kill it and wait for its exit; returns it and the address it listens on,
-    /// printed once its control API answers.
-    fn spawn_daemon(&self, home: &str) -> (Child, String) {
-        let log = std::fs::File::create(self.home(home).join("node.log")).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_phr-node"))
-            .arg("--home")
-            .arg(self.home(home))
-            .args(["--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        // One message: the first line.
-        let (lines, line) = std::sync::mpsc::sync_channel(1);
-        std::thread::spawn(move || {
-            let mut first = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut first);
-            let _ = lines.send(first);
-        });
-        let addr = line
-            .recv_timeout(WAIT)
-            .expect("the daemon prints its address");
-        (child, addr.trim().to_string())
-    }
-
-    /// Writes a JSON file in the test directory; returns its path as text.
-    fn file(&self, name: &str, value: &Value) -> String {
-        let path = self.dir.path().join(name);
-        std::fs::write(&path, serde_json::to_vec(value).unwrap()).unwrap();
-        path.to_string_lossy().into_owned()
-    }
-}
-
-impl Drop for Net {
-    /// Stops every node still running, even when the test failed; on a failure, prints the end
-    /// of each node's log first.
-    fn drop(&mut self) {
-        for home in ["laptop", "phone", "gp", "pharmacy", "relay", "outsider"] {
-            if std::thread::panicking()
-                && let Ok(log) = std::fs::read_to_string(self.home(home).join("node.log"))
-            {
-                let lines: Vec<&str> = log.lines().collect();
-                eprintln!("--- {home}/node.log (end) ---");
-                for line in &lines[lines.len().saturating_sub(40)..] {
-                    eprintln!("{line}");
-                }
-            }
-            let control = self.home(home).join("control.json");
-            if let Ok(text) = std::fs::read_to_string(control)
-                && let Ok(file) = serde_json::from_str::<Value>(&text)
-                && let Some(pid) = file["pid"].as_u64()
-            {
-                let _ = Command::new("kill").arg(pid.to_string()).status();
-            }
-        }
-    }
-}
 
 fn fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -220,7 +49,7 @@ fn edited_allergy(note: &str) -> Value {
 
 #[test]
 fn six_nodes_share_a_record_under_consent() {
-    let net = Net::new();
+    let net = Homes::new();
     net.ok(
         "laptop",
         &["init", "--name", "Maria Dominguez", "--label", "laptop"],
@@ -457,7 +286,7 @@ fn total(blobs: &Value) -> u64 {
 /// session the GP lost do not get it cut off.
 #[test]
 fn a_node_killed_mid_sync_loses_nothing_acknowledged() {
-    let net = Net::new();
+    let net = Homes::new();
     net.ok("laptop", &["init", "--name", "Fletcher Hyatt"]);
     net.ok("gp", &["init", "--provider", "--name", "Riverside Surgery"]);
     let synthea = Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -3,6 +3,7 @@
 #![allow(dead_code)] // Each test binary uses part of it.
 
 pub mod fleet;
+pub mod homes;
 
 use std::{path::Path, time::Duration};
 
@@ -151,4 +152,42 @@ pub async fn stop(client: Client, task: JoinHandle<Option<Home>>) -> Home {
         .unwrap()
         .unwrap()
         .expect("the node gives its home back")
+}
+
+/// The GP's node listening on loopback and the laptop's node running, after the laptop's first
+/// sync with it (the GP accepted the patient first: a waiting record admits no one).
+pub struct Running {
+    pub gp_client: Client,
+    pub gp_task: JoinHandle<Option<Home>>,
+    pub gp_addr: Multiaddr,
+    pub gp_party: Party,
+    pub laptop_client: Client,
+    pub laptop_task: JoinHandle<Option<Home>>,
+    pub record_id: RecordId,
+}
+
+/// [`setup`], the patient accepted at the GP, both nodes running, and the laptop's first sync
+/// with the GP done.
+pub async fn running_and_synced(dir: &Path) -> Running {
+    let Setup {
+        laptop,
+        gp,
+        gp_party,
+        record_id,
+    } = setup(dir);
+    gp.accept_patient(&record_id.to_string()).unwrap();
+    let (gp_client, gp_task, gp_addr) = start_listening(gp, None).await;
+    let (laptop_node, laptop_client) = Node::new(laptop).unwrap();
+    let laptop_task = tokio::spawn(laptop_node.run());
+    let synced = dial_and_sync(&laptop_client, gp_addr.clone(), gp_party.peer).await;
+    assert!(matches!(synced.as_slice(), [Ok(_)]), "{synced:?}");
+    Running {
+        gp_client,
+        gp_task,
+        gp_addr,
+        gp_party,
+        laptop_client,
+        laptop_task,
+        record_id,
+    }
 }
