@@ -106,6 +106,18 @@ pub enum ImportError {
         /// The id as written.
         id: String,
     },
+    /// Two entries of one Bundle with the same type and id: which one is meant is unknowable.
+    #[error(
+        "{location}: {key} is in this Bundle twice (also as entry {first}); a Bundle holds each resource once, so phr cannot tell which one is meant"
+    )]
+    DuplicateEntry {
+        /// Where the second one is.
+        location: Location,
+        /// The type and id both have.
+        key: String,
+        /// The index of the first.
+        first: usize,
+    },
     /// A bundle-local reference that names no entry of the bundle.
     #[error("{location}: broken reference '{reference}': no entry of this bundle has that fullUrl")]
     BrokenReference {
@@ -195,6 +207,9 @@ pub fn parse(file: &str, bytes: &[u8]) -> Result<(Vec<Parsed>, usize), ImportErr
             max: IMPORT_FILE_BYTES_MAX,
         });
     }
+    // A UTF-8 byte order mark, as some Windows tools write: JSON has none, but the text after it
+    // is what the file means.
+    let bytes = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(bytes);
     let value: Value = serde_json::from_slice(bytes).map_err(|e| ImportError::Malformed {
         location: Location {
             file: file.to_string(),
@@ -315,6 +330,16 @@ fn collect(
         }
         ensure_id(&mut resource);
         let key = ResourceKey::of(&resource).expect("type and id checked above");
+        if let Some((first, _, _)) = entries.iter().find(|(_, other, _)| *other == key) {
+            return Err(ImportError::DuplicateEntry {
+                location: Location {
+                    file: file.to_string(),
+                    at: Some(entry_label(&location, index, Some(&key))),
+                },
+                key: key.to_string(),
+                first: *first,
+            });
+        }
         if let Some(url) = entry.full_url {
             full_urls.push((url, key.clone()));
         }
@@ -600,5 +625,27 @@ mod tests {
             {"resource": {"resourceType": "Condition", "id": "c"}, "search": {"mode": "match"}}]});
         let (parsed, skipped) = parse("s.json", search.to_string().as_bytes()).unwrap();
         assert_eq!((parsed.len(), skipped), (1, 1));
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_read_past_and_a_resource_twice_in_one_bundle_is_refused() {
+        let resource = br#"{"resourceType": "Patient", "id": "p"}"#;
+        let with_bom = [&b"\xef\xbb\xbf"[..], resource].concat();
+        let (parsed, _) = parse("bom.json", &with_bom).unwrap();
+        assert_eq!(parsed.len(), 1);
+        let twice = json!({"resourceType": "Bundle", "type": "collection", "entry": [
+            {"resource": {"resourceType": "Condition", "id": "c", "code": {"text": "Gout"}}},
+            {"resource": {"resourceType": "Observation", "id": "c", "status": "final"}},
+            {"resource": {"resourceType": "Condition", "id": "c", "code": {"text": "Asthma"}}}]});
+        let err = parse_value(twice).unwrap_err();
+        assert!(
+            matches!(err, ImportError::DuplicateEntry { first: 0, .. }),
+            "{err}"
+        );
+        assert!(
+            err.to_string()
+                .contains("Condition/c is in this Bundle twice"),
+            "{err}"
+        );
     }
 }
