@@ -109,6 +109,27 @@ pub fn change_hashes(bytes: &[u8]) -> Result<HashSet<ChangeHash>, String> {
     Ok(hashes)
 }
 
+/// The changes a document holds but cannot apply, their dependencies missing: those Automerge
+/// saves beside the document chunk (`retain_orphans`). Read chunk by chunk, as in
+/// [`change_hashes`]; a chunk that does not parse is skipped.
+pub fn queued_changes(doc: &mut AutoCommit) -> Vec<Change> {
+    let bytes = doc.save_with_options(automerge::SaveOptions {
+        deflate: false,
+        retain_orphans: true,
+    });
+    let mut queued = Vec::new();
+    let mut rest = bytes.as_slice();
+    while let Ok((chunk, after)) = split_any_chunk(rest) {
+        if chunk.kind != CHUNK_DOCUMENT
+            && let Ok(change) = Change::try_from(chunk.bytes)
+        {
+            queued.push(change);
+        }
+        rest = after;
+    }
+    queued
+}
+
 /// How many bytes a document chunk's body takes with its compressed columns inflated, counting
 /// no further than one byte past `limit`.
 fn document_len(body: &[u8], limit: usize) -> Result<usize, String> {

@@ -1030,3 +1030,74 @@ fn a_removed_device_is_told_over_sync_and_what_it_writes_goes_nowhere() {
             .any(|g| g.sections.contains(&Section::Journal))
     );
 }
+
+#[test]
+fn a_providers_write_built_on_a_removed_devices_change_it_dropped_is_written_again() {
+    let mut w = World::new();
+    // The phone writes peanuts and syncs with the GP only; the GP writes gout on top of it.
+    let mut on_phone = w.phone.load_record().unwrap();
+    let author = w.phone.device().author();
+    let stamp = Stamp {
+        author: &author,
+        time: t(10),
+    };
+    let peanuts = json!({"resourceType": "AllergyIntolerance", "id": "peanuts",
+        "clinicalStatus": {"coding": [{"code": "active"}]}, "code": {"text": "Peanuts"}});
+    on_phone.put(stamp, &peanuts).unwrap();
+    on_phone.commit(stamp, "peanuts");
+    w.phone.save(&mut on_phone, t(10)).unwrap();
+    sync(&w.phone, &w.gp, w.id, t(11));
+    gp_writes_gout(&w, t(12));
+    // The laptop, which saw neither, removes the phone: its peanuts are void. The GP hears of
+    // it and drops the phone's blob, so its gout waits for a change it will never hold again.
+    w.laptop_mut().remove_device("phone", t(13)).unwrap();
+    sync(&w.gp, w.laptop(), w.id, t(14));
+    sync(w.laptop(), &w.gp, w.id, t(15));
+    // Opening the record, the GP writes its gout again, without the void change.
+    let mut replica = Replica::open(&w.gp.vault, w.id, w.gp.peer_id(), &w.gp.keystore.age).unwrap();
+    let meta = RecordMeta {
+        id: w.id.to_string(),
+        subject: None,
+        nhs_number: None,
+    };
+    let (mut on_gp, _) = replica
+        .materialise(
+            &w.gp.vault,
+            meta,
+            &w.gp.device().actor(),
+            &w.gp.keystore.age,
+        )
+        .unwrap();
+    assert!(
+        on_gp
+            .get(&key("AllergyIntolerance/peanuts"))
+            .unwrap()
+            .is_none()
+    );
+    let gout = on_gp.get(&key("Condition/gout")).unwrap();
+    assert_eq!(
+        gout.as_ref().map(|g| g["code"]["text"].clone()),
+        Some(json!("Gout"))
+    );
+    assert!(on_gp.has_unsaved(), "written again");
+    replica
+        .save(
+            &w.gp.vault,
+            &w.gp.keystore.device,
+            &mut on_gp,
+            t(16).as_millisecond(),
+        )
+        .unwrap();
+    // It reaches the laptop, proven by the GP's signature; the peanuts show nowhere.
+    sync(&w.gp, w.laptop(), w.id, t(17));
+    let laptop = w.laptop_record();
+    assert!(
+        laptop
+            .get(&key("AllergyIntolerance/peanuts"))
+            .unwrap()
+            .is_none()
+    );
+    let version = only_version(&laptop, "Condition/gout");
+    assert_eq!(version.author.id, w.gp.peer_id().to_string());
+    assert!(version.proven);
+}

@@ -9,13 +9,20 @@
 
 use std::collections::HashSet;
 
-use automerge::{ActorId, AutoCommit, ChangeHash, ObjId, ROOT, ReadDoc};
+use automerge::{
+    ActorId, AutoCommit, Change, ChangeHash, ExpandedChange, ObjId, ObjType, ROOT, ReadDoc,
+    ScalarValue,
+    legacy::{Key, ObjectId, OpId, OpType},
+};
 use jiff::Timestamp;
 use serde_json::Value;
 
 use super::{Author, Record, Stamp, belongs, read_version};
 use crate::{
-    changes::{catch_automerge_panic, provenance::ChangeGraph},
+    changes::{
+        catch_automerge_panic,
+        provenance::{ChangeGraph, same_device},
+    },
     fhir::reference::ResourceKey,
     section::Section,
 };
@@ -141,6 +148,64 @@ impl Record {
         written
     }
 
+    /// The changes of `section` that wait, unapplied, for a dependency this document does not
+    /// hold (empty if none does).
+    pub fn queued(&mut self, section: Section) -> Vec<Change> {
+        let doc = self.doc_mut(section);
+        if doc.get_missing_deps(&[]).is_empty() {
+            return Vec::new();
+        }
+        crate::changes::queued_changes(doc)
+    }
+
+    /// The reader's current versions made in `waiting` (changes of `section` that will not
+    /// apply here: built on a void change this node held once and dropped since, when a
+    /// `Close` made its blob void), to be written again like those [`Record::exclude`] returns.
+    /// Automerge keeps such changes in its queue for good, so without this the versions would
+    /// be neither shown nor written again. A version is one map object under the resource's
+    /// key, made whole in one change; one that another change in `waiting` replaced is not
+    /// current. If the reader made any of `waiting`, it writes as a fresh actor from now on:
+    /// those changes keep their sequence numbers wherever they are held.
+    pub fn strand_queued(
+        &mut self,
+        section: Section,
+        own: &ActorId,
+        waiting: &[Change],
+    ) -> Vec<Stranded> {
+        let waiting: Vec<ExpandedChange> = waiting.iter().map(Change::decode).collect();
+        if !waiting.iter().any(|c| same_device(&c.actor_id, own)) {
+            return Vec::new();
+        }
+        let replaced: HashSet<OpId> = waiting
+            .iter()
+            .flat_map(|change| &change.operations)
+            .filter(|op| op.obj == ObjectId::Root)
+            .flat_map(|op| op.pred.iter().cloned())
+            .collect();
+        let mut stranded = Vec::new();
+        for change in waiting.iter().filter(|c| same_device(&c.actor_id, own)) {
+            for (index, op) in change.operations.iter().enumerate() {
+                let (OpType::Make(ObjType::Map), ObjectId::Root, Key::Map(key)) =
+                    (&op.action, &op.obj, &op.key)
+                else {
+                    continue;
+                };
+                let id = OpId(
+                    change.start_op.get() + index as u64,
+                    change.actor_id.clone(),
+                );
+                if !belongs(section, key) || replaced.contains(&id) {
+                    continue;
+                }
+                if let Some(version) = version_made(change, key, &id) {
+                    stranded.push(version);
+                }
+            }
+        }
+        self.doc_mut(section).set_actor(fresh_actor(own));
+        stranded
+    }
+
     /// Hands this device's own changes `hashes` (found only in a compaction whose author was
     /// removed since) to storage again with the next save, as a blob of its own: the compaction
     /// may have replaced the blob they first came in everywhere, and others refuse it now.
@@ -176,4 +241,38 @@ pub(super) fn fresh_actor(own: &ActorId) -> ActorId {
     bytes.truncate(crate::changes::ACTOR_KEY_BYTES);
     bytes.extend_from_slice(&crate::keys::random_array::<8>());
     ActorId::from(bytes)
+}
+
+/// The version made as the map object `id` under `key` in `change`, read from its operations.
+fn version_made(change: &ExpandedChange, key: &str, id: &OpId) -> Option<Stranded> {
+    let field = |name: &str| {
+        change
+            .operations
+            .iter()
+            .rev()
+            .find_map(|op| match (&op.obj, &op.key, &op.action) {
+                (ObjectId::Id(obj), Key::Map(field), OpType::Put(value))
+                    if obj == id && field.as_str() == name =>
+                {
+                    Some(value.clone())
+                }
+                _ => None,
+            })
+    };
+    let text = |name: &str| match field(name) {
+        Some(ScalarValue::Str(text)) => Some(text.to_string()),
+        _ => None,
+    };
+    let Some(ScalarValue::Timestamp(ms)) = field("time") else {
+        return None;
+    };
+    Some(Stranded {
+        key: key.parse().ok()?,
+        resource: serde_json::from_str(&text("resource")?).ok()?,
+        author: Author {
+            id: text("author")?,
+            name: text("author_name")?,
+        },
+        time: Timestamp::from_millisecond(ms).ok()?,
+    })
 }

@@ -101,13 +101,29 @@ impl Replica {
                 proofs: &known.proofs,
                 compacted: known.compacted,
             };
+            // Changes waiting for a dependency, before held blobs are loaded beside them.
+            let waiting = if self.ledger.state().closes.is_empty() {
+                Vec::new()
+            } else {
+                record.queued(section)
+            };
             let Excluded {
-                stranded,
+                mut stranded,
                 excluded,
                 direct: kept_direct,
                 proofs: kept_proofs,
                 unproven,
             } = self.exclude_void(store, &mut record, section, &void, age, actor)?;
+            // This device's own changes that still wait, or were taken out waiting: built on a
+            // void change it dropped. Its current versions among them are written again.
+            if !waiting.is_empty() {
+                let graph = ChangeGraph::of(record.doc_for_provenance(section));
+                let waiting: Vec<_> = waiting
+                    .into_iter()
+                    .filter(|c| !excluded.contains(&c.hash()) && !graph.contains(&c.hash()))
+                    .collect();
+                stranded.extend(record.strand_queued(section, actor, &waiting));
+            }
             let mut known = known;
             known.direct.extend(kept_direct);
             known.proofs.extend(kept_proofs);
