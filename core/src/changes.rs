@@ -38,6 +38,7 @@ pub(crate) use actor_table::with_valid_checksum;
 pub use audit_entry::check_audit_entry;
 pub use document::{
     DOCUMENT_INFLATED_BYTES_MAX, change_hashes, check_document, load_document, queued_changes,
+    waiting_changes,
 };
 
 /// The most bytes the changes of one `Changes` blob may inflate to, in all (a type-1 chunk's

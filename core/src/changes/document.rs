@@ -110,24 +110,29 @@ pub fn change_hashes(bytes: &[u8]) -> Result<HashSet<ChangeHash>, String> {
 }
 
 /// The changes a document holds but cannot apply, their dependencies missing: those Automerge
-/// saves beside the document chunk (`retain_orphans`). Read chunk by chunk, as in
-/// [`change_hashes`]; a chunk that does not parse is skipped.
+/// saves beside the document chunk (`retain_orphans`), read by [`waiting_changes`].
 pub fn queued_changes(doc: &mut AutoCommit) -> Vec<Change> {
-    let bytes = doc.save_with_options(automerge::SaveOptions {
+    waiting_changes(&doc.save_with_options(automerge::SaveOptions {
         deflate: false,
         retain_orphans: true,
-    });
-    let mut queued = Vec::new();
-    let mut rest = bytes.as_slice();
+    }))
+}
+
+/// The changes a document saved beside itself (`save` of a document holding changes whose
+/// dependencies are missing): the change chunks of `bytes` after its document chunk. For a
+/// document this device saved itself; a chunk that does not parse is left out.
+pub fn waiting_changes(bytes: &[u8]) -> Vec<Change> {
+    let mut changes = Vec::new();
+    let mut rest = bytes;
     while let Ok((chunk, after)) = split_any_chunk(rest) {
         if chunk.kind != CHUNK_DOCUMENT
             && let Ok(change) = Change::try_from(chunk.bytes)
         {
-            queued.push(change);
+            changes.push(change);
         }
         rest = after;
     }
-    queued
+    changes
 }
 
 /// How many bytes a document chunk's body takes with its compressed columns inflated, counting

@@ -110,9 +110,17 @@ impl Record {
         } else {
             fresh_actor(own)
         };
+        // Changes waiting for a missing dependency are not among the applied ones: they stay,
+        // waiting, or a compaction made after this would stand for blobs whose changes it lacks.
+        let waiting = if doc.get_missing_deps(&[]).is_empty() {
+            Vec::new()
+        } else {
+            crate::changes::waiting_changes(&doc.save())
+        };
         let kept: Vec<_> = doc
             .get_changes(&[])
             .into_iter()
+            .chain(waiting)
             .filter(|change| !excluded.contains(&change.hash()))
             .collect();
         let mut rebuilt = AutoCommit::new().with_actor(actor);

@@ -357,6 +357,9 @@ impl Replica {
             return Ok(out);
         }
         out.excluded = graph.with_descendants(&void);
+        // Void changes that wait for a missing dependency are not in the graph: taken out too,
+        // not kept waiting (and saved in a compaction) where the others are.
+        out.excluded.extend(void);
         out.stranded = record.exclude(section, &out.excluded, &graph, actor);
         Ok(out)
     }
