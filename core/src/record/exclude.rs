@@ -134,11 +134,28 @@ impl Record {
 
     /// Writes the reader's stranded versions again ([`Record::exclude`]), as its own new
     /// changes, unless the record now holds the same resource or another version of it in
-    /// conflict; returns how many were written. Save the record to keep them.
+    /// conflict, or was written again already: its history holds the same version (resource,
+    /// author and time) that a later one replaced; returns how many were written. Save the
+    /// record to keep them.
+    ///
+    /// A stranded version stays current in the document it came from, whatever was written
+    /// again since (a new change cannot supersede an excluded one), so each load finds it
+    /// stranded again. Two devices whose stranded versions of one resource were in conflict
+    /// would otherwise each write theirs again over the other's, at every load, for ever.
     pub fn write_again(&mut self, stranded: &[Stranded]) -> usize {
         let mut written = 0;
         for version in stranded {
             if self.get(&version.key).ok().flatten().as_ref() == Some(&version.resource) {
+                continue;
+            }
+            let again = self.history(&version.key).is_ok_and(|history| {
+                history.iter().any(|v| {
+                    v.resource == version.resource
+                        && v.author == version.author
+                        && v.time == version.time
+                })
+            });
+            if again {
                 continue;
             }
             let stamp = Stamp {

@@ -195,6 +195,80 @@ fn take_unsaved_then_load_round_trips() {
     assert!(loaded.take_unsaved().is_empty(), "loading is not a change");
 }
 
+/// Two devices wrote one resource concurrently, both on a change that turned void: each load
+/// takes the void change out with both versions, and each device writes its own again. A
+/// version written again is not written again over the other device's at every later load.
+#[test]
+fn versions_written_again_on_two_devices_settle() {
+    use crate::changes::provenance::ChangeGraph;
+    let section = crate::section::place(&condition("c1", ""));
+    let gp = ActorId::from(b"gp-device-actor1".as_slice());
+    let mut base = Record::create(meta(), &gp);
+    base.put(stamp(&author("gp"), 0), &condition("c0", "void"))
+        .unwrap();
+    base.commit(stamp(&author("gp"), 0), "void");
+    let void: std::collections::HashSet<automerge::ChangeHash> = base
+        .doc_for_provenance(section)
+        .get_heads()
+        .into_iter()
+        .collect();
+    // What the devices' stores hold, every change of the section.
+    let mut store: BTreeMap<Section, Vec<u8>> = base.take_unsaved().into_iter().collect();
+    let actors = [
+        ActorId::from(b"device-a-actor-1".as_slice()),
+        ActorId::from(b"second-device-b2".as_slice()),
+    ];
+    let mut written = Vec::new();
+    for (actor, name) in actors.iter().zip(["a", "b"]) {
+        let mut record = Record::load(meta(), &store, actor).unwrap();
+        let by = author(name);
+        record
+            .put(stamp(&by, 10), &condition("c1", &format!("from {name}")))
+            .unwrap();
+        record.commit(stamp(&by, 10), "edit");
+        written.extend(record.take_unsaved());
+    }
+    for (s, bytes) in written {
+        store.entry(s).or_default().extend(bytes);
+    }
+    // Each device in turn loads what is stored, takes the void change out, writes its own
+    // version again, and stores that.
+    let mut rounds = 0;
+    loop {
+        let mut again = 0;
+        for actor in &actors {
+            let mut record = Record::load(meta(), &store, actor).unwrap();
+            let graph = ChangeGraph::of(record.doc_for_provenance(section));
+            let excluded = graph.with_descendants(&void);
+            let stranded = record.exclude(section, &excluded, &graph, actor);
+            again += record.write_again(&stranded);
+            for (s, bytes) in record.take_unsaved() {
+                store.entry(s).or_default().extend(bytes);
+            }
+        }
+        if again == 0 {
+            break;
+        }
+        rounds += 1;
+        assert!(rounds < 3, "still written again after {rounds} rounds");
+    }
+    // Neither version is lost.
+    for actor in &actors {
+        let mut record = Record::load(meta(), &store, actor).unwrap();
+        let graph = ChangeGraph::of(record.doc_for_provenance(section));
+        let excluded = graph.with_descendants(&void);
+        record.exclude(section, &excluded, &graph, actor);
+        let history = record.history(&"Condition/c1".parse().unwrap()).unwrap();
+        for name in ["a", "b"] {
+            let text = format!("from {name}");
+            assert!(
+                history.iter().any(|v| v.resource == condition("c1", &text)),
+                "{text}"
+            );
+        }
+    }
+}
+
 #[test]
 fn lone_changes_merge_into_a_document_they_never_saw() {
     let owner = author("owner");
