@@ -1,6 +1,7 @@
 //! The deterministic network simulation (see `phr_tests::sim`).
 //!
-//! `SIM_SEEDS=N` sweeps seeds 0..N (default 200; `SIM_SEEDS_FROM=K` starts at K instead of 0);
+//! `SIM_SEEDS=N` sweeps seeds 0..N (default 200; `SIM_SEEDS_FROM=K` starts at K instead of 0),
+//! once without and once with the hostile participants (`every_seed_with_hostile_participants`);
 //! `SIM_SEED=S` runs one seed. A failure prints the
 //! seed and the line that reproduces it. `SIM_DEBUG=1` also prints each finished session's counts.
 
@@ -23,11 +24,26 @@ fn seeds() -> Vec<u64> {
 
 #[test]
 fn every_seed_keeps_every_invariant() {
+    sweep(false);
+}
+
+/// The same seeds with the hostile participants: the laptop revokes the GP and removes the
+/// phone at random, and each then keeps writing and compacting with what it had.
+#[test]
+fn every_seed_with_hostile_participants_keeps_every_invariant() {
+    sweep(true);
+}
+
+fn sweep(hostile: bool) {
     let seeds = seeds();
     let started = std::time::Instant::now();
     let mut totals = sim::Report::default();
     for &seed in &seeds {
-        match sim::run(seed, Config::default()) {
+        let config = Config {
+            hostile,
+            ..Config::default()
+        };
+        match sim::run(seed, config) {
             Ok(report) => {
                 totals.sent += report.sent;
                 totals.delivered += report.delivered;
@@ -40,12 +56,20 @@ fn every_seed_keeps_every_invariant() {
                     *totals.errors.entry(kind).or_default() += n;
                 }
             }
-            Err(failure) => panic!("seed {seed} failed:\n{failure}"),
+            Err(failure) => panic!(
+                "seed {seed} failed{}:\n{failure}",
+                if hostile {
+                    " with the hostile participants"
+                } else {
+                    ""
+                }
+            ),
         }
     }
     eprintln!(
-        "{} seeds in {:.1} s: {} messages sent, {} delivered, {} lost, {} duplicated; {} writes; \
+        "{}{} seeds in {:.1} s: {} messages sent, {} delivered, {} lost, {} duplicated; {} writes; \
          {} crashes; settled within {} quiet rounds; sessions ended early: {:?}",
+        if hostile { "hostile: " } else { "" },
         seeds.len(),
         started.elapsed().as_secs_f64(),
         totals.sent,

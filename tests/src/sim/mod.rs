@@ -78,7 +78,7 @@ pub struct Config {
     /// A bug to plant, if any.
     pub bug: Option<Bug>,
     /// Whether the patient withdraws the GP and the phone during the run, which then turn
-    /// hostile (`SIM_HOSTILE=1` for the sweep; see docs/ARCHITECTURE.md for what it still finds).
+    /// hostile (`every_seed_with_hostile_participants_keeps_every_invariant` sweeps with it).
     pub hostile: bool,
 }
 
@@ -87,7 +87,7 @@ impl Default for Config {
         Config {
             steps: 300,
             bug: None,
-            hostile: std::env::var("SIM_HOSTILE").is_ok_and(|v| v != "0"),
+            hostile: false,
         }
     }
 }
