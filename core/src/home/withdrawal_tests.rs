@@ -513,6 +513,22 @@ fn an_unreadable_entry_can_be_listed_and_removed_and_a_good_copy_comes_back_unle
     );
 }
 
+/// The phone writes a peanut allergy in summary and saves it; returns the resource.
+fn phone_writes_peanuts(w: &mut World, time: Timestamp) -> Value {
+    let mut on_phone = w.phone.load_record().unwrap();
+    let author = w.phone.device().author();
+    let stamp = Stamp {
+        author: &author,
+        time,
+    };
+    let peanuts = json!({"resourceType": "AllergyIntolerance", "id": "peanuts",
+        "clinicalStatus": {"coding": [{"code": "active"}]}, "code": {"text": "Peanuts"}});
+    on_phone.put(stamp, &peanuts).unwrap();
+    on_phone.commit(stamp, "peanuts");
+    w.phone.save(&mut on_phone, time).unwrap();
+    peanuts
+}
+
 /// The GP's condition, written on its node and synced to the laptop.
 fn gp_writes_gout(w: &World, time: Timestamp) {
     let condition = json!({"resourceType": "Condition", "id": "gout",
@@ -790,17 +806,7 @@ fn an_owners_write_built_on_a_void_change_is_written_again_and_reaches_every_dev
     let mut w = World::new();
     gp_writes_after_its_revocation_and_the_phone_takes_it(&mut w);
     // The phone writes in summary: its change depends on the GP's.
-    let mut on_phone = w.phone.load_record().unwrap();
-    let author = w.phone.device().author();
-    let stamp = Stamp {
-        author: &author,
-        time: t(13),
-    };
-    let peanuts = json!({"resourceType": "AllergyIntolerance", "id": "peanuts",
-        "clinicalStatus": {"coding": [{"code": "active"}]}, "code": {"text": "Peanuts"}});
-    on_phone.put(stamp, &peanuts).unwrap();
-    on_phone.commit(stamp, "peanuts");
-    w.phone.save(&mut on_phone, t(13)).unwrap();
+    let peanuts = phone_writes_peanuts(&mut w, t(13));
     // The laptop holds the GP's write for the patient, so the phone's peanuts, built on it,
     // cannot show there yet; the GP's gout shows nowhere.
     sync(&w.phone, w.laptop(), w.id, t(14));
@@ -835,17 +841,7 @@ fn a_compaction_that_carries_a_change_built_on_a_void_one_still_replaces_what_it
     gp_writes_after_its_revocation_and_the_phone_takes_it(&mut w);
     // The phone writes in summary, on top of the GP's write, and hears of the revocation from
     // the pharmacy: the GP's write is held on the phone since, and never reaches the laptop.
-    let mut on_phone = w.phone.load_record().unwrap();
-    let author = w.phone.device().author();
-    let stamp = Stamp {
-        author: &author,
-        time: t(13),
-    };
-    let peanuts = json!({"resourceType": "AllergyIntolerance", "id": "peanuts",
-        "clinicalStatus": {"coding": [{"code": "active"}]}, "code": {"text": "Peanuts"}});
-    on_phone.put(stamp, &peanuts).unwrap();
-    on_phone.commit(stamp, "peanuts");
-    w.phone.save(&mut on_phone, t(13)).unwrap();
+    phone_writes_peanuts(&mut w, t(13));
     sync(w.laptop(), &w.pharmacy, w.id, t(14));
     sync(&w.pharmacy, &w.phone, w.id, t(15));
     sync(&w.phone, w.laptop(), w.id, t(16));
@@ -1035,17 +1031,7 @@ fn a_removed_device_is_told_over_sync_and_what_it_writes_goes_nowhere() {
 fn a_providers_write_built_on_a_removed_devices_change_it_dropped_is_written_again() {
     let mut w = World::new();
     // The phone writes peanuts and syncs with the GP only; the GP writes gout on top of it.
-    let mut on_phone = w.phone.load_record().unwrap();
-    let author = w.phone.device().author();
-    let stamp = Stamp {
-        author: &author,
-        time: t(10),
-    };
-    let peanuts = json!({"resourceType": "AllergyIntolerance", "id": "peanuts",
-        "clinicalStatus": {"coding": [{"code": "active"}]}, "code": {"text": "Peanuts"}});
-    on_phone.put(stamp, &peanuts).unwrap();
-    on_phone.commit(stamp, "peanuts");
-    w.phone.save(&mut on_phone, t(10)).unwrap();
+    phone_writes_peanuts(&mut w, t(10));
     sync(&w.phone, &w.gp, w.id, t(11));
     gp_writes_gout(&w, t(12));
     // The laptop, which saw neither, removes the phone: its peanuts are void. The GP hears of
