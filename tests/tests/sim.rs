@@ -3,7 +3,8 @@
 //! `SIM_SEEDS=N` sweeps seeds 0..N (default 200; `SIM_SEEDS_FROM=K` starts at K instead of 0),
 //! once without and once with the hostile participants (`every_seed_with_hostile_participants`);
 //! `SIM_SEED=S` runs one seed. A failure prints the
-//! seed and the line that reproduces it. `SIM_DEBUG=1` also prints each finished session's counts.
+//! seed and the line that reproduces it. `SIM_DEBUG=1` also prints each finished session's counts;
+//! `SIM_TRACE_ALL=1` prints a failing seed's whole trace, not only its last 25 events.
 
 use phr_tests::sim::{self, Bug, Config};
 

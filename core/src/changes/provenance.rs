@@ -155,6 +155,31 @@ impl ChangeGraph {
             .collect()
     }
 
+    /// The heads of what the change that made operation `counter` of `actor` was built on,
+    /// leaving out `excluded` (and so everything built on it): the state its author saw, less
+    /// the void changes. `None` if no change held made that operation.
+    pub fn kept_past_of_op(
+        &self,
+        actor: &ActorId,
+        counter: u64,
+        excluded: &HashSet<ChangeHash>,
+    ) -> Option<Vec<ChangeHash>> {
+        let (hash, _) = self
+            .nodes
+            .iter()
+            .find(|(_, node)| node.actor == *actor && node.ops.contains(&counter))?;
+        let kept: Vec<ChangeHash> = self
+            .past([*hash], true)
+            .into_iter()
+            .filter(|h| !excluded.contains(h))
+            .collect();
+        let covered = self.past(kept.iter().copied(), true);
+        let mut heads: Vec<ChangeHash> =
+            kept.into_iter().filter(|h| !covered.contains(h)).collect();
+        heads.sort();
+        Some(heads)
+    }
+
     /// Those of `hashes` made by the device whose actor `actor` is.
     pub fn of_device(&self, actor: &ActorId, hashes: &HashSet<ChangeHash>) -> Vec<ChangeHash> {
         hashes

@@ -39,6 +39,12 @@ pub struct Stranded {
     pub author: Author,
     /// When.
     pub time: Timestamp,
+    /// The heads of the state its change was built on, less the void changes: written again
+    /// there, it supersedes what the original superseded and nothing else, so a version
+    /// written concurrently stays beside it as a conflict. `None` when that past is not known
+    /// (a change that waited on a dependency this node dropped): written over the current
+    /// version instead, unless that is in conflict.
+    pub past: Option<Vec<ChangeHash>>,
 }
 
 impl Record {
@@ -98,6 +104,7 @@ impl Record {
                         resource: version.resource,
                         author: version.author,
                         time: version.time,
+                        past: graph.kept_past_of_op(actor, *counter, excluded),
                     });
                 }
             }
@@ -133,15 +140,20 @@ impl Record {
     }
 
     /// Writes the reader's stranded versions again ([`Record::exclude`]), as its own new
-    /// changes, unless the record now holds the same resource or another version of it in
-    /// conflict, or was written again already: its history holds the same version (resource,
-    /// author and time) that a later one replaced; returns how many were written. Save the
-    /// record to keep them.
+    /// changes, unless the record now holds the same resource, or was written again already:
+    /// its history holds the same version (resource, author and time); returns how many were
+    /// written. Save the record to keep them.
+    ///
+    /// A version whose past is known is written on that past (a fork of the section at those
+    /// heads, under a fresh actor of this device, merged back): it supersedes exactly what the
+    /// original did, and a version written concurrently by another party, which the original
+    /// did not see, is in conflict with it, shown to a person, as it would have been had
+    /// nothing been void. One whose past is not known is written over the current version,
+    /// unless that is in conflict.
     ///
     /// A stranded version stays current in the document it came from, whatever was written
     /// again since (a new change cannot supersede an excluded one), so each load finds it
-    /// stranded again. Two devices whose stranded versions of one resource were in conflict
-    /// would otherwise each write theirs again over the other's, at every load, for ever.
+    /// stranded again: the history check keeps it from being written again each time.
     pub fn write_again(&mut self, stranded: &[Stranded]) -> usize {
         let mut written = 0;
         for version in stranded {
@@ -162,15 +174,70 @@ impl Record {
                 author: &version.author,
                 time: version.time,
             };
-            if self.put(stamp, &version.resource).is_ok() {
-                self.commit(
-                    stamp,
-                    "written again: it had built on a withdrawn party's change",
-                );
-                written += 1;
-            }
+            let message = "written again: it had built on a withdrawn party's change";
+            let done = match &version.past {
+                Some(past) => self.write_on(stamp, &version.resource, past, message),
+                None => {
+                    let put = self.put(stamp, &version.resource).is_ok();
+                    if put {
+                        self.commit(stamp, message);
+                    }
+                    put
+                }
+            };
+            written += usize::from(done);
         }
         written
+    }
+
+    /// Writes `resource` as a new version made on the state at `past` (a fork of its section
+    /// at those heads, under a fresh actor of this device), and merges that change in: it
+    /// supersedes only the versions visible at `past`. `false` if the section cannot fork
+    /// there or the write fails.
+    fn write_on(
+        &mut self,
+        stamp: Stamp<'_>,
+        resource: &Value,
+        past: &[ChangeHash],
+        message: &str,
+    ) -> bool {
+        let Some(key) = ResourceKey::of(resource) else {
+            return false;
+        };
+        let key_text = key.to_string();
+        let section = super::place(resource);
+        let doc = self.doc_mut(section);
+        let actor = fresh_actor(doc.get_actor());
+        let Ok(fork) = catch_automerge_panic(|| doc.fork_at(past)) else {
+            return false;
+        };
+        let Ok(fork) = fork else {
+            return false;
+        };
+        let mut fork = fork.with_actor(actor);
+        let Ok(replaces) = fork.get_all(ROOT, key_text.as_str()).map(|values| {
+            values
+                .into_iter()
+                .map(|(_, obj)| format!("{section}:{obj}"))
+                .collect::<Vec<String>>()
+        }) else {
+            return false;
+        };
+        let json = serde_json::to_string(resource).expect("a JSON value always serialises");
+        if super::write_version(&mut fork, section, &key_text, &json, stamp, &replaces, None)
+            .is_err()
+        {
+            return false;
+        }
+        fork.commit_with(
+            automerge::transaction::CommitOptions::default()
+                .with_time(stamp.time.as_second())
+                .with_message(message.to_string()),
+        );
+        let Some(change) = fork.get_last_local_change() else {
+            return false;
+        };
+        catch_automerge_panic(|| doc.apply_changes([change])).is_ok_and(|r| r.is_ok())
     }
 
     /// The changes of `section` that wait, unapplied, for a dependency this document does not
@@ -299,5 +366,6 @@ fn version_made(change: &ExpandedChange, key: &str, id: &OpId) -> Option<Strande
             name: text("author_name")?,
         },
         time: Timestamp::from_millisecond(ms).ok()?,
+        past: None,
     })
 }

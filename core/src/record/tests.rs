@@ -269,6 +269,81 @@ fn versions_written_again_on_two_devices_settle() {
     }
 }
 
+/// A device's version built on a change that turned void is written again on what it was
+/// built on, less the void change: a version another device wrote concurrently (which the
+/// first never saw) stays beside it as a conflict for a person, not silently superseded.
+#[test]
+fn a_version_written_again_keeps_a_concurrent_version_in_conflict() {
+    use crate::changes::provenance::ChangeGraph;
+    let section = crate::section::place(&condition("c1", ""));
+    let key: ResourceKey = "Condition/c1".parse().unwrap();
+    let patient = ActorId::from(b"patient-laptop-1".as_slice());
+    let mut base = Record::create(meta(), &patient);
+    base.put(stamp(&author("laptop"), 0), &condition("c1", "original"))
+        .unwrap();
+    base.commit(stamp(&author("laptop"), 0), "original");
+    let kept: BTreeMap<Section, Vec<u8>> = base.take_unsaved().into_iter().collect();
+    // A withdrawn party's change, on the original.
+    let gp = ActorId::from(b"gp-device-actor1".as_slice());
+    let mut by_gp = Record::load(meta(), &kept, &gp).unwrap();
+    by_gp
+        .put(stamp(&author("gp"), 1), &condition("c0", "void"))
+        .unwrap();
+    by_gp.commit(stamp(&author("gp"), 1), "void");
+    let void: std::collections::HashSet<automerge::ChangeHash> = by_gp
+        .doc_for_provenance(section)
+        .get_heads()
+        .into_iter()
+        .collect();
+    let mut with_void = kept.clone();
+    for (s, bytes) in by_gp.take_unsaved() {
+        with_void.entry(s).or_default().extend(bytes);
+    }
+    // The tablet writes on the void change; the phone, which never saw it, concurrently.
+    let tablet = ActorId::from(b"tablet-device-01".as_slice());
+    let mut store = with_void.clone();
+    for (actor, from, name) in [
+        (&tablet, &with_void, "tablet"),
+        (
+            &ActorId::from(b"phone-device-001".as_slice()),
+            &kept,
+            "phone",
+        ),
+    ] {
+        let mut record = Record::load(meta(), from, actor).unwrap();
+        record
+            .put(
+                stamp(&author(name), 2),
+                &condition("c1", &format!("from {name}")),
+            )
+            .unwrap();
+        record.commit(stamp(&author(name), 2), "edit");
+        for (s, bytes) in record.take_unsaved() {
+            store.entry(s).or_default().extend(bytes);
+        }
+    }
+    let mut record = Record::load(meta(), &store, &tablet).unwrap();
+    let graph = ChangeGraph::of(record.doc_for_provenance(section));
+    let excluded = graph.with_descendants(&void);
+    let stranded = record.exclude(section, &excluded, &graph, &tablet);
+    assert_eq!(record.write_again(&stranded), 1);
+    let Some(Current::Conflict(versions)) = record.current(&key).unwrap() else {
+        panic!("the tablet's and the phone's versions in conflict");
+    };
+    let mut texts: Vec<String> = versions
+        .iter()
+        .map(|v| v.resource["code"]["text"].as_str().unwrap().to_string())
+        .collect();
+    texts.sort();
+    assert_eq!(texts, ["from phone", "from tablet"]);
+    let history = record.history(&key).unwrap();
+    assert!(
+        history
+            .iter()
+            .any(|v| v.resource == condition("c1", "original"))
+    );
+}
+
 #[test]
 fn lone_changes_merge_into_a_document_they_never_saw() {
     let owner = author("owner");

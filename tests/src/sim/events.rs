@@ -160,7 +160,13 @@ impl Sim {
         let now = self.now_ms;
         self.touched.push(node);
         match self.nodes[node].write(self.record, &resources, now) {
-            Ok(true) => Ok(format!("{name} imported {} resources", resources.len())),
+            Ok(true) => {
+                let peer = self.nodes[node].peer();
+                self.withdrawals
+                    .author_of
+                    .insert(import_marker(now, &peer.to_string()), peer);
+                Ok(format!("{name} imported {} resources", resources.len()))
+            }
             Ok(false) => Ok(format!("{name} could not import (a conflict)")),
             Err(e) => Err(format!("{name} failed to import: {e}")),
         }
@@ -310,6 +316,16 @@ impl Sim {
                 accepted.insert(marker.clone());
             }
         }
+        // Its imports the laptop showed.
+        let shown: BTreeSet<String> = Section::ALL
+            .into_iter()
+            .flat_map(|section| markers(&doc, section))
+            .collect();
+        for (marker, author) in &self.withdrawals.author_of {
+            if *author == peer && marker.starts_with("import@") && shown.contains(marker) {
+                accepted.insert(marker.clone());
+            }
+        }
         self.withdrawals.accepted.insert(peer, accepted);
         self.nodes[node].hostile = true;
         Ok(format!("laptop withdrew the {}", self.nodes[node].name))
@@ -371,12 +387,23 @@ fn markers(doc: &phr_core::Record, section: Section) -> Vec<String> {
     let mut out = Vec::new();
     for (key, _, _) in doc.resources(section).unwrap_or_default() {
         for version in doc.history(&key).unwrap_or_default() {
-            if let Some(marker) = version.resource["valueString"].as_str() {
-                out.push(marker.to_string());
+            match version.resource["valueString"].as_str() {
+                Some(marker) => out.push(marker.to_string()),
+                None => out.push(import_marker(
+                    version.time.as_millisecond(),
+                    &version.author.id,
+                )),
             }
         }
     }
     out
+}
+
+/// What stands for an import's versions among the markers: each resource imported at `ms`
+/// by `author` (a peer id), so that what is built on an import is judged like what is built
+/// on a write.
+fn import_marker(ms: i64, author: &str) -> String {
+    format!("import@{ms} by {author}")
 }
 
 /// The HL7 IPS example's resources, as phr imports them (parsed once).

@@ -352,8 +352,40 @@ impl Sim {
                         .iter()
                         .map(|n| n.store.held(&self.record).map(|h| h.len()).unwrap_or(0))
                         .collect();
+                    let writes_of_key: Vec<String> = self
+                        .writes
+                        .iter()
+                        .filter(|(s, k, _)| s == section && k == key)
+                        .map(|(_, _, m)| {
+                            let void = self.withdrawals.void(m).is_some();
+                            let on: Vec<&String> = self
+                                .built_on
+                                .get(m)
+                                .map(|seen| seen.iter().collect())
+                                .unwrap_or_default();
+                            format!("`{m}`{} built on {on:?}", if void { " (void)" } else { "" })
+                        })
+                        .collect();
+                    let versions: Vec<String> = history
+                        .iter()
+                        .map(|v| v.resource["valueString"].to_string())
+                        .collect();
+                    let everywhere: Vec<String> = documents
+                        .iter()
+                        .map(|(j, (d, _))| {
+                            let h: Vec<String> = d
+                                .history(key)
+                                .unwrap_or_default()
+                                .iter()
+                                .map(|v| v.resource["valueString"].to_string())
+                                .collect();
+                            format!("{}: {h:?}", self.nodes[*j].name)
+                        })
+                        .collect();
                     return Err(format!(
-                        "{} lost the version `{marker}` of {key} (held per node {held:?})",
+                        "{} lost the version `{marker}` of {key} (held per node {held:?}); \
+                         it reads {versions:?}; the writes of {key}: {writes_of_key:?}; \
+                         each node reads {everywhere:?}",
                         self.nodes[*i].name
                     ));
                 }

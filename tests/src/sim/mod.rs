@@ -361,7 +361,11 @@ impl Sim {
             .trace
             .iter()
             .rev()
-            .take(25)
+            .take(if std::env::var("SIM_TRACE_ALL").is_ok() {
+                usize::MAX
+            } else {
+                25
+            })
             .rev()
             .cloned()
             .collect();
