@@ -52,7 +52,11 @@ fn providers_read_and_write_within_their_grants_and_the_patient_sees_every_acces
         serde_json::from_str(&gp.ok(&["patients", "--pending", "--json"])).unwrap();
     let id = waiting[0]["record"].as_str().unwrap().to_string();
     assert_eq!(waiting[0]["patient"]["name"], "Ada Lovelace");
-    assert_eq!(waiting[0]["shared_by"]["device"], "first device");
+    // The device's label is sealed to the patient's own devices (docs/FORMAT.md, version 2).
+    assert_eq!(
+        waiting[0]["shared_by"]["device"],
+        "a device of the patient's (name sealed)"
+    );
     let before: Value = serde_json::from_str(&gp.ok(&["patients", "--json"])).unwrap();
     assert_eq!(before, serde_json::json!([]));
     // Twelve hex digits are enough to name it (and are redacted in the snapshot).

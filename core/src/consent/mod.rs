@@ -225,7 +225,14 @@ fn rotate(
     let state = ledger.state();
     let epoch = state.next_epoch(section);
     let readers = state.readers(section, now_ms);
-    let key = SectionKey::generate();
+    // A key made for this epoch before it could be announced (the `audit` key a new record's
+    // `Create` seals its first device's details under), else a fresh one.
+    let made = keyring
+        .keys
+        .values()
+        .find(|(s, e, _)| *s == section && *e == epoch)
+        .map(|(_, _, key)| key.clone());
+    let key = made.unwrap_or_else(SectionKey::generate);
     let recipients: Vec<AgeRecipient> = readers.values().map(|p| p.recipient.clone()).collect();
     let body = OpBody::Keys {
         section,

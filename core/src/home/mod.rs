@@ -386,7 +386,10 @@ impl Home {
             .as_ref()
             .expect("generated with a root key");
         let id = RecordId::of_root(&root.peer_id());
-        let ledger = Ledger::create(root, home.party(), now.as_millisecond())?;
+        // The first `audit` key, made now so that the first device's details are sealed under
+        // it; the first save announces it to this device.
+        let audit = crate::keys::SectionKey::generate();
+        let ledger = Ledger::create_sealed(root, home.party(), now.as_millisecond(), &audit)?;
         let patient_id = uuid::Uuid::new_v4().to_string();
         let meta = RecordMeta {
             id: id.to_string(),
@@ -405,7 +408,9 @@ impl Home {
             },
         );
         home.vault.commit(batch)?;
-        let replica = Replica::open(&home.vault, id, home.peer_id(), &home.keystore.age)?;
+        let mut replica = Replica::open(&home.vault, id, home.peer_id(), &home.keystore.age)?;
+        replica.hold_key(crate::section::Section::Audit, 0, audit);
+        replica.reveal(&home.keystore.age);
         home.held = Some(Held {
             meta: meta.clone(),
             replica,

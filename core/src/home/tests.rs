@@ -311,6 +311,32 @@ fn a_new_device_gets_every_key_and_a_removed_one_none_of_the_next_epoch() {
     assert!(ledger.state().is_owner(&phone.peer_id()));
     let keys = phone.unlock(&ledger);
     assert_eq!(keys.sections().len(), Section::ALL.len());
+    // The devices' labels are sealed to the owners under the `audit` keys: the new device,
+    // given the operations as bytes, reads the first device's label (sealed before it existed)
+    // and its own.
+    let mut fresh = crate::ledger::Ledger::new(id);
+    for op in ledger.ops() {
+        fresh
+            .insert(crate::ledger::SignedOp::decode(op.bytes()).unwrap())
+            .unwrap();
+    }
+    assert!(
+        fresh
+            .state()
+            .owners
+            .values()
+            .all(|d| d.name.contains("sealed"))
+    );
+    let problems = fresh.reveal(|id| keys.get(id), &phone.keystore.age, &phone.peer_id());
+    assert!(problems.is_empty(), "{problems:?}");
+    let mut labels: Vec<String> = fresh
+        .state()
+        .owners
+        .values()
+        .map(|d| d.name.clone())
+        .collect();
+    labels.sort();
+    assert_eq!(labels, [FIRST_DEVICE_LABEL, "phone"]);
     home.remove_device("phone", t(2)).unwrap();
     put(
         &mut home,

@@ -60,6 +60,7 @@
 //! ```
 
 mod admit;
+pub mod sealed;
 mod state;
 #[cfg(test)]
 mod tests;
@@ -72,10 +73,15 @@ use std::{
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    keys::{BlobId, KeyId, OpId, PeerId, RecordId, Signature, SigningKey, sha256},
-    party::{PARTY_NAME_BYTES_MAX, Party},
+    keys::{
+        AgeIdentity, BlobId, KeyId, OpId, PeerId, RecordId, SectionKey, Signature, SigningKey,
+        sha256,
+    },
+    party::{PARTY_NAME_BYTES_MAX, Party, Role},
     section::Section,
 };
+
+use sealed::{Details, Sealed};
 
 pub use admit::{Admission, LEDGER_PENDING_PER_AUTHOR_MAX};
 pub use state::{CloseState, EpochKey, GrantState, LedgerState};
@@ -104,8 +110,12 @@ pub const PIN_HEADS_MAX: usize = 4096;
 
 /// The magic bytes that open every encoded signed operation.
 const MAGIC: &[u8; 4] = b"PHRL";
-/// The format version this code writes and reads.
+/// The format version of an operation whose details are in clear: every operation before
+/// sealing, and those that name no party's details (revocations, keys, closes, pins).
 const VERSION: u8 = 1;
+/// The format version of an operation whose party details and purpose are sealed
+/// ([`sealed`]).
+const VERSION_SEALED: u8 = 2;
 /// Magic, version and the u32 length of the postcard encoding.
 const HEADER_BYTES: usize = 4 + 1 + 4;
 /// An Ed25519 signature.
@@ -358,8 +368,22 @@ pub enum LedgerError {
 #[derive(Clone)]
 pub struct SignedOp {
     bytes: Vec<u8>,
+    /// The operation; in a sealed one (format version 2), with its details as this node could
+    /// open them, or placeholders ([`SignedOp::revealed`]).
     op: Op,
     id: OpId,
+    /// The sealed copies of a version 2 operation.
+    sealed: Option<Sealed>,
+    /// Whether `op` holds the sealed details (always for a version 1 operation).
+    revealed: bool,
+}
+
+/// A version 2 operation as it travels: the operation with its details blank, then the sealed
+/// copies of them.
+#[derive(Serialize, Deserialize)]
+struct SealedOp {
+    op: Op,
+    sealed: Sealed,
 }
 
 impl std::fmt::Debug for SignedOp {
@@ -411,6 +435,62 @@ impl SignedOp {
             id: OpId(sha256(&[&bytes])),
             bytes,
             op,
+            sealed: None,
+            revealed: true,
+        })
+    }
+
+    /// Like [`SignedOp::sign`], but an operation that names a party's details (`Create`,
+    /// `AddDevice`, `Grant`) is written in format version 2: the details and purpose blank,
+    /// sealed for the owners under `audit` (the current `audit` section key) and for the party
+    /// ([`sealed`]). Any other operation is signed as [`SignedOp::sign`] signs it.
+    pub fn sign_sealed(
+        op: Op,
+        key: &SigningKey,
+        audit: &SectionKey,
+    ) -> Result<SignedOp, LedgerError> {
+        let Some((details, party)) = details_of(&op.body) else {
+            return SignedOp::sign(op, key);
+        };
+        if key.peer_id() != op.author {
+            return Err(LedgerError::WrongKey {
+                author: op.author,
+                key: key.peer_id(),
+            });
+        }
+        check_bounds(&op)?;
+        let sealed = sealed::seal(&details, op.record, &op.author, audit, &party.recipient)
+            .map_err(|e| LedgerError::Rejected(e.to_string()))?;
+        let wire = SealedOp {
+            op: Op {
+                body: blank_body(&op.body),
+                ..op.clone()
+            },
+            sealed,
+        };
+        let payload =
+            postcard::to_stdvec(&wire).map_err(|e| LedgerError::Malformed(e.to_string()))?;
+        let total = HEADER_BYTES + payload.len() + SIGNATURE_BYTES;
+        if total > LEDGER_OP_BYTES_MAX {
+            return Err(LedgerError::TooLarge {
+                bytes: total,
+                max: LEDGER_OP_BYTES_MAX,
+            });
+        }
+        let length = u32::try_from(payload.len()).expect("bounded by LEDGER_OP_BYTES_MAX");
+        let mut bytes = Vec::with_capacity(total);
+        bytes.extend_from_slice(MAGIC);
+        bytes.push(VERSION_SEALED);
+        bytes.extend_from_slice(&length.to_le_bytes());
+        bytes.extend_from_slice(&payload);
+        let signature = key.sign(&signed_message(&bytes));
+        bytes.extend_from_slice(&signature.0);
+        Ok(SignedOp {
+            id: OpId(sha256(&[&bytes])),
+            bytes,
+            op,
+            sealed: Some(wire.sealed),
+            revealed: true,
         })
     }
 
@@ -430,7 +510,7 @@ impl SignedOp {
         let Some(&version) = bytes.get(MAGIC.len()) else {
             return Err(truncated(bytes.len()));
         };
-        if version != VERSION {
+        if version != VERSION && version != VERSION_SEALED {
             return Err(LedgerError::UnsupportedVersion(version));
         }
         let length: [u8; 4] = bytes
@@ -452,31 +532,91 @@ impl SignedOp {
             return Err(LedgerError::TrailingBytes(bytes.len() - signed_end));
         }
         let payload = &bytes[HEADER_BYTES..payload_end];
-        let (op, rest) = postcard::take_from_bytes::<Op>(payload)
-            .map_err(|e| LedgerError::Malformed(format!("the operation does not parse ({e})")))?;
-        if !rest.is_empty() {
-            return Err(LedgerError::Malformed(format!(
-                "{} unused bytes inside the operation's declared length",
-                rest.len()
-            )));
-        }
-        // One operation has one encoding, so one id: refuse any other spelling of the same op.
-        // (The signature below is still checked over the bytes as received, never re-encoded.)
-        if postcard::to_stdvec(&op).ok().as_deref() != Some(payload) {
-            return Err(LedgerError::Malformed(
-                "the operation is not in canonical encoding".into(),
-            ));
-        }
+        let (mut op, sealed) = if version == VERSION {
+            (canonical::<Op>(payload)?, None)
+        } else {
+            let wire = canonical::<SealedOp>(payload)?;
+            check_sealed(&wire)?;
+            (wire.op, Some(wire.sealed))
+        };
         let signature = Signature(bytes[payload_end..signed_end].try_into().expect("64 bytes"));
         op.author
             .verify(&signed_message(&bytes[..payload_end]), &signature)
             .map_err(|_| LedgerError::BadSignature)?;
         check_bounds(&op)?;
+        if sealed.is_some() {
+            show_placeholders(&mut op.body);
+        }
         Ok(SignedOp {
             id: OpId(sha256(&[bytes])),
             bytes: bytes.to_vec(),
             op,
+            revealed: sealed.is_none(),
+            sealed,
         })
+    }
+
+    /// Whether the operation's details are known here: a version 1 operation's always; a
+    /// sealed one's once [`SignedOp::reveal`] opened them (else the operation shows
+    /// placeholders).
+    pub fn revealed(&self) -> bool {
+        self.revealed
+    }
+
+    /// Whether the operation was written with its details sealed (format version 2).
+    pub fn is_sealed(&self) -> bool {
+        self.sealed.is_some()
+    }
+
+    /// Opens a sealed operation's details, with the `audit` key it names if `audit_key` gives
+    /// it (an owner device), or else with `identity` if the operation names this node's party
+    /// (a grantee reading its own grant), and puts them in place of the placeholders. `Ok(true)`
+    /// if they are revealed now, `Ok(false)` if this node cannot open them (or they were
+    /// revealed already), an error if a copy meant for this node is damaged.
+    pub fn reveal<'k>(
+        &mut self,
+        audit_key: impl Fn(&KeyId) -> Option<&'k SectionKey>,
+        identity: &AgeIdentity,
+        me: &PeerId,
+    ) -> Result<bool, sealed::SealError> {
+        let Some(sealed) = &self.sealed else {
+            return Ok(false);
+        };
+        if self.revealed {
+            return Ok(false);
+        }
+        let details = if let Some(key) = audit_key(&sealed.owners.key_id) {
+            sealed::open_for_owner(sealed, self.op.record, &self.op.author, key)?
+        } else if details_of(&self.op.body).is_some_and(|(_, party)| party.peer == *me) {
+            match sealed::open_for_party(sealed, identity)? {
+                Some(details) => details,
+                None => return Ok(false),
+            }
+        } else {
+            return Ok(false);
+        };
+        let clean = Party {
+            name: details.name.clone(),
+            ods: details.ods.clone(),
+            ..sealed::blank(
+                details_of(&self.op.body)
+                    .expect("a sealed op names a party")
+                    .1,
+            )
+        };
+        check_party(&clean).map_err(|e| sealed::SealError::Damaged(e.to_string()))?;
+        if details
+            .purpose
+            .as_ref()
+            .is_some_and(|p| p.len() > GRANT_PURPOSE_BYTES_MAX || !crate::screen::is_clean_name(p))
+        {
+            return Err(sealed::SealError::Damaged(
+                "a purpose too long or with control or text-direction characters".into(),
+            ));
+        }
+        put_details(&mut self.op.body, details);
+        self.revealed = true;
+        Ok(true)
     }
 
     /// The exact signed bytes, to store and send.
@@ -508,6 +648,121 @@ fn signed_message(unsigned: &[u8]) -> Vec<u8> {
 
 fn truncated(len: usize) -> LedgerError {
     LedgerError::Malformed(format!("truncated after {len} bytes"))
+}
+
+/// Parses a postcard payload that must fill its length exactly and be in canonical encoding:
+/// one operation has one encoding, so one id. (The signature is still checked over the bytes
+/// as received, never re-encoded.)
+fn canonical<T: Serialize + serde::de::DeserializeOwned>(payload: &[u8]) -> Result<T, LedgerError> {
+    let (value, rest) = postcard::take_from_bytes::<T>(payload)
+        .map_err(|e| LedgerError::Malformed(format!("the operation does not parse ({e})")))?;
+    if !rest.is_empty() {
+        return Err(LedgerError::Malformed(format!(
+            "{} unused bytes inside the operation's declared length",
+            rest.len()
+        )));
+    }
+    if postcard::to_stdvec(&value).ok().as_deref() != Some(payload) {
+        return Err(LedgerError::Malformed(
+            "the operation is not in canonical encoding".into(),
+        ));
+    }
+    Ok(value)
+}
+
+/// A version 2 operation names a party, with its details and purpose blank, and its sealed
+/// copies within bounds.
+fn check_sealed(wire: &SealedOp) -> Result<(), LedgerError> {
+    let malformed = |what: &str| Err(LedgerError::Malformed(what.into()));
+    let blank = match &wire.op.body {
+        OpBody::Create { first_device, .. } => sealed::is_blank(first_device),
+        OpBody::AddDevice { device } => sealed::is_blank(device),
+        OpBody::Grant {
+            grantee, purpose, ..
+        } => sealed::is_blank(grantee) && purpose.is_none(),
+        _ => return malformed("a sealed operation that names no party"),
+    };
+    if !blank {
+        return malformed("a sealed operation with details in clear");
+    }
+    let max = sealed::SEALED_COPY_BYTES_MAX;
+    if wire.sealed.owners.ciphertext.len() > max || wire.sealed.party.len() > max {
+        return malformed("a sealed copy larger than the limit");
+    }
+    Ok(())
+}
+
+/// The details an operation names, and the party they belong to.
+fn details_of(body: &OpBody) -> Option<(Details, &Party)> {
+    let (party, purpose) = match body {
+        OpBody::Create { first_device, .. } => (first_device, None),
+        OpBody::AddDevice { device } => (device, None),
+        OpBody::Grant {
+            grantee, purpose, ..
+        } => (grantee, purpose.clone()),
+        _ => return None,
+    };
+    let details = Details {
+        name: party.name.clone(),
+        role: party.role,
+        ods: party.ods.clone(),
+        purpose,
+    };
+    Some((details, party))
+}
+
+/// `body` with its party's details and purpose blank, as a version 2 operation carries it.
+fn blank_body(body: &OpBody) -> OpBody {
+    let mut body = body.clone();
+    match &mut body {
+        OpBody::Create { first_device, .. } => *first_device = sealed::blank(first_device),
+        OpBody::AddDevice { device } => *device = sealed::blank(device),
+        OpBody::Grant {
+            grantee, purpose, ..
+        } => {
+            *grantee = sealed::blank(grantee);
+            *purpose = None;
+        }
+        _ => {}
+    }
+    body
+}
+
+/// Puts placeholders where a sealed operation's details are not known.
+fn show_placeholders(body: &mut OpBody) {
+    match body {
+        OpBody::Create { first_device, .. } => sealed::placeholder(first_device, Role::Patient),
+        OpBody::AddDevice { device } => sealed::placeholder(device, Role::Patient),
+        OpBody::Grant {
+            grantee, access, ..
+        } => {
+            let role = if *access == Access::Relay {
+                Role::Relay
+            } else {
+                Role::Provider
+            };
+            sealed::placeholder(grantee, role);
+        }
+        _ => {}
+    }
+}
+
+/// Puts revealed details in place.
+fn put_details(body: &mut OpBody, details: Details) {
+    let party = match body {
+        OpBody::Create { first_device, .. } => first_device,
+        OpBody::AddDevice { device } => device,
+        OpBody::Grant {
+            grantee, purpose, ..
+        } => {
+            *purpose = details.purpose;
+            grantee
+        }
+        _ => return,
+    };
+    party.name = details.name;
+    party.role = details.role;
+    party.ods = details.ods;
 }
 
 /// The bounds every operation must keep, checked when signing and when decoding.
@@ -646,6 +901,25 @@ impl Ledger {
             first_device,
         };
         ledger.append(root, body, time_ms)?;
+        Ok(ledger)
+    }
+
+    /// [`Ledger::create`] with the first device's details sealed under `audit`: the `audit`
+    /// section's first key, which the first device announces next (`consent::repair` announces
+    /// a key the keyring holds for the next epoch rather than make another).
+    pub fn create_sealed(
+        root: &SigningKey,
+        first_device: Party,
+        time_ms: i64,
+        audit: &SectionKey,
+    ) -> Result<Ledger, LedgerError> {
+        let record = RecordId::of_root(&root.peer_id());
+        let mut ledger = Ledger::new(record);
+        let body = OpBody::Create {
+            root: root.peer_id(),
+            first_device,
+        };
+        ledger.append_sealed(root, body, time_ms, audit)?;
         Ok(ledger)
     }
 
@@ -795,6 +1069,52 @@ impl Ledger {
         body: OpBody,
         time_ms: i64,
     ) -> Result<SignedOp, LedgerError> {
+        self.append_with(key, body, time_ms, None)
+    }
+
+    /// [`Ledger::append`], with the details of a party the operation names sealed
+    /// ([`SignedOp::sign_sealed`]) under `audit`, the current `audit` section key: how owner
+    /// devices write grants and devices.
+    pub fn append_sealed(
+        &mut self,
+        key: &SigningKey,
+        body: OpBody,
+        time_ms: i64,
+        audit: &SectionKey,
+    ) -> Result<SignedOp, LedgerError> {
+        self.append_with(key, body, time_ms, Some(audit))
+    }
+
+    /// Opens the sealed details this node may read ([`SignedOp::reveal`]): every one sealed
+    /// under an `audit` key `audit_key` gives (an owner device), and the party's own copy of
+    /// each operation that names `me`. Returns what could not be opened because it is damaged.
+    pub fn reveal<'k>(
+        &mut self,
+        audit_key: impl Fn(&KeyId) -> Option<&'k SectionKey>,
+        identity: &AgeIdentity,
+        me: &PeerId,
+    ) -> Vec<String> {
+        let mut problems = Vec::new();
+        let mut changed = false;
+        for op in self.ops.values_mut().filter(|op| !op.revealed) {
+            match op.reveal(&audit_key, identity, me) {
+                Ok(revealed) => changed |= revealed,
+                Err(e) => problems.push(format!("ledger operation {}: {e}", op.id.short())),
+            }
+        }
+        if changed {
+            self.cache = OnceLock::new();
+        }
+        problems
+    }
+
+    fn append_with(
+        &mut self,
+        key: &SigningKey,
+        body: OpBody,
+        time_ms: i64,
+        audit: Option<&SectionKey>,
+    ) -> Result<SignedOp, LedgerError> {
         let author = key.peer_id();
         state::check_allowed(self.state(), self.record, self.is_empty(), &author, &body)?;
         let op = Op {
@@ -804,7 +1124,10 @@ impl Ledger {
             time_ms,
             body,
         };
-        let signed = SignedOp::sign(op, key)?;
+        let signed = match audit {
+            Some(audit) => SignedOp::sign_sealed(op, key, audit)?,
+            None => SignedOp::sign(op, key)?,
+        };
         let id = signed.id();
         let fresh = self.insert(signed.clone())?;
         // The checks above mirror the rules; this makes sure nothing they miss slips through.

@@ -567,8 +567,15 @@ fn decode_refuses_malformed_input_with_typed_errors() {
     assert_eq!(decode(&magic), Err(E::NotAnOp));
     assert_eq!(decode(b""), Err(E::NotAnOp));
     let mut version = bytes.clone();
-    version[4] = 2;
-    assert_eq!(decode(&version), Err(E::UnsupportedVersion(2)));
+    version[4] = 3;
+    assert_eq!(decode(&version), Err(E::UnsupportedVersion(3)));
+    // A version 1 operation relabelled as version 2 does not parse as a sealed one.
+    let mut relabelled = bytes.clone();
+    relabelled[4] = 2;
+    assert!(matches!(
+        decode(&relabelled),
+        Err(E::Malformed(_) | E::BadSignature)
+    ));
     let mut length = bytes.clone();
     length[5..9].copy_from_slice(&u32::MAX.to_le_bytes());
     assert!(malformed(decode(&length)));
@@ -931,4 +938,101 @@ fn a_party_named_with_control_or_direction_characters_is_malformed() {
     let body = grant_full(evil, &[Summary], Access::Read, None, None);
     assert!(matches!(refused(&ledger, PHONE, body), E::Malformed(_)));
     ok(&mut ledger, PHONE, read(GP, Summary));
+}
+
+/// A sealed grant (format version 2): its bytes hold neither the grantee's details nor the
+/// purpose; an owner opens them with the `audit` key, the grantee with its own identity, and
+/// anyone else sees placeholders. A version 2 operation with details in clear is refused.
+#[test]
+fn sealed_details_open_for_the_owners_and_the_grantee_alone() {
+    let audit = SectionKey::generate();
+    let gp_identity = AgeIdentity::generate();
+    let mut ledger = Ledger::create_sealed(&key(ROOT), party(PHONE), 0, &audit).unwrap();
+    let mut gp = party(GP);
+    gp.name = "Riverside Sexual Health Clinic".into();
+    gp.ods = Some("Y12345".into());
+    gp.recipient = gp_identity.recipient();
+    let grant = ledger
+        .append_sealed(
+            &key(PHONE),
+            OpBody::Grant {
+                grantee: gp.clone(),
+                sections: vec![Sensitive],
+                access: Access::Read,
+                expires_ms: None,
+                purpose: Some("HIV care".into()),
+            },
+            1,
+            &audit,
+        )
+        .unwrap();
+    assert!(grant.is_sealed());
+    for secret in ["Riverside", "Y12345", "HIV care", "party 2"] {
+        assert!(
+            !ledger.ops().any(|op| op
+                .bytes()
+                .windows(secret.len())
+                .any(|w| w == secret.as_bytes())),
+            "{secret}"
+        );
+    }
+    let fresh = || {
+        let mut copy = Ledger::new(ledger.record());
+        for op in ledger.ops() {
+            copy.insert(SignedOp::decode(op.bytes()).unwrap()).unwrap();
+        }
+        copy
+    };
+    let grantee = |l: &Ledger| l.state().grants_to(&peer(GP))[0].clone();
+    let stranger = AgeIdentity::generate();
+    // A stranger (or another grantee, or a relay): placeholders.
+    let mut seen = fresh();
+    assert!(seen.reveal(|_| None, &stranger, &peer(PHARMACY)).is_empty());
+    assert_eq!(
+        grantee(&seen).grantee.name,
+        "a party the patient shares with (name sealed)"
+    );
+    assert_eq!(grantee(&seen).purpose, None);
+    assert_eq!(grantee(&seen).sections, vec![Sensitive]);
+    // The grantee: its own grant, not the device's label.
+    let mut seen = fresh();
+    assert!(seen.reveal(|_| None, &gp_identity, &peer(GP)).is_empty());
+    assert_eq!(grantee(&seen).grantee, gp);
+    assert_eq!(grantee(&seen).purpose.as_deref(), Some("HIV care"));
+    assert!(seen.state().owners[&peer(PHONE)].name.contains("sealed"));
+    // An owner: everything, and the state is the one the author computed.
+    let mut seen = fresh();
+    let held = audit.clone();
+    assert!(
+        seen.reveal(
+            |id| (*id == held.id()).then_some(&held),
+            &stranger,
+            &peer(PHONE)
+        )
+        .is_empty()
+    );
+    assert_eq!(seen.state(), ledger.state());
+    // A wrong `audit` key under the right id does not open it, and is reported.
+    let wrong = SectionKey::generate();
+    let mut seen = fresh();
+    let problems = seen.reveal(|_| Some(&wrong), &stranger, &peer(PHONE));
+    assert_eq!(problems.len(), 2, "{problems:?}");
+    assert!(problems[0].contains("does not decrypt"), "{problems:?}");
+    // Details in clear under version 2 are refused, signed or not.
+    let op = grant.op().clone();
+    let wire = SealedOp {
+        op: op.clone(),
+        sealed: SignedOp::decode(grant.bytes()).unwrap().sealed.unwrap(),
+    };
+    let payload = postcard::to_stdvec(&wire).unwrap();
+    let mut bytes = MAGIC.to_vec();
+    bytes.push(VERSION_SEALED);
+    bytes.extend_from_slice(&u32::try_from(payload.len()).unwrap().to_le_bytes());
+    bytes.extend_from_slice(&payload);
+    let signature = key(PHONE).sign(&signed_message(&bytes));
+    bytes.extend_from_slice(&signature.0);
+    assert!(matches!(
+        SignedOp::decode(&bytes),
+        Err(E::Malformed(m)) if m.contains("details in clear")
+    ));
 }

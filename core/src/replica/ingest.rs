@@ -210,6 +210,9 @@ impl Replica {
             if let Some(unlocked) = unlocked {
                 self.keyring = unlocked;
             }
+            if !new_ops.is_empty() {
+                self.reveal(age);
+            }
         }
         for (section, ids) in &replaced {
             self.unnote_blobs(*section, |id| ids.contains(id));

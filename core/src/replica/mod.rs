@@ -410,6 +410,7 @@ impl Replica {
         }
         replica.keyring = Keyring::unlock(&replica.ledger, &me, age);
         replica.problems.extend(replica.keyring.problems.clone());
+        replica.reveal(age);
         for section in Section::ALL {
             for (stored_id, bytes) in store.blobs(&id, section)? {
                 match Blob::decode(bytes) {
@@ -447,6 +448,21 @@ impl Replica {
     /// The node this replica belongs to.
     pub fn me(&self) -> PeerId {
         self.me
+    }
+
+    /// Opens the sealed details of the ledger's parties that this node may read: all of them
+    /// on an owner device (under the `audit` keys it holds), its own grant on a grantee
+    /// (`ledger::sealed`). A damaged copy is noted in [`Replica::problems`].
+    pub fn reveal(&mut self, age: &AgeIdentity) {
+        let keyring = &self.keyring;
+        let problems = self.ledger.reveal(|id| keyring.get(id), age, &self.me);
+        self.problems.extend(problems);
+    }
+
+    /// Puts a key this node made into its keyring before the ledger announces it (a new
+    /// record's first `audit` key, which its `Create` is sealed under).
+    pub fn hold_key(&mut self, section: Section, epoch: u32, key: crate::keys::SectionKey) {
+        self.keyring.insert(section, epoch, key);
     }
 
     /// The consent ledger.

@@ -268,7 +268,16 @@ impl Replica {
         let mut ledger = self.ledger.clone();
         let mut keyring = std::mem::take(&mut self.keyring);
         let appended = (|| -> Result<Vec<SignedOp>> {
-            let mut appended = vec![ledger.append(signer, body, now_ms)?];
+            // A party's details are sealed to the owners (under the current `audit` key) and
+            // to the party; without that key (a ledger from before keys), in clear.
+            let audit = consent::writing_key(&ledger, &keyring, Section::Audit, now_ms)
+                .ok()
+                .map(|(_, key)| key.clone());
+            let op = match &audit {
+                Some(audit) => ledger.append_sealed(signer, body, now_ms, audit)?,
+                None => ledger.append(signer, body, now_ms)?,
+            };
+            let mut appended = vec![op];
             appended.extend(consent::repair(&mut ledger, &mut keyring, device, now_ms)?);
             appended.extend(close_withdrawn(
                 &mut ledger,

@@ -649,7 +649,12 @@ fn a_record_newly_shared_with_a_provider_waits_until_a_person_there_accepts_it()
         pending[0].patient.as_ref().and_then(|p| p.name.as_deref()),
         Some("Patient 1")
     );
-    assert_eq!(pending[0].shared_by, Some(("phone 1".to_string(), t(1))));
+    // The device's label is sealed to the owners: the provider sees that a device of the
+    // patient's shared it, and when.
+    assert_eq!(
+        pending[0].shared_by,
+        Some(("a device of the patient's (name sealed)".to_string(), t(1)))
+    );
 
     let accepted = w.gp.accept_patient(&id.to_string()[..10]).unwrap();
     assert_eq!(accepted, id);
@@ -725,4 +730,116 @@ fn strangers_cannot_make_a_provider_hold_more_than_its_waiting_room() {
     let patient = Home::open(dirs[PENDING_RECORDS_MAX].path()).unwrap();
     sync(&patient, &w.gp, last, t(4));
     assert!(w.gp.vault.records().unwrap().contains(&last));
+}
+
+/// Every file under `dir`, read whole.
+fn files_under(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(path) = stack.pop() {
+        for entry in std::fs::read_dir(&path).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if let Ok(bytes) = std::fs::read(&path) {
+                out.push((path, bytes));
+            }
+        }
+    }
+    out
+}
+
+/// Tried as a curious grantee and a curious relay would (issue 13): the patient shares the
+/// sensitive section with a sexual health clinic, with a purpose. The pharmacy (granted
+/// `summary` only) and the relay hold the whole ledger, but none of the clinic's name, ODS
+/// code or purpose, nor the patient's device's label, anywhere in their files; the clinic
+/// reads its own grant, and the patient's devices read everything, as before.
+#[test]
+fn a_grantee_and_a_relay_learn_no_other_grantees_name_ods_code_or_purpose() {
+    let mut w = World::new();
+    let clinic_dir = tempfile::tempdir().unwrap();
+    let clinic = Home::init_provider(
+        clinic_dir.path(),
+        "Riverside Sexual Health Clinic",
+        Some("Y12345".into()),
+        None,
+    )
+    .unwrap();
+    let purpose = "HIV and sexual health care";
+    w.patient_mut()
+        .grant(
+            &clinic.party(),
+            &[Section::Sensitive],
+            Access::Read,
+            None,
+            Some(purpose.into()),
+            t(4),
+        )
+        .unwrap();
+    for node in [&w.pharmacy, &w.relay, &clinic] {
+        sync(w.patient(), node, w.id, t(5));
+    }
+    let secrets = ["Riverside", "Y12345", purpose, "Leeds GP", "B86001"];
+    for (who, dir) in [("pharmacy", 2), ("relay", 3)] {
+        let files = files_under(w.dirs[dir].path());
+        assert!(files.iter().any(|(p, _)| p.ends_with("vault.redb")));
+        for (path, bytes) in &files {
+            for secret in secrets {
+                assert!(
+                    !bytes
+                        .windows(secret.len())
+                        .any(|window| window == secret.as_bytes()),
+                    "the {who}'s {} holds {secret:?}",
+                    path.display()
+                );
+            }
+        }
+    }
+    // What the pharmacy reads of the ledger: its own grant, and placeholders for the others.
+    let me = w.pharmacy.peer_id();
+    let replica = Replica::open(&w.pharmacy.vault, w.id, me, &w.pharmacy.keystore.age).unwrap();
+    let state = replica.ledger().state();
+    let own = state.grants_to(&me);
+    assert_eq!(own[0].grantee.name, "Pharmacy");
+    let clinic_grant = state.grants_to(&clinic.peer_id());
+    assert_eq!(
+        clinic_grant[0].grantee.name,
+        "a party the patient shares with (name sealed)"
+    );
+    assert_eq!(clinic_grant[0].grantee.ods, None);
+    assert_eq!(clinic_grant[0].purpose, None);
+    // Access, sections and expiry stay readable: checking the ledger needs them.
+    assert_eq!(clinic_grant[0].sections, vec![Section::Sensitive]);
+    assert!(
+        state
+            .owners
+            .values()
+            .all(|device| device.name == "a device of the patient's (name sealed)")
+    );
+    // The clinic reads its own grant, purpose included.
+    let replica =
+        Replica::open(&clinic.vault, w.id, clinic.peer_id(), &clinic.keystore.age).unwrap();
+    let own = replica.ledger().state().grants_to(&clinic.peer_id());
+    assert_eq!(own[0].grantee.ods.as_deref(), Some("Y12345"));
+    assert_eq!(own[0].purpose.as_deref(), Some(purpose));
+    // The patient's device, opened again from its files, reads every name and purpose.
+    w.reopen_patient();
+    let state = w.patient().ledger().unwrap().state();
+    let grant = state.grants_to(&clinic.peer_id());
+    assert_eq!(grant[0].grantee.name, "Riverside Sexual Health Clinic");
+    assert_eq!(grant[0].purpose.as_deref(), Some(purpose));
+    assert!(
+        state
+            .owners
+            .values()
+            .all(|device| !device.name.contains("sealed"))
+    );
+    assert!(
+        w.patient()
+            .ledger()
+            .unwrap()
+            .ops()
+            .filter(|op| matches!(op.op().body, crate::ledger::OpBody::Grant { .. }))
+            .all(|op| op.is_sealed() && op.revealed())
+    );
 }
