@@ -65,28 +65,54 @@ fn provider_init() {
 
 #[test]
 fn import_show_and_export_a_lifetime_record() {
-    let phr = Phr::patient();
+    let phr = Phr::fletcher();
     let largest = largest();
+    let ips = fixtures()
+        .join("ips/Bundle-IPS-examples-Bundle-01.json")
+        .display()
+        .to_string();
     let out = phr.dir.path().join("ips.json").display().to_string();
     let codes = snapshot(
         "import_show_export",
         &phr,
         &[
+            // Someone else's file is refused, naming both people.
+            &["import", &ips],
             &["import", &largest],
             &["import", &largest],
             &["show"],
             &["export", "--ips", "-o", &out],
         ],
     );
-    assert_eq!(codes, [0, 0, 0, 0]);
+    assert_eq!(codes, [1, 0, 0, 0, 0]);
     let ips: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
     assert_eq!(ips["type"], "document");
+    // One Patient: the record's own, with the NHS number it was made with and the file's
+    // identifiers merged in, and the document is about it.
+    let patients: Vec<&serde_json::Value> = ips["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| &e["resource"])
+        .filter(|r| r["resourceType"] == "Patient")
+        .collect();
+    assert_eq!(patients.len(), 1, "{patients:?}");
+    let identifiers = patients[0]["identifier"].as_array().unwrap();
+    assert!(identifiers.iter().any(|i| i["value"] == "9434765919"));
+    assert!(identifiers.len() > 1, "{identifiers:?}");
+    let subject = ips["entry"][0]["resource"]["subject"]["reference"]
+        .as_str()
+        .unwrap();
+    assert!(
+        subject.ends_with(patients[0]["id"].as_str().unwrap()),
+        "{subject}"
+    );
 }
 
 #[test]
 fn show_sections_and_json() {
-    let phr = Phr::patient();
+    let phr = Phr::patient_named("Martha DeLarosa", "1972-05-01");
     phr.ok(&[
         "import",
         &fixtures()

@@ -143,7 +143,7 @@ fn shown_in_tmux(phr: &Phr, columns: u16) -> Vec<String> {
 
 #[test]
 fn show_wraps_at_the_terminals_width_with_a_hanging_indent_and_never_splits_a_value() {
-    let phr = Phr::patient();
+    let phr = Phr::fletcher();
     phr.ok(&["import", &common::largest()]);
     for columns in [80, 120] {
         let lines = shown_in_tmux(&phr, columns);
@@ -174,7 +174,7 @@ fn show_wraps_at_the_terminals_width_with_a_hanging_indent_and_never_splits_a_va
 
 #[test]
 fn show_at_80_columns() {
-    let phr = Phr::patient();
+    let phr = Phr::fletcher();
     phr.ok(&["import", &common::largest()]);
     let mut transcript = common::Transcript::default();
     transcript.run_env(&phr, &["show"], &[("COLUMNS", "80")]);

@@ -22,6 +22,7 @@ use crate::{
         model::{Bundle, Patient, view},
         reference::{ResourceKey, full_url_targets, rewrite_references},
     },
+    identity::{Identity, Match},
     nhs::{NHS_NUMBER_SYSTEM, NhsNumber},
     record::{PutOutcome, Record, RecordError, Stamp},
     section::{Section, place},
@@ -35,7 +36,7 @@ pub const IMPORT_FILE_BYTES_MAX: u64 = 64 * 1024 * 1024;
 const BUNDLE_DEPTH_MAX: usize = 4;
 
 /// Where in a file something is.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Location {
     /// The file's name as given.
     pub file: String,
@@ -146,6 +147,22 @@ pub enum ImportError {
         /// The record's.
         expected: String,
     },
+    /// The file's `Patient` is not the record's patient, or nothing says it is.
+    #[error(
+        "{location}: this file is about {found}, but this record is about {expected} ({why}); \
+         import it into that person's own record, or, if it is the same person, import it \
+         again with --same-person"
+    )]
+    NotThisPatient {
+        /// Where.
+        location: Location,
+        /// Who the file's `Patient` is.
+        found: String,
+        /// Who the record's is.
+        expected: String,
+        /// What differs, or what is missing to tell.
+        why: String,
+    },
     /// A transaction or batch entry that deletes or patches instead of carrying a resource.
     #[error(
         "{location}: a {method} request; phr imports resources and never deletes or patches from a file"
@@ -188,6 +205,18 @@ pub struct ImportReport {
     pub skipped: usize,
     /// Resources added or updated, per section.
     pub written: BTreeMap<Section, usize>,
+    /// The file's `Patient`s merged into the record's own (see [`crate::identity`]): who each
+    /// said it was.
+    pub merged: Vec<String>,
+}
+
+/// How [`apply_as`] treats a `Patient` that is not the record's.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ImportOptions {
+    /// The user says the file's `Patient` is the record's patient although its name or birth
+    /// date differ, or are missing: merge it. Two NHS numbers that differ are refused all the
+    /// same: they are two people.
+    pub same_person: bool,
 }
 
 /// Checks a whole file and returns its resources, references rewritten. Writes nothing.
@@ -446,15 +475,26 @@ pub fn nhs_number_of(resource: &Value) -> Option<NhsNumber> {
         .find_map(|i| NhsNumber::parse(i.value.as_deref()?).ok())
 }
 
-/// Puts parsed resources into the record as one change. On any error the record is rolled back
-/// to what it was before the call.
+/// Puts parsed resources into the record as one change, refusing a `Patient` that is not the
+/// record's patient. On any error the record is rolled back to what it was before the call.
 pub fn apply(
     record: &mut Record,
     stamp: Stamp<'_>,
     parsed: &[Parsed],
     skipped: usize,
 ) -> Result<ImportReport, ImportError> {
-    let result = apply_all(record, stamp, parsed, skipped);
+    apply_as(record, stamp, parsed, skipped, ImportOptions::default())
+}
+
+/// [`apply`], with `options`.
+pub fn apply_as(
+    record: &mut Record,
+    stamp: Stamp<'_>,
+    parsed: &[Parsed],
+    skipped: usize,
+    options: ImportOptions,
+) -> Result<ImportReport, ImportError> {
+    let result = apply_all(record, stamp, parsed, skipped, options);
     match &result {
         Ok(report) if report.added + report.updated > 0 => {
             record.commit(
@@ -468,36 +508,114 @@ pub fn apply(
     result
 }
 
+/// What the file's `Patient`s become: the record's own (merged with those that match), and
+/// the references to point at it.
+struct Patients {
+    own: Option<(ResourceKey, Value)>,
+    /// Whether `own` changed by a merge.
+    merged: bool,
+    /// `Patient/id` of each merged `Patient`.
+    gone: Vec<String>,
+    report: Vec<String>,
+}
+
+fn sort_patients(
+    record: &Record,
+    parsed: &[Parsed],
+    options: ImportOptions,
+) -> Result<Patients, ImportError> {
+    let own = crate::identity::record_patient(record).map_err(|source| ImportError::Record {
+        location: Location {
+            file: parsed
+                .first()
+                .map(|p| p.location.file.clone())
+                .unwrap_or_default(),
+            at: None,
+        },
+        source: Box::new(source),
+    })?;
+    let mut patients = Patients {
+        own,
+        merged: false,
+        gone: Vec::new(),
+        report: Vec::new(),
+    };
+    // A record made before its Patient carried the NHS number may hold it in its settings.
+    let known_nhs = record.meta().nhs_number.clone();
+    for item in parsed
+        .iter()
+        .filter(|p| p.resource["resourceType"] == "Patient")
+    {
+        let Some(key) = ResourceKey::of(&item.resource) else {
+            continue;
+        };
+        let found = Identity::of(&item.resource);
+        let Some((own_key, own_value)) = &patients.own else {
+            // A record with no Patient yet takes the file's as its own.
+            patients.own = Some((key, item.resource.clone()));
+            continue;
+        };
+        let mut own = Identity::of(own_value);
+        if own.nhs_number.is_none() {
+            own.nhs_number.clone_from(&known_nhs);
+        }
+        if let (Some(expected), Some(found)) = (&own.nhs_number, &found.nhs_number)
+            && expected != found
+        {
+            let show = |n: &str| NhsNumber::parse(n).map_or(n.to_string(), |n| n.to_string());
+            return Err(ImportError::OtherPatient {
+                location: item.location.clone(),
+                found: show(found),
+                expected: show(expected),
+            });
+        }
+        // The record's own Patient, exported and imported again: an update of itself.
+        if *own_key == key {
+            continue;
+        }
+        match crate::identity::matches(&own, &found) {
+            Match::Same => {}
+            _ if options.same_person => {}
+            Match::Different(why) | Match::Unknown(why) => {
+                return Err(ImportError::NotThisPatient {
+                    location: item.location.clone(),
+                    found: found.to_string(),
+                    expected: own.to_string(),
+                    why,
+                });
+            }
+        }
+        let merged = crate::identity::merge(own_value, &item.resource);
+        // Imported again: nothing new to merge, and nothing to say.
+        if merged != *own_value {
+            patients.report.push(found.to_string());
+        }
+        patients.own = Some((own_key.clone(), merged));
+        patients.merged = true;
+        patients.gone.push(key.to_string());
+    }
+    Ok(patients)
+}
+
 fn apply_all(
     record: &mut Record,
     stamp: Stamp<'_>,
     parsed: &[Parsed],
     skipped: usize,
+    options: ImportOptions,
 ) -> Result<ImportReport, ImportError> {
+    let patients = sort_patients(record, parsed, options)?;
     let mut report = ImportReport {
         skipped,
+        merged: patients.report.clone(),
         ..ImportReport::default()
     };
-    let expected = record.meta().nhs_number.clone();
-    for item in parsed {
-        if let (Some(expected), Some(found)) = (&expected, nhs_number_of(&item.resource))
-            && found.as_str() != expected
-        {
-            {
-                let expected = NhsNumber::parse(expected)
-                    .map(|n| n.to_string())
-                    .unwrap_or_else(|_| expected.clone());
-                return Err(ImportError::OtherPatient {
-                    location: item.location.clone(),
-                    found: found.to_string(),
-                    expected,
-                });
-            }
-        }
+    let own_key = patients.own.as_ref().map(|(key, _)| key.to_string());
+    let mut put = |resource: &Value, location: &Location| -> Result<(), ImportError> {
         let outcome = record
-            .put(stamp, &item.resource)
+            .put(stamp, resource)
             .map_err(|source| ImportError::Record {
-                location: item.location.clone(),
+                location: location.clone(),
                 source: Box::new(source),
             })?;
         match outcome {
@@ -506,8 +624,41 @@ fn apply_all(
             PutOutcome::Unchanged => report.unchanged += 1,
         }
         if outcome != PutOutcome::Unchanged {
-            *report.written.entry(place(&item.resource)).or_default() += 1;
+            *report.written.entry(place(resource)).or_default() += 1;
         }
+        Ok(())
+    };
+    let mut own_written = false;
+    for item in parsed {
+        let key = ResourceKey::of(&item.resource).map(|k| k.to_string());
+        if key.as_ref().is_some_and(|k| patients.gone.contains(k)) {
+            continue;
+        }
+        if patients.merged && key.is_some() && key == own_key {
+            let (_, merged) = patients.own.as_ref().expect("merged into the record's own");
+            put(merged, &item.location)?;
+            own_written = true;
+            continue;
+        }
+        if patients.gone.is_empty() {
+            put(&item.resource, &item.location)?;
+            continue;
+        }
+        let mut resource = item.resource.clone();
+        if let Some(own_key) = &own_key {
+            for gone in &patients.gone {
+                crate::identity::repoint(&mut resource, gone, own_key);
+            }
+        }
+        put(&resource, &item.location)?;
+    }
+    if patients.merged && !own_written {
+        let (_, merged) = patients.own.as_ref().expect("merged into the record's own");
+        let location = parsed
+            .iter()
+            .find(|p| p.resource["resourceType"] == "Patient")
+            .map_or_else(Location::default, |p| p.location.clone());
+        put(merged, &location)?;
     }
     Ok(report)
 }

@@ -37,6 +37,7 @@ pub mod fhir;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod home;
+pub mod identity;
 pub mod import;
 pub mod keys;
 pub mod keystore;

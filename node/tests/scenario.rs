@@ -52,7 +52,15 @@ fn six_nodes_share_a_record_under_consent() {
     let net = Homes::new();
     net.ok(
         "laptop",
-        &["init", "--name", "Maria Dominguez", "--label", "laptop"],
+        &[
+            "init",
+            "--name",
+            "Martha DeLarosa",
+            "--birth-date",
+            "1972-05-01",
+            "--label",
+            "laptop",
+        ],
     );
     let record = net.json("laptop", &["status"])["record"]
         .as_str()
@@ -66,7 +74,7 @@ fn six_nodes_share_a_record_under_consent() {
             "--join",
             &record,
             "--name",
-            "Maria Dominguez",
+            "Martha DeLarosa",
             "--label",
             "phone",
         ],
@@ -287,7 +295,16 @@ fn total(blobs: &Value) -> u64 {
 #[test]
 fn a_node_killed_mid_sync_loses_nothing_acknowledged() {
     let net = Homes::new();
-    net.ok("laptop", &["init", "--name", "Fletcher Hyatt"]);
+    net.ok(
+        "laptop",
+        &[
+            "init",
+            "--name",
+            "Fletcher Hyatt",
+            "--birth-date",
+            "1915-07-03",
+        ],
+    );
     net.ok("gp", &["init", "--provider", "--name", "Riverside Surgery"]);
     let synthea = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../shared/fixtures/fhir/synthea")

@@ -48,15 +48,47 @@ pub fn test_time() -> jiff::Timestamp {
     jiff::Timestamp::from_second(1_763_700_000).expect("valid time")
 }
 
-/// A new patient home in `dir` with no NHS number (the Synthea patients have none).
+/// A new patient home in `dir` for the person the largest fixture is about (Fletcher Hyatt,
+/// born 1915-07-03), with no NHS number (the Synthea patients have none): importing that
+/// fixture merges its `Patient` into the record's own.
 pub fn patient_home(dir: &Path) -> (Home, Record) {
+    patient_home_for(dir, &largest_fixture())
+}
+
+/// A new patient home in `dir` for the person `fixture` is about: its `Patient`'s first name
+/// and birth date, so that importing it merges that `Patient` into the record's own.
+pub fn patient_home_for(dir: &Path, fixture: &Path) -> (Home, Record) {
+    let (name, birth_date) = fixture_patient(fixture);
     let patient = NewPatient {
-        name: "Test Patient".into(),
+        name,
         nhs_number: None,
-        birth_date: None,
+        birth_date: Some(birth_date.parse().expect("a birth date")),
         device_label: None,
     };
     Home::init_patient(dir, &patient, None, test_time()).expect("init")
+}
+
+/// The name ("given family") and birth date of the `Patient` a fixture is about.
+pub fn fixture_patient(fixture: &Path) -> (String, String) {
+    let bundle: Value =
+        serde_json::from_slice(&std::fs::read(fixture).expect("readable fixture")).expect("JSON");
+    let patient = bundle["entry"]
+        .as_array()
+        .expect("a bundle")
+        .iter()
+        .map(|e| &e["resource"])
+        .find(|r| r["resourceType"] == "Patient")
+        .expect("a Patient");
+    let name = &patient["name"][0];
+    let given = name["given"][0].as_str().expect("a given name");
+    let family = name["family"].as_str().expect("a family name");
+    (
+        format!("{given} {family}"),
+        patient["birthDate"]
+            .as_str()
+            .expect("a birth date")
+            .to_string(),
+    )
 }
 
 /// Imports one file into an open home, as `phr import` does, and saves.
@@ -65,10 +97,20 @@ pub fn import_file(
     record: &mut Record,
     path: &Path,
 ) -> Result<import::ImportReport, import::ImportError> {
+    import_file_as(home, record, path, import::ImportOptions::default())
+}
+
+/// [`import_file`] as `phr import` does with `options` (`--same-person`).
+pub fn import_file_as(
+    home: &mut Home,
+    record: &mut Record,
+    path: &Path,
+    options: import::ImportOptions,
+) -> Result<import::ImportReport, import::ImportError> {
     let bytes = std::fs::read(path).expect("readable fixture");
     let (parsed, skipped) = import::parse(&path.display().to_string(), &bytes)?;
     let author: Author = home.device().author();
-    let report = import::apply(
+    let report = import::apply_as(
         record,
         Stamp {
             author: &author,
@@ -76,9 +118,43 @@ pub fn import_file(
         },
         &parsed,
         skipped,
+        options,
     )?;
     home.save(record, test_time()).expect("save");
     Ok(report)
+}
+
+/// What importing `bundle` into a record whose own `Patient` is `own` (a key, `Patient/id`)
+/// should store, written independently of phr-core: [`expected_after_import`], with the
+/// bundle's `Patient` merged into the record's own, so it is not stored under its key, and
+/// every reference to it pointing at the record's. Returns the expected resources and the
+/// bundle's `Patient` (to check that the record's holds all of it).
+pub fn expected_in_record(bundle: &Value, own: &str) -> (HashMap<String, Value>, Value) {
+    let mut expected = expected_after_import(bundle);
+    let key = expected
+        .keys()
+        .find(|k| k.starts_with("Patient/"))
+        .expect("a Patient")
+        .clone();
+    let patient = expected.remove(&key).expect("present");
+    fn repoint(value: &mut Value, from: &str, to: &str) {
+        match value {
+            Value::Object(map) => {
+                for (k, v) in map.iter_mut() {
+                    match v {
+                        Value::String(s) if k == "reference" && s == from => *s = to.to_string(),
+                        other => repoint(other, from, to),
+                    }
+                }
+            }
+            Value::Array(items) => items.iter_mut().for_each(|i| repoint(i, from, to)),
+            _ => {}
+        }
+    }
+    for resource in expected.values_mut() {
+        repoint(resource, &key, own);
+    }
+    (expected, patient)
 }
 
 /// The documented reference rewriting, written independently of phr-core: every `reference`

@@ -4,7 +4,8 @@ use std::collections::HashMap;
 
 use phr_core::{Section, export, home::Home, import::ImportError};
 use phr_tests::{
-    expected_after_import, fixture_files, import_file, largest_fixture, patient_home, test_time,
+    expected_in_record, fixture_files, import_file, import_file_as, largest_fixture, patient_home,
+    patient_home_for, test_time,
 };
 use serde_json::{Value, json};
 
@@ -31,11 +32,17 @@ fn exported_by_key(bundle: &Value) -> HashMap<String, Value> {
 fn every_fixture_round_trips_through_import_and_export() {
     for path in fixture_files() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut home, mut record) = patient_home(dir.path());
+        let (mut home, mut record) = patient_home_for(dir.path(), &path);
+        let (own, before) = phr_core::identity::record_patient(&record)
+            .unwrap()
+            .unwrap();
         let report = import_file(&mut home, &mut record, &path).unwrap_or_else(|e| panic!("{e}"));
         let input: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-        let expected = expected_after_import(&input);
+        let (expected, patient) = expected_in_record(&input, &own.to_string());
+        // Every resource but the Patient is new; the Patient is merged into the record's own.
         assert_eq!(report.added, expected.len(), "{}", path.display());
+        assert_eq!(report.updated, 1, "{}", path.display());
+        assert_eq!(report.merged.len(), 1, "{}", path.display());
         drop((home, record));
         // Reopen from disk: what comes back is what was stored, not what was in memory.
         let record = Home::open(dir.path()).unwrap().load_record().unwrap();
@@ -49,9 +56,78 @@ fn every_fixture_round_trips_through_import_and_export() {
                 path.display()
             );
         }
-        // The only extra resource is the Patient that `init` created.
+        // One Patient: the record's own, holding every element of the file's and keeping its
+        // own name.
         assert_eq!(got.len(), expected.len() + 1, "{}", path.display());
+        let merged = &got[&own.to_string()];
+        assert_eq!(merged["name"][0], before["name"][0]);
+        for (field, value) in patient.as_object().unwrap() {
+            if matches!(field.as_str(), "id" | "meta" | "text") {
+                continue;
+            }
+            match value {
+                Value::Array(items) => {
+                    for item in items {
+                        assert!(
+                            merged[field].as_array().unwrap().contains(item),
+                            "{} {field} lost {item}",
+                            path.display()
+                        );
+                    }
+                }
+                other => assert_eq!(&merged[field], other, "{} {field}", path.display()),
+            }
+        }
     }
+}
+
+/// Five people's files into one record (issue 14): the first is the record's patient and is
+/// merged; each of the others is refused, naming both people, and leaves the record as it was.
+/// Said to be the same person, one is merged.
+#[test]
+fn other_peoples_files_are_refused_and_the_record_keeps_one_patient() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut home, mut record) = patient_home(dir.path());
+    import_file(&mut home, &mut record, &largest_fixture()).unwrap();
+    let heads = record.heads();
+    let others: Vec<_> = fixture_files()
+        .into_iter()
+        .filter(|p| *p != largest_fixture())
+        .collect();
+    assert!(others.len() >= 4);
+    for path in &others {
+        let err = import_file(&mut home, &mut record, path).unwrap_err();
+        let (name, born) = phr_tests::fixture_patient(path);
+        let text = err.to_string();
+        assert!(matches!(err, ImportError::NotThisPatient { .. }), "{text}");
+        assert!(
+            text.contains(&format!("about {name}, born {born}")),
+            "{text}"
+        );
+        assert!(
+            text.contains("this record is about Fletcher Hyatt, born 1915-07-03"),
+            "{text}"
+        );
+        assert!(text.contains("--same-person"), "{text}");
+        assert_eq!(record.heads(), heads, "{}", path.display());
+    }
+    let patients = record
+        .resources_of_type(Section::Summary, "Patient")
+        .unwrap();
+    assert_eq!(patients.len(), 1);
+    // The user says it is the same person (a name changed by marriage, say).
+    let report = import_file_as(
+        &mut home,
+        &mut record,
+        &others[0],
+        phr_core::import::ImportOptions { same_person: true },
+    )
+    .unwrap();
+    assert_eq!(report.merged.len(), 1);
+    let patients = record
+        .resources_of_type(Section::Summary, "Patient")
+        .unwrap();
+    assert_eq!(patients.len(), 1);
 }
 
 #[test]
@@ -91,7 +167,7 @@ fn exported_bundle_reimports_into_an_identical_record() {
 fn a_failing_import_leaves_the_record_untouched() {
     let dir = tempfile::tempdir().unwrap();
     let (mut home, mut record) = patient_home(dir.path());
-    import_file(&mut home, &mut record, &fixture_files()[0]).unwrap();
+    import_file(&mut home, &mut record, &largest_fixture()).unwrap();
     let before = export::collection(&record, &Section::ALL, test_time())
         .unwrap()
         .bundle["entry"]
@@ -114,13 +190,13 @@ fn a_failing_import_leaves_the_record_untouched() {
         "{err}"
     );
 
-    // A failure found while writing (a Patient of another NHS number after 1,000 resources were
-    // put) must roll back what was put before it.
+    // A Patient of another NHS number at the end of the file, after 1,110 resources that would
+    // be put: refused, and nothing of the file lands.
     let nhs_dir = tempfile::tempdir().unwrap();
     let patient = phr_core::home::NewPatient {
-        name: "A".into(),
+        name: "Fletcher Hyatt".into(),
         nhs_number: Some(phr_core::nhs::NhsNumber::parse("9434765919").unwrap()),
-        birth_date: None,
+        birth_date: Some("1915-07-03".parse().unwrap()),
         device_label: None,
     };
     let (mut nhs_home, mut nhs_record) =

@@ -99,12 +99,12 @@ fn write(ctx: &Context, args: &Args, record: &Record) -> Result<()> {
                 ctx.print_json(&serde_json::json!({"output": path, "resources": exported.count}))?;
             } else {
                 let kind = if args.ips {
-                    "International Patient Summary"
+                    "an International Patient Summary"
                 } else {
-                    "Bundle"
+                    "a Bundle"
                 };
                 say(&format!(
-                    "Wrote a {kind} of {} resources to {}.",
+                    "Wrote {kind} of {} resources to {}.",
                     exported.count,
                     path.display()
                 ));

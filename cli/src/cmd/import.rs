@@ -17,6 +17,10 @@ pub struct Args {
     /// FHIR R4 JSON files: Bundles (any type) or single resources
     #[arg(required = true, value_name = "FILE")]
     files: Vec<PathBuf>,
+    /// The files' Patient is this record's patient although the name or birth date differ or
+    /// are missing: merge it into the record's own (two different NHS numbers are still refused)
+    #[arg(long)]
+    same_person: bool,
 }
 
 pub fn run(ctx: &Context, args: Args) -> Result<()> {
@@ -25,15 +29,27 @@ pub fn run(ctx: &Context, args: Args) -> Result<()> {
         let (parsed, skipped) = parse_files(&args)?;
         let home = ctx.open_home()?;
         let mut patient = patients::open(&home, query)?;
-        let report = patient.import(&parsed, skipped, crate::context::now())?;
+        let report = patient.import(&parsed, skipped, options(&args), crate::context::now())?;
         return print_report(ctx, &args, &report);
     }
     let (mut home, mut record) = ctx.open_record()?;
     let (parsed, skipped) = parse_files(&args)?;
     let author = home.device().author();
-    let report = import::apply(&mut record, stamp(&author), &parsed, skipped)?;
+    let report = import::apply_as(
+        &mut record,
+        stamp(&author),
+        &parsed,
+        skipped,
+        options(&args),
+    )?;
     home.save(&mut record, crate::context::now())?;
     print_report(ctx, &args, &report)
+}
+
+fn options(args: &Args) -> import::ImportOptions {
+    import::ImportOptions {
+        same_person: args.same_person,
+    }
 }
 
 /// Reads and checks every file before anything is written: one bad file leaves the record as
@@ -87,6 +103,12 @@ fn print_report(ctx: &Context, args: &Args, report: &ImportReport) -> Result<()>
             .map(|(s, n)| format!("{s} {n}"))
             .collect();
         say(&format!("Written to: {}.", sections.join(", ")));
+    }
+    for found in &report.merged {
+        say(&format!(
+            "The file's Patient ({found}) is this record's patient: merged into the record's own \
+             (its history keeps the version before)."
+        ));
     }
     if report.skipped > 0 {
         say(&format!(

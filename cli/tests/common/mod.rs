@@ -50,6 +50,28 @@ impl Phr {
         phr
     }
 
+    /// A home with the record of the person the largest fixture is about (Fletcher Hyatt, born
+    /// 1915-07-03), with an NHS number the fixture does not carry: importing the fixture merges
+    /// its Patient into the record's own.
+    pub fn fletcher() -> Self {
+        Self::patient_named("Fletcher Hyatt", "1915-07-03")
+    }
+
+    /// A home with a patient record for `name` born on `born`, NHS number 943 476 5919.
+    pub fn patient_named(name: &str, born: &str) -> Self {
+        let phr = Self::new();
+        phr.ok(&[
+            "init",
+            "--name",
+            name,
+            "--nhs-number",
+            "943 476 5919",
+            "--birth-date",
+            born,
+        ]);
+        phr
+    }
+
     pub fn home(&self) -> PathBuf {
         self.dir.path().join("home")
     }

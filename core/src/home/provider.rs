@@ -472,6 +472,7 @@ impl PatientRecord<'_> {
         &mut self,
         parsed: &[crate::import::Parsed],
         skipped: usize,
+        options: crate::import::ImportOptions,
         now: Timestamp,
     ) -> Result<crate::import::ImportReport> {
         let me = self.home.peer_id();
@@ -504,13 +505,14 @@ impl PatientRecord<'_> {
             author: &author,
             time: now,
         };
-        let report = match crate::import::apply(&mut self.record, stamp, parsed, skipped) {
-            Ok(report) => report,
-            Err(error) => {
-                self.record.rollback();
-                return Err(super::HomeError::Import(error));
-            }
-        };
+        let report =
+            match crate::import::apply_as(&mut self.record, stamp, parsed, skipped, options) {
+                Ok(report) => report,
+                Err(error) => {
+                    self.record.rollback();
+                    return Err(super::HomeError::Import(error));
+                }
+            };
         let written = report.added + report.updated;
         if written == 0 {
             return Ok(report);
@@ -627,10 +629,7 @@ fn meta_of(id: RecordId) -> RecordMeta {
 /// The first `Patient` of the summary section: who the record is about, as far as a provider
 /// can tell (the patient's device keeps the subject in its own sealed settings).
 fn first_patient(record: &Record) -> Result<Option<ResourceKey>, RecordError> {
-    Ok(record
-        .resources_of_type(Section::Summary, "Patient")?
-        .first()
-        .and_then(ResourceKey::of))
+    Ok(crate::identity::record_patient(record)?.map(|(key, _)| key))
 }
 
 fn nhs_number_of(patient: &Value) -> Option<String> {

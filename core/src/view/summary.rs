@@ -50,22 +50,9 @@ fn typed<T: DeserializeOwned>(record: &Record, resource_type: &str) -> Result<Ve
 /// Who the record is about: its subject `Patient` (or the first `Patient` of the summary
 /// section) and the record's metadata; `today` gives the age.
 pub fn patient_header(record: &Record, today: Date) -> Result<PatientHeader, RecordError> {
-    let subject = record
-        .meta()
-        .subject
-        .as_deref()
-        .and_then(|s| s.parse::<ResourceKey>().ok());
-    let mut resource = match &subject {
-        Some(key) => record.get(key)?,
-        None => None,
-    };
-    if resource.is_none() {
-        resource = record
-            .resources_of_type(Section::Summary, "Patient")?
-            .into_iter()
-            .next();
-    }
-    let resource = resource.unwrap_or(Value::Null);
+    let resource = crate::identity::record_patient(record)?
+        .map(|(_, resource)| resource)
+        .unwrap_or(Value::Null);
     let patient: Patient = view(&resource).unwrap_or_default();
     let died = date_part(resource.get("deceasedDateTime").and_then(Value::as_str));
     let birth_date = date_part(patient.birth_date.as_deref());
@@ -75,12 +62,14 @@ pub fn patient_header(record: &Record, today: Date) -> Result<PatientHeader, Rec
         None => Some(today),
     };
     let birth = birth_date.as_deref().and_then(|b| b.parse::<Date>().ok());
-    let nhs_number = record.meta().nhs_number.clone().or_else(|| {
-        let mut ids = patient.identifier.iter();
-        ids.find(|i| i.system.as_deref() == Some(NHS_NUMBER_SYSTEM))?
-            .value
-            .clone()
-    });
+    // From the record's Patient, which every device and provider reads alike; a device's own
+    // settings only where the Patient carries none (a record made before it did).
+    let nhs_number = patient
+        .identifier
+        .iter()
+        .find(|i| i.system.as_deref() == Some(NHS_NUMBER_SYSTEM))
+        .and_then(|i| i.value.clone())
+        .or_else(|| record.meta().nhs_number.clone());
     Ok(PatientHeader {
         name: patient
             .name

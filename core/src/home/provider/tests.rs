@@ -843,3 +843,70 @@ fn a_grantee_and_a_relay_learn_no_other_grantees_name_ods_code_or_purpose() {
             .all(|op| op.is_sealed() && op.revealed())
     );
 }
+
+/// One patient per record (issue 14): the patient imports a hospital's file about them (no NHS
+/// number, a name and birth date that match); its Patient is merged into the record's own, so
+/// the GP's node shows the same person as the patient's device, NHS number included, and the
+/// record holds one Patient.
+#[test]
+fn an_imported_patient_is_merged_and_every_node_shows_one_identity_with_the_nhs_number() {
+    let dirs: Vec<TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let new = NewPatient {
+        name: "Martha DeLarosa".into(),
+        nhs_number: Some(NhsNumber::parse("9434765919").unwrap()),
+        birth_date: Some("1972-05-01".parse().unwrap()),
+        device_label: None,
+    };
+    let (mut patient, mut record) = Home::init_patient(dirs[0].path(), &new, None, t(0)).unwrap();
+    let gp = Home::init_provider(dirs[1].path(), "Leeds GP", None, None).unwrap();
+    patient
+        .grant(
+            &gp.party(),
+            &[Section::Summary],
+            Access::Read,
+            None,
+            None,
+            t(1),
+        )
+        .unwrap();
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/fixtures/fhir/ips/Bundle-IPS-examples-Bundle-01.json");
+    let bytes = std::fs::read(&path).unwrap();
+    let (parsed, skipped) = crate::import::parse("ips.json", &bytes).unwrap();
+    let author = patient.device().author();
+    let stamp = Stamp {
+        author: &author,
+        time: t(2),
+    };
+    let report = crate::import::apply(&mut record, stamp, &parsed, skipped).unwrap();
+    assert_eq!(report.merged.len(), 1);
+    patient.save(&mut record, t(2)).unwrap();
+    assert_eq!(
+        record
+            .resources_of_type(Section::Summary, "Patient")
+            .unwrap()
+            .len(),
+        1
+    );
+    let id = patient.record_id().unwrap();
+    sync(&patient, &gp, id, t(3));
+    gp.accept_patient(&id.to_string()).unwrap();
+    let listed = gp.patients(t(4)).unwrap();
+    let header = listed[0].patient.as_ref().unwrap();
+    assert_eq!(header.name.as_deref(), Some("Martha DeLarosa"));
+    assert_eq!(header.nhs_number.as_deref(), Some("943 476 5919"));
+    assert_eq!(header.gender.as_deref(), Some("female"));
+    let today = t(4).to_zoned(jiff::tz::TimeZone::UTC).date();
+    let own = crate::view::patient_header(&record, today).unwrap();
+    assert_eq!(&own, header);
+    // The IPS's entries are about the record's Patient: the allergy's patient points at it.
+    let allergy = record
+        .resources_of_type(Section::Summary, "AllergyIntolerance")
+        .unwrap();
+    let (own_key, _) = crate::identity::record_patient(&record).unwrap().unwrap();
+    assert!(
+        allergy
+            .iter()
+            .all(|a| a["patient"]["reference"] == own_key.to_string())
+    );
+}
