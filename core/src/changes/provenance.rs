@@ -155,6 +155,14 @@ impl ChangeGraph {
             .collect()
     }
 
+    /// The change that made operation `counter` of `actor`, if held.
+    pub fn change_of_op(&self, actor: &ActorId, counter: u64) -> Option<ChangeHash> {
+        self.nodes
+            .iter()
+            .find(|(_, node)| node.actor == *actor && node.ops.contains(&counter))
+            .map(|(hash, _)| *hash)
+    }
+
     /// The heads of what the change that made operation `counter` of `actor` was built on,
     /// leaving out `excluded` (and so everything built on it): the state its author saw, less
     /// the void changes. `None` if no change held made that operation.

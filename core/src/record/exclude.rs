@@ -45,6 +45,10 @@ pub struct Stranded {
     /// (a change that waited on a dependency this node dropped): written over the current
     /// version instead, unless that is in conflict.
     pub past: Option<Vec<ChangeHash>>,
+    /// The versions it superseded (`section:object`), as it recorded them: for a waiting
+    /// change, whose past is not known, the rewrite supersedes those of them still present
+    /// and nothing else.
+    pub replaces: Vec<String>,
 }
 
 impl Record {
@@ -105,6 +109,7 @@ impl Record {
                         author: version.author,
                         time: version.time,
                         past: graph.kept_past_of_op(actor, *counter, excluded),
+                        replaces: Vec::new(),
                     });
                 }
             }
@@ -294,7 +299,29 @@ impl Record {
                 }
             }
         }
-        self.doc_mut(section).set_actor(fresh_actor(own));
+        // Its past is not known (it waits on a change this node dropped): written again on the
+        // changes that made the versions it superseded and are still here, so it supersedes
+        // those and stands beside anything else, in conflict for a person to resolve, rather
+        // than over it.
+        let doc = self.doc_mut(section);
+        let graph = ChangeGraph::of(doc);
+        for version in &mut stranded {
+            let past = version
+                .replaces
+                .iter()
+                .filter_map(|reference| {
+                    let (in_section, obj) = reference.split_once(':')?;
+                    if in_section != section.as_str() {
+                        return None;
+                    }
+                    let (counter, actor) = obj.split_once('@')?;
+                    let actor = ActorId::from(crate::keys::unhex(actor)?);
+                    graph.change_of_op(&actor, counter.parse().ok()?)
+                })
+                .collect();
+            version.past = Some(past);
+        }
+        doc.set_actor(fresh_actor(own));
         stranded
     }
 
@@ -358,6 +385,35 @@ fn version_made(change: &ExpandedChange, key: &str, id: &OpId) -> Option<Strande
     let Some(ScalarValue::Timestamp(ms)) = field("time") else {
         return None;
     };
+    // The versions it superseded: the items of its `replaces` list, made in the same change.
+    let list = change
+        .operations
+        .iter()
+        .enumerate()
+        .find_map(|(index, op)| match (&op.obj, &op.key, &op.action) {
+            (ObjectId::Id(obj), Key::Map(field), OpType::Make(ObjType::List))
+                if obj == id && field.as_str() == "replaces" =>
+            {
+                Some(OpId(
+                    change.start_op.get() + index as u64,
+                    change.actor_id.clone(),
+                ))
+            }
+            _ => None,
+        });
+    let replaces: Vec<String> = list
+        .map(|list| {
+            change
+                .operations
+                .iter()
+                .filter(|op| op.obj == ObjectId::Id(list.clone()))
+                .filter_map(|op| match &op.action {
+                    OpType::Put(ScalarValue::Str(text)) => Some(text.to_string()),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
     Some(Stranded {
         key: key.parse().ok()?,
         resource: serde_json::from_str(&text("resource")?).ok()?,
@@ -367,5 +423,6 @@ fn version_made(change: &ExpandedChange, key: &str, id: &OpId) -> Option<Strande
         },
         time: Timestamp::from_millisecond(ms).ok()?,
         past: None,
+        replaces,
     })
 }

@@ -168,6 +168,18 @@ impl Replica {
             }
         }
         let mut replaced: Vec<(Section, BTreeSet<BlobId>)> = Vec::new();
+        // A compaction of a party a new `Close` accepts, stored here after the party's removal
+        // but before the close (so it replaced nothing then): it replaces what it lists now,
+        // as it did on the owner devices that took it in while the party was an owner.
+        if keep_ops && !new_closes.is_empty() {
+            for (section, blob) in self.accepted_compactions(store, ledger, &new_closes)? {
+                let ids = self.verified_replaces(store, ledger, keyring, age, section, &blob)?;
+                for old in &ids {
+                    batch.replace(self.id, section, *old, blob.id());
+                }
+                replaced.push((section, ids));
+            }
+        }
         for (section, blob) in &plan.accepted {
             if blob.header().kind == BlobKind::Compaction {
                 let ids = self.verified_replaces(store, ledger, keyring, age, *section, blob)?;
@@ -377,7 +389,14 @@ impl Replica {
         compaction: &Blob,
     ) -> Result<BTreeSet<BlobId>> {
         let header = compaction.header();
-        if !ledger.state().is_owner(&header.author) {
+        // An owner's, or a removed device's that the owners accepted when they closed its
+        // writing (they held it: it had replaced these blobs on their devices).
+        let accepted = ledger
+            .state()
+            .closes
+            .get(&header.author)
+            .is_some_and(|closes| closes.iter().any(|c| c.accepted.contains(&compaction.id())));
+        if !ledger.state().is_owner(&header.author) && !accepted {
             return Ok(BTreeSet::new());
         }
         let Some(key) = keyring.get(&header.key_id) else {
@@ -416,6 +435,40 @@ impl Replica {
             }
         }
         Ok(verified)
+    }
+
+    /// The stored compactions by `parties` that a `Close` accepts.
+    fn accepted_compactions(
+        &self,
+        store: &dyn Store,
+        ledger: &Ledger,
+        parties: &BTreeSet<PeerId>,
+    ) -> Result<Vec<(Section, Blob)>> {
+        let state = ledger.state();
+        let mut out = Vec::new();
+        for (section, blobs) in &self.blobs {
+            for (id, stored) in blobs {
+                if !parties.contains(&stored.author) {
+                    continue;
+                }
+                let accepted = state
+                    .closes
+                    .get(&stored.author)
+                    .is_some_and(|closes| closes.iter().any(|c| c.accepted.contains(id)));
+                if !accepted {
+                    continue;
+                }
+                let Some(bytes) = store.blob(&self.id, *section, id)? else {
+                    continue;
+                };
+                if let Ok(blob) = Blob::decode(bytes)
+                    && blob.header().kind == BlobKind::Compaction
+                {
+                    out.push((*section, blob));
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// The plaintext of a stored blob, if this node can open it.
