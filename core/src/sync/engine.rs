@@ -304,6 +304,12 @@ impl Engine {
         self.initiators.keys().any(|(p, _)| p == peer)
     }
 
+    /// How many sessions this node started are under way (answered, waiting to be, or being
+    /// retried until they time out).
+    pub fn initiating(&self) -> usize {
+        self.initiators.len()
+    }
+
     /// The records held.
     pub fn replicas(&self) -> &BTreeMap<RecordId, Replica> {
         &self.replicas

@@ -607,7 +607,11 @@ impl Sim {
                 .step(&self.nodes)
                 .map_err(|what| format!("while settling: {what}"))?;
             let after: u64 = self.nodes.iter().map(|n| n.store.commits()).sum();
-            if after == before && round > 0 {
+            // A session from the noisy phase whose responder forgot it (idle) is retried once a
+            // round until it times out, and a node starts no other with that peer meanwhile:
+            // quiet means no such session is left, as well as nothing stored.
+            let under_way: usize = self.nodes.iter().map(SimNode::initiating).sum();
+            if after == before && round > 0 && under_way == 0 {
                 self.report.settle_rounds = round + 1;
                 return Ok(());
             }

@@ -298,6 +298,11 @@ impl SimNode {
         self.engine = Engine::open(&self.store, self.peer(), &self.keys.age).expect("memory store");
     }
 
+    /// How many sessions this node started are under way.
+    pub fn initiating(&self) -> usize {
+        self.engine.initiating()
+    }
+
     /// The records this node holds.
     pub fn replicas(&self) -> &BTreeMap<RecordId, Replica> {
         self.engine.replicas()
