@@ -74,6 +74,9 @@ pub struct Summary {
     pub immunisations: Vec<Immunisation>,
     /// How many resources have conflicting versions waiting for a choice.
     pub conflicts: usize,
+    /// How many entries of the `sensitive` section this node holds and the summary leaves out
+    /// (said under it: a view hides nothing in silence).
+    pub sensitive: usize,
 }
 
 /// The patient's name and identity, from the subject `Patient` and the record's metadata.

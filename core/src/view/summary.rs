@@ -37,6 +37,7 @@ pub fn summary(record: &Record, today: Date) -> Result<Summary, RecordError> {
         results: recent_results(record)?,
         immunisations: immunisations(record)?,
         conflicts: record.conflicts()?.len(),
+        sensitive: record.len(Section::Sensitive),
     })
 }
 
@@ -314,6 +315,18 @@ impl fmt::Display for Summary {
             "•",
             &self.immunisations,
         )?;
+        // What this view leaves out is said, never hidden in silence.
+        match self.sensitive {
+            0 => {}
+            1 => writeln!(
+                f,
+                "\n1 entry in your sensitive section is not shown here: `phr show sensitive`."
+            )?,
+            n => writeln!(
+                f,
+                "\n{n} entries in your sensitive section are not shown here: `phr show sensitive`."
+            )?,
+        }
         match self.conflicts {
             0 => Ok(()),
             1 => writeln!(

@@ -315,3 +315,21 @@ fn status_written_as_a_bare_code_is_understood() {
     assert!(!text.contains("Peanut"), "{text}");
     assert!(!text.contains("Malignant"), "{text}");
 }
+
+/// A problem in the sensitive section is left out of the summary, and the summary says so
+/// (issue 14: views that hide nothing silently).
+#[test]
+fn the_summary_says_how_many_sensitive_entries_it_leaves_out() {
+    let mut hidden = condition("c-hidden", "active", "2019-01-01");
+    hidden["meta"] =
+        json!({"tag": [{"system": crate::section::SECTION_TAG_SYSTEM, "code": "sensitive"}]});
+    let (summary, text) = shown(&[condition("c1", "active", "2019-01-01"), hidden]);
+    assert_eq!(summary.problems.len(), 1);
+    assert_eq!(summary.sensitive, 1);
+    assert!(
+        text.contains("1 entry in your sensitive section is not shown here: `phr show sensitive`."),
+        "{text}"
+    );
+    let (_, text) = shown(&[condition("c1", "active", "2019-01-01")]);
+    assert!(!text.contains("sensitive"), "{text}");
+}
