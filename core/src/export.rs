@@ -55,13 +55,19 @@ fn entry(key: &ResourceKey, resource: Value) -> Value {
     json!({"fullUrl": format!("{FULL_URL_BASE}{key}"), "resource": resource})
 }
 
+/// The record's Patient as a reference (`Patient/id`): the same on every device and provider
+/// (`identity::record_patient`), not a device's own settings.
+fn record_subject(record: &Record) -> Result<Option<String>, RecordError> {
+    Ok(crate::identity::record_patient(record)?.map(|(key, _)| key.to_string()))
+}
+
 /// Every resource of `sections`, the subject Patient first, then by section and key.
 pub fn collection(
     record: &Record,
     sections: &[Section],
     now: Timestamp,
 ) -> Result<Exported, RecordError> {
-    let subject = record.meta().subject.clone();
+    let subject = record_subject(record)?;
     let mut entries = Vec::new();
     let mut conflicted = Vec::new();
     for section in sections {
@@ -105,7 +111,7 @@ struct IpsSection {
 
 /// An International Patient Summary of the resources in `sources` (normally summary and clinical).
 pub fn ips(record: &Record, sources: &[Section], now: Timestamp) -> Result<Exported, RecordError> {
-    let subject = record.meta().subject.clone();
+    let subject = record_subject(record)?;
     let subject_ref = subject.clone().map(|s| json!({"reference": s}));
     let from = |t: &str| -> Result<Vec<(ResourceKey, Value)>, RecordError> {
         let mut out = Vec::new();
@@ -384,6 +390,36 @@ mod tests {
         }
         r.commit(stamp, "test");
         r
+    }
+
+    /// On a device whose own settings name no subject (a second device, a provider), the IPS
+    /// is still about the record's Patient (issue 14: it was `null`).
+    #[test]
+    fn the_ips_is_about_the_records_patient_on_every_device() {
+        let mut record = record_with(&[]);
+        record.set_meta(RecordMeta {
+            id: "r".into(),
+            subject: None,
+            nhs_number: None,
+        });
+        let ips = ips(
+            &record,
+            &[Section::Summary],
+            Timestamp::from_second(1_700_000_000).unwrap(),
+        )
+        .unwrap()
+        .bundle;
+        assert_eq!(
+            ips["entry"][0]["resource"]["subject"]["reference"],
+            "Patient/p"
+        );
+        let patients = ips["entry"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["resource"]["resourceType"] == "Patient")
+            .count();
+        assert_eq!(patients, 1);
     }
 
     fn section_codes(bundle: &Value) -> Vec<String> {
