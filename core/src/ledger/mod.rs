@@ -416,21 +416,7 @@ impl SignedOp {
         check_bounds(&op)?;
         let payload =
             postcard::to_stdvec(&op).map_err(|e| LedgerError::Malformed(e.to_string()))?;
-        let total = HEADER_BYTES + payload.len() + SIGNATURE_BYTES;
-        if total > LEDGER_OP_BYTES_MAX {
-            return Err(LedgerError::TooLarge {
-                bytes: total,
-                max: LEDGER_OP_BYTES_MAX,
-            });
-        }
-        let length = u32::try_from(payload.len()).expect("bounded by LEDGER_OP_BYTES_MAX");
-        let mut bytes = Vec::with_capacity(total);
-        bytes.extend_from_slice(MAGIC);
-        bytes.push(VERSION);
-        bytes.extend_from_slice(&length.to_le_bytes());
-        bytes.extend_from_slice(&payload);
-        let signature = key.sign(&signed_message(&bytes));
-        bytes.extend_from_slice(&signature.0);
+        let bytes = envelope(VERSION, &payload, key)?;
         Ok(SignedOp {
             id: OpId(sha256(&[&bytes])),
             bytes,
@@ -470,21 +456,7 @@ impl SignedOp {
         };
         let payload =
             postcard::to_stdvec(&wire).map_err(|e| LedgerError::Malformed(e.to_string()))?;
-        let total = HEADER_BYTES + payload.len() + SIGNATURE_BYTES;
-        if total > LEDGER_OP_BYTES_MAX {
-            return Err(LedgerError::TooLarge {
-                bytes: total,
-                max: LEDGER_OP_BYTES_MAX,
-            });
-        }
-        let length = u32::try_from(payload.len()).expect("bounded by LEDGER_OP_BYTES_MAX");
-        let mut bytes = Vec::with_capacity(total);
-        bytes.extend_from_slice(MAGIC);
-        bytes.push(VERSION_SEALED);
-        bytes.extend_from_slice(&length.to_le_bytes());
-        bytes.extend_from_slice(&payload);
-        let signature = key.sign(&signed_message(&bytes));
-        bytes.extend_from_slice(&signature.0);
+        let bytes = envelope(VERSION_SEALED, &payload, key)?;
         Ok(SignedOp {
             id: OpId(sha256(&[&bytes])),
             bytes,
@@ -638,6 +610,27 @@ impl SignedOp {
     pub fn op(&self) -> &Op {
         &self.op
     }
+}
+
+/// The signed envelope of a payload: magic, `version`, length, payload, then the signature of
+/// `key` over all of it; refused if larger than [`LEDGER_OP_BYTES_MAX`].
+fn envelope(version: u8, payload: &[u8], key: &SigningKey) -> Result<Vec<u8>, LedgerError> {
+    let total = HEADER_BYTES + payload.len() + SIGNATURE_BYTES;
+    if total > LEDGER_OP_BYTES_MAX {
+        return Err(LedgerError::TooLarge {
+            bytes: total,
+            max: LEDGER_OP_BYTES_MAX,
+        });
+    }
+    let length = u32::try_from(payload.len()).expect("bounded by LEDGER_OP_BYTES_MAX");
+    let mut bytes = Vec::with_capacity(total);
+    bytes.extend_from_slice(MAGIC);
+    bytes.push(version);
+    bytes.extend_from_slice(&length.to_le_bytes());
+    bytes.extend_from_slice(payload);
+    let signature = key.sign(&signed_message(&bytes));
+    bytes.extend_from_slice(&signature.0);
+    Ok(bytes)
 }
 
 /// The message an operation's signature covers: the domain tag, then every byte before the
