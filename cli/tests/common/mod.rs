@@ -165,6 +165,11 @@ impl Transcript {
 
     /// Pins the transcript; returns the exit codes.
     pub fn finish(self, name: &str) -> Vec<i32> {
+        // Today's date, as entries written by the test carry it (a reading taken now).
+        let today = jiff::Timestamp::now()
+            .to_zoned(jiff::tz::TimeZone::UTC)
+            .date()
+            .to_string();
         // Every test file's snapshots live in cli/tests/snapshots, named by the test alone.
         insta::with_settings!({snapshot_path => "../snapshots", prepend_module_to_snapshot => false, filters => vec![
             (r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", "[UUID]"),
@@ -178,6 +183,8 @@ impl Transcript {
             (r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?( UTC|Z)", "[TIME]"),
             (r"\(age \d+\)", "(age [AGE])"),
             (r"\(\d+ bytes\)", "([N] bytes)"),
+            // After [TIME], so that only dates without a time are left.
+            (today.as_str(), "[TODAY]"),
         ]}, {
             insta::assert_snapshot!(name, self.text);
         });

@@ -149,6 +149,8 @@ pub struct TestResult {
     pub flag: Option<String>,
     /// The normal range, e.g. `4.0–5.6`.
     pub range: Option<String>,
+    /// A reading the patient took themselves (from their journal), not a clinic's or a lab's.
+    pub home: bool,
 }
 
 /// A vaccine, with how many doses were given.

@@ -14,18 +14,54 @@ use crate::fhir::{
 pub(super) const SYSTOLIC_LOINC: &str = "8480-6";
 pub(super) const DIASTOLIC_LOINC: &str = "8462-4";
 
-/// An observation as a result, if it has a value to show.
-pub(super) fn test_result(o: &Observation) -> Option<TestResult> {
+/// An observation as a result, if it has a value to show. `home`: a reading the patient took
+/// (their journal), shown as one and judged against the home blood pressure thresholds.
+pub(super) fn test_result(o: &Observation, home: bool) -> Option<TestResult> {
     let range = o.reference_range.first();
+    let pressure = blood_pressure_flag(o, home);
     Some(TestResult {
         value: observation_value(o)?,
         display: text_of(o.code.as_ref()).unwrap_or_else(|| "Result".into()),
         date: date_part(o.when()),
         flag: out_of_range(o, range)
             .or_else(|| interpreted(o))
+            .or(pressure.map(|(flag, _)| flag))
             .map(str::to_string),
-        range: range.and_then(range_text),
+        range: range
+            .and_then(range_text)
+            .or_else(|| pressure.map(|(_, normal)| normal.to_string())),
+        home,
     })
+}
+
+/// A blood pressure with no range of its own, judged as NICE NG136 does: high from 140/90 in
+/// a clinic and from 135/85 at home (where readings run lower), low under 90/60. The flag, and
+/// the normal range it was judged against.
+fn blood_pressure_flag(o: &Observation, home: bool) -> Option<(&'static str, &'static str)> {
+    if !o.reference_range.is_empty() {
+        return None;
+    }
+    let part = |code: &str| -> Option<f64> {
+        let found = o
+            .component
+            .iter()
+            .find(|p| p.code.as_ref().is_some_and(|c| c.has_code(code)))?;
+        found.value_quantity.as_ref()?.as_f64()
+    };
+    let (systolic, diastolic) = (part(SYSTOLIC_LOINC)?, part(DIASTOLIC_LOINC)?);
+    let (high, normal) = if home {
+        ((135.0, 85.0), "90/60–134/84 at home")
+    } else {
+        ((140.0, 90.0), "90/60–139/89")
+    };
+    let flag = if systolic >= high.0 || diastolic >= high.1 {
+        Some("HIGH")
+    } else if systolic < 90.0 || diastolic < 60.0 {
+        Some("LOW")
+    } else {
+        None
+    };
+    Some((flag?, normal))
 }
 
 fn observation_value(o: &Observation) -> Option<String> {
@@ -106,6 +142,9 @@ impl fmt::Display for TestResult {
         write!(f, "{}: {}", self.display, self.value)?;
         if let Some(date) = &self.date {
             write!(f, " on {date}")?;
+        }
+        if self.home {
+            write!(f, " (home reading)")?;
         }
         if let Some(flag) = &self.flag {
             write!(f, "  {flag}")?;

@@ -104,7 +104,8 @@ fn describe(resource: &Value, resource_type: &str) -> String {
         "CarePlan" => view::<CarePlan>(resource).and_then(|p| care_plan_text(&p)),
         "Observation" => {
             // The date has its own column.
-            let result = view::<Observation>(resource).and_then(|o| test_result(&o));
+            let home = crate::section::place(resource) == crate::section::Section::Journal;
+            let result = view::<Observation>(resource).and_then(|o| test_result(&o, home));
             result.map(|r| TestResult { date: None, ..r }.to_string())
         }
         "Condition" => view::<Condition>(resource).and_then(|c| condition_text(&c)),

@@ -223,13 +223,15 @@ fn contained(resource: &Value, id: &str) -> Option<Value> {
 
 fn recent_results(record: &Record) -> Result<Vec<TestResult>, RecordError> {
     let mut all = Vec::new();
-    for section in [Section::Clinical, Section::Summary] {
+    // The patient's own readings (their journal) count too, shown as home readings: the
+    // latest blood pressure is theirs if they took it last.
+    for section in [Section::Clinical, Section::Summary, Section::Journal] {
         for resource in record.resources_of_type(section, "Observation")? {
             let Some(o) = view::<Observation>(&resource).filter(status::observation_is_valid)
             else {
                 continue;
             };
-            if let Some(result) = test_result(&o) {
+            if let Some(result) = test_result(&o, section == Section::Journal) {
                 all.push((o.when().map(str::to_string), result));
             }
         }

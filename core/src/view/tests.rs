@@ -333,3 +333,43 @@ fn the_summary_says_how_many_sensitive_entries_it_leaves_out() {
     let (_, text) = shown(&[condition("c1", "active", "2019-01-01")]);
     assert!(!text.contains("sensitive"), "{text}");
 }
+
+/// The patient's own blood pressure, newer than the clinic's, is the one the summary shows,
+/// marked as a home reading and flagged against the home threshold (issue 14: it vanished
+/// behind a 2020 clinic reading). A clinic reading of the same values is judged against the
+/// clinic threshold.
+#[test]
+fn a_home_reading_shows_in_the_results_marked_and_flagged() {
+    let part = |code: &str, value: f64| {
+        json!({"code": {"coding": [{"system": "http://loinc.org", "code": code}]},
+        "valueQuantity": {"value": value, "unit": "mm[Hg]"}})
+    };
+    let bp = |id: &str, date: &str, systolic: f64, diastolic: f64, journal: bool| {
+        let mut o = json!({"resourceType": "Observation", "id": id, "status": "final",
+            "code": {"text": "Blood pressure"}, "effectiveDateTime": date,
+            "component": [part(SYSTOLIC_LOINC, systolic), part(DIASTOLIC_LOINC, diastolic)]});
+        if journal {
+            o["meta"] =
+                json!({"tag": [{"system": crate::section::SECTION_TAG_SYSTEM, "code": "journal"}]});
+        }
+        o
+    };
+    let (summary, text) = shown(&[
+        bp("clinic", "2020-01-01", 108.0, 84.0, false),
+        bp("home", "2026-11-30", 138.0, 80.0, true),
+    ]);
+    assert_eq!(summary.results.len(), 1);
+    assert!(summary.results[0].home);
+    assert!(
+        text.contains(
+            "Blood pressure: 138/80 mmHg on 2026-11-30 (home reading)  HIGH (normal 90/60–134/84 at home)"
+        ),
+        "{text}"
+    );
+    // 138/80 in a clinic is under the clinic threshold: no flag.
+    let (_, text) = shown(&[bp("clinic", "2026-11-30", 138.0, 80.0, false)]);
+    assert!(
+        text.contains("Blood pressure: 138/80 mmHg on 2026-11-30\n"),
+        "{text}"
+    );
+}
