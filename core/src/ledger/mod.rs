@@ -887,14 +887,7 @@ impl Ledger {
         first_device: Party,
         time_ms: i64,
     ) -> Result<Ledger, LedgerError> {
-        let record = RecordId::of_root(&root.peer_id());
-        let mut ledger = Ledger::new(record);
-        let body = OpBody::Create {
-            root: root.peer_id(),
-            first_device,
-        };
-        ledger.append(root, body, time_ms)?;
-        Ok(ledger)
+        Ledger::create_with(root, first_device, time_ms, None)
     }
 
     /// [`Ledger::create`] with the first device's details sealed under `audit`: the `audit`
@@ -906,13 +899,21 @@ impl Ledger {
         time_ms: i64,
         audit: &SectionKey,
     ) -> Result<Ledger, LedgerError> {
-        let record = RecordId::of_root(&root.peer_id());
-        let mut ledger = Ledger::new(record);
+        Ledger::create_with(root, first_device, time_ms, Some(audit))
+    }
+
+    fn create_with(
+        root: &SigningKey,
+        first_device: Party,
+        time_ms: i64,
+        audit: Option<&SectionKey>,
+    ) -> Result<Ledger, LedgerError> {
+        let mut ledger = Ledger::new(RecordId::of_root(&root.peer_id()));
         let body = OpBody::Create {
             root: root.peer_id(),
             first_device,
         };
-        ledger.append_sealed(root, body, time_ms, audit)?;
+        ledger.append_with(root, body, time_ms, audit)?;
         Ok(ledger)
     }
 
