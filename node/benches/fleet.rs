@@ -205,8 +205,8 @@ async fn main() {
         peak as f64 / rss_before.max(1) as f64
     );
     println!(
-        "\nThe fleet got {answered} answers in {:.1} s, using {identities} identities (cut off \
-         for flooding, each came back as a new one); {waiting} of its records wait at the GP \
+        "\nThe fleet got {answered} answers in {:.1} s, using {identities} identities (each \
+         time it was cut off, or refused at the door, it came back as a new one); {waiting} of its records wait at the GP \
          (room for {}), none listed.",
         fleet_time.as_secs_f64(),
         phr_core::home::PENDING_RECORDS_MAX

@@ -10,7 +10,7 @@ use common::{
     running_and_synced, setup, start_listening, stop,
 };
 use phr_core::home::PENDING_RECORDS_MAX;
-use phr_node::net::Node;
+use phr_node::net::{Node, STRANGER_REQUESTS_BURST_MAX, STRANGER_REQUESTS_PER_SECOND_MAX};
 
 /// Openings about unknown records each hostile client sends.
 const OPENINGS: usize = 200;
@@ -28,6 +28,7 @@ async fn the_patient_keeps_syncing_while_a_fleet_of_strangers_pushes_records_and
         record_id,
     } = running_and_synced(dir.path()).await;
 
+    let started = std::time::Instant::now();
     let fleet: Vec<_> = (0..FLEET)
         .map(|n| {
             let dir = dir.path().join(format!("hostile-{n}"));
@@ -52,8 +53,18 @@ async fn the_patient_keeps_syncing_while_a_fleet_of_strangers_pushes_records_and
         answered += answers;
         identities += ids;
     }
+    let took = started.elapsed().as_secs_f64();
     stop(laptop_client, laptop_task).await;
     let gp = stop(gp_client, gp_task).await;
+
+    // All the strangers together were served within their budget (a bucket full at the start,
+    // then the rate), not as fast as they asked.
+    let budget =
+        f64::from(STRANGER_REQUESTS_BURST_MAX) + f64::from(STRANGER_REQUESTS_PER_SECOND_MAX) * took;
+    assert!(
+        answered as f64 <= budget * 1.1,
+        "{answered} strangers' requests answered in {took:.1} s (budget {budget:.0})"
+    );
 
     // The fleet was served (it is not cut off for pushing within the limits), and what it made
     // the GP hold waits in the bounded room, none of it listed or readable.
