@@ -3,9 +3,17 @@
 use std::process::ExitCode;
 
 use phr_core::{
-    card::CardError, entry::EntryError, fhir::reference::BadResourceKey, home::HomeError,
-    import::ImportError, keys::KeyError, keystore::KeystoreError, ledger::LedgerError,
-    nhs::NhsNumberError, record::RecordError, section::UnknownSection,
+    card::CardError,
+    entry::{CorrectionError, EntryError},
+    fhir::reference::BadResourceKey,
+    home::HomeError,
+    import::ImportError,
+    keys::KeyError,
+    keystore::KeystoreError,
+    ledger::LedgerError,
+    nhs::NhsNumberError,
+    record::RecordError,
+    section::UnknownSection,
 };
 
 use crate::context::tell;
@@ -21,6 +29,7 @@ fn is_user_error(error: &anyhow::Error) -> bool {
             || cause.is::<ImportError>()
             || cause.is::<NhsNumberError>()
             || cause.is::<EntryError>()
+            || cause.is::<CorrectionError>()
             || cause.is::<BadResourceKey>()
             || cause.is::<UnknownSection>()
             || cause.is::<CardError>()

@@ -28,7 +28,7 @@ struct Cli {
     #[arg(long, global = true)]
     json: bool,
 
-    /// On a provider node: run show, add, history, export, import or conflicts on this patient's record (its id, or the start of it; see `phr patients`)
+    /// On a provider node: run show, add, amend, stop, recovered, entered-in-error, history, export, import or conflicts on this patient's record (its id, or the start of it; see `phr patients`)
     #[arg(long, global = true, value_name = "RECORD")]
     patient: Option<String>,
 
@@ -48,6 +48,14 @@ enum Command {
     Show(cmd::show::Args),
     /// Add an entry: symptom, reading, allergy, condition, medication or note
     Add(cmd::add::Args),
+    /// Correct an entry: set or remove its elements (a new version; history keeps the old)
+    Amend(cmd::correct::AmendArgs),
+    /// Mark a medicine as stopped (no longer taken), from today or --date
+    Stop(cmd::correct::StopArgs),
+    /// Mark a condition or allergy as resolved: the patient has recovered from it
+    Recovered(cmd::correct::RecoveredArgs),
+    /// Mark an entry as recorded by mistake: views leave it out, history keeps it
+    EnteredInError(cmd::correct::EnteredInErrorArgs),
     /// Every version of one resource, with author and time
     History(cmd::history::Args),
     /// Resources with concurrent versions waiting for a person to choose
@@ -114,6 +122,10 @@ fn main() -> ExitCode {
         cli.command,
         Command::Show(_)
             | Command::Add(_)
+            | Command::Amend(_)
+            | Command::Stop(_)
+            | Command::Recovered(_)
+            | Command::EnteredInError(_)
             | Command::History(_)
             | Command::Export(_)
             | Command::Import(_)
@@ -128,6 +140,10 @@ fn main() -> ExitCode {
         Command::Export(args) => cmd::export::run(&ctx, args),
         Command::Show(args) => cmd::show::run(&ctx, args),
         Command::Add(args) => cmd::add::run(&ctx, args),
+        Command::Amend(args) => cmd::correct::amend(&ctx, args),
+        Command::Stop(args) => cmd::correct::stop(&ctx, args),
+        Command::Recovered(args) => cmd::correct::recovered(&ctx, args),
+        Command::EnteredInError(args) => cmd::correct::entered_in_error(&ctx, args),
         Command::History(args) => cmd::history::run(&ctx, args),
         Command::Conflicts => cmd::conflicts::run(&ctx),
         Command::Resolve(args) => cmd::resolve::run(&ctx, args),

@@ -6,6 +6,7 @@ pub mod backup;
 pub mod card;
 pub mod conflicts;
 pub mod contacts;
+pub mod correct;
 pub mod damaged;
 pub mod devices;
 pub mod export;

@@ -24,6 +24,7 @@
 //! measurements, with their table of codes, units and plausible ranges, and `kinds` for every
 //! other kind.
 
+mod correct;
 mod kinds;
 mod readings;
 #[cfg(test)]
@@ -36,6 +37,7 @@ use serde_json::{Map, Value, json};
 
 use crate::{fhir::is_valid_id, section::SECTION_TAG_SYSTEM};
 
+pub use correct::{Correction, CorrectionError, correct};
 pub use readings::reading_names;
 
 const LOINC: &str = "http://loinc.org";

@@ -6,6 +6,24 @@ use super::model::{
     MedicationStatement, Observation,
 };
 
+/// Whether any resource is marked as recorded by mistake: its `status` (or a Goal's
+/// `lifecycleStatus`) is `entered-in-error`, or its `verificationStatus` (a Condition's or an
+/// AllergyIntolerance's) has that code.
+pub fn is_entered_in_error(resource: &serde_json::Value) -> bool {
+    const CODE: &str = "entered-in-error";
+    let plain = |element: &str| resource.get(element).and_then(|v| v.as_str()) == Some(CODE);
+    let coded = resource
+        .get("verificationStatus")
+        .and_then(|v| v.get("coding"))
+        .and_then(|c| c.as_array())
+        .is_some_and(|codings| {
+            codings
+                .iter()
+                .any(|c| c.get("code").and_then(|v| v.as_str()) == Some(CODE))
+        });
+    plain("status") || plain("lifecycleStatus") || coded
+}
+
 fn status_is(concept: Option<&CodeableConcept>, codes: &[&str]) -> bool {
     concept.is_some_and(|c| codes.iter().any(|code| c.has_code(code)))
 }

@@ -77,6 +77,9 @@ pub struct Summary {
     /// How many entries of the `sensitive` section this node holds and the summary leaves out
     /// (said under it: a view hides nothing in silence).
     pub sensitive: usize,
+    /// How many allergies, problems, medicines, results and immunisations are marked as
+    /// entered in error and left out (said under it too).
+    pub in_error: usize,
 }
 
 /// The patient's name and identity, from the subject `Patient` and the record's metadata.

@@ -120,9 +120,18 @@ fn describe(resource: &Value, resource_type: &str) -> String {
         .filter(|t| !t.is_empty())
         .or_else(|| concept_field(resource));
     let text = text.unwrap_or_else(|| "no description".into());
-    // A resource marked as a mistake stays in the record; it must not read as a fact.
+    // A resource marked as a mistake stays in the record; it must not read as a fact. Nor
+    // may a medicine no longer taken read as a current one.
+    if crate::fhir::status::is_entered_in_error(resource) {
+        return format!("{text} [entered in error]");
+    }
+    let medicine = matches!(resource_type, "MedicationStatement" | "MedicationRequest");
     match resource.get("status").and_then(Value::as_str) {
-        Some("entered-in-error") => format!("{text} [entered in error]"),
+        Some(status @ ("stopped" | "on-hold" | "completed" | "cancelled" | "not-taken"))
+            if medicine =>
+        {
+            format!("{text} [{}]", status.replace('-', " "))
+        }
         _ => text,
     }
 }

@@ -38,7 +38,31 @@ pub fn summary(record: &Record, today: Date) -> Result<Summary, RecordError> {
         immunisations: immunisations(record)?,
         conflicts: record.conflicts()?.len(),
         sensitive: record.len(Section::Sensitive),
+        in_error: in_error(record)?,
     })
+}
+
+/// The entries of the kinds the summary shows that are marked as entered in error.
+fn in_error(record: &Record) -> Result<usize, RecordError> {
+    const SHOWN: [&str; 6] = [
+        "AllergyIntolerance",
+        "Condition",
+        "MedicationStatement",
+        "MedicationRequest",
+        "Observation",
+        "Immunization",
+    ];
+    let mut count = 0;
+    for section in [Section::Summary, Section::Clinical, Section::Journal] {
+        count += record
+            .resources(section)?
+            .iter()
+            .filter(|(key, resource, _)| {
+                SHOWN.contains(&key.resource_type.as_str()) && status::is_entered_in_error(resource)
+            })
+            .count();
+    }
+    Ok(count)
 }
 
 /// The typed views of one resource type in the summary section; resources that do not fit the
@@ -327,6 +351,19 @@ impl fmt::Display for Summary {
             n => writeln!(
                 f,
                 "\n{n} entries in your sensitive section are not shown here: `phr show sensitive`."
+            )?,
+        }
+        match self.in_error {
+            0 => {}
+            1 => writeln!(
+                f,
+                "\n1 entry marked as entered in error is not shown here: `phr show summary` and \
+                 `phr show clinical` list it, marked."
+            )?,
+            n => writeln!(
+                f,
+                "\n{n} entries marked as entered in error are not shown here: `phr show summary` \
+                 and `phr show clinical` list them, marked."
             )?,
         }
         match self.conflicts {

@@ -1,0 +1,166 @@
+//! Correcting the record: `phr amend`, `phr stop`, `phr recovered`, `phr entered-in-error`, by
+//! the patient and by a clinician within a grant. Each writes a new version; the one before
+//! stays in `phr history`, and the summary says what it leaves out.
+
+mod common;
+
+use common::{Phr, Transcript, accept_pending, card, grant_gp_write, provider, sync::sync_homes};
+use serde_json::Value;
+
+/// The `Type/id` of the one resource of `resource_type` in `section` whose description holds
+/// `text`.
+fn key_of(phr: &Phr, section: &str, resource_type: &str, text: &str) -> String {
+    let listed: Value = serde_json::from_str(&phr.ok(&["--json", "show", section])).unwrap();
+    let found: Vec<String> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["resourceType"] == resource_type && r.to_string().contains(text))
+        .map(|r| format!("{resource_type}/{}", r["id"].as_str().unwrap()))
+        .collect();
+    assert_eq!(found.len(), 1, "{found:?}");
+    found[0].clone()
+}
+
+/// A patient's entries as a practice's system might export them.
+const ENTRIES: &str = r#"{"resourceType": "Bundle", "type": "collection", "entry": [
+  {"resource": {"resourceType": "MedicationStatement", "id": "naproxen", "status": "active",
+    "medicationCodeableConcept": {"text": "Naproxen 250mg tablets"},
+    "effectiveDateTime": "2026-06-01", "dosage": [{"text": "1 twice a day"}]}},
+  {"resource": {"resourceType": "MedicationStatement", "id": "omeprazole", "status": "active",
+    "medicationCodeableConcept": {"text": "Omeprazole 20mg capsules"},
+    "effectiveDateTime": "2026-06-02"}},
+  {"resource": {"resourceType": "Condition", "id": "sprain",
+    "clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "active"}]},
+    "code": {"text": "ankle sprain"}, "onsetDateTime": "2026-10-01"}},
+  {"resource": {"resourceType": "AllergyIntolerance", "id": "penicillin",
+    "code": {"text": "penicilin"}, "recordedDate": "2020-01-05",
+    "reaction": [{"manifestation": [{"text": "rash"}]}]}},
+  {"resource": {"resourceType": "AllergyIntolerance", "id": "peanuts",
+    "code": {"text": "peanuts"}, "recordedDate": "2021-02-06",
+    "reaction": [{"manifestation": [{"text": "hives"}]}]}}
+]}"#;
+
+#[test]
+fn a_patient_stops_resolves_amends_and_marks_errors_and_history_keeps_every_version() {
+    let patient = Phr::patient();
+    // Fixed ids, so that entries of one date list in the same order on every run.
+    let entries = patient.dir.path().join("entries.json");
+    std::fs::write(&entries, ENTRIES).unwrap();
+    patient.ok(&["import", entries.to_str().unwrap()]);
+    let naproxen = "MedicationStatement/naproxen";
+    let penicillin = "AllergyIntolerance/penicillin";
+
+    let mut t = Transcript::default();
+    t.run(&patient, &["show"]);
+    t.note("a medicine named by part of its name; then again (refused: nothing to change)");
+    t.run(
+        &patient,
+        &[
+            "stop",
+            "naproxen",
+            "--date",
+            "2026-12-01",
+            "--reason",
+            "stomach pain",
+        ],
+    );
+    t.run(&patient, &["stop", "naproxen"]);
+    t.note("a name that matches several entries is refused, listing them");
+    t.run(&patient, &["entered-in-error", "a"]);
+    t.run(&patient, &["recovered", "sprain", "--date", "2026-11-20"]);
+    t.run(&patient, &["recovered", "omeprazole"]);
+    t.run(
+        &patient,
+        &["amend", penicillin, "--set", "code.text=penicillin"],
+    );
+    t.run(&patient, &["amend", penicillin, "--set", "id=other"]);
+    t.run(
+        &patient,
+        &[
+            "entered-in-error",
+            "peanuts",
+            "--reason",
+            "my brother's allergy",
+        ],
+    );
+    t.run(&patient, &["show"]);
+    t.run(&patient, &["show", "summary"]);
+    t.run(&patient, &["history", naproxen]);
+    let codes = t.finish("corrections");
+    assert_eq!(codes, [0, 0, 1, 1, 0, 1, 0, 1, 0, 0, 0, 0]);
+
+    // The FHIR written: a stopped statement with its period, a resolved condition, an allergy
+    // in error with no clinical status (ait-2).
+    let stopped: Value =
+        serde_json::from_str(&patient.ok(&["--json", "history", naproxen])).unwrap();
+    let last = &stopped["versions"][1]["resource"];
+    assert_eq!(last["status"], "stopped");
+    assert_eq!(last["effectivePeriod"]["end"], "2026-12-01");
+    assert_eq!(last["statusReason"][0]["text"], "stomach pain");
+    let summary: Value = serde_json::from_str(&patient.ok(&["--json", "show", "summary"])).unwrap();
+    let peanuts = summary
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r.to_string().contains("peanuts"))
+        .unwrap();
+    assert_eq!(
+        peanuts["verificationStatus"]["coding"][0]["code"],
+        "entered-in-error"
+    );
+    assert!(peanuts.get("clinicalStatus").is_none());
+}
+
+#[test]
+fn a_clinician_corrects_within_the_grant_and_a_reader_is_refused_with_nothing_stored() {
+    let patient = Phr::patient();
+    patient.ok(&["add", "medication", "Ramipril 5mg capsules"]);
+    let gp = grant_gp_write(&patient);
+    let pharmacy = provider("High Street Pharmacy", "FA123");
+    patient.ok(&["contacts", "add", &card(&pharmacy), "--alias", "pharmacy"]);
+    patient.ok(&[
+        "share",
+        "grant",
+        "pharmacy",
+        "--sections",
+        "summary",
+        "--access",
+        "read",
+    ]);
+    sync_homes(&patient.home(), &gp.home());
+    sync_homes(&patient.home(), &pharmacy.home());
+    let id = accept_pending(&gp).remove(0);
+    accept_pending(&pharmacy);
+
+    let (code, _, stderr, _) =
+        pharmacy.run(&["--patient", &id, "stop", "ramipril", "--reason", "cough"]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("may not write"), "{stderr}");
+
+    let stopped = gp.ok(&[
+        "--patient",
+        &id,
+        "stop",
+        "ramipril",
+        "--reason",
+        "dry cough",
+    ]);
+    assert!(
+        stopped.contains("Stopped MedicationStatement/"),
+        "{stopped}"
+    );
+    sync_homes(&patient.home(), &gp.home());
+    let shown = patient.ok(&["show"]);
+    assert!(!shown.contains("Ramipril"), "{shown}");
+    let ramipril = key_of(&patient, "summary", "MedicationStatement", "Ramipril");
+    let history = patient.ok(&["history", &ramipril]);
+    assert!(history.contains("by Riverside Surgery"), "{history}");
+    assert!(
+        history.contains("Ramipril 5mg capsules [stopped]"),
+        "{history}"
+    );
+    // The patient sees who changed it.
+    let audit = patient.ok(&["audit"]);
+    assert!(audit.contains("stop"), "{audit}");
+}
