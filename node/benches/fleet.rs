@@ -28,7 +28,7 @@ use common::{
 use phr_node::net::Client;
 
 /// Honest syncs timed in each phase.
-const SYNCS: usize = 20;
+const SYNCS: usize = 100;
 
 /// Openings each hostile client sends.
 const FLOOD: usize = 3_000;
@@ -190,6 +190,13 @@ async fn main() {
         ms(median(&quiet)),
         ms(median(&attacked)),
         ratio(median(&attacked), median(&quiet))
+    );
+    let p90 = |t: &[Duration]| t[t.len() * 9 / 10];
+    println!(
+        "| honest sync, 90th percentile of {SYNCS} | {} | {} | {} |",
+        ms(p90(&quiet)),
+        ms(p90(&attacked)),
+        ratio(p90(&attacked), p90(&quiet))
     );
     println!(
         "| honest sync, slowest of {SYNCS} | {} | {} | {} |",
