@@ -107,7 +107,27 @@ struct IpsSection {
     /// The IPS "no information" code used when the section is empty and required.
     absent: Option<(&'static str, &'static str, &'static str)>,
     resources: Vec<(ResourceKey, Value)>,
+    /// Whether entries of the kind were left out because their section is not exported (the
+    /// patient's `sensitive` section): said in the narrative, and as the section's
+    /// `emptyReason` `withheld` when nothing else is listed.
+    withheld: bool,
 }
+
+/// The code system of `Composition.section.emptyReason`.
+const LIST_EMPTY_REASON_SYSTEM: &str = "http://terminology.hl7.org/CodeSystem/list-empty-reason";
+
+/// Types of resource that travel with an IPS when its entries point at them (the medicine, the
+/// clinician, the organisation); references to anything else (an encounter, a claim) are
+/// reduced to their display text.
+const IPS_LINKED_TYPES: &[&str] = &[
+    "Medication",
+    "Practitioner",
+    "PractitionerRole",
+    "Organization",
+    "Location",
+    "Substance",
+    "Device",
+];
 
 /// An International Patient Summary of the resources in `sources` (normally summary and clinical).
 pub fn ips(record: &Record, sources: &[Section], now: Timestamp) -> Result<Exported, RecordError> {
@@ -127,22 +147,41 @@ pub fn ips(record: &Record, sources: &[Section], now: Timestamp) -> Result<Expor
     let keep = |items: Vec<(ResourceKey, Value)>, f: &dyn Fn(&Value) -> bool| {
         items.into_iter().filter(|(_, r)| f(r)).collect::<Vec<_>>()
     };
-
-    let problems = keep(from("Condition")?, &|r| {
-        view::<Condition>(r).is_some_and(|c| status::condition_is_active(&c))
-    });
-    let allergies = keep(from("AllergyIntolerance")?, &|r| {
-        view::<AllergyIntolerance>(r).is_some_and(|a| status::allergy_is_current(&a))
-    });
-    let mut medicines = keep(from("MedicationStatement")?, &|r| {
+    // What the same rules would list from the sections not exported (the patient's sensitive
+    // entries): their existence is said, never their content.
+    let withheld_sections: Vec<Section> = Section::ALL
+        .into_iter()
+        .filter(|s| *s == Section::Sensitive && !sources.contains(s))
+        .collect();
+    let withheld = |t: &str, f: &dyn Fn(&Value) -> bool| -> Result<bool, RecordError> {
+        for section in &withheld_sections {
+            if record.resources_of_type(*section, t)?.iter().any(f) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    };
+    let problem = |r: &Value| view::<Condition>(r).is_some_and(|c| status::condition_is_active(&c));
+    let allergy =
+        |r: &Value| view::<AllergyIntolerance>(r).is_some_and(|a| status::allergy_is_current(&a));
+    let statement = |r: &Value| {
         view::<MedicationStatement>(r).is_some_and(|m| status::statement_is_current(&m))
-    });
-    medicines.extend(keep(from("MedicationRequest")?, &|r| {
-        view::<MedicationRequest>(r).is_some_and(|m| status::request_is_current(&m))
-    }));
-    let immunizations = keep(from("Immunization")?, &|r| {
-        view::<Immunization>(r).is_some_and(|i| status::immunization_was_given(&i))
-    });
+    };
+    let request =
+        |r: &Value| view::<MedicationRequest>(r).is_some_and(|m| status::request_is_current(&m));
+    let given =
+        |r: &Value| view::<Immunization>(r).is_some_and(|i| status::immunization_was_given(&i));
+    let result = |r: &Value| {
+        view::<Observation>(r).is_some_and(|o| {
+            o.category.iter().any(|c| c.has_code("laboratory")) && status::observation_is_valid(&o)
+        })
+    };
+
+    let problems = keep(from("Condition")?, &problem);
+    let allergies = keep(from("AllergyIntolerance")?, &allergy);
+    let mut medicines = keep(from("MedicationStatement")?, &statement);
+    medicines.extend(keep(from("MedicationRequest")?, &request));
+    let immunizations = keep(from("Immunization")?, &given);
     let results = latest_lab_results(from("Observation")?);
 
     let mut sections = vec![
@@ -156,6 +195,7 @@ pub fn ips(record: &Record, sources: &[Section], now: Timestamp) -> Result<Expor
                 "No information about problems",
             )),
             resources: problems,
+            withheld: withheld("Condition", &problem)?,
         },
         IpsSection {
             title: "Allergies and Intolerances",
@@ -167,6 +207,7 @@ pub fn ips(record: &Record, sources: &[Section], now: Timestamp) -> Result<Expor
                 "No information about allergies",
             )),
             resources: allergies,
+            withheld: withheld("AllergyIntolerance", &allergy)?,
         },
         IpsSection {
             title: "Medication Summary",
@@ -178,6 +219,8 @@ pub fn ips(record: &Record, sources: &[Section], now: Timestamp) -> Result<Expor
                 "No information about medications",
             )),
             resources: medicines,
+            withheld: withheld("MedicationStatement", &statement)?
+                || withheld("MedicationRequest", &request)?,
         },
         IpsSection {
             title: "Immunizations",
@@ -185,6 +228,7 @@ pub fn ips(record: &Record, sources: &[Section], now: Timestamp) -> Result<Expor
             display: "History of Immunization Narrative",
             absent: None,
             resources: immunizations,
+            withheld: withheld("Immunization", &given)?,
         },
         IpsSection {
             title: "Results",
@@ -192,6 +236,7 @@ pub fn ips(record: &Record, sources: &[Section], now: Timestamp) -> Result<Expor
             display: "Relevant diagnostic tests/laboratory data Narrative",
             absent: None,
             resources: results,
+            withheld: withheld("Observation", &result)?,
         },
     ];
     for section in &mut sections {
@@ -203,7 +248,7 @@ pub fn ips(record: &Record, sources: &[Section], now: Timestamp) -> Result<Expor
             section.resources.push((key, resource));
         }
     }
-    sections.retain(|s| !s.resources.is_empty());
+    sections.retain(|s| !s.resources.is_empty() || s.withheld);
 
     let composition_id = uuid::Uuid::new_v4().to_string();
     let composition = json!({
@@ -231,23 +276,35 @@ pub fn ips(record: &Record, sources: &[Section], now: Timestamp) -> Result<Expor
         included.push((patient, resource));
     }
     included.extend(sections.into_iter().flat_map(|s| s.resources));
-    // Resources the entries point at (a Medication, the prescriber) travel with the document.
-    let mut linked = Vec::new();
-    for (_, resource) in &included {
-        for reference in references(resource) {
-            if let Ok(key) = reference.parse::<ResourceKey>()
-                && let Some(target) = record.get(&key)?
-            {
-                linked.push((key, target));
+    // Resources the entries point at (a Medication, the prescriber) travel with the document,
+    // and what those point at in turn, from the exported sections only.
+    let mut keys: BTreeSet<ResourceKey> = included.iter().map(|(k, _)| k.clone()).collect();
+    let mut next = 0;
+    while next < included.len() {
+        let pointed: Vec<ResourceKey> = references(&included[next].1)
+            .into_iter()
+            .filter_map(|r| r.parse::<ResourceKey>().ok())
+            .filter(|k| IPS_LINKED_TYPES.contains(&k.resource_type.as_str()))
+            .collect();
+        next += 1;
+        for key in pointed {
+            if keys.contains(&key) {
+                continue;
+            }
+            if let Some(target) = exported_resource(record, &key, sources)? {
+                keys.insert(key.clone());
+                included.push((key, target));
             }
         }
     }
     let mut conflicted = Vec::new();
-    for (key, resource) in included.into_iter().chain(linked) {
+    for (key, mut resource) in included {
         if seen.insert(key.clone()) {
             if record.conflicts_on(&key)? {
                 conflicted.push(key.clone());
             }
+            // A reference to what the document does not carry keeps only its display.
+            drop_unresolved(&mut resource, &keys);
             entries.push(entry(&key, resource));
         }
     }
@@ -266,6 +323,53 @@ pub fn ips(record: &Record, sources: &[Section], now: Timestamp) -> Result<Expor
         conflicted,
         count,
     })
+}
+
+/// The resource `key` names, if it is in one of the exported `sections`.
+fn exported_resource(
+    record: &Record,
+    key: &ResourceKey,
+    sections: &[Section],
+) -> Result<Option<Value>, RecordError> {
+    Ok(match record.current(key)? {
+        Some(crate::record::Current::One(v)) if sections.contains(&v.section) => Some(v.resource),
+        Some(crate::record::Current::Conflict(mut vs)) if sections.contains(&vs[0].section) => {
+            Some(vs.remove(0).resource)
+        }
+        _ => None,
+    })
+}
+
+/// Every `reference` in `value` to a resource not in `carried` is taken out of its Reference,
+/// which keeps (or gets) a display, so that every reference left resolves within the document.
+/// References inside the resource (`#id`) stay.
+fn drop_unresolved(value: &mut Value, carried: &BTreeSet<ResourceKey>) {
+    match value {
+        Value::Object(map) => {
+            let dangling = match map.get("reference") {
+                Some(Value::String(r)) if !r.starts_with('#') => r
+                    .parse::<ResourceKey>()
+                    .map_or(true, |key| !carried.contains(&key))
+                    .then(|| r.split('/').next().unwrap_or("resource").to_string()),
+                _ => None,
+            };
+            if let Some(resource_type) = dangling {
+                map.remove("reference");
+                map.entry("display").or_insert_with(|| {
+                    json!(format!("{resource_type} (not included in this summary)"))
+                });
+            }
+            for (key, child) in map.iter_mut() {
+                if key != "reference" {
+                    drop_unresolved(child, carried);
+                }
+            }
+        }
+        Value::Array(items) => items
+            .iter_mut()
+            .for_each(|item| drop_unresolved(item, carried)),
+        _ => {}
+    }
 }
 
 fn latest_lab_results(observations: Vec<(ResourceKey, Value)>) -> Vec<(ResourceKey, Value)> {
@@ -326,19 +430,37 @@ fn composition_section(section: &IpsSection) -> Value {
         .iter()
         .map(|(_, r)| html_escape(&describe(r)))
         .collect();
-    let div = format!(
-        "<div xmlns=\"http://www.w3.org/1999/xhtml\"><ul>{}</ul></div>",
-        items
-            .iter()
-            .map(|i| format!("<li>{i}</li>"))
-            .collect::<String>()
-    );
-    json!({
+    let list = match items.is_empty() {
+        true => String::new(),
+        false => format!(
+            "<ul>{}</ul>",
+            items
+                .iter()
+                .map(|i| format!("<li>{i}</li>"))
+                .collect::<String>()
+        ),
+    };
+    let withheld = match section.withheld {
+        true => "<p>Some entries are withheld at the patient's request.</p>",
+        false => "",
+    };
+    let div = format!("<div xmlns=\"http://www.w3.org/1999/xhtml\">{list}{withheld}</div>");
+    let mut out = json!({
         "title": section.title,
         "code": {"coding": [{"system": "http://loinc.org", "code": section.loinc, "display": section.display}]},
         "text": {"status": "generated", "div": div},
-        "entry": section.resources.iter().map(|(key, _)| json!({"reference": key.to_string()})).collect::<Vec<_>>(),
-    })
+    });
+    if section.resources.is_empty() {
+        // cmp-2: a section with no entries says why.
+        out["emptyReason"] = json!({"coding": [{"system": LIST_EMPTY_REASON_SYSTEM, "code": "withheld", "display": "Information Withheld"}]});
+    } else {
+        out["entry"] = section
+            .resources
+            .iter()
+            .map(|(key, _)| json!({"reference": key.to_string()}))
+            .collect();
+    }
+    out
 }
 
 /// A one-line description of a resource for the Composition's narrative.
@@ -390,6 +512,57 @@ mod tests {
         }
         r.commit(stamp, "test");
         r
+    }
+
+    /// An optional section whose only entries are withheld is there to say so (`emptyReason`
+    /// `withheld`, cmp-2: no entries); a required one keeps its "no information" entry and
+    /// says it in the narrative. Nothing of the withheld entry travels.
+    #[test]
+    fn withheld_sections_say_so_with_the_ips_empty_reason() {
+        let restricted = json!([{"system": "http://terminology.hl7.org/CodeSystem/v3-Confidentiality", "code": "R"}]);
+        let record = record_with(&[
+            json!({"resourceType": "Immunization", "id": "hpv", "status": "completed",
+                "meta": {"security": restricted}, "vaccineCode": {"text": "HPV vaccine"}}),
+            json!({"resourceType": "AllergyIntolerance", "id": "latex",
+                "meta": {"security": restricted}, "code": {"text": "latex"}}),
+        ]);
+        assert_eq!(record.len(Section::Sensitive), 2);
+        let now = Timestamp::from_second(1_700_000_000).unwrap();
+        let ips = ips(&record, &[Section::Summary, Section::Clinical], now)
+            .unwrap()
+            .bundle;
+        assert!(!ips.to_string().contains("HPV") && !ips.to_string().contains("latex"));
+        let sections = ips["entry"][0]["resource"]["section"].as_array().unwrap();
+        let by_code = |code: &str| {
+            sections
+                .iter()
+                .find(|s| s["code"]["coding"][0]["code"] == code)
+                .unwrap_or_else(|| panic!("no section {code}"))
+        };
+        let immunizations = by_code("11369-6");
+        assert_eq!(
+            immunizations["emptyReason"]["coding"][0]["code"],
+            "withheld"
+        );
+        assert!(immunizations.get("entry").is_none());
+        let allergies = by_code("48765-2");
+        assert!(allergies.get("emptyReason").is_none());
+        assert_eq!(
+            allergies["entry"][0]["reference"],
+            "AllergyIntolerance/no-allergy-info"
+        );
+        assert!(
+            allergies["text"]["div"]
+                .as_str()
+                .unwrap()
+                .contains("withheld at the patient's request")
+        );
+        // Results had nothing, withheld or not: no section.
+        assert!(
+            sections
+                .iter()
+                .all(|s| s["code"]["coding"][0]["code"] != "30954-2")
+        );
     }
 
     /// On a device whose own settings name no subject (a second device, a provider), the IPS

@@ -273,3 +273,115 @@ fn ips_export_of_a_lifetime_record_is_a_document_with_the_required_sections() {
         }
     }
 }
+
+/// Every `reference` anywhere in `value`.
+fn all_references(value: &Value, out: &mut Vec<String>) {
+    match value {
+        Value::Object(map) => {
+            for (key, child) in map {
+                match child {
+                    Value::String(r) if key == "reference" => out.push(r.clone()),
+                    _ => all_references(child, out),
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|i| all_references(i, out)),
+        _ => {}
+    }
+}
+
+#[test]
+fn every_reference_in_every_fixtures_ips_resolves_within_the_document() {
+    for path in fixture_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut home, mut record) = patient_home_for(dir.path(), &path);
+        import_file(&mut home, &mut record, &path).unwrap();
+        let ips = export::ips(&record, &[Section::Summary, Section::Clinical], test_time())
+            .unwrap()
+            .bundle;
+        let entries = ips["entry"].as_array().unwrap();
+        let carried: std::collections::BTreeSet<String> = entries
+            .iter()
+            .map(|e| {
+                let url = e["fullUrl"].as_str().unwrap();
+                url.strip_prefix(export::FULL_URL_BASE).unwrap().to_string()
+            })
+            .collect();
+        let mut references = Vec::new();
+        for entry in entries {
+            all_references(&entry["resource"], &mut references);
+        }
+        assert!(!references.is_empty(), "{}", path.display());
+        for reference in &references {
+            assert!(
+                reference.starts_with('#') || carried.contains(reference),
+                "{}: {reference} does not resolve within the IPS",
+                path.display()
+            );
+        }
+        // One Patient, and it is the Composition's subject.
+        let patients: Vec<&Value> = entries
+            .iter()
+            .filter(|e| e["resource"]["resourceType"] == "Patient")
+            .collect();
+        assert_eq!(patients.len(), 1, "{}", path.display());
+        let subject = format!(
+            "Patient/{}",
+            patients[0]["resource"]["id"].as_str().unwrap()
+        );
+        assert_eq!(
+            entries[0]["resource"]["subject"]["reference"],
+            subject.as_str()
+        );
+    }
+}
+
+#[test]
+fn the_ips_says_when_sensitive_entries_are_withheld_without_saying_what_they_are() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut home, mut record) = patient_home(dir.path());
+    let sensitive = serde_json::json!({"resourceType": "Condition", "id": "hiv",
+        "meta": {"security": [{"system": "http://terminology.hl7.org/CodeSystem/v3-Confidentiality", "code": "R"}]},
+        "clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "active"}]},
+        "code": {"text": "HIV infection"}});
+    let file = dir.path().join("sensitive.json");
+    std::fs::write(&file, sensitive.to_string()).unwrap();
+    import_file(&mut home, &mut record, &file).unwrap();
+    assert_eq!(
+        record.len(Section::Sensitive),
+        1,
+        "the entry is in sensitive"
+    );
+    let ips = export::ips(&record, &[Section::Summary, Section::Clinical], test_time())
+        .unwrap()
+        .bundle;
+    let text = ips.to_string();
+    assert!(
+        !text.contains("HIV"),
+        "the withheld entry is not in the IPS"
+    );
+    let problems = &ips["entry"][0]["resource"]["section"][0];
+    assert_eq!(problems["code"]["coding"][0]["code"], "11450-4");
+    assert!(
+        problems["text"]["div"]
+            .as_str()
+            .unwrap()
+            .contains("withheld at the patient's request"),
+        "{problems}"
+    );
+    // Exported with the sensitive section, it is listed and nothing is said withheld.
+    let with_it = export::ips(
+        &record,
+        &[Section::Summary, Section::Clinical, Section::Sensitive],
+        test_time(),
+    )
+    .unwrap()
+    .bundle;
+    assert!(with_it.to_string().contains("HIV infection"));
+    assert!(
+        !with_it["entry"][0]["resource"]["section"][0]["text"]["div"]
+            .as_str()
+            .unwrap()
+            .contains("withheld")
+    );
+}
