@@ -164,3 +164,37 @@ fn a_clinician_corrects_within_the_grant_and_a_reader_is_refused_with_nothing_st
     let audit = patient.ok(&["audit"]);
     assert!(audit.contains("stop"), "{audit}");
 }
+
+#[test]
+fn a_gps_reading_is_a_clinical_observation_flagged_against_the_clinic_threshold() {
+    let patient = Phr::patient();
+    let gp = grant_gp_write(&patient);
+    sync_homes(&patient.home(), &gp.home());
+    let id = accept_pending(&gp).remove(0);
+    let added = gp.ok(&[
+        "--patient",
+        &id,
+        "add",
+        "reading",
+        "blood-pressure",
+        "150/95",
+    ]);
+    assert!(added.contains("to clinical"), "{added}");
+    sync_homes(&patient.home(), &gp.home());
+    let shown = patient.ok(&["show"]);
+    let line = shown
+        .lines()
+        .find(|l| l.contains("150/95"))
+        .unwrap_or_else(|| panic!("{shown}"));
+    assert!(!line.contains("home reading"), "{line}");
+    assert!(line.contains("HIGH") || line.contains("high"), "{line}");
+    let clinical: Value =
+        serde_json::from_str(&patient.ok(&["--json", "show", "clinical"])).unwrap();
+    let observation = clinical
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["resourceType"] == "Observation")
+        .unwrap();
+    assert_eq!(observation["performer"][0]["display"], "Riverside Surgery");
+}

@@ -62,6 +62,7 @@ pub fn run(ctx: &Context, args: Args) -> Result<()> {
         since: args.since.or(args.onset),
         dosage: args.dosage,
         sensitive: args.sensitive,
+        recorded_by: None,
     };
     let id = phr_core::new_id();
     let message = format!("add {}", new.kind.as_str());
@@ -77,6 +78,11 @@ pub fn run(ctx: &Context, args: Args) -> Result<()> {
     };
     let home = ctx.open_home()?;
     let mut patient = patients::open(&home, query)?;
+    // A reading taken at the practice is a clinical observation, not the patient's own.
+    let new = NewEntry {
+        recorded_by: Some(home.party().name),
+        ..new
+    };
     let resource = entry::build(&new, patient.subject(), &id, now())?;
     patient.add(&resource, &message, now())?;
     report(ctx, &resource, Some(&patient.id().to_string()))

@@ -13,7 +13,8 @@
 //! | `note`       | `DocumentReference`  | journal   |
 //!
 //! Journal entries carry a phr section tag, which [`crate::section::place`] honours before any
-//! other rule. An entry marked sensitive is tagged `sensitive` instead and also gets the HL7
+//! other rule. A reading a clinician records ([`NewEntry::recorded_by`]) carries none: it is a
+//! clinical observation, in `clinical`, performed by them. An entry marked sensitive is tagged `sensitive` instead and also gets the HL7
 //! "restricted" confidentiality label, so it stays sensitive even where phr's tag is unknown.
 //! Everything the patient reports is `unconfirmed`: a clinician's node confirms it.
 //!
@@ -152,6 +153,9 @@ pub struct NewEntry {
     pub dosage: Option<String>,
     /// The patient marks the entry sensitive.
     pub sensitive: bool,
+    /// The clinician or provider recording it, when it is not the patient: a reading is then
+    /// a clinical observation (the `clinical` section, performed by them), not a home one.
+    pub recorded_by: Option<String>,
 }
 
 impl NewEntry {
@@ -319,9 +323,12 @@ pub fn build(
             "subject"
         };
         resource.insert(field.into(), json!({ "reference": subject }));
-        if entry.kind == EntryKind::Reading {
+        if entry.kind == EntryKind::Reading && entry.recorded_by.is_none() {
             resource.insert("performer".into(), json!([{ "reference": subject }]));
         }
+    }
+    if let (EntryKind::Reading, Some(by)) = (entry.kind, &entry.recorded_by) {
+        resource.insert("performer".into(), json!([{ "display": by }]));
     }
     Ok(Value::Object(resource))
 }
@@ -406,6 +413,8 @@ fn meta(entry: &NewEntry) -> Option<Value> {
         }));
     }
     match entry.kind {
+        // A clinician's reading is a clinical observation, placed by its type.
+        EntryKind::Reading if entry.recorded_by.is_some() => None,
         EntryKind::Symptom | EntryKind::Reading | EntryKind::Note => {
             Some(json!({ "tag": tag("journal") }))
         }

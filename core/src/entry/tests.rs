@@ -236,3 +236,21 @@ proptest! {
         prop_assert_eq!(result.is_ok(), in_range && diastolic < systolic);
     }
 }
+
+#[test]
+fn a_clinicians_reading_is_a_clinical_observation_performed_by_them() {
+    let at_home = built(&reading_entry("blood-pressure", "148/95"));
+    assert_eq!(place(&at_home), Section::Journal);
+    assert_eq!(at_home["performer"][0]["reference"], PATIENT);
+    let at_practice = built(&NewEntry {
+        recorded_by: Some("Riverside Surgery".into()),
+        ..reading_entry("blood-pressure", "148/95")
+    });
+    assert_eq!(place(&at_practice), Section::Clinical);
+    assert_eq!(
+        at_practice["performer"],
+        json!([{"display": "Riverside Surgery"}])
+    );
+    assert_eq!(at_practice["component"], at_home["component"]);
+    assert_eq!(at_practice["subject"]["reference"], PATIENT);
+}

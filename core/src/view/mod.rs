@@ -91,8 +91,10 @@ pub struct PatientHeader {
     pub nhs_number: Option<String>,
     /// Date of birth.
     pub birth_date: Option<String>,
-    /// Date of death, if the patient has died.
+    /// Date of death, if the patient has died and it is recorded.
     pub died: Option<String>,
+    /// Whether the patient has died (a date of death, or `deceasedBoolean` true).
+    pub deceased: bool,
     /// Age in whole years, today or at death.
     pub age_years: Option<i16>,
     /// Administrative gender.

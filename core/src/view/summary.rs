@@ -80,6 +80,8 @@ pub fn patient_header(record: &Record, today: Date) -> Result<PatientHeader, Rec
         .unwrap_or(Value::Null);
     let patient: Patient = view(&resource).unwrap_or_default();
     let died = date_part(resource.get("deceasedDateTime").and_then(Value::as_str));
+    let deceased =
+        died.is_some() || resource.get("deceasedBoolean").and_then(Value::as_bool) == Some(true);
     let birth_date = date_part(patient.birth_date.as_deref());
     // The age of someone who has died is their age at death, not what it would be today.
     let end = match &died {
@@ -105,6 +107,7 @@ pub fn patient_header(record: &Record, today: Date) -> Result<PatientHeader, Rec
         nhs_number: nhs_number.map(|n| NhsNumber::parse(&n).map_or(n, |valid| valid.to_string())),
         birth_date,
         died,
+        deceased,
         age_years: birth
             .zip(end)
             .and_then(|(birth, end)| age_years(birth, end)),
@@ -319,14 +322,16 @@ impl fmt::Display for Summary {
             "!",
             &self.allergies,
         )?;
-        group(f, "Active problems", "None recorded.", "•", &self.problems)?;
-        group(
-            f,
-            "Current medicines",
-            "None recorded.",
-            "•",
-            &self.medicines,
-        )?;
+        // Someone who has died takes no medicines now: the lists are as they stood at death.
+        let (problems, medicines) = match self.patient.deceased {
+            true => (
+                "Problems recorded as active when they died",
+                "Medicines recorded as current when they died",
+            ),
+            false => ("Active problems", "Current medicines"),
+        };
+        group(f, problems, "None recorded.", "•", &self.problems)?;
+        group(f, medicines, "None recorded.", "•", &self.medicines)?;
         group(
             f,
             "Recent results (latest of each, newest first)",
@@ -404,6 +409,9 @@ impl fmt::Display for PatientHeader {
                 parts.push("date of birth not recorded".into());
                 parts.extend(died.as_ref().map(|d| format!("died {d}")));
             }
+        }
+        if self.deceased && self.died.is_none() {
+            parts.push("died (date not recorded)".into());
         }
         parts.extend(self.gender.clone());
         f.write_str(&parts.join(" · "))

@@ -112,6 +112,27 @@ fn header_shows_name_nhs_number_and_age() {
     );
 }
 
+/// Someone who has died takes no medicines now: their lists read as they stood at death.
+#[test]
+fn a_deceased_patients_medicines_are_not_called_current() {
+    let patient = json!({"resourceType": "Patient", "id": "p", "birthDate": "1919-02-01",
+        "deceasedBoolean": true});
+    let medicine = json!({"resourceType": "MedicationStatement", "id": "m", "status": "active",
+        "medicationCodeableConcept": {"text": "Digoxin 125mcg tablets"}});
+    let (summary, text) = shown(&[patient, medicine]);
+    assert!(summary.patient.deceased);
+    assert!(text.contains("died (date not recorded)"), "{text}");
+    assert!(
+        text.contains("Medicines recorded as current when they died\n  • Digoxin"),
+        "{text}"
+    );
+    assert!(!text.contains("Current medicines"), "{text}");
+    assert!(
+        text.contains("Problems recorded as active when they died"),
+        "{text}"
+    );
+}
+
 #[test]
 fn out_of_range_result_is_flagged_and_only_the_latest_of_a_test_is_kept() {
     let (summary, text) = shown(&[
