@@ -45,6 +45,7 @@ fn is_user_error(error: &anyhow::Error) -> bool {
                         | RecordError::NotFound(_)
                         | RecordError::NotInConflict(_)
                         | RecordError::UnknownVersion { .. }
+                        | RecordError::UnknownImport(_)
                 )
             )
     })

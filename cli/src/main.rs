@@ -42,6 +42,8 @@ enum Command {
     Init(cmd::init::Args),
     /// Import FHIR R4 JSON files: Bundles of any type or single resources (idempotent, all or nothing)
     Import(cmd::import::Args),
+    /// The imports in the record; `imports undo ID` takes one back
+    Imports(cmd::imports::Args),
     /// Export the record as a FHIR R4 Bundle, or an International Patient Summary with --ips
     Export(cmd::export::Args),
     /// Show the record in plain language (default: the summary)
@@ -137,6 +139,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Init(args) => cmd::init::run(&ctx, args),
         Command::Import(args) => cmd::import::run(&ctx, args),
+        Command::Imports(args) => cmd::imports::run(&ctx, args),
         Command::Export(args) => cmd::export::run(&ctx, args),
         Command::Show(args) => cmd::show::run(&ctx, args),
         Command::Add(args) => cmd::add::run(&ctx, args),

@@ -198,3 +198,42 @@ fn a_gps_reading_is_a_clinical_observation_flagged_against_the_clinic_threshold(
         .unwrap();
     assert_eq!(observation["performer"][0]["display"], "Riverside Surgery");
 }
+
+#[test]
+fn an_import_is_undone_and_the_record_shows_what_it_did_before() {
+    let patient = Phr::patient();
+    patient.ok(&["add", "allergy", "latex", "--reaction", "rash"]);
+    let before: Value = serde_json::from_str(&patient.ok(&["--json", "export"])).unwrap();
+    let entries = patient.dir.path().join("entries.json");
+    std::fs::write(&entries, ENTRIES).unwrap();
+    let mut t = Transcript::default();
+    t.run(&patient, &["import", entries.to_str().unwrap()]);
+    let listed: Value = serde_json::from_str(&patient.ok(&["--json", "imports"])).unwrap();
+    let id = listed[0]["import"].as_str().unwrap().to_string();
+    t.run(&patient, &["imports"]);
+    t.note("a later correction is left as it is");
+    t.run(&patient, &["stop", "naproxen"]);
+    t.run(&patient, &["imports", "undo", &id]);
+    t.run(&patient, &["show"]);
+    t.run(&patient, &["history", "AllergyIntolerance/peanuts"]);
+    t.run(&patient, &["imports", "undo", &id]);
+    t.run(&patient, &["imports", "undo", "nosuchid"]);
+    let codes = t.finish("imports_undo");
+    assert_eq!(codes, [0, 0, 0, 0, 0, 0, 0, 1]);
+    // Everything but the stopped medicine is as it was before the import.
+    let after: Value = serde_json::from_str(&patient.ok(&["--json", "export"])).unwrap();
+    let keys = |bundle: &Value| -> Vec<String> {
+        let mut keys: Vec<String> = bundle["entry"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["fullUrl"].as_str().unwrap().to_string())
+            .collect();
+        keys.sort();
+        keys
+    };
+    let mut expected = keys(&before);
+    expected.push("https://phr.invalid/fhir/MedicationStatement/naproxen".into());
+    expected.sort();
+    assert_eq!(keys(&after), expected);
+}

@@ -208,6 +208,8 @@ pub struct ImportReport {
     /// The file's `Patient`s merged into the record's own (see [`crate::identity`]): who each
     /// said it was.
     pub merged: Vec<String>,
+    /// The import's id, on every version it wrote: `phr imports undo ID` takes it back.
+    pub import: String,
 }
 
 /// How [`apply_as`] treats a `Patient` that is not the record's.
@@ -499,7 +501,11 @@ pub fn apply_as(
         Ok(report) if report.added + report.updated > 0 => {
             record.commit(
                 stamp,
-                &format!("import {} resources", report.added + report.updated),
+                &format!(
+                    "import {}: {} resources",
+                    report.import,
+                    report.added + report.updated
+                ),
             );
         }
         Ok(_) => {}
@@ -605,15 +611,20 @@ fn apply_all(
     options: ImportOptions,
 ) -> Result<ImportReport, ImportError> {
     let patients = sort_patients(record, parsed, options)?;
+    let import: String = crate::keys::random_array::<4>()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     let mut report = ImportReport {
         skipped,
         merged: patients.report.clone(),
+        import: import.clone(),
         ..ImportReport::default()
     };
     let own_key = patients.own.as_ref().map(|(key, _)| key.to_string());
     let mut put = |resource: &Value, location: &Location| -> Result<(), ImportError> {
         let outcome = record
-            .put(stamp, resource)
+            .put_marked(stamp, resource, &[("import", &import)])
             .map_err(|source| ImportError::Record {
                 location: location.clone(),
                 source: Box::new(source),

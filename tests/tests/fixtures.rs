@@ -385,3 +385,74 @@ fn the_ips_says_when_sensitive_entries_are_withheld_without_saying_what_they_are
             .contains("withheld")
     );
 }
+
+#[test]
+fn undoing_an_import_gives_back_the_records_export_exactly_and_history_keeps_it_all() {
+    for path in fixture_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut home, mut record) = patient_home_for(dir.path(), &path);
+        let export_of = |record: &phr_core::Record| {
+            export::collection(record, &Section::ALL, test_time())
+                .unwrap()
+                .bundle["entry"]
+                .clone()
+        };
+        let before = export_of(&record);
+        let report = import_file(&mut home, &mut record, &path).unwrap();
+        assert_ne!(export_of(&record), before, "{}", path.display());
+        let imports = record.imports().unwrap();
+        assert_eq!(imports.len(), 1, "{imports:?}");
+        assert_eq!(imports[0].id, report.import);
+        assert_eq!(imports[0].current, report.added + report.updated);
+
+        let author = home.device().author();
+        let stamp = phr_core::record::Stamp {
+            author: &author,
+            time: test_time(),
+        };
+        let undone = record.undo_import(stamp, &report.import).unwrap();
+        record.commit(stamp, "undo");
+        home.save(&mut record, test_time()).unwrap();
+        assert_eq!(undone.removed, report.added, "{}", path.display());
+        assert_eq!(undone.restored, report.updated, "{}", path.display());
+        assert!(undone.left.is_empty());
+        drop((home, record));
+
+        // From disk, the export is what it was before the import.
+        let mut home = Home::open(dir.path()).unwrap();
+        let mut record = home.load_record().unwrap();
+        assert_eq!(export_of(&record), before, "{}", path.display());
+        assert!(record.imports().unwrap().is_empty());
+        assert!(record.conflicts().unwrap().is_empty());
+        // History keeps what the import wrote, and its removal.
+        let input: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        let added = input["entry"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|e| phr_core::fhir::reference::ResourceKey::of(&e["resource"]))
+            .find(|k| k.resource_type != "Patient")
+            .unwrap();
+        let history = record.history(&added).unwrap();
+        assert_eq!(history.len(), 2, "{added}: {history:#?}");
+        assert!(
+            history
+                .iter()
+                .any(|v| v.import.as_deref() == Some(report.import.as_str()))
+        );
+        assert!(history.iter().any(|v| v.removed.is_some()));
+        assert!(record.get(&added).unwrap().is_none());
+        // Undone twice is nothing more; imported again, it is all back.
+        let stamp = phr_core::record::Stamp {
+            author: &author,
+            time: test_time(),
+        };
+        assert_eq!(
+            record.undo_import(stamp, &report.import).unwrap(),
+            Default::default()
+        );
+        let again = import_file(&mut home, &mut record, &path).unwrap();
+        assert_eq!(again.added, report.added, "{}", path.display());
+        assert!(record.get(&added).unwrap().is_some());
+    }
+}

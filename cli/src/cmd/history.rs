@@ -44,10 +44,13 @@ fn render(ctx: &Context, args: &Args, record: &Record) -> Result<()> {
     say(&format!("{}: {count}, oldest first", args.reference));
     for (index, version) in versions.iter().enumerate() {
         say(&format!("  {}. {}", index + 1, headline(version)));
-        say(&format!(
-            "     {}",
-            view::describe_resource(&version.resource)
-        ));
+        match &version.removed {
+            Some(why) => say(&format!("     removed ({why})")),
+            None => say(&format!(
+                "     {}",
+                view::describe_resource(&version.resource)
+            )),
+        }
         if let Some(kept) = &version.kept {
             say(&format!(
                 "     settled a conflict between {} versions, keeping {}",
@@ -102,6 +105,9 @@ pub fn version_json(version: &Version) -> serde_json::Value {
         "replaces": version.replaces,
         "kept": version.kept,
         "proven": version.proven,
+        "import": version.import,
+        "removed": version.removed,
+        "undoes": version.undoes,
         "resource": version.resource,
     })
 }

@@ -104,6 +104,12 @@ fn print_report(ctx: &Context, args: &Args, report: &ImportReport) -> Result<()>
             .collect();
         say(&format!("Written to: {}.", sections.join(", ")));
     }
+    if !report.written.is_empty() {
+        say(&format!(
+            "This was import {}: `phr imports undo {}` takes it back.",
+            report.import, report.import
+        ));
+    }
     for found in &report.merged {
         say(&format!(
             "The file's Patient ({found}) is this record's patient: merged into the record's own \

@@ -13,6 +13,7 @@ pub mod export;
 pub mod held;
 pub mod history;
 pub mod import;
+pub mod imports;
 pub mod init;
 pub mod node;
 pub mod patients;

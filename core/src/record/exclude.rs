@@ -229,7 +229,7 @@ impl Record {
             return false;
         };
         let json = serde_json::to_string(resource).expect("a JSON value always serialises");
-        if super::write_version(&mut fork, section, &key_text, &json, stamp, &replaces, None)
+        if super::write_version(&mut fork, section, &key_text, &json, stamp, &replaces, &[])
             .is_err()
         {
             return false;

@@ -90,6 +90,13 @@ pub struct Version {
     pub replaces: Vec<String>,
     /// When this version settled a conflict: the version that was kept.
     pub kept: Option<String>,
+    /// The import that wrote it (`phr imports`), if an import did.
+    pub import: Option<String>,
+    /// Set on a version that removes the resource (an undone import's addition): why. The
+    /// resource is what it was, for history; every view leaves it out.
+    pub removed: Option<String>,
+    /// Set on a version written to undo an import: that import's id.
+    pub undoes: Option<String>,
     /// Whether its writer's own signature proves it: every field was written by the actor that
     /// made the version, in changes that came in a blob that actor's device signed or that an
     /// authorship proof of that device covers (`changes::provenance`). A version another writer
@@ -127,6 +134,9 @@ impl Version {
 }
 
 /// What is stored under one key now.
+// A short-lived answer, moved out of at once: boxing the common `One` would cost an
+// allocation on every read to save stack bytes.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq)]
 pub enum Current {
     /// One version: the normal case.
@@ -195,6 +205,9 @@ pub enum RecordError {
     /// No such resource in this record.
     #[error("{0} is not in this record (see `phr show --json` or `phr export` for what is)")]
     NotFound(ResourceKey),
+    /// No version of the record names this import.
+    #[error("no import {0} in this record: `phr imports` lists the imports it holds")]
+    UnknownImport(String),
     /// `resolve` on a resource that is not in conflict.
     #[error("{0} has no conflicting versions to resolve")]
     NotInConflict(ResourceKey),
@@ -372,19 +385,30 @@ impl Record {
     }
 
     /// The current version(s) of a key, across all sections (a resource normally lives in one).
+    /// A version that removed the resource is not current: a key with only such versions has
+    /// none, and one beside a concurrent edit leaves the edit as the one version.
     pub fn current(&self, key: &ResourceKey) -> Result<Option<Current>> {
+        let mut versions = self.all_current(key)?;
+        versions.retain(|v| v.removed.is_none());
+        Ok(Self::as_current(versions))
+    }
+
+    /// Every current version of a key, removals included, sorted.
+    fn all_current(&self, key: &ResourceKey) -> Result<Vec<Version>> {
         let mut versions = Vec::new();
         for section in Section::ALL {
             versions.extend(self.versions_in(section, &key.to_string())?);
         }
-        Ok(match versions.len() {
+        versions.sort_by(|a, b| (a.time, &a.id).cmp(&(b.time, &b.id)));
+        Ok(versions)
+    }
+
+    fn as_current(mut versions: Vec<Version>) -> Option<Current> {
+        match versions.len() {
             0 => None,
             1 => versions.pop().map(Current::One),
-            _ => {
-                versions.sort_by(|a, b| (a.time, &a.id).cmp(&(b.time, &b.id)));
-                Some(Current::Conflict(versions))
-            }
-        })
+            _ => Some(Current::Conflict(versions)),
+        }
     }
 
     fn versions_in(&self, section: Section, key: &str) -> Result<Vec<Version>> {
@@ -450,18 +474,39 @@ impl Record {
                 key: key_text.clone(),
                 reason: "not a Type/id key".into(),
             })?;
-            let json = version_field_str(doc, section, &key_text, &item.id(), "resource")?;
+            let mut value = item.id();
+            let mut conflict = item.conflict;
+            if conflict || is_removal(doc, &value) {
+                // Removals are not resources: the first live value, if any, stands.
+                let live: Vec<ObjId> = doc
+                    .get_all(ROOT, key_text.as_str())
+                    .map_err(am(section))?
+                    .into_iter()
+                    .map(|(_, obj)| obj)
+                    .filter(|obj| !is_removal(doc, obj))
+                    .collect();
+                let Some(first) = live.first() else {
+                    continue;
+                };
+                value = first.clone();
+                conflict = live.len() > 1;
+            }
+            let json = version_field_str(doc, section, &key_text, &value, "resource")?;
             let resource = parse_resource(section, &key_text, &json)?;
-            out.push((key, resource, item.conflict));
+            out.push((key, resource, conflict));
         }
         Ok(out)
     }
 
     /// How many resources a section holds.
     pub fn len(&self, section: Section) -> usize {
-        self.doc(section)
-            .keys(ROOT)
+        let doc = self.doc(section);
+        doc.keys(ROOT)
             .filter(|key| belongs(section, key))
+            .filter(|key| {
+                doc.get_all(ROOT, key.as_str())
+                    .is_ok_and(|values| values.iter().any(|(_, obj)| !is_removal(doc, obj)))
+            })
             .count()
     }
 
@@ -475,6 +520,16 @@ impl Record {
     ///
     /// Refuses to write over conflicting versions: a person must choose between them first.
     pub fn put(&mut self, stamp: Stamp<'_>, resource: &Value) -> Result<PutOutcome> {
+        self.put_marked(stamp, resource, &[])
+    }
+
+    /// [`Record::put`], with string fields on the version (`import`: the import writing it).
+    pub fn put_marked(
+        &mut self,
+        stamp: Stamp<'_>,
+        resource: &Value,
+        marks: &[(&str, &str)],
+    ) -> Result<PutOutcome> {
         let key = ResourceKey::of(resource).ok_or(RecordError::NoKey)?;
         let key_text = key.to_string();
         let section = place(resource);
@@ -484,22 +539,26 @@ impl Record {
             let doc = self.doc(s);
             for (_, obj) in doc.get_all(ROOT, key_text.as_str()).map_err(am(s))? {
                 let stored = version_field_str(doc, s, &key_text, &obj, "resource")?;
-                existing.push((s, obj, stored));
+                let removal = is_removal(doc, &obj);
+                existing.push((s, obj, stored, removal));
             }
         }
-        match existing.as_slice() {
+        // A removal is superseded like any version, but is no conflict and never "the same".
+        let live: Vec<_> = existing.iter().filter(|e| !e.3).collect();
+        match live.as_slice() {
             [] => {}
-            [(s, _, stored)] if *s == section && *stored == json => {
+            [(s, _, stored, _)] if *s == section && *stored == json && existing.len() == 1 => {
                 return Ok(PutOutcome::Unchanged);
             }
             [_] => {}
             _ => return Err(RecordError::Conflicted(key)),
         }
+        let added = live.is_empty();
         let replaces: Vec<String> = existing
             .iter()
-            .map(|(s, obj, _)| format!("{s}:{obj}"))
+            .map(|(s, obj, _, _)| format!("{s}:{obj}"))
             .collect();
-        for (s, _, _) in &existing {
+        for (s, _, _, _) in &existing {
             if *s != section {
                 // The resource moved section (e.g. newly labelled sensitive): it lives in one only.
                 self.doc_mut(*s)
@@ -514,13 +573,44 @@ impl Record {
             &json,
             stamp,
             &replaces,
-            None,
+            marks,
         )?;
-        Ok(if existing.is_empty() {
+        Ok(if added {
             PutOutcome::Added
         } else {
             PutOutcome::Updated
         })
+    }
+
+    /// Removes a resource by a new version that says so (`removed`: why), superseding its one
+    /// current version; history keeps everything. Refused if the resource is not here or its
+    /// versions conflict. The write joins the open change, like [`Record::put`].
+    pub fn remove(
+        &mut self,
+        stamp: Stamp<'_>,
+        key: &ResourceKey,
+        why: &str,
+        marks: &[(&str, &str)],
+    ) -> Result<()> {
+        let version = match self.current(key)? {
+            None => return Err(RecordError::NotFound(key.clone())),
+            Some(Current::Conflict(_)) => return Err(RecordError::Conflicted(key.clone())),
+            Some(Current::One(version)) => version,
+        };
+        let json =
+            serde_json::to_string(&version.resource).expect("a JSON value always serialises");
+        let mut marks = marks.to_vec();
+        marks.push(("removed", why));
+        write_version(
+            self.doc_mut(version.section),
+            version.section,
+            &key.to_string(),
+            &json,
+            stamp,
+            &[version.reference()],
+            &marks,
+        )?;
+        Ok(())
     }
 
     /// Closes the open change of every section written to since the last commit, stamped with
@@ -622,7 +712,7 @@ impl Record {
             &json,
             stamp,
             &replaces,
-            Some(&chosen.reference()),
+            &[("kept", &chosen.reference())],
         )?;
         self.commit(
             stamp,
@@ -640,11 +730,11 @@ impl Record {
     /// Every version of a resource that this replica knows, oldest first: the current ones and,
     /// transitively, the versions they replaced.
     pub fn history(&self, key: &ResourceKey) -> Result<Vec<Version>> {
-        let mut queue: VecDeque<Version> = match self.current(key)? {
-            None => return Err(RecordError::NotFound(key.clone())),
-            Some(Current::One(v)) => VecDeque::from([v]),
-            Some(Current::Conflict(vs)) => vs.into(),
-        };
+        // A removed resource keeps its history: the removal is its last version.
+        let mut queue: VecDeque<Version> = self.all_current(key)?.into();
+        if queue.is_empty() {
+            return Err(RecordError::NotFound(key.clone()));
+        }
         let key_text = key.to_string();
         let mut seen = BTreeSet::new();
         let mut out = Vec::new();
@@ -760,7 +850,7 @@ pub fn lone_change(
     let section = place(resource);
     let json = serde_json::to_string(resource).expect("a JSON value always serialises");
     let mut doc = AutoCommit::new().with_actor(actor);
-    write_version(&mut doc, section, &key.to_string(), &json, stamp, &[], None)?;
+    write_version(&mut doc, section, &key.to_string(), &json, stamp, &[], &[])?;
     doc.commit_with(
         CommitOptions::default()
             .with_time(stamp.time.as_second())
@@ -832,7 +922,7 @@ fn write_version(
     json: &str,
     stamp: Stamp<'_>,
     replaces: &[String],
-    kept: Option<&str>,
+    marks: &[(&str, &str)],
 ) -> Result<ObjId> {
     let err = am(section);
     let obj = doc.put_object(ROOT, key, ObjType::Map).map_err(&err)?;
@@ -855,10 +945,16 @@ fn write_version(
             doc.insert(&list, index, reference.as_str()).map_err(&err)?;
         }
     }
-    if let Some(kept) = kept {
-        doc.put(&obj, "kept", kept).map_err(&err)?;
+    // `kept`, `import`, `removed`: string fields a version carries when they apply.
+    for (field, value) in marks {
+        doc.put(&obj, *field, *value).map_err(&err)?;
     }
     Ok(obj)
+}
+
+/// Whether the version object `obj` removes its resource (it has a `removed` field).
+fn is_removal(doc: &AutoCommit, obj: &ObjId) -> bool {
+    doc.get(obj, "removed").is_ok_and(|v| v.is_some())
 }
 
 /// Whether a key can belong to a section's document: `AuditEvent`s live in `audit`, and nothing
@@ -952,13 +1048,15 @@ fn read_version(
             }
         }
     }
-    let kept = doc
-        .get(obj, "kept")
-        .map_err(am(section))?
-        .and_then(|(value, _)| match value {
-            AmValue::Scalar(s) => s.as_str().map(str::to_string),
-            AmValue::Object(_) => None,
-        });
+    let text = |field: &str| -> Result<Option<String>> {
+        Ok(doc
+            .get(obj, field)
+            .map_err(am(section))?
+            .and_then(|(value, _)| match value {
+                AmValue::Scalar(s) => s.as_str().map(str::to_string),
+                AmValue::Object(_) => None,
+            }))
+    };
     Ok(Version {
         section,
         id: obj.to_string(),
@@ -966,7 +1064,10 @@ fn read_version(
         author,
         time,
         replaces,
-        kept,
+        kept: text("kept")?,
+        import: text("import")?,
+        removed: text("removed")?,
+        undoes: text("undoes")?,
         proven: proven_whole(doc, obj, unproven),
     })
 }
@@ -997,8 +1098,10 @@ fn proven_whole(doc: &AutoCommit, obj: &ObjId, unproven: &[Unproven]) -> bool {
 }
 
 mod exclude;
+mod imports;
 mod preview;
 
 pub use exclude::Stranded;
+pub use imports::{ImportSummary, Undone};
 #[cfg(test)]
 mod tests;

@@ -436,7 +436,7 @@ fn keys_that_cannot_belong_to_a_section_are_not_read_from_it() {
         &json,
         stamp3,
         &replaces,
-        None,
+        &[],
     )
     .unwrap();
     let history = loaded.history(&key).unwrap();
@@ -469,6 +469,9 @@ mod author {
             time: Timestamp::UNIX_EPOCH,
             replaces: Vec::new(),
             kept: None,
+            import: None,
+            removed: None,
+            undoes: None,
             proven: true,
         }
     }
@@ -520,4 +523,62 @@ fn a_piece_that_makes_automerge_panic_is_left_out_and_the_rest_loads() {
         "{bad:?}"
     );
     assert_eq!(loaded.len(Section::Summary), 1);
+}
+
+/// A removal (an undone import's addition) hides the resource everywhere and keeps its
+/// history; an edit made concurrently on another device outlives it, with no conflict to
+/// settle; writing the resource again brings it back as new.
+#[test]
+fn a_removed_resource_is_gone_from_every_view_but_history_and_a_concurrent_edit_stands() {
+    let (mut a, mut b) = two_replicas();
+    let (alice, bob) = (author("a"), author("b"));
+    let key: ResourceKey = "Condition/c1".parse().unwrap();
+    a.remove(stamp(&alice, 1), &key, "undo of import 1234abcd", &[])
+        .unwrap();
+    a.commit(stamp(&alice, 1), "undo");
+    assert_eq!(a.current(&key).unwrap(), None);
+    assert_eq!(a.get(&key).unwrap(), None);
+    assert_eq!(a.len(Section::Summary), 0);
+    assert!(a.resources(Section::Summary).unwrap().is_empty());
+    let history = a.history(&key).unwrap();
+    assert_eq!(history.len(), 2);
+    assert_eq!(
+        history[1].removed.as_deref(),
+        Some("undo of import 1234abcd")
+    );
+    assert!(matches!(
+        a.remove(stamp(&alice, 2), &key, "again", &[]),
+        Err(RecordError::NotFound(_))
+    ));
+
+    // Meanwhile the other device edited it: the edit stands, and nothing waits for a person.
+    b.put(stamp(&bob, 1), &condition("c1", "asthma, mild"))
+        .unwrap();
+    b.commit(stamp(&bob, 1), "edit");
+    a.merge(&mut b).unwrap();
+    let Some(Current::One(kept)) = a.current(&key).unwrap() else {
+        panic!("the edit is the one version")
+    };
+    assert_eq!(kept.resource["code"]["text"], "asthma, mild");
+    assert!(a.conflicts().unwrap().is_empty());
+    assert_eq!(a.resources(Section::Summary).unwrap().len(), 1);
+    // Writing over it supersedes the removal too.
+    a.put(stamp(&alice, 3), &condition("c1", "asthma, moderate"))
+        .unwrap();
+    a.commit(stamp(&alice, 3), "edit");
+    let Some(Current::One(last)) = a.current(&key).unwrap() else {
+        panic!("one version")
+    };
+    assert_eq!(last.replaces.len(), 2, "{last:?}");
+
+    // A resource removed alone comes back as new when written again.
+    let mut c = Record::create(meta(), &ActorId::random());
+    c.put(stamp(&alice, 0), &condition("c2", "eczema")).unwrap();
+    let key2: ResourceKey = "Condition/c2".parse().unwrap();
+    c.remove(stamp(&alice, 1), &key2, "undo", &[]).unwrap();
+    assert_eq!(
+        c.put(stamp(&alice, 2), &condition("c2", "eczema")).unwrap(),
+        PutOutcome::Added
+    );
+    assert!(c.get(&key2).unwrap().is_some());
 }
