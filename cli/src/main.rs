@@ -28,7 +28,7 @@ struct Cli {
     #[arg(long, global = true)]
     json: bool,
 
-    /// On a provider node: run show, add, amend, stop, recovered, entered-in-error, history, export, import or conflicts on this patient's record (its id, or the start of it; see `phr patients`)
+    /// On a provider node: run show, add, amend, stop, recovered, entered-in-error, history, export, import or conflicts on this patient's record (its id, the start of it, or the patient's NHS number; see `phr patients`)
     #[arg(long, global = true, value_name = "RECORD")]
     patient: Option<String>,
 

@@ -225,3 +225,29 @@ fn vault_size(phr: &Phr) -> u64 {
     }
     total
 }
+
+#[test]
+fn a_clinician_names_a_patient_by_nhs_number_once_the_list_has_shown_it() {
+    let patient = Phr::patient();
+    let gp = common::grant_gp_write(&patient);
+    sync_homes(&patient.home(), &gp.home());
+    accept_pending(&gp);
+    gp.ok(&["patients"]);
+    for number in ["9434765919", "943 476 5919"] {
+        let shown = gp.ok(&["--patient", number, "show"]);
+        assert!(shown.contains("Ada Lovelace"), "{shown}");
+    }
+    // A valid number nobody here carries, and an invalid one (read as the start of an id).
+    let (code, _, stderr, _) = gp.run(&["--patient", "4010232137", "show"]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("no patient with NHS number 401 023 2137"),
+        "{stderr}"
+    );
+    let (code, _, stderr, _) = gp.run(&["--patient", "9434765918", "show"]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("no record shared with this node"),
+        "{stderr}"
+    );
+}

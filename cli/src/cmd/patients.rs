@@ -20,7 +20,7 @@ use crate::{
 pub fn take_flag(ctx: &mut Context, patient: Option<String>, honoured: bool) -> Result<()> {
     if patient.is_some() && !honoured {
         return Err(UserError(
-            "--patient works with show, add, history, export, import and conflicts only; run this command without it"
+            "--patient works with show, add, amend, stop, recovered, entered-in-error, history, export, import and conflicts only; run this command without it"
                 .into(),
         )
         .into());
@@ -163,8 +163,8 @@ fn list(ctx: &Context, shared: &[SharedRecord], pending: bool) -> Result<()> {
          RECORD` (the start of its id is enough). Showing the name above was logged to the \
          patient.\n"
     } else {
-        "\nRead one with `phr --patient RECORD show` (the start of its id is enough); each read \
-         is logged to the patient.\n"
+        "\nRead one with `phr --patient RECORD show` (RECORD: the start of its id, or the \
+         patient's NHS number); each read is logged to the patient.\n"
     };
     print_out(&out)
 }

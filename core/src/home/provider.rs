@@ -10,6 +10,8 @@
 //! [`PatientRecord::add`] writes within the grant and stores its audit entry in the same
 //! transaction as the write.
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use jiff::Timestamp;
 use serde_json::Value;
 
@@ -31,6 +33,9 @@ use crate::{
 #[cfg(test)]
 mod tests;
 
+/// The local setting that maps NHS numbers to the records on this node that carry them.
+const NHS_INDEX: &str = "nhs-index";
+
 /// Why a patient's record cannot be opened, read or written from this node.
 #[derive(Debug, thiserror::Error)]
 pub enum ProviderError {
@@ -47,6 +52,24 @@ pub enum ProviderError {
         /// What was asked for.
         query: String,
         /// The ids that match.
+        matches: String,
+    },
+    /// No record on this node's list is known to carry the NHS number.
+    #[error(
+        "no patient with NHS number {0} is known on this node; `phr patients` lists the records \
+         shared with it (and learns each one's NHS number), or give the record's id"
+    )]
+    UnknownNhsNumber(String),
+    /// Several records carry the NHS number: a person must tell which is the patient's.
+    #[error(
+        "NHS number {number} is on {} records here ({matches}); give the record's id, and \
+         check with the patient which is theirs",
+        .matches.split(", ").count()
+    )]
+    SharedNhsNumber {
+        /// The number.
+        number: String,
+        /// The ids of the records that carry it.
         matches: String,
     },
     /// The record waits for a person at this provider to accept it.
@@ -190,10 +213,18 @@ impl Home {
         self.list_patients(now, true)
     }
 
+    /// The NHS numbers the records on this node carry, as their `Patient`s said when last
+    /// listed: digits to record ids.
+    fn nhs_index(&self) -> Result<BTreeMap<String, BTreeSet<RecordId>>> {
+        Ok(self.vault.local(NHS_INDEX)?.unwrap_or_default())
+    }
+
     fn list_patients(&self, now: Timestamp, pending: bool) -> Result<Vec<SharedRecord>> {
         let now_ms = now.as_millisecond();
         let me = self.peer_id();
         let intake = self.intake()?;
+        let mut index = self.nhs_index()?;
+        let before = index.clone();
         let mut out = Vec::new();
         for id in self.vault.records()? {
             if Some(id) == self.record_id() || intake.is_pending(&id) != pending {
@@ -216,6 +247,20 @@ impl Home {
             if shared.readable.contains(&Section::Summary) {
                 match self.identify(&mut replica, now) {
                     Ok((patient, warnings)) => {
+                        // The index follows what the record says now.
+                        for ids in index.values_mut() {
+                            ids.remove(&id);
+                        }
+                        if let Some(number) = patient
+                            .as_ref()
+                            .and_then(|p| p.nhs_number.as_deref())
+                            .and_then(|n| crate::nhs::NhsNumber::parse(n).ok())
+                        {
+                            index
+                                .entry(number.as_str().to_string())
+                                .or_default()
+                                .insert(id);
+                        }
                         shared.patient = patient;
                         shared.warnings.extend(warnings);
                     }
@@ -226,6 +271,12 @@ impl Home {
                 }
             }
             out.push(shared);
+        }
+        index.retain(|_, ids| !ids.is_empty());
+        if index != before {
+            let mut batch = crate::vault::Batch::new();
+            batch.local(NHS_INDEX, &index);
+            self.vault.commit(batch)?;
         }
         Ok(out)
     }
@@ -302,6 +353,31 @@ impl Home {
         query: &str,
         among: &dyn Fn(&RecordId) -> bool,
     ) -> Result<RecordId> {
+        // A valid NHS number (spaced or not) names the patient by the index `phr patients`
+        // keeps: no record is read to find it.
+        if let Ok(number) = crate::nhs::NhsNumber::parse(query.trim()) {
+            let index = self.nhs_index()?;
+            let matches: Vec<RecordId> = index
+                .get(number.as_str())
+                .into_iter()
+                .flatten()
+                .copied()
+                .filter(|id| Some(*id) != self.record_id() && among(id))
+                .collect();
+            return match matches.as_slice() {
+                [id] => Ok(*id),
+                [] => Err(ProviderError::UnknownNhsNumber(number.to_string()).into()),
+                _ => Err(ProviderError::SharedNhsNumber {
+                    number: number.to_string(),
+                    matches: matches
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                }
+                .into()),
+            };
+        }
         let wanted = query.trim().to_ascii_lowercase();
         if let Some(own) = self.record_id()
             && own.to_string() == wanted
