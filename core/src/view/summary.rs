@@ -54,13 +54,13 @@ fn in_error(record: &Record) -> Result<usize, RecordError> {
     ];
     let mut count = 0;
     for section in [Section::Summary, Section::Clinical, Section::Journal] {
-        count += record
-            .resources(section)?
-            .iter()
-            .filter(|(key, resource, _)| {
-                SHOWN.contains(&key.resource_type.as_str()) && status::is_entered_in_error(resource)
-            })
-            .count();
+        for resource_type in SHOWN {
+            count += record
+                .resources_of_type(section, resource_type)?
+                .iter()
+                .filter(|resource| status::is_entered_in_error(resource))
+                .count();
+        }
     }
     Ok(count)
 }
