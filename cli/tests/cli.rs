@@ -169,6 +169,28 @@ fn import_errors_name_the_place_and_change_nothing() {
         r#"{"resourceType": "Patient", "id": "p", "identifier": [{"system": "https://fhir.nhs.uk/Id/nhs-number", "value": "1234567890"}]}"#,
     );
     let empty = write("empty.json", "");
+    // Invalid FHIR R4, each as the issue saw it stored and passed on before.
+    let bad_date = write(
+        "bad-date.json",
+        r#"{"resourceType": "Bundle", "type": "collection", "entry": [
+            {"resource": {"resourceType": "Observation", "id": "o1", "status": "final", "code": {"text": "HbA1c"}, "effectiveDateTime": "2026-13-45"}}]}"#,
+    );
+    let bad_number = write(
+        "bad-number.json",
+        r#"{"resourceType": "Observation", "id": "o2", "status": "final", "code": {"text": "weight"}, "valueQuantity": {"value": "81.5", "unit": "kg"}}"#,
+    );
+    let null_value = write(
+        "null.json",
+        r#"{"resourceType": "Condition", "id": "c2", "code": {"text": "asthma"}, "onsetDateTime": null}"#,
+    );
+    let twice = write(
+        "twice.json",
+        "{\"resourceType\": \"Condition\", \"id\": \"c3\",\n \"code\": {\"text\": \"asthma\"}, \"code\": {\"text\": \"eczema\"}}",
+    );
+    let unborn = write(
+        "unborn.json",
+        r#"{"resourceType": "Condition", "id": "c4", "code": {"text": "asthma"}, "onsetDateTime": "2999-01-01"}"#,
+    );
     let huge = dir.join("huge.json");
     std::fs::File::create(&huge)
         .unwrap()
@@ -190,12 +212,17 @@ fn import_errors_name_the_place_and_change_nothing() {
             &["import", &broken],
             &["import", &bad_nhs],
             &["import", &empty],
+            &["import", &bad_date],
+            &["import", &bad_number],
+            &["import", &null_value],
+            &["import", &twice],
+            &["import", &unborn],
             &["import", &huge],
             &["import", &good, &broken],
             &["import", "missing.json"],
         ],
     );
-    assert_eq!(codes, [1, 1, 1, 1, 1, 1, 1, 1, 1]);
+    assert_eq!(codes, [1; 14]);
     let strip_ids = |s: &str| {
         s.lines()
             .filter(|l| {

@@ -119,6 +119,14 @@ pub enum ImportError {
         /// The index of the first.
         first: usize,
     },
+    /// An element FHIR R4 does not allow (see [`crate::fhir::validate`]).
+    #[error("{location}: {reason}")]
+    Invalid {
+        /// Where, including the element's path.
+        location: Location,
+        /// What is wrong and what FHIR expects.
+        reason: String,
+    },
     /// A bundle-local reference that names no entry of the bundle.
     #[error("{location}: broken reference '{reference}': no entry of this bundle has that fullUrl")]
     BrokenReference {
@@ -241,12 +249,20 @@ pub fn parse(file: &str, bytes: &[u8]) -> Result<(Vec<Parsed>, usize), ImportErr
     // A UTF-8 byte order mark, as some Windows tools write: JSON has none, but the text after it
     // is what the file means.
     let bytes = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(bytes);
-    let value: Value = serde_json::from_slice(bytes).map_err(|e| ImportError::Malformed {
+    let malformed = |e: serde_json::Error| ImportError::Malformed {
         location: Location {
             file: file.to_string(),
             at: Some(format!("line {}, column {}", e.line(), e.column())),
         },
         message: strip_position(&e.to_string()),
+    };
+    let value: Value = serde_json::from_slice(bytes).map_err(malformed)?;
+    crate::fhir::validate::check_unique_keys(bytes).map_err(|e| ImportError::Invalid {
+        location: Location {
+            file: file.to_string(),
+            at: Some(format!("line {}, column {}", e.line(), e.column())),
+        },
+        reason: strip_position(&e.to_string()),
     })?;
     let mut out = Vec::new();
     let mut skipped = 0;
@@ -309,6 +325,7 @@ fn collect(
     };
     let resource_type = check_resource(&value, &location)?;
     if resource_type != "Bundle" || depth >= BUNDLE_DEPTH_MAX {
+        check_elements(&value, &location)?;
         ensure_id(&mut value);
         let targets = full_url_targets(&[]);
         if let Some(broken) = rewrite_references(&mut value, &targets).into_iter().next() {
@@ -350,6 +367,14 @@ fn collect(
             continue;
         };
         check_resource(&resource, &entry_location)?;
+        if resource["resourceType"] != "Bundle" {
+            let key = ResourceKey::of(&resource);
+            let labelled = Location {
+                file: file.to_string(),
+                at: Some(entry_label(&location, index, key.as_ref())),
+            };
+            check_elements(&resource, &labelled)?;
+        }
         if resource.get("id").is_none()
             && let Some(uuid) = entry
                 .full_url
@@ -400,6 +425,23 @@ fn collect(
         });
     }
     Ok(())
+}
+
+/// The resource's elements, as FHIR R4 allows them ([`crate::fhir::validate::check`]).
+fn check_elements(resource: &Value, location: &Location) -> Result<(), ImportError> {
+    crate::fhir::validate::check(resource).map_err(|invalid| {
+        let at = match &location.at {
+            Some(at) => format!("{at}, {}", invalid.path),
+            None => invalid.path,
+        };
+        ImportError::Invalid {
+            location: Location {
+                file: location.file.clone(),
+                at: Some(at),
+            },
+            reason: invalid.reason,
+        }
+    })
 }
 
 fn entry_label(bundle: &Location, index: usize, key: Option<&ResourceKey>) -> String {
@@ -610,6 +652,24 @@ fn apply_all(
     skipped: usize,
     options: ImportOptions,
 ) -> Result<ImportReport, ImportError> {
+    // A birth, an onset or a result cannot be later than today where the import is made (a
+    // day of grace for the time zones ahead of UTC).
+    let today = stamp.time.to_zoned(jiff::tz::TimeZone::UTC).date();
+    for item in parsed {
+        if let Some(invalid) = crate::fhir::validate::future_date(&item.resource, today) {
+            let at = match &item.location.at {
+                Some(at) => format!("{at}, {}", invalid.path),
+                None => invalid.path,
+            };
+            return Err(ImportError::Invalid {
+                location: Location {
+                    file: item.location.file.clone(),
+                    at: Some(at),
+                },
+                reason: invalid.reason,
+            });
+        }
+    }
     let patients = sort_patients(record, parsed, options)?;
     let import: String = crate::keys::random_array::<4>()
         .iter()

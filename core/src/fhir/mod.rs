@@ -9,5 +9,6 @@ pub mod model;
 pub mod reference;
 pub mod status;
 pub mod types;
+pub mod validate;
 
 pub use types::{is_r4_resource_type, is_valid_id};
