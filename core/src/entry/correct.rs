@@ -240,18 +240,28 @@ pub fn correct(resource: &Value, correction: &Correction) -> Result<Value, Corre
                 }
             }
         }
-        Correction::Resolved { date } => match resource_type.as_str() {
-            "Condition" => {
-                if status_code(object, "clinicalStatus") == Some("resolved") {
-                    return Err(CorrectionError::Already {
-                        key,
-                        state: "resolved",
-                    });
+        Correction::Resolved { date } => {
+            let system = match resource_type.as_str() {
+                "Condition" => CONDITION_CLINICAL,
+                "AllergyIntolerance" => ALLERGY_CLINICAL,
+                _ => {
+                    return Err(wrong(
+                        "only a condition or an allergy resolves; a medicine is ended with `phr stop`",
+                    ));
                 }
-                object.insert(
-                    "clinicalStatus".into(),
-                    coded(CONDITION_CLINICAL, "resolved", "Resolved"),
-                );
+            };
+            if status_code(object, "clinicalStatus") == Some("resolved") {
+                return Err(CorrectionError::Already {
+                    key,
+                    state: "resolved",
+                });
+            }
+            object.insert(
+                "clinicalStatus".into(),
+                coded(system, "resolved", "Resolved"),
+            );
+            if resource_type == "Condition" {
+                // con-4: an abatement goes with a resolved status; one date says when.
                 for abatement in [
                     "abatementDateTime",
                     "abatementAge",
@@ -262,26 +272,10 @@ pub fn correct(resource: &Value, correction: &Correction) -> Result<Value, Corre
                     object.remove(abatement);
                 }
                 object.insert("abatementDateTime".into(), json!(date.to_string()));
-            }
-            "AllergyIntolerance" => {
-                if status_code(object, "clinicalStatus") == Some("resolved") {
-                    return Err(CorrectionError::Already {
-                        key,
-                        state: "resolved",
-                    });
-                }
-                object.insert(
-                    "clinicalStatus".into(),
-                    coded(ALLERGY_CLINICAL, "resolved", "Resolved"),
-                );
+            } else {
                 add_note(object, format!("Resolved on {date}."));
             }
-            _ => {
-                return Err(wrong(
-                    "only a condition or an allergy resolves; a medicine is ended with `phr stop`",
-                ));
-            }
-        },
+        }
         Correction::EnteredInError { reason } => {
             let reason = bounded("reason", reason.as_deref())?;
             match resource_type.as_str() {

@@ -33,6 +33,26 @@ use crate::{
 #[cfg(test)]
 mod tests;
 
+/// The one record of `matches`; else the error `none` or `many` makes (given the ids, joined).
+fn the_one(
+    matches: &[RecordId],
+    none: impl FnOnce() -> ProviderError,
+    many: impl FnOnce(String) -> ProviderError,
+) -> Result<RecordId> {
+    match matches {
+        [id] => Ok(*id),
+        [] => Err(none().into()),
+        _ => Err(many(
+            matches
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", "),
+        )
+        .into()),
+    }
+}
+
 /// The local setting that maps NHS numbers to the records on this node that carry them.
 const NHS_INDEX: &str = "nhs-index";
 
@@ -364,19 +384,14 @@ impl Home {
                 .copied()
                 .filter(|id| Some(*id) != self.record_id() && among(id))
                 .collect();
-            return match matches.as_slice() {
-                [id] => Ok(*id),
-                [] => Err(ProviderError::UnknownNhsNumber(number.to_string()).into()),
-                _ => Err(ProviderError::SharedNhsNumber {
+            return the_one(
+                &matches,
+                || ProviderError::UnknownNhsNumber(number.to_string()),
+                |matches| ProviderError::SharedNhsNumber {
                     number: number.to_string(),
-                    matches: matches
-                        .iter()
-                        .map(ToString::to_string)
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                }
-                .into()),
-            };
+                    matches,
+                },
+            );
         }
         let wanted = query.trim().to_ascii_lowercase();
         if let Some(own) = self.record_id()
@@ -391,19 +406,14 @@ impl Home {
             .filter(|id| Some(*id) != self.record_id() && among(id))
             .filter(|id| !wanted.is_empty() && id.to_string().starts_with(&wanted))
             .collect();
-        match matches.as_slice() {
-            [id] => Ok(*id),
-            [] => Err(ProviderError::UnknownPatient(query.to_string()).into()),
-            _ => Err(ProviderError::AmbiguousPatient {
+        the_one(
+            &matches,
+            || ProviderError::UnknownPatient(query.to_string()),
+            |matches| ProviderError::AmbiguousPatient {
                 query: query.to_string(),
-                matches: matches
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            }
-            .into()),
-        }
+                matches,
+            },
+        )
     }
 
     /// An `AuditEvent` of this node logging `logged`, sealed to the owners of `replica`'s
