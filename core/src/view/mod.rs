@@ -110,6 +110,9 @@ pub struct Allergy {
     pub criticality: Option<String>,
     /// Reactions seen.
     pub reactions: Vec<AllergyReaction>,
+    /// Not a settled fact yet, e.g. "unconfirmed" (what the patient reports is, until a
+    /// clinician confirms it).
+    pub qualifier: Option<String>,
 }
 
 /// One reaction to an allergen.
@@ -130,6 +133,8 @@ pub struct Problem {
     pub since: Option<String>,
     /// How severe, if stated.
     pub severity: Option<String>,
+    /// Not a settled diagnosis: "unconfirmed", "provisional" or "differential diagnosis".
+    pub qualifier: Option<String>,
 }
 
 /// A medicine taken now.
@@ -139,6 +144,8 @@ pub struct Medicine {
     pub name: String,
     /// How to take it, in words.
     pub dosage: Option<String>,
+    /// Not taken right now: "on hold" or "intended".
+    pub qualifier: Option<String>,
 }
 
 /// A result: a measurement, a coded finding or a text answer.

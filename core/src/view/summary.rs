@@ -127,7 +127,12 @@ fn allergies(record: &Record) -> Result<Vec<Allergy>, RecordError> {
     Ok(current
         .map(|a| Allergy {
             substance: text_of(a.code.as_ref()).unwrap_or_else(|| "Substance not named".into()),
-            criticality: a.criticality,
+            criticality: a.criticality.clone(),
+            qualifier: a
+                .verification_status
+                .as_ref()
+                .is_some_and(|v| v.has_code("unconfirmed"))
+                .then(|| "unconfirmed".to_string()),
             reactions: a
                 .reaction
                 .iter()
@@ -159,11 +164,26 @@ fn problems(record: &Record) -> Result<Vec<Problem>, RecordError> {
                 .or(c.recorded_date.as_deref()),
         );
         let severity = text_of(c.severity.as_ref());
+        let qualifier = c.verification_status.as_ref().and_then(|v| {
+            [
+                ("unconfirmed", "unconfirmed"),
+                ("provisional", "provisional"),
+                ("differential", "differential diagnosis"),
+            ]
+            .into_iter()
+            .find(|(code, _)| v.has_code(code))
+            .map(|(_, words)| words.to_string())
+        });
         let kept = by_display.entry(display.clone()).or_insert(Problem {
             display,
             since: None,
             severity,
+            qualifier: qualifier.clone(),
         });
+        // Recorded again as settled, it is settled.
+        if qualifier.is_none() {
+            kept.qualifier = None;
+        }
         // Synthea records some problems again at every visit: the first onset is the one that counts.
         if since.is_some() && (kept.since.is_none() || since < kept.since) {
             kept.since = since;
@@ -181,10 +201,12 @@ fn medicines(record: &Record) -> Result<Vec<Medicine>, RecordError> {
         if let Some(m) = view::<MedicationStatement>(&resource).filter(status::statement_is_current)
         {
             let dosage = m.dosage.first().and_then(display::dosage);
+            let qualifier = paused(m.status.as_deref());
             current.push((
                 m.medication_codeable_concept,
                 m.medication_reference,
                 dosage,
+                qualifier,
                 resource,
             ));
         }
@@ -192,27 +214,48 @@ fn medicines(record: &Record) -> Result<Vec<Medicine>, RecordError> {
     for resource in record.resources_of_type(Section::Summary, "MedicationRequest")? {
         if let Some(m) = view::<MedicationRequest>(&resource).filter(status::request_is_current) {
             let dosage = m.dosage_instruction.first().and_then(display::dosage);
+            let qualifier = paused(m.status.as_deref());
             current.push((
                 m.medication_codeable_concept,
                 m.medication_reference,
                 dosage,
+                qualifier,
                 resource,
             ));
         }
     }
-    let mut by_name = BTreeMap::<String, Option<String>>::new();
-    for (concept, reference, dosage, resource) in current {
+    let mut by_name = BTreeMap::<String, (Option<String>, Option<String>)>::new();
+    for (concept, reference, dosage, qualifier, resource) in current {
         let name = medicine_name(record, &resource, concept.as_ref(), reference.as_ref())?;
-        // One line per medicine, with the first dosage that says anything.
-        let kept = by_name.entry(name).or_default();
+        // One line per medicine, with the first dosage that says anything; taken now if any
+        // record of it says so.
+        let (kept, paused) = by_name
+            .entry(name)
+            .or_insert_with(|| (None, qualifier.clone()));
         if kept.is_none() {
             *kept = dosage;
+        }
+        if qualifier.is_none() {
+            *paused = None;
         }
     }
     Ok(by_name
         .into_iter()
-        .map(|(name, dosage)| Medicine { name, dosage })
+        .map(|(name, (dosage, qualifier))| Medicine {
+            name,
+            dosage,
+            qualifier,
+        })
         .collect())
+}
+
+/// A current medicine's status in words, when it is not being taken right now.
+fn paused(status: Option<&str>) -> Option<String> {
+    match status {
+        Some("on-hold") => Some("on hold".into()),
+        Some("intended") => Some("intended".into()),
+        _ => None,
+    }
 }
 
 fn medicine_name(
@@ -446,8 +489,12 @@ impl fmt::Display for Allergy {
             _ => notes.push(format!("reactions: {}", reactions.join(", "))),
         }
         match notes.is_empty() {
-            true => write!(f, "{}", self.substance),
-            false => write!(f, "{}: {}", self.substance, notes.join("; ")),
+            true => write!(f, "{}", self.substance)?,
+            false => write!(f, "{}: {}", self.substance, notes.join("; "))?,
+        }
+        match &self.qualifier {
+            Some(qualifier) => write!(f, " [{qualifier}]"),
+            None => Ok(()),
         }
     }
 }
@@ -458,8 +505,11 @@ impl fmt::Display for Problem {
         if let Some(severity) = &self.severity {
             write!(f, " ({})", severity.to_lowercase())?;
         }
-        match &self.since {
-            Some(since) => write!(f, ", since {since}"),
+        if let Some(since) = &self.since {
+            write!(f, ", since {since}")?;
+        }
+        match &self.qualifier {
+            Some(qualifier) => write!(f, " [{qualifier}]"),
             None => Ok(()),
         }
     }
@@ -468,8 +518,12 @@ impl fmt::Display for Problem {
 impl fmt::Display for Medicine {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.dosage {
-            Some(dosage) => write!(f, "{}: {dosage}", self.name),
-            None => write!(f, "{}", self.name),
+            Some(dosage) => write!(f, "{}: {dosage}", self.name)?,
+            None => write!(f, "{}", self.name)?,
+        }
+        match &self.qualifier {
+            Some(qualifier) => write!(f, " [{qualifier}]"),
+            None => Ok(()),
         }
     }
 }

@@ -394,3 +394,31 @@ fn a_home_reading_shows_in_the_results_marked_and_flagged() {
         "{text}"
     );
 }
+
+/// What is not settled says so: a problem or an allergy not confirmed (what a patient reports,
+/// until a clinician confirms it), a medicine on hold.
+#[test]
+fn unconfirmed_provisional_and_on_hold_entries_are_marked() {
+    let verification = |code: &str| json!({"coding": [{"code": code}]});
+    let (summary, text) = shown(&[
+        json!({"resourceType": "Condition", "id": "c1", "code": {"text": "asthma"},
+            "verificationStatus": verification("unconfirmed")}),
+        json!({"resourceType": "Condition", "id": "c2", "code": {"text": "angina"},
+            "verificationStatus": verification("provisional")}),
+        json!({"resourceType": "Condition", "id": "c3", "code": {"text": "diabetes"},
+            "verificationStatus": verification("confirmed")}),
+        json!({"resourceType": "AllergyIntolerance", "id": "a1", "code": {"text": "latex"},
+            "verificationStatus": verification("unconfirmed")}),
+        json!({"resourceType": "MedicationStatement", "id": "m1", "status": "on-hold",
+            "medicationCodeableConcept": {"text": "Warfarin 1mg tablets"}}),
+        json!({"resourceType": "MedicationStatement", "id": "m2", "status": "active",
+            "medicationCodeableConcept": {"text": "Metformin 500mg tablets"}}),
+    ]);
+    assert!(text.contains("asthma [unconfirmed]"), "{text}");
+    assert!(text.contains("angina [provisional]"), "{text}");
+    assert!(text.contains("• diabetes\n"), "{text}");
+    assert!(text.contains("latex [unconfirmed]"), "{text}");
+    assert!(text.contains("Warfarin 1mg tablets [on hold]"), "{text}");
+    assert!(text.contains("• Metformin 500mg tablets\n"), "{text}");
+    assert_eq!(summary.medicines.len(), 2);
+}
