@@ -220,9 +220,9 @@ fn is_fhir_time(text: &str, date_only: bool) -> bool {
     }
 }
 
-/// The first element of `resource` named in [`PAST_ELEMENTS`] whose date is after `today`
-/// (UTC; a day of grace for the time zones ahead of it), with its path: a birth, an onset or a
-/// result cannot be in the future.
+/// The first element of `resource` that records when something happened (a birth, an onset,
+/// a recorded date, an effective time, an issue) whose date is after `today` (UTC; a day of
+/// grace for the time zones ahead of it), with its path: such a thing cannot be in the future.
 pub fn future_date(resource: &Value, today: jiff::civil::Date) -> Option<Invalid> {
     let map = resource.as_object()?;
     let latest = today.tomorrow().unwrap_or(jiff::civil::Date::MAX);
