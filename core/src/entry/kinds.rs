@@ -12,10 +12,11 @@ use super::{EntryError, LOINC, NewEntry, concept};
 
 const SNOMED: &str = "http://snomed.info/sct";
 const CONDITION_CLINICAL: &str = "http://terminology.hl7.org/CodeSystem/condition-clinical";
-const CONDITION_VER_STATUS: &str = "http://terminology.hl7.org/CodeSystem/condition-ver-status";
+pub(super) const CONDITION_VER_STATUS: &str =
+    "http://terminology.hl7.org/CodeSystem/condition-ver-status";
 const CONDITION_CATEGORY: &str = "http://terminology.hl7.org/CodeSystem/condition-category";
 const ALLERGY_CLINICAL: &str = "http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical";
-const ALLERGY_VERIFICATION: &str =
+pub(super) const ALLERGY_VERIFICATION: &str =
     "http://terminology.hl7.org/CodeSystem/allergyintolerance-verification";
 
 /// A note's description (its first line) is cut to this many characters.

@@ -16,7 +16,9 @@
 //! other rule. A reading a clinician records ([`NewEntry::recorded_by`]) carries none: it is a
 //! clinical observation, in `clinical`, performed by them. An entry marked sensitive is tagged `sensitive` instead and also gets the HL7
 //! "restricted" confidentiality label, so it stays sensitive even where phr's tag is unknown.
-//! Everything the patient reports is `unconfirmed`: a clinician's node confirms it.
+//! Everything the patient reports is `unconfirmed`: a clinician's node confirms it. A condition
+//! or an allergy a clinician records ([`NewEntry::recorded_by`]) is `confirmed`, with them as
+//! its `recorder`.
 //!
 //! The module does no I/O: the caller passes the resource id and the time.
 //!
@@ -327,8 +329,23 @@ pub fn build(
             resource.insert("performer".into(), json!([{ "reference": subject }]));
         }
     }
-    if let (EntryKind::Reading, Some(by)) = (entry.kind, &entry.recorded_by) {
-        resource.insert("performer".into(), json!([{ "display": by }]));
+    match (entry.kind, &entry.recorded_by) {
+        (EntryKind::Reading, Some(by)) => {
+            resource.insert("performer".into(), json!([{ "display": by }]));
+        }
+        // A clinician's diagnosis or allergy is confirmed by them, and says who recorded it.
+        (EntryKind::Condition | EntryKind::Allergy, Some(by)) => {
+            let system = match entry.kind {
+                EntryKind::Condition => kinds::CONDITION_VER_STATUS,
+                _ => kinds::ALLERGY_VERIFICATION,
+            };
+            resource.insert(
+                "verificationStatus".into(),
+                concept(system, "confirmed", "Confirmed"),
+            );
+            resource.insert("recorder".into(), json!({ "display": by }));
+        }
+        _ => {}
     }
     Ok(Value::Object(resource))
 }

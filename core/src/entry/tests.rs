@@ -254,3 +254,27 @@ fn a_clinicians_reading_is_a_clinical_observation_performed_by_them() {
     assert_eq!(at_practice["component"], at_home["component"]);
     assert_eq!(at_practice["subject"]["reference"], PATIENT);
 }
+
+#[test]
+fn a_clinicians_condition_or_allergy_is_confirmed_and_names_its_recorder() {
+    let by = |kind, text: &str| NewEntry {
+        recorded_by: Some("Riverside Surgery".into()),
+        ..entry(kind, text)
+    };
+    for resource in [
+        built(&by(EntryKind::Condition, "asthma")),
+        built(&by(EntryKind::Allergy, "penicillin")),
+    ] {
+        assert_eq!(
+            resource["verificationStatus"]["coding"][0]["code"],
+            "confirmed"
+        );
+        assert_eq!(resource["recorder"]["display"], "Riverside Surgery");
+    }
+    let own = built(&entry(EntryKind::Condition, "asthma"));
+    assert_eq!(
+        own["verificationStatus"]["coding"][0]["code"],
+        "unconfirmed"
+    );
+    assert!(own.get("recorder").is_none());
+}
