@@ -44,6 +44,19 @@ pub struct Location {
     pub at: Option<String>,
 }
 
+impl Location {
+    /// The same place, narrowed to an element's path inside it.
+    fn within(&self, path: String) -> Location {
+        Location {
+            file: self.file.clone(),
+            at: Some(match &self.at {
+                Some(at) => format!("{at}, {path}"),
+                None => path,
+            }),
+        }
+    }
+}
+
 impl fmt::Display for Location {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.at {
@@ -429,18 +442,9 @@ fn collect(
 
 /// The resource's elements, as FHIR R4 allows them ([`crate::fhir::validate::check`]).
 fn check_elements(resource: &Value, location: &Location) -> Result<(), ImportError> {
-    crate::fhir::validate::check(resource).map_err(|invalid| {
-        let at = match &location.at {
-            Some(at) => format!("{at}, {}", invalid.path),
-            None => invalid.path,
-        };
-        ImportError::Invalid {
-            location: Location {
-                file: location.file.clone(),
-                at: Some(at),
-            },
-            reason: invalid.reason,
-        }
+    crate::fhir::validate::check(resource).map_err(|invalid| ImportError::Invalid {
+        location: location.within(invalid.path),
+        reason: invalid.reason,
     })
 }
 
@@ -461,15 +465,8 @@ fn broken_at(
     _resource: &Value,
     broken: crate::fhir::reference::BrokenReference,
 ) -> ImportError {
-    let at = match &location.at {
-        Some(at) => format!("{at}, {}", broken.path),
-        None => broken.path,
-    };
     ImportError::BrokenReference {
-        location: Location {
-            file: location.file.clone(),
-            at: Some(at),
-        },
+        location: location.within(broken.path),
         reference: broken.reference,
     }
 }
@@ -657,15 +654,8 @@ fn apply_all(
     let today = stamp.time.to_zoned(jiff::tz::TimeZone::UTC).date();
     for item in parsed {
         if let Some(invalid) = crate::fhir::validate::future_date(&item.resource, today) {
-            let at = match &item.location.at {
-                Some(at) => format!("{at}, {}", invalid.path),
-                None => invalid.path,
-            };
             return Err(ImportError::Invalid {
-                location: Location {
-                    file: item.location.file.clone(),
-                    at: Some(at),
-                },
+                location: item.location.within(invalid.path),
                 reason: invalid.reason,
             });
         }
