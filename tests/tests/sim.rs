@@ -52,6 +52,9 @@ fn sweep(hostile: bool) {
                 totals.duplicated += report.duplicated;
                 totals.writes += report.writes;
                 totals.crashes += report.crashes;
+                for (kind, n) in report.logged {
+                    *totals.logged.entry(kind).or_default() += n;
+                }
                 totals.settle_rounds = totals.settle_rounds.max(report.settle_rounds);
                 for (kind, n) in report.errors {
                     *totals.errors.entry(kind).or_default() += n;
@@ -69,7 +72,8 @@ fn sweep(hostile: bool) {
     }
     eprintln!(
         "{}{} seeds in {:.1} s: {} messages sent, {} delivered, {} lost, {} duplicated; {} writes; \
-         {} crashes; settled within {} quiet rounds; sessions ended early: {:?}",
+         {} crashes; settled within {} quiet rounds; sessions ended early: {:?}; the pharmacy \
+         logged: {:?}",
         if hostile { "hostile: " } else { "" },
         seeds.len(),
         started.elapsed().as_secs_f64(),
@@ -81,6 +85,7 @@ fn sweep(hostile: bool) {
         totals.crashes,
         totals.settle_rounds,
         totals.errors,
+        totals.logged,
     );
 }
 
@@ -207,6 +212,12 @@ fn holding_past_the_bounds_is_caught() {
 fn an_entry_forged_in_a_providers_name_is_caught() {
     let text = caught_within(Bug::ForgedVersion, 10);
     assert!(text.contains("does not prove"), "{text}");
+}
+
+#[test]
+fn an_entry_injected_by_a_reader_and_shown_is_caught() {
+    let text = caught_within(Bug::PharmacyMayWrite, 10);
+    assert!(text.contains("the pharmacy injected it"), "{text}");
 }
 
 #[test]

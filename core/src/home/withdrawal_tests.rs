@@ -390,6 +390,64 @@ fn a_discarded_held_entry_is_gone_and_is_not_taken_in_again() {
 }
 
 #[test]
+fn an_offline_edit_found_only_in_a_removed_devices_compaction_is_offered_and_accepted() {
+    let mut w = World::new();
+    // A tablet joins: a second owner device beside the laptop.
+    let tablet_dir = tempfile::tempdir().unwrap();
+    let tablet =
+        Home::init_device(tablet_dir.path(), "Ada Lovelace", "tablet", w.id, None).unwrap();
+    let card = Card::parse(&tablet.card(vec![], t(4)).unwrap()).unwrap();
+    w.laptop_mut().add_device(&card, t(4)).unwrap();
+    sync(w.laptop(), &tablet, w.id, t(5));
+    sync(w.laptop(), &w.phone, w.id, t(5));
+    drop(tablet);
+    let mut tablet = Home::open(tablet_dir.path()).unwrap();
+    tablet.load_record().unwrap();
+    // The phone, offline, adds peanuts and compacts summary; only the tablet gets the
+    // compaction, and the peanuts' own blob is folded into it.
+    let peanuts = phone_writes_peanuts(&mut w, t(6));
+    let mut on_phone = w.phone.load_record().unwrap();
+    w.phone.compact(&mut on_phone, t(7)).unwrap();
+    sync(&w.phone, &tablet, w.id, t(8));
+    // The laptop, which never saw the peanuts, removes the phone; the tablet hears of it.
+    w.laptop_mut().remove_device("phone", t(9)).unwrap();
+    sync(w.laptop(), &tablet, w.id, t(10));
+    let record = refreshed(&mut tablet);
+    assert!(
+        record
+            .get(&key("AllergyIntolerance/peanuts"))
+            .unwrap()
+            .is_none(),
+        "void until the patient accepts it"
+    );
+    // `phr held` offers it: by the phone, adding the peanuts and nothing else.
+    let held = tablet.held_entries(&record).unwrap();
+    assert_eq!(held.len(), 1, "{held:?}");
+    assert_eq!(held[0].author, w.phone.peer_id());
+    let shown: Vec<&str> = held[0].versions.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(shown, ["AllergyIntolerance/peanuts"]);
+    // Accepted, it shows on the tablet and, once synced, on the laptop, as the phone's.
+    tablet.accept_held(&[held[0].id], t(11)).unwrap();
+    let record = refreshed(&mut tablet);
+    let version = only_version(&record, "AllergyIntolerance/peanuts");
+    assert_eq!(version.resource, peanuts);
+    assert_eq!(version.author.id, w.phone.peer_id().to_string());
+    assert!(version.proven);
+    assert!(tablet.held_entries(&record).unwrap().is_empty());
+    sync(&tablet, w.laptop(), w.id, t(12));
+    let laptop = w.laptop_record();
+    let version = only_version(&laptop, "AllergyIntolerance/peanuts");
+    assert_eq!(version.author.id, w.phone.peer_id().to_string());
+    assert!(version.proven);
+    assert!(
+        laptop
+            .get(&key("AllergyIntolerance/penicillin"))
+            .unwrap()
+            .is_some()
+    );
+}
+
+#[test]
 fn writes_made_before_a_revocation_stay_everywhere() {
     let mut w = World::new();
     {
@@ -833,6 +891,56 @@ fn an_owners_write_built_on_a_void_change_is_written_again_and_reaches_every_dev
     // The GP's write is still the patient's to decide.
     let held = w.laptop().held_entries(&laptop).unwrap();
     assert!(held.iter().any(|entry| entry.author == w.gp.peer_id()));
+}
+
+#[test]
+fn an_owners_versions_built_on_a_void_change_are_all_written_again_in_order() {
+    let mut w = World::new();
+    gp_writes_after_its_revocation_and_the_phone_takes_it(&mut w);
+    // The phone writes peanuts on the GP's void change, then corrects it: two versions, the
+    // second superseding the first, both built on the void change.
+    let first = phone_writes_peanuts(&mut w, t(13));
+    let mut second = first.clone();
+    second["criticality"] = json!("high");
+    {
+        let mut on_phone = w.phone.load_record().unwrap();
+        let author = w.phone.device().author();
+        let stamp = Stamp {
+            author: &author,
+            time: t(14),
+        };
+        on_phone.put(stamp, &second).unwrap();
+        on_phone.commit(stamp, "peanuts, high");
+        w.phone.save(&mut on_phone, t(14)).unwrap();
+    }
+    // The phone hears of the revocation and writes both again without the GP's change.
+    sync(w.laptop(), &w.phone, w.id, t(15));
+    let mut on_phone = refreshed(&mut w.phone);
+    w.phone.save(&mut on_phone, t(16)).unwrap();
+    sync(&w.phone, w.laptop(), w.id, t(17));
+    for record in [refreshed(&mut w.phone), w.laptop_record()] {
+        assert!(record.get(&key("Condition/gout")).unwrap().is_none());
+        let current = only_version(&record, "AllergyIntolerance/peanuts");
+        assert_eq!(
+            current.resource, second,
+            "the correction is current, not in conflict"
+        );
+        let history = record.history(&key("AllergyIntolerance/peanuts")).unwrap();
+        let shown: Vec<&Value> = history.iter().map(|v| &v.resource).collect();
+        assert_eq!(
+            shown,
+            [&first, &second],
+            "the first version stays in the history"
+        );
+        assert!(
+            history
+                .iter()
+                .all(|v| v.proven && v.author.id == w.phone.peer_id().to_string())
+        );
+    }
+    // Loading again writes nothing more.
+    let mut again = refreshed(&mut w.phone);
+    assert!(!again.has_unsaved());
 }
 
 #[test]

@@ -7,7 +7,7 @@
 //! own versions among those are not lost: [`Record::exclude`] returns the current ones, and the
 //! replica writes them again, as new changes that do not depend on the void ones.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use automerge::{
     ActorId, AutoCommit, Change, ChangeHash, ExpandedChange, ObjId, ObjType, ROOT, ReadDoc,
@@ -17,7 +17,7 @@ use automerge::{
 use jiff::Timestamp;
 use serde_json::Value;
 
-use super::{Author, Record, Stamp, belongs, read_version};
+use super::{Author, Record, Stamp, belongs};
 use crate::{
     changes::{
         catch_automerge_panic,
@@ -49,6 +49,9 @@ pub struct Stranded {
     /// change, whose past is not known, the rewrite supersedes those of them still present
     /// and nothing else.
     pub replaces: Vec<String>,
+    /// The original version (`section:object`): a later stranded version that superseded it
+    /// is written again on its rewrite, so the history keeps both in order.
+    pub made: Option<String>,
 }
 
 impl Record {
@@ -67,8 +70,10 @@ impl Record {
     }
 
     /// Rebuilds `section` without the changes `excluded` names (a void change and everything
-    /// built on it: [`ChangeGraph::with_descendants`]); returns the current versions that
-    /// `own`, the reader's actor, made in excluded changes, to be written again.
+    /// built on it: [`ChangeGraph::with_descendants`]); returns the versions that `own`, the
+    /// reader's device, made in excluded changes and that are to be written again, oldest
+    /// first: its current ones, and those its own versions among them superseded (so the
+    /// history keeps them too).
     pub fn exclude(
         &mut self,
         section: Section,
@@ -78,42 +83,11 @@ impl Record {
     ) -> Vec<Stranded> {
         let mine = graph.ops_by(own, excluded);
         let doc = self.doc_mut(section);
-        let mut stranded = Vec::new();
-        if !mine.is_empty() {
-            let keys: Vec<String> = doc
-                .map_range(ROOT, ..)
-                .map(|item| item.key.to_string())
-                .collect();
-            for key in keys.iter().filter(|key| belongs(section, key)) {
-                let Ok(values) = doc.get_all(ROOT, key.as_str()) else {
-                    continue;
-                };
-                for (_, obj) in values {
-                    let ObjId::Id(counter, actor, _) = &obj else {
-                        continue;
-                    };
-                    let made = |(by, ops): &(ActorId, std::ops::RangeInclusive<u64>)| {
-                        by == actor && ops.contains(counter)
-                    };
-                    if !mine.iter().any(made) {
-                        continue;
-                    }
-                    let (Ok(version), Ok(parsed)) =
-                        (read_version(doc, section, key, &obj, &[]), key.parse())
-                    else {
-                        continue;
-                    };
-                    stranded.push(Stranded {
-                        key: parsed,
-                        resource: version.resource,
-                        author: version.author,
-                        time: version.time,
-                        past: graph.kept_past_of_op(actor, *counter, excluded),
-                        replaces: Vec::new(),
-                    });
-                }
-            }
-        }
+        let stranded = if mine.is_empty() {
+            Vec::new()
+        } else {
+            own_versions_to_write_again(doc, section, excluded, graph, own)
+        };
         // The excluded changes keep their actor's sequence numbers on every node that holds
         // them: a new change under the same actor would reuse one. Write as a fresh actor of
         // the same device instead (its first 16 bytes still name the device).
@@ -161,18 +135,29 @@ impl Record {
     /// stranded again: the history check keeps it from being written again each time.
     pub fn write_again(&mut self, stranded: &[Stranded]) -> usize {
         let mut written = 0;
+        // Original version (`section:object`) -> the version that stands for it now.
+        let mut rewritten: HashMap<String, String> = HashMap::new();
         for version in stranded {
-            if self.get(&version.key).ok().flatten().as_ref() == Some(&version.resource) {
+            let superseded = version
+                .made
+                .as_ref()
+                .is_some_and(|made| stranded.iter().any(|later| later.replaces.contains(made)));
+            if !superseded
+                && self.get(&version.key).ok().flatten().as_ref() == Some(&version.resource)
+            {
                 continue;
             }
-            let again = self.history(&version.key).is_ok_and(|history| {
-                history.iter().any(|v| {
+            let again = self.history(&version.key).ok().and_then(|history| {
+                history.into_iter().find(|v| {
                     v.resource == version.resource
                         && v.author == version.author
                         && v.time == version.time
                 })
             });
-            if again {
+            if let Some(again) = again {
+                if let Some(made) = &version.made {
+                    rewritten.insert(made.clone(), again.reference());
+                }
                 continue;
             }
             let stamp = Stamp {
@@ -181,68 +166,100 @@ impl Record {
             };
             let message = "written again: it had built on a withdrawn party's change";
             let done = match &version.past {
-                Some(past) => self.write_on(stamp, &version.resource, past, message),
+                Some(past) => {
+                    // On the rewrite of the version of its own it superseded, if any.
+                    let mut past = past.clone();
+                    past.extend(
+                        version
+                            .replaces
+                            .iter()
+                            .filter_map(|replaced| rewritten.get(replaced))
+                            .filter_map(|reference| self.change_of_version(reference)),
+                    );
+                    self.write_on(stamp, &version.resource, &past, message)
+                }
                 None => {
                     let put = self.put(stamp, &version.resource).is_ok();
                     if put {
                         self.commit(stamp, message);
                     }
-                    put
+                    put.then(|| self.reference_of_current(&version.key, &version.author))
+                        .flatten()
                 }
             };
-            written += usize::from(done);
+            if let Some(reference) = done {
+                written += 1;
+                if let Some(made) = &version.made {
+                    rewritten.insert(made.clone(), reference);
+                }
+            }
         }
         written
     }
 
+    /// The change that made the version `reference` (`section:counter@actor`), if held.
+    fn change_of_version(&mut self, reference: &str) -> Option<ChangeHash> {
+        let (section, obj) = reference.split_once(':')?;
+        let section: Section = section.parse().ok()?;
+        let (counter, actor) = obj.split_once('@')?;
+        let actor = ActorId::from(crate::keys::unhex(actor)?);
+        ChangeGraph::of(self.doc_mut(section)).change_of_op(&actor, counter.parse().ok()?)
+    }
+
+    /// The reference of the current version of `key` by `author`, if there is one.
+    fn reference_of_current(&self, key: &ResourceKey, author: &Author) -> Option<String> {
+        let versions = self.all_current(key).ok()?;
+        versions
+            .into_iter()
+            .find(|v| v.author == *author)
+            .map(|v| v.reference())
+    }
+
     /// Writes `resource` as a new version made on the state at `past` (a fork of its section
     /// at those heads, under a fresh actor of this device), and merges that change in: it
-    /// supersedes only the versions visible at `past`. `false` if the section cannot fork
-    /// there or the write fails.
+    /// supersedes only the versions visible at `past`. Returns the new version's reference
+    /// (`section:object`); `None` if the section cannot fork there or the write fails.
     fn write_on(
         &mut self,
         stamp: Stamp<'_>,
         resource: &Value,
         past: &[ChangeHash],
         message: &str,
-    ) -> bool {
-        let Some(key) = ResourceKey::of(resource) else {
-            return false;
-        };
+    ) -> Option<String> {
+        let key = ResourceKey::of(resource)?;
         let key_text = key.to_string();
         let section = super::place(resource);
         let doc = self.doc_mut(section);
         let actor = fresh_actor(doc.get_actor());
-        let Ok(fork) = catch_automerge_panic(|| doc.fork_at(past)) else {
-            return false;
-        };
-        let Ok(fork) = fork else {
-            return false;
-        };
-        let mut fork = fork.with_actor(actor);
-        let Ok(replaces) = fork.get_all(ROOT, key_text.as_str()).map(|values| {
-            values
-                .into_iter()
-                .map(|(_, obj)| format!("{section}:{obj}"))
-                .collect::<Vec<String>>()
-        }) else {
-            return false;
-        };
+        let mut fork = catch_automerge_panic(|| doc.fork_at(past))
+            .ok()?
+            .ok()?
+            .with_actor(actor.clone());
+        let replaces: Vec<String> = fork
+            .get_all(ROOT, key_text.as_str())
+            .ok()?
+            .into_iter()
+            .map(|(_, obj)| format!("{section}:{obj}"))
+            .collect();
         let json = serde_json::to_string(resource).expect("a JSON value always serialises");
-        if super::write_version(&mut fork, section, &key_text, &json, stamp, &replaces, &[])
-            .is_err()
-        {
-            return false;
-        }
+        super::write_version(&mut fork, section, &key_text, &json, stamp, &replaces, &[]).ok()?;
         fork.commit_with(
             automerge::transaction::CommitOptions::default()
                 .with_time(stamp.time.as_second())
                 .with_message(message.to_string()),
         );
-        let Some(change) = fork.get_last_local_change() else {
-            return false;
-        };
-        catch_automerge_panic(|| doc.apply_changes([change])).is_ok_and(|r| r.is_ok())
+        let change = fork.get_last_local_change()?;
+        let made = fork
+            .get_all(ROOT, key_text.as_str())
+            .ok()?
+            .into_iter()
+            .find_map(|(_, obj)| match &obj {
+                ObjId::Id(_, by, _) if *by == actor => Some(format!("{section}:{obj}")),
+                _ => None,
+            })?;
+        catch_automerge_panic(|| doc.apply_changes([change]))
+            .is_ok_and(|r| r.is_ok())
+            .then_some(made)
     }
 
     /// The changes of `section` that wait, unapplied, for a dependency this document does not
@@ -269,7 +286,10 @@ impl Record {
         own: &ActorId,
         waiting: &[Change],
     ) -> Vec<Stranded> {
-        let waiting: Vec<ExpandedChange> = waiting.iter().map(Change::decode).collect();
+        let waiting: Vec<ExpandedChange> = causal_order(waiting)
+            .into_iter()
+            .map(Change::decode)
+            .collect();
         if !waiting.iter().any(|c| same_device(&c.actor_id, own)) {
             return Vec::new();
         }
@@ -280,6 +300,7 @@ impl Record {
             .flat_map(|op| op.pred.iter().cloned())
             .collect();
         let mut stranded = Vec::new();
+        let mut current = HashSet::new();
         for change in waiting.iter().filter(|c| same_device(&c.actor_id, own)) {
             for (index, op) in change.operations.iter().enumerate() {
                 let (OpType::Make(ObjType::Map), ObjectId::Root, Key::Map(key)) =
@@ -287,18 +308,22 @@ impl Record {
                 else {
                     continue;
                 };
-                let id = OpId(
-                    change.start_op.get() + index as u64,
-                    change.actor_id.clone(),
-                );
-                if !belongs(section, key) || replaced.contains(&id) {
+                let counter = change.start_op.get() + index as u64;
+                let id = OpId(counter, change.actor_id.clone());
+                if !belongs(section, key) {
                     continue;
                 }
-                if let Some(version) = version_made(change, key, &id) {
+                if let Some(mut version) = version_made(change, key, &id) {
+                    let made = format!("{section}:{counter}@{}", change.actor_id);
+                    if !replaced.contains(&id) {
+                        current.insert(made.clone());
+                    }
+                    version.made = Some(made);
                     stranded.push(version);
                 }
             }
         }
+        keep_current_and_their_own_past(&mut stranded, current);
         // Its past is not known (it waits on a change this node dropped): written again on the
         // changes that made the versions it superseded and are still here, so it supersedes
         // those and stands beside anything else, in conflict for a person to resolve, rather
@@ -424,5 +449,113 @@ fn version_made(change: &ExpandedChange, key: &str, id: &OpId) -> Option<Strande
         time: Timestamp::from_millisecond(ms).ok()?,
         past: None,
         replaces,
+        made: None,
     })
+}
+
+/// The versions the reader's device (`own`) made in the `excluded` changes of `section` that
+/// are to be written again, oldest first: each still current, and, through the versions kept,
+/// each one that a kept one of its own superseded. A version that only another party's version
+/// superseded is not written again: that party writes its own again, on a past without it.
+fn own_versions_to_write_again(
+    doc: &mut AutoCommit,
+    section: Section,
+    excluded: &HashSet<ChangeHash>,
+    graph: &ChangeGraph,
+    own: &ActorId,
+) -> Vec<Stranded> {
+    // Automerge returns a document's changes in causal order.
+    let mut versions: Vec<Stranded> = Vec::new();
+    for change in doc.get_changes(&[]) {
+        if !excluded.contains(&change.hash()) || !same_device(change.actor_id(), own) {
+            continue;
+        }
+        let change = change.decode();
+        for (index, op) in change.operations.iter().enumerate() {
+            let (OpType::Make(ObjType::Map), ObjectId::Root, Key::Map(key)) =
+                (&op.action, &op.obj, &op.key)
+            else {
+                continue;
+            };
+            if !belongs(section, key) {
+                continue;
+            }
+            let counter = change.start_op.get() + index as u64;
+            let id = OpId(counter, change.actor_id.clone());
+            let Some(mut version) = version_made(&change, key, &id) else {
+                continue;
+            };
+            version.past = graph.kept_past_of_op(&change.actor_id, counter, excluded);
+            version.made = Some(format!("{section}:{counter}@{}", change.actor_id));
+            versions.push(version);
+        }
+    }
+    let current: HashSet<String> = versions
+        .iter()
+        .map(|version| version.key.to_string())
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .flat_map(|key| {
+            doc.get_all(ROOT, key.as_str())
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(_, obj)| format!("{section}:{obj}"))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    keep_current_and_their_own_past(&mut versions, current);
+    versions
+}
+
+/// Keeps, of `versions` (oldest first), those whose version is `current`, and each one that a
+/// kept one superseded: the reader's own chain of versions under each current one.
+fn keep_current_and_their_own_past(versions: &mut Vec<Stranded>, current: HashSet<String>) {
+    let mut kept: HashSet<String> = versions
+        .iter()
+        .filter_map(|version| version.made.clone())
+        .filter(|made| current.contains(made))
+        .collect();
+    // Newest first, so a kept version's predecessors are reached in one pass.
+    for version in versions.iter().rev() {
+        if version
+            .made
+            .as_ref()
+            .is_some_and(|made| kept.contains(made))
+        {
+            kept.extend(version.replaces.iter().cloned());
+        }
+    }
+    versions.retain(|version| {
+        version
+            .made
+            .as_ref()
+            .is_some_and(|made| kept.contains(made))
+    });
+}
+
+/// `changes` ordered so that each comes after those of its dependencies among them.
+fn causal_order(changes: &[Change]) -> Vec<&Change> {
+    let among: HashSet<ChangeHash> = changes.iter().map(Change::hash).collect();
+    let mut done: HashSet<ChangeHash> = HashSet::new();
+    let mut out = Vec::with_capacity(changes.len());
+    while out.len() < changes.len() {
+        let before = out.len();
+        for change in changes {
+            if !done.contains(&change.hash())
+                && change
+                    .deps()
+                    .iter()
+                    .all(|dep| done.contains(dep) || !among.contains(dep))
+            {
+                done.insert(change.hash());
+                out.push(change);
+            }
+        }
+        // A cycle cannot happen between hashes; stop rather than spin if it did.
+        if out.len() == before {
+            out.extend(changes.iter().filter(|c| !done.contains(&c.hash())));
+            break;
+        }
+    }
+    out
 }

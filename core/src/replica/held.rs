@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::{
-    blob::Blob,
+    blob::{Blob, BlobKind},
     consent,
     keys::{AgeIdentity, BlobId, PeerId, SigningKey},
     ledger::{OpBody, SignedOp},
@@ -32,12 +32,19 @@ impl Replica {
         let Some(blob) = self.held_blob(store, id)? else {
             return Ok(None);
         };
-        let plain = if blob.header().kind == crate::blob::BlobKind::SealedToOwners {
+        let plain = if blob.header().kind == BlobKind::SealedToOwners {
             self.open_sealed(&blob, age).ok().flatten()
         } else {
             self.keyring()
                 .get(&blob.header().key_id)
                 .and_then(|key| blob.open(key).ok())
+        };
+        // A compaction: shown by its author's own changes in it (the edits it is held for).
+        // Accepted, the rest of it counts as in any compaction: each change where its own
+        // author's proof proves it, flagged where none does.
+        let plain = match (blob.header().kind, plain) {
+            (BlobKind::Compaction, Some(document)) => own_changes(&document, &held.author),
+            (_, plain) => plain,
         };
         Ok(plain.map(|plain| (held, plain)))
     }
@@ -83,10 +90,13 @@ impl Replica {
                 continue;
             };
             let header = blob.header();
+            // A compaction carries its authors' proofs: its own author's are the ones pinned.
+            let own_only = header.kind == BlobKind::Compaction;
             for proof in header
                 .proofs
                 .iter()
                 .filter(|p| p.verifies(self.id, section))
+                .filter(|p| !own_only || p.signer == header.author)
             {
                 pinned
                     .entry(header.author)
@@ -167,4 +177,24 @@ impl Replica {
         }
         Ok(())
     }
+}
+
+/// The changes of `author`'s device in a compaction's document, as change bytes: what
+/// accepting a held copy of it would add. `None` if the document does not load (it was checked
+/// against the inflation bound when it was stored).
+fn own_changes(document: &[u8], author: &PeerId) -> Option<Vec<u8>> {
+    if crate::changes::check_document(document).is_err() {
+        return None;
+    }
+    let mut doc = crate::changes::catch_automerge_panic(|| automerge::AutoCommit::load(document))
+        .ok()?
+        .ok()?;
+    let prefix = &author.public_key()[..crate::changes::ACTOR_KEY_BYTES];
+    let mut out = Vec::new();
+    for change in doc.get_changes(&[]) {
+        if change.actor_id().to_bytes().starts_with(prefix) {
+            out.extend_from_slice(change.raw_bytes());
+        }
+    }
+    Some(out)
 }

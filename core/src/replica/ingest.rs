@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use crate::{
     blob::{Blob, BlobKind},
     consent::{self, IngestError},
-    keys::{AgeIdentity, BlobId, OpId, PeerId},
+    keys::{AgeIdentity, BlobId, OpId, PeerId, RecordId},
     ledger::{Ledger, OpBody, SignedOp},
     section::Section,
     store::Store,
@@ -351,6 +351,18 @@ impl Replica {
                             None => plan.unreplaced.push((section, *old)),
                         }
                     }
+                    // Its author's own changes in it that the owners did not pin are void
+                    // here, and may be an offline edit that reached no other owner: a copy is
+                    // held for the patient (within the bounds per author), who sees them in
+                    // `phr held` and accepts them (a `Pin`) or discards the copy.
+                    if owner
+                        && !self.held_blobs.contains_key(&id)
+                        && own_changes_unpinned(&blob, ledger, self.id, section)
+                        && self.room_to_hold(&blob.header().author, 1, blob.len())
+                    {
+                        batch.hold(self.id, section, id, blob.bytes().to_vec());
+                        plan.held.push((section, blob));
+                    }
                     continue;
                 }
                 batch.remove_blob(self.id, section, id);
@@ -513,4 +525,23 @@ struct Plan {
     /// How many bytes the accepted blobs add to what is stored (what a compaction replaces
     /// taken off).
     bytes: usize,
+}
+
+/// Whether a compaction carries a proof by its own author, of changes in `section`, whose heads
+/// the ledger's pins of that author do not all name: changes of its author that may be void
+/// here (what the owners accepted of it is pinned by those heads).
+fn own_changes_unpinned(blob: &Blob, ledger: &Ledger, record: RecordId, section: Section) -> bool {
+    let author = blob.header().author;
+    let state = ledger.state();
+    let pinned = state.pins.get(&author).and_then(|pins| pins.get(&section));
+    blob.header()
+        .proofs
+        .iter()
+        .filter(|proof| proof.signer == author && proof.verifies(record, section))
+        .any(|proof| {
+            proof
+                .heads
+                .iter()
+                .any(|head| !pinned.is_some_and(|pinned| pinned.contains(&head.0)))
+        })
 }

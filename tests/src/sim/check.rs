@@ -38,6 +38,9 @@ pub struct Withdrawals {
     pub accepted: BTreeMap<PeerId, BTreeSet<String>>,
     /// Who wrote each marker.
     pub author_of: BTreeMap<String, PeerId>,
+    /// The markers the pharmacy (a reader) put in audit entries under the key of one of the
+    /// patient's entries: shown nowhere, ever.
+    pub injected: BTreeSet<String>,
 }
 
 impl Withdrawals {
@@ -213,6 +216,13 @@ impl Checker {
                     let Some(marker) = version.resource["valueString"].as_str() else {
                         continue;
                     };
+                    if withdrawals.injected.contains(marker) {
+                        return Err(format!(
+                            "{} shows `{marker}` as a version of {key} in {}: the pharmacy \
+                             injected it, and may not write there",
+                            node.name, version.section
+                        ));
+                    }
                     let Some(author) = withdrawals.void(marker) else {
                         continue;
                     };

@@ -18,6 +18,10 @@ use super::{Bug, GP, LAPTOP, OUTSIDER, PHARMACY, PHONE, Sim, TABLET, grant};
 /// How many blobs a hostile withdrawn party writes at once.
 const HOSTILE_BURST: usize = 4;
 
+/// How many bytes a bomb's text inflates to: past the limit on an audit entry (64 KiB), in a
+/// compressed change of a few hundred bytes.
+const BOMB_BYTES: usize = 256 * 1024;
+
 impl Sim {
     /// A random node starts syncing with a random other node.
     pub(super) fn sync_random(&mut self) -> String {
@@ -52,8 +56,17 @@ impl Sim {
     /// A node that may write writes one resource (sometimes one another node writes too, so
     /// concurrent versions happen).
     pub(super) fn write_random(&mut self) -> Result<String, String> {
-        let writers = [LAPTOP, PHONE, TABLET, GP];
+        // With the hostile participants, the pharmacy (a reader) logs audit entries too, not
+        // all of them honest.
+        let writers: &[usize] = if self.config.hostile {
+            &[LAPTOP, PHONE, TABLET, GP, PHARMACY]
+        } else {
+            &[LAPTOP, PHONE, TABLET, GP]
+        };
         let node = writers[self.rng.gen_range(0..writers.len())];
+        if node == PHARMACY {
+            return self.pharmacy_logs();
+        }
         let sections = if node == GP {
             vec![Section::Summary, Section::Clinical]
         } else {
@@ -148,6 +161,75 @@ impl Sim {
         Ok(format!(
             "{name} (withdrawn) wrote {written} blobs in {section}"
         ))
+    }
+
+    /// The pharmacy, which may read `summary` and so append to `audit`, logs an audit entry:
+    /// an honest one, a bomb (an entry whose compressed change inflates past the limit), or an
+    /// injection (under the key of one of the patient's entries, which it first tries to write
+    /// outright). None may change what any node shows but the honest entry in `audit`.
+    fn pharmacy_logs(&mut self) -> Result<String, String> {
+        let node = PHARMACY;
+        if !self.nodes[node].up || !self.nodes[node].replicas().contains_key(&self.record) {
+            return Ok("pharmacy cannot log now".into());
+        }
+        let record = self.record;
+        let now = self.now_ms;
+        let at = jiff::Timestamp::from_millisecond(now).expect("sim time");
+        let pharmacy = self.nodes[node].party();
+        let read = phr_core::audit::Logged::read("show", &[Section::Summary]);
+        let mut event = phr_core::audit::audit_event(
+            &format!("{}", self.rng.r#gen::<u64>()),
+            &read,
+            &pharmacy,
+            record,
+            at,
+        );
+        let (what, resource, compressed) = match self.rng.gen_range(0..3) {
+            0 => ("an audit entry", event, false),
+            1 => {
+                event["entity"][0]["description"] = "a".repeat(BOMB_BYTES).into();
+                ("a bomb", event, true)
+            }
+            _ => {
+                let section = [Section::Summary, Section::Clinical][self.rng.gen_range(0..2)];
+                let id = format!("{section}-{}", self.rng.gen_range(0..5));
+                let marker = format!(
+                    "i{} by pharmacy (injected)",
+                    self.withdrawals.injected.len()
+                );
+                self.withdrawals.injected.insert(marker.clone());
+                let resource = json!({
+                    "resourceType": "Observation",
+                    "id": id,
+                    "status": "final",
+                    "meta": {"tag": [{"system": SECTION_TAG_SYSTEM, "code": section.as_str()}]},
+                    "code": {"text": "Blood pressure"},
+                    "valueString": marker,
+                });
+                // A reader holds no key to write with: refused, so it goes in an audit entry.
+                match self.nodes[node].write(record, std::slice::from_ref(&resource), now) {
+                    Ok(true) => {
+                        self.touched.push(node);
+                        return Ok(format!("pharmacy wrote {section}: {marker}"));
+                    }
+                    Ok(false) => {}
+                    Err(e) => return Err(format!("pharmacy failed to write: {e}")),
+                }
+                (
+                    "an entry filed under another resource's key",
+                    resource,
+                    false,
+                )
+            }
+        };
+        match self.nodes[node].log_audit(record, &resource, compressed, now) {
+            Ok(true) => {
+                *self.report.logged.entry(what.to_string()).or_default() += 1;
+                Ok(format!("pharmacy logged {what}"))
+            }
+            Ok(false) => Ok(format!("pharmacy could not log {what}")),
+            Err(e) => Err(format!("pharmacy failed to log: {e}")),
+        }
     }
 
     /// The laptop or the phone imports the HL7 IPS example bundle.
@@ -274,6 +356,13 @@ impl Sim {
                         now,
                     )
                     .map_err(|e| format!("the planted re-grant failed: {e}"))?;
+            }
+            if self.config.hostile {
+                // It accepted nothing of the pharmacy's: it only ever logs, and its entries
+                // made after this are void. The pharmacy takes no ledger operation any more.
+                let peer = self.nodes[PHARMACY].peer();
+                self.withdrawals.accepted.insert(peer, BTreeSet::new());
+                self.nodes[PHARMACY].hostile = true;
             }
             return Ok("laptop revoked the pharmacy".into());
         }

@@ -323,17 +323,25 @@ impl Sim {
             if self.withdrawals.void(marker).is_some() {
                 continue;
             }
-            // A write built on a void one is left out with it, and its writer writes it again
-            // if it is still its current version there: so the last write of each resource
-            // must be everywhere, an earlier one built on a void write may be gone.
+            // A write built on a void one is left out with it, and its writer writes it again,
+            // with its own earlier versions that it superseded: so only a write that another
+            // party's later write superseded (built on it, and so left out too: that party
+            // writes its own again, on a past without it) may be gone.
             let on_void = self
                 .built_on
                 .get(marker)
                 .is_some_and(|seen| seen.iter().any(|m| self.withdrawals.void(m).is_some()));
-            let last = !self.writes[index + 1..]
-                .iter()
-                .any(|(s, k, _)| s == section && k == key);
-            if on_void && !last {
+            let author = self.withdrawals.author_of.get(marker);
+            let superseded_by_another = self.writes[index + 1..].iter().any(|(s, k, later)| {
+                s == section
+                    && k == key
+                    && self.withdrawals.author_of.get(later) != author
+                    && self
+                        .built_on
+                        .get(later)
+                        .is_some_and(|seen| seen.contains(marker))
+            });
+            if on_void && superseded_by_another {
                 continue;
             }
             for (i, (doc, readable)) in documents {

@@ -4,7 +4,9 @@
 //! Nodes: the patient's laptop (it holds the record root key), phone and tablet (admitted during
 //! the run), a GP with `summary,clinical` write (and `journal` read, granted during the run), a
 //! pharmacy with `summary` read (revoked during the run), a relay, and an outsider who knows the
-//! record id and is granted nothing. Every step the seeded generator picks one event: deliver a
+//! record id and is granted nothing. With the hostile participants the pharmacy also logs audit
+//! entries, honest ones, bombs and entries filed under the key of the patient's entries, and once
+//! revoked takes no ledger operation any more. Every step the seeded generator picks one event: deliver a
 //! message (the earliest due; delays reorder them),
 //! start a sync, write on a node that may write, import the IPS example, compact, change consent,
 //! cut a link (one way or both), crash a node or bring it back, or let time pass. Messages are
@@ -68,6 +70,9 @@ pub enum Bug {
     /// Once the pharmacy is revoked, the laptop sends it its whole ledger, not only what tells
     /// it that its access ended.
     LedgerToWithdrawn,
+    /// The pharmacy is granted `write` of `summary` instead of `read`: what it means to inject
+    /// through an audit entry becomes a version of the patient's entry.
+    PharmacyMayWrite,
 }
 
 /// How a run is set up.
@@ -78,7 +83,7 @@ pub struct Config {
     /// A bug to plant, if any.
     pub bug: Option<Bug>,
     /// Whether the patient withdraws the GP and the phone during the run, which then turn
-    /// hostile (`every_seed_with_hostile_participants_keeps_every_invariant` sweeps with it).
+    /// hostile, and the pharmacy logs bombs and injections (hostile too once revoked) (`every_seed_with_hostile_participants_keeps_every_invariant` sweeps with it).
     pub hostile: bool,
 }
 
@@ -107,6 +112,9 @@ pub struct Report {
     pub writes: usize,
     /// Crashes.
     pub crashes: usize,
+    /// What the pharmacy logged with the hostile participants, by kind (an audit entry, a
+    /// bomb, an injection).
+    pub logged: BTreeMap<String, usize>,
     /// Sessions that ended with an error, by kind.
     pub errors: BTreeMap<String, usize>,
     /// Quiet rounds the end needed to settle.
@@ -277,6 +285,11 @@ impl Sim {
         } else {
             Access::Relay
         };
+        let pharmacy_access = if self.config.bug == Some(Bug::PharmacyMayWrite) {
+            Access::Write
+        } else {
+            Access::Read
+        };
         let not_audit: Vec<Section> = Section::ALL
             .into_iter()
             .filter(|s| *s != Section::Audit)
@@ -289,7 +302,7 @@ impl Sim {
                 grant(gp, &[Section::Summary, Section::Clinical], Access::Write),
                 false,
             ),
-            (grant(pharmacy, &[Section::Summary], Access::Read), false),
+            (grant(pharmacy, &[Section::Summary], pharmacy_access), false),
             (grant(relay, &not_audit, relay_access), false),
         ];
         for (body, root) in grants {

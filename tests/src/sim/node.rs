@@ -183,6 +183,45 @@ impl SimNode {
         }
     }
 
+    /// Logs `resource` as this grantee's audit entry, sealed to the owners and stored (its next
+    /// sync pushes it), as a provider's node logs a read; `compressed` stores the change in
+    /// Automerge's compressed form, as a bomb would. `Ok(false)` if its ledger no longer lets
+    /// it append to `audit`.
+    pub fn log_audit(
+        &mut self,
+        record: RecordId,
+        resource: &Value,
+        compressed: bool,
+        now_ms: i64,
+    ) -> Result<bool, ReplicaError> {
+        let author = Author {
+            id: self.peer().to_string(),
+            name: self.name.clone(),
+        };
+        let stamp = Stamp {
+            author: &author,
+            time: jiff::Timestamp::from_millisecond(now_ms).expect("sim time"),
+        };
+        let actor = phr_core::audit::entry_actor(&self.peer());
+        let (_, mut change) =
+            phr_core::record::lone_change(stamp, resource, actor, "audit: show").expect("a key");
+        if compressed {
+            let mut parsed =
+                automerge::Change::try_from(change.as_slice()).expect("a change it just made");
+            change = parsed.bytes().into_owned();
+        }
+        let Some(replica) = self.engine.replica_mut(&record) else {
+            return Ok(false);
+        };
+        let blob = match replica.seal_to_owners(&self.keys.device, &change, now_ms) {
+            Ok(blob) => blob,
+            Err(ReplicaError::Consent(_)) => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        replica.store_sealed(&self.store, vec![blob])?;
+        Ok(true)
+    }
+
     /// Compacts every section this owner device can.
     pub fn compact(&mut self, record: RecordId, now_ms: i64) -> Result<(), ReplicaError> {
         let Some(mut doc) = self.materialise(record) else {
