@@ -131,6 +131,7 @@ fn main() -> ExitCode {
             | Command::History(_)
             | Command::Export(_)
             | Command::Import(_)
+            | Command::Imports(_)
             | Command::Conflicts
     );
     if let Err(error) = cmd::patients::take_flag(&mut ctx, cli.patient, honours_patient) {

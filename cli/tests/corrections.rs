@@ -237,3 +237,59 @@ fn an_import_is_undone_and_the_record_shows_what_it_did_before() {
     expected.sort();
     assert_eq!(keys(&after), expected);
 }
+
+#[test]
+fn a_clinician_undoes_its_own_import_within_the_grant_and_not_the_patients() {
+    let patient = Phr::patient();
+    let entries = patient.dir.path().join("entries.json");
+    std::fs::write(&entries, ENTRIES).unwrap();
+    patient.ok(&["import", entries.to_str().unwrap()]);
+    let gp = grant_gp_write(&patient);
+    sync_homes(&patient.home(), &gp.home());
+    let id = accept_pending(&gp).remove(0);
+    // The GP imports an HbA1c result into the patient's record, then takes it back.
+    let hba1c = gp.dir.path().join("hba1c.json");
+    std::fs::write(
+        &hba1c,
+        r#"{"resourceType": "Observation", "id": "hba1c", "status": "final",
+            "code": {"text": "HbA1c"}, "effectiveDateTime": "2025-03-01",
+            "valueQuantity": {"value": 48, "unit": "mmol/mol"}}"#,
+    )
+    .unwrap();
+    gp.ok(&["--patient", &id, "import", hba1c.to_str().unwrap()]);
+    let listed: Value =
+        serde_json::from_str(&gp.ok(&["--json", "--patient", &id, "imports"])).unwrap();
+    let imports: Vec<(&str, &str)> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| (i["import"].as_str().unwrap(), i["author"].as_str().unwrap()))
+        .collect();
+    let (gps, _) = *imports
+        .iter()
+        .find(|(_, author)| *author == "Riverside Surgery")
+        .unwrap_or_else(|| panic!("{imports:?}"));
+    let (patients, _) = *imports
+        .iter()
+        .find(|(_, author)| *author != "Riverside Surgery")
+        .unwrap_or_else(|| panic!("{imports:?}"));
+    // The patient's import is not the GP's to take back: refused, nothing changed.
+    let (code, _, stderr, _) = gp.run(&["--patient", &id, "imports", "undo", patients]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("not by this node"), "{stderr}");
+    let undone = gp.ok(&["--patient", &id, "imports", "undo", gps]);
+    assert!(undone.contains("1 entries removed"), "{undone}");
+    assert!(undone.contains("logged to the patient"), "{undone}");
+    // The patient's devices see the result gone, the history kept, and who did it.
+    sync_homes(&patient.home(), &gp.home());
+    let shown = patient.ok(&["show", "clinical"]);
+    assert!(!shown.contains("HbA1c"), "{shown}");
+    let history = patient.ok(&["history", "Observation/hba1c"]);
+    assert!(history.contains("removed"), "{history}");
+    assert!(history.contains("by Riverside Surgery"), "{history}");
+    let audit = patient.ok(&["audit"]);
+    assert!(audit.contains(&format!("undo import {gps}")), "{audit}");
+    // The patient's own import is still there.
+    let still: Value = serde_json::from_str(&patient.ok(&["--json", "imports"])).unwrap();
+    assert!(still.to_string().contains(patients), "{still}");
+}

@@ -165,6 +165,19 @@ pub enum ProviderError {
         /// What it may write.
         writable: String,
     },
+    /// An import another party made: only it, or the patient, takes it back.
+    #[error(
+        "import {import} in record {record} was made by {by}, not by this node; only they or \
+         the patient can take it back. Nothing was changed"
+    )]
+    NotOwnImport {
+        /// The record.
+        record: RecordId,
+        /// The import's id.
+        import: String,
+        /// Who made it.
+        by: String,
+    },
 }
 
 /// A record shared with this node, as [`Home::patients`] lists it.
@@ -622,6 +635,75 @@ impl PatientRecord<'_> {
             now_ms,
         )?;
         Ok(report)
+    }
+}
+
+impl PatientRecord<'_> {
+    /// Takes back an import this node made (`Record::undo_import`), if every section it
+    /// touches is one this node may write, signed by this node, with one audit entry in the
+    /// same durable transaction. An import by anyone else, an unknown id, or a section it may
+    /// not write is refused with nothing stored.
+    pub fn undo_import(&mut self, id: &str, now: Timestamp) -> Result<crate::record::Undone> {
+        let me = self.home.peer_id();
+        let now_ms = now.as_millisecond();
+        let state = self.replica.ledger().state();
+        check_admitted(state, self.id(), &me, now_ms)?;
+        let (_, writable) = sections_of(state, &me, now_ms);
+        let (sections, authors) = self.record.import_scope(id)?;
+        if sections.is_empty() {
+            return Err(RecordError::UnknownImport(id.to_string()).into());
+        }
+        if let Some(other) = authors.iter().find(|author| **author != me.to_string()) {
+            let by = other
+                .parse::<PeerId>()
+                .map(|peer| audit::party_name(self.replica.ledger(), &peer))
+                .unwrap_or_else(|_| other.clone());
+            return Err(ProviderError::NotOwnImport {
+                record: self.id(),
+                import: id.to_string(),
+                by,
+            }
+            .into());
+        }
+        if let Some(refused) = sections.iter().find(|s| !writable.contains(s)) {
+            return Err(ProviderError::NotWritable {
+                record: self.id(),
+                section: *refused,
+                writable: words(&writable),
+            }
+            .into());
+        }
+        let author = self.home.device.author();
+        let stamp = Stamp {
+            author: &author,
+            time: now,
+        };
+        let undone = match self.record.undo_import(stamp, id) {
+            Ok(undone) => undone,
+            Err(error) => {
+                self.record.rollback();
+                return Err(error.into());
+            }
+        };
+        if undone.restored + undone.removed == 0 {
+            return Ok(undone);
+        }
+        self.record.commit(stamp, &format!("undo import {id}"));
+        let logged = Logged {
+            action: AuditAction::Update,
+            what: format!("undo import {id}"),
+            sections: sections.into_iter().collect(),
+            resource: None,
+        };
+        let entry = self.home.audit_entry(&self.replica, &logged, now)?;
+        self.replica.save_with(
+            self.store,
+            &self.home.keystore.device,
+            &mut self.record,
+            vec![entry],
+            now_ms,
+        )?;
+        Ok(undone)
     }
 }
 

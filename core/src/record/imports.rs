@@ -7,7 +7,7 @@
 //! A resource changed since the import (its current version written by someone else, or in
 //! conflict) is left as it is, and counted.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use automerge::ReadDoc;
 use jiff::Timestamp;
@@ -74,6 +74,29 @@ impl Record {
         let mut out: Vec<ImportSummary> = by_id.into_values().collect();
         out.sort_by(|a, b| b.time.cmp(&a.time).then(a.id.cmp(&b.id)));
         Ok(out)
+    }
+
+    /// What taking import `id` back would touch: the sections its versions and the versions
+    /// they superseded lie in, and who wrote it (each version's author id). Empty if no
+    /// version names the import.
+    pub fn import_scope(&self, id: &str) -> Result<(BTreeSet<Section>, BTreeSet<String>)> {
+        let mut sections = BTreeSet::new();
+        let mut authors = BTreeSet::new();
+        for key in self.all_keys() {
+            let history = match self.history(&key) {
+                Ok(history) => history,
+                Err(RecordError::NotFound(_)) => continue,
+                Err(e) => return Err(e),
+            };
+            for version in history.iter().filter(|v| v.import.as_deref() == Some(id)) {
+                sections.insert(version.section);
+                authors.insert(version.author.id.clone());
+                if let Some(before) = self.before(&key, version)? {
+                    sections.insert(before.section);
+                }
+            }
+        }
+        Ok((sections, authors))
     }
 
     /// Takes import `id` back (see the module documentation). The writes join the open change;
