@@ -191,6 +191,14 @@ fn import_errors_name_the_place_and_change_nothing() {
         "unborn.json",
         r#"{"resourceType": "Condition", "id": "c4", "code": {"text": "asthma"}, "onsetDateTime": "2999-01-01"}"#,
     );
+    let listed_code = write(
+        "listed-code.json",
+        r#"{"resourceType": "Condition", "id": "c5", "code": [{"text": "asthma"}]}"#,
+    );
+    let unknown_status = write(
+        "unknown-status.json",
+        r#"{"resourceType": "MedicationStatement", "id": "m1", "status": "taking", "medicationCodeableConcept": {"text": "Ramipril"}}"#,
+    );
     let huge = dir.join("huge.json");
     std::fs::File::create(&huge)
         .unwrap()
@@ -217,12 +225,14 @@ fn import_errors_name_the_place_and_change_nothing() {
             &["import", &null_value],
             &["import", &twice],
             &["import", &unborn],
+            &["import", &listed_code],
+            &["import", &unknown_status],
             &["import", &huge],
             &["import", &good, &broken],
             &["import", "missing.json"],
         ],
     );
-    assert_eq!(codes, [1; 14]);
+    assert_eq!(codes, [1; 16]);
     let strip_ids = |s: &str| {
         s.lines()
             .filter(|l| {
@@ -278,7 +288,7 @@ fn add_every_kind_and_read_history() {
     let journal = phr.ok(&["show", "journal"]);
     assert!(journal.starts_with("Journal (3 entries)\n"), "{journal}");
     for line in [
-        "Condition: headache (active)",
+        "Condition: headache (active, unconfirmed)",
         "DocumentReference: Felt dizzy after the new tablets",
         "Observation: Blood pressure: 128/82 mmHg",
     ] {

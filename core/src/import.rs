@@ -440,12 +440,17 @@ fn collect(
     Ok(())
 }
 
-/// The resource's elements, as FHIR R4 allows them ([`crate::fhir::validate::check`]).
+/// The resource's elements, as FHIR R4 allows them ([`crate::fhir::validate::check`], then the
+/// shapes phr types and the codes of required value sets).
 fn check_elements(resource: &Value, location: &Location) -> Result<(), ImportError> {
-    crate::fhir::validate::check(resource).map_err(|invalid| ImportError::Invalid {
-        location: location.within(invalid.path),
-        reason: invalid.reason,
-    })
+    use crate::fhir::validate;
+    validate::check(resource)
+        .and_then(|()| validate::check_typed(resource))
+        .and_then(|()| validate::check_codes(resource))
+        .map_err(|invalid| ImportError::Invalid {
+            location: location.within(invalid.path),
+            reason: invalid.reason,
+        })
 }
 
 fn entry_label(bundle: &Location, index: usize, key: Option<&ResourceKey>) -> String {

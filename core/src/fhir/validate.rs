@@ -15,6 +15,13 @@
 //! - **Duplicate keys** in one JSON object ([`check_unique_keys`], on the raw bytes).
 //! - **Dates in the future** where a fact is recorded ([`future_date`], given today's date by
 //!   the caller: the core reads no clock).
+//! - **The shape of every element phr types** ([`check_typed`]): the elements of the typed views
+//!   in [`crate::fhir::model`] (what the summary, the lists and the IPS read) must have the
+//!   cardinality and type R4 gives them: one value or a list, an object or a string. A list
+//!   where R4 allows one `code` would otherwise read as no code at all.
+//! - **Codes from required value sets** ([`check_codes`]): the statuses, intents and the like
+//!   that decide what a view shows (a current medicine, a confirmed allergy) must be one of the
+//!   codes R4 binds them to; a `Coding` from another system is left alone.
 
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
@@ -308,6 +315,362 @@ impl<'de> Visitor<'de> for UniqueVisitor {
     }
 }
 
+/// Checks the elements phr reads into its typed views (see the module documentation): each
+/// must have the shape R4 gives it. Resource types phr does not type pass.
+pub fn check_typed(resource: &Value) -> Result<(), Invalid> {
+    use crate::fhir::model::*;
+    match resource.get("resourceType").and_then(Value::as_str) {
+        Some("Patient") => shape::<Patient>(resource),
+        Some("AllergyIntolerance") => shape::<AllergyIntolerance>(resource),
+        Some("Condition") => shape::<Condition>(resource),
+        Some("MedicationStatement") => shape::<MedicationStatement>(resource),
+        Some("MedicationRequest") => shape::<MedicationRequest>(resource),
+        Some("Medication") => shape::<Medication>(resource),
+        Some("Observation") => shape::<Observation>(resource),
+        Some("Procedure") => shape::<Procedure>(resource),
+        Some("Immunization") => shape::<Immunization>(resource),
+        Some("CarePlan") => shape::<CarePlan>(resource),
+        Some("Appointment") => shape::<Appointment>(resource),
+        Some("Communication") => shape::<Communication>(resource),
+        Some("DiagnosticReport") => shape::<DiagnosticReport>(resource),
+        Some("Encounter") => shape::<Encounter>(resource),
+        Some("DocumentReference") => shape::<DocumentReference>(resource),
+        _ => Ok(()),
+    }
+}
+
+fn shape<T: serde::de::DeserializeOwned>(resource: &Value) -> Result<(), Invalid> {
+    serde_path_to_error::deserialize::<_, T>(resource)
+        .map(drop)
+        .map_err(|error| {
+            let found = value_at(resource, error.path()).map(kind_of);
+            Invalid {
+                path: error.path().to_string(),
+                reason: shape_reason(found, &error.inner().to_string()),
+            }
+        })
+}
+
+/// The value `path` names inside `resource`, if it is there.
+fn value_at<'a>(resource: &'a Value, path: &serde_path_to_error::Path) -> Option<&'a Value> {
+    use serde_path_to_error::Segment;
+    path.iter()
+        .try_fold(resource, |value, segment| match segment {
+            Segment::Seq { index } => value.get(*index),
+            Segment::Map { key } => value.get(key.as_str()),
+            Segment::Enum { .. } | Segment::Unknown => Some(value),
+        })
+}
+
+fn kind_of(value: &Value) -> &'static str {
+    match value {
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+        Value::String(_) => "a string",
+        Value::Number(_) => "a number",
+        Value::Bool(_) => "true or false",
+        Value::Null => "null",
+    }
+}
+
+/// serde's words for a shape that does not fit, in FHIR's: what was found (`found`, if the
+/// element is there) where R4 has what serde expected.
+fn shape_reason(found: Option<&str>, serde: &str) -> String {
+    let expected = serde.split_once(", expected ").map_or(serde, |(_, e)| e);
+    let concept = serde.contains("untagged enum ConceptOrCode");
+    if concept && found == Some("an object") {
+        return "not a CodeableConcept as FHIR R4 has it: its coding is a list of Codings, its \
+                text a string"
+            .into();
+    }
+    let expected = if concept {
+        "one object (a CodeableConcept)"
+    } else if expected.contains("sequence") {
+        "a list"
+    } else if expected.starts_with("struct") || expected.contains("map") {
+        "one object"
+    } else if expected.contains("string") {
+        "a string"
+    } else if expected.contains("bool") {
+        "true or false"
+    } else {
+        return format!("FHIR R4 does not allow this here ({serde})");
+    };
+    match found {
+        Some(found) => format!("{found} where FHIR R4 has {expected}"),
+        None => format!("FHIR R4 has {expected} here"),
+    }
+}
+
+/// A coded element with a required binding: the resource type, the element, and the codes R4
+/// allows (from the R4 value sets of the same names).
+const REQUIRED_CODES: &[(&str, &str, &[&str])] = &[
+    ("Patient", "gender", &["male", "female", "other", "unknown"]),
+    (
+        "AllergyIntolerance",
+        "clinicalStatus",
+        &["active", "inactive", "resolved"],
+    ),
+    (
+        "AllergyIntolerance",
+        "verificationStatus",
+        &["unconfirmed", "confirmed", "refuted", "entered-in-error"],
+    ),
+    ("AllergyIntolerance", "type", &["allergy", "intolerance"]),
+    (
+        "AllergyIntolerance",
+        "category",
+        &["food", "medication", "environment", "biologic"],
+    ),
+    (
+        "AllergyIntolerance",
+        "criticality",
+        &["low", "high", "unable-to-assess"],
+    ),
+    (
+        "Condition",
+        "clinicalStatus",
+        &[
+            "active",
+            "recurrence",
+            "relapse",
+            "inactive",
+            "remission",
+            "resolved",
+        ],
+    ),
+    (
+        "Condition",
+        "verificationStatus",
+        &[
+            "unconfirmed",
+            "provisional",
+            "differential",
+            "confirmed",
+            "refuted",
+            "entered-in-error",
+        ],
+    ),
+    (
+        "MedicationStatement",
+        "status",
+        &[
+            "active",
+            "completed",
+            "entered-in-error",
+            "intended",
+            "stopped",
+            "on-hold",
+            "unknown",
+            "not-taken",
+        ],
+    ),
+    (
+        "MedicationRequest",
+        "status",
+        &[
+            "active",
+            "on-hold",
+            "cancelled",
+            "completed",
+            "entered-in-error",
+            "stopped",
+            "draft",
+            "unknown",
+        ],
+    ),
+    (
+        "MedicationRequest",
+        "intent",
+        &[
+            "proposal",
+            "plan",
+            "order",
+            "original-order",
+            "reflex-order",
+            "filler-order",
+            "instance-order",
+            "option",
+        ],
+    ),
+    (
+        "Observation",
+        "status",
+        &[
+            "registered",
+            "preliminary",
+            "final",
+            "amended",
+            "corrected",
+            "cancelled",
+            "entered-in-error",
+            "unknown",
+        ],
+    ),
+    (
+        "Immunization",
+        "status",
+        &["completed", "entered-in-error", "not-done"],
+    ),
+    (
+        "Procedure",
+        "status",
+        &[
+            "preparation",
+            "in-progress",
+            "not-done",
+            "on-hold",
+            "stopped",
+            "completed",
+            "entered-in-error",
+            "unknown",
+        ],
+    ),
+    (
+        "Encounter",
+        "status",
+        &[
+            "planned",
+            "arrived",
+            "triaged",
+            "in-progress",
+            "onleave",
+            "finished",
+            "cancelled",
+            "entered-in-error",
+            "unknown",
+        ],
+    ),
+    (
+        "DiagnosticReport",
+        "status",
+        &[
+            "registered",
+            "partial",
+            "preliminary",
+            "final",
+            "amended",
+            "corrected",
+            "appended",
+            "cancelled",
+            "entered-in-error",
+            "unknown",
+        ],
+    ),
+    (
+        "CarePlan",
+        "status",
+        &[
+            "draft",
+            "active",
+            "on-hold",
+            "revoked",
+            "completed",
+            "entered-in-error",
+            "unknown",
+        ],
+    ),
+    (
+        "CarePlan",
+        "intent",
+        &["proposal", "plan", "order", "option"],
+    ),
+    (
+        "DocumentReference",
+        "status",
+        &["current", "superseded", "entered-in-error"],
+    ),
+    (
+        "Appointment",
+        "status",
+        &[
+            "proposed",
+            "pending",
+            "booked",
+            "arrived",
+            "fulfilled",
+            "cancelled",
+            "noshow",
+            "entered-in-error",
+            "checked-in",
+            "waitlist",
+        ],
+    ),
+    (
+        "Communication",
+        "status",
+        &[
+            "preparation",
+            "in-progress",
+            "not-done",
+            "on-hold",
+            "stopped",
+            "completed",
+            "entered-in-error",
+            "unknown",
+        ],
+    ),
+];
+
+/// The code systems of the CodeableConcepts among [`REQUIRED_CODES`]: a `Coding` that names
+/// another system is not judged (a translation is allowed beside the required code).
+const REQUIRED_SYSTEMS: &[&str] = &[
+    "http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical",
+    "http://terminology.hl7.org/CodeSystem/allergyintolerance-verification",
+    "http://terminology.hl7.org/CodeSystem/condition-clinical",
+    "http://terminology.hl7.org/CodeSystem/condition-ver-status",
+];
+
+/// Checks the coded elements with a required binding (see the module documentation).
+pub fn check_codes(resource: &Value) -> Result<(), Invalid> {
+    let Some(resource_type) = resource.get("resourceType").and_then(Value::as_str) else {
+        return Ok(());
+    };
+    for (of, element, codes) in REQUIRED_CODES.iter().filter(|(t, ..)| *t == resource_type) {
+        let Some(value) = resource.get(*element) else {
+            continue;
+        };
+        let bad = |path: String, code: &str| Invalid {
+            path,
+            reason: format!(
+                "\"{code}\" is not a code FHIR R4 allows for {of}.{element} (one of: {})",
+                codes.join(", ")
+            ),
+        };
+        let items: Vec<(String, &Value)> = match value {
+            Value::Array(items) => items
+                .iter()
+                .enumerate()
+                .map(|(i, item)| (format!("{element}[{i}]"), item))
+                .collect(),
+            one => vec![(element.to_string(), one)],
+        };
+        for (path, item) in items {
+            match item {
+                Value::String(code) if !codes.contains(&code.as_str()) => {
+                    return Err(bad(path, code));
+                }
+                Value::Object(concept) => {
+                    let codings = concept.get("coding").and_then(Value::as_array);
+                    for (i, coding) in codings.into_iter().flatten().enumerate() {
+                        let system = coding.get("system").and_then(Value::as_str);
+                        if system.is_some_and(|s| !REQUIRED_SYSTEMS.contains(&s)) {
+                            continue;
+                        }
+                        if let Some(code) = coding.get("code").and_then(Value::as_str)
+                            && !codes.contains(&code)
+                        {
+                            return Err(bad(format!("{path}.coding[{i}].code"), code));
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -382,6 +745,80 @@ mod tests {
                 "validityPeriod": {"start": "2020", "end": "2020-03"}},
             "name": [{"given": ["A", null], "_given": [null, {"extension": [{"url": "x", "valueBoolean": true}]}]}]});
         assert_eq!(check(&ok), Ok(()));
+    }
+
+    #[test]
+    fn a_typed_element_of_the_wrong_shape_is_refused_with_its_path() {
+        let typed = |resource: Value| {
+            let invalid = check_typed(&resource).expect_err("refused");
+            format!("{}: {}", invalid.path, invalid.reason)
+        };
+        let cases = [
+            (
+                json!({"resourceType": "Condition", "code": [{"text": "Asthma"}]}),
+                "code: a list where FHIR R4 has one object (a CodeableConcept)",
+            ),
+            (
+                json!({"resourceType": "Condition", "category": {"text": "problem"}}),
+                "category: an object where FHIR R4 has a list",
+            ),
+            (
+                json!({"resourceType": "Observation", "status": 5}),
+                "status: a number where FHIR R4 has a string",
+            ),
+            (
+                json!({"resourceType": "AllergyIntolerance",
+                    "reaction": [{"manifestation": [{"coding": {"code": "x"}}]}]}),
+                "reaction[0].manifestation[0]: not a CodeableConcept as FHIR R4 has it: its coding \
+                 is a list of Codings, its text a string",
+            ),
+            (
+                json!({"resourceType": "MedicationStatement", "dosage": [{"asNeededBoolean": "yes"}]}),
+                "dosage[0].asNeededBoolean: a string where FHIR R4 has true or false",
+            ),
+        ];
+        for (resource, expected) in cases {
+            assert_eq!(typed(resource.clone()), expected, "{resource}");
+        }
+        // A type phr does not type, and fields it does not read, pass as they are.
+        assert!(check_typed(&json!({"resourceType": "Flag", "code": [1]})).is_ok());
+        assert!(check_typed(&json!({"resourceType": "Condition", "note": {"text": "x"}})).is_ok());
+    }
+
+    #[test]
+    fn a_code_outside_its_required_value_set_is_refused_and_a_translation_is_not() {
+        let coded = |resource: Value| {
+            let invalid = check_codes(&resource).expect_err("refused");
+            format!("{}: {}", invalid.path, invalid.reason)
+        };
+        let got = coded(json!({"resourceType": "MedicationStatement", "status": "taking"}));
+        assert!(
+            got.starts_with("status: \"taking\" is not a code FHIR R4 allows for MedicationStatement.status (one of: active, completed"),
+            "{got}"
+        );
+        let got = coded(
+            json!({"resourceType": "AllergyIntolerance", "clinicalStatus": {
+            "coding": [{"system": "http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical",
+                "code": "current"}]}}),
+        );
+        assert!(
+            got.starts_with("clinicalStatus.coding[0].code: \"current\""),
+            "{got}"
+        );
+        let got =
+            coded(json!({"resourceType": "AllergyIntolerance", "category": ["food", "pollen"]}));
+        assert!(got.starts_with("category[1]: \"pollen\""), "{got}");
+        // A coding of another system beside the required one is a translation: allowed.
+        let translated = json!({"resourceType": "Condition", "clinicalStatus": {"coding": [
+            {"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "active"},
+            {"system": "http://snomed.info/sct", "code": "55561003"}]}});
+        assert_eq!(check_codes(&translated), Ok(()));
+        // A coding with no system is judged (phr writes them so, and so do hand-made files).
+        assert!(
+            check_codes(&json!({"resourceType": "Condition",
+            "verificationStatus": {"coding": [{"code": "maybe"}]}}))
+            .is_err()
+        );
     }
 
     #[test]

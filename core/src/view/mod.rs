@@ -144,7 +144,8 @@ pub struct Medicine {
     pub name: String,
     /// How to take it, in words.
     pub dosage: Option<String>,
-    /// Not taken right now: "on hold" or "intended".
+    /// Not taken right now: "on hold", "intended" or "proposed" (a prescriber's proposal,
+    /// not a prescription).
     pub qualifier: Option<String>,
 }
 
@@ -163,6 +164,10 @@ pub struct TestResult {
     pub range: Option<String>,
     /// A reading the patient took themselves (from their journal), not a clinic's or a lab's.
     pub home: bool,
+    /// Not a final result: `preliminary`, `registered` (not yet done), `amended`,
+    /// `corrected` or `cancelled`, in words.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
 }
 
 /// A vaccine, with how many doses were given.

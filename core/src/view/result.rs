@@ -31,7 +31,22 @@ pub(super) fn test_result(o: &Observation, home: bool) -> Option<TestResult> {
             .and_then(range_text)
             .or_else(|| pressure.map(|(_, normal)| normal.to_string())),
         home,
+        status: result_status(o.status.as_deref()),
     })
+}
+
+/// A result's status in words, when it is not simply final.
+pub(super) fn result_status(status: Option<&str>) -> Option<String> {
+    match status? {
+        "preliminary" => Some("preliminary".into()),
+        "registered" => Some("not yet reported".into()),
+        "amended" => Some("amended".into()),
+        "corrected" => Some("corrected".into()),
+        "cancelled" => Some("cancelled".into()),
+        "partial" => Some("partial".into()),
+        "appended" => Some("appended".into()),
+        _ => None,
+    }
 }
 
 /// A blood pressure with no range of its own, judged as NICE NG136 does: high from 140/90 in
@@ -145,6 +160,9 @@ impl fmt::Display for TestResult {
         }
         if self.home {
             write!(f, " (home reading)")?;
+        }
+        if let Some(status) = &self.status {
+            write!(f, " [{status}]")?;
         }
         if let Some(flag) = &self.flag {
             write!(f, "  {flag}")?;

@@ -16,9 +16,9 @@ use crate::{
     fhir::{
         display,
         model::{
-            Appointment, Attachment, CarePlan, CodeableConcept, Coding, Communication, Condition,
-            DiagnosticReport, DocumentReference, Encounter, HumanName, Observation, Patient,
-            Procedure, view,
+            AllergyIntolerance, Appointment, Attachment, CarePlan, CodeableConcept, Coding,
+            Communication, Condition, DiagnosticReport, DocumentReference, Encounter, HumanName,
+            Immunization, Observation, Patient, Procedure, view,
         },
     },
     record::{Record, RecordError},
@@ -109,6 +109,8 @@ fn describe(resource: &Value, resource_type: &str) -> String {
             result.map(|r| TestResult { date: None, ..r }.to_string())
         }
         "Condition" => view::<Condition>(resource).and_then(|c| condition_text(&c)),
+        "AllergyIntolerance" => view::<AllergyIntolerance>(resource).and_then(|a| allergy_text(&a)),
+        "Immunization" => view::<Immunization>(resource).and_then(|i| immunization_text(&i)),
         "DocumentReference" => view::<DocumentReference>(resource).and_then(|d| document_text(&d)),
         "Appointment" => view::<Appointment>(resource).map(|a| appointment_text(&a)),
         "Communication" => view::<Communication>(resource).and_then(|c| communication_text(&c)),
@@ -126,12 +128,14 @@ fn describe(resource: &Value, resource_type: &str) -> String {
         return format!("{text} [entered in error]");
     }
     let medicine = matches!(resource_type, "MedicationStatement" | "MedicationRequest");
+    let proposal = resource.get("intent").and_then(Value::as_str) == Some("proposal");
     match resource.get("status").and_then(Value::as_str) {
         Some(status @ ("stopped" | "on-hold" | "completed" | "cancelled" | "not-taken"))
             if medicine =>
         {
             format!("{text} [{}]", status.replace('-', " "))
         }
+        _ if medicine && proposal => format!("{text} [proposed]"),
         _ => text,
     }
 }
@@ -181,9 +185,16 @@ fn encounter_text(e: &Encounter) -> String {
             .clone()
             .or_else(|| c.code.as_deref().map(class_word))
     });
-    match class {
+    let text = match class {
         Some(class) => format!("{kind} ({class})"),
         None => kind,
+    };
+    // A visit that has not happened (planned, cancelled) must not read as one that did.
+    match e.status.as_deref() {
+        Some(status @ ("planned" | "cancelled" | "in-progress" | "arrived" | "triaged")) => {
+            format!("{text} [{}]", status.replace('-', " "))
+        }
+        _ => text,
     }
 }
 
@@ -216,11 +227,45 @@ fn procedure_text(p: &Procedure) -> Option<String> {
 
 fn report_text(r: &DiagnosticReport) -> Option<String> {
     let name = text_of(r.code.as_ref())?;
-    Some(match (&r.conclusion, r.result.len()) {
+    let text = match (&r.conclusion, r.result.len()) {
         (Some(conclusion), _) => format!("{name}: {conclusion}"),
         (None, 0) => name,
         (None, 1) => format!("{name} (1 result)"),
         (None, n) => format!("{name} ({n} results)"),
+    };
+    Some(match super::result::result_status(r.status.as_deref()) {
+        Some(status) => format!("{text} [{status}]"),
+        None => text,
+    })
+}
+
+/// An allergy with its state when it is not simply active and confirmed.
+fn allergy_text(a: &AllergyIntolerance) -> Option<String> {
+    let name = text_of(a.code.as_ref())?;
+    let code =
+        |c: &Option<CodeableConcept>| c.as_ref().and_then(|c| c.coding.first()?.code.clone());
+    let mut notes: Vec<String> = Vec::new();
+    if let Some(status @ ("inactive" | "resolved")) = code(&a.clinical_status).as_deref() {
+        notes.push(status.to_string());
+    }
+    if let Some(status @ ("unconfirmed" | "refuted")) = code(&a.verification_status).as_deref() {
+        notes.push(status.to_string());
+    }
+    if a.criticality.as_deref() == Some("high") {
+        notes.push("high risk".into());
+    }
+    Some(if notes.is_empty() {
+        name
+    } else {
+        format!("{name} ({})", notes.join(", "))
+    })
+}
+
+fn immunization_text(i: &Immunization) -> Option<String> {
+    let name = text_of(i.vaccine_code.as_ref())?;
+    Some(match i.status.as_deref() {
+        Some("not-done") => format!("{name} [not given]"),
+        _ => name,
     })
 }
 
@@ -258,7 +303,21 @@ fn condition_text(c: &Condition) -> Option<String> {
         .abatement_date_time
         .as_deref()
         .map(|d| format!("ended {}", display::date(d)));
-    let notes: Vec<String> = status.into_iter().chain(ended).collect();
+    let verification = c
+        .verification_status
+        .as_ref()
+        .and_then(|s| s.coding.first()?.code.clone())
+        .filter(|code| {
+            matches!(
+                code.as_str(),
+                "unconfirmed" | "provisional" | "differential" | "refuted"
+            )
+        });
+    let notes: Vec<String> = status
+        .into_iter()
+        .chain(verification)
+        .chain(ended)
+        .collect();
     Some(if notes.is_empty() {
         name
     } else {

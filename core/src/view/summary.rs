@@ -214,7 +214,11 @@ fn medicines(record: &Record) -> Result<Vec<Medicine>, RecordError> {
     for resource in record.resources_of_type(Section::Summary, "MedicationRequest")? {
         if let Some(m) = view::<MedicationRequest>(&resource).filter(status::request_is_current) {
             let dosage = m.dosage_instruction.first().and_then(display::dosage);
-            let qualifier = paused(m.status.as_deref());
+            let qualifier = if m.intent.as_deref() == Some("proposal") {
+                Some("proposed".into())
+            } else {
+                paused(m.status.as_deref())
+            };
             current.push((
                 m.medication_codeable_concept,
                 m.medication_reference,

@@ -422,3 +422,60 @@ fn unconfirmed_provisional_and_on_hold_entries_are_marked() {
     assert!(text.contains("• Metformin 500mg tablets\n"), "{text}");
     assert_eq!(summary.medicines.len(), 2);
 }
+
+/// Every type phr describes says when it is not what it would otherwise read as: a result not
+/// final, a report in part, a vaccine not given, a visit that has not happened, an allergy
+/// resolved or refuted, a diagnosis still differential, a medicine only proposed.
+#[test]
+fn the_status_of_every_type_shows_where_it_changes_the_meaning() {
+    let mut preliminary = hba1c("o1", 6.2, "2019-12-01");
+    preliminary["status"] = json!("preliminary");
+    let verification = |code: &str| json!({"coding": [{"code": code}]});
+    let record = record_with(&[
+        preliminary,
+        json!({"resourceType": "DiagnosticReport", "id": "r1", "status": "partial",
+            "code": {"text": "Full blood count"}, "effectiveDateTime": "2019-12-02"}),
+        json!({"resourceType": "Immunization", "id": "i1", "status": "not-done",
+            "vaccineCode": {"text": "Influenza vaccine"}, "occurrenceDateTime": "2019-10-01"}),
+        json!({"resourceType": "Encounter", "id": "e1", "status": "planned",
+            "class": {"code": "AMB"}, "type": [{"text": "Asthma review"}],
+            "period": {"start": "2020-02-01T09:00:00Z"}}),
+        json!({"resourceType": "AllergyIntolerance", "id": "a1", "code": {"text": "latex"},
+            "clinicalStatus": verification("resolved")}),
+        json!({"resourceType": "AllergyIntolerance", "id": "a2", "code": {"text": "penicillin"},
+            "verificationStatus": verification("refuted")}),
+        json!({"resourceType": "AllergyIntolerance", "id": "a3", "code": {"text": "peanuts"},
+            "criticality": "high"}),
+        json!({"resourceType": "Condition", "id": "c1", "code": {"text": "angina"},
+            "verificationStatus": verification("differential")}),
+        json!({"resourceType": "MedicationRequest", "id": "m1", "status": "active",
+            "intent": "proposal", "medicationCodeableConcept": {"text": "Atorvastatin 20mg"}}),
+    ]);
+    let mut listed = String::new();
+    for section in [Section::Summary, Section::Clinical] {
+        listed.push_str(&section_view(&record, section).unwrap().to_string());
+    }
+    for expected in [
+        "Hemoglobin A1c: 6.2 % [preliminary] HIGH",
+        "Full blood count [partial]",
+        "Influenza vaccine [not given]",
+        "Asthma review (ambulatory) [planned]",
+        "latex (resolved)",
+        "penicillin (refuted)",
+        "peanuts (high risk)",
+        "angina (differential)",
+        "Atorvastatin 20mg [proposed]",
+    ] {
+        assert!(listed.contains(expected), "{expected}: {listed}");
+    }
+    // In the summary: a proposal is not a medicine taken, and the result says it is preliminary.
+    let summary = summary(&record, date(2020, 1, 1)).unwrap().to_string();
+    assert!(
+        summary.contains("Atorvastatin 20mg [proposed]"),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("6.2 % on 2019-12-01 [preliminary]"),
+        "{summary}"
+    );
+}
