@@ -345,6 +345,10 @@ pub fn build(
             );
             resource.insert("recorder".into(), json!({ "display": by }));
         }
+        // A medicine a clinician records says who told of it.
+        (EntryKind::Medication, Some(by)) => {
+            resource.insert("informationSource".into(), json!({ "display": by }));
+        }
         _ => {}
     }
     Ok(Value::Object(resource))

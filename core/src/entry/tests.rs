@@ -277,4 +277,14 @@ fn a_clinicians_condition_or_allergy_is_confirmed_and_names_its_recorder() {
         "unconfirmed"
     );
     assert!(own.get("recorder").is_none());
+    let medicine = built(&by(EntryKind::Medication, "Ramipril 5mg capsules"));
+    assert_eq!(
+        medicine["informationSource"]["display"],
+        "Riverside Surgery"
+    );
+    assert!(
+        built(&entry(EntryKind::Medication, "Ramipril 5mg capsules"))
+            .get("informationSource")
+            .is_none()
+    );
 }

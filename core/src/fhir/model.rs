@@ -213,6 +213,10 @@ pub struct AllergyIntolerance {
     pub reaction: Vec<Reaction>,
     /// When recorded.
     pub recorded_date: Option<String>,
+    /// Who recorded it.
+    pub recorder: Option<Reference>,
+    /// Who says so (the patient, a relative, a clinician).
+    pub asserter: Option<Reference>,
 }
 
 /// FHIR `Condition`.
@@ -238,6 +242,10 @@ pub struct Condition {
     pub abatement_date_time: Option<String>,
     /// When it was recorded.
     pub recorded_date: Option<String>,
+    /// Who recorded it.
+    pub recorder: Option<Reference>,
+    /// Who says so (the patient, a relative, a clinician).
+    pub asserter: Option<Reference>,
 }
 
 /// How a medicine is to be taken (FHIR `Dosage`), reduced to what a person reads.
@@ -299,6 +307,8 @@ pub struct MedicationStatement {
     pub effective_date_time: Option<String>,
     /// When it was or is taken, as a period.
     pub effective_period: Option<Period>,
+    /// Who told of it.
+    pub information_source: Option<Reference>,
 }
 
 /// FHIR `MedicationRequest`.
@@ -318,6 +328,8 @@ pub struct MedicationRequest {
     pub dosage_instruction: Vec<Dosage>,
     /// When it was prescribed.
     pub authored_on: Option<String>,
+    /// Who prescribed it.
+    pub requester: Option<Reference>,
 }
 
 /// FHIR `Medication`.

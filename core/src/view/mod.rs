@@ -113,6 +113,9 @@ pub struct Allergy {
     /// Not a settled fact yet, e.g. "unconfirmed" (what the patient reports is, until a
     /// clinician confirms it).
     pub qualifier: Option<String>,
+    /// Who recorded it, when the entry names someone other than the patient.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
 }
 
 /// One reaction to an allergen.
@@ -135,6 +138,9 @@ pub struct Problem {
     pub severity: Option<String>,
     /// Not a settled diagnosis: "unconfirmed", "provisional" or "differential diagnosis".
     pub qualifier: Option<String>,
+    /// Who recorded it, when the entry names someone other than the patient.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
 }
 
 /// A medicine taken now.
@@ -147,6 +153,9 @@ pub struct Medicine {
     /// Not taken right now: "on hold", "intended" or "proposed" (a prescriber's proposal,
     /// not a prescription).
     pub qualifier: Option<String>,
+    /// Who prescribed it (or told of it), when the entry names someone other than the patient.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
 }
 
 /// A result: a measurement, a coded finding or a text answer.

@@ -126,6 +126,7 @@ fn allergies(record: &Record) -> Result<Vec<Allergy>, RecordError> {
     let current = all.into_iter().filter(status::allergy_is_current);
     Ok(current
         .map(|a| Allergy {
+            by: named_other_than_patient(&[&a.recorder, &a.asserter]),
             substance: text_of(a.code.as_ref()).unwrap_or_else(|| "Substance not named".into()),
             criticality: a.criticality.clone(),
             qualifier: a
@@ -174,12 +175,17 @@ fn problems(record: &Record) -> Result<Vec<Problem>, RecordError> {
             .find(|(code, _)| v.has_code(code))
             .map(|(_, words)| words.to_string())
         });
+        let by = named_other_than_patient(&[&c.recorder, &c.asserter]);
         let kept = by_display.entry(display.clone()).or_insert(Problem {
             display,
             since: None,
             severity,
             qualifier: qualifier.clone(),
+            by: None,
         });
+        if kept.by.is_none() {
+            kept.by = by;
+        }
         // Recorded again as settled, it is settled.
         if qualifier.is_none() {
             kept.qualifier = None;
@@ -202,11 +208,13 @@ fn medicines(record: &Record) -> Result<Vec<Medicine>, RecordError> {
         {
             let dosage = m.dosage.first().and_then(display::dosage);
             let qualifier = paused(m.status.as_deref());
+            let by = named_other_than_patient(&[&m.information_source]);
             current.push((
                 m.medication_codeable_concept,
                 m.medication_reference,
                 dosage,
                 qualifier,
+                by,
                 resource,
             ));
         }
@@ -219,38 +227,56 @@ fn medicines(record: &Record) -> Result<Vec<Medicine>, RecordError> {
             } else {
                 paused(m.status.as_deref())
             };
+            let by = named_other_than_patient(&[&m.requester]);
             current.push((
                 m.medication_codeable_concept,
                 m.medication_reference,
                 dosage,
                 qualifier,
+                by,
                 resource,
             ));
         }
     }
-    let mut by_name = BTreeMap::<String, (Option<String>, Option<String>)>::new();
-    for (concept, reference, dosage, qualifier, resource) in current {
+    let mut by_name = BTreeMap::<String, Medicine>::new();
+    for (concept, reference, dosage, qualifier, by, resource) in current {
         let name = medicine_name(record, &resource, concept.as_ref(), reference.as_ref())?;
-        // One line per medicine, with the first dosage that says anything; taken now if any
-        // record of it says so.
-        let (kept, paused) = by_name
-            .entry(name)
-            .or_insert_with(|| (None, qualifier.clone()));
-        if kept.is_none() {
-            *kept = dosage;
+        // One line per medicine, with the first dosage and prescriber that say anything; taken
+        // now if any record of it says so.
+        let kept = by_name.entry(name.clone()).or_insert_with(|| Medicine {
+            name,
+            dosage: None,
+            qualifier: qualifier.clone(),
+            by: None,
+        });
+        if kept.dosage.is_none() {
+            kept.dosage = dosage;
+        }
+        if kept.by.is_none() {
+            kept.by = by;
         }
         if qualifier.is_none() {
-            *paused = None;
+            kept.qualifier = None;
         }
     }
-    Ok(by_name
-        .into_iter()
-        .map(|(name, (dosage, qualifier))| Medicine {
-            name,
-            dosage,
-            qualifier,
-        })
-        .collect())
+    Ok(by_name.into_values().collect())
+}
+
+/// The display of the first of `references` that names someone other than the patient: who
+/// recorded or prescribed an entry. A reference to a `Patient` (what the patient says of
+/// themselves) names no one else.
+fn named_other_than_patient(references: &[&Option<Reference>]) -> Option<String> {
+    references.iter().find_map(|reference| {
+        let reference = reference.as_ref()?;
+        let of_patient = reference
+            .reference
+            .as_deref()
+            .is_some_and(|r| r.starts_with("Patient/"));
+        (!of_patient)
+            .then(|| reference.display.clone())
+            .flatten()
+            .filter(|d| !d.trim().is_empty())
+    })
 }
 
 /// A current medicine's status in words, when it is not being taken right now.
@@ -496,8 +522,11 @@ impl fmt::Display for Allergy {
             true => write!(f, "{}", self.substance)?,
             false => write!(f, "{}: {}", self.substance, notes.join("; "))?,
         }
-        match &self.qualifier {
-            Some(qualifier) => write!(f, " [{qualifier}]"),
+        if let Some(qualifier) = &self.qualifier {
+            write!(f, " [{qualifier}]")?;
+        }
+        match &self.by {
+            Some(by) => write!(f, " · recorded by {by}"),
             None => Ok(()),
         }
     }
@@ -512,8 +541,11 @@ impl fmt::Display for Problem {
         if let Some(since) = &self.since {
             write!(f, ", since {since}")?;
         }
-        match &self.qualifier {
-            Some(qualifier) => write!(f, " [{qualifier}]"),
+        if let Some(qualifier) = &self.qualifier {
+            write!(f, " [{qualifier}]")?;
+        }
+        match &self.by {
+            Some(by) => write!(f, " · recorded by {by}"),
             None => Ok(()),
         }
     }
@@ -525,8 +557,11 @@ impl fmt::Display for Medicine {
             Some(dosage) => write!(f, "{}: {dosage}", self.name)?,
             None => write!(f, "{}", self.name)?,
         }
-        match &self.qualifier {
-            Some(qualifier) => write!(f, " [{qualifier}]"),
+        if let Some(qualifier) = &self.qualifier {
+            write!(f, " [{qualifier}]")?;
+        }
+        match &self.by {
+            Some(by) => write!(f, " · by {by}"),
             None => Ok(()),
         }
     }

@@ -479,3 +479,42 @@ fn the_status_of_every_type_shows_where_it_changes_the_meaning() {
         "{summary}"
     );
 }
+
+/// Who wrote an entry shows beside it: a clinician who recorded a problem or an allergy, the
+/// prescriber of a medicine; what the patient says of themselves names no one (and a problem
+/// or allergy they add reads as unconfirmed).
+#[test]
+fn the_summary_names_who_recorded_or_prescribed_an_entry_other_than_the_patient() {
+    let (summary, text) = shown(&[
+        json!({"resourceType": "Condition", "id": "c1", "code": {"text": "gout"},
+            "recorder": {"display": "Riverside Surgery"}}),
+        json!({"resourceType": "Condition", "id": "c2", "code": {"text": "hay fever"},
+            "asserter": {"reference": "Patient/p1", "display": "Ada Lovelace"},
+            "verificationStatus": {"coding": [{"code": "unconfirmed"}]}}),
+        json!({"resourceType": "AllergyIntolerance", "id": "a1", "code": {"text": "penicillin"},
+            "recorder": {"reference": "Practitioner/1", "display": "Dr A Patel"}}),
+        json!({"resourceType": "MedicationRequest", "id": "m1", "status": "active",
+            "intent": "order", "medicationCodeableConcept": {"text": "Allopurinol 100mg"},
+            "requester": {"display": "Dr A Patel"}}),
+        json!({"resourceType": "MedicationStatement", "id": "m2", "status": "active",
+            "medicationCodeableConcept": {"text": "Ibuprofen 200mg"}}),
+    ]);
+    assert!(
+        text.contains("gout · recorded by Riverside Surgery"),
+        "{text}"
+    );
+    assert!(text.contains("• hay fever [unconfirmed]\n"), "{text}");
+    assert!(
+        text.contains("penicillin · recorded by Dr A Patel"),
+        "{text}"
+    );
+    assert!(text.contains("Allopurinol 100mg · by Dr A Patel"), "{text}");
+    assert!(text.contains("• Ibuprofen 200mg\n"), "{text}");
+    let json = serde_json::to_value(&summary).unwrap();
+    assert_eq!(
+        json["problems"][0]["by"]
+            .as_str()
+            .or(json["problems"][1]["by"].as_str()),
+        Some("Riverside Surgery")
+    );
+}
