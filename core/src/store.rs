@@ -48,6 +48,13 @@ pub trait Store {
     fn held(&self, record: &RecordId) -> Result<Vec<(Section, BlobId, Vec<u8>)>>;
     /// The records whose ledger operations are stored.
     fn records(&self) -> Result<Vec<RecordId>>;
+    /// Per record, its generation: a number that moves whenever a committed batch changes what
+    /// is stored of it ([`Batch::records`]; a record absent: none recorded). Equal generations
+    /// mean nothing of it changed in between.
+    fn generations(&self) -> Result<BTreeMap<RecordId, u64>>;
+    /// The latest generation given, and the records whose generation is past `after`: what
+    /// changed since a reader last looked, at a cost that follows the changes.
+    fn changed_since(&self, after: u64) -> Result<(u64, Vec<RecordId>)>;
 }
 
 impl Store for Vault {
@@ -80,6 +87,12 @@ impl Store for Vault {
     fn records(&self) -> Result<Vec<RecordId>> {
         Vault::records(self)
     }
+    fn generations(&self) -> Result<BTreeMap<RecordId, u64>> {
+        Vault::generations(self)
+    }
+    fn changed_since(&self, after: u64) -> Result<(u64, Vec<RecordId>)> {
+        Vault::changed_since(self, after)
+    }
 }
 
 /// A store in memory, for the simulator and tests: what a committed batch wrote survives the
@@ -100,6 +113,7 @@ struct MemoryInner {
     replaced: BTreeMap<(RecordId, Section, BlobId), BlobId>,
     held: BTreeMap<(RecordId, BlobId), (Section, Vec<u8>)>,
     commits: u64,
+    generations: BTreeMap<RecordId, u64>,
 }
 
 impl MemoryStore {
@@ -141,6 +155,11 @@ impl MemoryStore {
 impl Store for MemoryStore {
     fn commit(&self, batch: Batch) -> Result<()> {
         let mut inner = self.lock();
+        // Generations are the sequence of the commit, as in the vault.
+        let sequence = inner.commits + 1;
+        for record in batch.records() {
+            inner.generations.insert(record, sequence);
+        }
         let (ledger, blobs, replaced, changes) = batch.into_parts();
         for (record, id, bytes) in ledger {
             inner.ledger.entry(record).or_default().insert(id, bytes);
@@ -250,5 +269,18 @@ impl Store for MemoryStore {
 
     fn records(&self) -> Result<Vec<RecordId>> {
         Ok(self.lock().ledger.keys().copied().collect())
+    }
+    fn generations(&self) -> Result<BTreeMap<RecordId, u64>> {
+        Ok(self.lock().generations.clone())
+    }
+    fn changed_since(&self, after: u64) -> Result<(u64, Vec<RecordId>)> {
+        let inner = self.lock();
+        let changed = inner
+            .generations
+            .iter()
+            .filter(|(_, g)| **g > after)
+            .map(|(id, _)| *id)
+            .collect();
+        Ok((inner.commits, changed))
     }
 }

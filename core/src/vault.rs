@@ -49,6 +49,15 @@ const LOCAL: TableDefinition<&str, &[u8]> = TableDefinition::new("local");
 /// Blobs held for the patient: written by a party after its access ended (record ‖ blob id ->
 /// section code ‖ the sealed blob).
 const HELD: TableDefinition<&[u8], &[u8]> = TableDefinition::new("held");
+/// Per record, the sequence number of the last committed transaction that changed what is
+/// stored of it (record id -> sequence): its generation, which moves whenever the record
+/// changes ([`Vault::generations`]). A vault from before this table reads 0 for every record.
+const GENERATIONS: TableDefinition<&[u8], u64> = TableDefinition::new("generations");
+/// The same, the other way round (sequence -> record id), one row per record: what changed
+/// after a given sequence is a range read ([`Vault::changed_since`]), so a node that lent the
+/// home to a command finds what the command changed without reading every record. The row with
+/// sequence 0 holds the last sequence given.
+const CHANGES: TableDefinition<u64, &[u8]> = TableDefinition::new("changes");
 
 /// What can go wrong with the vault.
 #[derive(Debug, thiserror::Error)]
@@ -242,6 +251,33 @@ impl Batch {
         (self.ledger, self.blobs, self.replaced, self.changes)
     }
 
+    /// Adds everything `other` writes to this batch (committed together, at once).
+    pub fn extend(&mut self, other: Batch) {
+        self.ledger.extend(other.ledger);
+        self.blobs.extend(other.blobs);
+        self.replaced.extend(other.replaced);
+        self.changes.extend(other.changes);
+        self.local.extend(other.local);
+        self.from_peer |= other.from_peer;
+    }
+
+    /// The records whose stored ledger, blobs, replacements or held blobs the batch changes.
+    pub fn records(&self) -> std::collections::BTreeSet<RecordId> {
+        let mut records: std::collections::BTreeSet<RecordId> =
+            self.ledger.iter().map(|(record, ..)| *record).collect();
+        records.extend(self.blobs.iter().map(|(record, ..)| *record));
+        records.extend(self.replaced.iter().map(|(record, ..)| *record));
+        records.extend(self.changes.iter().map(|change| match change {
+            Change::RemoveBlob(record, ..)
+            | Change::Unreplace(record, ..)
+            | Change::Hold(record, ..)
+            | Change::Release(record, ..)
+            | Change::RemoveLedgerOp(record, ..)
+            | Change::ForgetRecord(record) => *record,
+        }));
+        records
+    }
+
     /// Whether the batch writes nothing.
     pub fn is_empty(&self) -> bool {
         self.ledger.is_empty()
@@ -326,6 +362,56 @@ impl Vault {
         let err = storage(&self.path);
         let mut tx = self.db.begin_write().map_err(|e| err(e.into()))?;
         tx.set_two_phase_commit(batch.from_peer);
+        {
+            let mut generations = tx.open_table(GENERATIONS).map_err(|e| err(e.into()))?;
+            let mut changes = tx.open_table(CHANGES).map_err(|e| err(e.into()))?;
+            let touched = batch.records();
+            if !touched.is_empty() {
+                let last = changes
+                    .get(0)
+                    .map_err(|e| err(e.into()))?
+                    .and_then(|row| <[u8; 8]>::try_from(row.value()).ok())
+                    .map_or(0, u64::from_be_bytes);
+                let sequence = last + 1;
+                changes
+                    .insert(0, sequence.to_be_bytes().as_slice())
+                    .map_err(|e| err(e.into()))?;
+                for record in touched {
+                    let before = generations
+                        .insert(record.0.as_slice(), sequence)
+                        .map_err(|e| err(e.into()))?
+                        .map(|g| g.value());
+                    // Its row at the sequence before no longer names it.
+                    if let Some(before) = before.filter(|b| *b != 0 && *b != sequence) {
+                        let rest: Option<Vec<u8>> =
+                            changes.get(before).map_err(|e| err(e.into()))?.map(|row| {
+                                row.value()
+                                    .chunks(16)
+                                    .filter(|id| *id != record.0.as_slice())
+                                    .flatten()
+                                    .copied()
+                                    .collect()
+                            });
+                        match rest {
+                            Some(rest) if !rest.is_empty() => {
+                                changes
+                                    .insert(before, rest.as_slice())
+                                    .map_err(|e| err(e.into()))?;
+                            }
+                            _ => {
+                                changes.remove(before).map_err(|e| err(e.into()))?;
+                            }
+                        }
+                    }
+                }
+                // Rows are per sequence; several records may share one, so they are kept in
+                // one value: the record ids, 16 bytes each.
+                let ids: Vec<u8> = batch.records().iter().flat_map(|r| r.0).collect();
+                changes
+                    .insert(sequence, ids.as_slice())
+                    .map_err(|e| err(e.into()))?;
+            }
+        }
         {
             let mut ledger = tx.open_table(LEDGER).map_err(|e| err(e.into()))?;
             for (record, id, bytes) in &batch.ledger {
@@ -463,6 +549,57 @@ impl Vault {
     }
 
     /// The records whose ledger operations the vault holds.
+    /// Per record, its generation: the sequence number of the last committed transaction that
+    /// changed what is stored of it (a record absent: none since the vault had this count).
+    pub fn generations(&self) -> Result<std::collections::BTreeMap<RecordId, u64>> {
+        let err = storage(&self.path);
+        let tx = self.db.begin_read().map_err(|e| err(e.into()))?;
+        let table = match tx.open_table(GENERATIONS) {
+            Ok(table) => table,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Default::default()),
+            Err(e) => return Err(err(e.into())),
+        };
+        let mut out = std::collections::BTreeMap::new();
+        for row in table.iter().map_err(|e| err(e.into()))? {
+            let (key, value) = row.map_err(|e| err(e.into()))?;
+            if let Ok(id) = <[u8; 16]>::try_from(key.value()) {
+                out.insert(RecordId(id), value.value());
+            }
+        }
+        Ok(out)
+    }
+
+    /// The last sequence number given to a transaction, and the records whose stored content
+    /// changed after sequence `after`: read from the changes table, so the cost follows what
+    /// changed, not what is held.
+    pub fn changed_since(&self, after: u64) -> Result<(u64, Vec<RecordId>)> {
+        let err = storage(&self.path);
+        let tx = self.db.begin_read().map_err(|e| err(e.into()))?;
+        let table = match tx.open_table(CHANGES) {
+            Ok(table) => table,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok((0, Vec::new())),
+            Err(e) => return Err(err(e.into())),
+        };
+        let last = table
+            .get(0)
+            .map_err(|e| err(e.into()))?
+            .and_then(|row| <[u8; 8]>::try_from(row.value()).ok())
+            .map_or(0, u64::from_be_bytes);
+        let mut changed = Vec::new();
+        for row in table
+            .range(after.saturating_add(1).max(1)..)
+            .map_err(|e| err(e.into()))?
+        {
+            let (_, ids) = row.map_err(|e| err(e.into()))?;
+            for id in ids.value().chunks(16) {
+                if let Ok(id) = <[u8; 16]>::try_from(id) {
+                    changed.push(RecordId(id));
+                }
+            }
+        }
+        Ok((last, changed))
+    }
+
     pub fn records(&self) -> Result<Vec<RecordId>> {
         let err = storage(&self.path);
         let tx = self.db.begin_read().map_err(|e| err(e.into()))?;
@@ -625,6 +762,47 @@ mod tests {
         assert!(vault.ledger_ops(&other).unwrap().is_empty());
         let profile: serde_json::Value = vault.local("profile").unwrap().unwrap();
         assert_eq!(profile["name"], "Ada");
+    }
+
+    #[test]
+    fn what_changed_since_a_generation_is_every_record_written_after_it_and_no_other() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = SigningKey::generate();
+        let vault = vault(dir.path(), &key);
+        let [a, b, c] = [RecordId([1; 16]), RecordId([2; 16]), RecordId([3; 16])];
+        assert_eq!(vault.changed_since(0).unwrap(), (0, vec![]), "a new vault");
+        let write = |records: &[RecordId], n: u8| {
+            let mut batch = Batch::new();
+            for record in records {
+                batch.blob(*record, Section::Summary, BlobId([n; 32]), vec![n]);
+            }
+            vault.commit(batch).unwrap();
+        };
+        write(&[a, b], 1);
+        write(&[c], 2);
+        let (seen, _) = vault.changed_since(u64::MAX).unwrap();
+        assert_eq!(seen, 2);
+        // a changes again: b, written in the same transaction as a before, must still count
+        // as changed for a reader that last looked before both.
+        write(&[a], 3);
+        let (last, mut early) = vault.changed_since(0).unwrap();
+        early.sort();
+        assert_eq!((last, early), (3, vec![a, b, c]));
+        assert_eq!(vault.changed_since(seen).unwrap(), (3, vec![a]));
+        assert_eq!(vault.changed_since(3).unwrap(), (3, vec![]));
+        // A setting alone changes no record; deleting one does.
+        let mut batch = Batch::new();
+        batch.local("x", &1);
+        vault.commit(batch).unwrap();
+        assert_eq!(vault.changed_since(3).unwrap(), (3, vec![]));
+        let mut batch = Batch::new();
+        batch.forget_record(c);
+        vault.commit(batch).unwrap();
+        assert_eq!(vault.changed_since(3).unwrap(), (4, vec![c]));
+        let generations = vault.generations().unwrap();
+        assert_eq!(generations[&a], 3);
+        assert_eq!(generations[&b], 1);
+        assert_eq!(generations[&c], 4);
     }
 
     #[test]

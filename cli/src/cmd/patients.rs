@@ -5,7 +5,10 @@ use anyhow::Result;
 use clap::Subcommand;
 use phr_core::{
     Section,
-    home::{Home, PENDING_RECORD_BYTES_MAX, PENDING_RECORDS_MAX, PatientRecord, SharedRecord},
+    home::{
+        Home, PENDING_RECORD_BYTES_MAX, PENDING_RECORDS_MAX, PatientQuery, PatientRecord,
+        SharedRecord,
+    },
     view::PatientHeader,
 };
 use serde_json::json;
@@ -39,10 +42,25 @@ pub fn open<'h>(home: &'h Home, query: &str) -> Result<PatientRecord<'h>> {
 }
 
 #[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:
+  phr patients                        # the first 50, by name
+  phr patients --search lovelace      # by name, NHS number or record id
+  phr patients --search \"943 476 5919\"
+  phr patients --page 2
+Only the names on the page shown are read and logged to their patients.")]
 pub struct Args {
     /// List the records shared with this node that nobody here has accepted yet
     #[arg(long)]
     pending: bool,
+    /// Only patients whose name, NHS number or record id (its start) matches
+    #[arg(long, value_name = "TEXT")]
+    search: Option<String>,
+    /// Which page of the list, from 1
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    page: u32,
+    /// How many patients a page shows
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    per_page: u32,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -88,7 +106,42 @@ pub fn run(ctx: &Context, args: Args) -> Result<()> {
         }
         None if args.pending => list(ctx, &home.pending_patients(now())?, true),
         None => {
-            list(ctx, &home.patients(now())?, false)?;
+            let query = PatientQuery {
+                search: args.search.clone(),
+                page: args.page as usize,
+                per_page: args.per_page as usize,
+            };
+            let page = home.patients_page(now(), &query)?;
+            if page.items.is_empty() && page.total > 0 {
+                return Err(UserError(format!(
+                    "page {} is past the end: {} patients make {} pages of {}",
+                    args.page,
+                    page.total,
+                    page.total.div_ceil(query.per_page),
+                    query.per_page
+                ))
+                .into());
+            }
+            if page.items.is_empty() && args.search.is_some() {
+                if ctx.json {
+                    return ctx.print_json(&json!([]));
+                }
+                return print_out("No patient on this node matches that.\n");
+            }
+            list(ctx, &page.items, false)?;
+            let first = (query.page - 1) * query.per_page + 1;
+            let last = first + page.items.len() - 1;
+            if page.total > page.items.len() && !ctx.json {
+                tell(&format!(
+                    "Showing {first}–{last} of {}{}",
+                    page.total,
+                    if last < page.total {
+                        format!(": `phr patients --page {}` shows the next", args.page + 1)
+                    } else {
+                        String::new()
+                    }
+                ));
+            }
             let waiting = home.pending_records()?.len();
             if waiting > 0 && !ctx.json {
                 tell(&format!(

@@ -128,6 +128,27 @@ impl Home {
         Ok(id)
     }
 
+    /// Takes on every record that waits, at once (a practice registering a list of patients):
+    /// one write however many there are. Returns their ids.
+    pub fn accept_all_pending(&self) -> Result<Vec<RecordId>> {
+        if self.device.role != Role::Provider {
+            return Err(ProviderError::NotAProvider.into());
+        }
+        let waiting = self.pending_records()?;
+        if waiting.is_empty() {
+            return Ok(waiting);
+        }
+        let mut list = PatientList::read(&self.vault)?;
+        for id in &waiting {
+            list.declined.remove(id);
+            list.accepted.insert(*id);
+        }
+        let mut batch = Batch::new();
+        batch.local(PATIENT_LIST, &list);
+        self.vault.commit(batch)?;
+        Ok(waiting)
+    }
+
     /// Refuses a record that waits: what this node stored of it is deleted, and it is not taken
     /// in again unless accepted after all. Returns its id.
     pub fn decline_patient(&self, query: &str) -> Result<RecordId> {

@@ -50,7 +50,9 @@ pub use contacts::Contact;
 pub use held::HeldEntry;
 pub use intake::{PENDING_RECORD_BYTES_MAX, PENDING_RECORDS_MAX};
 pub use permissions::HOME_FILES;
-pub use provider::{AccessEnded, PatientRecord, ProviderError, SharedRecord};
+pub use provider::{
+    AccessEnded, PatientPage, PatientQuery, PatientRecord, ProviderError, SharedRecord,
+};
 pub use sharing::Revoked;
 
 use crate::{

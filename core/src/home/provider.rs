@@ -27,7 +27,7 @@ use crate::{
     replica::Replica,
     section::{Section, place},
     store::Store,
-    view::{PatientHeader, patient_header},
+    view::PatientHeader,
 };
 
 #[cfg(test)]
@@ -55,6 +55,75 @@ fn the_one(
 
 /// The local setting that maps NHS numbers to the records on this node that carry them.
 const NHS_INDEX: &str = "nhs-index";
+
+/// The local setting that keeps, per record, its `Patient` as last read and the store
+/// generation it was read at ([`crate::store::Store::generations`]): `phr patients` reads a
+/// record's summary again only when the record changed since, so a page costs the page, not
+/// the list. Sealed like every local setting.
+const PATIENT_INDEX: &str = "patient-index";
+
+/// One record in the patient index.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+struct Indexed {
+    generation: u64,
+    /// The record's `Patient`, if this node could read it.
+    patient: Option<Value>,
+    /// Its key (`Patient/id`), which the audit entry of showing it names.
+    key: Option<String>,
+}
+
+/// Which patients [`Home::patients_page`] lists.
+#[derive(Debug, Clone)]
+pub struct PatientQuery {
+    /// Text to find in the name, an NHS number (spaced or not), or the start of a record id.
+    pub search: Option<String>,
+    /// The page, from 1.
+    pub page: usize,
+    /// Records per page.
+    pub per_page: usize,
+}
+
+impl PatientQuery {
+    /// Every record, on one page.
+    pub fn all() -> PatientQuery {
+        PatientQuery {
+            search: None,
+            page: 1,
+            per_page: usize::MAX,
+        }
+    }
+
+    fn matches(&self, id: &RecordId, patient: Option<&PatientHeader>) -> bool {
+        let Some(search) = self
+            .search
+            .as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+        else {
+            return true;
+        };
+        let wanted = search.to_lowercase();
+        let digits: String = search.chars().filter(|c| !c.is_whitespace()).collect();
+        id.to_string().starts_with(&wanted)
+            || patient.is_some_and(|p| {
+                p.name
+                    .as_deref()
+                    .is_some_and(|name| name.to_lowercase().contains(&wanted))
+                    || p.nhs_number
+                        .as_deref()
+                        .is_some_and(|n| !digits.is_empty() && n.replace(' ', "").contains(&digits))
+            })
+    }
+}
+
+/// A page of [`Home::patients_page`].
+#[derive(Debug, Clone)]
+pub struct PatientPage {
+    /// The records on the page.
+    pub items: Vec<SharedRecord>,
+    /// How many records match, on every page.
+    pub total: usize,
+}
 
 /// Why a patient's record cannot be opened, read or written from this node.
 #[derive(Debug, thiserror::Error)]
@@ -235,35 +304,133 @@ impl Home {
     /// at `now`, but those waiting for a person to accept them ([`Home::pending_patients`]).
     /// Where it may read `summary`, the patient's `Patient` resource says who they are; showing
     /// it is a read, so it is logged to the patient first (if that fails, the record is listed
-    /// by its id alone, with a warning).
+    /// by its id alone, with a warning). The whole list: [`Home::patients_page`] gives a page.
     pub fn patients(&self, now: Timestamp) -> Result<Vec<SharedRecord>> {
-        self.list_patients(now, false)
+        Ok(self.list_patients(now, false, &PatientQuery::all())?.items)
     }
 
     /// The records shared with this provider that wait for a person to accept them, listed as
     /// [`Home::patients`] lists the others (the `Patient` shown is a logged read too).
     pub fn pending_patients(&self, now: Timestamp) -> Result<Vec<SharedRecord>> {
-        self.list_patients(now, true)
+        Ok(self.list_patients(now, true, &PatientQuery::all())?.items)
+    }
+
+    /// One page of [`Home::patients`], ordered by name, of the records whose name, NHS number
+    /// or record id matches `query.search`: read from the patient index this node keeps (a
+    /// record's `Patient` is read again only when the record changed since), and only the
+    /// names on the page are shown, so only those are logged.
+    pub fn patients_page(&self, now: Timestamp, query: &PatientQuery) -> Result<PatientPage> {
+        self.list_patients(now, false, query)
     }
 
     /// The NHS numbers the records on this node carry, as their `Patient`s said when last
-    /// listed: digits to record ids.
+    /// indexed: digits to record ids.
     fn nhs_index(&self) -> Result<BTreeMap<String, BTreeSet<RecordId>>> {
         Ok(self.vault.local(NHS_INDEX)?.unwrap_or_default())
     }
 
-    fn list_patients(&self, now: Timestamp, pending: bool) -> Result<Vec<SharedRecord>> {
+    /// The patient index: per record, its `Patient` as last read, and the store generation
+    /// it was read at (see [`PATIENT_INDEX`]).
+    fn patient_index(&self) -> Result<BTreeMap<RecordId, Indexed>> {
+        let stored: BTreeMap<String, Indexed> =
+            self.vault.local(PATIENT_INDEX)?.unwrap_or_default();
+        Ok(stored
+            .into_iter()
+            .filter_map(|(id, entry)| Some((id.parse().ok()?, entry)))
+            .collect())
+    }
+
+    fn list_patients(
+        &self,
+        now: Timestamp,
+        pending: bool,
+        query: &PatientQuery,
+    ) -> Result<PatientPage> {
         let now_ms = now.as_millisecond();
         let me = self.peer_id();
         let intake = self.intake()?;
-        let mut index = self.nhs_index()?;
+        let generations = self.vault.generations()?;
+        let mut index = self.patient_index()?;
         let before = index.clone();
-        let mut out = Vec::new();
-        for id in self.vault.records()? {
-            if Some(id) == self.record_id() || intake.is_pending(&id) != pending {
+        let held: Vec<RecordId> = self
+            .vault
+            .records()?
+            .into_iter()
+            .filter(|id| Some(*id) != self.record_id())
+            .collect();
+        index.retain(|id, _| held.contains(id));
+        // Read again the `Patient` of each record changed since it was indexed.
+        let mut problems: BTreeMap<RecordId, Vec<String>> = BTreeMap::new();
+        for id in &held {
+            let generation = generations.get(id).copied().unwrap_or(0);
+            if index
+                .get(id)
+                .is_some_and(|entry| entry.generation == generation)
+            {
                 continue;
             }
-            let mut replica = Replica::open(&self.vault, id, me, &self.keystore.age)?;
+            let mut replica = Replica::open(&self.vault, *id, me, &self.keystore.age)?;
+            let readable = replica
+                .ledger()
+                .state()
+                .can_read(&me, Section::Summary, now_ms);
+            let mut entry = Indexed {
+                generation,
+                patient: None,
+                key: None,
+            };
+            if readable {
+                let (record, warnings) = replica.materialise_sections(
+                    &self.vault,
+                    meta_of(*id),
+                    &self.device.actor(),
+                    &self.keystore.age,
+                    &[Section::Summary],
+                )?;
+                if let Some((key, resource)) = crate::identity::record_patient(&record)? {
+                    entry.key = Some(key.to_string());
+                    entry.patient = Some(resource);
+                }
+                problems.entry(*id).or_default().extend(warnings);
+            }
+            index.insert(*id, entry);
+        }
+        let today = now.to_zoned(jiff::tz::TimeZone::UTC).date();
+        let header = |entry: &Indexed| {
+            entry
+                .patient
+                .as_ref()
+                .map(|patient| crate::view::header_of(patient, None, today))
+        };
+        // Those this listing is about, ordered by name (unnamed last), then id.
+        let mut matching: Vec<(Option<String>, RecordId)> = held
+            .iter()
+            .filter(|id| intake.is_pending(id) == pending)
+            .filter_map(|id| {
+                let found = index.get(id).and_then(header);
+                query
+                    .matches(id, found.as_ref())
+                    .then(|| (found.and_then(|h| h.name), *id))
+            })
+            .collect();
+        matching.sort_by(|a, b| match (&a.0, &b.0) {
+            (Some(x), Some(y)) => x.to_lowercase().cmp(&y.to_lowercase()).then(a.1.cmp(&b.1)),
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (None, None) => a.1.cmp(&b.1),
+        });
+        let total = matching.len();
+        let page: Vec<RecordId> = matching
+            .into_iter()
+            .skip(query.page.saturating_sub(1).saturating_mul(query.per_page))
+            .take(query.per_page)
+            .map(|(_, id)| id)
+            .collect();
+        let mut out: Vec<SharedRecord> = Vec::new();
+        // The audit entries of the names shown, by their place in `out`.
+        let mut entries: Vec<(usize, Blob)> = Vec::new();
+        for id in page {
+            let replica = Replica::open(&self.vault, id, me, &self.keystore.age)?;
             let state = replica.ledger().state();
             let (readable, writable) = sections_of(state, &me, now_ms);
             let mut shared = SharedRecord {
@@ -277,25 +444,23 @@ impl Home {
                 shared_by: shared_by(state, &me),
                 stored_bytes: replica.stored_bytes(),
             };
-            if shared.readable.contains(&Section::Summary) {
-                match self.identify(&mut replica, now) {
-                    Ok((patient, warnings)) => {
-                        // The index follows what the record says now.
-                        for ids in index.values_mut() {
-                            ids.remove(&id);
-                        }
-                        if let Some(number) = patient
-                            .as_ref()
-                            .and_then(|p| p.nhs_number.as_deref())
-                            .and_then(|n| crate::nhs::NhsNumber::parse(n).ok())
-                        {
-                            index
-                                .entry(number.as_str().to_string())
-                                .or_default()
-                                .insert(id);
-                        }
-                        shared.patient = patient;
-                        shared.warnings.extend(warnings);
+            shared
+                .warnings
+                .extend(problems.remove(&id).unwrap_or_default());
+            let entry = index.get(&id);
+            if shared.readable.contains(&Section::Summary)
+                && let Some(entry) = entry
+                && let (Some(found), Some(key)) = (header(entry), &entry.key)
+            {
+                let logged = Logged::read("patient list", &[Section::Summary]);
+                let logged = match key.parse() {
+                    Ok(key) => logged.of(key),
+                    Err(_) => logged,
+                };
+                match self.audit_entry(&replica, &logged, now) {
+                    Ok(blob) => {
+                        entries.push((out.len(), blob));
+                        shared.patient = Some(found);
                     }
                     Err(e) => shared.warnings.push(format!(
                         "record {id}: the patient's name is not shown, because reading it could \
@@ -305,36 +470,62 @@ impl Home {
             }
             out.push(shared);
         }
-        index.retain(|_, ids| !ids.is_empty());
-        if index != before {
-            let mut batch = crate::vault::Batch::new();
-            batch.local(NHS_INDEX, &index);
-            self.vault.commit(batch)?;
+        // Every name shown is logged to its patient first: all the entries in one durable
+        // transaction (one fsync for the page, not one per patient), with the indexes. A
+        // record given an entry here moves to that transaction's generation.
+        let mut batch = crate::vault::Batch::new();
+        // The generation this commit gives the records it touches: the next one.
+        let next = self.vault.changed_since(u64::MAX)?.0 + 1;
+        for (_, entry) in &entries {
+            let header = entry.header();
+            batch.blob(
+                header.record,
+                header.section,
+                entry.id(),
+                entry.bytes().to_vec(),
+            );
+            if let Some(indexed) = index.get_mut(&header.record) {
+                indexed.generation = next;
+            }
         }
-        Ok(out)
-    }
-
-    /// Reads the `Patient` of a record's summary, logging the read first.
-    fn identify(
-        &self,
-        replica: &mut Replica,
-        now: Timestamp,
-    ) -> Result<(Option<PatientHeader>, Vec<String>)> {
-        let (record, warnings) = replica.materialise_sections(
-            &self.vault,
-            meta_of(replica.id()),
-            &self.device.actor(),
-            &self.keystore.age,
-            &[Section::Summary],
-        )?;
-        let Some(key) = first_patient(&record)? else {
-            return Ok((None, warnings));
-        };
-        let logged = Logged::read("patient list", &[Section::Summary]).of(key);
-        let entry = self.audit_entry(replica, &logged, now)?;
-        replica.store_sealed(&self.vault, vec![entry])?;
-        let today = now.to_zoned(jiff::tz::TimeZone::UTC).date();
-        Ok((Some(patient_header(&record, today)?), warnings))
+        if index != before {
+            let stored: BTreeMap<String, &Indexed> = index
+                .iter()
+                .map(|(id, entry)| (id.to_string(), entry))
+                .collect();
+            batch.local(PATIENT_INDEX, &stored);
+            let mut numbers: BTreeMap<String, BTreeSet<RecordId>> = BTreeMap::new();
+            for (id, entry) in &index {
+                if let Some(number) = entry
+                    .patient
+                    .as_ref()
+                    .and_then(nhs_number_of)
+                    .and_then(|n| crate::nhs::NhsNumber::parse(&n).ok())
+                {
+                    numbers
+                        .entry(number.as_str().to_string())
+                        .or_default()
+                        .insert(*id);
+                }
+            }
+            if numbers != self.nhs_index()? {
+                batch.local(NHS_INDEX, &numbers);
+            }
+        }
+        if !batch.is_empty()
+            && let Err(e) = self.vault.commit(batch)
+        {
+            for (at, _) in &entries {
+                let shared = &mut out[*at];
+                shared.patient = None;
+                shared.warnings.push(format!(
+                    "record {}: the patient's name is not shown, because reading it could not \
+                     be logged to the patient: {e}",
+                    shared.id
+                ));
+            }
+        }
+        Ok(PatientPage { items: out, total })
     }
 
     /// Opens a patient's record shared with this node, by its id (32 hex digits) or an
@@ -411,6 +602,13 @@ impl Home {
             && own.to_string() == wanted
         {
             return Err(ProviderError::OwnRecord(own).into());
+        }
+        // A whole id is looked up, not searched for among every record held.
+        if let Ok(id) = wanted.parse::<RecordId>() {
+            if among(&id) && !self.vault.ledger_ops(&id)?.is_empty() {
+                return Ok(id);
+            }
+            return Err(ProviderError::UnknownPatient(query.to_string()).into());
         }
         let matches: Vec<RecordId> = self
             .vault

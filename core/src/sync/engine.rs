@@ -61,6 +61,9 @@ pub enum Ended {
 pub struct Engine {
     me: PeerId,
     replicas: BTreeMap<RecordId, Replica>,
+    /// The store's latest generation when its records were last read ([`Store::changed_since`]):
+    /// a refresh reads again only the records changed after it.
+    seen: u64,
     initiators: BTreeMap<(PeerId, u64), InitiatorSession>,
     responders: BTreeMap<(PeerId, u64), ResponderSession>,
     /// Replicas of records not held, made for a peer's session (a new grantee's first sync).
@@ -135,6 +138,7 @@ impl Engine {
         let mut engine = Engine {
             me,
             replicas: BTreeMap::new(),
+            seen: store.changed_since(u64::MAX)?.0,
             initiators: BTreeMap::new(),
             responders: BTreeMap::new(),
             strangers: Strangers::default(),
@@ -200,20 +204,29 @@ impl Engine {
         self.taken_in
     }
 
-    /// Reads every stored record again, after another process changed the store (a `phr`
-    /// command run while the node was up): records it no longer holds are dropped (a declined
-    /// patient). Sessions in progress carry on with the new replicas: what they send is judged
-    /// again at send time.
-    pub fn refresh(&mut self, store: &dyn Store, age: &AgeIdentity) -> Result<(), ReplicaError> {
-        let stored = store.records()?;
-        self.replicas.retain(|id, _| stored.contains(id));
-        for id in stored {
+    /// Reads again the stored records another process changed (a `phr` command run while the
+    /// node was up): those changed since the records were last read ([`Store::changed_since`]),
+    /// new ones included; records it no longer holds are dropped (a declined patient). Every
+    /// other replica stays as it is, so one command's cost does not grow with the number of
+    /// records held. (The engine's own writes since count as changed too: read again, once.) Sessions in progress carry on with the new replicas: what
+    /// they send is judged again at send time. Returns how many replicas it read again.
+    pub fn refresh(&mut self, store: &dyn Store, age: &AgeIdentity) -> Result<usize, ReplicaError> {
+        let (last, changed) = store.changed_since(self.seen)?;
+        let mut reopened = 0;
+        for id in changed {
+            // Deleted (a declined patient): no ledger stored any more.
+            if store.ledger_ops(&id)?.is_empty() {
+                self.replicas.remove(&id);
+                continue;
+            }
             let mut replica = Replica::open(store, id, self.me, age)?;
             replica.set_quota(self.intake.quota_of(&id));
             self.replicas.insert(id, replica);
+            reopened += 1;
         }
+        self.seen = last;
         self.count_pending();
-        Ok(())
+        Ok(reopened)
     }
 
     /// Every peer that some held record admits at `now_ms` (owner devices, grantees, relays),

@@ -33,7 +33,7 @@ use crate::{
 };
 
 pub use section::{describe_resource, section_view};
-pub use summary::{patient_header, summary};
+pub use summary::{header_of, patient_header, summary};
 
 /// How many results the summary lists: the latest of each test, newest first.
 pub const RECENT_RESULTS_MAX: usize = 10;

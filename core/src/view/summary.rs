@@ -78,7 +78,18 @@ pub fn patient_header(record: &Record, today: Date) -> Result<PatientHeader, Rec
     let resource = crate::identity::record_patient(record)?
         .map(|(_, resource)| resource)
         .unwrap_or(Value::Null);
-    let patient: Patient = view(&resource).unwrap_or_default();
+    Ok(header_of(
+        &resource,
+        record.meta().nhs_number.clone(),
+        today,
+    ))
+}
+
+/// The header a `Patient` resource gives (`Value::Null`: none), with `nhs_number` where the
+/// Patient carries none; `today` gives the age.
+pub fn header_of(resource: &Value, nhs_number: Option<String>, today: Date) -> PatientHeader {
+    let fallback_nhs = nhs_number;
+    let patient: Patient = view(resource).unwrap_or_default();
     let died = date_part(resource.get("deceasedDateTime").and_then(Value::as_str));
     let deceased =
         died.is_some() || resource.get("deceasedBoolean").and_then(Value::as_bool) == Some(true);
@@ -96,8 +107,8 @@ pub fn patient_header(record: &Record, today: Date) -> Result<PatientHeader, Rec
         .iter()
         .find(|i| i.system.as_deref() == Some(NHS_NUMBER_SYSTEM))
         .and_then(|i| i.value.clone())
-        .or_else(|| record.meta().nhs_number.clone());
-    Ok(PatientHeader {
+        .or(fallback_nhs);
+    PatientHeader {
         name: patient
             .name
             .first()
@@ -112,7 +123,7 @@ pub fn patient_header(record: &Record, today: Date) -> Result<PatientHeader, Rec
             .zip(end)
             .and_then(|(birth, end)| age_years(birth, end)),
         gender: patient.gender,
-    })
+    }
 }
 
 fn age_years(birth: Date, on: Date) -> Option<i16> {

@@ -50,8 +50,11 @@ impl Node {
         match parked.reopen() {
             Ok(home) => {
                 let (vault, age) = home.sync_parts();
-                if let Err(error) = self.engine.refresh(vault, age) {
-                    tracing::error!(%error, "cannot read the records a phr command changed");
+                match self.engine.refresh(vault, age) {
+                    Ok(reopened) => tracing::debug!(reopened, "records a phr command changed"),
+                    Err(error) => {
+                        tracing::error!(%error, "cannot read the records a phr command changed")
+                    }
                 }
                 match home.intake() {
                     Ok(intake) => self.engine.set_intake(intake),

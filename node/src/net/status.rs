@@ -41,6 +41,25 @@ impl Node {
                 }
             })
             .collect();
+        // Which held records admit each peer, in one pass over the records (not one per peer).
+        let mut records_of: BTreeMap<PeerId, Vec<String>> = BTreeMap::new();
+        for replica in self.engine.replicas().values().filter(|r| r.is_held()) {
+            let state = replica.ledger().state();
+            let mut admitting: BTreeSet<PeerId> = state.owners.keys().copied().collect();
+            admitting.extend(
+                state
+                    .grants
+                    .iter()
+                    .filter(|grant| grant.unexpired(now))
+                    .map(|grant| grant.grantee.peer),
+            );
+            for peer in admitting {
+                records_of
+                    .entry(peer)
+                    .or_default()
+                    .push(replica.id().to_string());
+            }
+        }
         let admitted = self.engine.admitted_peers(now);
         let withdrawn = self.engine.withdrawn_peers(now);
         let mut all: BTreeSet<libp2p::PeerId> = self.peers.keys().copied().collect();
@@ -59,14 +78,7 @@ impl Node {
                         .unwrap_or_default(),
                     connected: self.swarm.is_connected(&lp),
                     records: peer
-                        .map(|p| {
-                            self.engine
-                                .replicas()
-                                .values()
-                                .filter(|r| r.is_held() && r.admits(&p, now))
-                                .map(|r| r.id().to_string())
-                                .collect()
-                        })
+                        .and_then(|p| records_of.get(&p).cloned())
                         .unwrap_or_default(),
                     last_sync: known
                         .and_then(|k| k.last_sync_ms)

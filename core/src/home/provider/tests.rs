@@ -11,7 +11,7 @@ use super::*;
 use crate::{
     audit::{AuditKind, entry_actor},
     blob::{BlobError, BlobKind},
-    home::{HomeError, NewPatient, PENDING_RECORDS_MAX},
+    home::{HomeError, NewPatient, PENDING_RECORDS_MAX, PatientPage, PatientQuery},
     ledger::Access,
     nhs::NhsNumber,
     vault::{Batch, VaultError},
@@ -445,6 +445,12 @@ impl Store for FullDisk<'_> {
     }
     fn records(&self) -> Result<Vec<RecordId>, VaultError> {
         self.0.records()
+    }
+    fn generations(&self) -> Result<std::collections::BTreeMap<RecordId, u64>, VaultError> {
+        self.0.generations()
+    }
+    fn changed_since(&self, after: u64) -> Result<(u64, Vec<RecordId>), VaultError> {
+        self.0.changed_since(after)
     }
 }
 
@@ -909,4 +915,110 @@ fn an_imported_patient_is_merged_and_every_node_shows_one_identity_with_the_nhs_
             .iter()
             .all(|a| a["patient"]["reference"] == own_key.to_string())
     );
+}
+
+#[test]
+fn after_a_command_a_node_reads_again_only_the_records_it_changed() {
+    let w = World::new();
+    let dirs: Vec<TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut ids = vec![w.id];
+    for (n, dir) in dirs.iter().enumerate() {
+        let (patient, id) = sharing_patient(dir.path(), n, &w.gp);
+        sync(&patient, &w.gp, id, t(3));
+        w.gp.accept_patient(&id.to_string()).unwrap();
+        ids.push(id);
+    }
+    let (vault, age) = w.gp.sync_parts();
+    let mut engine = crate::sync::Engine::open(vault, w.gp.peer_id(), age).unwrap();
+    assert_eq!(engine.replicas().len(), 4);
+    assert_eq!(engine.refresh(vault, age).unwrap(), 0, "nothing changed");
+    // A command reads one patient's record: its audit entry changes that record alone.
+    let mut open = w.gp.open_patient(&ids[2].to_string(), t(10)).unwrap();
+    open.read(&Logged::read("show", &[Section::Summary]), t(10))
+        .unwrap();
+    drop(open);
+    assert_eq!(engine.refresh(vault, age).unwrap(), 1);
+    // The replica read again holds the new entry; the others are as they were.
+    let audit = |engine: &crate::sync::Engine, id: &RecordId| {
+        engine.replicas()[id].blob_ids(Section::Audit).count()
+    };
+    let before = audit(&engine, &ids[2]);
+    let mut open = w.gp.open_patient(&ids[2].to_string(), t(11)).unwrap();
+    open.read(&Logged::read("show", &[Section::Summary]), t(11))
+        .unwrap();
+    drop(open);
+    engine.refresh(vault, age).unwrap();
+    assert_eq!(audit(&engine, &ids[2]), before + 1);
+    // A record deleted from the store leaves the engine at the next refresh.
+    let mut forget = Batch::new();
+    forget.forget_record(ids[3]);
+    vault.commit(forget).unwrap();
+    engine.refresh(vault, age).unwrap();
+    assert_eq!(engine.replicas().len(), 3);
+}
+
+#[test]
+fn patients_are_paged_and_searched_and_only_the_names_shown_are_logged() {
+    let w = World::new();
+    let dirs: Vec<TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut ids = Vec::new();
+    let mut patients = Vec::new();
+    for (n, dir) in dirs.iter().enumerate() {
+        let (patient, id) = sharing_patient(dir.path(), n, &w.gp);
+        sync(&patient, &w.gp, id, t(3));
+        w.gp.accept_patient(&id.to_string()).unwrap();
+        ids.push(id);
+        patients.push(patient);
+    }
+    let audit_count = |id: &RecordId| w.gp.vault.blobs(id, Section::Audit).unwrap().len();
+    let page = |search: Option<&str>, page: usize| {
+        let query = PatientQuery {
+            search: search.map(str::to_string),
+            page,
+            per_page: 2,
+        };
+        w.gp.patients_page(t(10), &query).unwrap()
+    };
+    let names = |listed: &PatientPage| -> Vec<String> {
+        listed
+            .items
+            .iter()
+            .map(|s| s.patient.as_ref().and_then(|p| p.name.clone()).unwrap())
+            .collect()
+    };
+    // Ordered by name; two a page; only the two shown are logged.
+    let first = page(Some("patient"), 1);
+    assert_eq!(first.total, 3);
+    assert_eq!(names(&first), ["Patient 0", "Patient 1"]);
+    assert_eq!(audit_count(&ids[0]), 1);
+    assert_eq!(audit_count(&ids[1]), 1);
+    assert_eq!(audit_count(&ids[2]), 0, "not shown, not logged");
+    let second = page(Some("patient"), 2);
+    assert_eq!(names(&second), ["Patient 2"]);
+    assert_eq!(audit_count(&ids[2]), 1);
+    // By NHS number, spaced or not, and by the start of a record id.
+    assert_eq!(names(&page(Some("943 476 5919"), 1)), ["Ada Lovelace"]);
+    assert_eq!(names(&page(Some("9434765919"), 1)), ["Ada Lovelace"]);
+    let by_id = page(Some(&ids[1].to_string()[..10]), 1);
+    assert_eq!(names(&by_id), ["Patient 1"]);
+    // A patient renamed on their device is read again once their record changes here.
+    let renamed = &mut patients[2];
+    let mut record = renamed.load_record().unwrap();
+    let (_, mut resource) = crate::identity::record_patient(&record).unwrap().unwrap();
+    resource["name"] = json!([{"family": "Byron", "given": ["Ada"]}]);
+    let author = renamed.device().author();
+    let stamp = Stamp {
+        author: &author,
+        time: t(12),
+    };
+    record.put(stamp, &resource).unwrap();
+    record.commit(stamp, "name");
+    renamed.save(&mut record, t(12)).unwrap();
+    sync(renamed, &w.gp, ids[2], t(13));
+    assert_eq!(names(&page(Some("byron"), 1)), ["Ada Byron"]);
+    assert_eq!(page(Some("Patient 2"), 1).total, 0);
+    // The whole list still shows everyone.
+    let all = w.gp.patients(t(14)).unwrap();
+    assert_eq!(all.len(), 4);
+    assert!(all.iter().all(|s| s.patient.is_some()));
 }

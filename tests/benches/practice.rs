@@ -1,0 +1,302 @@
+//! A GP practice's list on one provider node: what one patient costs as the list grows.
+//!
+//! Builds N patients' records in process (each its own keys and ledger, granting the practice
+//! `summary,clinical` write, with a `Patient`, an allergy, a condition and a medicine), stores
+//! them in one provider home's vault as its node would have taken them in, and accepts them all.
+//! Then, for each N, from one run:
+//!
+//! - **start-up**: the node's sync engine reading every record from the vault (`Engine::open`),
+//!   the bulk of a node's start;
+//! - **`--patient show`**: opening one patient's record within the grant and reading it, its
+//!   audit entry stored (`Home::open_patient` + `PatientRecord::read`), median of 9;
+//! - **the node taking its home back** after that command (`Engine::refresh`), median of 9;
+//! - **one write and its audit entry** (`PatientRecord::add`), median of 9;
+//! - **`phr patients`**: the whole list, every name shown logged (`Home::patients`), one run.
+//!
+//! Each figure beside its N = 10 value, and the ratio. N is 10 and 1,000 by default;
+//! `PHR_PRACTICE_N=10,1000,10000` sets the list (10,000 takes a few minutes to build).
+//!
+//! Run with `cargo bench -p phr-tests --bench practice` (release build).
+
+use std::{error::Error, time::Duration, time::Instant};
+
+use phr_core::{
+    Section, Stamp,
+    audit::Logged,
+    home::{Home, PatientQuery},
+    keys::RecordId,
+    keystore::Keystore,
+    ledger::{Access, Ledger, OpBody},
+    party::{Party, Role},
+    record::{Author, RecordMeta},
+    replica::Replica,
+    store::{MemoryStore, Store},
+    sync::Engine,
+    vault::Batch,
+};
+use phr_tests::bench::{median, ms};
+use serde_json::json;
+
+type Result<T, E = Box<dyn Error>> = std::result::Result<T, E>;
+
+const NOW_MS: i64 = 1_800_000_000_000;
+
+fn at(offset_ms: i64) -> jiff::Timestamp {
+    jiff::Timestamp::from_millisecond(NOW_MS + offset_ms).expect("a valid time")
+}
+
+/// One patient's record, made on a patient device of its own (in memory), granting
+/// `practice` write access to `summary` and `clinical`: its ledger operations and blobs.
+fn patient_record(n: usize, practice: &Party) -> Result<(RecordId, Batch)> {
+    let keys = Keystore::generate(true);
+    let peer = keys.device.peer_id();
+    let party = Party {
+        peer,
+        recipient: keys.age.recipient(),
+        name: format!("Patient {n}'s phone"),
+        role: Role::Patient,
+        ods: None,
+    };
+    let root = keys.root.as_ref().expect("a root key");
+    let ledger = Ledger::create(root, party, NOW_MS)?;
+    let id = ledger.record();
+    let store = MemoryStore::new();
+    let mut batch = Batch::new();
+    for op in ledger.ops() {
+        batch.ledger_op(id, op.id(), op.bytes());
+    }
+    store.commit(batch)?;
+    let mut replica = Replica::open(&store, id, peer, &keys.age)?;
+    let grant = OpBody::Grant {
+        grantee: practice.clone(),
+        sections: vec![Section::Summary, Section::Clinical],
+        access: Access::Write,
+        expires_ms: None,
+        purpose: None,
+    };
+    replica.change_consent(&store, &keys.device, &keys.device, grant, NOW_MS)?;
+    let meta = RecordMeta {
+        id: id.to_string(),
+        subject: None,
+        nhs_number: None,
+    };
+    let mut actor = peer.public_key()[..16].to_vec();
+    actor.extend_from_slice(&[0; 8]);
+    let (mut record, _) =
+        replica.materialise(&store, meta, &automerge::ActorId::from(actor), &keys.age)?;
+    let author = Author {
+        id: peer.to_string(),
+        name: format!("Patient {n}"),
+    };
+    let stamp = Stamp {
+        author: &author,
+        time: at(0),
+    };
+    for resource in [
+        json!({"resourceType": "Patient", "id": "p", "name": [{"family": format!("Patient{n}"),
+            "given": ["Test"]}], "birthDate": "1960-01-01", "gender": "female"}),
+        json!({"resourceType": "AllergyIntolerance", "id": "a1",
+            "code": {"text": "Penicillin"}, "criticality": "high"}),
+        json!({"resourceType": "Condition", "id": "c1", "code": {"text": "Hypertension"},
+            "onsetDateTime": "2015-03-01"}),
+        json!({"resourceType": "MedicationStatement", "id": "m1", "status": "active",
+            "medicationCodeableConcept": {"text": "Ramipril 5mg capsules"}}),
+    ] {
+        record.put(stamp, &resource)?;
+    }
+    record.commit(stamp, "onboarding");
+    replica.save(&store, &keys.device, &mut record, NOW_MS)?;
+    // What the practice's node stores of it: every ledger operation and blob.
+    let mut out = Batch::new();
+    for bytes in store.ledger_ops(&id)? {
+        let op = phr_core::ledger::SignedOp::decode(&bytes)?;
+        out.ledger_op(id, op.id(), &bytes);
+    }
+    for section in Section::ALL {
+        for (blob, bytes) in store.blobs(&id, section)? {
+            out.blob(id, section, blob, bytes);
+        }
+    }
+    Ok((id, out))
+}
+
+/// A row of the table: its name, and the figure of a run.
+type Row = (&'static str, fn(&Figures) -> Duration);
+
+struct Figures {
+    n: usize,
+    build: Duration,
+    startup: Duration,
+    show: Duration,
+    refresh: Duration,
+    write: Duration,
+    page_cold: Duration,
+    page_warm: Duration,
+    rss_mib: f64,
+}
+
+fn run(n: usize) -> Result<Figures> {
+    let dir = tempfile::tempdir()?;
+    let built = Instant::now();
+    let practice =
+        Home::init_provider(dir.path(), "Riverside Surgery", Some("Y12345".into()), None)?;
+    let party = practice.party();
+    let mut ids = Vec::with_capacity(n);
+    let mut batch = Batch::new();
+    for i in 0..n {
+        let (id, stored) = patient_record(i, &party)?;
+        ids.push(id);
+        batch.extend(stored);
+        if (i + 1) % 200 == 0 {
+            practice.sync_parts().0.commit(std::mem::take(&mut batch))?;
+        }
+    }
+    practice.sync_parts().0.commit(batch)?;
+    let accepted = practice.accept_all_pending()?;
+    assert_eq!(accepted.len(), n, "every record accepted");
+    drop(practice);
+    let practice = Home::open(dir.path())?;
+    let build = built.elapsed();
+
+    let (vault, age) = practice.sync_parts();
+    let started = Instant::now();
+    let mut engine = Engine::open(vault, practice.peer_id(), age)?;
+    let startup = started.elapsed();
+    assert_eq!(engine.replicas().len(), n);
+    let rss_mib = rss_mib();
+
+    let one = ids[n / 2].to_string();
+    let mut shows = Vec::new();
+    let mut refreshes = Vec::new();
+    let mut writes = Vec::new();
+    for run in 0..9 {
+        let started = Instant::now();
+        let mut open = practice.open_patient(&one, at(1_000 + run))?;
+        let readable = open.readable(at(1_000 + run));
+        let record = open.read(&Logged::read("show", &readable), at(1_000 + run))?;
+        assert!(record.resources(Section::Summary)?.len() >= 4);
+        drop(open);
+        shows.push(started.elapsed());
+
+        let started = Instant::now();
+        let reopened = engine.refresh(vault, age)?;
+        refreshes.push(started.elapsed());
+        assert_eq!(reopened, 1, "only the record the command changed");
+
+        let started = Instant::now();
+        let mut open = practice.open_patient(&one, at(2_000 + run))?;
+        let reading = json!({"resourceType": "Observation", "id": format!("bp{run}"),
+            "status": "final", "code": {"text": "Blood pressure"},
+            "valueString": format!("{}/80", 120 + run)});
+        open.add(&reading, "add reading", at(2_000 + run))?;
+        drop(open);
+        writes.push(started.elapsed());
+        engine.refresh(vault, age)?;
+    }
+
+    let first_page = PatientQuery {
+        search: None,
+        page: 1,
+        per_page: 50,
+    };
+    let started = Instant::now();
+    let listed = practice.patients_page(at(5_000), &first_page)?;
+    let page_cold = started.elapsed();
+    assert_eq!(listed.total, n);
+    assert_eq!(listed.items.len(), n.min(50));
+    assert!(listed.items.iter().all(|p| p.patient.is_some()));
+    let mut warm = Vec::new();
+    for run in 0..5 {
+        let started = Instant::now();
+        let listed = practice.patients_page(at(6_000 + run), &first_page)?;
+        warm.push(started.elapsed());
+        assert_eq!(listed.items.len(), n.min(50));
+    }
+    drop(engine);
+
+    Ok(Figures {
+        n,
+        build,
+        startup,
+        show: median(shows),
+        refresh: median(refreshes),
+        write: median(writes),
+        page_cold,
+        page_warm: median(warm),
+        rss_mib,
+    })
+}
+
+/// This process's resident memory, in MiB (0 where `/proc` is not there).
+fn rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|kb| kb.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn main() -> Result<()> {
+    let ns: Vec<usize> = std::env::var("PHR_PRACTICE_N")
+        .ok()
+        .map(|list| {
+            list.split(',')
+                .map(|n| {
+                    n.trim()
+                        .parse()
+                        .expect("PHR_PRACTICE_N: numbers, comma separated")
+                })
+                .collect()
+        })
+        .unwrap_or_else(|| vec![10, 1_000]);
+    let figures: Vec<Figures> = ns.iter().map(|n| run(*n)).collect::<Result<_>>()?;
+    let base = &figures[0];
+    println!(
+        "phr practice benchmark: one provider node holding N patients' records (built in process)\n"
+    );
+    let mut header = String::from("| figure |");
+    let mut rule = String::from("|---|");
+    for f in &figures {
+        header.push_str(&format!(" N = {} |", f.n));
+        rule.push_str("---|");
+        if f.n != base.n {
+            header.push_str(&format!(" / N = {} |", base.n));
+            rule.push_str("---|");
+        }
+    }
+    println!("{header}\n{rule}");
+    let rows: [Row; 7] = [
+        ("building the list (not a target)", |f| f.build),
+        ("start-up: the engine reads every record", |f| f.startup),
+        ("one `--patient show`, its audit entry stored", |f| f.show),
+        ("the engine taking the home back after it", |f| f.refresh),
+        ("one write and its audit entry", |f| f.write),
+        ("`phr patients`, first page of 50, index cold", |f| {
+            f.page_cold
+        }),
+        ("`phr patients`, first page of 50, index warm", |f| {
+            f.page_warm
+        }),
+    ];
+    for (name, of) in rows {
+        let mut line = format!("| {name} |");
+        for f in &figures {
+            line.push_str(&format!(" {} |", ms(of(f))));
+            if f.n != base.n {
+                let ratio = of(f).as_secs_f64() / of(base).as_secs_f64().max(1e-9);
+                line.push_str(&format!(" {ratio:.2}x |"));
+            }
+        }
+        println!("{line}");
+    }
+    let mut line = String::from("| RSS after start-up (process) |");
+    for f in &figures {
+        line.push_str(&format!(" {:.1} MiB |", f.rss_mib));
+        if f.n != base.n {
+            line.push_str(&format!(" {:.2}x |", f.rss_mib / base.rss_mib.max(1e-9)));
+        }
+    }
+    println!("{line}");
+    Ok(())
+}
