@@ -200,6 +200,8 @@ impl Store for MemoryStore {
                         ops.remove(&id);
                     }
                 }
+                // A provider's decisions live in its vault alone.
+                Change::Decide(..) => {}
                 Change::ForgetRecord(record) => {
                     inner.ledger.remove(&record);
                     inner.blobs.retain(|(r, _), _| *r != record);

@@ -58,6 +58,36 @@ const GENERATIONS: TableDefinition<&[u8], u64> = TableDefinition::new("generatio
 /// home to a command finds what the command changed without reading every record. The row with
 /// sequence 0 holds the last sequence given.
 const CHANGES: TableDefinition<u64, &[u8]> = TableDefinition::new("changes");
+/// A provider's decisions on the records shared with it (record id -> 1 accepted, 2
+/// declined): one row each, so whether one record is accepted is one lookup however many
+/// patients the practice has ([`Vault::decision`]).
+const DECISIONS: TableDefinition<&[u8], u8> = TableDefinition::new("decisions");
+
+/// What a person at a provider decided about a record shared with it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Taken on: listed by `phr patients`, readable within the grant.
+    Accepted,
+    /// Refused: deleted, and not taken in again.
+    Declined,
+}
+
+impl Decision {
+    fn code(self) -> u8 {
+        match self {
+            Decision::Accepted => 1,
+            Decision::Declined => 2,
+        }
+    }
+
+    fn of(code: u8) -> Option<Decision> {
+        match code {
+            1 => Some(Decision::Accepted),
+            2 => Some(Decision::Declined),
+            _ => None,
+        }
+    }
+}
 
 /// What can go wrong with the vault.
 #[derive(Debug, thiserror::Error)]
@@ -167,6 +197,8 @@ pub(crate) enum Change {
     RemoveLedgerOp(RecordId, OpId),
     /// Deletes everything stored of a record: its ledger, blobs, replacements and held blobs.
     ForgetRecord(RecordId),
+    /// Records a provider's decision on a record (not part of what is stored of the record).
+    Decide(RecordId, Decision),
 }
 
 impl Batch {
@@ -231,6 +263,11 @@ impl Batch {
         self.changes.push(Change::Release(record, id));
     }
 
+    /// Records a provider's decision on a record shared with it.
+    pub fn decide(&mut self, record: RecordId, decision: Decision) {
+        self.changes.push(Change::Decide(record, decision));
+    }
+
     /// Sets a local setting (sealed with the [`LocalKey`] when committed).
     pub fn local<T: Serialize>(&mut self, name: &str, value: &T) {
         let bytes = serde_json::to_vec(value).expect("settings serialise");
@@ -267,13 +304,14 @@ impl Batch {
             self.ledger.iter().map(|(record, ..)| *record).collect();
         records.extend(self.blobs.iter().map(|(record, ..)| *record));
         records.extend(self.replaced.iter().map(|(record, ..)| *record));
-        records.extend(self.changes.iter().map(|change| match change {
+        records.extend(self.changes.iter().filter_map(|change| match change {
             Change::RemoveBlob(record, ..)
             | Change::Unreplace(record, ..)
             | Change::Hold(record, ..)
             | Change::Release(record, ..)
             | Change::RemoveLedgerOp(record, ..)
-            | Change::ForgetRecord(record) => *record,
+            | Change::ForgetRecord(record) => Some(*record),
+            Change::Decide(..) => None,
         }));
         records
     }
@@ -441,6 +479,7 @@ impl Vault {
                     .map_err(|e| err(e.into()))?;
             }
             let mut held = tx.open_table(HELD).map_err(|e| err(e.into()))?;
+            let mut decisions = tx.open_table(DECISIONS).map_err(|e| err(e.into()))?;
             for change in &batch.changes {
                 match change {
                     Change::RemoveBlob(record, section, id) => {
@@ -465,6 +504,11 @@ impl Vault {
                     Change::RemoveLedgerOp(record, id) => {
                         ledger
                             .remove(ledger_key(record, id).as_slice())
+                            .map_err(|e| err(e.into()))?;
+                    }
+                    Change::Decide(record, decision) => {
+                        decisions
+                            .insert(record.0.as_slice(), decision.code())
                             .map_err(|e| err(e.into()))?;
                     }
                     Change::ForgetRecord(record) => {
@@ -549,6 +593,43 @@ impl Vault {
     }
 
     /// The records whose ledger operations the vault holds.
+    /// A provider's decision on one record, if it made one: one lookup.
+    pub fn decision(&self, record: &RecordId) -> Result<Option<Decision>> {
+        let err = storage(&self.path);
+        let tx = self.db.begin_read().map_err(|e| err(e.into()))?;
+        let table = match tx.open_table(DECISIONS) {
+            Ok(table) => table,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(err(e.into())),
+        };
+        Ok(table
+            .get(record.0.as_slice())
+            .map_err(|e| err(e.into()))?
+            .and_then(|code| Decision::of(code.value())))
+    }
+
+    /// Every decision a provider made, by record.
+    pub fn decisions(&self) -> Result<Vec<(RecordId, Decision)>> {
+        let err = storage(&self.path);
+        let tx = self.db.begin_read().map_err(|e| err(e.into()))?;
+        let table = match tx.open_table(DECISIONS) {
+            Ok(table) => table,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(err(e.into())),
+        };
+        let mut out = Vec::new();
+        for row in table.iter().map_err(|e| err(e.into()))? {
+            let (key, code) = row.map_err(|e| err(e.into()))?;
+            if let (Ok(id), Some(decision)) = (
+                <[u8; 16]>::try_from(key.value()),
+                Decision::of(code.value()),
+            ) {
+                out.push((RecordId(id), decision));
+            }
+        }
+        Ok(out)
+    }
+
     /// Per record, its generation: the sequence number of the last committed transaction that
     /// changed what is stored of it (a record absent: none since the vault had this count).
     pub fn generations(&self) -> Result<std::collections::BTreeMap<RecordId, u64>> {

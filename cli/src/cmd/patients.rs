@@ -114,10 +114,15 @@ pub fn run(ctx: &Context, args: Args) -> Result<()> {
             let page = home.patients_page(now(), &query)?;
             if page.items.is_empty() && page.total > 0 {
                 return Err(UserError(format!(
-                    "page {} is past the end: {} patients make {} pages of {}",
+                    "page {} is past the end: the last page is {} ({} {}, {} a page)",
                     args.page,
-                    page.total,
                     page.total.div_ceil(query.per_page),
+                    page.total,
+                    if page.total == 1 {
+                        "patient"
+                    } else {
+                        "patients"
+                    },
                     query.per_page
                 ))
                 .into());

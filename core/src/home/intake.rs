@@ -9,8 +9,10 @@
 //! it to the node's quota for every record it holds ([`RECORD_BYTES_MAX`]); declining it deletes
 //! what the node stored and keeps it out for good (unless accepted after all).
 //!
-//! The lists live in the vault's sealed local settings. A provider home made before this rule
-//! accepts every record it held when it was first opened under it.
+//! The decisions live in the vault's `decisions` table, one row per record, so checking one
+//! record is one lookup however long the list. A provider home made before this rule accepts
+//! every record it held when it was first opened under it; one whose decisions were kept in the
+//! sealed local setting `patients` (before the table) has them moved to the table once.
 
 use std::collections::BTreeSet;
 
@@ -21,7 +23,7 @@ use crate::{
     keys::RecordId,
     party::Role,
     replica::{Intake, RECORD_BYTES_MAX},
-    vault::{Batch, Vault, VaultError},
+    vault::{Batch, Decision, Vault, VaultError},
 };
 
 pub use crate::replica::{PENDING_RECORD_BYTES_MAX, PENDING_RECORDS_MAX};
@@ -40,21 +42,43 @@ pub(super) struct PatientList {
 
 impl PatientList {
     fn read(vault: &Vault) -> Result<PatientList, VaultError> {
-        Ok(vault.local(PATIENT_LIST)?.unwrap_or_default())
+        let mut list = PatientList::default();
+        for (id, decision) in vault.decisions()? {
+            match decision {
+                Decision::Accepted => list.accepted.insert(id),
+                Decision::Declined => list.declined.insert(id),
+            };
+        }
+        Ok(list)
     }
 }
 
-/// Makes a provider home made before acceptance existed accept every record it holds, once.
+/// Makes a provider home made before acceptance existed accept every record it holds, and
+/// moves decisions kept in the `patients` setting into the `decisions` table, once: the
+/// setting stays, emptied, to say it was done.
 pub(super) fn migrate(vault: &Vault, role: Role) -> Result<()> {
-    if role != Role::Provider || vault.local::<PatientList>(PATIENT_LIST)?.is_some() {
+    if role != Role::Provider {
         return Ok(());
     }
-    let list = PatientList {
-        accepted: vault.records()?.into_iter().collect(),
-        declined: BTreeSet::new(),
-    };
+    let (accepted, declined): (Vec<RecordId>, Vec<RecordId>) =
+        match vault.local::<PatientList>(PATIENT_LIST)? {
+            None => (vault.records()?, Vec::new()),
+            Some(list) if list.accepted.is_empty() && list.declined.is_empty() => {
+                return Ok(());
+            }
+            Some(list) => (
+                list.accepted.into_iter().collect(),
+                list.declined.into_iter().collect(),
+            ),
+        };
     let mut batch = Batch::new();
-    batch.local(PATIENT_LIST, &list);
+    for id in accepted {
+        batch.decide(id, Decision::Accepted);
+    }
+    for id in declined {
+        batch.decide(id, Decision::Declined);
+    }
+    batch.local(PATIENT_LIST, &PatientList::default());
     vault.commit(batch)?;
     Ok(())
 }
@@ -99,9 +123,10 @@ impl Home {
             .collect())
     }
 
-    /// Whether `record`, held, waits for a person at this provider to accept it.
+    /// Whether `record`, held, waits for a person at this provider to accept it: one lookup.
     pub fn is_pending(&self, record: &RecordId) -> Result<bool> {
-        Ok(self.intake()?.is_pending(record))
+        Ok(self.device.role == Role::Provider
+            && self.vault.decision(record)? != Some(Decision::Accepted))
     }
 
     /// Takes on a record that waits (by its id or an unambiguous start of it), or, by its whole
@@ -112,7 +137,6 @@ impl Home {
         if self.device.role != Role::Provider {
             return Err(ProviderError::NotAProvider.into());
         }
-        let mut list = PatientList::read(&self.vault)?;
         let id = match self.find_pending(query) {
             Ok(id) => id,
             Err(error) => match query.trim().to_ascii_lowercase().parse::<RecordId>() {
@@ -120,10 +144,8 @@ impl Home {
                 _ => return Err(error),
             },
         };
-        list.declined.remove(&id);
-        list.accepted.insert(id);
         let mut batch = Batch::new();
-        batch.local(PATIENT_LIST, &list);
+        batch.decide(id, Decision::Accepted);
         self.vault.commit(batch)?;
         Ok(id)
     }
@@ -138,13 +160,10 @@ impl Home {
         if waiting.is_empty() {
             return Ok(waiting);
         }
-        let mut list = PatientList::read(&self.vault)?;
-        for id in &waiting {
-            list.declined.remove(id);
-            list.accepted.insert(*id);
-        }
         let mut batch = Batch::new();
-        batch.local(PATIENT_LIST, &list);
+        for id in &waiting {
+            batch.decide(*id, Decision::Accepted);
+        }
         self.vault.commit(batch)?;
         Ok(waiting)
     }
@@ -153,11 +172,8 @@ impl Home {
     /// in again unless accepted after all. Returns its id.
     pub fn decline_patient(&self, query: &str) -> Result<RecordId> {
         let id = self.find_pending(query)?;
-        let mut list = PatientList::read(&self.vault)?;
-        list.accepted.remove(&id);
-        list.declined.insert(id);
         let mut batch = Batch::new();
-        batch.local(PATIENT_LIST, &list);
+        batch.decide(id, Decision::Declined);
         batch.forget_record(id);
         self.vault.commit(batch)?;
         Ok(id)

@@ -1022,3 +1022,38 @@ fn patients_are_paged_and_searched_and_only_the_names_shown_are_logged() {
     assert_eq!(all.len(), 4);
     assert!(all.iter().all(|s| s.patient.is_some()));
 }
+
+#[test]
+fn decisions_kept_in_the_old_setting_move_to_the_table_once_and_still_hold() {
+    let w = World::new();
+    let dir = tempfile::tempdir().unwrap();
+    let (patient, waiting) = sharing_patient(dir.path(), 1, &w.gp);
+    sync(&patient, &w.gp, waiting, t(3));
+    assert!(w.gp.is_pending(&waiting).unwrap());
+    // As a node of the version before kept them: the sealed `patients` setting, no table rows
+    // for these two (the accepted record, and one declined that is not held).
+    let declined = RecordId([9; 16]);
+    let mut batch = Batch::new();
+    batch.local(
+        "patients",
+        &json!({"accepted": [w.id], "declined": [declined]}),
+    );
+    w.gp.vault.commit(batch).unwrap();
+    let gp_dir = w.dirs[1].path().to_path_buf();
+    let World { gp, .. } = w;
+    drop(gp);
+    let gp = Home::open(&gp_dir).unwrap();
+    assert_eq!(
+        gp.vault.decision(&declined).unwrap(),
+        Some(crate::vault::Decision::Declined)
+    );
+    let intake = gp.intake().unwrap();
+    assert!(intake.declined.contains(&declined));
+    assert!(gp.is_pending(&waiting).unwrap(), "still waits");
+    assert_eq!(gp.patients(t(10)).unwrap().len(), 1);
+    // Moved once: the setting is emptied, and opening again changes nothing.
+    drop(gp);
+    let gp = Home::open(&gp_dir).unwrap();
+    assert_eq!(gp.patients(t(11)).unwrap().len(), 1);
+    assert_eq!(gp.pending_records().unwrap(), vec![waiting]);
+}
