@@ -201,7 +201,7 @@ impl Store for MemoryStore {
                     }
                 }
                 // A provider's decisions live in its vault alone.
-                Change::Decide(..) => {}
+                Change::Decide(..) | Change::Index(..) => {}
                 Change::ForgetRecord(record) => {
                     inner.ledger.remove(&record);
                     inner.blobs.retain(|(r, _), _| *r != record);

@@ -62,6 +62,16 @@ const CHANGES: TableDefinition<u64, &[u8]> = TableDefinition::new("changes");
 /// declined): one row each, so whether one record is accepted is one lookup however many
 /// patients the practice has ([`Vault::decision`]).
 const DECISIONS: TableDefinition<&[u8], u8> = TableDefinition::new("decisions");
+/// A provider's patient index: per record, who the patient is as the node last read it, sealed
+/// like the local settings (AAD `patient-index/` and the record id), one row each, so that a
+/// listing changes only the rows of the records that changed ([`Vault::patient_index`]).
+const PATIENT_INDEX: TableDefinition<&[u8], &[u8]> = TableDefinition::new("patient_index");
+
+/// The AAD of a record's row of the patient index: a row moved to another record's key does
+/// not open.
+fn index_name(record: &RecordId) -> String {
+    format!("patient-index/{record}")
+}
 
 /// What a person at a provider decided about a record shared with it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -199,6 +209,8 @@ pub(crate) enum Change {
     ForgetRecord(RecordId),
     /// Records a provider's decision on a record (not part of what is stored of the record).
     Decide(RecordId, Decision),
+    /// Sets a record's row of the patient index (plaintext, sealed at commit).
+    Index(RecordId, Vec<u8>),
 }
 
 impl Batch {
@@ -268,6 +280,12 @@ impl Batch {
         self.changes.push(Change::Decide(record, decision));
     }
 
+    /// Sets a record's row of the patient index: what it is does not change the record.
+    pub fn index_patient<T: Serialize>(&mut self, record: RecordId, entry: &T) {
+        let bytes = serde_json::to_vec(entry).expect("index entries serialise");
+        self.changes.push(Change::Index(record, bytes));
+    }
+
     /// Sets a local setting (sealed with the [`LocalKey`] when committed).
     pub fn local<T: Serialize>(&mut self, name: &str, value: &T) {
         let bytes = serde_json::to_vec(value).expect("settings serialise");
@@ -311,7 +329,7 @@ impl Batch {
             | Change::Release(record, ..)
             | Change::RemoveLedgerOp(record, ..)
             | Change::ForgetRecord(record) => Some(*record),
-            Change::Decide(..) => None,
+            Change::Decide(..) | Change::Index(..) => None,
         }));
         records
     }
@@ -480,6 +498,7 @@ impl Vault {
             }
             let mut held = tx.open_table(HELD).map_err(|e| err(e.into()))?;
             let mut decisions = tx.open_table(DECISIONS).map_err(|e| err(e.into()))?;
+            let mut index = tx.open_table(PATIENT_INDEX).map_err(|e| err(e.into()))?;
             for change in &batch.changes {
                 match change {
                     Change::RemoveBlob(record, section, id) => {
@@ -511,9 +530,18 @@ impl Vault {
                             .insert(record.0.as_slice(), decision.code())
                             .map_err(|e| err(e.into()))?;
                     }
+                    Change::Index(record, plaintext) => {
+                        let sealed = self.local.seal(&index_name(record), plaintext);
+                        index
+                            .insert(record.0.as_slice(), sealed.as_slice())
+                            .map_err(|e| err(e.into()))?;
+                    }
                     Change::ForgetRecord(record) => {
                         let end = prefix_end(&record.0);
                         let range = record.0.as_slice()..end.as_slice();
+                        index
+                            .remove(record.0.as_slice())
+                            .map_err(|e| err(e.into()))?;
                         for table in [&mut ledger, &mut blobs, &mut replaced, &mut held] {
                             table
                                 .retain_in(range.clone(), |_, _| false)
@@ -593,6 +621,33 @@ impl Vault {
     }
 
     /// The records whose ledger operations the vault holds.
+    /// The patient index, every row opened: per record, its entry. A row that does not open
+    /// (damaged, or sealed under another key) is left out, to be written again.
+    pub fn patient_index<T: DeserializeOwned>(&self) -> Result<Vec<(RecordId, T)>> {
+        let err = storage(&self.path);
+        let tx = self.db.begin_read().map_err(|e| err(e.into()))?;
+        let table = match tx.open_table(PATIENT_INDEX) {
+            Ok(table) => table,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(err(e.into())),
+        };
+        let mut out = Vec::new();
+        for row in table.iter().map_err(|e| err(e.into()))? {
+            let (key, sealed) = row.map_err(|e| err(e.into()))?;
+            let Ok(id) = <[u8; 16]>::try_from(key.value()).map(RecordId) else {
+                continue;
+            };
+            let entry = self
+                .local
+                .open(&index_name(&id), sealed.value())
+                .and_then(|plain| serde_json::from_slice(&plain).ok());
+            if let Some(entry) = entry {
+                out.push((id, entry));
+            }
+        }
+        Ok(out)
+    }
+
     /// A provider's decision on one record, if it made one: one lookup.
     pub fn decision(&self, record: &RecordId) -> Result<Option<Decision>> {
         let err = storage(&self.path);

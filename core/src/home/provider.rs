@@ -56,19 +56,16 @@ fn the_one(
 /// The local setting that maps NHS numbers to the records on this node that carry them.
 const NHS_INDEX: &str = "nhs-index";
 
-/// The local setting that keeps, per record, its `Patient` as last read and the store
-/// generation it was read at ([`crate::store::Store::generations`]): `phr patients` reads a
-/// record's summary again only when the record changed since, so a page costs the page, not
-/// the list. Sealed like every local setting.
-const PATIENT_INDEX: &str = "patient-index";
-
-/// One record in the patient index.
+/// One record in the patient index (the vault's `patient_index` table, a sealed row per
+/// record): who the patient is as last read, and the store generation it was read at
+/// ([`crate::store::Store::generations`]). `phr patients` reads a record's summary again only
+/// when the record changed since, so a page costs the page and the index, not every record.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 struct Indexed {
     generation: u64,
-    /// The record's `Patient`, if this node could read it.
-    patient: Option<Value>,
-    /// Its key (`Patient/id`), which the audit entry of showing it names.
+    /// Who the record's `Patient` says the patient is, if this node could read it.
+    patient: Option<PatientHeader>,
+    /// The `Patient`'s key (`Patient/id`), which the audit entry of showing it names.
     key: Option<String>,
 }
 
@@ -329,15 +326,10 @@ impl Home {
         Ok(self.vault.local(NHS_INDEX)?.unwrap_or_default())
     }
 
-    /// The patient index: per record, its `Patient` as last read, and the store generation
-    /// it was read at (see [`PATIENT_INDEX`]).
+    /// The patient index: per record, who the patient is as last read, and the store
+    /// generation it was read at (see [`Indexed`]).
     fn patient_index(&self) -> Result<BTreeMap<RecordId, Indexed>> {
-        let stored: BTreeMap<String, Indexed> =
-            self.vault.local(PATIENT_INDEX)?.unwrap_or_default();
-        Ok(stored
-            .into_iter()
-            .filter_map(|(id, entry)| Some((id.parse().ok()?, entry)))
-            .collect())
+        Ok(self.vault.patient_index()?.into_iter().collect())
     }
 
     fn list_patients(
@@ -350,6 +342,7 @@ impl Home {
         let me = self.peer_id();
         let intake = self.intake()?;
         let generations = self.vault.generations()?;
+        let today = now.to_zoned(jiff::tz::TimeZone::UTC).date();
         let mut index = self.patient_index()?;
         let before = index.clone();
         let held: Vec<RecordId> = self
@@ -389,19 +382,13 @@ impl Home {
                 )?;
                 if let Some((key, resource)) = crate::identity::record_patient(&record)? {
                     entry.key = Some(key.to_string());
-                    entry.patient = Some(resource);
+                    entry.patient = Some(crate::view::header_of(&resource, None, today));
                 }
                 problems.entry(*id).or_default().extend(warnings);
             }
             index.insert(*id, entry);
         }
-        let today = now.to_zoned(jiff::tz::TimeZone::UTC).date();
-        let header = |entry: &Indexed| {
-            entry
-                .patient
-                .as_ref()
-                .map(|patient| crate::view::header_of(patient, None, today))
-        };
+        let header = |entry: &Indexed| entry.patient.clone().map(|p| p.aged(today));
         // Those this listing is about, ordered by name (unnamed last), then id.
         let mut matching: Vec<(Option<String>, RecordId)> = held
             .iter()
@@ -488,19 +475,22 @@ impl Home {
                 indexed.generation = next;
             }
         }
-        if index != before {
-            let stored: BTreeMap<String, &Indexed> = index
-                .iter()
-                .map(|(id, entry)| (id.to_string(), entry))
-                .collect();
-            batch.local(PATIENT_INDEX, &stored);
+        // Only the rows that changed are written.
+        let mut changed = false;
+        for (id, entry) in &index {
+            if before.get(id) != Some(entry) {
+                batch.index_patient(*id, entry);
+                changed = true;
+            }
+        }
+        if changed {
             let mut numbers: BTreeMap<String, BTreeSet<RecordId>> = BTreeMap::new();
             for (id, entry) in &index {
                 if let Some(number) = entry
                     .patient
                     .as_ref()
-                    .and_then(nhs_number_of)
-                    .and_then(|n| crate::nhs::NhsNumber::parse(&n).ok())
+                    .and_then(|p| p.nhs_number.as_deref())
+                    .and_then(|n| crate::nhs::NhsNumber::parse(n).ok())
                 {
                     numbers
                         .entry(number.as_str().to_string())

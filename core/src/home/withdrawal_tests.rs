@@ -944,6 +944,49 @@ fn an_owners_versions_built_on_a_void_change_are_all_written_again_in_order() {
 }
 
 #[test]
+fn an_owners_version_that_a_withdrawn_partys_write_superseded_is_written_again_and_current() {
+    let mut w = World::new();
+    gp_writes_after_its_revocation_and_the_phone_takes_it(&mut w);
+    // The phone, unaware too, corrects the GP's gout: its version is built on a void change.
+    let mut on_phone = w.phone.load_record().unwrap();
+    let author = w.phone.device().author();
+    let stamp = Stamp {
+        author: &author,
+        time: t(13),
+    };
+    let mild = json!({"resourceType": "Condition", "id": "gout",
+        "clinicalStatus": {"coding": [{"code": "active"}]}, "code": {"text": "Gout, mild"}});
+    on_phone.put(stamp, &mild).unwrap();
+    on_phone.commit(stamp, "gout, mild");
+    w.phone.save(&mut on_phone, t(13)).unwrap();
+    // The GP, still unaware, takes the phone's version in and writes over it (void as well).
+    sync(&w.phone, &w.gp, w.id, t(14));
+    let over = json!({"resourceType": "Condition", "id": "gout",
+        "clinicalStatus": {"coding": [{"code": "resolved"}]}, "code": {"text": "Gout"}});
+    {
+        let mut open = w.gp.open_patient(&w.id.to_string(), t(15)).unwrap();
+        open.add(&over, "resolve", t(15)).unwrap();
+    }
+    sync(&w.gp, &w.phone, w.id, t(16));
+    // The phone hears of the revocation: the GP's writes go, and the phone's own version,
+    // which only a void write had superseded, is the current one again, written again.
+    sync(w.laptop(), &w.phone, w.id, t(17));
+    let mut on_phone = refreshed(&mut w.phone);
+    w.phone.save(&mut on_phone, t(18)).unwrap();
+    sync(&w.phone, w.laptop(), w.id, t(19));
+    for record in [refreshed(&mut w.phone), w.laptop_record()] {
+        let current = only_version(&record, "Condition/gout");
+        assert_eq!(current.resource, mild);
+        assert_eq!(current.author.id, w.phone.peer_id().to_string());
+        let history = record.history(&key("Condition/gout")).unwrap();
+        assert!(
+            history.iter().all(|v| v.resource != over),
+            "the void write shows nowhere"
+        );
+    }
+}
+
+#[test]
 fn a_compaction_that_carries_a_change_built_on_a_void_one_still_replaces_what_it_holds() {
     let mut w = World::new();
     gp_writes_after_its_revocation_and_the_phone_takes_it(&mut w);

@@ -69,14 +69,14 @@ impl Record {
         loaded
     }
 
-    /// Rebuilds `section` without the changes `excluded` names (a void change and everything
-    /// built on it: [`ChangeGraph::with_descendants`]); returns the versions that `own`, the
-    /// reader's device, made in excluded changes and that are to be written again, oldest
-    /// first: its current ones, and those its own versions among them superseded (so the
-    /// history keeps them too).
+    /// Rebuilds `section` without the changes `excluded` names (the `void` changes and
+    /// everything built on them: [`ChangeGraph::with_descendants`]); returns the versions that
+    /// `own`, the reader's device, made in excluded changes and that are to be written again,
+    /// oldest first (see [`own_versions_to_write_again`]).
     pub fn exclude(
         &mut self,
         section: Section,
+        void: &HashSet<ChangeHash>,
         excluded: &HashSet<ChangeHash>,
         graph: &ChangeGraph,
         own: &ActorId,
@@ -86,7 +86,7 @@ impl Record {
         let stranded = if mine.is_empty() {
             Vec::new()
         } else {
-            own_versions_to_write_again(doc, section, excluded, graph, own)
+            own_versions_to_write_again(doc, section, void, excluded, graph, own)
         };
         // The excluded changes keep their actor's sequence numbers on every node that holds
         // them: a new change under the same actor would reuse one. Write as a fresh actor of
@@ -454,22 +454,30 @@ fn version_made(change: &ExpandedChange, key: &str, id: &OpId) -> Option<Strande
 }
 
 /// The versions the reader's device (`own`) made in the `excluded` changes of `section` that
-/// are to be written again, oldest first: each still current, and, through the versions kept,
-/// each one that a kept one of its own superseded. A version that only another party's version
-/// superseded is not written again: that party writes its own again, on a past without it.
+/// are to be written again, oldest first: each one that nothing outlives it. A version of
+/// another's that supersedes it blocks it unless that version is itself `void` (a withdrawn
+/// party's, which goes for good: the version it superseded is the last honest one again); one of
+/// its own blocks it unless that one is written again too (so the history keeps the whole chain,
+/// each on the rewrite of the one before). A version that another party's honest version
+/// superseded, built on a void change as well, is not written again: that party writes its own
+/// again, on a past without it.
 fn own_versions_to_write_again(
     doc: &mut AutoCommit,
     section: Section,
+    void: &HashSet<ChangeHash>,
     excluded: &HashSet<ChangeHash>,
     graph: &ChangeGraph,
     own: &ActorId,
 ) -> Vec<Stranded> {
-    // Automerge returns a document's changes in causal order.
-    let mut versions: Vec<Stranded> = Vec::new();
+    // Every version made in an excluded change, by anyone, in causal order (Automerge returns
+    // a document's changes so), with whether its change is void and whether it is the reader's.
+    let mut versions: Vec<(Stranded, bool, bool)> = Vec::new();
     for change in doc.get_changes(&[]) {
-        if !excluded.contains(&change.hash()) || !same_device(change.actor_id(), own) {
+        if !excluded.contains(&change.hash()) {
             continue;
         }
+        let is_void = void.contains(&change.hash());
+        let mine = same_device(change.actor_id(), own);
         let change = change.decode();
         for (index, op) in change.operations.iter().enumerate() {
             let (OpType::Make(ObjType::Map), ObjectId::Root, Key::Map(key)) =
@@ -485,26 +493,40 @@ fn own_versions_to_write_again(
             let Some(mut version) = version_made(&change, key, &id) else {
                 continue;
             };
-            version.past = graph.kept_past_of_op(&change.actor_id, counter, excluded);
+            if mine {
+                version.past = graph.kept_past_of_op(&change.actor_id, counter, excluded);
+            }
             version.made = Some(format!("{section}:{counter}@{}", change.actor_id));
-            versions.push(version);
+            versions.push((version, is_void, mine));
         }
     }
-    let current: HashSet<String> = versions
-        .iter()
-        .map(|version| version.key.to_string())
-        .collect::<HashSet<_>>()
-        .into_iter()
-        .flat_map(|key| {
-            doc.get_all(ROOT, key.as_str())
-                .unwrap_or_default()
-                .into_iter()
-                .map(|(_, obj)| format!("{section}:{obj}"))
-                .collect::<Vec<_>>()
-        })
-        .collect();
-    keep_current_and_their_own_past(&mut versions, current);
+    // Newest first, so that whether a superseding version is written again is known when the
+    // versions it superseded are judged.
+    let mut kept: HashSet<String> = HashSet::new();
+    let mut blocked: HashSet<String> = HashSet::new();
+    for (version, is_void, mine) in versions.iter().rev() {
+        let made = version.made.clone().unwrap_or_default();
+        let outlived = blocked.contains(&made);
+        if *mine && !outlived {
+            kept.insert(made.clone());
+        }
+        // What this version superseded: outlived by it, unless it goes (void), or unless it
+        // is the reader's and written again (then the chain is written again with it).
+        let goes = *is_void && !*mine;
+        let rewritten = *mine && kept.contains(&made);
+        for replaced in &version.replaces {
+            if !goes && !rewritten {
+                blocked.insert(replaced.clone());
+            }
+        }
+    }
     versions
+        .into_iter()
+        .filter(|(version, _, mine)| {
+            *mine && version.made.as_ref().is_some_and(|m| kept.contains(m))
+        })
+        .map(|(version, _, _)| version)
+        .collect()
 }
 
 /// Keeps, of `versions` (oldest first), those whose version is `current`, and each one that a

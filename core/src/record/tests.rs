@@ -240,7 +240,7 @@ fn versions_written_again_on_two_devices_settle() {
             let mut record = Record::load(meta(), &store, actor).unwrap();
             let graph = ChangeGraph::of(record.doc_for_provenance(section));
             let excluded = graph.with_descendants(&void);
-            let stranded = record.exclude(section, &excluded, &graph, actor);
+            let stranded = record.exclude(section, &void, &excluded, &graph, actor);
             again += record.write_again(&stranded);
             for (s, bytes) in record.take_unsaved() {
                 store.entry(s).or_default().extend(bytes);
@@ -257,7 +257,7 @@ fn versions_written_again_on_two_devices_settle() {
         let mut record = Record::load(meta(), &store, actor).unwrap();
         let graph = ChangeGraph::of(record.doc_for_provenance(section));
         let excluded = graph.with_descendants(&void);
-        record.exclude(section, &excluded, &graph, actor);
+        record.exclude(section, &void, &excluded, &graph, actor);
         let history = record.history(&"Condition/c1".parse().unwrap()).unwrap();
         for name in ["a", "b"] {
             let text = format!("from {name}");
@@ -325,7 +325,7 @@ fn a_version_written_again_keeps_a_concurrent_version_in_conflict() {
     let mut record = Record::load(meta(), &store, &tablet).unwrap();
     let graph = ChangeGraph::of(record.doc_for_provenance(section));
     let excluded = graph.with_descendants(&void);
-    let stranded = record.exclude(section, &excluded, &graph, &tablet);
+    let stranded = record.exclude(section, &void, &excluded, &graph, &tablet);
     assert_eq!(record.write_again(&stranded), 1);
     let Some(Current::Conflict(versions)) = record.current(&key).unwrap() else {
         panic!("the tablet's and the phone's versions in conflict");

@@ -357,11 +357,20 @@ impl Replica {
                     // `phr held` and accepts them (a `Pin`) or discards the copy.
                     if owner
                         && !self.held_blobs.contains_key(&id)
+                        && !plan.held.iter().any(|(_, held)| held.id() == id)
                         && own_changes_unpinned(&blob, ledger, self.id, section)
-                        && self.room_to_hold(&blob.header().author, 1, blob.len())
                     {
-                        batch.hold(self.id, section, id, blob.bytes().to_vec());
-                        plan.held.push((section, blob));
+                        // Within the bounds per author, counting what this ingest holds too.
+                        let author = blob.header().author;
+                        let (count, bytes) = plan
+                            .held
+                            .iter()
+                            .filter(|(_, held)| held.header().author == author)
+                            .fold((0, 0), |(n, b), (_, held)| (n + 1, b + held.len()));
+                        if self.room_to_hold(&author, count, bytes + blob.len()) {
+                            batch.hold(self.id, section, id, blob.bytes().to_vec());
+                            plan.held.push((section, blob));
+                        }
                     }
                     continue;
                 }

@@ -359,8 +359,8 @@ impl Replica {
         out.excluded = graph.with_descendants(&void);
         // Void changes that wait for a missing dependency are not in the graph: taken out too,
         // not kept waiting (and saved in a compaction) where the others are.
-        out.excluded.extend(void);
-        out.stranded = record.exclude(section, &out.excluded, &graph, actor);
+        out.excluded.extend(void.iter().copied());
+        out.stranded = record.exclude(section, &void, &out.excluded, &graph, actor);
         Ok(out)
     }
 

@@ -83,7 +83,7 @@ pub struct Summary {
 }
 
 /// The patient's name and identity, from the subject `Patient` and the record's metadata.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct PatientHeader {
     /// The name as a person writes it.
     pub name: Option<String>,

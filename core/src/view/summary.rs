@@ -126,6 +126,25 @@ pub fn header_of(resource: &Value, nhs_number: Option<String>, today: Date) -> P
     }
 }
 
+impl PatientHeader {
+    /// The same header with the age as of `today` (at death, if the patient died): a header
+    /// kept from an earlier day.
+    pub fn aged(mut self, today: Date) -> PatientHeader {
+        let birth = self
+            .birth_date
+            .as_deref()
+            .and_then(|b| b.parse::<Date>().ok());
+        let end = match &self.died {
+            Some(died) => died.parse::<Date>().ok(),
+            None => Some(today),
+        };
+        self.age_years = birth
+            .zip(end)
+            .and_then(|(birth, end)| age_years(birth, end));
+        self
+    }
+}
+
 fn age_years(birth: Date, on: Date) -> Option<i16> {
     let before_birthday = (on.month(), on.day()) < (birth.month(), birth.day());
     let years = on.year() - birth.year() - i16::from(before_birthday);

@@ -324,9 +324,10 @@ impl Sim {
                 continue;
             }
             // A write built on a void one is left out with it, and its writer writes it again,
-            // with its own earlier versions that it superseded: so only a write that another
-            // party's later write superseded (built on it, and so left out too: that party
-            // writes its own again, on a past without it) may be gone.
+            // with its own earlier versions that it superseded, and even if a void write
+            // superseded it: so only a write that another party's later honest write superseded
+            // (built on it, and so left out too: that party writes its own again, on a past
+            // without it) may be gone.
             let on_void = self
                 .built_on
                 .get(marker)
@@ -336,6 +337,7 @@ impl Sim {
                 s == section
                     && k == key
                     && self.withdrawals.author_of.get(later) != author
+                    && self.withdrawals.void(later).is_none()
                     && self
                         .built_on
                         .get(later)
@@ -348,12 +350,9 @@ impl Sim {
                 if !readable.contains(section) || self.nodes[*i].hostile {
                     continue;
                 }
-                let history = doc.history(key).map_err(|e| {
-                    format!(
-                        "{} lost {key} written as `{marker}`: {e}",
-                        self.nodes[*i].name
-                    )
-                })?;
+                // A key the node does not hold at all reads as an empty history, so the report
+                // below says what every node holds of it.
+                let history = doc.history(key).unwrap_or_default();
                 if !history.iter().any(|v| v.resource["valueString"] == *marker) {
                     let held: Vec<usize> = self
                         .nodes
