@@ -709,14 +709,7 @@ impl<'h> PatientRecord<'h> {
             Some(Current::Conflict(versions)) => versions,
         };
         touched.extend(existing.iter().map(|version| version.section));
-        if let Some(refused) = touched.iter().find(|s| !writable.contains(s)) {
-            return Err(ProviderError::NotWritable {
-                record: self.id(),
-                section: *refused,
-                writable: words(&writable),
-            }
-            .into());
-        }
+        self.check_writable(&touched, &writable)?;
         let action = if existing.is_empty() {
             AuditAction::Create
         } else {
@@ -778,14 +771,7 @@ impl PatientRecord<'_> {
                     }
                 }
             }
-            if let Some(refused) = touched.iter().find(|s| !writable.contains(s)) {
-                return Err(ProviderError::NotWritable {
-                    record: self.id(),
-                    section: *refused,
-                    writable: words(&writable),
-                }
-                .into());
-            }
+            self.check_writable(&touched, &writable)?;
         }
         let author = self.home.device.author();
         let stamp = Stamp {
@@ -827,6 +813,19 @@ impl PatientRecord<'_> {
 }
 
 impl PatientRecord<'_> {
+    /// Refuses, naming the first, a section of `touched` this node may not write (`writable`).
+    fn check_writable(&self, touched: &[Section], writable: &[Section]) -> Result<()> {
+        match touched.iter().find(|s| !writable.contains(s)) {
+            Some(refused) => Err(ProviderError::NotWritable {
+                record: self.id(),
+                section: *refused,
+                writable: words(writable),
+            }
+            .into()),
+            None => Ok(()),
+        }
+    }
+
     /// Takes back an import this node made (`Record::undo_import`), if every section it
     /// touches is one this node may write, signed by this node, with one audit entry in the
     /// same durable transaction. An import by anyone else, an unknown id, or a section it may
@@ -853,14 +852,8 @@ impl PatientRecord<'_> {
             }
             .into());
         }
-        if let Some(refused) = sections.iter().find(|s| !writable.contains(s)) {
-            return Err(ProviderError::NotWritable {
-                record: self.id(),
-                section: *refused,
-                writable: words(&writable),
-            }
-            .into());
-        }
+        let sections: Vec<Section> = sections.into_iter().collect();
+        self.check_writable(&sections, &writable)?;
         let author = self.home.device.author();
         let stamp = Stamp {
             author: &author,
@@ -880,7 +873,7 @@ impl PatientRecord<'_> {
         let logged = Logged {
             action: AuditAction::Update,
             what: format!("undo import {id}"),
-            sections: sections.into_iter().collect(),
+            sections,
             resource: None,
         };
         let entry = self.home.audit_entry(&self.replica, &logged, now)?;

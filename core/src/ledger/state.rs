@@ -146,6 +146,19 @@ impl LedgerState {
         self.is_owner(peer) || self.live_grants_to(peer, now_ms).next().is_some()
     }
 
+    /// Every peer [`LedgerState::admitted`] admits at `now_ms`: the owners and every grantee
+    /// of an unexpired grant.
+    pub fn admitted_peers(&self, now_ms: i64) -> BTreeSet<PeerId> {
+        let mut peers: BTreeSet<PeerId> = self.owners.keys().copied().collect();
+        peers.extend(
+            self.grants
+                .iter()
+                .filter(|grant| grant.unexpired(now_ms))
+                .map(|grant| grant.grantee.peer),
+        );
+        peers
+    }
+
     /// Who may read `section` at `now_ms`, with how to reach them: the owners and every
     /// unexpired read or write grantee of the section. Relays are never readers. A grantee named
     /// by several grants is shown as its newest grant (by time, then id) names it.

@@ -72,7 +72,7 @@ impl Record {
     /// Rebuilds `section` without the changes `excluded` names (the `void` changes and
     /// everything built on them: [`ChangeGraph::with_descendants`]); returns the versions that
     /// `own`, the reader's device, made in excluded changes and that are to be written again,
-    /// oldest first (see [`own_versions_to_write_again`]).
+    /// oldest first: each version nothing outlives, as `own_versions_to_write_again` says.
     pub fn exclude(
         &mut self,
         section: Section,

@@ -281,19 +281,24 @@ impl Replica {
         batch: &mut Batch,
         plan: &mut Plan,
     ) {
+        if owner && self.room_for(plan, &blob) {
+            batch.hold(self.id, section, blob.id(), blob.bytes().to_vec());
+            plan.held.push((section, blob));
+        } else {
+            plan.dropped.push(blob.id());
+        }
+    }
+
+    /// Whether `blob` fits in what is held from its author, counting what this ingest holds
+    /// already (`plan`): the bounds per author.
+    fn room_for(&self, plan: &Plan, blob: &Blob) -> bool {
         let author = blob.header().author;
         let (count, bytes) = plan
             .held
             .iter()
             .filter(|(_, held)| held.header().author == author)
             .fold((0, 0), |(n, b), (_, held)| (n + 1, b + held.len()));
-        let room = self.room_to_hold(&author, count, bytes + blob.len());
-        if owner && room {
-            batch.hold(self.id, section, blob.id(), blob.bytes().to_vec());
-            plan.held.push((section, blob));
-        } else {
-            plan.dropped.push(blob.id());
-        }
+        self.room_to_hold(&author, count, bytes + blob.len())
     }
 
     /// New `Close` operations arrived: what this node stores or holds from the parties they
@@ -359,18 +364,10 @@ impl Replica {
                         && !self.held_blobs.contains_key(&id)
                         && !plan.held.iter().any(|(_, held)| held.id() == id)
                         && own_changes_unpinned(&blob, ledger, self.id, section)
+                        && self.room_for(plan, &blob)
                     {
-                        // Within the bounds per author, counting what this ingest holds too.
-                        let author = blob.header().author;
-                        let (count, bytes) = plan
-                            .held
-                            .iter()
-                            .filter(|(_, held)| held.header().author == author)
-                            .fold((0, 0), |(n, b), (_, held)| (n + 1, b + held.len()));
-                        if self.room_to_hold(&author, count, bytes + blob.len()) {
-                            batch.hold(self.id, section, id, blob.bytes().to_vec());
-                            plan.held.push((section, blob));
-                        }
+                        batch.hold(self.id, section, id, blob.bytes().to_vec());
+                        plan.held.push((section, blob));
                     }
                     continue;
                 }

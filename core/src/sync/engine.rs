@@ -242,15 +242,7 @@ impl Engine {
             .filter(|(id, r)| r.is_held() && !self.intake.is_pending(id))
             .map(|(_, r)| r);
         for replica in admitting {
-            let state = replica.ledger().state();
-            peers.extend(state.owners.keys().copied());
-            peers.extend(
-                state
-                    .grants
-                    .iter()
-                    .filter(|g| g.unexpired(now_ms))
-                    .map(|g| g.grantee.peer),
-            );
+            peers.extend(replica.ledger().state().admitted_peers(now_ms));
         }
         peers.remove(&self.me);
         peers

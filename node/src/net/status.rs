@@ -44,16 +44,7 @@ impl Node {
         // Which held records admit each peer, in one pass over the records (not one per peer).
         let mut records_of: BTreeMap<PeerId, Vec<String>> = BTreeMap::new();
         for replica in self.engine.replicas().values().filter(|r| r.is_held()) {
-            let state = replica.ledger().state();
-            let mut admitting: BTreeSet<PeerId> = state.owners.keys().copied().collect();
-            admitting.extend(
-                state
-                    .grants
-                    .iter()
-                    .filter(|grant| grant.unexpired(now))
-                    .map(|grant| grant.grantee.peer),
-            );
-            for peer in admitting {
+            for peer in replica.ledger().state().admitted_peers(now) {
                 records_of
                     .entry(peer)
                     .or_default()
