@@ -67,6 +67,20 @@ const DECISIONS: TableDefinition<&[u8], u8> = TableDefinition::new("decisions");
 /// listing changes only the rows of the records that changed ([`Vault::patient_index`]).
 const PATIENT_INDEX: TableDefinition<&[u8], &[u8]> = TableDefinition::new("patient_index");
 
+/// A table in a read transaction, or `None` if no write has made it yet (a vault from before
+/// the table existed).
+fn open_if_made<K: redb::Key + 'static, V: redb::Value + 'static>(
+    tx: &redb::ReadTransaction,
+    table: TableDefinition<K, V>,
+    path: &Path,
+) -> Result<Option<redb::ReadOnlyTable<K, V>>> {
+    match tx.open_table(table) {
+        Ok(table) => Ok(Some(table)),
+        Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
+        Err(e) => Err(storage(path)(e.into())),
+    }
+}
+
 /// The AAD of a record's row of the patient index: a row moved to another record's key does
 /// not open.
 fn index_name(record: &RecordId) -> String {
@@ -620,16 +634,13 @@ impl Vault {
             .map(|bytes| bytes.value().to_vec()))
     }
 
-    /// The records whose ledger operations the vault holds.
     /// The patient index, every row opened: per record, its entry. A row that does not open
     /// (damaged, or sealed under another key) is left out, to be written again.
     pub fn patient_index<T: DeserializeOwned>(&self) -> Result<Vec<(RecordId, T)>> {
         let err = storage(&self.path);
         let tx = self.db.begin_read().map_err(|e| err(e.into()))?;
-        let table = match tx.open_table(PATIENT_INDEX) {
-            Ok(table) => table,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(err(e.into())),
+        let Some(table) = open_if_made(&tx, PATIENT_INDEX, &self.path)? else {
+            return Ok(Vec::new());
         };
         let mut out = Vec::new();
         for row in table.iter().map_err(|e| err(e.into()))? {
@@ -652,10 +663,8 @@ impl Vault {
     pub fn decision(&self, record: &RecordId) -> Result<Option<Decision>> {
         let err = storage(&self.path);
         let tx = self.db.begin_read().map_err(|e| err(e.into()))?;
-        let table = match tx.open_table(DECISIONS) {
-            Ok(table) => table,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-            Err(e) => return Err(err(e.into())),
+        let Some(table) = open_if_made(&tx, DECISIONS, &self.path)? else {
+            return Ok(None);
         };
         Ok(table
             .get(record.0.as_slice())
@@ -667,10 +676,8 @@ impl Vault {
     pub fn decisions(&self) -> Result<Vec<(RecordId, Decision)>> {
         let err = storage(&self.path);
         let tx = self.db.begin_read().map_err(|e| err(e.into()))?;
-        let table = match tx.open_table(DECISIONS) {
-            Ok(table) => table,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(err(e.into())),
+        let Some(table) = open_if_made(&tx, DECISIONS, &self.path)? else {
+            return Ok(Vec::new());
         };
         let mut out = Vec::new();
         for row in table.iter().map_err(|e| err(e.into()))? {
@@ -690,10 +697,8 @@ impl Vault {
     pub fn generations(&self) -> Result<std::collections::BTreeMap<RecordId, u64>> {
         let err = storage(&self.path);
         let tx = self.db.begin_read().map_err(|e| err(e.into()))?;
-        let table = match tx.open_table(GENERATIONS) {
-            Ok(table) => table,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Default::default()),
-            Err(e) => return Err(err(e.into())),
+        let Some(table) = open_if_made(&tx, GENERATIONS, &self.path)? else {
+            return Ok(Default::default());
         };
         let mut out = std::collections::BTreeMap::new();
         for row in table.iter().map_err(|e| err(e.into()))? {
@@ -711,10 +716,8 @@ impl Vault {
     pub fn changed_since(&self, after: u64) -> Result<(u64, Vec<RecordId>)> {
         let err = storage(&self.path);
         let tx = self.db.begin_read().map_err(|e| err(e.into()))?;
-        let table = match tx.open_table(CHANGES) {
-            Ok(table) => table,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok((0, Vec::new())),
-            Err(e) => return Err(err(e.into())),
+        let Some(table) = open_if_made(&tx, CHANGES, &self.path)? else {
+            return Ok((0, Vec::new()));
         };
         let last = table
             .get(0)
@@ -736,6 +739,7 @@ impl Vault {
         Ok((last, changed))
     }
 
+    /// The records whose ledger operations the vault holds.
     pub fn records(&self) -> Result<Vec<RecordId>> {
         let err = storage(&self.path);
         let tx = self.db.begin_read().map_err(|e| err(e.into()))?;

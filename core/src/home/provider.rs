@@ -800,19 +800,26 @@ impl PatientRecord<'_> {
             sections: report.written.keys().copied().collect(),
             resource: None,
         };
-        let entry = self.home.audit_entry(&self.replica, &logged, now)?;
-        self.replica.save_with(
-            self.store,
-            &self.home.keystore.device,
-            &mut self.record,
-            vec![entry],
-            now_ms,
-        )?;
+        self.save_logged(&logged, now)?;
         Ok(report)
     }
 }
 
 impl PatientRecord<'_> {
+    /// Saves what was written, signed by this node, with the audit entry of `logged` in the
+    /// same durable transaction.
+    fn save_logged(&mut self, logged: &Logged, now: Timestamp) -> Result<()> {
+        let entry = self.home.audit_entry(&self.replica, logged, now)?;
+        self.replica.save_with(
+            self.store,
+            &self.home.keystore.device,
+            &mut self.record,
+            vec![entry],
+            now.as_millisecond(),
+        )?;
+        Ok(())
+    }
+
     /// Refuses, naming the first, a section of `touched` this node may not write (`writable`).
     fn check_writable(&self, touched: &[Section], writable: &[Section]) -> Result<()> {
         match touched.iter().find(|s| !writable.contains(s)) {
@@ -876,14 +883,7 @@ impl PatientRecord<'_> {
             sections,
             resource: None,
         };
-        let entry = self.home.audit_entry(&self.replica, &logged, now)?;
-        self.replica.save_with(
-            self.store,
-            &self.home.keystore.device,
-            &mut self.record,
-            vec![entry],
-            now_ms,
-        )?;
+        self.save_logged(&logged, now)?;
         Ok(undone)
     }
 }
