@@ -13,6 +13,7 @@ use std::{
 };
 
 use crate::{
+    consent::Kept,
     keys::{BlobId, OpId, RecordId},
     section::Section,
     vault::{Batch, Change, Vault, VaultError},
@@ -55,6 +56,44 @@ pub trait Store {
     /// The latest generation given, and the records whose generation is past `after`: what
     /// changed since a reader last looked, at a cost that follows the changes.
     fn changed_since(&self, after: u64) -> Result<(u64, Vec<RecordId>)>;
+    /// Whether the store keeps what [`Batch::vouch_op`], [`Batch::vouch_blob`] and
+    /// [`Batch::keep_key`] write (the vault does; by default a store ignores them, and a
+    /// reader does not ask it to).
+    fn vouches(&self) -> bool {
+        false
+    }
+    /// Every stored ledger operation of `record`, each with the id it is stored under if the
+    /// store vouches that this node checked it when it stored it (the vault's tags); decode
+    /// with [`crate::ledger::SignedOp::decode_stored`]. By default nothing is vouched for and
+    /// everything is checked again.
+    fn ledger_ops_vouched(&self, record: &RecordId) -> Result<Vec<(Vec<u8>, Option<OpId>)>> {
+        Ok(self
+            .ledger_ops(record)?
+            .into_iter()
+            .map(|bytes| (bytes, None))
+            .collect())
+    }
+    /// Every stored blob of a section with the id it is stored under and whether the store
+    /// vouches for it; decode with [`crate::blob::Blob::decode_stored`]. By default nothing is
+    /// vouched for.
+    fn blobs_vouched(
+        &self,
+        record: &RecordId,
+        section: Section,
+    ) -> Result<Vec<(BlobId, Vec<u8>, bool)>> {
+        Ok(self
+            .blobs(record, section)?
+            .into_iter()
+            .map(|(id, bytes)| (id, bytes, false))
+            .collect())
+    }
+    /// The section keys this node kept for `record` ([`Batch::keep_key`]), by id: each counts
+    /// only where a valid `Keys` operation addressed to this node announces it. By default
+    /// none are kept, and every key is unwrapped from the ledger.
+    fn section_keys(&self, record: &RecordId) -> Result<Kept> {
+        let _ = record;
+        Ok(BTreeMap::new())
+    }
 }
 
 impl Store for Vault {
@@ -92,6 +131,22 @@ impl Store for Vault {
     }
     fn changed_since(&self, after: u64) -> Result<(u64, Vec<RecordId>)> {
         Vault::changed_since(self, after)
+    }
+    fn vouches(&self) -> bool {
+        true
+    }
+    fn ledger_ops_vouched(&self, record: &RecordId) -> Result<Vec<(Vec<u8>, Option<OpId>)>> {
+        Vault::ledger_ops_vouched(self, record)
+    }
+    fn blobs_vouched(
+        &self,
+        record: &RecordId,
+        section: Section,
+    ) -> Result<Vec<(BlobId, Vec<u8>, bool)>> {
+        Vault::blobs_vouched(self, record, section)
+    }
+    fn section_keys(&self, record: &RecordId) -> Result<Kept> {
+        Vault::section_keys(self, record)
     }
 }
 
@@ -202,6 +257,9 @@ impl Store for MemoryStore {
                 }
                 // A provider's decisions live in its vault alone.
                 Change::Decide(..) | Change::Index(..) => {}
+                // A memory store vouches for nothing and keeps no keys: everything is
+                // checked again, as a peer's bytes are.
+                Change::Vouch(..) | Change::KeepKey(..) => {}
                 Change::ForgetRecord(record) => {
                     inner.ledger.remove(&record);
                     inner.blobs.retain(|(r, _), _| *r != record);

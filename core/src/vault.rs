@@ -16,6 +16,8 @@
 //! | `replaced` | record ‖ section ‖ blob id | the id of the compaction blob that holds its content |
 //! | `ledger` | record ‖ operation id | the signed operation |
 //! | `local` | name | a value sealed with the [`LocalKey`] |
+//! | `vouched` | record ‖ `o` ‖ operation id, or record ‖ `b` ‖ section ‖ blob id | this node's HMAC tag: it checked the item's signature when it stored it |
+//! | `section_keys` | record ‖ key id | a section key this node unwrapped, sealed with the [`LocalKey`] |
 //!
 //! A [`Batch`] is written in one redb transaction and [`Vault::commit`] returns only once it is
 //! durable, so a command reports success only for writes that survive a crash.
@@ -27,11 +29,13 @@ use std::{
 };
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, backends::FileBackend};
-use ring::{aead, hkdf};
+use ring::{aead, hkdf, hmac};
 use serde::{Serialize, de::DeserializeOwned};
 
 use crate::{
-    keys::{BlobId, OpId, RecordId, SigningKey, random_array},
+    blob::Blob,
+    keys::{BlobId, KeyId, OpId, RecordId, SectionKey, SigningKey, random_array},
+    ledger::SignedOp,
     owner_only,
     section::Section,
 };
@@ -66,6 +70,22 @@ const DECISIONS: TableDefinition<&[u8], u8> = TableDefinition::new("decisions");
 /// like the local settings (AAD `patient-index/` and the record id), one row each, so that a
 /// listing changes only the rows of the records that changed ([`Vault::patient_index`]).
 const PATIENT_INDEX: TableDefinition<&[u8], &[u8]> = TableDefinition::new("patient_index");
+/// What this node checked when it stored it: per ledger operation (record ‖ `o` ‖ operation id)
+/// and blob (record ‖ `b` ‖ section ‖ blob id), an HMAC-SHA256 tag of that key under a key
+/// derived from the device's seed ([`LocalKey`]). Both ids are SHA-256 of the item's bytes, so
+/// a tag vouches for exact bytes: a node opening its records skips the signature check of an
+/// item whose bytes hash to a vouched id ([`Vault::ledger_ops_vouched`],
+/// [`Vault::blobs_vouched`]), and checks everything else as bytes from a peer. Without the
+/// keystore no tag can be made, so bytes changed on disk are checked in full.
+const VOUCHED: TableDefinition<&[u8], &[u8]> = TableDefinition::new("vouched");
+/// Section keys this node unwrapped from the ledger's envelopes (record ‖ key id -> section
+/// code ‖ epoch ‖ key, sealed like the local settings with AAD `section-key/` and the key):
+/// opening a record does not repeat an age decryption per key ([`Vault::section_keys`]). A key
+/// counts only where a valid `Keys` operation addressed to this node announces it.
+const SECTION_KEYS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("section_keys");
+
+const VOUCHED_OP: u8 = b'o';
+const VOUCHED_BLOB: u8 = b'b';
 
 /// A table in a read transaction, or `None` if no write has made it yet (a vault from before
 /// the table existed).
@@ -142,10 +162,13 @@ pub enum VaultError {
 
 type Result<T, E = VaultError> = std::result::Result<T, E>;
 
-/// A ChaCha20-Poly1305 (RFC 8439) key for the node's own settings, derived with HKDF-SHA256
-/// (RFC 5869) from the device's signing seed: whoever can open the keystore can read them, and
-/// nobody else.
-pub struct LocalKey(aead::LessSafeKey);
+/// A ChaCha20-Poly1305 (RFC 8439) key for the node's own settings and an HMAC-SHA256 key for
+/// what it vouches for ([`VOUCHED`]), both derived with HKDF-SHA256 (RFC 5869) from the
+/// device's signing seed: whoever can open the keystore can read and make them, and nobody else.
+pub struct LocalKey {
+    aead: aead::LessSafeKey,
+    mac: hmac::Key,
+}
 
 impl fmt::Debug for LocalKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -161,7 +184,21 @@ impl LocalKey {
         let okm = prk
             .expand(&[b"chacha20-poly1305"], &aead::CHACHA20_POLY1305)
             .expect("the output length is the key length");
-        Self(aead::LessSafeKey::new(aead::UnboundKey::from(okm)))
+        let mac = prk
+            .expand(&[b"hmac-sha256 vouched"], hmac::HMAC_SHA256)
+            .expect("the output length is the key length");
+        Self {
+            aead: aead::LessSafeKey::new(aead::UnboundKey::from(okm)),
+            mac: hmac::Key::from(mac),
+        }
+    }
+
+    fn tag(&self, key: &[u8]) -> hmac::Tag {
+        hmac::sign(&self.mac, key)
+    }
+
+    fn vouches(&self, key: &[u8], tag: &[u8]) -> bool {
+        hmac::verify(&self.mac, key, tag).is_ok()
     }
 
     fn seal(&self, name: &str, plaintext: &[u8]) -> Vec<u8> {
@@ -169,7 +206,7 @@ impl LocalKey {
         let mut out = nonce.to_vec();
         out.extend_from_slice(plaintext);
         let tag = self
-            .0
+            .aead
             .seal_in_place_separate_tag(
                 aead::Nonce::assume_unique_for_key(nonce),
                 aead::Aad::from(name.as_bytes()),
@@ -184,7 +221,7 @@ impl LocalKey {
         let (nonce, body) = sealed.split_first_chunk::<12>()?;
         let mut body = body.to_vec();
         let plain = self
-            .0
+            .aead
             .open_in_place(
                 aead::Nonce::assume_unique_for_key(*nonce),
                 aead::Aad::from(name.as_bytes()),
@@ -198,8 +235,10 @@ impl LocalKey {
 /// Writes that must land together, in one durable transaction.
 #[derive(Debug, Default)]
 pub struct Batch {
-    ledger: Vec<(RecordId, OpId, Vec<u8>)>,
-    blobs: Vec<(RecordId, Section, BlobId, Vec<u8>)>,
+    /// Ledger operations, each with whether it was checked (a [`SignedOp`]) and so vouched for.
+    ledger: Vec<(RecordId, OpId, Vec<u8>, bool)>,
+    /// Blobs, each with whether it was checked (a [`Blob`]) and so vouched for.
+    blobs: Vec<(RecordId, Section, BlobId, Vec<u8>, bool)>,
     replaced: Vec<(RecordId, Section, BlobId, BlobId)>,
     changes: Vec<Change>,
     local: Vec<(String, Vec<u8>)>,
@@ -225,6 +264,38 @@ pub(crate) enum Change {
     Decide(RecordId, Decision),
     /// Sets a record's row of the patient index (plaintext, sealed at commit).
     Index(RecordId, Vec<u8>),
+    /// Vouches for an item stored before vouching existed, checked now (not a change to the
+    /// record).
+    Vouch(RecordId, Vouched),
+    /// Keeps a section key this node unwrapped (not a change to the record).
+    KeepKey(RecordId, Section, u32, SectionKey),
+}
+
+/// An item a node vouches for.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Vouched {
+    /// A ledger operation.
+    Op(OpId),
+    /// A blob of a section.
+    Blob(Section, BlobId),
+}
+
+impl Vouched {
+    fn key(self, record: &RecordId) -> Vec<u8> {
+        let mut key = record.0.to_vec();
+        match self {
+            Vouched::Op(id) => {
+                key.push(VOUCHED_OP);
+                key.extend_from_slice(&id.0);
+            }
+            Vouched::Blob(section, id) => {
+                key.push(VOUCHED_BLOB);
+                key.push(section.code());
+                key.extend_from_slice(&id.0);
+            }
+        }
+        key
+    }
 }
 
 impl Batch {
@@ -241,9 +312,38 @@ impl Batch {
         self
     }
 
-    /// Stores a signed ledger operation.
-    pub fn ledger_op(&mut self, record: RecordId, id: OpId, bytes: &[u8]) {
-        self.ledger.push((record, id, bytes.to_vec()));
+    /// Stores a signed ledger operation, vouched for: it was checked when it was decoded (or
+    /// signed here).
+    pub fn ledger_op(&mut self, record: RecordId, op: &SignedOp) {
+        self.ledger
+            .push((record, op.id(), op.bytes().to_vec(), true));
+    }
+
+    /// Stores bytes as a ledger operation without vouching for them: only for tests that
+    /// store junk.
+    #[doc(hidden)]
+    pub fn unchecked_ledger_op(&mut self, record: RecordId, id: OpId, bytes: &[u8]) {
+        self.ledger.push((record, id, bytes.to_vec(), false));
+    }
+
+    /// Vouches for a ledger operation stored before vouching existed, now checked: not a
+    /// change to the record.
+    pub fn vouch_op(&mut self, record: RecordId, op: &SignedOp) {
+        self.changes
+            .push(Change::Vouch(record, Vouched::Op(op.id())));
+    }
+
+    /// Vouches for a blob stored before vouching existed, now checked.
+    pub fn vouch_blob(&mut self, record: RecordId, section: Section, blob: &Blob) {
+        self.changes
+            .push(Change::Vouch(record, Vouched::Blob(section, blob.id())));
+    }
+
+    /// Keeps a section key this node unwrapped from the record's ledger, sealed, so that
+    /// opening the record again does not unwrap it again: not a change to the record.
+    pub fn keep_key(&mut self, record: RecordId, section: Section, epoch: u32, key: &SectionKey) {
+        self.changes
+            .push(Change::KeepKey(record, section, epoch, key.clone()));
     }
 
     /// Deletes a stored ledger operation that can never count ([`crate::ledger::Ledger::admit`]).
@@ -257,9 +357,23 @@ impl Batch {
         self.changes.push(Change::ForgetRecord(record));
     }
 
-    /// Stores a sealed blob of a section.
-    pub fn blob(&mut self, record: RecordId, section: Section, id: BlobId, bytes: Vec<u8>) {
-        self.blobs.push((record, section, id, bytes));
+    /// Stores a sealed blob of a section, vouched for: it was checked when it was decoded (or
+    /// sealed here).
+    pub fn blob(&mut self, record: RecordId, section: Section, blob: &Blob) {
+        self.blobs
+            .push((record, section, blob.id(), blob.bytes().to_vec(), true));
+    }
+
+    /// Stores bytes as a blob without vouching for them: only for tests that store junk.
+    #[doc(hidden)]
+    pub fn unchecked_blob(
+        &mut self,
+        record: RecordId,
+        section: Section,
+        id: BlobId,
+        bytes: Vec<u8>,
+    ) {
+        self.blobs.push((record, section, id, bytes, false));
     }
 
     /// Removes a blob whose content the compaction blob `by` now holds, and remembers that it
@@ -317,7 +431,18 @@ impl Batch {
         Vec<(RecordId, Section, BlobId, BlobId)>,
         Vec<Change>,
     ) {
-        (self.ledger, self.blobs, self.replaced, self.changes)
+        (
+            self.ledger
+                .into_iter()
+                .map(|(record, id, bytes, _)| (record, id, bytes))
+                .collect(),
+            self.blobs
+                .into_iter()
+                .map(|(record, section, id, bytes, _)| (record, section, id, bytes))
+                .collect(),
+            self.replaced,
+            self.changes,
+        )
     }
 
     /// Adds everything `other` writes to this batch (committed together, at once).
@@ -343,7 +468,9 @@ impl Batch {
             | Change::Release(record, ..)
             | Change::RemoveLedgerOp(record, ..)
             | Change::ForgetRecord(record) => Some(*record),
-            Change::Decide(..) | Change::Index(..) => None,
+            Change::Decide(..) | Change::Index(..) | Change::Vouch(..) | Change::KeepKey(..) => {
+                None
+            }
         }));
         records
     }
@@ -393,6 +520,17 @@ fn ledger_key(record: &RecordId, id: &OpId) -> Vec<u8> {
     let mut key = record.0.to_vec();
     key.extend_from_slice(&id.0);
     key
+}
+
+fn section_key_key(record: &RecordId, id: &KeyId) -> Vec<u8> {
+    let mut key = record.0.to_vec();
+    key.extend_from_slice(&id.0);
+    key
+}
+
+/// The AAD of a kept section key: a row moved under another record or key does not open.
+fn section_key_name(record: &RecordId, id: &KeyId) -> String {
+    format!("section-key/{record}/{id}")
 }
 
 /// The exclusive upper bound of every key that starts with `prefix`.
@@ -483,15 +621,17 @@ impl Vault {
             }
         }
         {
+            let mut vouched = tx.open_table(VOUCHED).map_err(|e| err(e.into()))?;
             let mut ledger = tx.open_table(LEDGER).map_err(|e| err(e.into()))?;
-            for (record, id, bytes) in &batch.ledger {
+            for (record, id, bytes, checked) in &batch.ledger {
                 ledger
                     .insert(ledger_key(record, id).as_slice(), bytes.as_slice())
                     .map_err(|e| err(e.into()))?;
+                self.vouch(&mut vouched, record, Vouched::Op(*id), *checked)?;
             }
             let mut blobs = tx.open_table(BLOBS).map_err(|e| err(e.into()))?;
             let mut replaced = tx.open_table(REPLACED).map_err(|e| err(e.into()))?;
-            for (record, section, id, bytes) in &batch.blobs {
+            for (record, section, id, bytes, checked) in &batch.blobs {
                 let key = blob_key(record, *section, id);
                 if replaced
                     .get(key.as_slice())
@@ -501,15 +641,18 @@ impl Vault {
                     blobs
                         .insert(key.as_slice(), bytes.as_slice())
                         .map_err(|e| err(e.into()))?;
+                    self.vouch(&mut vouched, record, Vouched::Blob(*section, *id), *checked)?;
                 }
             }
             for (record, section, old, by) in &batch.replaced {
                 let key = blob_key(record, *section, old);
                 blobs.remove(key.as_slice()).map_err(|e| err(e.into()))?;
+                self.vouch(&mut vouched, record, Vouched::Blob(*section, *old), false)?;
                 replaced
                     .insert(key.as_slice(), by.0.as_slice())
                     .map_err(|e| err(e.into()))?;
             }
+            let mut section_keys = tx.open_table(SECTION_KEYS).map_err(|e| err(e.into()))?;
             let mut held = tx.open_table(HELD).map_err(|e| err(e.into()))?;
             let mut decisions = tx.open_table(DECISIONS).map_err(|e| err(e.into()))?;
             let mut index = tx.open_table(PATIENT_INDEX).map_err(|e| err(e.into()))?;
@@ -519,6 +662,7 @@ impl Vault {
                         blobs
                             .remove(blob_key(record, *section, id).as_slice())
                             .map_err(|e| err(e.into()))?;
+                        self.vouch(&mut vouched, record, Vouched::Blob(*section, *id), false)?;
                     }
                     Change::Unreplace(record, section, id) => {
                         replaced
@@ -538,6 +682,22 @@ impl Vault {
                         ledger
                             .remove(ledger_key(record, id).as_slice())
                             .map_err(|e| err(e.into()))?;
+                        self.vouch(&mut vouched, record, Vouched::Op(*id), false)?;
+                    }
+                    Change::Vouch(record, item) => self.vouch(&mut vouched, record, *item, true)?,
+                    Change::KeepKey(record, section, epoch, key) => {
+                        let name = section_key_name(record, &key.id());
+                        let mut plain = vec![section.code()];
+                        plain.extend_from_slice(&epoch.to_le_bytes());
+                        plain.extend_from_slice(key.bytes());
+                        let sealed = self.local.seal(&name, &plain);
+                        plain.fill(0);
+                        section_keys
+                            .insert(
+                                section_key_key(record, &key.id()).as_slice(),
+                                sealed.as_slice(),
+                            )
+                            .map_err(|e| err(e.into()))?;
                     }
                     Change::Decide(record, decision) => {
                         decisions
@@ -556,7 +716,14 @@ impl Vault {
                         index
                             .remove(record.0.as_slice())
                             .map_err(|e| err(e.into()))?;
-                        for table in [&mut ledger, &mut blobs, &mut replaced, &mut held] {
+                        for table in [
+                            &mut ledger,
+                            &mut blobs,
+                            &mut replaced,
+                            &mut held,
+                            &mut section_keys,
+                            &mut vouched,
+                        ] {
                             table
                                 .retain_in(range.clone(), |_, _| false)
                                 .map_err(|e| err(e.into()))?;
@@ -573,6 +740,25 @@ impl Vault {
             }
         }
         tx.commit().map_err(|e| err(e.into()))
+    }
+
+    /// Vouches for an item (an HMAC tag of its key), or stops vouching for it.
+    fn vouch(
+        &self,
+        table: &mut redb::Table<&[u8], &[u8]>,
+        record: &RecordId,
+        item: Vouched,
+        yes: bool,
+    ) -> Result<()> {
+        let key = item.key(record);
+        if yes {
+            let tag = self.local.tag(&key);
+            table.insert(key.as_slice(), tag.as_ref())
+        } else {
+            table.remove(key.as_slice())
+        }
+        .map(|_| ())
+        .map_err(|e| storage(&self.path)(e.into()))
     }
 
     /// A local setting, if set.
@@ -615,6 +801,119 @@ impl Vault {
                 (BlobId(id), bytes)
             })
             .collect())
+    }
+
+    /// Every stored ledger operation of a record, with the id it is stored under if this node
+    /// vouched for it ([`VOUCHED`]): decode with [`SignedOp::decode_stored`], which trusts the
+    /// signature only if the bytes hash to that id.
+    pub fn ledger_ops_vouched(&self, record: &RecordId) -> Result<Vec<(Vec<u8>, Option<OpId>)>> {
+        let err = storage(&self.path);
+        let tx = self.db.begin_read().map_err(|e| err(e.into()))?;
+        let table = tx.open_table(LEDGER).map_err(|e| err(e.into()))?;
+        let vouched = open_if_made(&tx, VOUCHED, &self.path)?;
+        let end = prefix_end(&record.0);
+        let mut out = Vec::new();
+        for row in table
+            .range(record.0.as_slice()..end.as_slice())
+            .map_err(|e| err(e.into()))?
+        {
+            let (key, bytes) = row.map_err(|e| err(e.into()))?;
+            let id = key.value()[16..]
+                .try_into()
+                .ok()
+                .map(OpId)
+                .filter(|id| self.vouched(vouched.as_ref(), record, Vouched::Op(*id)));
+            out.push((bytes.value().to_vec(), id));
+        }
+        Ok(out)
+    }
+
+    /// Every stored blob of a section, with the id it is stored under and whether this node
+    /// vouched for it ([`VOUCHED`]): decode with [`Blob::decode_stored`], which trusts the
+    /// signature only if the bytes hash to that id.
+    pub fn blobs_vouched(
+        &self,
+        record: &RecordId,
+        section: Section,
+    ) -> Result<Vec<(BlobId, Vec<u8>, bool)>> {
+        let err = storage(&self.path);
+        let tx = self.db.begin_read().map_err(|e| err(e.into()))?;
+        let table = tx.open_table(BLOBS).map_err(|e| err(e.into()))?;
+        let vouched = open_if_made(&tx, VOUCHED, &self.path)?;
+        let prefix = section_prefix(record, section);
+        let end = prefix_end(&prefix);
+        let mut out = Vec::new();
+        for row in table
+            .range(prefix.as_slice()..end.as_slice())
+            .map_err(|e| err(e.into()))?
+        {
+            let (key, bytes) = row.map_err(|e| err(e.into()))?;
+            let id = BlobId(
+                key.value()[17..]
+                    .try_into()
+                    .expect("blob keys end in a 32-byte id"),
+            );
+            let vouched = self.vouched(vouched.as_ref(), record, Vouched::Blob(section, id));
+            out.push((id, bytes.value().to_vec(), vouched));
+        }
+        Ok(out)
+    }
+
+    /// Whether this node vouched for an item: its tag is stored and matches.
+    fn vouched(
+        &self,
+        table: Option<&redb::ReadOnlyTable<&[u8], &[u8]>>,
+        record: &RecordId,
+        item: Vouched,
+    ) -> bool {
+        let key = item.key(record);
+        table
+            .and_then(|table| table.get(key.as_slice()).ok().flatten())
+            .is_some_and(|tag| self.local.vouches(&key, tag.value()))
+    }
+
+    /// The section keys this node kept for a record ([`Batch::keep_key`]), by id. A row that
+    /// does not open, or whose key does not have the id it is stored under, is left out (the
+    /// key is unwrapped from the ledger again).
+    pub fn section_keys(&self, record: &RecordId) -> Result<crate::consent::Kept> {
+        let err = storage(&self.path);
+        let tx = self.db.begin_read().map_err(|e| err(e.into()))?;
+        let Some(table) = open_if_made(&tx, SECTION_KEYS, &self.path)? else {
+            return Ok(Default::default());
+        };
+        let end = prefix_end(&record.0);
+        let mut out = std::collections::BTreeMap::new();
+        for row in table
+            .range(record.0.as_slice()..end.as_slice())
+            .map_err(|e| err(e.into()))?
+        {
+            let (key, sealed) = row.map_err(|e| err(e.into()))?;
+            let Ok(id) = <[u8; 16]>::try_from(&key.value()[16..]).map(KeyId) else {
+                continue;
+            };
+            let Some(plain) = self
+                .local
+                .open(&section_key_name(record, &id), sealed.value())
+                .map(zeroize::Zeroizing::new)
+            else {
+                continue;
+            };
+            let (Some(section), Some(epoch), Some(bytes)) = (
+                plain.first().and_then(|code| Section::from_code(*code)),
+                plain
+                    .get(1..5)
+                    .and_then(|b| <[u8; 4]>::try_from(b).ok())
+                    .map(u32::from_le_bytes),
+                plain.get(5..).and_then(|b| <&[u8; 32]>::try_from(b).ok()),
+            ) else {
+                continue;
+            };
+            let key = SectionKey::from_bytes(bytes);
+            if key.id() == id {
+                out.insert(id, (section, epoch, key));
+            }
+        }
+        Ok(out)
     }
 
     /// One stored blob's bytes, if stored (decode before trusting).
@@ -820,14 +1119,50 @@ impl Vault {
         id: &BlobId,
         bytes: &[u8],
     ) -> Result<()> {
+        self.write_raw_for_test(BLOBS, &blob_key(record, section, id), bytes)
+    }
+
+    /// Overwrites a stored ledger operation's bytes under the key it is stored under, without
+    /// any check and leaving what the node vouched for as it is: only for tests of someone
+    /// who can write the disk but has no keystore.
+    #[doc(hidden)]
+    pub fn overwrite_ledger_op_for_test(
+        &self,
+        record: &RecordId,
+        id: &OpId,
+        bytes: &[u8],
+    ) -> Result<()> {
+        self.write_raw_for_test(LEDGER, &ledger_key(record, id), bytes)
+    }
+
+    /// Copies the tag this node wrote for ledger operation `from` to the row of operation
+    /// `to`, as someone who can write the disk but not make a tag would: only for tests.
+    #[doc(hidden)]
+    pub fn copy_vouch_for_test(&self, record: &RecordId, from: &OpId, to: &OpId) -> Result<()> {
+        let err = storage(&self.path);
+        let tag = {
+            let tx = self.db.begin_read().map_err(|e| err(e.into()))?;
+            let table = tx.open_table(VOUCHED).map_err(|e| err(e.into()))?;
+            table
+                .get(Vouched::Op(*from).key(record).as_slice())
+                .map_err(|e| err(e.into()))?
+                .map(|tag| tag.value().to_vec())
+                .unwrap_or_default()
+        };
+        self.write_raw_for_test(VOUCHED, &Vouched::Op(*to).key(record), &tag)
+    }
+
+    fn write_raw_for_test(
+        &self,
+        table: TableDefinition<&[u8], &[u8]>,
+        key: &[u8],
+        value: &[u8],
+    ) -> Result<()> {
         let err = storage(&self.path);
         let tx = self.db.begin_write().map_err(|e| err(e.into()))?;
         {
-            let mut blobs = tx.open_table(BLOBS).map_err(|e| err(e.into()))?;
-            let key = blob_key(record, section, id);
-            blobs
-                .insert(key.as_slice(), bytes)
-                .map_err(|e| err(e.into()))?;
+            let mut table = tx.open_table(table).map_err(|e| err(e.into()))?;
+            table.insert(key, value).map_err(|e| err(e.into()))?;
         }
         tx.commit().map_err(|e| err(e.into()))
     }
@@ -886,10 +1221,10 @@ mod tests {
         {
             let vault = vault(dir.path(), &key);
             let mut batch = Batch::new();
-            batch.blob(record, Section::Summary, BlobId([1; 32]), b"one".to_vec());
-            batch.blob(record, Section::Clinical, BlobId([2; 32]), b"two".to_vec());
-            batch.blob(other, Section::Summary, BlobId([3; 32]), b"three".to_vec());
-            batch.ledger_op(record, OpId([4; 32]), b"op");
+            batch.unchecked_blob(record, Section::Summary, BlobId([1; 32]), b"one".to_vec());
+            batch.unchecked_blob(record, Section::Clinical, BlobId([2; 32]), b"two".to_vec());
+            batch.unchecked_blob(other, Section::Summary, BlobId([3; 32]), b"three".to_vec());
+            batch.unchecked_ledger_op(record, OpId([4; 32]), b"op");
             batch.local("profile", &serde_json::json!({"name": "Ada"}));
             vault.commit(batch).unwrap();
         }
@@ -914,7 +1249,7 @@ mod tests {
         let write = |records: &[RecordId], n: u8| {
             let mut batch = Batch::new();
             for record in records {
-                batch.blob(*record, Section::Summary, BlobId([n; 32]), vec![n]);
+                batch.unchecked_blob(*record, Section::Summary, BlobId([n; 32]), vec![n]);
             }
             vault.commit(batch).unwrap();
         };
@@ -952,14 +1287,14 @@ mod tests {
         let vault = vault(dir.path(), &key);
         let record = RecordId([1; 16]);
         let mut batch = Batch::new();
-        batch.blob(record, Section::Journal, BlobId([1; 32]), b"old".to_vec());
+        batch.unchecked_blob(record, Section::Journal, BlobId([1; 32]), b"old".to_vec());
         vault.commit(batch).unwrap();
         let mut batch = Batch::new();
-        batch.blob(record, Section::Journal, BlobId([2; 32]), b"all".to_vec());
+        batch.unchecked_blob(record, Section::Journal, BlobId([2; 32]), b"all".to_vec());
         batch.replace(record, Section::Journal, BlobId([1; 32]), BlobId([2; 32]));
         vault.commit(batch).unwrap();
         let mut batch = Batch::new().from_peer();
-        batch.blob(record, Section::Journal, BlobId([1; 32]), b"old".to_vec());
+        batch.unchecked_blob(record, Section::Journal, BlobId([1; 32]), b"old".to_vec());
         vault.commit(batch).unwrap();
         let ids: Vec<_> = vault
             .blobs(&record, Section::Journal)

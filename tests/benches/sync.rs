@@ -109,10 +109,10 @@ fn store_with(built: &Built, blobs: &[(BlobId, Vec<u8>)]) -> Result<MemoryStore>
     let store = MemoryStore::new();
     let mut batch = Batch::new();
     for (id, bytes) in &built.ops {
-        batch.ledger_op(built.id, *id, bytes);
+        batch.unchecked_ledger_op(built.id, *id, bytes);
     }
     for (id, bytes) in blobs {
-        batch.blob(built.id, built.section, *id, bytes.clone());
+        batch.unchecked_blob(built.id, built.section, *id, bytes.clone());
     }
     store.commit(batch)?;
     Ok(store)
@@ -124,7 +124,7 @@ fn fresh_writer(replica: &Replica, keys: &Keystore) -> Result<(MemoryStore, Repl
     let store = MemoryStore::new();
     let mut batch = Batch::new();
     for op in replica.ledger().ops() {
-        batch.ledger_op(replica.id(), op.id(), op.bytes());
+        batch.ledger_op(replica.id(), op);
     }
     store.commit(batch)?;
     let replica = Replica::open(&store, replica.id(), keys.device.peer_id(), &keys.age)?;
@@ -147,7 +147,7 @@ fn build(n: usize) -> Result<Built> {
     let store = MemoryStore::new();
     let mut batch = Batch::new();
     for op in ledger.ops() {
-        batch.ledger_op(id, op.id(), op.bytes());
+        batch.ledger_op(id, op);
     }
     store.commit(batch)?;
     let mut replica = Replica::open(&store, id, keys_a.device.peer_id(), &keys_a.age)?;

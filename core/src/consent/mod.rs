@@ -45,6 +45,9 @@ pub enum ConsentError {
     Refused(#[from] IngestError),
 }
 
+/// Section keys a node unwrapped before and kept, by id, with their section and epoch.
+pub type Kept = BTreeMap<KeyId, (Section, u32, SectionKey)>;
+
 /// The section keys this node holds, unwrapped from the ledger's envelopes.
 #[derive(Debug, Default)]
 pub struct Keyring {
@@ -57,15 +60,29 @@ pub struct Keyring {
 impl Keyring {
     /// Unwraps every key the ledger's valid `Keys` operations wrap to `me`.
     pub fn unlock(ledger: &Ledger, me: &PeerId, identity: &AgeIdentity) -> Keyring {
+        Self::unlock_kept(ledger, me, identity, &Kept::new())
+    }
+
+    /// As [`Keyring::unlock`], but an operation whose every announced key is in `kept` (keys
+    /// this node unwrapped before and kept, [`crate::store::Store::section_keys`]) takes them
+    /// from there instead of opening its envelope again: an age decryption each. A kept key
+    /// counts only where a valid operation addressed to `me` announces it, with that
+    /// operation's section and epoch, so `kept` can never give more than the envelopes would.
+    pub fn unlock_kept(
+        ledger: &Ledger,
+        me: &PeerId,
+        identity: &AgeIdentity,
+        kept: &Kept,
+    ) -> Keyring {
         let mut ring = Keyring::default();
         for op in valid_key_ops(ledger) {
-            ring.take(op, me, identity);
+            ring.take(op, me, identity, kept);
         }
         ring
     }
 
     /// Takes the keys of one `Keys` operation, if it is addressed to `me`.
-    fn take(&mut self, op: &SignedOp, me: &PeerId, identity: &AgeIdentity) {
+    fn take(&mut self, op: &SignedOp, me: &PeerId, identity: &AgeIdentity, kept: &Kept) {
         let OpBody::Keys {
             section,
             keys,
@@ -76,6 +93,13 @@ impl Keyring {
             return;
         };
         if !recipients.contains(me) || keys.iter().all(|(_, id)| self.keys.contains_key(id)) {
+            return;
+        }
+        if keys.iter().all(|(_, id)| kept.contains_key(id)) {
+            for (epoch, id) in keys {
+                let (_, _, key) = &kept[id];
+                self.keys.insert(*id, (*section, *epoch, key.clone()));
+            }
             return;
         }
         match envelope::unwrap(envelope, identity) {
@@ -123,6 +147,22 @@ impl Keyring {
         self.keys
             .iter()
             .map(|(id, (section, epoch, _))| (*id, *section, *epoch))
+    }
+
+    /// Every key held, by id, with its section and epoch.
+    pub fn kept(&self) -> &Kept {
+        &self.keys
+    }
+
+    /// The keys held that `kept` does not hold: those to keep.
+    pub fn not_in<'a>(
+        &'a self,
+        kept: &'a Kept,
+    ) -> impl Iterator<Item = (Section, u32, &'a SectionKey)> + 'a {
+        self.keys
+            .iter()
+            .filter(|(id, _)| !kept.contains_key(id))
+            .map(|(_, (section, epoch, key))| (*section, *epoch, key))
     }
 
     /// The sections this node holds at least one key of.

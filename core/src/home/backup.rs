@@ -186,10 +186,10 @@ impl Home {
         if let Some((id, info)) = &backup.record {
             batch.local("record", info);
             for op in &backup.ledger {
-                batch.ledger_op(*id, op.id(), op.bytes());
+                batch.ledger_op(*id, op);
             }
             for (section, blob) in backup.blobs {
-                batch.blob(*id, section, blob.id(), blob.into_bytes());
+                batch.blob(*id, section, &blob);
             }
         }
         vault.commit(batch)?;

@@ -400,7 +400,7 @@ impl Home {
         };
         let mut batch = Batch::new();
         for op in ledger.ops() {
-            batch.ledger_op(id, op.id(), op.bytes());
+            batch.ledger_op(id, op);
         }
         batch.local(
             "record",

@@ -465,12 +465,7 @@ impl Home {
         let next = self.vault.changed_since(u64::MAX)?.0 + 1;
         for (_, entry) in &entries {
             let header = entry.header();
-            batch.blob(
-                header.record,
-                header.section,
-                entry.id(),
-                entry.bytes().to_vec(),
-            );
+            batch.blob(header.record, header.section, entry);
             if let Some(indexed) = index.get_mut(&header.record) {
                 indexed.generation = next;
             }

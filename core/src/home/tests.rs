@@ -572,7 +572,7 @@ fn a_grantee_cannot_pass_off_changes_as_the_patients() {
         let key = gp_keys.get(&current.key_id).unwrap();
         let blob = Blob::seal(header, key, &changes, &gp.keystore.device).unwrap();
         let mut batch = Batch::new();
-        batch.blob(id, Section::Summary, blob.id(), blob.into_bytes());
+        batch.blob(id, Section::Summary, &blob);
         home.vault.commit(batch).unwrap();
     }
     drop((home, record));
@@ -592,4 +592,157 @@ fn a_grantee_cannot_pass_off_changes_as_the_patients() {
             .unwrap()
             .is_none()
     );
+}
+
+/// A patient home with a GP granted `summary` (read) and one entry written: several ledger
+/// operations, keys of three sections and blobs, all stored by this device.
+fn home_with_a_grant(dir: &Path) -> (Home, RecordId) {
+    let (mut home, mut record) = Home::init_patient(dir, &patient(), None, t(0)).unwrap();
+    put(
+        &mut home,
+        &mut record,
+        json!({"resourceType": "AllergyIntolerance", "id": "a1", "code": {"text": "Peanut"}}),
+        t(1),
+    );
+    let gp = Home::init_provider(&dir.join("gp"), "Dr Grey", None, None).unwrap();
+    home.grant(
+        &gp.party(),
+        &[Section::Summary],
+        Access::Read,
+        None,
+        None,
+        t(2),
+    )
+    .unwrap();
+    let id = home.record_id().unwrap();
+    (home, id)
+}
+
+fn reopen(home: &Home, id: RecordId) -> Replica {
+    Replica::open(&home.vault, id, home.peer_id(), &home.keystore.age).unwrap()
+}
+
+#[test]
+fn what_a_device_stored_is_vouched_for_and_its_keys_kept_so_opening_skips_the_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let (home, id) = home_with_a_grant(dir.path());
+    let first = reopen(&home, id);
+    // Every operation and blob this device stored carries its tag, and every key it unwrapped
+    // is kept: the next opening checks no signature and opens no envelope.
+    let ops = home.vault.ledger_ops_vouched(&id).unwrap();
+    assert!(ops.len() >= 4, "{} operations", ops.len());
+    assert!(ops.iter().all(|(_, vouched)| vouched.is_some()));
+    for section in Section::ALL {
+        for (blob, _, vouched) in home.vault.blobs_vouched(&id, section).unwrap() {
+            assert!(
+                vouched,
+                "blob {} of {section} not vouched for",
+                blob.short()
+            );
+        }
+    }
+    let kept = home.vault.section_keys(&id).unwrap();
+    assert_eq!(kept.len(), first.keyring().len());
+    assert!(first.keyring().len() >= 3);
+    // Opening again reads the same record.
+    let again = reopen(&home, id);
+    assert_eq!(again.ledger().state().valid, first.ledger().state().valid);
+    assert_eq!(
+        again.keyring().ids().collect::<Vec<_>>(),
+        first.keyring().ids().collect::<Vec<_>>()
+    );
+    assert!(again.problems().is_empty(), "{:?}", again.problems());
+}
+
+#[test]
+fn a_forged_ledger_operation_under_a_vouched_id_is_checked_and_refused() {
+    // Someone who can write the vault but has no keystore puts other bytes under the key of
+    // an operation the node vouched for: a grant whose signature no longer matches (as a
+    // grant with its sections widened would). They hash to another id, so they are checked
+    // in full, and refused.
+    let dir = tempfile::tempdir().unwrap();
+    let (home, id) = home_with_a_grant(dir.path());
+    let before = reopen(&home, id);
+    let grant = before
+        .ledger()
+        .ops()
+        .find(|op| matches!(op.op().body, crate::ledger::OpBody::Grant { .. }))
+        .unwrap();
+    let mut forged = grant.bytes().to_vec();
+    let last = forged.len() - 1;
+    forged[last] ^= 0x01;
+    home.vault
+        .overwrite_ledger_op_for_test(&id, &grant.id(), &forged)
+        .unwrap();
+    let after = reopen(&home, id);
+    assert!(!after.ledger().contains(&grant.id()));
+    assert!(
+        after.problems().iter().any(|p| p.contains("skipped")),
+        "{:?}",
+        after.problems()
+    );
+    assert!(
+        after
+            .ledger()
+            .state()
+            .grants
+            .iter()
+            .all(|g| g.sections.is_empty() || !g.sections.contains(&Section::Summary)),
+        "the forged grant counts"
+    );
+}
+
+#[test]
+fn a_tag_copied_to_a_forged_operation_does_not_vouch_for_it() {
+    // The forged bytes stored under their own id, with the tag of a real operation copied to
+    // that id's row: a tag covers the id it was made for, so the forgery is checked in full.
+    let dir = tempfile::tempdir().unwrap();
+    let (home, id) = home_with_a_grant(dir.path());
+    let before = reopen(&home, id);
+    let grant = before
+        .ledger()
+        .ops()
+        .find(|op| matches!(op.op().body, crate::ledger::OpBody::Grant { .. }))
+        .unwrap();
+    let mut forged = grant.bytes().to_vec();
+    let last = forged.len() - 1;
+    forged[last] ^= 0x01;
+    let forged_id = crate::keys::OpId(crate::keys::sha256(&[&forged]));
+    home.vault
+        .overwrite_ledger_op_for_test(&id, &forged_id, &forged)
+        .unwrap();
+    home.vault
+        .copy_vouch_for_test(&id, &grant.id(), &forged_id)
+        .unwrap();
+    let ops = home.vault.ledger_ops_vouched(&id).unwrap();
+    assert!(
+        ops.iter()
+            .all(|(bytes, vouched)| *bytes != forged || vouched.is_none()),
+        "a copied tag vouches for the forgery"
+    );
+    let after = reopen(&home, id);
+    assert!(!after.ledger().contains(&forged_id));
+    assert!(after.ledger().contains(&grant.id()));
+}
+
+#[test]
+fn a_kept_key_no_envelope_gives_this_device_is_not_used() {
+    // A key kept for the record (as a kept row is, sealed) that no valid `Keys` operation
+    // addressed to this device announces does not enter the keyring: keeping keys saves
+    // unwrapping them, it never gives a key the ledger does not.
+    let dir = tempfile::tempdir().unwrap();
+    let (home, id) = home_with_a_grant(dir.path());
+    let stray = crate::keys::SectionKey::generate();
+    let mut batch = crate::vault::Batch::new();
+    batch.keep_key(id, Section::Sensitive, 1, &stray);
+    home.vault.commit(batch).unwrap();
+    assert!(
+        home.vault
+            .section_keys(&id)
+            .unwrap()
+            .contains_key(&stray.id())
+    );
+    let opened = reopen(&home, id);
+    assert!(opened.keyring().get(&stray.id()).is_none());
+    assert!(opened.keyring().len() >= 3);
 }

@@ -195,7 +195,7 @@ fn craft(
 /// Stores a crafted blob in an attacker's own vault, so its next sync pushes it.
 fn plant(home: &Home, id: RecordId, blob: &Blob) {
     let mut batch = Batch::new();
-    batch.blob(id, blob.header().section, blob.id(), blob.bytes().to_vec());
+    batch.blob(id, blob.header().section, blob);
     home.vault.commit(batch).unwrap();
 }
 

@@ -470,6 +470,13 @@ impl SignedOp {
     /// encoding (which must be canonical and fill its declared length exactly), the author's
     /// signature over the bytes as received, and the bounds.
     pub fn decode(bytes: &[u8]) -> Result<SignedOp, LedgerError> {
+        Self::decode_stored(bytes, None)
+    }
+
+    /// Parses bytes this node stored: as [`SignedOp::decode`], but the signature is not checked
+    /// again if the bytes hash to `vouched`, the id this node's store vouches it checked when
+    /// it stored them ([`crate::store::Store::ledger_ops_vouched`]). Every other check runs.
+    pub fn decode_stored(bytes: &[u8], vouched: Option<OpId>) -> Result<SignedOp, LedgerError> {
         if bytes.len() > LEDGER_OP_BYTES_MAX {
             return Err(LedgerError::TooLarge {
                 bytes: bytes.len(),
@@ -511,16 +518,19 @@ impl SignedOp {
             check_sealed(&wire)?;
             (wire.op, Some(wire.sealed))
         };
-        let signature = Signature(bytes[payload_end..signed_end].try_into().expect("64 bytes"));
-        op.author
-            .verify(&signed_message(&bytes[..payload_end]), &signature)
-            .map_err(|_| LedgerError::BadSignature)?;
+        let id = OpId(sha256(&[bytes]));
+        if vouched != Some(id) {
+            let signature = Signature(bytes[payload_end..signed_end].try_into().expect("64 bytes"));
+            op.author
+                .verify(&signed_message(&bytes[..payload_end]), &signature)
+                .map_err(|_| LedgerError::BadSignature)?;
+        }
         check_bounds(&op)?;
         if sealed.is_some() {
             show_placeholders(&mut op.body);
         }
         Ok(SignedOp {
-            id: OpId(sha256(&[bytes])),
+            id,
             bytes: bytes.to_vec(),
             op,
             revealed: sealed.is_none(),

@@ -129,7 +129,7 @@ impl Replica {
         }
         let mut batch = Batch::new();
         for op in &appended {
-            batch.ledger_op(self.id, op.id(), op.bytes());
+            batch.ledger_op(self.id, op);
         }
         let mut stored: BTreeMap<BlobId, Blob> = store
             .held(&self.id)?
@@ -147,7 +147,7 @@ impl Replica {
             if !consent::withdrawn(&blob, &ledger)
                 && consent::check_blob(&blob, &ledger, self.id, section).is_ok()
             {
-                batch.blob(self.id, section, *id, blob.bytes().to_vec());
+                batch.blob(self.id, section, &blob);
                 entering.push((section, blob));
             }
         }

@@ -91,12 +91,19 @@ impl Replica {
             })
             .collect();
         // The keys as they will be, so that a compaction that arrives with its key is checked.
-        let unlocked = (keep_ops && new_keys).then(|| Keyring::unlock(ledger, &self.me, age));
+        // Keys held already are not unwrapped again; new ones are kept in the store.
+        let unlocked = (keep_ops && new_keys)
+            .then(|| Keyring::unlock_kept(ledger, &self.me, age, self.keyring.kept()));
         let keyring = unlocked.as_ref().unwrap_or(&self.keyring);
         let owner = ledger.state().is_owner(&self.me);
 
         // Judge the blobs under the ledger as it will be, the buffered ones too.
         let mut batch = Batch::new().from_peer();
+        if let Some(unlocked) = unlocked.as_ref().filter(|_| store.vouches()) {
+            for (section, epoch, key) in unlocked.not_in(self.keyring.kept()) {
+                batch.keep_key(self.id, section, epoch, key);
+            }
+        }
         let mut plan = Plan::default();
         let mut accepted_ids: BTreeSet<BlobId> = BTreeSet::new();
         let mut buffered: Vec<(Section, Blob)> = Vec::new();
@@ -157,11 +164,11 @@ impl Replica {
             // The ledger now admits this node: store all of it, also what came in earlier
             // messages and was kept in memory only.
             for op in ledger.ops() {
-                batch.ledger_op(self.id, op.id(), op.bytes());
+                batch.ledger_op(self.id, op);
             }
         } else if keep_ops {
             for op in &new_ops {
-                batch.ledger_op(self.id, op.id(), op.bytes());
+                batch.ledger_op(self.id, op);
             }
             for id in &admission.removed {
                 batch.remove_ledger_op(self.id, *id);
@@ -206,7 +213,7 @@ impl Replica {
                 .iter()
                 .any(|(s, ids)| s == section && ids.contains(&blob.id()));
             if !superseded {
-                batch.blob(self.id, *section, blob.id(), blob.bytes().to_vec());
+                batch.blob(self.id, *section, blob);
             }
         }
         if !batch.is_empty() {

@@ -385,10 +385,17 @@ impl Replica {
     pub fn open(store: &dyn Store, id: RecordId, me: PeerId, age: &AgeIdentity) -> Result<Replica> {
         let mut replica = Replica::empty(id, me);
         let mut ops = Vec::new();
-        for bytes in store.ledger_ops(&id)? {
+        // What the store did not vouch for and was checked now: vouched for once opened.
+        let mut checked_now = Vec::new();
+        for (bytes, vouched) in store.ledger_ops_vouched(&id)? {
             replica.held = true;
-            match SignedOp::decode(&bytes) {
-                Ok(op) if op.op().record == id => ops.push(op),
+            match SignedOp::decode_stored(&bytes, vouched) {
+                Ok(op) if op.op().record == id => {
+                    if vouched != Some(op.id()) {
+                        checked_now.push(op.id());
+                    }
+                    ops.push(op);
+                }
                 Ok(op) => replica.problems.push(format!(
                     "a stored consent-ledger operation of another record ({}) was skipped",
                     op.op().record
@@ -408,13 +415,30 @@ impl Replica {
         if !batch.is_empty() {
             store.commit(batch)?;
         }
-        replica.keyring = Keyring::unlock(&replica.ledger, &me, age);
+        let vouches = store.vouches();
+        // Vouching and keeping keys change nothing of the record: a batch of its own, after.
+        let mut vouch = Batch::new();
+        if vouches {
+            for op in checked_now.iter().filter_map(|op| replica.ledger.get(op)) {
+                vouch.vouch_op(id, op);
+            }
+        }
+        let kept = store.section_keys(&id)?;
+        replica.keyring = Keyring::unlock_kept(&replica.ledger, &me, age, &kept);
+        if vouches {
+            for (section, epoch, key) in replica.keyring.not_in(&kept) {
+                vouch.keep_key(id, section, epoch, key);
+            }
+        }
         replica.problems.extend(replica.keyring.problems.clone());
         replica.reveal(age);
         for section in Section::ALL {
-            for (stored_id, bytes) in store.blobs(&id, section)? {
-                match Blob::decode(bytes) {
+            for (stored_id, bytes, vouched) in store.blobs_vouched(&id, section)? {
+                match Blob::decode_stored(bytes, vouched.then_some(stored_id)) {
                     Ok(blob) if blob.id() == stored_id => {
+                        if vouches && !vouched {
+                            vouch.vouch_blob(id, section, &blob);
+                        }
                         replica.note_blob(section, &blob);
                     }
                     Ok(_) => replica.problems.push(skipped(
@@ -436,6 +460,11 @@ impl Replica {
                     stored_id.short()
                 )),
             }
+        }
+        // Only a speed-up for the next opening: a store that cannot write now (a full disk)
+        // loses nothing, and the record is read all the same.
+        if !vouch.is_empty() {
+            let _ = store.commit(vouch);
         }
         Ok(replica)
     }

@@ -93,7 +93,7 @@ impl Replica {
         let mut batch = Batch::new();
         for blob in &blobs {
             let header = blob.header();
-            batch.blob(self.id, header.section, blob.id(), blob.bytes().to_vec());
+            batch.blob(self.id, header.section, blob);
         }
         store.commit(batch)?;
         self.held = true;

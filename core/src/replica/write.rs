@@ -52,15 +52,10 @@ impl Replica {
         }
         let mut batch = Batch::new();
         for blob in &sealed {
-            batch.blob(
-                self.id,
-                blob.header().section,
-                blob.id(),
-                blob.bytes().to_vec(),
-            );
+            batch.blob(self.id, blob.header().section, blob);
         }
         for op in consent::repair(&mut self.ledger, &mut self.keyring, device, now_ms)? {
-            batch.ledger_op(self.id, op.id(), op.bytes());
+            batch.ledger_op(self.id, &op);
         }
         let mut ledger = self.ledger.clone();
         let closes = close_withdrawn(
@@ -72,7 +67,7 @@ impl Replica {
         )?;
         self.ledger = ledger;
         for op in closes {
-            batch.ledger_op(self.id, op.id(), op.bytes());
+            batch.ledger_op(self.id, &op);
         }
         let owner = self.ledger.state().is_owner(&self.me);
         let mut compact = Vec::new();
@@ -107,7 +102,7 @@ impl Replica {
             consent::check_blob(&blob, &self.ledger, self.id, section)
                 .map_err(ConsentError::from)?;
             written.push(blob.id());
-            batch.blob(self.id, section, blob.id(), blob.bytes().to_vec());
+            batch.blob(self.id, section, &blob);
             blobs.push((section, blob));
         }
         store.commit(batch)?;
@@ -179,7 +174,7 @@ impl Replica {
         for old in &replaces {
             batch.replace(self.id, section, *old, blob.id());
         }
-        batch.blob(self.id, section, blob.id(), blob.bytes().to_vec());
+        batch.blob(self.id, section, &blob);
         store.commit(batch)?;
         self.unnote_blobs(section, |id| replaces.contains(id));
         self.note_blob(section, &blob);
@@ -292,7 +287,7 @@ impl Replica {
         let appended = appended?;
         let mut batch = Batch::new();
         for op in &appended {
-            batch.ledger_op(self.id, op.id(), op.bytes());
+            batch.ledger_op(self.id, op);
         }
         store.commit(batch)?;
         self.ledger = ledger;

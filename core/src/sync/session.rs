@@ -52,7 +52,7 @@
 //! let laptop_store = MemoryStore::new();
 //! let mut batch = Batch::new();
 //! for op in ledger.ops() {
-//!     batch.ledger_op(ledger.record(), op.id(), op.bytes());
+//!     batch.ledger_op(ledger.record(), op);
 //! }
 //! laptop_store.commit(batch)?;
 //! let record = ledger.record();

@@ -92,7 +92,7 @@ impl SimNode {
         let id = ledger.record();
         let mut batch = Batch::new();
         for op in ledger.ops() {
-            batch.ledger_op(id, op.id(), op.bytes());
+            batch.ledger_op(id, op);
         }
         self.store.commit(batch).expect("memory store");
         let replica =

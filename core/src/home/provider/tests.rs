@@ -232,7 +232,7 @@ fn a_forged_agent_is_shown_as_its_signer() {
         .unwrap();
     let mut batch = Batch::new();
     for blob in [&forged, &smuggled] {
-        batch.blob(w.id, Section::Audit, blob.id(), blob.bytes().to_vec());
+        batch.blob(w.id, Section::Audit, blob);
     }
     w.gp.vault.commit(batch).unwrap();
     drop(open);

@@ -40,7 +40,7 @@ impl Node {
         let ledger = Ledger::create(node.keys.root.as_ref().unwrap(), node.party(), T0).unwrap();
         let mut batch = Batch::new();
         for op in ledger.ops() {
-            batch.ledger_op(ledger.record(), op.id(), op.bytes());
+            batch.ledger_op(ledger.record(), op);
         }
         node.store.commit(batch).unwrap();
         node.replica = Replica::open(
@@ -559,7 +559,7 @@ fn a_ledger_too_big_for_one_message_still_reaches_a_new_device() {
     let store = MemoryStore::new();
     let mut batch = Batch::new();
     for op in ledger.ops() {
-        batch.ledger_op(ledger.record(), op.id(), op.bytes());
+        batch.ledger_op(ledger.record(), op);
     }
     store.commit(batch).unwrap();
     let mut laptop = Node {
@@ -796,7 +796,7 @@ fn junk_ledger_operations_from_a_stranger_or_a_removed_device_are_not_kept_or_pa
     let mut batch = Batch::new();
     for (_, bytes) in junk_revokes(&stranger, id, gp_peer, Some(heads), 10) {
         let op = crate::ledger::SignedOp::decode(&bytes).unwrap();
-        batch.ledger_op(id, op.id(), &bytes);
+        batch.ledger_op(id, &op);
     }
     laptop.store.commit(batch).unwrap();
     let reopened = Replica::open(&laptop.store, id, laptop.peer(), &laptop.keys.age).unwrap();
