@@ -80,7 +80,7 @@ use serde::{Deserialize, Serialize};
 use crate::net::NodeError;
 
 /// The libp2p protocol that carries sync messages.
-pub const SYNC_PROTOCOL: StreamProtocol = StreamProtocol::new("/phr/sync/1");
+pub const SYNC_PROTOCOL: StreamProtocol = StreamProtocol::new("/phr/sync/2");
 
 /// phr's own Kademlia DHT: a separate protocol name keeps phr nodes out of the public IPFS DHT
 /// (and it out of theirs).

@@ -259,3 +259,9 @@ fn one_seed_replays_the_same_schedule() {
     };
     assert_eq!(strip(&first.trace), strip(&second.trace));
 }
+
+#[test]
+fn a_grantee_dropping_audit_entries_no_patient_device_holds_is_caught() {
+    let text = caught_by(Bug::DropOnRelaysWord, 20, "lost acknowledged audit blob");
+    assert!(text.contains("pharmacy"), "{text}");
+}

@@ -727,6 +727,13 @@ impl Replica {
         self.stored_bytes += stored.bytes;
     }
 
+    /// Forgets blobs of `section` a test removed from the store behind the replica's back:
+    /// only for the simulator's planted bugs.
+    #[doc(hidden)]
+    pub fn forget_blobs_for_test(&mut self, section: Section, ids: &BTreeSet<BlobId>) {
+        self.unnote_blobs(section, |id| ids.contains(id));
+    }
+
     /// Forgets stored blobs of `section` that are no longer stored (replaced or removed), and
     /// the materialised view's claim on them.
     fn unnote_blobs(&mut self, section: Section, gone: impl Fn(&BlobId) -> bool) {

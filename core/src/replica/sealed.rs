@@ -4,7 +4,7 @@
 use crate::{
     blob::{BLOB_LEDGER_HEADS_MAX, Blob, BlobError, BlobHeader, BlobKind},
     consent::{self, ConsentError},
-    keys::{AgeIdentity, AgeRecipient, KeyId, SigningKey},
+    keys::{AgeIdentity, AgeRecipient, BlobId, KeyId, PeerId, SigningKey},
     section::Section,
     store::Store,
     vault::Batch,
@@ -103,6 +103,44 @@ impl Replica {
             self.note_blob(blob.header().section, blob);
         }
         Ok(())
+    }
+}
+
+impl Replica {
+    /// Drops this node's own audit entries that `peer`, an owner device, confirmed it now
+    /// holds, in the session that sent them (`ids`, as the session checked). A node that is
+    /// not an owner device keeps its audit entries only until one does: they are the owners'
+    /// to read, so what it stores of them stays bounded, and an entry delivered is never sent
+    /// again. An owner device drops nothing; a confirmation from anyone else (a relay, a
+    /// grantee, a removed device) counts for nothing. Returns how many entries it dropped.
+    pub fn delivered(
+        &mut self,
+        store: &dyn Store,
+        peer: &PeerId,
+        ids: &[[u8; 32]],
+    ) -> Result<usize> {
+        let state = self.ledger.state();
+        if ids.is_empty() || state.is_owner(&self.me) || !state.is_owner(peer) {
+            return Ok(0);
+        }
+        let Some(stored) = self.blobs.get(&Section::Audit) else {
+            return Ok(0);
+        };
+        let mine: Vec<BlobId> = ids
+            .iter()
+            .map(|id| BlobId(*id))
+            .filter(|id| stored.get(id).is_some_and(|s| s.author == self.me))
+            .collect();
+        if mine.is_empty() {
+            return Ok(0);
+        }
+        let mut batch = Batch::new();
+        for id in &mine {
+            batch.remove_blob(self.id, Section::Audit, *id);
+        }
+        store.commit(batch)?;
+        self.unnote_blobs(Section::Audit, |id| mine.contains(id));
+        Ok(mine.len())
     }
 }
 

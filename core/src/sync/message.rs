@@ -51,6 +51,9 @@ pub struct Request {
     pub items: Vec<(Topic, Vec<u8>)>,
     /// The last message of the session: nothing is answered.
     pub close: bool,
+    /// The audit entries of the last response that this node now holds (stored durably, or
+    /// held already): their author, if it is not an owner device, may drop its copies.
+    pub stored: Vec<Id>,
 }
 
 /// A message of the responder, answering the request with the same `seq`.
@@ -64,6 +67,8 @@ pub struct Response {
     pub reconcile: Vec<(Topic, Vec<u8>)>,
     /// Items asked for and held (all of them, or as many as fit in one batch).
     pub items: Vec<(Topic, Vec<u8>)>,
+    /// The audit entries of the request answered that this node now holds.
+    pub stored: Vec<Id>,
 }
 
 /// Either message, as it travels.
@@ -206,9 +211,9 @@ impl Incoming {
                 rest.len()
             )));
         }
-        let (reconcile, want, items) = match &message {
-            Message::Request(r) => (&r.reconcile, r.want.as_slice(), &r.items),
-            Message::Response(r) => (&r.reconcile, &[][..], &r.items),
+        let (reconcile, want, items, stored) = match &message {
+            Message::Request(r) => (&r.reconcile, r.want.as_slice(), &r.items, &r.stored),
+            Message::Response(r) => (&r.reconcile, &[][..], &r.items, &r.stored),
         };
         check_topics(reconcile.iter().map(|(topic, _)| *topic))?;
         check_topics(want.iter().map(|(topic, _)| *topic))?;
@@ -222,6 +227,13 @@ impl Incoming {
             return Err(SyncError::Malformed(format!(
                 "{} items, over the limit of {BATCH_ITEMS_MAX}",
                 items.len()
+            )));
+        }
+        // Only items of the message before can be confirmed: at most one batch of them.
+        if stored.len() > BATCH_ITEMS_MAX {
+            return Err(SyncError::Malformed(format!(
+                "{} items confirmed, over the limit of {BATCH_ITEMS_MAX}",
+                stored.len()
             )));
         }
         Ok(Incoming {

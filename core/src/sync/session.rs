@@ -86,6 +86,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::{
     keys::{AgeIdentity, PeerId, RecordId},
     replica::{Ingested, Replica, ReplicaError, Topic},
+    section::Section,
     store::Store,
     sync::{
         message::{
@@ -165,6 +166,10 @@ pub struct InitiatorSession {
     push: BTreeSet<(Topic, Id)>,
     /// Ids asked for in the request in flight.
     asked: BTreeSet<(Topic, Id)>,
+    /// The audit entries pushed in the request in flight: the response may confirm them.
+    pushed_audit: BTreeSet<Id>,
+    /// The audit entries of the last response now held: confirmed in the next request.
+    confirm: Vec<Id>,
     last_request: Vec<u8>,
     last_response: Option<[u8; 32]>,
     sent_ms: i64,
@@ -214,6 +219,7 @@ impl InitiatorSession {
             want: Vec::new(),
             items: Vec::new(),
             close: false,
+            stored: Vec::new(),
         };
         let mut this = InitiatorSession {
             session,
@@ -224,6 +230,8 @@ impl InitiatorSession {
             want: BTreeSet::new(),
             push: BTreeSet::new(),
             asked: BTreeSet::new(),
+            pushed_audit: BTreeSet::new(),
+            confirm: Vec::new(),
             last_request: Vec::new(),
             last_response: None,
             sent_ms: now_ms,
@@ -312,6 +320,11 @@ impl InitiatorSession {
 
         let reconcile = self.reconcile(local, response.reconcile, now_ms)?;
         self.take_items(local, response.items, now_ms)?;
+        let pushed = std::mem::take(&mut self.pushed_audit);
+        let confirmed = confirmed_of(&pushed, &response.stored);
+        local
+            .replica
+            .delivered(local.store, &self.peer, &confirmed)?;
         let request = self.next_request(local, reconcile, now_ms)?;
         let close = request.close;
         let bytes = self.send(Message::Request(request), now_ms);
@@ -379,12 +392,14 @@ impl InitiatorSession {
             got.insert((*topic, id));
         }
         if !items.is_empty() {
+            let audit = audit_ids(&items);
             let ingested = local
                 .replica
                 .ingest(local.store, local.age, items, now_ms)?;
             self.stats.add(&ingested);
             // What did not fit in this batch is asked for again; what never comes is dropped.
             self.want.extend(asked.difference(&got).copied());
+            self.confirm = held_of(local, audit)?;
         }
         Ok(())
     }
@@ -448,6 +463,7 @@ impl InitiatorSession {
         self.stats.items_sent += items.len();
         let close = reconcile.is_empty() && want.is_empty() && items.is_empty();
         self.seq += 1;
+        self.pushed_audit = audit_ids(&items).into_iter().collect();
         Ok(Request {
             session: self.session,
             seq: self.seq,
@@ -456,6 +472,7 @@ impl InitiatorSession {
             want: want.into_iter().collect(),
             items,
             close,
+            stored: std::mem::take(&mut self.confirm),
         })
     }
 
@@ -492,6 +509,8 @@ pub struct ResponderSession {
     last_request: [u8; 32],
     last_response: Vec<u8>,
     topics: BTreeMap<Topic, Responder>,
+    /// The audit entries served in the last answer: the next request may confirm them.
+    served_audit: BTreeSet<Id>,
     heard_ms: i64,
     closed: bool,
     stats: SessionStats,
@@ -528,7 +547,7 @@ impl ResponderSession {
         let Message::Request(request) = &incoming.message else {
             unreachable!("opening() checked the kind");
         };
-        if !request.items.is_empty() || !request.want.is_empty() {
+        if !request.items.is_empty() || !request.want.is_empty() || !request.stored.is_empty() {
             return Err(SyncError::Malformed(
                 "an opening request carries only reconciliation".into(),
             ));
@@ -551,6 +570,7 @@ impl ResponderSession {
             last_request: [0; 32],
             last_response: Vec::new(),
             topics,
+            served_audit: BTreeSet::new(),
             heard_ms: now_ms,
             closed: false,
             stats: SessionStats::default(),
@@ -661,10 +681,18 @@ impl ResponderSession {
                 })?;
             reconcile.push((*topic, answer));
         }
+        let served = std::mem::take(&mut self.served_audit);
+        local.replica.delivered(
+            local.store,
+            &self.peer,
+            &confirmed_of(&served, &request.stored),
+        )?;
+        let mut stored = Vec::new();
         if !request.items.is_empty() {
             // To a peer the record does not admit, this node answers as one that does not hold
             // the record: such a node drops what this one would refuse, and blames nobody.
             let outsider = local.replica.is_held() && !local.replica.admits(&self.peer, now_ms);
+            let audit = audit_ids(&request.items);
             match local
                 .replica
                 .ingest(local.store, local.age, request.items, now_ms)
@@ -673,9 +701,11 @@ impl ResponderSession {
                 Err(ReplicaError::Refused { .. }) if outsider => {}
                 Err(error) => return Err(error.into()),
             }
+            stored = held_of(local, audit)?;
         }
         let items = self.serve(local, &request.want, now_ms)?;
         self.stats.items_sent += items.len();
+        self.served_audit = audit_ids(&items).into_iter().collect();
 
         self.seq = request.seq;
         self.last_request = incoming.digest;
@@ -689,6 +719,7 @@ impl ResponderSession {
             seq: request.seq,
             reconcile,
             items,
+            stored,
         });
         let bytes = response.encode();
         self.stats.bytes_sent += bytes.len();
@@ -732,6 +763,41 @@ impl ResponderSession {
         }
         Ok(items)
     }
+}
+
+/// The ids of the audit entries among `items` (an id is the SHA-256 of the item's bytes).
+fn audit_ids(items: &[(Topic, Vec<u8>)]) -> Vec<Id> {
+    items
+        .iter()
+        .filter(|(topic, _)| *topic == Topic::Section(Section::Audit))
+        .map(|(_, bytes)| crate::keys::sha256(&[bytes]))
+        .collect()
+}
+
+/// Of the audit entries `ids` just taken in, those this node now holds (stored durably, held
+/// for the patient, or replaced by a compaction it holds): what it confirms to the sender.
+fn held_of(local: &Local<'_>, ids: Vec<Id>) -> Result<Vec<Id>, SyncError> {
+    let mut held = Vec::new();
+    for id in ids {
+        if local
+            .replica
+            .has(local.store, Topic::Section(Section::Audit), &id)?
+        {
+            held.push(id);
+        }
+    }
+    Ok(held)
+}
+
+/// What the peer confirmed of the audit entries this node sent it in its last message: a
+/// confirmation of anything else is ignored, so a peer cannot make a node drop entries it was
+/// never sent.
+fn confirmed_of(sent: &BTreeSet<Id>, stored: &[Id]) -> Vec<Id> {
+    stored
+        .iter()
+        .filter(|id| sent.contains(*id))
+        .copied()
+        .collect()
 }
 
 /// A message sent before, with the items `peer` may no longer have left out; `None` if it may

@@ -15,7 +15,7 @@ use phr_core::{
     sync::{Incoming, message::Message},
 };
 
-use super::node::SimNode;
+use super::{LAPTOP, PHONE, TABLET, node::SimNode};
 
 /// What the checkers remember between steps.
 #[derive(Debug)]
@@ -133,9 +133,27 @@ impl Checker {
                 }
             }
         }
+        // What the patient's devices hold of `audit`: a grantee may drop its own entries once
+        // one of them does, and only then.
+        let mut delivered = BTreeSet::new();
+        for node in [LAPTOP, PHONE, TABLET].map(|i| &nodes[i]) {
+            delivered.extend(node.store.blob_ids(&self.record, Section::Audit));
+            delivered.extend(
+                node.store
+                    .replaced(&self.record, Section::Audit)
+                    .unwrap_or_default(),
+            );
+            delivered.extend(
+                node.store
+                    .held(&self.record)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(_, id, _)| id),
+            );
+        }
         for (index, node) in nodes.iter().enumerate() {
             self.keys(node)?;
-            self.acknowledged(index, node)?;
+            self.acknowledged(index, node, &delivered)?;
             self.held_within_bounds(node)?;
         }
         Ok(())
@@ -311,8 +329,16 @@ impl Checker {
 
     /// Every blob a node's store ever held is still there, or replaced by a compaction it holds,
     /// or void under the node's ledger (held for the patient on an owner device, dropped
-    /// elsewhere).
-    fn acknowledged(&mut self, index: usize, node: &SimNode) -> Result<(), String> {
+    /// elsewhere), or, for a grantee's own audit entry, in `delivered`: held by a patient's
+    /// device.
+    fn acknowledged(
+        &mut self,
+        index: usize,
+        node: &SimNode,
+        delivered: &BTreeSet<BlobId>,
+    ) -> Result<(), String> {
+        let grantee = !self.global.state().is_owner(&node.peer())
+            && ![LAPTOP, PHONE, TABLET].contains(&index);
         let mut now = BTreeSet::new();
         for section in Section::ALL {
             for id in node.store.blob_ids(&self.record, section) {
@@ -351,7 +377,13 @@ impl Checker {
                     .filter_map(|(_, bytes)| Blob::decode(bytes).ok())
                     .any(|blob| blob.header().replaces.contains(id))
             };
-            if !replaced && !void && !compacted() {
+            let handed_over = || {
+                grantee
+                    && *section == Section::Audit
+                    && delivered.contains(id)
+                    && Blob::decode(bytes.clone()).is_ok_and(|b| b.header().author == node.peer())
+            };
+            if !replaced && !void && !handed_over() && !compacted() {
                 let blob = Blob::decode(bytes.clone()).ok();
                 let held = node
                     .store

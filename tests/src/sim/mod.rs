@@ -73,6 +73,9 @@ pub enum Bug {
     /// The pharmacy is granted `write` of `summary` instead of `read`: what it means to inject
     /// through an audit entry becomes a version of the patient's entry.
     PharmacyMayWrite,
+    /// The pharmacy drops its audit entries when the relay says it stored them, as if a relay
+    /// were an owner device: entries the patient never got are lost.
+    DropOnRelaysWord,
 }
 
 /// How a run is set up.
@@ -497,6 +500,11 @@ impl Sim {
         if self.config.bug == Some(Bug::HoldPastBounds) && to == LAPTOP {
             self.hold_everything(&envelope.bytes);
         }
+        if self.config.bug == Some(Bug::DropOnRelaysWord) && from == RELAY && to == PHARMACY {
+            let relay = &self.nodes[RELAY];
+            let held = relay.store.blob_ids(&self.record, Section::Audit);
+            self.nodes[PHARMACY].forget_audit(self.record, &held);
+        }
         if self.config.bug == Some(Bug::AcceptHeldUnasked) && to == LAPTOP {
             let now = self.now_ms;
             self.nodes[LAPTOP].accept_all_held(self.record, now);
@@ -569,6 +577,7 @@ impl Sim {
                 seq: 0,
                 reconcile: Vec::new(),
                 items,
+                stored: Vec::new(),
             });
         self.send(LAPTOP, vec![(outsider, message.encode())])
     }

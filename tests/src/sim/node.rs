@@ -222,6 +222,23 @@ impl SimNode {
         Ok(true)
     }
 
+    /// Drops this node's own audit entries among `ids` without asking whose word it has: only
+    /// for the planted bug that drops them on a relay's word.
+    pub fn forget_audit(
+        &mut self,
+        record: RecordId,
+        ids: &std::collections::BTreeSet<phr_core::keys::BlobId>,
+    ) {
+        let mut batch = phr_core::vault::Batch::new();
+        for id in ids {
+            batch.remove_blob(record, phr_core::Section::Audit, *id);
+        }
+        self.store.commit(batch).expect("a memory store commits");
+        if let Some(replica) = self.engine.replica_mut(&record) {
+            replica.forget_blobs_for_test(phr_core::Section::Audit, ids);
+        }
+    }
+
     /// Compacts every section this owner device can.
     pub fn compact(&mut self, record: RecordId, now_ms: i64) -> Result<(), ReplicaError> {
         let Some(mut doc) = self.materialise(record) else {

@@ -142,6 +142,30 @@ impl Node {
         }
     }
 
+    /// Logs `n` audit entries as a grantee logs its reads: sealed to the owners and stored.
+    fn log(&mut self, n: usize) {
+        let author = Author {
+            id: self.peer().to_string(),
+            name: "test".into(),
+        };
+        for i in 0..n {
+            let stamp = Stamp {
+                author: &author,
+                time: jiff::Timestamp::from_millisecond(T0 + i as i64).unwrap(),
+            };
+            let event = json!({"resourceType": "AuditEvent", "id": format!("read-{}", rand_tag()),
+                "recorded": "2025-11-21T00:00:00Z"});
+            let actor = crate::audit::entry_actor(&self.peer());
+            let (_, change) =
+                crate::record::lone_change(stamp, &event, actor, "audit: show").unwrap();
+            let blob = self
+                .replica
+                .seal_to_owners(&self.keys.device, &change, T0 + i as i64)
+                .unwrap();
+            self.replica.store_sealed(&self.store, vec![blob]).unwrap();
+        }
+    }
+
     fn blobs(&self, section: Section) -> BTreeSet<crate::keys::BlobId> {
         self.replica.blob_ids(section).collect()
     }
@@ -404,6 +428,7 @@ fn hostile_messages_end_the_session_with_a_typed_error_and_change_nothing() {
                 .unwrap()
                 .unwrap(),
         )],
+        stored: Vec::new(),
     })
     .encode();
     let result = initiator.receive(&mut phone.local(), decoded(&unasked), T0);
@@ -1059,4 +1084,80 @@ fn strangers_ledgers_are_kept_within_their_byte_bounds_one_and_all() {
     // As they idle out, the count goes back to nothing.
     engine.tick(&gp.store, &gp.keys.age, T0 + SESSION_IDLE_MS + 1);
     assert_eq!(engine.strangers(), (0, 0));
+}
+
+#[test]
+fn a_grantees_audit_entries_go_to_an_owner_once_and_then_leave_its_store() {
+    let mut laptop = Node::patient();
+    let id = laptop.replica.id();
+    let mut gp = Node::stranger(Role::Provider, id);
+    let mut relay = Node::stranger(Role::Relay, id);
+    laptop.grant(&gp, &[Section::Summary], Access::Read);
+    laptop.grant(&relay, &Section::ALL, Access::Relay);
+    laptop.write(Section::Summary, 2);
+    sync(&mut gp, &mut laptop).unwrap();
+    sync(&mut relay, &mut laptop).unwrap();
+    gp.log(5);
+    let entries = gp.blobs(Section::Audit);
+    assert_eq!(entries.len(), 5);
+
+    // The relay holds every section as ciphertext and confirms what it stores, but it is not
+    // an owner device: the GP keeps its entries.
+    sync(&mut gp, &mut relay).unwrap();
+    assert_eq!(relay.blobs(Section::Audit), entries);
+    assert_eq!(
+        gp.blobs(Section::Audit),
+        entries,
+        "dropped on a relay's word"
+    );
+
+    // Pushed to the patient's laptop, which confirms them: the GP drops its copies.
+    let pushed = sync(&mut gp, &mut laptop).unwrap();
+    assert_eq!(pushed.items_sent, 5);
+    assert!(entries.is_subset(&laptop.blobs(Section::Audit)));
+    assert!(gp.blobs(Section::Audit).is_empty());
+    assert!(gp.store.blob_ids(&id, Section::Audit).is_empty());
+    // ... and never sends them again.
+    let again = sync(&mut gp, &mut laptop).unwrap();
+    assert_eq!(again.items_sent, 0);
+    assert_eq!(again.round_trips, 1);
+
+    // The other way round: the laptop starts, asks for the GP's new entries, and confirms
+    // them in its next request.
+    gp.log(3);
+    sync(&mut laptop, &mut gp).unwrap();
+    assert_eq!(laptop.blobs(Section::Audit).len(), 8);
+    assert!(gp.blobs(Section::Audit).is_empty());
+    // The laptop keeps what it holds: an owner device drops nothing.
+    sync(&mut laptop, &mut gp).unwrap();
+    assert_eq!(laptop.blobs(Section::Audit).len(), 8);
+}
+
+#[test]
+fn an_owner_cannot_make_a_grantee_drop_entries_it_was_not_sent() {
+    // A hand-made answer confirms the GP's entries although the request carried none of
+    // them: the GP drops nothing, since it keeps its entries until one it sent is confirmed.
+    let mut laptop = Node::patient();
+    let id = laptop.replica.id();
+    let mut gp = Node::stranger(Role::Provider, id);
+    laptop.grant(&gp, &[Section::Summary], Access::Read);
+    sync(&mut gp, &mut laptop).unwrap();
+    gp.log(2);
+    let entries: Vec<[u8; 32]> = gp.blobs(Section::Audit).iter().map(|b| b.0).collect();
+    let decoded = |bytes: &[u8]| Incoming::decode(bytes).unwrap();
+    let (mut initiator, opening) =
+        InitiatorSession::start(&gp.local(), laptop.peer(), 11, T0).unwrap();
+    let gp_peer = gp.peer();
+    let (_, answer) =
+        ResponderSession::open(&mut laptop.local(), gp_peer, decoded(&opening), T0).unwrap();
+    let mut answer = decoded(&answer.unwrap()).message;
+    let Message::Response(response) = &mut answer else {
+        panic!("a response");
+    };
+    response.stored = entries;
+    initiator
+        .receive(&mut gp.local(), decoded(&answer.encode()), T0)
+        .unwrap();
+    assert_eq!(gp.blobs(Section::Audit).len(), 2);
+    assert_eq!(gp.store.blob_ids(&id, Section::Audit).len(), 2);
 }
