@@ -12,6 +12,7 @@
 //!   control.json where the running node's control API listens, and its token (phr-node)
 //!   node.log     the log of a node started with `phr node start`
 //!   peers.json   addresses of peers the node dialled or met (phr-node)
+//!   peers.log    addresses remembered since peers.json was last written, a line each (phr-node)
 //! ```
 //!
 //! Every file is created 0600 ([`crate::owner_only`]); opening a home checks the directory and
@@ -130,6 +131,10 @@ pub const NODE_LOG_FILE: &str = "node.log";
 
 /// The addresses of peers a node daemon dialled or met, to dial again after a restart.
 pub const PEERS_FILE: &str = "peers.json";
+
+/// The journal of [`PEERS_FILE`]: each address remembered since it was last written, one JSON
+/// line each, merged into it when the node starts or the journal grows large.
+pub const PEERS_JOURNAL_FILE: &str = "peers.log";
 
 /// What can go wrong with a home directory.
 #[derive(Debug, thiserror::Error)]

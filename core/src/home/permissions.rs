@@ -28,7 +28,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use super::{HomeError, LOCK_FILE, NODE_LOG_FILE, PEERS_FILE, Result};
+use super::{HomeError, LOCK_FILE, NODE_LOG_FILE, PEERS_FILE, PEERS_JOURNAL_FILE, Result};
 use crate::{
     api::CONTROL_FILE,
     keystore::{KEYSTORE_FILE, KeystoreError},
@@ -37,13 +37,14 @@ use crate::{
 };
 
 /// Every file phr keeps in a home, besides temporary files (which live for one write, 0600).
-pub const HOME_FILES: [&str; 6] = [
+pub const HOME_FILES: [&str; 7] = [
     KEYSTORE_FILE,
     VAULT_FILE,
     LOCK_FILE,
     CONTROL_FILE,
     NODE_LOG_FILE,
     PEERS_FILE,
+    PEERS_JOURNAL_FILE,
 ];
 
 /// The mode bits that let users other than the owner read, write or enter.

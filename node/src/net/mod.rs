@@ -15,9 +15,10 @@
 //!   connected peer as soon as the command ends, and items received from one peer are offered to
 //!   the others. A sync every [`RESYNC_MS`] with each connected peer is the safety net.
 //! - **Keeps in touch.** Every peer that a held record admits and whose address is known (from
-//!   this home's contacts, `phr peers add`, identify, mDNS or Kademlia) is dialled, and dialled
-//!   again with exponential backoff ([`BACKOFF_MIN_MS`] to [`BACKOFF_MAX_MS`]) while it cannot be
-//!   reached; a peer with no known address is looked up in Kademlia.
+//!   this home's contacts, `phr peers add`, identify, mDNS, Kademlia, or remembered from before
+//!   a restart) is dialled at every address known for it, and dialled again with exponential
+//!   backoff ([`BACKOFF_MIN_MS`] to [`BACKOFF_MAX_MS`]) while it cannot be reached; a peer with
+//!   no known address is looked up in Kademlia and through relays.
 //! - **Refuses what it should.** The engine decides who may have what by the consent ledger; a
 //!   peer no ledger admits is answered as if this node held nothing, and the loop logs why. A
 //!   peer whose message breaks the protocol (garbage, over the size limits, out of turn), or that
@@ -28,12 +29,12 @@
 //!   peers wait in a bounded queue ([`PARKED_QUEUE_MAX`]) and are answered once the home is back.
 //!
 //! This file has the loop and the sync traffic; `client.rs` the handle and its commands,
-//! `peers.rs` addresses, relays and lookups, `lease.rs` lending the home, `runs.rs` `phr sync`
+//! `peers.rs` addresses, relays and lookups, `remembered.rs` the addresses kept across restarts
+//! (`peers.json` and its journal), `lease.rs` lending the home, `runs.rs` `phr sync`
 //! runs, `status.rs` what `phr node status` shows, `guard.rs` cutting off hostile peers.
 
 use std::{
     collections::{BTreeMap, BTreeSet, VecDeque},
-    path::PathBuf,
     time::Duration,
 };
 
@@ -43,7 +44,7 @@ use libp2p::{
     identity::Keypair,
     multiaddr::Protocol,
     request_response::{self, ResponseChannel},
-    swarm::{SwarmEvent, dial_opts::DialOpts},
+    swarm::{DialError, SwarmEvent, dial_opts::DialOpts},
 };
 use phr_core::{
     api,
@@ -63,12 +64,14 @@ mod client;
 mod guard;
 mod lease;
 mod peers;
+mod remembered;
 mod runs;
 mod status;
 
 pub use client::{Client, Held, NodeError, Synced};
 use client::{Command, Reply};
-use peers::read_peers_file;
+pub use remembered::PEERS_JOURNAL_BYTES_MAX;
+use remembered::Remembered;
 
 /// Commands queued for the event loop at most; senders wait beyond it.
 pub const COMMANDS_MAX: usize = 64;
@@ -263,9 +266,8 @@ pub struct Node {
     next_session: u64,
     next_lease: u64,
     peers: BTreeMap<libp2p::PeerId, Peer>,
-    /// Addresses `phr peers add` gave, kept in this file.
-    peers_file: PathBuf,
-    remembered: BTreeMap<libp2p::PeerId, Vec<Multiaddr>>,
+    /// Addresses kept across restarts: those `phr peers add` gave, and admitted peers'.
+    remembered: Remembered,
     /// Contacts with the relay role.
     relay_contacts: BTreeSet<libp2p::PeerId>,
     /// Relays this node listens through (or is asking to), with the listener. A relay that
@@ -319,8 +321,12 @@ impl Node {
         engine.set_intake(home.intake().map_err(|e| failed(&e))?);
         let swarm = swarm::build(keypair(&home), options)?;
         let (commands, inbox) = mpsc::channel(COMMANDS_MAX);
-        let peers_file = home.dir().join(phr_core::home::PEERS_FILE);
-        let remembered = read_peers_file(&peers_file);
+        let admitted: BTreeSet<libp2p::PeerId> = engine
+            .admitted_peers(Self::now())
+            .iter()
+            .map(to_libp2p)
+            .collect();
+        let remembered = Remembered::open(home.dir(), &|p| admitted.contains(p));
         let mut node = Node {
             swarm,
             me: home.peer_id(),
@@ -337,7 +343,6 @@ impl Node {
             next_session: u64::from_le_bytes(phr_core::keys::random_array()),
             next_lease: 1,
             peers: BTreeMap::new(),
-            peers_file,
             remembered,
             names: BTreeMap::new(),
             relay_contacts: BTreeSet::new(),
@@ -357,8 +362,9 @@ impl Node {
             deferred: Vec::new(),
             inbox,
         };
-        node.learn_from_home();
+        // The gate first: which peers are admitted decides whose addresses are kept.
         node.update_gate();
+        node.learn_from_home();
         Ok((node, Client { commands }))
     }
 
@@ -573,7 +579,7 @@ impl Node {
             entry.next_dial_ms = now + entry.backoff_ms;
             if entry.addrs.is_empty() {
                 self.lookup(lp);
-            } else if let Err(error) = self.swarm.dial(DialOpts::peer_id(lp).build()) {
+            } else if let Err(error) = self.redial(lp) {
                 tracing::debug!(peer = %lp, %error, "cannot dial");
             }
         }

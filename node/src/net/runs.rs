@@ -1,7 +1,5 @@
 //! `phr sync` runs: every admitted peer, until each is in step, failed or out of reach.
 
-use libp2p::swarm::DialError;
-
 use super::*;
 
 impl Node {
@@ -19,7 +17,7 @@ impl Node {
                 self.offer(lp);
                 RunState::Syncing
             } else if self.peers.get(&lp).is_some_and(|p| !p.addrs.is_empty()) {
-                match self.swarm.dial(DialOpts::peer_id(lp).build()) {
+                match self.redial(lp) {
                     // A dial already under way (a redial) settles the run's state too.
                     Ok(()) | Err(DialError::DialPeerConditionFalse(_)) => RunState::Dialing,
                     Err(error) => RunState::Unreachable(error.to_string()),
