@@ -4,7 +4,9 @@
 //!   the same bytes (target ratio >= 0.5);
 //! - cold open of the largest fixture's record from the vault (keystore, redb, ledger, decrypt,
 //!   Automerge load) beside Automerge loading the same sections from memory (target <= 200 ms);
-//! - bytes at rest beside Automerge `save()` of the same sections (target <= 1.3x).
+//! - bytes at rest beside Automerge `save()` of the same sections (target <= 1.3x);
+//! - bytes at rest per fixture, as `phr import` leaves them, on the patient's device and on a GP
+//!   after one sync, beside Automerge `save()` of the same sections (target <= 1.5x).
 //!
 //! Run with `cargo bench -p phr-tests --bench vault` (release build). Figures are medians.
 
@@ -19,7 +21,7 @@ use phr_core::{
 };
 use phr_tests::{
     bench::{ms, time},
-    import_file, largest_fixture, patient_home, test_time,
+    fixture_files, import_file, largest_fixture, patient_home, patient_home_for, test_time,
 };
 use ring::aead;
 
@@ -187,4 +189,72 @@ fn main() {
         "| vault.redb file (blobs, ledger, indexes, free pages) | {file} | {:.3}x | - |",
         file as f64 / automerge as f64
     );
+    at_rest_per_fixture();
+}
+
+/// The bytes of a home's sealed blobs of `sections`.
+fn stored_bytes(home: &Home, id: &RecordId, sections: &[Section]) -> usize {
+    sections
+        .iter()
+        .map(|s| {
+            home.vault_for_test()
+                .blobs(id, *s)
+                .expect("blobs")
+                .iter()
+                .map(|(_, b)| b.len())
+                .sum::<usize>()
+        })
+        .sum()
+}
+
+/// 4. Bytes at rest per fixture, as `phr import` leaves them (no `phr compact`): on the
+///    patient's device, and on a GP granted every section it may read (all but `audit`) after
+///    one sync; each beside Automerge `save()` of the same sections' documents.
+fn at_rest_per_fixture() {
+    println!("\n## Bytes at rest per fixture, after `phr import` and one sync to a GP\n");
+    println!(
+        "| fixture | Automerge save() | patient's device | / save() | GP (all but audit) | / save() of the same | target |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    let readable: Vec<Section> = Section::ALL
+        .into_iter()
+        .filter(|s| *s != Section::Audit)
+        .collect();
+    for path in fixture_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut home, mut record) = patient_home_for(&dir.path().join("patient"), &path);
+        import_file(&mut home, &mut record, &path).expect("import");
+        let id = home.record_id().expect("a record");
+        let gp = Home::init_provider(&dir.path().join("gp"), "Dr Grey", None, None).expect("gp");
+        home.grant(
+            &gp.party(),
+            &readable,
+            phr_core::ledger::Access::Read,
+            None,
+            None,
+            test_time(),
+        )
+        .expect("grant");
+        home.sync_in_process(&gp, id, test_time().as_millisecond())
+            .expect("sync");
+        let mut save = |sections: &[Section]| -> usize {
+            sections.iter().map(|s| record.save_section(*s).len()).sum()
+        };
+        let all = save(&Section::ALL);
+        let shared = save(&readable);
+        let patient = stored_bytes(&home, &id, &Section::ALL);
+        let at_gp = stored_bytes(&gp, &id, &readable);
+        let (p, g) = (
+            patient as f64 / all as f64,
+            at_gp as f64 / shared as f64,
+        );
+        let name = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().chars().take(32).collect::<String>())
+            .unwrap_or_default();
+        println!(
+            "| {name} | {all} | {patient} | {p:.2}x | {at_gp} | {g:.2}x | <= 1.5x ({}) |",
+            if p <= 1.5 && g <= 1.5 { "met" } else { "missed" }
+        );
+    }
 }

@@ -43,6 +43,11 @@ pub const BLOBS_BEFORE_COMPACTION: usize = 32;
 /// history is several times smaller than its changes.
 pub const COMPACT_SAVE_BYTES_MIN: usize = 64 * 1024;
 
+/// An owner device compacts a section once the bytes of its changes blobs pass half the bytes
+/// of its compactions and this floor: what a section stores stays within about 1.5 times its
+/// document, for small records as for large, without compacting at every small write.
+pub const COMPACT_CHANGES_BYTES_MIN: usize = 4 * 1024;
+
 /// The most blobs a replica keeps waiting for ledger operations it does not hold yet. Past it,
 /// further such blobs are dropped: a later sync fetches them again.
 pub const PENDING_BLOBS_MAX: usize = 256;
@@ -165,6 +170,8 @@ struct Stored {
     author: PeerId,
     /// Its size in bytes.
     bytes: usize,
+    /// Whether it is a compaction (a section's document) rather than changes.
+    compaction: bool,
 }
 
 /// A blob held for the patient: by a party whose access ended before it.
@@ -710,11 +717,37 @@ impl Replica {
         })
     }
 
+    /// Whether an owner device should compact `section` now: more than
+    /// [`BLOBS_BEFORE_COMPACTION`] blobs materialised, or changes blobs of more than half the
+    /// bytes of its compactions and more than [`COMPACT_CHANGES_BYTES_MIN`].
+    pub(crate) fn wants_compaction(&self, section: Section) -> bool {
+        let (Some(ids), Some(stored)) = (self.materialised.get(&section), self.blobs.get(&section))
+        else {
+            return false;
+        };
+        if ids.len() > BLOBS_BEFORE_COMPACTION {
+            return true;
+        }
+        // Only what a compaction would replace counts: the blobs the record holds.
+        let (compacted, changes) = ids
+            .iter()
+            .filter_map(|id| stored.get(id))
+            .fold((0, 0), |(c, x), s| {
+                if s.compaction {
+                    (c + s.bytes, x)
+                } else {
+                    (c, x + s.bytes)
+                }
+            });
+        changes > COMPACT_CHANGES_BYTES_MIN && changes > compacted / 2
+    }
+
     fn note_blob(&mut self, section: Section, blob: &Blob) {
         let stored = Stored {
             time: time_key(blob.header().time_ms),
             author: blob.header().author,
             bytes: blob.len(),
+            compaction: blob.header().kind == crate::blob::BlobKind::Compaction,
         };
         if let Some(before) = self
             .blobs

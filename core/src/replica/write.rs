@@ -17,7 +17,7 @@ use crate::{
     vault::Batch,
 };
 
-use super::{BLOBS_BEFORE_COMPACTION, COMPACT_SAVE_BYTES_MIN, Replica, ReplicaError, Result};
+use super::{COMPACT_SAVE_BYTES_MIN, Replica, ReplicaError, Result};
 
 impl Replica {
     /// Seals the record's unsaved changes, one blob per changed section, and stores them
@@ -122,12 +122,13 @@ impl Replica {
             self.note_blob(blob.header().section, blob);
         }
         if owner {
-            compact.extend(
-                self.materialised
-                    .iter()
-                    .filter(|(_, ids)| ids.len() > BLOBS_BEFORE_COMPACTION)
-                    .map(|(section, _)| *section),
-            );
+            let due: Vec<Section> = self
+                .materialised
+                .keys()
+                .copied()
+                .filter(|section| !compact.contains(section) && self.wants_compaction(*section))
+                .collect();
+            compact.extend(due);
         }
         for section in compact {
             written.push(self.compact_section(store, device, record, section, now_ms)?);
