@@ -33,6 +33,9 @@ async fn a_granted_gp_receives_the_summary_and_nothing_else_over_loopback_tcp() 
     assert_eq!(held[0].record, record_id);
     assert!(held[0].blobs.contains_key(&Section::Summary), "{held:?}");
     assert!(!held[0].blobs.contains_key(&Section::Clinical), "{held:?}");
+    // Asked of one record, the node says the same of it.
+    let one = gp_client.held_record(record_id).await.unwrap();
+    assert_eq!(one.as_ref(), Some(&held[0]));
 
     // Stop both nodes; the GP reads the allergy from its own vault.
     stop(laptop_client, laptop_task).await;

@@ -44,6 +44,10 @@ pub(super) enum Command {
     Held {
         reply: Reply<Vec<Held>>,
     },
+    HeldRecord {
+        record: RecordId,
+        reply: Reply<Option<Held>>,
+    },
     Status {
         reply: Reply<api::NodeStatus>,
     },
@@ -134,6 +138,14 @@ impl Client {
     /// What the node holds.
     pub async fn held(&self) -> Result<Vec<Held>, NodeError> {
         self.ask(|reply| Command::Held { reply }).await
+    }
+
+    /// What the node holds of `record` (`None` if it holds none of it). Unlike
+    /// [`Client::held`] and [`Client::status`], its cost does not grow with the records held,
+    /// so it can be asked often while a node holding many waits for one record to change.
+    pub async fn held_record(&self, record: RecordId) -> Result<Option<Held>, NodeError> {
+        self.ask(|reply| Command::HeldRecord { record, reply })
+            .await
     }
 
     /// The node, its records and its peers.

@@ -459,6 +459,9 @@ impl Node {
             Command::Held { reply } => {
                 let _ = reply.send(self.held());
             }
+            Command::HeldRecord { record, reply } => {
+                let _ = reply.send(self.held_record(&record));
+            }
             Command::Status { reply } => {
                 let _ = reply.send(self.status());
             }

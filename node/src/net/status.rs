@@ -8,16 +8,17 @@ impl Node {
             .replicas()
             .values()
             .filter(|r| r.is_held())
-            .map(|replica| Held {
-                record: replica.id(),
-                blobs: Section::ALL
-                    .into_iter()
-                    .map(|s| (s, replica.blob_ids(s).count()))
-                    .filter(|(_, n)| *n > 0)
-                    .collect(),
-                ledger_ops: replica.ledger().len(),
-            })
+            .map(held_of)
             .collect()
+    }
+
+    /// What [`Node::held`] says of one record, found without walking the others.
+    pub(super) fn held_record(&self, record: &RecordId) -> Option<Held> {
+        self.engine
+            .replicas()
+            .get(record)
+            .filter(|r| r.is_held())
+            .map(held_of)
     }
 
     pub(super) fn status(&self) -> api::NodeStatus {
@@ -118,5 +119,18 @@ impl Node {
                 confirmed.extend(replica.blob_ids(section));
             }
         }
+    }
+}
+
+/// What a node holds of one record: its blobs per section and its ledger operations.
+fn held_of(replica: &phr_core::replica::Replica) -> Held {
+    Held {
+        record: replica.id(),
+        blobs: Section::ALL
+            .into_iter()
+            .map(|s| (s, replica.blob_ids(s).count()))
+            .filter(|(_, n)| *n > 0)
+            .collect(),
+        ledger_ops: replica.ledger().len(),
     }
 }

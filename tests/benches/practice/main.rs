@@ -3,27 +3,51 @@
 //! Builds N patients' records in process (each its own keys and ledger, granting the practice
 //! `summary,clinical` write, with a `Patient`, an allergy, a condition and a medicine), stores
 //! them in one provider home's vault as its node would have taken them in, and accepts them all.
-//! Then, for each N, from one run:
+//! One of the N is a real patient home (`Home::init_patient`, the same grant), whose node runs
+//! beside the practice's for add-to-visible. Then, for each N, from one run, in the bench
+//! process:
 //!
-//! - **start-up**: the node's sync engine reading every record from the vault (`Engine::open`),
-//!   the bulk of a node's start;
+//! - **engine first start-up, in process**: the node's sync engine reading every record from
+//!   the vault (`Engine::open`) the first time, checking every signature and unwrapping every
+//!   key, as a node's first start after an upgrade does;
+//! - **engine start-up, in process**: `Engine::open` again, reading what the first one vouched
+//!   for: the bulk of every later start;
 //! - **`--patient show`**: opening one patient's record within the grant and reading it, its
 //!   audit entry stored (`Home::open_patient` + `PatientRecord::read`), median of 9;
-//! - **the node taking its home back** after that command (`Engine::refresh`), median of 9;
+//! - **the engine taking its home back** after that command (`Engine::refresh`), median of 9;
 //! - **one write and its audit entry** (`PatientRecord::add`), median of 9;
-//! - **`phr patients`**: the whole list, every name shown logged (`Home::patients`), one run.
+//! - **`phr patients`**: the first page of 50, every name shown logged (`Home::patients_page`),
+//!   once with its index cold and the median of 5 warm;
+//!
+//! and in a fresh process (the bench's own executable run again, see `nodes.rs`), the homes
+//! closed in the bench process first:
+//!
+//! - **node start-up, fresh process**: from before `Home::open` of the practice's home, through
+//!   `Node::new` (which opens the engine), to the running node's answer to its first command,
+//!   listening on `127.0.0.1` TCP: what starting `phr-node` costs, one run (a later start: the
+//!   engine's first start-up in the bench process vouched for everything already);
+//! - **`/status` of the running node**: `Client::status`, what `phr node status` asks the
+//!   control API for, median of 9;
+//! - **add-to-visible**: the patient's node, connected and synced with the practice's over
+//!   loopback, lends its home to a write as `phr add reading` has it (`Client::lease`,
+//!   `Home::open`, the write saved, the home closed, `Client::release`); timed from the lease
+//!   asked until the practice's node holds the new blob (`Client::held_record`, asked every
+//!   2 ms), median of 9;
+//! - **idle RSS of the node**: the fresh process's VmRSS once its node answered its first
+//!   `/status`, before the patient's node starts; the practice's node alone, not the records
+//!   built.
 //!
 //! Each figure beside its N = 10 value, and the ratio. N is 10 and 1,000 by default;
 //! `PHR_PRACTICE_N=10,1000,10000` sets the list (10,000 takes a few minutes to build).
 //!
 //! Run with `cargo bench -p phr-tests --bench practice` (release build).
 
-use std::{error::Error, time::Duration, time::Instant};
+use std::{error::Error, path::Path, time::Duration, time::Instant};
 
 use phr_core::{
     Section, Stamp,
     audit::Logged,
-    home::{Home, PatientQuery},
+    home::{Home, NewPatient, PatientQuery},
     keys::RecordId,
     keystore::Keystore,
     ledger::{Access, Ledger, OpBody},
@@ -36,6 +60,10 @@ use phr_core::{
 };
 use phr_tests::bench::{median, ms};
 use serde_json::json;
+
+mod nodes;
+
+use nodes::NodeFigures;
 
 type Result<T, E = Box<dyn Error>> = std::result::Result<T, E>;
 
@@ -106,18 +134,51 @@ fn patient_record(n: usize, practice: &Party) -> Result<(RecordId, Batch)> {
     }
     record.commit(stamp, "onboarding");
     replica.save(&store, &keys.device, &mut record, NOW_MS)?;
-    // What the practice's node stores of it: every ledger operation and blob.
+    Ok((id, stored(&store, id, |_| true)?))
+}
+
+/// What the practice's node stores of record `id` in `store`: every ledger operation, and the
+/// blobs of the sections `keep` says it holds.
+fn stored(store: &impl Store, id: RecordId, keep: impl Fn(Section) -> bool) -> Result<Batch> {
     let mut out = Batch::new();
     for bytes in store.ledger_ops(&id)? {
         let op = phr_core::ledger::SignedOp::decode(&bytes)?;
         out.ledger_op(id, &op);
     }
-    for section in Section::ALL {
+    for section in Section::ALL.into_iter().filter(|s| keep(*s)) {
         for (_, bytes) in store.blobs(&id, section)? {
             out.blob(id, section, &phr_core::blob::Blob::decode(bytes)?);
         }
     }
-    Ok((id, out))
+    Ok(out)
+}
+
+/// The one patient of the list with a home of its own (in `dir`), as `phr init` makes it,
+/// granting `practice` write access to `summary` and `clinical` as the others do: its node
+/// runs beside the practice's for the add-to-visible row. Returns what the practice's node
+/// stores of it: its ledger and the sections it may hold.
+fn patient_home(dir: &Path, practice: &Party) -> Result<(RecordId, Batch)> {
+    let now = jiff::Timestamp::now();
+    let patient = NewPatient {
+        name: "Ada Lovelace".into(),
+        nhs_number: None,
+        birth_date: None,
+        device_label: None,
+    };
+    let (mut home, _) = Home::init_patient(dir, &patient, None, now)?;
+    home.grant(
+        practice,
+        &[Section::Summary, Section::Clinical],
+        Access::Write,
+        None,
+        None,
+        now,
+    )?;
+    let id = home.record_id().expect("a patient's home holds its record");
+    let (vault, age) = home.sync_parts();
+    let replica = Replica::open(vault, id, home.peer_id(), age)?;
+    let may_hold = |s| replica.may_hold(&practice.peer, s, now.as_millisecond());
+    Ok((id, stored(vault, id, may_hold)?))
 }
 
 /// A row of the table: its name, and the figure of a run.
@@ -133,18 +194,26 @@ struct Figures {
     write: Duration,
     page_cold: Duration,
     page_warm: Duration,
-    rss_mib: f64,
+    node: NodeFigures,
 }
 
 fn run(n: usize) -> Result<Figures> {
+    assert!(n >= 1, "a list of one patient at least");
     let dir = tempfile::tempdir()?;
+    let practice_dir = dir.path().join(nodes::PRACTICE_HOME);
     let built = Instant::now();
-    let practice =
-        Home::init_provider(dir.path(), "Riverside Surgery", Some("Y12345".into()), None)?;
+    let practice = Home::init_provider(
+        &practice_dir,
+        "Riverside Surgery",
+        Some("Y12345".into()),
+        None,
+    )?;
     let party = practice.party();
     let mut ids = Vec::with_capacity(n);
     let mut batch = Batch::new();
-    for i in 0..n {
+    // The last patient is the one with a home of its own; the others exist only as the
+    // practice holds them.
+    for i in 0..n - 1 {
         let (id, stored) = patient_record(i, &party)?;
         ids.push(id);
         batch.extend(stored);
@@ -152,11 +221,14 @@ fn run(n: usize) -> Result<Figures> {
             practice.sync_parts().0.commit(std::mem::take(&mut batch))?;
         }
     }
+    let (id, stored) = patient_home(&dir.path().join(nodes::PATIENT_HOME), &party)?;
+    ids.push(id);
+    batch.extend(stored);
     practice.sync_parts().0.commit(batch)?;
     let accepted = practice.accept_all_pending()?;
     assert_eq!(accepted.len(), n, "every record accepted");
     drop(practice);
-    let practice = Home::open(dir.path())?;
+    let practice = Home::open(&practice_dir)?;
     let build = built.elapsed();
 
     let (vault, age) = practice.sync_parts();
@@ -170,7 +242,6 @@ fn run(n: usize) -> Result<Figures> {
     let mut engine = Engine::open(vault, practice.peer_id(), age)?;
     let startup = started.elapsed();
     assert_eq!(engine.replicas().len(), n);
-    let rss_mib = rss_mib();
 
     let one = ids[n / 2].to_string();
     let mut shows = Vec::new();
@@ -220,6 +291,8 @@ fn run(n: usize) -> Result<Figures> {
         assert_eq!(listed.items.len(), n.min(50));
     }
     drop(engine);
+    drop(practice);
+    let node = nodes::measure(dir.path(), n)?;
 
     Ok(Figures {
         n,
@@ -231,12 +304,12 @@ fn run(n: usize) -> Result<Figures> {
         write: median(writes),
         page_cold,
         page_warm: median(warm),
-        rss_mib,
+        node,
     })
 }
 
 /// This process's resident memory, in MiB (0 where `/proc` is not there).
-fn rss_mib() -> f64 {
+pub(crate) fn rss_mib() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
         .lines()
@@ -246,6 +319,9 @@ fn rss_mib() -> f64 {
 }
 
 fn main() -> Result<()> {
+    if let Some(dir) = std::env::var_os(nodes::NODES_DIR_ENV) {
+        return nodes::child(Path::new(&dir));
+    }
     let ns: Vec<usize> = std::env::var("PHR_PRACTICE_N")
         .ok()
         .map(|list| {
@@ -274,16 +350,27 @@ fn main() -> Result<()> {
         }
     }
     println!("{header}\n{rule}");
-    let rows: [Row; 8] = [
+    let rows: [Row; 11] = [
         ("building the list (not a target)", |f| f.build),
         (
-            "first start-up: every signature checked, every key unwrapped",
+            "engine first start-up, in process: every signature checked, every key unwrapped",
             |f| f.first_startup,
         ),
-        ("start-up: the engine reads every record", |f| f.startup),
+        ("engine start-up, in process: reads every record", |f| {
+            f.startup
+        }),
+        (
+            "node start-up, fresh process: `Home::open` to listening",
+            |f| f.node.startup,
+        ),
+        ("`/status` of the running node", |f| f.node.status),
         ("one `--patient show`, its audit entry stored", |f| f.show),
         ("the engine taking the home back after it", |f| f.refresh),
         ("one write and its audit entry", |f| f.write),
+        (
+            "add-to-visible: a patient's write until the practice's node holds it",
+            |f| f.node.visible,
+        ),
         ("`phr patients`, first page of 50, index cold", |f| {
             f.page_cold
         }),
@@ -302,11 +389,12 @@ fn main() -> Result<()> {
         }
         println!("{line}");
     }
-    let mut line = String::from("| RSS after start-up (process) |");
+    let mut line = String::from("| idle RSS of the node, fresh process |");
     for f in &figures {
-        line.push_str(&format!(" {:.1} MiB |", f.rss_mib));
+        line.push_str(&format!(" {:.1} MiB |", f.node.rss_mib));
         if f.n != base.n {
-            line.push_str(&format!(" {:.2}x |", f.rss_mib / base.rss_mib.max(1e-9)));
+            let ratio = f.node.rss_mib / base.node.rss_mib.max(1e-9);
+            line.push_str(&format!(" {ratio:.2}x |"));
         }
     }
     println!("{line}");
