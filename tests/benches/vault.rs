@@ -244,17 +244,18 @@ fn at_rest_per_fixture() {
         let shared = save(&readable);
         let patient = stored_bytes(&home, &id, &Section::ALL);
         let at_gp = stored_bytes(&gp, &id, &readable);
-        let (p, g) = (
-            patient as f64 / all as f64,
-            at_gp as f64 / shared as f64,
-        );
+        let (p, g) = (patient as f64 / all as f64, at_gp as f64 / shared as f64);
         let name = path
             .file_stem()
             .map(|s| s.to_string_lossy().chars().take(32).collect::<String>())
             .unwrap_or_default();
         println!(
             "| {name} | {all} | {patient} | {p:.2}x | {at_gp} | {g:.2}x | <= 1.5x ({}) |",
-            if p <= 1.5 && g <= 1.5 { "met" } else { "missed" }
+            if p <= 1.5 && g <= 1.5 {
+                "met"
+            } else {
+                "missed"
+            }
         );
     }
 }

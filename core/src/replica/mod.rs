@@ -729,16 +729,16 @@ impl Replica {
             return true;
         }
         // Only what a compaction would replace counts: the blobs the record holds.
-        let (compacted, changes) = ids
-            .iter()
-            .filter_map(|id| stored.get(id))
-            .fold((0, 0), |(c, x), s| {
-                if s.compaction {
-                    (c + s.bytes, x)
-                } else {
-                    (c, x + s.bytes)
-                }
-            });
+        let (compacted, changes) =
+            ids.iter()
+                .filter_map(|id| stored.get(id))
+                .fold((0, 0), |(c, x), s| {
+                    if s.compaction {
+                        (c + s.bytes, x)
+                    } else {
+                        (c, x + s.bytes)
+                    }
+                });
         changes > COMPACT_CHANGES_BYTES_MIN && changes > compacted / 2
     }
 

@@ -75,7 +75,22 @@ pub struct Engine {
     pending: usize,
     /// How many times a message changed what a replica holds (ledger operations and blobs).
     taken_in: u64,
+    /// How many times what decides who is admitted may have changed: a ledger operation taken
+    /// in, a record held, read again or dropped, the intake changed.
+    ledgers: u64,
+    /// The peers the held records admit, as last worked out, for as long as that holds.
+    admitted: std::sync::Mutex<Option<Admitted>>,
     ended: Vec<Ended>,
+}
+
+/// [`Engine::admitted_peers`] as last worked out: valid while no ledger changed
+/// ([`Engine::ledger_changes`]) and until the first grant among them lapses.
+#[derive(Debug, Clone)]
+struct Admitted {
+    peers: std::collections::BTreeSet<PeerId>,
+    ledgers: u64,
+    from_ms: i64,
+    until_ms: i64,
 }
 
 /// The replicas of records not held kept between a peer's messages, with the bytes of their
@@ -145,6 +160,8 @@ impl Engine {
             intake: Intake::default(),
             pending: 0,
             taken_in: 0,
+            ledgers: 0,
+            admitted: std::sync::Mutex::new(None),
             ended: Vec::new(),
         };
         for id in store.records()? {
@@ -167,6 +184,10 @@ impl Engine {
     /// Sets how this node takes in records and how many bytes of each it stores (by default:
     /// every record, no acceptance, no quota); the quotas of held records change at once.
     pub fn set_intake(&mut self, intake: Intake) {
+        if intake == self.intake {
+            return;
+        }
+        self.ledgers += 1;
         for (id, replica) in &mut self.replicas {
             replica.set_quota(intake.quota_of(id));
         }
@@ -191,6 +212,7 @@ impl Engine {
 
     /// Adds a record newly held (one taken in from a peer), keeping the count of those waiting.
     fn hold(&mut self, replica: Replica) {
+        self.ledgers += 1;
         let id = replica.id();
         if self.replicas.insert(id, replica).is_none() && self.intake.is_pending(&id) {
             self.pending += 1;
@@ -204,6 +226,13 @@ impl Engine {
         self.taken_in
     }
 
+    /// How many times what decides who is admitted (and who is named what) may have changed:
+    /// a caller that compares it before and after a message knows whether to work out again
+    /// what follows from the ledgers, without walking every record.
+    pub fn ledger_changes(&self) -> u64 {
+        self.ledgers
+    }
+
     /// Reads again the stored records another process changed (a `phr` command run while the
     /// node was up): those changed since the records were last read ([`Store::changed_since`]),
     /// new ones included; records it no longer holds are dropped (a declined patient). Every
@@ -213,18 +242,29 @@ impl Engine {
     pub fn refresh(&mut self, store: &dyn Store, age: &AgeIdentity) -> Result<usize, ReplicaError> {
         let (last, changed) = store.changed_since(self.seen)?;
         let mut reopened = 0;
+        let mut dropped = false;
+        let mut changed_ledgers = false;
         for id in changed {
             // Deleted (a declined patient): no ledger stored any more.
             if store.ledger_ops(&id)?.is_empty() {
-                self.replicas.remove(&id);
+                dropped |= self.replicas.remove(&id).is_some();
                 continue;
             }
             let mut replica = Replica::open(store, id, self.me, age)?;
             replica.set_quota(self.intake.quota_of(&id));
+            // Only a changed ledger changes who is admitted (most commands add a blob).
+            let ledger_changed = self.replicas.get(&id).is_none_or(|before| {
+                before.ledger().len() != replica.ledger().len()
+                    || before.ledger().heads() != replica.ledger().heads()
+            });
+            changed_ledgers |= ledger_changed;
             self.replicas.insert(id, replica);
             reopened += 1;
         }
         self.seen = last;
+        if changed_ledgers || dropped {
+            self.ledgers += 1;
+        }
         self.count_pending();
         Ok(reopened)
     }
@@ -234,17 +274,44 @@ impl Engine {
     /// admitted peers. A record waiting for a provider's acceptance admits no one (anyone can
     /// make a record that grants a provider): its devices sync as strangers until a person
     /// accepts it, and the provider does not dial them.
+    ///
+    /// Worked out once and kept until a ledger changes or the first grant among them lapses, so
+    /// asking after every message, every tick and every status costs nothing per record.
     pub fn admitted_peers(&self, now_ms: i64) -> std::collections::BTreeSet<PeerId> {
+        let mut cache = self.admitted.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(cached) = cache
+            .as_ref()
+            .filter(|c| c.ledgers == self.ledgers && c.from_ms <= now_ms && now_ms < c.until_ms)
+        {
+            return cached.peers.clone();
+        }
         let mut peers = std::collections::BTreeSet::new();
+        let mut until_ms = i64::MAX;
         let admitting = self
             .replicas
             .iter()
             .filter(|(id, r)| r.is_held() && !self.intake.is_pending(id))
             .map(|(_, r)| r);
         for replica in admitting {
-            peers.extend(replica.ledger().state().admitted_peers(now_ms));
+            let state = replica.ledger().state();
+            peers.extend(state.admitted_peers(now_ms));
+            if let Some(lapses) = state
+                .grants
+                .iter()
+                .filter_map(|grant| grant.expires_ms)
+                .filter(|expires| *expires > now_ms)
+                .min()
+            {
+                until_ms = until_ms.min(lapses);
+            }
         }
         peers.remove(&self.me);
+        *cache = Some(Admitted {
+            peers: peers.clone(),
+            ledgers: self.ledgers,
+            from_ms: now_ms,
+            until_ms,
+        });
         peers
     }
 
@@ -322,11 +389,14 @@ impl Engine {
 
     /// One held record, to read or change.
     pub fn replica_mut(&mut self, record: &RecordId) -> Option<&mut Replica> {
+        // The caller may change its ledger.
+        self.ledgers += 1;
         self.replicas.get_mut(record)
     }
 
     /// Adds a record this node now holds (one it created).
     pub fn insert(&mut self, replica: Replica) {
+        self.ledgers += 1;
         self.replicas.insert(replica.id(), replica);
         self.count_pending();
     }
@@ -433,6 +503,7 @@ impl Engine {
             None => stranger.insert(self.intake.stranger(record, self.me, pending)),
         };
         let before = items_of(replica);
+        let ops_before = replica.ledger().len();
         let mut local = Local {
             replica,
             store,
@@ -442,6 +513,9 @@ impl Engine {
         let done = initiator.is_done();
         if items_of(local.replica) != before {
             self.taken_in += 1;
+        }
+        if local.replica.ledger().len() != ops_before {
+            self.ledgers += 1;
         }
         // A record this node asked about and now holds (its ledger admits this node).
         if let Some(stranger) = stranger.filter(Replica::is_held) {
@@ -500,6 +574,7 @@ impl Engine {
             }
         };
         let before = items_of(replica);
+        let ops_before = replica.ledger().len();
         let mut local = Local {
             replica,
             store,
@@ -516,6 +591,9 @@ impl Engine {
         };
         if items_of(local.replica) != before {
             self.taken_in += 1;
+        }
+        if local.replica.ledger().len() != ops_before {
+            self.ledgers += 1;
         }
         // A record received for the first time is now held. One not held yet is kept for the
         // peer's next message only within the bounds; past them it is forgotten, and the next

@@ -82,6 +82,9 @@ pub const TICK_MS: u64 = 1_000;
 /// How often each connected peer is synced with even if nothing seems to have changed.
 pub const RESYNC_MS: i64 = 30_000;
 
+/// Admitted peers not connected that one tick dials or looks up at most.
+pub const DIALS_PER_TICK_MAX: usize = 64;
+
 /// How often a node asks again for a reservation a relay refused or ended.
 pub const RESERVATION_RETRY_MS: i64 = 30_000;
 
@@ -277,7 +280,14 @@ pub struct Node {
     /// When the node last asked relays for reservations.
     reservations_asked_ms: i64,
     /// Names from ledgers and contacts, for status.
+    /// Names of this home's contacts.
     names: BTreeMap<PeerId, String>,
+    /// Names the held records' ledgers give (a contact's name goes first).
+    ledger_names: BTreeMap<PeerId, String>,
+    /// The engine's [`Engine::ledger_changes`] when the ledgers were last learnt from.
+    learnt_at: Option<u64>,
+    /// The admitted peers the gate was last told of.
+    gate_admitted: BTreeSet<PeerId>,
     /// Per record, the blobs some peer is known to hold (a finished sync showed it).
     confirmed: BTreeMap<RecordId, BTreeSet<BlobId>>,
     queue: VecDeque<Queued>,
@@ -345,6 +355,9 @@ impl Node {
             peers: BTreeMap::new(),
             remembered,
             names: BTreeMap::new(),
+            ledger_names: BTreeMap::new(),
+            learnt_at: None,
+            gate_admitted: BTreeSet::new(),
             relay_contacts: BTreeSet::new(),
             reserved: BTreeMap::new(),
             reservations_asked_ms: 0,
@@ -561,7 +574,10 @@ impl Node {
         let (vault, age) = home.sync_parts();
         let out = self.engine.tick(vault, age, now);
         self.send_requests(out);
-        // Keep in touch with every admitted peer.
+        // Keep in touch with every admitted peer, dialling or looking up a bounded number a
+        // tick: a practice's node restarted with 10,000 patients' devices to find does not
+        // start 10,000 lookups at once (the rest are reached on the ticks after).
+        let mut dials = 0;
         for peer in self.engine.admitted_peers(now) {
             let lp = to_libp2p(&peer);
             if self.swarm.is_connected(&lp) {
@@ -574,10 +590,14 @@ impl Node {
                 }
                 continue;
             }
+            if dials >= DIALS_PER_TICK_MAX {
+                continue;
+            }
             let entry = self.peers.entry(lp).or_default();
             if now < entry.next_dial_ms || now < entry.blocked_until_ms {
                 continue;
             }
+            dials += 1;
             entry.backoff_ms = (entry.backoff_ms * 2).clamp(BACKOFF_MIN_MS, BACKOFF_MAX_MS);
             entry.next_dial_ms = now + entry.backoff_ms;
             if entry.addrs.is_empty() {
@@ -852,7 +872,7 @@ impl Node {
             return;
         };
         let (vault, age) = home.sync_parts();
-        let before = self.engine.taken_in();
+        let before = (self.engine.taken_in(), self.engine.ledger_changes());
         let reply = self.engine.receive(vault, age, from, &bytes, Self::now());
         let _ = self
             .swarm
@@ -870,7 +890,7 @@ impl Node {
             return;
         };
         let (vault, age) = home.sync_parts();
-        let before = self.engine.taken_in();
+        let before = (self.engine.taken_in(), self.engine.ledger_changes());
         if let Some(next) = self.engine.receive(vault, age, from, &bytes, Self::now()) {
             self.swarm
                 .behaviour_mut()
@@ -880,12 +900,16 @@ impl Node {
         self.after_receive(peer, before);
     }
 
-    /// Something new arrived from `peer`: pass it on to the other connected peers.
-    fn after_receive(&mut self, peer: libp2p::PeerId, before: u64) {
-        if self.engine.taken_in() != before {
+    /// Something new arrived from `peer`: pass it on to the other connected peers. What
+    /// follows from the ledgers (names, addresses kept, the gate's admitted peers) is worked
+    /// out again only when a ledger changed: a write of one patient costs the same at any N.
+    fn after_receive(&mut self, peer: libp2p::PeerId, (taken_in, ledgers): (u64, u64)) {
+        if self.engine.ledger_changes() != ledgers {
             self.learn_from_home();
             self.remember_admitted();
             self.update_gate();
+        }
+        if self.engine.taken_in() != taken_in {
             self.offer_all(Some(peer));
         }
     }

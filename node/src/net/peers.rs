@@ -4,11 +4,16 @@
 use super::*;
 
 impl Node {
-    /// Takes addresses and names from the home's contacts and the records' ledgers.
+    /// Takes addresses and names from the home's contacts and the records' ledgers. What comes
+    /// from the ledgers (names, the remembered addresses of admitted peers, relays to reserve
+    /// on) is worked out again only if a ledger changed since the last time: taking the home
+    /// back after a command, or a message, costs the same at any number of records.
     pub(super) fn learn_from_home(&mut self) {
         let Some(home) = self.open_home() else {
             return;
         };
+        let ledgers = self.engine.ledger_changes();
+        let full = self.learnt_at != Some(ledgers);
         let mut found: Vec<(libp2p::PeerId, Vec<Multiaddr>)> = Vec::new();
         let mut names = BTreeMap::new();
         match home.contacts() {
@@ -30,30 +35,47 @@ impl Node {
             }
             Err(error) => tracing::warn!(%error, "cannot read this home's contacts"),
         }
+        self.names = names;
+        for (peer, addrs) in found {
+            self.add_addrs(peer, addrs);
+        }
+        if !full {
+            return;
+        }
+        self.learnt_at = Some(ledgers);
+        let mut ledger_names = BTreeMap::new();
         for replica in self.engine.replicas().values() {
             let state = replica.ledger().state();
             for party in state.owners.values() {
-                names
+                ledger_names
                     .entry(party.peer)
                     .or_insert_with(|| party.name.clone());
             }
             for grant in &state.grants {
-                names
+                ledger_names
                     .entry(grant.grantee.peer)
                     .or_insert_with(|| grant.grantee.name.clone());
             }
         }
-        self.names = names;
+        self.ledger_names = ledger_names;
         let remembered: Vec<_> = self
             .remembered
             .peers()
             .iter()
             .map(|(p, a)| (*p, a.clone()))
             .collect();
-        for (peer, addrs) in found.into_iter().chain(remembered) {
+        for (peer, addrs) in remembered {
             self.add_addrs(peer, addrs);
         }
         self.reserve_on_relays();
+    }
+
+    /// What this node calls `peer`: its contact's name, else the name a ledger gives it.
+    pub(super) fn name_of(&self, peer: &PeerId) -> Option<String> {
+        self.names
+            .get(peer)
+            .or_else(|| self.ledger_names.get(peer))
+            .cloned()
     }
 
     /// Adds addresses to what this node knows of `peer`: up to [`ADDRS_PER_PEER_MAX`], and for
@@ -212,13 +234,13 @@ impl Node {
 
     /// Tells the gate which peers the held records admit: they keep their room.
     pub(super) fn update_gate(&mut self) {
-        let admitted = self
-            .engine
-            .admitted_peers(Self::now())
-            .iter()
-            .map(to_libp2p)
-            .collect();
-        self.swarm.behaviour_mut().gate.set_admitted(admitted);
+        let admitted = self.engine.admitted_peers(Self::now());
+        if admitted == self.gate_admitted {
+            return;
+        }
+        let libp2p = admitted.iter().map(to_libp2p).collect();
+        self.swarm.behaviour_mut().gate.set_admitted(libp2p);
+        self.gate_admitted = admitted;
     }
 
     /// Keeps the addresses of every peer a held record admits across restarts (in the peers

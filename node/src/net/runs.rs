@@ -65,7 +65,7 @@ impl Node {
                 let ok = p.results.iter().filter_map(|r| r.as_ref().ok());
                 let mut sync = api::PeerSync {
                     peer: peer.to_string(),
-                    name: self.names.get(peer).cloned(),
+                    name: self.name_of(peer),
                     state: state.into(),
                     error,
                     bytes_sent: 0,

@@ -64,7 +64,7 @@ impl Node {
                 let known = self.peers.get(&lp);
                 api::PeerStatus {
                     peer: lp.to_string(),
-                    name: peer.and_then(|p| self.names.get(&p).cloned()),
+                    name: peer.and_then(|p| self.name_of(&p)),
                     addrs: known
                         .map(|k| k.addrs.iter().map(|a| a.to_string()).collect())
                         .unwrap_or_default(),

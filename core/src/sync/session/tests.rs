@@ -1161,3 +1161,68 @@ fn an_owner_cannot_make_a_grantee_drop_entries_it_was_not_sent() {
     assert_eq!(gp.blobs(Section::Audit).len(), 2);
     assert_eq!(gp.store.blob_ids(&id, Section::Audit).len(), 2);
 }
+
+#[test]
+fn the_admitted_peers_kept_between_messages_follow_every_ledger_change_and_every_expiry() {
+    let mut laptop = Node::patient();
+    let phone = Node::stranger(Role::Patient, laptop.replica.id());
+    laptop.grant(&phone, &[], Access::Read);
+    let mut engine = Engine::open(&laptop.store, laptop.peer(), &laptop.keys.age).unwrap();
+    let mut phone_engine = Engine::open(&phone.store, phone.peer(), &phone.keys.age).unwrap();
+    assert_eq!(engine.admitted_peers(T0), BTreeSet::from([phone.peer()]));
+    run_session(&laptop, &mut engine, &phone, &mut phone_engine);
+    assert_eq!(
+        phone_engine.admitted_peers(T0),
+        BTreeSet::from([laptop.peer()])
+    );
+
+    // A grant for an hour, made on the laptop: the phone learns it in a session, and both
+    // stop admitting the pharmacy when the hour is up, with no ledger change in between.
+    let pharmacy = Node::stranger(Role::Provider, laptop.replica.id());
+    let hour = 3_600_000;
+    let grant = OpBody::Grant {
+        grantee: pharmacy.party(),
+        sections: vec![Section::Summary],
+        access: Access::Read,
+        expires_ms: Some(T0 + hour),
+        purpose: None,
+    };
+    engine
+        .replica_mut(&laptop.replica.id())
+        .unwrap()
+        .change_consent(
+            &laptop.store,
+            &laptop.keys.device,
+            &laptop.keys.device,
+            grant,
+            T0,
+        )
+        .unwrap();
+    assert!(engine.admitted_peers(T0).contains(&pharmacy.peer()));
+    let before = phone_engine.ledger_changes();
+    run_session(&laptop, &mut engine, &phone, &mut phone_engine);
+    assert_ne!(
+        phone_engine.ledger_changes(),
+        before,
+        "a ledger change seen"
+    );
+    assert!(phone_engine.admitted_peers(T0).contains(&pharmacy.peer()));
+    assert!(
+        phone_engine
+            .admitted_peers(T0 + hour - 1)
+            .contains(&pharmacy.peer())
+    );
+    assert!(
+        !phone_engine
+            .admitted_peers(T0 + hour)
+            .contains(&pharmacy.peer())
+    );
+    assert!(!engine.admitted_peers(T0 + hour).contains(&pharmacy.peer()));
+    // Asked about an earlier time again (a clock set back), the answer is worked out again.
+    assert!(engine.admitted_peers(T0).contains(&pharmacy.peer()));
+
+    // A session that brings no ledger operation leaves the count alone.
+    let before = phone_engine.ledger_changes();
+    run_session(&laptop, &mut engine, &phone, &mut phone_engine);
+    assert_eq!(phone_engine.ledger_changes(), before);
+}
