@@ -43,6 +43,11 @@ use crate::{
 /// The vault's file name inside the home directory.
 pub const VAULT_FILE: &str = "vault.redb";
 
+/// The most memory redb keeps of the vault's pages (its default is 1 GiB): a node reads each
+/// record once at start-up and then only the records in use, and the operating system caches
+/// the file as well. Without a cap, a practice node's start-up kept about 6 KiB a record.
+pub const VAULT_CACHE_BYTES: usize = 16 * 1024 * 1024;
+
 /// The largest local setting, in bytes (a contact list of a few thousand cards).
 pub const LOCAL_VALUE_BYTES_MAX: usize = 16 * 1024 * 1024;
 
@@ -554,7 +559,11 @@ impl Vault {
         let file = owner_only::open_or_create(&path, OpenOptions::new().read(true).write(true))
             .map_err(|e| storage(&path)(redb::Error::Io(e)))?;
         let db = FileBackend::new(file)
-            .and_then(|backend| Database::builder().create_with_backend(backend))
+            .and_then(|backend| {
+                Database::builder()
+                    .set_cache_size(VAULT_CACHE_BYTES)
+                    .create_with_backend(backend)
+            })
             .map_err(|e| match e {
                 redb::DatabaseError::DatabaseAlreadyOpen => VaultError::InUse(path.clone()),
                 other => storage(&path)(other.into()),

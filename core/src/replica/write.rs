@@ -153,7 +153,14 @@ impl Replica {
         // learns from this one to drop it.
         let mut replaces: BTreeSet<BlobId> =
             store.replaced(&self.id, section)?.into_iter().collect();
-        replaces.extend(self.materialised.get(&section).into_iter().flatten());
+        let standing = self.standing_in(store, section)?;
+        replaces.extend(
+            self.materialised
+                .get(&section)
+                .into_iter()
+                .flatten()
+                .filter(|id| !standing.contains(id)),
+        );
         let replaces: Vec<BlobId> = replaces.into_iter().take(BLOB_REPLACES_MAX).collect();
         let bytes = record.save_section(section);
         // A compaction every reader would skip (its document too large once inflated) is
@@ -182,6 +189,35 @@ impl Replica {
         self.materialised.insert(section, vec![blob.id()]);
         self.proofs.insert(section, proofs);
         Ok(blob.id())
+    }
+
+    /// The restricted compactions of `section` (by a party whose access ended) that still stand
+    /// for a blob this node neither stores nor counts as replaced: one it wants again from its
+    /// peers, since the compaction that replaced it turned out void. Such a compaction is not
+    /// replaced until that blob is back, so nothing it stands for is lost meanwhile.
+    fn standing_in(&self, store: &dyn Store, section: Section) -> Result<BTreeSet<BlobId>> {
+        let mut standing = BTreeSet::new();
+        let Some(stored) = self.blobs.get(&section) else {
+            return Ok(standing);
+        };
+        for (id, blob) in stored {
+            if !blob.compaction || !self.is_withdrawn(&blob.author) {
+                continue;
+            }
+            let Some(bytes) = store.blob(&self.id, section, id)? else {
+                continue;
+            };
+            let Ok(blob) = Blob::decode(bytes) else {
+                continue;
+            };
+            for old in &blob.header().replaces {
+                if !stored.contains_key(old) && !store.is_replaced(&self.id, section, old)? {
+                    standing.insert(*id);
+                    break;
+                }
+            }
+        }
+        Ok(standing)
     }
 
     /// The authorship proofs a compaction of `section` carries: those of the blobs it replaces

@@ -243,6 +243,7 @@ impl Engine {
         let (last, changed) = store.changed_since(self.seen)?;
         let mut reopened = 0;
         let mut dropped = false;
+        let mut added = false;
         let mut changed_ledgers = false;
         for id in changed {
             // Deleted (a declined patient): no ledger stored any more.
@@ -258,14 +259,17 @@ impl Engine {
                     || before.ledger().heads() != replica.ledger().heads()
             });
             changed_ledgers |= ledger_changed;
-            self.replicas.insert(id, replica);
+            added |= self.replicas.insert(id, replica).is_none();
             reopened += 1;
         }
         self.seen = last;
         if changed_ledgers || dropped {
             self.ledgers += 1;
         }
-        self.count_pending();
+        // Which records wait for acceptance changes only with the records held.
+        if added || dropped {
+            self.count_pending();
+        }
         Ok(reopened)
     }
 
