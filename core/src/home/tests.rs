@@ -618,6 +618,21 @@ fn home_with_a_grant(dir: &Path) -> (Home, RecordId) {
     (home, id)
 }
 
+/// The record's grant, and its bytes with the last byte of the signature flipped: what someone
+/// who can write the vault but cannot sign would store.
+fn forged_grant(home: &Home, id: RecordId) -> (crate::ledger::SignedOp, Vec<u8>) {
+    let grant = reopen(home, id)
+        .ledger()
+        .ops()
+        .find(|op| matches!(op.op().body, crate::ledger::OpBody::Grant { .. }))
+        .unwrap()
+        .clone();
+    let mut forged = grant.bytes().to_vec();
+    let last = forged.len() - 1;
+    forged[last] ^= 0x01;
+    (grant, forged)
+}
+
 fn reopen(home: &Home, id: RecordId) -> Replica {
     Replica::open(&home.vault, id, home.peer_id(), &home.keystore.age).unwrap()
 }
@@ -662,15 +677,7 @@ fn a_forged_ledger_operation_under_a_vouched_id_is_checked_and_refused() {
     // in full, and refused.
     let dir = tempfile::tempdir().unwrap();
     let (home, id) = home_with_a_grant(dir.path());
-    let before = reopen(&home, id);
-    let grant = before
-        .ledger()
-        .ops()
-        .find(|op| matches!(op.op().body, crate::ledger::OpBody::Grant { .. }))
-        .unwrap();
-    let mut forged = grant.bytes().to_vec();
-    let last = forged.len() - 1;
-    forged[last] ^= 0x01;
+    let (grant, forged) = forged_grant(&home, id);
     home.vault
         .overwrite_ledger_op_for_test(&id, &grant.id(), &forged)
         .unwrap();
@@ -698,15 +705,7 @@ fn a_tag_copied_to_a_forged_operation_does_not_vouch_for_it() {
     // that id's row: a tag covers the id it was made for, so the forgery is checked in full.
     let dir = tempfile::tempdir().unwrap();
     let (home, id) = home_with_a_grant(dir.path());
-    let before = reopen(&home, id);
-    let grant = before
-        .ledger()
-        .ops()
-        .find(|op| matches!(op.op().body, crate::ledger::OpBody::Grant { .. }))
-        .unwrap();
-    let mut forged = grant.bytes().to_vec();
-    let last = forged.len() - 1;
-    forged[last] ^= 0x01;
+    let (grant, forged) = forged_grant(&home, id);
     let forged_id = crate::keys::OpId(crate::keys::sha256(&[&forged]));
     home.vault
         .overwrite_ledger_op_for_test(&id, &forged_id, &forged)

@@ -119,10 +119,7 @@ impl Node {
             .replica
             .materialise(&self.store, meta, &ActorId::from(actor), &self.keys.age)
             .unwrap();
-        let author = Author {
-            id: self.peer().to_string(),
-            name: "test".into(),
-        };
+        let author = self.author();
         for i in 0..n {
             let stamp = Stamp {
                 author: &author,
@@ -142,12 +139,16 @@ impl Node {
         }
     }
 
-    /// Logs `n` audit entries as a grantee logs its reads: sealed to the owners and stored.
-    fn log(&mut self, n: usize) {
-        let author = Author {
+    fn author(&self) -> Author {
+        Author {
             id: self.peer().to_string(),
             name: "test".into(),
-        };
+        }
+    }
+
+    /// Logs `n` audit entries as a grantee logs its reads: sealed to the owners and stored.
+    fn log(&mut self, n: usize) {
+        let author = self.author();
         for i in 0..n {
             let stamp = Stamp {
                 author: &author,
