@@ -34,7 +34,7 @@ use phr_core::{
     keystore::Keystore,
     ledger::{Ledger, OpBody},
     party::{Party, Role},
-    replica::{BLOBS_BEFORE_COMPACTION, Replica},
+    replica::Replica,
     section::place,
     store::{MemoryStore, Store},
     sync::{Incoming, InitiatorSession, Local, ResponderSession},
@@ -133,10 +133,10 @@ fn fresh_writer(replica: &Replica, keys: &Keystore) -> Result<(MemoryStore, Repl
 
 /// Device A creates the record, admits device B, then writes `n` changes, one saved blob each.
 ///
-/// An owner device compacts a section once more than [`BLOBS_BEFORE_COMPACTION`] blobs it wrote
-/// since the replica was opened (or materialised) gather. To keep n separate Changes blobs, the
-/// writer saves into a scratch store that it reopens, ledger only, every
-/// `BLOBS_BEFORE_COMPACTION` saves; the blobs are collected as they are written.
+/// An owner device compacts a section once the blobs it wrote since the replica was opened (or
+/// materialised) pass `BLOBS_BEFORE_COMPACTION` or a few KiB. To keep n separate Changes
+/// blobs, the writer saves each into a scratch store it reopens, ledger only, before every
+/// save; the blobs are collected as they are written.
 fn build(n: usize) -> Result<Built> {
     let t0_ms = test_time().as_millisecond();
     let keys_a = Keystore::generate(true);
@@ -171,7 +171,7 @@ fn build(n: usize) -> Result<Built> {
     let mut blobs = Vec::with_capacity(n);
     let mut end_ms = t0_ms;
     for i in 0..n {
-        if i > 0 && i % BLOBS_BEFORE_COMPACTION == 0 {
+        if i > 0 {
             (store, replica) = fresh_writer(&replica, &keys_a)?;
         }
         let time_ms = t0_ms + 1000 * (i as i64 + 1);
