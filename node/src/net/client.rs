@@ -41,6 +41,10 @@ pub(super) enum Command {
         id: u64,
         reply: Reply<Option<api::SyncProgress>>,
     },
+    RunEnd {
+        id: u64,
+        reply: Reply<Option<api::SyncProgress>>,
+    },
     Held {
         reply: Reply<Vec<Held>>,
     },
@@ -133,6 +137,13 @@ impl Client {
     /// How sync run `id` is going; `None` if there is no such run.
     pub async fn sync_progress(&self, id: u64) -> Result<Option<api::SyncProgress>, NodeError> {
         self.ask(|reply| Command::SyncProgress { id, reply }).await
+    }
+
+    /// Waits for sync run `id` to end (every peer in step, failed or out of reach) and returns
+    /// how it went; `None` if there is no such run. The node answers when the run ends, so a
+    /// caller waits on that, bounded by its own timeout.
+    pub async fn sync_run_end(&self, id: u64) -> Result<Option<api::SyncProgress>, NodeError> {
+        self.ask(|reply| Command::RunEnd { id, reply }).await
     }
 
     /// What the node holds.

@@ -264,6 +264,8 @@ pub struct Node {
     dialing: BTreeMap<libp2p::PeerId, Vec<Reply<Result<PeerId, String>>>>,
     /// Sync commands waiting for their sessions with a peer to end, with the results so far.
     waiting: Vec<(PeerId, Synced, Reply<Synced>)>,
+    /// Callers waiting for a sync run to end ([`Client::sync_run_end`]).
+    run_waiters: Vec<(u64, Reply<Option<api::SyncProgress>>)>,
     runs: BTreeMap<u64, Run>,
     next_run: u64,
     next_session: u64,
@@ -348,6 +350,7 @@ impl Node {
             listen_addrs: Vec::new(),
             dialing: BTreeMap::new(),
             waiting: Vec::new(),
+            run_waiters: Vec::new(),
             runs: BTreeMap::new(),
             next_run: 1,
             next_session: u64::from_le_bytes(phr_core::keys::random_array()),
@@ -469,6 +472,12 @@ impl Node {
             Command::SyncProgress { id, reply } => {
                 let _ = reply.send(self.runs.get(&id).map(|run| self.progress(run)));
             }
+            Command::RunEnd { id, reply } => match self.runs.get(&id) {
+                Some(_) => self.run_waiters.push((id, reply)),
+                None => {
+                    let _ = reply.send(None);
+                }
+            },
             Command::Held { reply } => {
                 let _ = reply.send(self.held());
             }
@@ -999,6 +1008,15 @@ impl Node {
         self.waiting = waiting;
         for (_, results, reply) in done {
             let _ = reply.send(results);
+        }
+        // Runs that ended since: tell whoever waits for them.
+        for (id, reply) in std::mem::take(&mut self.run_waiters) {
+            match self.runs.get(&id).map(|run| self.progress(run)) {
+                Some(progress) if !progress.done => self.run_waiters.push((id, reply)),
+                ended => {
+                    let _ = reply.send(ended);
+                }
+            }
         }
     }
 }

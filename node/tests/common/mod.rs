@@ -155,25 +155,16 @@ pub async fn stop(client: Client, task: JoinHandle<Option<Home>>) -> Home {
 }
 
 /// Runs `phr sync` on `client`'s node (every admitted peer, dialled if not connected) and
-/// returns the run's end, as `phr sync --wait` does: the run is asked how it goes every
-/// [`POLL_MS`] until every peer is in step, failed or out of reach, within [`WAIT`].
+/// returns the run's end: the node answers once every peer is in step, failed or out of reach,
+/// within [`WAIT`].
 pub async fn sync_run_to_end(client: &Client) -> phr_core::api::SyncProgress {
     let id = client.sync_all().await.unwrap();
-    tokio::time::timeout(WAIT, async {
-        loop {
-            let progress = client.sync_progress(id).await.unwrap().unwrap();
-            if progress.done {
-                return progress;
-            }
-            tokio::time::sleep(Duration::from_millis(POLL_MS)).await;
-        }
-    })
-    .await
-    .expect("the sync run ends in time")
+    tokio::time::timeout(WAIT, client.sync_run_end(id))
+        .await
+        .expect("the sync run ends in time")
+        .unwrap()
+        .expect("the run exists")
 }
-
-/// How often [`sync_run_to_end`] asks how a run goes.
-pub const POLL_MS: u64 = 50;
 
 /// The GP's node listening on loopback and the laptop's node running, after the laptop's first
 /// sync with it (the GP accepted the patient first: a waiting record admits no one).
