@@ -168,7 +168,7 @@ pub enum VaultError {
 type Result<T, E = VaultError> = std::result::Result<T, E>;
 
 /// A ChaCha20-Poly1305 (RFC 8439) key for the node's own settings and an HMAC-SHA256 key for
-/// what it vouches for ([`VOUCHED`]), both derived with HKDF-SHA256 (RFC 5869) from the
+/// what it vouches for (the `vouched` table), both derived with HKDF-SHA256 (RFC 5869) from the
 /// device's signing seed: whoever can open the keystore can read and make them, and nobody else.
 pub struct LocalKey {
     aead: aead::LessSafeKey,
@@ -813,7 +813,7 @@ impl Vault {
     }
 
     /// Every stored ledger operation of a record, with the id it is stored under if this node
-    /// vouched for it ([`VOUCHED`]): decode with [`SignedOp::decode_stored`], which trusts the
+    /// vouched for it (the `vouched` table): decode with [`SignedOp::decode_stored`], which trusts the
     /// signature only if the bytes hash to that id.
     pub fn ledger_ops_vouched(&self, record: &RecordId) -> Result<Vec<(Vec<u8>, Option<OpId>)>> {
         let err = storage(&self.path);
@@ -838,7 +838,7 @@ impl Vault {
     }
 
     /// Every stored blob of a section, with the id it is stored under and whether this node
-    /// vouched for it ([`VOUCHED`]): decode with [`Blob::decode_stored`], which trusts the
+    /// vouched for it (the `vouched` table): decode with [`Blob::decode_stored`], which trusts the
     /// signature only if the bytes hash to that id.
     pub fn blobs_vouched(
         &self,
