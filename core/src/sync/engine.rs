@@ -282,12 +282,26 @@ impl Engine {
     /// Worked out once and kept until a ledger changes or the first grant among them lapses, so
     /// asking after every message, every tick and every status costs nothing per record.
     pub fn admitted_peers(&self, now_ms: i64) -> std::collections::BTreeSet<PeerId> {
+        self.with_admitted(now_ms, Clone::clone)
+    }
+
+    /// Whether some held record admits `peer` at `now_ms` ([`Engine::admitted_peers`], without
+    /// copying the set).
+    pub fn admits(&self, peer: &PeerId, now_ms: i64) -> bool {
+        self.with_admitted(now_ms, |peers| peers.contains(peer))
+    }
+
+    fn with_admitted<R>(
+        &self,
+        now_ms: i64,
+        f: impl FnOnce(&std::collections::BTreeSet<PeerId>) -> R,
+    ) -> R {
         let mut cache = self.admitted.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(cached) = cache
             .as_ref()
             .filter(|c| c.ledgers == self.ledgers && c.from_ms <= now_ms && now_ms < c.until_ms)
         {
-            return cached.peers.clone();
+            return f(&cached.peers);
         }
         let mut peers = std::collections::BTreeSet::new();
         let mut until_ms = i64::MAX;
@@ -310,13 +324,14 @@ impl Engine {
             }
         }
         peers.remove(&self.me);
+        let answer = f(&peers);
         *cache = Some(Admitted {
-            peers: peers.clone(),
+            peers,
             ledgers: self.ledgers,
             from_ms: now_ms,
             until_ms,
         });
-        peers
+        answer
     }
 
     /// Every party some held record withdrew (a revoked grantee, a removed device) and does

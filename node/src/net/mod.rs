@@ -915,7 +915,6 @@ impl Node {
     fn after_receive(&mut self, peer: libp2p::PeerId, (taken_in, ledgers): (u64, u64)) {
         if self.engine.ledger_changes() != ledgers {
             self.learn_from_home();
-            self.remember_admitted();
             self.update_gate();
         }
         if self.engine.taken_in() != taken_in {

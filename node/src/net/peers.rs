@@ -67,6 +67,8 @@ impl Node {
         for (peer, addrs) in remembered {
             self.add_addrs(peer, addrs);
         }
+        // A peer a ledger admits now may have been met before: keep its addresses too.
+        self.remember_admitted();
         self.reserve_on_relays();
     }
 
@@ -248,8 +250,14 @@ impl Node {
     /// either side. Relayed addresses are left out: they go stale with the reservation.
     /// Written down as one line each in the peers file's journal, not by rewriting the file.
     pub(super) fn remember_admitted(&mut self) {
+        let admitted = self.engine.admitted_peers(Self::now());
+        self.remember_addrs_of(admitted);
+    }
+
+    /// [`Node::remember_admitted`] for `peers` alone (each admitted).
+    fn remember_addrs_of(&mut self, peers: impl IntoIterator<Item = PeerId>) {
         let mut new = Vec::new();
-        for peer in self.engine.admitted_peers(Self::now()) {
+        for peer in peers {
             let lp = to_libp2p(&peer);
             let Some(known) = self.peers.get(&lp) else {
                 continue;
@@ -270,9 +278,11 @@ impl Node {
     pub(super) fn on_learnt(&mut self, learnt: swarm::Learnt) {
         tracing::debug!(peer = %learnt.peer, addrs = ?learnt.addrs, how = learnt.how, "learnt addresses");
         self.add_addrs(learnt.peer, learnt.addrs.clone());
-        self.remember_admitted();
+        // Only this peer's addresses are new: the others were kept when they were learnt.
+        let admitted = from_libp2p(&learnt.peer).filter(|p| self.engine.admits(p, Self::now()));
+        self.remember_addrs_of(admitted);
         let wanted = from_libp2p(&learnt.peer).is_some_and(|p| {
-            self.engine.admitted_peers(Self::now()).contains(&p)
+            admitted.is_some()
                 || self.runs.values().any(|r| {
                     r.peers
                         .get(&p)
