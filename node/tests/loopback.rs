@@ -36,6 +36,24 @@ async fn a_granted_gp_receives_the_summary_and_nothing_else_over_loopback_tcp() 
     // Asked of one record, the node says the same of it.
     let one = gp_client.held_record(record_id).await.unwrap();
     assert_eq!(one.as_ref(), Some(&held[0]));
+    // Waiting for it to be held as it is answers at once; waiting for one more summary blob
+    // than it holds is still waiting when the bound runs out.
+    let like = gp_client
+        .held_like(record_id, held[0].clone())
+        .await
+        .unwrap();
+    assert_eq!(like, held[0]);
+    let mut more = held[0].clone();
+    *more.blobs.get_mut(&Section::Summary).unwrap() += 1;
+    let waiting = tokio::time::timeout(
+        std::time::Duration::from_millis(200),
+        gp_client.held_like(record_id, more),
+    )
+    .await;
+    assert!(
+        waiting.is_err(),
+        "answered before it held the blob: {waiting:?}"
+    );
 
     // Stop both nodes; the GP reads the allergy from its own vault.
     stop(laptop_client, laptop_task).await;

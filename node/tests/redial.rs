@@ -8,10 +8,10 @@
 
 mod common;
 
-use common::{Running, WAIT, running_and_synced, stop, sync_run_to_end};
+use common::{Running, WAIT, running_and_synced, stop, sync_run_to_end, write};
 use libp2p::{identity::Keypair, multiaddr::Protocol};
 use phr_core::{
-    Section, Stamp,
+    Section,
     home::{PEERS_FILE, PEERS_JOURNAL_FILE},
 };
 use phr_node::net::Node;
@@ -48,20 +48,13 @@ async fn a_node_restarted_with_a_peer_only_in_peers_json_redials_it_and_syncs() 
     // While the laptop's node is down the patient adds an allergy the GP has not seen.
     let now = jiff::Timestamp::now();
     let mut record = laptop.load_record().unwrap();
-    let author = laptop.device().author();
-    let stamp = Stamp {
-        author: &author,
-        time: now,
-    };
-    record
-        .put(
-            stamp,
-            &json!({"resourceType": "AllergyIntolerance", "id": "latex",
-            "code": {"text": "Latex allergy"}}),
-        )
-        .unwrap();
-    record.commit(stamp, "one more allergy");
-    laptop.save(&mut record, now).unwrap();
+    write(
+        &mut laptop,
+        &mut record,
+        &[json!({"resourceType": "AllergyIntolerance", "id": "latex",
+            "code": {"text": "Latex allergy"}})],
+        now,
+    );
 
     // Only peers.json says where the GP listens (no journal, no card, and the laptop's node
     // listens nowhere, so the GP cannot dial it either), among other peers the laptop met.

@@ -32,7 +32,7 @@ use phr_core::{
     Author, Record, RecordMeta, Section, Stamp,
     keys::{BlobId, OpId, RecordId},
     keystore::Keystore,
-    ledger::{Ledger, OpBody},
+    ledger::OpBody,
     party::{Party, Role},
     replica::Replica,
     section::place,
@@ -40,7 +40,10 @@ use phr_core::{
     sync::{Incoming, InitiatorSession, Local, ResponderSession},
     vault::Batch,
 };
-use phr_tests::{bench::ms, test_time};
+use phr_tests::{
+    bench::{ms, record_in_memory},
+    test_time,
+};
 use serde_json::{Value, json};
 
 type Result<T, E = Box<dyn Error>> = std::result::Result<T, E>;
@@ -142,15 +145,8 @@ fn build(n: usize) -> Result<Built> {
     let keys_a = Keystore::generate(true);
     let keys_b = Keystore::generate(false);
     let root = keys_a.root.as_ref().ok_or("device A holds the root key")?;
-    let ledger = Ledger::create(root, party(&keys_a, "laptop"), t0_ms)?;
-    let id = ledger.record();
-    let store = MemoryStore::new();
-    let mut batch = Batch::new();
-    for op in ledger.ops() {
-        batch.ledger_op(id, op);
-    }
-    store.commit(batch)?;
-    let mut replica = Replica::open(&store, id, keys_a.device.peer_id(), &keys_a.age)?;
+    let (store, mut replica) = record_in_memory(&keys_a, party(&keys_a, "laptop"), t0_ms)?;
+    let id = replica.id();
     replica.change_consent(
         &store,
         root,

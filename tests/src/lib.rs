@@ -236,6 +236,34 @@ pub mod bench {
         jiff::Timestamp::from_second(crate::test_time().as_second() + second).expect("valid time")
     }
 
+    /// A new record made by a patient device holding `keys` (the first device, with the root
+    /// key) as `device`: its ledger stored in a memory store, and the replica opened on it.
+    pub fn record_in_memory(
+        keys: &phr_core::keystore::Keystore,
+        device: phr_core::party::Party,
+        now_ms: i64,
+    ) -> Result<
+        (phr_core::store::MemoryStore, phr_core::replica::Replica),
+        Box<dyn std::error::Error>,
+    > {
+        use phr_core::store::Store;
+        let root = keys
+            .root
+            .as_ref()
+            .ok_or("the first device holds the root key")?;
+        let ledger = phr_core::ledger::Ledger::create(root, device, now_ms)?;
+        let id = ledger.record();
+        let store = phr_core::store::MemoryStore::new();
+        let mut batch = phr_core::vault::Batch::new();
+        for op in ledger.ops() {
+            batch.ledger_op(id, op);
+        }
+        store.commit(batch)?;
+        let replica =
+            phr_core::replica::Replica::open(&store, id, keys.device.peer_id(), &keys.age)?;
+        Ok((store, replica))
+    }
+
     /// A home blood-pressure reading, `Observation/bp-i`.
     pub fn reading(i: usize) -> serde_json::Value {
         serde_json::json!({"resourceType": "Observation", "id": format!("bp-{i}"),

@@ -52,6 +52,11 @@ pub(super) enum Command {
         record: RecordId,
         reply: Reply<Option<Held>>,
     },
+    HeldLike {
+        record: RecordId,
+        like: Held,
+        reply: Reply<Held>,
+    },
     Status {
         reply: Reply<api::NodeStatus>,
     },
@@ -157,6 +162,18 @@ impl Client {
     pub async fn held_record(&self, record: RecordId) -> Result<Option<Held>, NodeError> {
         self.ask(|reply| Command::HeldRecord { record, reply })
             .await
+    }
+
+    /// Waits until the node holds `record` as `like` says: as many ledger operations, and as
+    /// many blobs of each section `like` lists (others are not compared). The node answers as
+    /// soon as it does, so a caller waits on that, bounded by its own timeout.
+    pub async fn held_like(&self, record: RecordId, like: Held) -> Result<Held, NodeError> {
+        self.ask(|reply| Command::HeldLike {
+            record,
+            like,
+            reply,
+        })
+        .await
     }
 
     /// The node, its records and its peers.

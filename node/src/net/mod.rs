@@ -264,6 +264,8 @@ pub struct Node {
     dialing: BTreeMap<libp2p::PeerId, Vec<Reply<Result<PeerId, String>>>>,
     /// Sync commands waiting for their sessions with a peer to end, with the results so far.
     waiting: Vec<(PeerId, Synced, Reply<Synced>)>,
+    /// Callers waiting for a record to be held as they say ([`Client::held_like`]).
+    held_waiters: Vec<(RecordId, Held, Reply<Held>)>,
     /// Callers waiting for a sync run to end ([`Client::sync_run_end`]).
     run_waiters: Vec<(u64, Reply<Option<api::SyncProgress>>)>,
     runs: BTreeMap<u64, Run>,
@@ -351,6 +353,7 @@ impl Node {
             dialing: BTreeMap::new(),
             waiting: Vec::new(),
             run_waiters: Vec::new(),
+            held_waiters: Vec::new(),
             runs: BTreeMap::new(),
             next_run: 1,
             next_session: u64::from_le_bytes(phr_core::keys::random_array()),
@@ -480,6 +483,14 @@ impl Node {
             },
             Command::Held { reply } => {
                 let _ = reply.send(self.held());
+            }
+            Command::HeldLike {
+                record,
+                like,
+                reply,
+            } => {
+                self.held_waiters.push((record, like, reply));
+                self.answer_held_waiters();
             }
             Command::HeldRecord { record, reply } => {
                 let _ = reply.send(self.held_record(&record));
@@ -1008,6 +1019,7 @@ impl Node {
         for (_, results, reply) in done {
             let _ = reply.send(results);
         }
+        self.answer_held_waiters();
         // Runs that ended since: tell whoever waits for them.
         for (id, reply) in std::mem::take(&mut self.run_waiters) {
             match self.runs.get(&id).map(|run| self.progress(run)) {

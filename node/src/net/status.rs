@@ -21,6 +21,25 @@ impl Node {
             .map(held_of)
     }
 
+    /// Answers those waiting for a record to be held as they say, once it is (one record each).
+    pub(super) fn answer_held_waiters(&mut self) {
+        for (record, like, reply) in std::mem::take(&mut self.held_waiters) {
+            match self.held_record(&record).filter(|held| {
+                held.ledger_ops == like.ledger_ops
+                    && like
+                        .blobs
+                        .iter()
+                        .all(|(section, n)| held.blobs.get(section).copied().unwrap_or(0) == *n)
+            }) {
+                Some(held) => {
+                    let _ = reply.send(held);
+                }
+                None if reply.is_closed() => {}
+                None => self.held_waiters.push((record, like, reply)),
+            }
+        }
+    }
+
     pub(super) fn status(&self) -> api::NodeStatus {
         let now = Self::now();
         let records = self

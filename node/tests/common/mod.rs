@@ -18,7 +18,7 @@ use phr_core::{
     replica::Replica,
 };
 use phr_node::net::{Client, Node, Synced};
-use serde_json::json;
+use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 
 /// Every wait in these tests is bounded by this.
@@ -31,6 +31,25 @@ pub struct Setup {
     pub gp: Home,
     pub gp_party: Party,
     pub record_id: RecordId,
+}
+
+/// Writes `resources` into `record` as the home's device, in one commit, and saves it.
+pub fn write(
+    home: &mut Home,
+    record: &mut phr_core::Record,
+    resources: &[Value],
+    now: jiff::Timestamp,
+) {
+    let author = home.device().author();
+    let stamp = Stamp {
+        author: &author,
+        time: now,
+    };
+    for resource in resources {
+        record.put(stamp, resource).unwrap();
+    }
+    record.commit(stamp, "test entries");
+    home.save(record, now).unwrap();
 }
 
 pub fn setup(dir: &Path) -> Setup {
@@ -60,27 +79,17 @@ pub fn setup(dir: &Path) -> Setup {
             now,
         )
         .unwrap();
-    let author = laptop.device().author();
-    let stamp = Stamp {
-        author: &author,
-        time: now,
-    };
-    record
-        .put(
-            stamp,
-            &json!({"resourceType": "AllergyIntolerance", "id": "peanut",
-            "code": {"text": "Peanut allergy"}}),
-        )
-        .unwrap();
-    record
-        .put(
-            stamp,
-            &json!({"resourceType": "Observation", "id": "bp", "status": "final",
-            "code": {"text": "Blood pressure"}}),
-        )
-        .unwrap();
-    record.commit(stamp, "two entries");
-    laptop.save(&mut record, now).unwrap();
+    write(
+        &mut laptop,
+        &mut record,
+        &[
+            json!({"resourceType": "AllergyIntolerance", "id": "peanut",
+                "code": {"text": "Peanut allergy"}}),
+            json!({"resourceType": "Observation", "id": "bp", "status": "final",
+                "code": {"text": "Blood pressure"}}),
+        ],
+        now,
+    );
     let record_id = laptop.record_id().unwrap();
     Setup {
         laptop,

@@ -31,8 +31,8 @@
 //! - **add-to-visible**: the patient's node, connected and synced with the practice's over
 //!   loopback, lends its home to a write as `phr add reading` has it (`Client::lease`,
 //!   `Home::open`, the write saved, the home closed, `Client::release`); timed from the lease
-//!   asked until the practice's node holds the new blob (`Client::held_record`, asked every
-//!   2 ms), median of 9;
+//!   asked until the practice's node holds the new blob (`Client::held_like`, which the node
+//!   answers as soon as it does), median of 9;
 //! - **idle RSS of the node**: the fresh process's VmRSS once its node answered its first
 //!   `/status`, before the patient's node starts; the practice's node alone, not the records
 //!   built.
@@ -50,15 +50,15 @@ use phr_core::{
     home::{Home, NewPatient, PatientQuery},
     keys::RecordId,
     keystore::Keystore,
-    ledger::{Access, Ledger, OpBody},
+    ledger::{Access, OpBody},
     party::{Party, Role},
     record::{Author, RecordMeta},
     replica::Replica,
-    store::{MemoryStore, Store},
+    store::Store,
     sync::Engine,
     vault::Batch,
 };
-use phr_tests::bench::{median, ms};
+use phr_tests::bench::{median, ms, record_in_memory};
 use serde_json::json;
 
 mod nodes;
@@ -85,16 +85,8 @@ fn patient_record(n: usize, practice: &Party) -> Result<(RecordId, Batch)> {
         role: Role::Patient,
         ods: None,
     };
-    let root = keys.root.as_ref().expect("a root key");
-    let ledger = Ledger::create(root, party, NOW_MS)?;
-    let id = ledger.record();
-    let store = MemoryStore::new();
-    let mut batch = Batch::new();
-    for op in ledger.ops() {
-        batch.ledger_op(id, op);
-    }
-    store.commit(batch)?;
-    let mut replica = Replica::open(&store, id, peer, &keys.age)?;
+    let (store, mut replica) = record_in_memory(&keys, party, NOW_MS)?;
+    let id = replica.id();
     let grant = OpBody::Grant {
         grantee: practice.clone(),
         sections: vec![Section::Summary, Section::Clinical],

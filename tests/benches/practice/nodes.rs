@@ -37,9 +37,6 @@ const WAIT: Duration = Duration::from_secs(120);
 /// records and every wait, with room.
 const CHILD_MAX: Duration = Duration::from_secs(900);
 
-/// How often the practice's node is asked whether it holds the patient's write yet.
-const POLL_MS: u64 = 2;
-
 /// Runs of `/status` and of add-to-visible, each figure their median.
 const RUNS: usize = 9;
 
@@ -207,29 +204,20 @@ fn write_reading(dir: &Path, run: usize) -> Result<()> {
 }
 
 /// Waits until the practice's node holds `record` as `patient` has it (its ledger, and every
-/// blob of the sections the practice was granted), asking every [`POLL_MS`] for that record
-/// alone, for at most [`WAIT`].
+/// blob of the sections the practice was granted): the node answers as soon as it does, within
+/// [`WAIT`].
 async fn holds(practice: &Client, record: RecordId, patient: &Held) -> Result<()> {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let held = bounded(practice.held_record(record)).await?;
-        if held.is_some_and(|held| caught_up(&held, patient)) {
-            return Ok(());
-        }
-        if Instant::now() >= deadline {
-            return Err(format!("the practice's node did not catch up in {WAIT:?}").into());
-        }
-        tokio::time::sleep(Duration::from_millis(POLL_MS)).await;
-    }
-}
-
-/// Whether `practice` holds what the practice was granted of `patient`'s record.
-fn caught_up(practice: &Held, patient: &Held) -> bool {
-    let blobs = |held: &Held, section| held.blobs.get(&section).copied().unwrap_or(0);
-    practice.ledger_ops == patient.ledger_ops
-        && [Section::Summary, Section::Clinical]
+    let granted = [Section::Summary, Section::Clinical];
+    let like = Held {
+        record,
+        blobs: granted
             .into_iter()
-            .all(|s| blobs(practice, s) == blobs(patient, s))
+            .map(|s| (s, patient.blobs.get(&s).copied().unwrap_or(0)))
+            .collect(),
+        ledger_ops: patient.ledger_ops,
+    };
+    bounded(practice.held_like(record, like)).await?;
+    Ok(())
 }
 
 /// `future`, failing after [`WAIT`].
