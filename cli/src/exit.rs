@@ -11,6 +11,7 @@ use phr_core::{
     keys::KeyError,
     keystore::KeystoreError,
     ledger::LedgerError,
+    messages::MessageError,
     nhs::NhsNumberError,
     record::RecordError,
     section::UnknownSection,
@@ -29,6 +30,7 @@ fn is_user_error(error: &anyhow::Error) -> bool {
             || cause.is::<ImportError>()
             || cause.is::<NhsNumberError>()
             || cause.is::<EntryError>()
+            || cause.is::<MessageError>()
             || cause.is::<CorrectionError>()
             || cause.is::<BadResourceKey>()
             || cause.is::<UnknownSection>()

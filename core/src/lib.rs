@@ -10,6 +10,7 @@
 //! - [`import`] and [`export`]: FHIR Bundles in and out, International Patient Summary.
 //! - [`view`]: the record in plain language.
 //! - [`entry`]: the resources a patient adds by hand (symptoms, readings, ...).
+//! - [`messages`]: messages between the patient and providers (`Communication` in `requests`).
 //! - [`audit`]: audit entries (`AuditEvent`s a grantee seals to the owners) and the patient's
 //!   audit view.
 //! - [`home`]: where a node keeps its keys, its vault and the record; the persistence boundary.
@@ -42,6 +43,7 @@ pub mod import;
 pub mod keys;
 pub mod keystore;
 pub mod ledger;
+pub mod messages;
 pub mod nhs;
 pub mod owner_only;
 pub mod party;

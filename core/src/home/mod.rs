@@ -32,6 +32,7 @@ mod held;
 mod intake;
 mod permissions;
 mod provider;
+mod read_marks;
 mod sharing;
 
 use std::{
@@ -54,6 +55,7 @@ pub use permissions::HOME_FILES;
 pub use provider::{
     AccessEnded, PatientPage, PatientQuery, PatientRecord, ProviderError, SharedRecord,
 };
+pub use read_marks::READ_MARKS_MAX;
 pub use sharing::Revoked;
 
 use crate::{

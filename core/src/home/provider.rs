@@ -685,6 +685,17 @@ impl<'h> PatientRecord<'h> {
         Ok(&self.record)
     }
 
+    /// As [`PatientRecord::read`], with the record's consent state beside the record: who
+    /// each writer is, to show who signed what.
+    pub fn read_with_consent(
+        &mut self,
+        logged: &Logged,
+        now: Timestamp,
+    ) -> Result<(&Record, &LedgerState)> {
+        self.read(logged, now)?;
+        Ok((&self.record, self.replica.ledger().state()))
+    }
+
     /// Writes `resource` (into the section [`place`] chooses) if this node may write there,
     /// signed and sealed by this node, with its audit entry (action `C` or `U`) in the same
     /// durable transaction. A section it may not write is refused and nothing is stored.

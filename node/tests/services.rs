@@ -1,0 +1,149 @@
+//! Patient services between two `phr-node` processes on 127.0.0.1, driven through `phr` as the
+//! patient and the practice drive it.
+//!
+//! Messages: a thread between a patient's laptop and their GP survives a restart of both nodes.
+//!
+//! Every wait is on an event with a deadline: a command's exit, or `phr sync --wait`, which
+//! returns once the sessions with every reachable peer are over.
+
+use common::homes::Homes;
+use serde_json::Value;
+
+mod common;
+
+/// The thread of `home`'s first listed thread on `patient`'s record (the patient's own record
+/// when `patient` is `None`).
+fn first_thread(net: &Homes, home: &str, patient: Option<&str>) -> Value {
+    let mut args = vec![];
+    if let Some(record) = patient {
+        args.extend(["--patient", record]);
+    }
+    args.push("messages");
+    net.json(home, &args)["threads"][0].clone()
+}
+
+fn texts(thread: &Value) -> Vec<String> {
+    thread["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["text"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn a_message_thread_between_patient_and_practice_survives_a_restart_of_both_nodes() {
+    let net = Homes::new();
+    net.ok(
+        "laptop",
+        &[
+            "init",
+            "--name",
+            "Martha DeLarosa",
+            "--birth-date",
+            "1972-05-01",
+        ],
+    );
+    net.ok(
+        "gp",
+        &[
+            "init",
+            "--provider",
+            "--name",
+            "Riverside Surgery",
+            "--ods",
+            "A81001",
+        ],
+    );
+    net.start("laptop", &[]);
+    net.start("gp", &[]);
+    let card = net.card("gp");
+    net.ok("laptop", &["contacts", "add", &card, "--alias", "gp"]);
+    net.ok(
+        "laptop",
+        &[
+            "share",
+            "grant",
+            "gp",
+            "--sections",
+            "summary,requests",
+            "--access",
+            "write",
+        ],
+    );
+    net.ok("laptop", &["messages", "send", "My inhaler is running out"]);
+    net.ok("laptop", &["sync", "--wait"]);
+    let record = net.json("laptop", &["status"])["record"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    net.ok("gp", &["patients", "accept", &record]);
+    net.ok("laptop", &["sync", "--wait"]);
+
+    let thread = first_thread(&net, "gp", Some(&record));
+    assert_eq!(texts(&thread), ["My inhaler is running out"], "{thread}");
+    assert_eq!(thread["unread"], 1);
+    let first = thread["thread"].as_str().unwrap().to_string();
+    net.ok(
+        "gp",
+        &[
+            "--patient",
+            &record,
+            "messages",
+            "reply",
+            &first,
+            "Order it as a repeat, please",
+        ],
+    );
+    net.ok("gp", &["sync", "--wait"]);
+
+    // Both nodes stop and start again (on new ports); the patient's node is told the GP's new
+    // address, as mDNS or a card would tell it.
+    net.stop("gp");
+    net.stop("laptop");
+    let gp_addr = net.start("gp", &[]);
+    net.start("laptop", &[]);
+    net.ok("laptop", &["peers", "add", &gp_addr]);
+
+    let thread = first_thread(&net, "laptop", None);
+    assert_eq!(
+        texts(&thread),
+        ["My inhaler is running out", "Order it as a repeat, please"],
+        "{thread}"
+    );
+    assert_eq!(
+        thread["unread"], 1,
+        "the practice's answer is new: {thread}"
+    );
+    let answer = thread["messages"][1]["id"].as_str().unwrap().to_string();
+    net.ok("laptop", &["messages", "reply", &answer, "Thank you, done"]);
+    net.ok("laptop", &["sync", "--wait"]);
+
+    let thread = first_thread(&net, "gp", Some(&record));
+    assert_eq!(
+        texts(&thread),
+        [
+            "My inhaler is running out",
+            "Order it as a repeat, please",
+            "Thank you, done"
+        ],
+        "{thread}"
+    );
+    assert_eq!(
+        thread["unread"], 1,
+        "only the patient's new reply is new: {thread}"
+    );
+    assert!(
+        thread["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|m| m["sender_matches"] == true),
+        "{thread}"
+    );
+    // The practice's reads reached the patient's audit.
+    net.ok("gp", &["sync", "--wait"]);
+    let audit = net.ok("laptop", &["audit"]);
+    assert!(audit.contains("Riverside Surgery"), "{audit}");
+    assert!(audit.contains("messages"), "{audit}");
+}
