@@ -14,6 +14,7 @@ use phr_core::{
     messages::MessageError,
     nhs::NhsNumberError,
     record::RecordError,
+    repeats::RepeatError,
     section::UnknownSection,
 };
 
@@ -31,6 +32,7 @@ fn is_user_error(error: &anyhow::Error) -> bool {
             || cause.is::<NhsNumberError>()
             || cause.is::<EntryError>()
             || cause.is::<MessageError>()
+            || cause.is::<RepeatError>()
             || cause.is::<CorrectionError>()
             || cause.is::<BadResourceKey>()
             || cause.is::<UnknownSection>()

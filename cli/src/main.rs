@@ -28,7 +28,7 @@ struct Cli {
     #[arg(long, global = true)]
     json: bool,
 
-    /// On a provider node: run show, add, amend, stop, recovered, entered-in-error, history, export, import, conflicts or messages on this patient's record (its id, the start of it, or the patient's NHS number; see `phr patients`)
+    /// On a provider node: run show, add, amend, stop, recovered, entered-in-error, history, export, import, conflicts, messages or repeats on this patient's record (its id, the start of it, or the patient's NHS number; see `phr patients`)
     #[arg(long, global = true, value_name = "RECORD")]
     patient: Option<String>,
 
@@ -91,6 +91,8 @@ enum Command {
     Audit,
     /// Messages between you and your practice: list, show, send, reply, save a file
     Messages(cmd::messages::Args),
+    /// Repeat prescriptions: see them and order one; on a practice's node, set up, issue, refuse
+    Repeats(cmd::repeats::Args),
     /// Run this home's node daemon in the background: start, stop, status
     #[command(subcommand)]
     Node(cmd::node::Command),
@@ -136,6 +138,7 @@ fn main() -> ExitCode {
             | Command::Imports(_)
             | Command::Conflicts
             | Command::Messages(_)
+            | Command::Repeats(_)
     );
     if let Err(error) = cmd::patients::take_flag(&mut ctx, cli.patient, honours_patient) {
         return exit::report(&error);
@@ -165,6 +168,7 @@ fn main() -> ExitCode {
         Command::Patients(args) => cmd::patients::run(&ctx, args),
         Command::Audit => cmd::audit::run(&ctx),
         Command::Messages(args) => cmd::messages::run(&ctx, args),
+        Command::Repeats(args) => cmd::repeats::run(&ctx, args),
         Command::Node(command) => cmd::node::run(&ctx, command),
         Command::Peers(args) => cmd::peers::run(&ctx, args),
         Command::Sync(args) => cmd::sync::run(&ctx, args),

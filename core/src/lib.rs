@@ -11,6 +11,7 @@
 //! - [`view`]: the record in plain language.
 //! - [`entry`]: the resources a patient adds by hand (symptoms, readings, ...).
 //! - [`messages`]: messages between the patient and providers (`Communication` in `requests`).
+//! - [`repeats`]: repeat prescriptions: the repeat, the patient's order, the issue, the dispense.
 //! - [`audit`]: audit entries (`AuditEvent`s a grantee seals to the owners) and the patient's
 //!   audit view.
 //! - [`home`]: where a node keeps its keys, its vault and the record; the persistence boundary.
@@ -48,6 +49,7 @@ pub mod nhs;
 pub mod owner_only;
 pub mod party;
 pub mod record;
+pub mod repeats;
 pub mod replica;
 pub mod screen;
 pub mod section;

@@ -73,7 +73,7 @@ pub enum Correspondent {
 impl Correspondent {
     /// The FHIR `Reference` naming it: the `Patient`, or the organisation by its ODS code (by
     /// its node's key where it has none).
-    fn reference(&self) -> Value {
+    pub fn reference(&self) -> Value {
         match self {
             Correspondent::Patient { reference, name } => match reference {
                 Some(reference) => json!({"reference": reference, "display": name}),

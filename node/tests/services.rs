@@ -147,3 +147,153 @@ fn a_message_thread_between_patient_and_practice_survives_a_restart_of_both_node
     assert!(audit.contains("Riverside Surgery"), "{audit}");
     assert!(audit.contains("messages"), "{audit}");
 }
+
+/// The only repeat `home` lists (on `patient`'s record when given).
+fn the_repeat(net: &Homes, home: &str, patient: Option<&str>) -> Value {
+    let mut args = vec![];
+    if let Some(record) = patient {
+        args.extend(["--patient", record]);
+    }
+    args.push("repeats");
+    let all = net.json(home, &args);
+    assert_eq!(all.as_array().map(Vec::len), Some(1), "{all}");
+    all[0].clone()
+}
+
+#[test]
+fn the_patient_orders_a_repeat_the_gp_issues_it_and_the_pharmacy_sees_it_over_real_daemons() {
+    let net = Homes::new();
+    net.ok(
+        "laptop",
+        &[
+            "init",
+            "--name",
+            "Martha DeLarosa",
+            "--birth-date",
+            "1972-05-01",
+        ],
+    );
+    net.ok(
+        "gp",
+        &[
+            "init",
+            "--provider",
+            "--name",
+            "Riverside Surgery",
+            "--ods",
+            "A81001",
+        ],
+    );
+    net.ok(
+        "pharmacy",
+        &[
+            "init",
+            "--provider",
+            "--name",
+            "High Street Pharmacy",
+            "--ods",
+            "FA123",
+        ],
+    );
+    for home in ["laptop", "gp", "pharmacy"] {
+        net.start(home, &[]);
+    }
+    for alias in ["gp", "pharmacy"] {
+        let card = net.card(alias);
+        net.ok("laptop", &["contacts", "add", &card, "--alias", alias]);
+    }
+    net.ok(
+        "laptop",
+        &[
+            "share",
+            "grant",
+            "gp",
+            "--sections",
+            "summary,requests",
+            "--access",
+            "write",
+        ],
+    );
+    net.ok(
+        "laptop",
+        &[
+            "share",
+            "grant",
+            "pharmacy",
+            "--sections",
+            "summary",
+            "--access",
+            "read",
+        ],
+    );
+    net.ok(
+        "laptop",
+        &[
+            "share",
+            "grant",
+            "pharmacy",
+            "--sections",
+            "requests",
+            "--access",
+            "write",
+        ],
+    );
+    net.ok("laptop", &["sync", "--wait"]);
+    let record = net.json("laptop", &["status"])["record"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    net.ok("gp", &["patients", "accept", &record]);
+    net.ok("pharmacy", &["patients", "accept", &record]);
+    net.ok("laptop", &["sync", "--wait"]);
+
+    net.ok(
+        "gp",
+        &[
+            "--patient",
+            &record,
+            "repeats",
+            "add",
+            "Sertraline 50mg tablets",
+            "--issues",
+            "6",
+            "--review",
+            "2099-01-01",
+        ],
+    );
+    net.ok("gp", &["sync", "--wait"]);
+    let plan = the_repeat(&net, "laptop", None)["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    net.ok(
+        "laptop",
+        &["repeats", "order", &plan, "--pharmacy", "FA123"],
+    );
+    net.ok("laptop", &["sync", "--wait"]);
+
+    let at_gp = the_repeat(&net, "gp", Some(&record));
+    assert_eq!(at_gp["orders"][0]["status"], "requested", "{at_gp}");
+    let order = at_gp["orders"][0]["id"].as_str().unwrap().to_string();
+    net.ok("gp", &["--patient", &record, "repeats", "issue", &order]);
+    net.ok("gp", &["sync", "--wait"]);
+    net.ok("laptop", &["sync", "--wait"]);
+
+    let at_pharmacy = the_repeat(&net, "pharmacy", Some(&record));
+    let seen = &at_pharmacy["orders"][0];
+    assert_eq!(seen["status"], "completed", "{at_pharmacy}");
+    assert_eq!(seen["pharmacy"], "FA123");
+    assert!(seen["prescription"].is_string(), "{at_pharmacy}");
+    net.ok(
+        "pharmacy",
+        &["--patient", &record, "repeats", "dispensed", &order],
+    );
+    net.ok("pharmacy", &["sync", "--wait"]);
+
+    let mine = the_repeat(&net, "laptop", None);
+    assert_eq!(mine["issued"], 1, "{mine}");
+    assert_eq!(
+        mine["orders"][0]["dispensed"][1], "High Street Pharmacy",
+        "{mine}"
+    );
+}

@@ -20,6 +20,7 @@ pub mod node;
 pub mod patients;
 pub mod peers;
 pub mod relays;
+pub mod repeats;
 pub mod resolve;
 pub mod share;
 pub mod show;

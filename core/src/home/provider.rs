@@ -700,32 +700,55 @@ impl<'h> PatientRecord<'h> {
     /// signed and sealed by this node, with its audit entry (action `C` or `U`) in the same
     /// durable transaction. A section it may not write is refused and nothing is stored.
     pub fn add(&mut self, resource: &Value, message: &str, now: Timestamp) -> Result<PutOutcome> {
+        let outcomes = self.add_all(std::slice::from_ref(resource), message, now)?;
+        Ok(outcomes[0])
+    }
+
+    /// Writes several resources as one change (as [`PatientRecord::add`] writes one): all of
+    /// them or none, with one audit entry naming the first and every section touched. Used
+    /// where one decision changes several resources, e.g. a repeat issued (the prescription,
+    /// the order and the repeat's count).
+    pub fn add_all(
+        &mut self,
+        resources: &[Value],
+        message: &str,
+        now: Timestamp,
+    ) -> Result<Vec<PutOutcome>> {
         let me = self.home.peer_id();
         let now_ms = now.as_millisecond();
         let state = self.replica.ledger().state();
         check_admitted(state, self.id(), &me, now_ms)?;
         let (_, writable) = sections_of(state, &me, now_ms);
-        let key = ResourceKey::of(resource).ok_or(RecordError::NoKey)?;
-        let section = place(resource);
-        // A resource that moves section is also removed from the one it was in.
-        let mut touched = vec![section];
-        let existing = match self.record.current(&key)? {
-            None => Vec::new(),
-            Some(Current::One(version)) => vec![version],
-            Some(Current::Conflict(versions)) => versions,
-        };
-        touched.extend(existing.iter().map(|version| version.section));
-        self.check_writable(&touched, &writable)?;
-        let action = if existing.is_empty() {
-            AuditAction::Create
-        } else {
-            AuditAction::Update
-        };
+        let mut keys = Vec::with_capacity(resources.len());
+        let mut sections = Vec::new();
+        let mut updates = false;
+        for resource in resources {
+            let key = ResourceKey::of(resource).ok_or(RecordError::NoKey)?;
+            let section = place(resource);
+            // A resource that moves section is also removed from the one it was in.
+            let mut touched = vec![section];
+            let existing = match self.record.current(&key)? {
+                None => Vec::new(),
+                Some(Current::One(version)) => vec![version],
+                Some(Current::Conflict(versions)) => versions,
+            };
+            updates |= !existing.is_empty();
+            touched.extend(existing.iter().map(|version| version.section));
+            self.check_writable(&touched, &writable)?;
+            if !sections.contains(&section) {
+                sections.push(section);
+            }
+            keys.push(key);
+        }
         let logged = Logged {
-            action,
+            action: if updates {
+                AuditAction::Update
+            } else {
+                AuditAction::Create
+            },
             what: message.to_string(),
-            sections: vec![section],
-            resource: Some(key),
+            sections,
+            resource: keys.first().cloned(),
         };
         let entry = self.home.audit_entry(&self.replica, &logged, now)?;
         let author = self.home.device.author();
@@ -733,9 +756,18 @@ impl<'h> PatientRecord<'h> {
             author: &author,
             time: now,
         };
-        let outcome = self.record.put(stamp, resource)?;
-        if outcome == PutOutcome::Unchanged {
-            return Ok(outcome);
+        let mut outcomes = Vec::with_capacity(resources.len());
+        for resource in resources {
+            match self.record.put(stamp, resource) {
+                Ok(outcome) => outcomes.push(outcome),
+                Err(error) => {
+                    self.record.rollback();
+                    return Err(error.into());
+                }
+            }
+        }
+        if outcomes.iter().all(|o| *o == PutOutcome::Unchanged) {
+            return Ok(outcomes);
         }
         self.record.commit(stamp, message);
         self.replica.save_with(
@@ -745,7 +777,7 @@ impl<'h> PatientRecord<'h> {
             vec![entry],
             now_ms,
         )?;
-        Ok(outcome)
+        Ok(outcomes)
     }
 }
 

@@ -1,0 +1,259 @@
+//! Repeat prescriptions end to end through `phr`, the record moving between homes by the real
+//! sync sessions (in process, no network): the practice sets a repeat up, the patient orders
+//! it for a nominated pharmacy, the practice issues it, the pharmacy records it dispensed, and
+//! the patient sees each step. Orders with no issues left are refused with what to do; a
+//! pharmacy not nominated cannot mark an order dispensed.
+
+mod common;
+
+use common::{Phr, accept_pending, card, provider, sync::sync_homes};
+use serde_json::Value;
+
+fn json(phr: &Phr, args: &[&str]) -> Value {
+    serde_json::from_str(&phr.ok(args)).unwrap()
+}
+
+fn fails(phr: &Phr, args: &[&str]) -> String {
+    let (code, _, stderr, _) = phr.run(args);
+    assert_eq!(
+        code, 1,
+        "phr {args:?} should be refused as a user error: {stderr}"
+    );
+    stderr
+}
+
+/// The only repeat `phr repeats --json` lists.
+fn repeat(phr: &Phr, patient: Option<&str>) -> Value {
+    let mut args = vec!["--json"];
+    if let Some(record) = patient {
+        args.extend(["--patient", record]);
+    }
+    args.push("repeats");
+    let all = json(phr, &args);
+    assert_eq!(all.as_array().unwrap().len(), 1, "{all}");
+    all[0].clone()
+}
+
+#[test]
+fn the_patient_orders_a_repeat_the_practice_issues_it_and_the_nominated_pharmacy_dispenses_it() {
+    let patient = Phr::patient();
+    let gp = provider("Riverside Surgery", "A81001");
+    let pharmacy = provider("High Street Pharmacy", "FA123");
+    patient.ok(&["contacts", "add", &card(&gp), "--alias", "gp"]);
+    patient.ok(&["contacts", "add", &card(&pharmacy), "--alias", "pharmacy"]);
+    patient.ok(&[
+        "share",
+        "grant",
+        "gp",
+        "--sections",
+        "summary,requests",
+        "--access",
+        "write",
+    ]);
+    patient.ok(&[
+        "share",
+        "grant",
+        "pharmacy",
+        "--sections",
+        "summary",
+        "--access",
+        "read",
+    ]);
+    patient.ok(&[
+        "share",
+        "grant",
+        "pharmacy",
+        "--sections",
+        "requests",
+        "--access",
+        "write",
+    ]);
+    sync_homes(&patient.home(), &gp.home());
+    sync_homes(&patient.home(), &pharmacy.home());
+    let record = accept_pending(&gp).remove(0);
+    accept_pending(&pharmacy);
+
+    gp.ok(&[
+        "--patient",
+        &record,
+        "repeats",
+        "add",
+        "Salbutamol 100micrograms/dose inhaler",
+        "--issues",
+        "2",
+        "--review",
+        "2099-01-01",
+        "--dosage",
+        "2 puffs when needed",
+    ]);
+    sync_homes(&gp.home(), &patient.home());
+    let shown = patient.ok(&["repeats"]);
+    assert!(
+        shown.contains("Salbutamol 100micrograms/dose inhaler"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("2 of 2 issues left, review by 2099-01-01"),
+        "{shown}"
+    );
+    let plan = repeat(&patient, None)["id"].as_str().unwrap().to_string();
+
+    // The patient orders it, to collect from the pharmacy; a second order waits for the first.
+    patient.ok(&["repeats", "order", &plan[..8], "--pharmacy", "FA123"]);
+    let refused = fails(&patient, &["repeats", "order", &plan[..8]]);
+    assert!(refused.contains("already waiting"), "{refused}");
+    sync_homes(&patient.home(), &gp.home());
+
+    // The practice sees the order waiting and issues it.
+    let at_gp = repeat(&gp, Some(&record));
+    assert_eq!(at_gp["orders"][0]["status"], "requested", "{at_gp}");
+    assert_eq!(at_gp["orders"][0]["pharmacy"], "FA123");
+    let order = at_gp["orders"][0]["id"].as_str().unwrap().to_string();
+    let issued = gp.ok(&["--patient", &record, "repeats", "issue", &order[..8]]);
+    assert!(issued.contains("1 of 2 issues left"), "{issued}");
+    let refused = fails(
+        &gp,
+        &["--patient", &record, "repeats", "issue", &order[..8]],
+    );
+    assert!(refused.contains("already completed"), "{refused}");
+
+    // The pharmacy sees the issued order and records it dispensed; the patient sees it all.
+    sync_homes(&gp.home(), &patient.home());
+    sync_homes(&patient.home(), &pharmacy.home());
+    let at_pharmacy = repeat(&pharmacy, Some(&record));
+    assert_eq!(
+        at_pharmacy["orders"][0]["status"], "completed",
+        "{at_pharmacy}"
+    );
+    pharmacy.ok(&["--patient", &record, "repeats", "dispensed", &order[..8]]);
+    let again = fails(
+        &pharmacy,
+        &["--patient", &record, "repeats", "dispensed", &order[..8]],
+    );
+    assert!(again.contains("already dispensed"), "{again}");
+    sync_homes(&pharmacy.home(), &patient.home());
+    let shown = patient.ok(&["repeats"]);
+    assert!(shown.contains("1 of 2 issues left"), "{shown}");
+    assert!(
+        shown.contains("issued, dispensed by High Street Pharmacy"),
+        "{shown}"
+    );
+    // The issued prescription is one line of the summary's medicines, not two.
+    let summary = patient.ok(&["show"]);
+    assert_eq!(summary.matches("Salbutamol").count(), 1, "{summary}");
+
+    // A second order, nominated elsewhere: this pharmacy may not dispense it.
+    patient.ok(&["repeats", "order", &plan[..8], "--pharmacy", "FZ999"]);
+    sync_homes(&patient.home(), &gp.home());
+    let second = repeat(&gp, Some(&record))["orders"][1]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    gp.ok(&["--patient", &record, "repeats", "issue", &second[..8]]);
+    sync_homes(&gp.home(), &patient.home());
+    sync_homes(&patient.home(), &pharmacy.home());
+    let refused = fails(
+        &pharmacy,
+        &["--patient", &record, "repeats", "dispensed", &second[..8]],
+    );
+    assert!(
+        refused.contains("pharmacy FZ999, not this one (FA123)"),
+        "{refused}"
+    );
+
+    // Every issue used: the patient is told to ask for a review.
+    let refused = fails(&patient, &["repeats", "order", &plan[..8]]);
+    assert!(
+        refused.contains("every issue of your Salbutamol"),
+        "{refused}"
+    );
+    assert!(refused.contains("phr messages send"), "{refused}");
+
+    // Each practice and pharmacy step reached the patient's audit.
+    sync_homes(&gp.home(), &patient.home());
+    let audit = patient.ok(&["audit"]);
+    assert!(audit.contains("repeats issue"), "{audit}");
+    assert!(audit.contains("repeats dispensed"), "{audit}");
+}
+
+#[test]
+fn a_refused_order_tells_the_patient_why_and_a_reader_only_practice_cannot_issue() {
+    let patient = Phr::patient();
+    let gp = provider("Riverside Surgery", "A81001");
+    patient.ok(&["contacts", "add", &card(&gp), "--alias", "gp"]);
+    patient.ok(&[
+        "share",
+        "grant",
+        "gp",
+        "--sections",
+        "summary,requests",
+        "--access",
+        "write",
+    ]);
+    sync_homes(&patient.home(), &gp.home());
+    let record = accept_pending(&gp).remove(0);
+    gp.ok(&[
+        "--patient",
+        &record,
+        "repeats",
+        "add",
+        "Ramipril 5mg capsules",
+        "--issues",
+        "3",
+        "--review",
+        "2099-01-01",
+    ]);
+    sync_homes(&gp.home(), &patient.home());
+    let plan = repeat(&patient, None)["id"].as_str().unwrap().to_string();
+    patient.ok(&["repeats", "order", &plan]);
+    sync_homes(&patient.home(), &gp.home());
+    let order = repeat(&gp, Some(&record))["orders"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    gp.ok(&[
+        "--patient",
+        &record,
+        "repeats",
+        "reject",
+        &order,
+        "--reason",
+        "Please book a blood pressure check first",
+    ]);
+    sync_homes(&gp.home(), &patient.home());
+    let shown = patient.ok(&["repeats"]);
+    assert!(
+        shown.contains("refused: Please book a blood pressure check first"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("3 of 3 issues left"),
+        "a refusal uses no issue: {shown}"
+    );
+
+    // With `requests` only readable, the practice cannot answer the next order.
+    patient.ok(&["repeats", "order", &plan]);
+    patient.ok(&["share", "revoke", "gp"]);
+    patient.ok(&[
+        "share",
+        "grant",
+        "gp",
+        "--sections",
+        "summary,requests",
+        "--access",
+        "read",
+    ]);
+    sync_homes(&patient.home(), &gp.home());
+    let order = repeat(&gp, Some(&record))["orders"][1]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let refused = fails(&gp, &["--patient", &record, "repeats", "issue", &order]);
+    assert!(refused.contains("may not write"), "{refused}");
+    // And the patient may not issue their own.
+    let refused = fails(&patient, &["repeats", "issue", &order]);
+    assert!(
+        refused.contains("for the practice or pharmacy"),
+        "{refused}"
+    );
+}
