@@ -43,6 +43,12 @@ impl Context {
         }
     }
 
+    /// Gives the home back to the node before the command ends, so that the node syncs again
+    /// while the command waits on the network. The caller must have closed the home.
+    pub fn give_back(&self) {
+        self.lease.borrow_mut().take();
+    }
+
     /// Borrows the home from the node running for it, if one runs and it is not borrowed yet.
     fn borrow_home(&self) -> Result<()> {
         if self.lease.borrow().is_some() {

@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 use phr_core::{
+    appointments::AppointmentError,
     card::CardError,
     entry::{CorrectionError, EntryError},
     fhir::reference::BadResourceKey,
@@ -33,6 +34,7 @@ fn is_user_error(error: &anyhow::Error) -> bool {
             || cause.is::<EntryError>()
             || cause.is::<MessageError>()
             || cause.is::<RepeatError>()
+            || cause.is::<AppointmentError>()
             || cause.is::<CorrectionError>()
             || cause.is::<BadResourceKey>()
             || cause.is::<UnknownSection>()

@@ -28,7 +28,7 @@ struct Cli {
     #[arg(long, global = true)]
     json: bool,
 
-    /// On a provider node: run show, add, amend, stop, recovered, entered-in-error, history, export, import, conflicts, messages or repeats on this patient's record (its id, the start of it, or the patient's NHS number; see `phr patients`)
+    /// On a provider node: run show, add, amend, stop, recovered, entered-in-error, history, export, import, conflicts, messages, repeats or appointments on this patient's record (its id, the start of it, or the patient's NHS number; see `phr patients`)
     #[arg(long, global = true, value_name = "RECORD")]
     patient: Option<String>,
 
@@ -93,6 +93,10 @@ enum Command {
     Messages(cmd::messages::Args),
     /// Repeat prescriptions: see them and order one; on a practice's node, set up, issue, refuse
     Repeats(cmd::repeats::Args),
+    /// Appointments: free slots asked live, request, cancel; on a practice's node, book or decline
+    Appointments(cmd::appointments::Args),
+    /// On a practice's node: its free times, offered live to its patients' nodes
+    Slots(cmd::slots::Args),
     /// Run this home's node daemon in the background: start, stop, status
     #[command(subcommand)]
     Node(cmd::node::Command),
@@ -139,6 +143,7 @@ fn main() -> ExitCode {
             | Command::Conflicts
             | Command::Messages(_)
             | Command::Repeats(_)
+            | Command::Appointments(_)
     );
     if let Err(error) = cmd::patients::take_flag(&mut ctx, cli.patient, honours_patient) {
         return exit::report(&error);
@@ -169,6 +174,8 @@ fn main() -> ExitCode {
         Command::Audit => cmd::audit::run(&ctx),
         Command::Messages(args) => cmd::messages::run(&ctx, args),
         Command::Repeats(args) => cmd::repeats::run(&ctx, args),
+        Command::Appointments(args) => cmd::appointments::run(&ctx, args),
+        Command::Slots(args) => cmd::slots::run(&ctx, args),
         Command::Node(command) => cmd::node::run(&ctx, command),
         Command::Peers(args) => cmd::peers::run(&ctx, args),
         Command::Sync(args) => cmd::sync::run(&ctx, args),

@@ -174,3 +174,21 @@ pub struct ApiError {
     /// The message.
     pub error: String,
 }
+
+/// `POST /slots`: ask a practice's node, live, for its free slots in a span.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SlotsAsk {
+    /// The practice's node (its PeerId).
+    pub provider: String,
+    /// The span asked about.
+    pub query: crate::appointments::SlotsQuery,
+}
+
+/// The answer to `POST /slots`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SlotsFound {
+    /// The free slots, earliest first.
+    pub slots: Vec<crate::appointments::OfferedSlot>,
+    /// How long the round trip took, in milliseconds.
+    pub round_trip_ms: u64,
+}

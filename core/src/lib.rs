@@ -12,6 +12,7 @@
 //! - [`entry`]: the resources a patient adds by hand (symptoms, readings, ...).
 //! - [`messages`]: messages between the patient and providers (`Communication` in `requests`).
 //! - [`repeats`]: repeat prescriptions: the repeat, the patient's order, the issue, the dispense.
+//! - [`appointments`]: a practice's free slots (queried live) and the `Appointment`s patients ask for.
 //! - [`audit`]: audit entries (`AuditEvent`s a grantee seals to the owners) and the patient's
 //!   audit view.
 //! - [`home`]: where a node keeps its keys, its vault and the record; the persistence boundary.
@@ -27,6 +28,7 @@
 //! - [`sync`]: the sans-IO sync protocol between two nodes (sessions, set reconciliation).
 
 pub mod api;
+pub mod appointments;
 pub mod audit;
 pub mod blob;
 pub mod card;

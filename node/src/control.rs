@@ -13,6 +13,7 @@
 //! | `GET /sync/{id}` | how that run is going ([`api::SyncProgress`]) |
 //! | `POST /lease` | park the home for a `phr` command ([`api::LeaseRequest`] → [`api::Lease`]) |
 //! | `POST /release` | take the home back ([`api::Lease`]) |
+//! | `POST /slots` | ask a practice's node for its free slots ([`api::SlotsAsk`] → [`api::SlotsFound`]) |
 //! | `POST /stop` | stop the node cleanly |
 
 use std::{
@@ -99,6 +100,7 @@ pub async fn serve(client: Client, dir: &Path, peer: String) -> Result<Control, 
         .route("/sync/{id}", get(progress))
         .route("/lease", post(lease))
         .route("/release", post(release))
+        .route("/slots", post(slots))
         .route("/stop", post(stop_node))
         .layer(axum::extract::DefaultBodyLimit::max(BODY_BYTES_MAX))
         .layer(middleware::from_fn_with_state(state.clone(), authorise))
@@ -205,6 +207,24 @@ async fn lease(State(api): State<Api>, Json(body): Json<api::LeaseRequest>) -> R
 async fn release(State(api): State<Api>, Json(body): Json<api::Lease>) -> Response {
     match api.client.release(body.lease).await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => node_error(e),
+    }
+}
+
+async fn slots(State(api): State<Api>, Json(body): Json<api::SlotsAsk>) -> Response {
+    let Ok(provider) = body.provider.parse() else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("`{}` is not a PeerId", body.provider),
+        );
+    };
+    let start = std::time::Instant::now();
+    match api.client.slots(provider, body.query).await {
+        Ok(slots) => Json(api::SlotsFound {
+            slots,
+            round_trip_ms: u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX),
+        })
+        .into_response(),
         Err(e) => node_error(e),
     }
 }

@@ -68,7 +68,10 @@ use libp2p::{
     },
     tcp, yamux,
 };
-use phr_core::sync::message::SYNC_MESSAGE_BYTES_MAX;
+use phr_core::{
+    appointments::{SLOTS_ANSWER_BYTES_MAX, SLOTS_QUERY_BYTES_MAX, SlotsAnswer, SlotsQuery},
+    sync::message::SYNC_MESSAGE_BYTES_MAX,
+};
 
 use crate::{
     admission::{Admission, AdmittedOnly},
@@ -81,6 +84,9 @@ use crate::net::NodeError;
 
 /// The libp2p protocol that carries sync messages.
 pub const SYNC_PROTOCOL: StreamProtocol = StreamProtocol::new("/phr/sync/2");
+
+/// The protocol a patient's node asks a practice's for its free slots on (CBOR, bounded).
+pub const SLOTS_PROTOCOL: StreamProtocol = StreamProtocol::new("/phr/slots/1");
 
 /// phr's own Kademlia DHT: a separate protocol name keeps phr nodes out of the public IPFS DHT
 /// (and it out of theirs).
@@ -116,6 +122,9 @@ pub const CONNECTIONS_PENDING_OUTGOING_MAX: u32 = 64;
 /// request at a time, so a peer syncing several records needs a few; each open stream may hold
 /// a frame being read.
 pub const SYNC_STREAMS_PER_CONNECTION_MAX: usize = 8;
+
+/// The most slot queries one connection may have open at once.
+pub const SLOTS_STREAMS_PER_CONNECTION_MAX: usize = 2;
 
 /// How long a Kademlia lookup may run before it reports what it found.
 pub const KADEMLIA_QUERY_TIMEOUT_MS: u64 = 30_000;
@@ -193,6 +202,10 @@ pub struct Behaviour {
     pub ping: ping::Behaviour,
     /// The sync protocol.
     pub sync: request_response::Behaviour<FrameCodec>,
+    /// Free slots asked for live ([`SLOTS_PROTOCOL`]): a query of at most
+    /// [`SLOTS_QUERY_BYTES_MAX`], an answer of at most [`SLOTS_ANSWER_BYTES_MAX`]; larger ones
+    /// are refused unread by the codec.
+    pub slots: request_response::cbor::Behaviour<SlotsQuery, SlotsAnswer>,
     /// LAN discovery, present only with [`Options::mdns`].
     pub mdns: Toggle<mdns::tokio::Behaviour>,
     /// Peer routing: a PeerId's addresses.
@@ -268,6 +281,15 @@ fn behaviour(
             request_response::Config::default()
                 .with_request_timeout(Duration::from_millis(EXCHANGE_TIMEOUT_MS))
                 .with_max_concurrent_streams(SYNC_STREAMS_PER_CONNECTION_MAX),
+        ),
+        slots: request_response::cbor::Behaviour::with_codec(
+            request_response::cbor::codec::Codec::default()
+                .set_request_size_maximum(SLOTS_QUERY_BYTES_MAX)
+                .set_response_size_maximum(SLOTS_ANSWER_BYTES_MAX),
+            [(SLOTS_PROTOCOL, ProtocolSupport::Full)],
+            request_response::Config::default()
+                .with_request_timeout(Duration::from_millis(EXCHANGE_TIMEOUT_MS))
+                .with_max_concurrent_streams(SLOTS_STREAMS_PER_CONNECTION_MAX),
         ),
         mdns: Toggle::from(mdns),
         kademlia: kademlia(peer, options),
@@ -507,6 +529,13 @@ pub fn on_event(swarm: &mut Swarm<Behaviour>, event: BehaviourEvent) -> Vec<Lear
             tracing::trace!(
                 ?event,
                 "a sync event reached on_event; the event loop handles those"
+            );
+            Vec::new()
+        }
+        BehaviourEvent::Slots(event) => {
+            tracing::trace!(
+                ?event,
+                "a slots event reached on_event; the event loop handles those"
             );
             Vec::new()
         }

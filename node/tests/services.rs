@@ -297,3 +297,273 @@ fn the_patient_orders_a_repeat_the_gp_issues_it_and_the_pharmacy_sees_it_over_re
         "{mine}"
     );
 }
+
+/// Makes `home` a patient sharing `summary,requests` (write) with the practice `gp`, synced and
+/// accepted there; returns the record id.
+fn patient_of(net: &Homes, home: &str, name: &str, gp: &str) -> String {
+    net.ok(
+        home,
+        &["init", "--name", name, "--birth-date", "1980-01-01"],
+    );
+    net.start(home, &[]);
+    let card = net.card(gp);
+    net.ok(home, &["contacts", "add", &card, "--alias", "gp"]);
+    net.ok(
+        home,
+        &[
+            "share",
+            "grant",
+            "gp",
+            "--sections",
+            "summary,requests",
+            "--access",
+            "write",
+        ],
+    );
+    net.ok(home, &["sync", "--wait"]);
+    let record = net.json(home, &["status"])["record"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    net.ok(gp, &["patients", "accept", &record]);
+    net.ok(home, &["sync", "--wait"]);
+    record
+}
+
+fn appointment(net: &Homes, home: &str, patient: Option<&str>) -> Value {
+    let mut args = vec![];
+    if let Some(record) = patient {
+        args.extend(["--patient", record]);
+    }
+    args.push("appointments");
+    let all = net.json(home, &args);
+    assert_eq!(all.as_array().map(Vec::len), Some(1), "{all}");
+    all[0].clone()
+}
+
+#[test]
+fn two_patients_ask_for_one_slot_the_practice_books_one_and_the_other_is_told() {
+    let net = Homes::new();
+    net.ok(
+        "gp",
+        &[
+            "init",
+            "--provider",
+            "--name",
+            "Riverside Surgery",
+            "--ods",
+            "A81001",
+        ],
+    );
+    net.start("gp", &[]);
+    net.ok(
+        "gp",
+        &[
+            "slots",
+            "add",
+            "--start",
+            "2099-03-02T09:00:00Z",
+            "--minutes",
+            "10",
+            "--count",
+            "3",
+        ],
+    );
+    let ada = patient_of(&net, "ada", "Ada Lovelace", "gp");
+    let bob = patient_of(&net, "bob", "Bob Marley", "gp");
+
+    // Both see the three free slots, asked live of the practice's node.
+    let free = net.json(
+        "ada",
+        &[
+            "appointments",
+            "slots",
+            "--from",
+            "2099-03-02",
+            "--days",
+            "1",
+        ],
+    );
+    let slots = free["slots"].as_array().unwrap();
+    assert_eq!(slots.len(), 3, "{free}");
+    let first = slots[0]["id"].as_str().unwrap().to_string();
+    for (home, reason) in [("ada", "Cough for three weeks"), ("bob", "Sore knee")] {
+        net.ok(
+            home,
+            &[
+                "appointments",
+                "request",
+                &first,
+                "--reason",
+                reason,
+                "--from",
+                "2099-03-02",
+            ],
+        );
+        net.ok(home, &["sync", "--wait"]);
+    }
+
+    // The practice books Ada's; booking Bob's finds the slot taken and declines it.
+    let asked = appointment(&net, "gp", Some(&ada));
+    assert_eq!(asked["status"], "proposed", "{asked}");
+    assert_eq!(asked["reason"], "Cough for three weeks");
+    let booked = net.ok(
+        "gp",
+        &[
+            "--patient",
+            &ada,
+            "appointments",
+            "book",
+            asked["id"].as_str().unwrap(),
+        ],
+    );
+    assert!(booked.contains("Booked"), "{booked}");
+    let bobs = appointment(&net, "gp", Some(&bob));
+    let declined = net.ok(
+        "gp",
+        &[
+            "--patient",
+            &bob,
+            "appointments",
+            "book",
+            bobs["id"].as_str().unwrap(),
+        ],
+    );
+    assert!(
+        declined.contains("already booked for another patient"),
+        "{declined}"
+    );
+    net.ok("gp", &["sync", "--wait"]);
+
+    assert_eq!(appointment(&net, "ada", None)["status"], "booked");
+    let told = appointment(&net, "bob", None);
+    assert_eq!(told["status"], "cancelled", "{told}");
+    assert!(
+        told["cancelled_because"]
+            .as_str()
+            .unwrap()
+            .contains("just been booked by someone else"),
+        "{told}"
+    );
+    // The slot is no longer offered; the other two are.
+    let free = net.json(
+        "bob",
+        &[
+            "appointments",
+            "slots",
+            "--from",
+            "2099-03-02",
+            "--days",
+            "1",
+        ],
+    );
+    let ids: Vec<&str> = free["slots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 2, "{free}");
+    assert!(!ids.contains(&first.as_str()), "{free}");
+
+    // Ada cancels; once the practice reads her appointments, the slot is free again.
+    net.ok(
+        "ada",
+        &[
+            "appointments",
+            "cancel",
+            asked["id"].as_str().unwrap(),
+            "--reason",
+            "Better now",
+        ],
+    );
+    net.ok("ada", &["sync", "--wait"]);
+    assert_eq!(appointment(&net, "gp", Some(&ada))["status"], "cancelled");
+    let free = net.json(
+        "bob",
+        &[
+            "appointments",
+            "slots",
+            "--from",
+            "2099-03-02",
+            "--days",
+            "1",
+        ],
+    );
+    assert_eq!(free["slots"].as_array().unwrap().len(), 3, "{free}");
+}
+
+#[test]
+fn a_node_no_accepted_record_of_the_practice_admits_is_refused_its_slots() {
+    let net = Homes::new();
+    net.ok(
+        "gp",
+        &[
+            "init",
+            "--provider",
+            "--name",
+            "Riverside Surgery",
+            "--ods",
+            "A81001",
+        ],
+    );
+    let gp_addr = net.start("gp", &[]);
+    net.ok(
+        "gp",
+        &[
+            "slots",
+            "add",
+            "--start",
+            "2099-03-02T09:00:00Z",
+            "--count",
+            "2",
+        ],
+    );
+    net.ok(
+        "eve",
+        &["init", "--name", "Eve Nosy", "--birth-date", "1980-01-01"],
+    );
+    net.start("eve", &[]);
+    let card = net.card("gp");
+    net.ok("eve", &["contacts", "add", &card, "--alias", "gp"]);
+    net.ok("eve", &["peers", "add", &gp_addr]);
+    let refused = |net: &Homes, expected: &str| {
+        let out = net.run("eve", &["appointments", "slots", "--from", "2099-03-02"]);
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains(expected), "{stderr}");
+    };
+    // Sharing nothing with the practice, her own node refuses to ask.
+    refused(&net, "can read your requests section");
+
+    // Anyone can make a record that names a practice: while nobody there has accepted it, the
+    // practice's node refuses the question her node now sends.
+    net.ok(
+        "eve",
+        &[
+            "share",
+            "grant",
+            "gp",
+            "--sections",
+            "requests",
+            "--access",
+            "write",
+        ],
+    );
+    net.ok("eve", &["sync", "--wait"]);
+    let pending = net.json("gp", &["patients", "--pending"]);
+    assert_eq!(pending.as_array().map(Vec::len), Some(1), "{pending}");
+    refused(
+        &net,
+        "answers only the devices of patients who share their record",
+    );
+
+    // Once accepted, she is a patient there and sees the free slots.
+    let record = net.json("eve", &["status"])["record"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    net.ok("gp", &["patients", "accept", &record]);
+    let free = net.json("eve", &["appointments", "slots", "--from", "2099-03-02"]);
+    assert_eq!(free["slots"].as_array().map(Vec::len), Some(2), "{free}");
+}

@@ -293,7 +293,7 @@ fn patient_name(record: &Record, home: &Home) -> String {
     }
 }
 
-fn patients_name(record: &Record) -> String {
+pub(crate) fn patients_name(record: &Record) -> String {
     let today = now().to_zoned(jiff::tz::TimeZone::UTC).date();
     phr_core::view::patient_header(record, today)
         .ok()
@@ -302,7 +302,7 @@ fn patients_name(record: &Record) -> String {
         .unwrap_or_else(|| "the patient".into())
 }
 
-fn correspondent(party: &Party) -> Correspondent {
+pub(crate) fn correspondent(party: &Party) -> Correspondent {
     Correspondent::Provider {
         peer: party.peer,
         name: party.name.clone(),
@@ -312,7 +312,7 @@ fn correspondent(party: &Party) -> Correspondent {
 
 /// The provider a patient's new message goes to: the contact `to` names, or the only one who
 /// may read `requests`. Refused, saying how to share, if they may not read it.
-fn addressee(home: &Home, ledger: &LedgerState, to: Option<&str>) -> Result<Party> {
+pub(crate) fn addressee(home: &Home, ledger: &LedgerState, to: Option<&str>) -> Result<Party> {
     let now_ms = now().as_millisecond();
     let readers: Vec<Party> = ledger
         .grants
@@ -329,9 +329,9 @@ fn addressee(home: &Home, ledger: &LedgerState, to: Option<&str>) -> Result<Part
         None => match readers.as_slice() {
             [one] => Ok(one.clone()),
             [] => Err(UserError(
-                "no provider can read your requests section, so nobody would see a message. \
-                 Share it with your practice first, e.g. `phr share grant gp --sections \
-                 requests --access write`"
+                "no provider can read your requests section, where messages, orders and \
+                 appointment requests go. Share it with your practice first, e.g. `phr share \
+                 grant gp --sections requests --access write`"
                     .into(),
             )
             .into()),
@@ -357,9 +357,9 @@ fn reader_of_requests(ledger: &LedgerState, peer: &PeerId, name: &str) -> Result
         .map(|g| g.grantee.clone())
         .ok_or_else(|| {
             UserError(format!(
-                "{name} cannot read your requests section, so it would never see this message. \
-                 Share it first: `phr share grant CONTACT --sections requests --access write` \
-                 (write lets them answer)"
+                "{name} cannot read your requests section, so it would never see this. Share \
+                 it first: `phr share grant CONTACT --sections requests --access write` (write \
+                 lets them answer)"
             ))
             .into()
         })

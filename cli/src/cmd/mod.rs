@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod add;
+pub mod appointments;
 pub mod audit;
 pub mod backup;
 pub mod card;
@@ -24,5 +25,6 @@ pub mod repeats;
 pub mod resolve;
 pub mod share;
 pub mod show;
+pub mod slots;
 pub mod status;
 pub mod sync;

@@ -33,6 +33,7 @@ mod intake;
 mod permissions;
 mod provider;
 mod read_marks;
+mod schedule;
 mod sharing;
 
 use std::{
@@ -56,6 +57,7 @@ pub use provider::{
     AccessEnded, PatientPage, PatientQuery, PatientRecord, ProviderError, SharedRecord,
 };
 pub use read_marks::READ_MARKS_MAX;
+pub use schedule::Booking;
 pub use sharing::Revoked;
 
 use crate::{

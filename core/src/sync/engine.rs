@@ -406,6 +406,11 @@ impl Engine {
         &self.replicas
     }
 
+    /// Whether `record` waits for a person here to accept it (a provider's new patient).
+    pub fn is_pending(&self, record: &RecordId) -> bool {
+        self.intake.is_pending(record)
+    }
+
     /// One held record, to read or change.
     pub fn replica_mut(&mut self, record: &RecordId) -> Option<&mut Replica> {
         // The caller may change its ledger.

@@ -1,5 +1,7 @@
 //! The handle the node is driven through, and what it answers.
 
+use phr_core::appointments::{OfferedSlot, SlotsQuery};
+
 use super::*;
 
 /// What a node holds of one record, for status and tests.
@@ -67,6 +69,11 @@ pub(super) enum Command {
     Release {
         lease: u64,
         reply: Reply<Result<(), String>>,
+    },
+    Slots {
+        provider: libp2p::PeerId,
+        query: SlotsQuery,
+        reply: Reply<Result<Vec<OfferedSlot>, String>>,
     },
 }
 
@@ -186,6 +193,23 @@ impl Client {
         self.ask(|reply| Command::Lease { pid, reply })
             .await?
             .map_err(NodeError::Failed)
+    }
+
+    /// Asks the practice's node `provider`, live, for its free slots in `query`'s span. Refused
+    /// unless a record this node holds admits `provider`; the practice answers only peers its
+    /// records admit.
+    pub async fn slots(
+        &self,
+        provider: libp2p::PeerId,
+        query: SlotsQuery,
+    ) -> Result<Vec<OfferedSlot>, NodeError> {
+        self.ask(|reply| Command::Slots {
+            provider,
+            query,
+            reply,
+        })
+        .await?
+        .map_err(NodeError::Failed)
     }
 
     /// Ends a lease: the node reopens the home and offers what changed.

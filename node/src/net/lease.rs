@@ -66,6 +66,8 @@ impl Node {
                     tracing::warn!(%warning, "reopening the home");
                 }
                 self.home = Slot::Open(Box::new(home));
+                // A `phr slots` command may have changed the schedule.
+                self.load_schedule();
                 tracing::debug!(lease, "home back from a phr command");
             }
             Err(error) => {

@@ -66,6 +66,7 @@ mod lease;
 mod peers;
 mod remembered;
 mod runs;
+mod slots;
 mod status;
 
 pub use client::{Client, Held, NodeError, Synced};
@@ -308,6 +309,8 @@ pub struct Node {
     leases: VecDeque<(u32, Reply<Result<u64, String>>)>,
     /// Commands that need the home, held while it is lent out.
     deferred: Vec<Command>,
+    /// The slots protocol: this node's schedule, and questions asked of others.
+    slots: slots::Slots,
     inbox: mpsc::Receiver<Command>,
 }
 
@@ -379,11 +382,13 @@ impl Node {
             strangers_resume: None,
             leases: VecDeque::new(),
             deferred: Vec::new(),
+            slots: slots::Slots::default(),
             inbox,
         };
         // The gate first: which peers are admitted decides whose addresses are kept.
         node.update_gate();
         node.learn_from_home();
+        node.load_schedule();
         Ok((node, Client { commands }))
     }
 
@@ -502,6 +507,11 @@ impl Node {
                 self.leases.push_back((pid, reply));
                 self.grant_lease();
             }
+            Command::Slots {
+                provider,
+                query,
+                reply,
+            } => self.ask_slots(provider, query, reply),
             Command::Release { lease, reply } => {
                 let result = match &self.home {
                     Slot::Parked { lease: held, .. } if *held == lease => {
@@ -778,6 +788,7 @@ impl Node {
                 }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Sync(_)) => {}
+            SwarmEvent::Behaviour(BehaviourEvent::Slots(event)) => self.on_slots_event(event),
             SwarmEvent::Behaviour(event) => {
                 for learnt in swarm::on_event(&mut self.swarm, event) {
                     self.on_learnt(learnt);
