@@ -71,7 +71,7 @@ pub(super) enum Command {
         reply: Reply<Result<(), String>>,
     },
     Slots {
-        provider: libp2p::PeerId,
+        provider: PeerId,
         query: SlotsQuery,
         reply: Reply<Result<Vec<OfferedSlot>, String>>,
     },
@@ -200,7 +200,7 @@ impl Client {
     /// records admit.
     pub async fn slots(
         &self,
-        provider: libp2p::PeerId,
+        provider: PeerId,
         query: SlotsQuery,
     ) -> Result<Vec<OfferedSlot>, NodeError> {
         self.ask(|reply| Command::Slots {

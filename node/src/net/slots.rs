@@ -37,13 +37,12 @@ impl Node {
     /// Asks `provider` for its free slots (`phr appointments slots`).
     pub(super) fn ask_slots(
         &mut self,
-        provider: libp2p::PeerId,
+        peer: PeerId,
         query: SlotsQuery,
         reply: Reply<Result<Vec<OfferedSlot>, String>>,
     ) {
-        let admitted =
-            from_libp2p(&provider).is_some_and(|peer| self.engine.admits(&peer, Self::now()));
-        if !admitted {
+        let provider = to_libp2p(&peer);
+        if !self.engine.admits(&peer, Self::now()) {
             let _ = reply.send(Err(format!(
                 "no record on this node shares anything with {provider}; only a practice you \
                  share your record with can be asked for appointments"
