@@ -97,6 +97,8 @@ enum Command {
     Appointments(cmd::appointments::Args),
     /// On a practice's node: its free times, offered live to its patients' nodes
     Slots(cmd::slots::Args),
+    /// On a practice's node: what waits across its patients (requests, orders, unread messages)
+    Inbox,
     /// Run this home's node daemon in the background: start, stop, status
     #[command(subcommand)]
     Node(cmd::node::Command),
@@ -176,6 +178,7 @@ fn main() -> ExitCode {
         Command::Repeats(args) => cmd::repeats::run(&ctx, args),
         Command::Appointments(args) => cmd::appointments::run(&ctx, args),
         Command::Slots(args) => cmd::slots::run(&ctx, args),
+        Command::Inbox => cmd::inbox::run(&ctx),
         Command::Node(command) => cmd::node::run(&ctx, command),
         Command::Peers(args) => cmd::peers::run(&ctx, args),
         Command::Sync(args) => cmd::sync::run(&ctx, args),

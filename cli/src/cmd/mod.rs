@@ -15,6 +15,7 @@ pub mod held;
 pub mod history;
 pub mod import;
 pub mod imports;
+pub mod inbox;
 pub mod init;
 pub mod messages;
 pub mod node;

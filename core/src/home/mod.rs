@@ -54,7 +54,8 @@ pub use held::HeldEntry;
 pub use intake::{PENDING_RECORD_BYTES_MAX, PENDING_RECORDS_MAX};
 pub use permissions::HOME_FILES;
 pub use provider::{
-    AccessEnded, PatientPage, PatientQuery, PatientRecord, ProviderError, SharedRecord,
+    AccessEnded, InboxEntry, InboxItem, PatientPage, PatientQuery, PatientRecord, ProviderError,
+    SharedRecord, Waiting,
 };
 pub use read_marks::READ_MARKS_MAX;
 pub use schedule::Booking;

@@ -30,8 +30,11 @@ use crate::{
     view::PatientHeader,
 };
 
+mod inbox;
 #[cfg(test)]
 mod tests;
+
+pub use inbox::{InboxEntry, InboxItem, Waiting};
 
 /// The one record of `matches`; else the error `none` or `many` makes (given the ids, joined).
 fn the_one(

@@ -75,6 +75,9 @@ fn at(offset_ms: i64) -> jiff::Timestamp {
 
 /// One patient's record, made on a patient device of its own (in memory), granting
 /// `practice` write access to `summary` and `clinical`: its ledger operations and blobs.
+/// One patient in this many has an appointment request waiting for the practice.
+const INBOX_EVERY: usize = 100;
+
 fn patient_record(n: usize, practice: &Party) -> Result<(RecordId, Batch)> {
     let keys = Keystore::generate(true);
     let peer = keys.device.peer_id();
@@ -89,7 +92,7 @@ fn patient_record(n: usize, practice: &Party) -> Result<(RecordId, Batch)> {
     let id = replica.id();
     let grant = OpBody::Grant {
         grantee: practice.clone(),
-        sections: vec![Section::Summary, Section::Clinical],
+        sections: vec![Section::Summary, Section::Clinical, Section::Requests],
         access: Access::Write,
         expires_ms: None,
         purpose: None,
@@ -123,6 +126,17 @@ fn patient_record(n: usize, practice: &Party) -> Result<(RecordId, Batch)> {
             "medicationCodeableConcept": {"text": "Ramipril 5mg capsules"}}),
     ] {
         record.put(stamp, &resource)?;
+    }
+    // One patient in a hundred has asked for an appointment: what `phr inbox` shows.
+    if n % INBOX_EVERY == 0 {
+        record.put(
+            stamp,
+            &json!({"resourceType": "Appointment", "id": "ask", "status": "proposed",
+                "reasonCode": [{"text": "Review"}], "start": "2099-03-02T09:00:00Z",
+                "end": "2099-03-02T09:10:00Z",
+                "participant": [{"actor": {"display": "Patient"}, "status": "accepted"},
+                    {"actor": {"display": "Riverside Surgery"}, "status": "needs-action"}]}),
+        )?;
     }
     record.commit(stamp, "onboarding");
     replica.save(&store, &keys.device, &mut record, NOW_MS)?;
@@ -160,7 +174,7 @@ fn patient_home(dir: &Path, practice: &Party) -> Result<(RecordId, Batch)> {
     let (mut home, _) = Home::init_patient(dir, &patient, None, now)?;
     home.grant(
         practice,
-        &[Section::Summary, Section::Clinical],
+        &[Section::Summary, Section::Clinical, Section::Requests],
         Access::Write,
         None,
         None,
@@ -186,6 +200,8 @@ struct Figures {
     write: Duration,
     page_cold: Duration,
     page_warm: Duration,
+    inbox_cold: Duration,
+    inbox_warm: Duration,
     node: NodeFigures,
 }
 
@@ -275,13 +291,29 @@ fn run(n: usize) -> Result<Figures> {
     assert_eq!(listed.total, n);
     assert_eq!(listed.items.len(), n.min(50));
     assert!(listed.items.iter().all(|p| p.patient.is_some()));
-    let mut warm = Vec::new();
+    let mut warm_pages = Vec::new();
     for run in 0..5 {
         let started = Instant::now();
         let listed = practice.patients_page(at(6_000 + run), &first_page)?;
-        warm.push(started.elapsed());
+        warm_pages.push(started.elapsed());
         assert_eq!(listed.items.len(), n.min(50));
     }
+    let started = Instant::now();
+    let inbox = practice.inbox(at(7_000))?;
+    let inbox_cold = started.elapsed();
+    assert_eq!(
+        inbox.len(),
+        (n - 1).div_ceil(INBOX_EVERY),
+        "every waiting request listed"
+    );
+    let mut warm = Vec::new();
+    for run in 0..5 {
+        let started = Instant::now();
+        let again = practice.inbox(at(8_000 + run))?;
+        warm.push(started.elapsed());
+        assert_eq!(again.len(), inbox.len());
+    }
+    let inbox_warm = median(warm);
     drop(engine);
     drop(practice);
     let node = nodes::measure(dir.path(), n)?;
@@ -295,7 +327,9 @@ fn run(n: usize) -> Result<Figures> {
         refresh: median(refreshes),
         write: median(writes),
         page_cold,
-        page_warm: median(warm),
+        page_warm: median(warm_pages),
+        inbox_cold,
+        inbox_warm,
         node,
     })
 }
@@ -342,7 +376,7 @@ fn main() -> Result<()> {
         }
     }
     println!("{header}\n{rule}");
-    let rows: [Row; 11] = [
+    let rows: [Row; 13] = [
         ("building the list (not a target)", |f| f.build),
         (
             "engine first start-up, in process: every signature checked, every key unwrapped",
@@ -369,6 +403,14 @@ fn main() -> Result<()> {
         ("`phr patients`, first page of 50, index warm", |f| {
             f.page_warm
         }),
+        (
+            "`phr inbox`, index cold: every record's requests read (1 in 100 waiting, each logged)",
+            |f| f.inbox_cold,
+        ),
+        (
+            "`phr inbox`, index warm: no record read again (the same shown and logged)",
+            |f| f.inbox_warm,
+        ),
     ];
     for (name, of) in rows {
         let mut line = format!("| {name} |");
