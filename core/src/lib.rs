@@ -10,6 +10,8 @@
 //! - [`import`] and [`export`]: FHIR Bundles in and out, International Patient Summary.
 //! - [`view`]: the record in plain language.
 //! - [`entry`]: the resources a patient adds by hand (symptoms, readings, ...).
+//! - [`medicines`]: the medicines check: current medicines against each other and against
+//!   allergies, from a cited table.
 //! - [`audit`]: audit entries (`AuditEvent`s a grantee seals to the owners) and the patient's
 //!   audit view.
 //! - [`home`]: where a node keeps its keys, its vault and the record; the persistence boundary.
@@ -42,6 +44,7 @@ pub mod import;
 pub mod keys;
 pub mod keystore;
 pub mod ledger;
+pub mod medicines;
 pub mod nhs;
 pub mod owner_only;
 pub mod party;
