@@ -15,6 +15,7 @@ pub mod history;
 pub mod import;
 pub mod imports;
 pub mod init;
+pub mod medicines;
 pub mod node;
 pub mod patients;
 pub mod peers;
