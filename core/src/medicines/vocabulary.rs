@@ -69,7 +69,7 @@ const fn class(
 #[rustfmt::skip]
 pub static CLASSES: &[Class] = &[
     // 372665008: Non-steroidal anti-inflammatory agent (substance).
-    class("nsaids", "NSAIDs (anti-inflammatory painkillers)", &["nsaid", "nsaids", "non steroidal anti inflammatory", "nonsteroidal anti inflammatory"], &["372665008"]),
+    class("nsaids", "NSAIDs", &["nsaid", "nsaids", "non steroidal anti inflammatory", "nonsteroidal anti inflammatory"], &["372665008"]),
     // 373270004: Penicillin -class of antibiotic- (substance); 91936005: Allergy to penicillin.
     // A bare "penicillin" names the class: an allergy to penicillin is to all of them.
     class("penicillins", "penicillins", &["penicillin", "penicillins"], &["373270004", "91936005"]),
@@ -83,7 +83,7 @@ pub static CLASSES: &[Class] = &[
     class("beta-blockers", "beta blockers", &["beta blocker", "beta blockers"], &[]),
     class("ace-inhibitors", "ACE inhibitors", &["ace inhibitor", "ace inhibitors"], &[]),
     class("arbs", "angiotensin receptor blockers", &["angiotensin receptor blocker", "angiotensin receptor blockers"], &[]),
-    class("anticoagulants", "anticoagulants (blood thinners)", &["anticoagulant", "anticoagulants"], &[]),
+    class("anticoagulants", "anticoagulants", &["anticoagulant", "anticoagulants"], &[]),
     class("opioids", "opioid painkillers", &["opioid", "opioids", "opiate", "opiates"], &[]),
     class("benzodiazepines", "benzodiazepines", &["benzodiazepine", "benzodiazepines"], &[]),
     class("ssris", "SSRI antidepressants", &["ssri", "ssris"], &[]),
@@ -92,7 +92,7 @@ pub static CLASSES: &[Class] = &[
     class("proton-pump-inhibitors", "proton pump inhibitors", &["proton pump inhibitor", "proton pump inhibitors"], &[]),
     class("pde5-inhibitors", "PDE5 inhibitors", &["pde5 inhibitor", "pde5 inhibitors"], &[]),
     // No words: "nitrate" alone also names things that are no angina medicine (silver nitrate).
-    class("nitrates", "nitrates (for angina)", &[], &[]),
+    class("nitrates", "nitrates", &[], &[]),
     // Strong inhibitors of the liver enzyme CYP1A2, as the tizanidine row of the ONC list has them.
     class("cyp1a2-inhibitors", "strong CYP1A2 inhibitors", &[], &[]),
 ];

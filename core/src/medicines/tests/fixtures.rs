@@ -62,7 +62,7 @@ const NG5: &str = "https://www.nice.org.uk/guidance/ng5";
 
 #[test]
 fn the_check_on_the_five_synthea_records() {
-    let nsaid = "NSAIDs (anti-inflammatory painkillers)";
+    let nsaid = "NSAIDs";
     let naproxen = "Naproxen sodium 220 MG Oral Tablet";
     let injection = "10 ML Furosemide 10 MG/ML Injection";
     #[rustfmt::skip]
