@@ -92,6 +92,24 @@ fn an_ibuprofen_allergy_while_taking_naproxen_says_so_with_its_source() {
     assert!(with_new.iter().all(|f| f["a"]["references"][0] == key));
     let note = json(&phr, &["add", "note", "no check for a note"]);
     assert!(note.get("medicines_check").is_none());
+
+    // The table, each row with its source.
+    let rows = json(&phr, &["medicines", "table"]);
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 36);
+    assert!(
+        rows.iter()
+            .all(|r| r["source"]["link"].as_str().is_some_and(|l| !l.is_empty()))
+    );
+    let listed = phr.ok(&["medicines", "table"]);
+    assert!(
+        listed.contains("high · an allergy to NSAIDs, and NSAIDs"),
+        "{listed}"
+    );
+    assert!(
+        listed.contains("doi:10.1136/amiajnl-2011-000612"),
+        "{listed}"
+    );
 }
 
 #[test]

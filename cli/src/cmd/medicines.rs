@@ -23,6 +23,9 @@ use crate::{
     exit::UserError,
 };
 
+/// How many of the names an imported table adds `phr medicines import` lists (`--json` lists all).
+const NAMES_SHOWN_MAX: usize = 12;
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Check your current medicines against each other and against your allergies
@@ -341,10 +344,16 @@ fn import(ctx: &Context, args: ImportArgs) -> Result<()> {
         Table::shipped().rows().len()
     );
     if !extra.is_empty() {
+        let shown: Vec<String> = extra.iter().take(NAMES_SHOWN_MAX).cloned().collect();
+        let more = match extra.len().saturating_sub(NAMES_SHOWN_MAX) {
+            0 => String::new(),
+            n => format!(" and {n} more"),
+        };
         out += &format!(
-            "{} phr's vocabulary does not know, matched in medicines by those words alone: {}.\n",
+            "{} phr's vocabulary does not know, matched in medicines by those words alone: \
+             {}{more}.\n",
             count(extra.len(), "name", "names"),
-            extra.into_iter().collect::<Vec<_>>().join(", ")
+            shown.join(", ")
         );
     }
     print_out(&out)

@@ -1,14 +1,14 @@
 //! The check itself: a record's current medicines and allergies, read as ingredients and
 //! classes, against the rows of the tables.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use serde::Serialize;
 use serde_json::Value;
 
 use super::{
     table::{Kind, Row, Severity, Source, Table, Term},
-    vocabulary::{self, Resolved},
+    vocabulary::{self, ExtraNames, Resolved},
 };
 use crate::{
     fhir::{
@@ -130,7 +130,7 @@ pub fn check(
     sections: &[Section],
     tables: &[&Table],
 ) -> Result<Check, RecordError> {
-    let extra: BTreeSet<String> = tables.iter().flat_map(|t| t.extra_names()).collect();
+    let extra = ExtraNames::new(tables.iter().flat_map(|t| t.extra_names()));
     let mut medicines = Vec::new();
     let mut allergies = Vec::new();
     for &section in sections {
@@ -154,6 +154,16 @@ pub fn check(
 
 /// The findings among `medicines` and `allergies`: for each pair, the row that matters most.
 pub fn findings(medicines: &[Item], allergies: &[Item], rows: &[&Row]) -> Vec<Finding> {
+    // Only rows both of whose sides match something here can match a pair: an imported table
+    // may hold thousands of rows, a record a few dozen medicines.
+    let items: Vec<&Item> = medicines.iter().chain(allergies).collect();
+    let present = |term: &Term| items.iter().any(|item| item.matches(term));
+    let rows: Vec<&Row> = rows
+        .iter()
+        .copied()
+        .filter(|row| present(&row.a) && present(&row.b))
+        .collect();
+    let rows = &rows;
     let mut out = Vec::new();
     for allergy in allergies {
         for medicine in medicines {
@@ -216,7 +226,7 @@ fn matched(row: &Row, a: &Item, b: &Item) -> Option<[String; 2]> {
 fn medicine(
     record: &Record,
     current: &CurrentMedicine,
-    extra: &BTreeSet<String>,
+    extra: &ExtraNames,
 ) -> Result<Item, RecordError> {
     let CurrentMedicine {
         concept,
@@ -239,7 +249,7 @@ fn medicine(
 
 /// A current allergy as an item; `None` for one that is not current (refuted, entered in
 /// error, inactive or resolved).
-fn allergy(resource: &Value, extra: &BTreeSet<String>) -> Option<Item> {
+fn allergy(resource: &Value, extra: &ExtraNames) -> Option<Item> {
     let a = view::<AllergyIntolerance>(resource).filter(status::allergy_is_current)?;
     let shown = text_of(a.code.as_ref()).unwrap_or_else(|| "Substance not named".into());
     let resolved = resolve(
@@ -251,7 +261,7 @@ fn allergy(resource: &Value, extra: &BTreeSet<String>) -> Option<Item> {
     Some(item(shown, resource, by, resolved))
 }
 
-fn resolve(concepts: &[&CodeableConcept], texts: &[String], extra: &BTreeSet<String>) -> Resolved {
+fn resolve(concepts: &[&CodeableConcept], texts: &[String], extra: &ExtraNames) -> Resolved {
     let codings = concepts.iter().flat_map(|c| &c.coding);
     let mut words: Vec<&str> = texts.iter().map(String::as_str).collect();
     words.extend(concepts.iter().filter_map(|c| c.text.as_deref()));

@@ -419,6 +419,38 @@ fn an_imported_table_is_bounded_and_says_what_is_wrong() {
 }
 
 #[test]
+fn an_imported_table_holds_up_to_its_row_bound() {
+    let table = |rows: usize| {
+        let mut text = HEADER.to_string();
+        for i in 0..rows {
+            text += &format!(
+                "drug{i},drug{},drug-drug,low,Why.,A source 2020,https://x/{i}\n",
+                i + 1
+            );
+        }
+        imported(&text)
+    };
+    let full = table(MEDICINES_TABLE_ROWS_MAX).unwrap();
+    assert_eq!(full.rows().len(), MEDICINES_TABLE_ROWS_MAX);
+    assert_eq!(full.extra_names().len(), MEDICINES_TABLE_ROWS_MAX + 1);
+    assert_eq!(
+        table(MEDICINES_TABLE_ROWS_MAX + 1),
+        Err(TableError::TooManyRows {
+            max: MEDICINES_TABLE_ROWS_MAX
+        })
+    );
+    // Thousands of rows and names do not change what the check finds in a record.
+    let record = record_with(&[
+        statement("m1", "drug7 5mg", "active"),
+        statement("m2", "Drug8 oral solution", "active"),
+        statement("m3", "Warfarin 1mg", "active"),
+    ]);
+    let found = check(&record, &CHECKED_SECTIONS, &[Table::shipped(), &full]).unwrap();
+    assert_eq!(found.findings.len(), 1);
+    assert_eq!(found.findings[0].row.line, 9, "drug7,drug8 is on line 9");
+}
+
+#[test]
 fn an_imported_table_adds_names_that_match_medicines_by_their_words() {
     let table = imported(&format!(
         "{HEADER}Digoxin,Amiodarone,drug-drug,high,\"Amiodarone raises digoxin levels.\",\"A Book, 2020\",https://example.org/a\nacetaminophen,nsaid,drug-drug,low,Synonyms resolve.,A Book 2020,doi:10.1/x\n"
@@ -509,7 +541,7 @@ fn the_vocabulary_names_each_thing_once_and_every_class_it_uses() {
 
 #[test]
 fn records_name_medicines_in_many_ways() {
-    let none = BTreeSet::new();
+    let none = ExtraNames::default();
     let read = |text: &str| {
         resolve([text], [], &none)
             .ingredients

@@ -16,7 +16,7 @@
 //! penicillin. dm+d codes are not listed: phr does not ship the dm+d, and a dm+d medicine is
 //! still matched by its name. An ingredient or class without a code here is matched by name.
 
-use std::collections::BTreeSet;
+use std::{collections::BTreeSet, sync::OnceLock};
 
 /// The RxNorm code system.
 pub const RXNORM: &str = "http://www.nlm.nih.gov/research/umls/rxnorm";
@@ -295,14 +295,51 @@ pub fn lookup(name: &str) -> Option<Known> {
         return Some(Known::Ingredient(ingredient.name));
     }
     let wanted = words(name);
-    let named = |list: &[&str]| list.iter().any(|w| words(w) == wanted);
-    if let Some(ingredient) = INGREDIENTS.iter().find(|i| named(i.words)) {
-        return Some(Known::Ingredient(ingredient.name));
-    }
-    CLASSES
+    phrases()
         .iter()
-        .find(|c| named(c.words))
-        .map(|c| Known::Class(c.name))
+        .find(|(phrase, _)| *phrase == wanted)
+        .map(|(_, known)| *known)
+}
+
+/// Every phrase that names an ingredient (its name, then its words) or a class (its words), as
+/// lowercase words, with what it names: ingredients first, in the order of [`INGREDIENTS`].
+/// Made once.
+fn phrases() -> &'static [(Vec<String>, Known)] {
+    static PHRASES: OnceLock<Vec<(Vec<String>, Known)>> = OnceLock::new();
+    PHRASES.get_or_init(|| {
+        let mut out = Vec::new();
+        for ingredient in INGREDIENTS {
+            for name in std::iter::once(&ingredient.name).chain(ingredient.words) {
+                out.push((words(name), Known::Ingredient(ingredient.name)));
+            }
+        }
+        for class in CLASSES {
+            for word in class.words {
+                out.push((words(word), Known::Class(class.name)));
+            }
+        }
+        out
+    })
+}
+
+/// The ingredient names an imported table adds, each with its words: made once per check, as
+/// a table may add thousands.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ExtraNames(Vec<(String, Vec<String>)>);
+
+impl ExtraNames {
+    /// The names, each read as words.
+    pub fn new(names: impl IntoIterator<Item = String>) -> Self {
+        ExtraNames(
+            names
+                .into_iter()
+                .map(|name| {
+                    let said = words(&name);
+                    (name, said)
+                })
+                .collect(),
+        )
+    }
 }
 
 /// What a medicine or an allergy names, read by [`resolve`].
@@ -327,7 +364,7 @@ impl Resolved {
 pub fn resolve<'a>(
     texts: impl IntoIterator<Item = &'a str>,
     codes: impl IntoIterator<Item = (&'a str, &'a str)>,
-    extra: &BTreeSet<String>,
+    extra: &ExtraNames,
 ) -> Resolved {
     let mut found = Resolved::default();
     let add = |ingredient: &'static Ingredient, found: &mut Resolved| {
@@ -352,26 +389,22 @@ pub fn resolve<'a>(
     }
     for text in texts {
         let said = words(text);
-        for ingredient in INGREDIENTS {
-            let named = std::iter::once(&ingredient.name).chain(ingredient.words);
-            if named
-                .into_iter()
-                .any(|name| contains_phrase(&said, &words(name)))
-            {
-                add(ingredient, &mut found);
+        for (phrase, known) in phrases() {
+            if !contains_phrase(&said, phrase) {
+                continue;
+            }
+            match known {
+                Known::Ingredient(name) => add(
+                    ingredient_named(name).expect("a phrase names a listed ingredient"),
+                    &mut found,
+                ),
+                Known::Class(name) => {
+                    found.classes.insert(name);
+                }
             }
         }
-        for class in CLASSES {
-            if class
-                .words
-                .iter()
-                .any(|w| contains_phrase(&said, &words(w)))
-            {
-                found.classes.insert(class.name);
-            }
-        }
-        for name in extra {
-            if contains_phrase(&said, &words(name)) {
+        for (name, phrase) in &extra.0 {
+            if contains_phrase(&said, phrase) {
                 found.ingredients.insert(name.clone());
             }
         }
