@@ -110,6 +110,25 @@ fn an_ibuprofen_allergy_while_taking_naproxen_says_so_with_its_source() {
         listed.contains("doi:10.1136/amiajnl-2011-000612"),
         "{listed}"
     );
+
+    // An imported table changed by hand into nonsense: the check says so and what to do; an
+    // add still adds, with a note.
+    std::fs::write(
+        phr.home().join("medicines.csv"),
+        "a,b,kind,severity,why,source,link\nwarfarin,aspirin,drug-drug,high,Why.,,\n",
+    )
+    .unwrap();
+    let (code, _, stderr, _) = phr.run(&["medicines", "check"]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("line 2: no source"), "{stderr}");
+    assert!(stderr.contains("phr medicines import --remove"), "{stderr}");
+    let (code, stdout, stderr, _) = phr.run(&["add", "medication", "Ibuprofen 200mg"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.starts_with("Added MedicationStatement/"), "{stdout}");
+    assert!(
+        stderr.contains("the medicines check did not run"),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -7,7 +7,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use clap::Subcommand;
 use phr_core::{
     Record, Section,
@@ -88,10 +88,7 @@ fn check(ctx: &Context) -> Result<()> {
 /// The shipped table, and the imported one if there is one.
 pub fn tables(home: &Home) -> Result<Vec<Table>> {
     let mut tables = vec![Table::shipped().clone()];
-    tables.extend(home.imported_medicines_table().context(
-        "the medicines check needs its tables: `phr medicines import FILE` imports a good table \
-         over it, `phr medicines import --remove` forgets it",
-    )?);
+    tables.extend(home.imported_medicines_table()?);
     Ok(tables)
 }
 

@@ -269,7 +269,11 @@ pub enum HomeError {
     #[error("{0}")]
     NothingToDo(String),
     /// The imported medicines table no longer reads (changed since it was imported).
-    #[error("the imported medicines table {} cannot be read: {problem}; import the table again, or remove it", .path.display())]
+    #[error(
+        "the imported medicines table {} cannot be read: {problem}; import a good table over it \
+         (`phr medicines import FILE`), or remove it (`phr medicines import --remove`)",
+        .path.display()
+    )]
     MedicinesTable {
         /// The file.
         path: PathBuf,
