@@ -92,7 +92,9 @@ fn home_user_error(error: &HomeError) -> bool {
         | HomeError::Import(_)
         | HomeError::Ledger(_)
         // Unknown, ambiguous, not granted, expired, outside the grant: the user's to fix.
-        | HomeError::Provider(_) => true,
+        | HomeError::Provider(_)
+        // The imported medicines table was changed by hand: import it again or remove it.
+        | HomeError::MedicinesTable { .. } => true,
         HomeError::Keystore(e) => keystore_user_error(e),
         HomeError::Record(e) => matches!(
             e,

@@ -28,7 +28,7 @@ struct Cli {
     #[arg(long, global = true)]
     json: bool,
 
-    /// On a provider node: run show, add, amend, stop, recovered, entered-in-error, history, export, import, conflicts, messages, repeats or appointments on this patient's record (its id, the start of it, or the patient's NHS number; see `phr patients`)
+    /// On a provider node: run show, add, amend, stop, recovered, entered-in-error, history, export, import, conflicts, messages, repeats, appointments or medicines check on this patient's record (its id, the start of it, or the patient's NHS number; see `phr patients`)
     #[arg(long, global = true, value_name = "RECORD")]
     patient: Option<String>,
 
@@ -52,6 +52,9 @@ enum Command {
     Add(cmd::add::Args),
     /// Correct an entry: set or remove its elements (a new version; history keeps the old)
     Amend(cmd::correct::AmendArgs),
+    /// The medicines check: current medicines against each other and against allergies
+    #[command(subcommand)]
+    Medicines(cmd::medicines::Command),
     /// Mark a medicine as stopped (no longer taken), from today or --date
     Stop(cmd::correct::StopArgs),
     /// Mark a condition or allergy as resolved: the patient has recovered from it
@@ -146,7 +149,7 @@ fn main() -> ExitCode {
             | Command::Messages(_)
             | Command::Repeats(_)
             | Command::Appointments(_)
-    );
+    ) || matches!(&cli.command, Command::Medicines(command) if cmd::medicines::honours_patient(command));
     if let Err(error) = cmd::patients::take_flag(&mut ctx, cli.patient, honours_patient) {
         return exit::report(&error);
     }
@@ -158,6 +161,7 @@ fn main() -> ExitCode {
         Command::Show(args) => cmd::show::run(&ctx, args),
         Command::Add(args) => cmd::add::run(&ctx, args),
         Command::Amend(args) => cmd::correct::amend(&ctx, args),
+        Command::Medicines(command) => cmd::medicines::run(&ctx, command),
         Command::Stop(args) => cmd::correct::stop(&ctx, args),
         Command::Recovered(args) => cmd::correct::recovered(&ctx, args),
         Command::EnteredInError(args) => cmd::correct::entered_in_error(&ctx, args),

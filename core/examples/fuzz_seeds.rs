@@ -147,9 +147,22 @@ fn main() -> Result<()> {
         .collect();
     let collection = json!({"resourceType": "Bundle", "type": "collection", "entry": entries});
     corpus.put("import", "collection", &serde_json::to_vec(&collection)?)?;
+
+    // The shipped medicines table, as CSV and as JSON.
+    let shipped = phr_core::medicines::Table::shipped();
+    corpus.put(
+        "medicines_table",
+        "shipped-csv",
+        shipped.to_csv().as_bytes(),
+    )?;
+    corpus.put("medicines_table", "row-json", MEDICINES_JSON.as_bytes())?;
     println!("seeds written to {}", corpus.0.display());
     Ok(())
 }
+
+/// One row of a medicines table in its JSON form, quotes and commas in its fields.
+const MEDICINES_JSON: &str = r#"[{"a": "warfarin", "b": "nsaids", "kind": "drug-drug", "severity": "high",
+  "why": "Bleeding, \"more\" of it.", "source": "A source, 2024", "link": "https://example.org"}]"#;
 
 /// The corpus directory: one folder per target.
 struct Corpus(PathBuf);

@@ -13,6 +13,8 @@
 //! - [`messages`]: messages between the patient and providers (`Communication` in `requests`).
 //! - [`repeats`]: repeat prescriptions: the repeat, the patient's order, the issue, the dispense.
 //! - [`appointments`]: a practice's free slots (queried live) and the `Appointment`s patients ask for.
+//! - [`medicines`]: the medicines check: current medicines against each other and against
+//!   allergies, from a cited table.
 //! - [`audit`]: audit entries (`AuditEvent`s a grantee seals to the owners) and the patient's
 //!   audit view.
 //! - [`home`]: where a node keeps its keys, its vault and the record; the persistence boundary.
@@ -46,6 +48,7 @@ pub mod import;
 pub mod keys;
 pub mod keystore;
 pub mod ledger;
+pub mod medicines;
 pub mod messages;
 pub mod nhs;
 pub mod owner_only;

@@ -9,7 +9,7 @@ use phr_core::{
 use serde_json::{Value, json};
 
 use crate::{
-    cmd::patients,
+    cmd::{medicines, patients},
     context::{Context, now, say, stamp},
 };
 
@@ -74,7 +74,8 @@ pub fn run(ctx: &Context, args: Args) -> Result<()> {
         record.put(stamp, &resource)?;
         record.commit(stamp, &message);
         home.save(&mut record, now())?;
-        return report(ctx, &resource, None);
+        let checked = checks(new.kind).then(|| medicines::check_own(&home, &record));
+        return report(ctx, &resource, None, checked);
     };
     let home = ctx.open_home()?;
     let mut patient = patients::open(&home, query)?;
@@ -85,11 +86,23 @@ pub fn run(ctx: &Context, args: Args) -> Result<()> {
     };
     let resource = entry::build(&new, patient.subject(), &id, now())?;
     patient.add(&resource, &message, now())?;
-    report(ctx, &resource, Some(&patient.id().to_string()))
+    let checked = checks(new.kind).then(|| medicines::check_patient(&home, &mut patient));
+    report(ctx, &resource, Some(&patient.id().to_string()), checked)
 }
 
-/// Says what was added (to a patient's record, when `patient` names it).
-fn report(ctx: &Context, resource: &Value, patient: Option<&str>) -> Result<()> {
+/// Whether adding an entry of `kind` runs the medicines check: a medicine or an allergy.
+fn checks(kind: EntryKind) -> bool {
+    matches!(kind, EntryKind::Medication | EntryKind::Allergy)
+}
+
+/// Says what was added (to a patient's record, when `patient` names it), and what the
+/// medicines check found with it, when it ran (`checked`).
+fn report(
+    ctx: &Context,
+    resource: &Value,
+    patient: Option<&str>,
+    checked: Option<Result<phr_core::medicines::Check>>,
+) -> Result<()> {
     let key = format!(
         "{}/{}",
         resource["resourceType"].as_str().unwrap_or("Resource"),
@@ -100,6 +113,9 @@ fn report(ctx: &Context, resource: &Value, patient: Option<&str>) -> Result<()> 
         let mut out = json!({"added": key, "section": section, "resource": resource});
         if let Some(record) = patient {
             out["record"] = json!(record);
+        }
+        if let Some(checked) = checked {
+            out["medicines_check"] = medicines::report_added(ctx, checked, &key);
         }
         return ctx.print_json(&out);
     }
@@ -112,6 +128,9 @@ fn report(ctx: &Context, resource: &Value, patient: Option<&str>) -> Result<()> 
             "It is in record {record} on this node, signed by it, and logged to the patient; it \
              reaches the patient's devices when the nodes sync."
         ));
+    }
+    if let Some(checked) = checked {
+        medicines::report_added(ctx, checked, &key);
     }
     Ok(())
 }

@@ -17,6 +17,7 @@ pub mod import;
 pub mod imports;
 pub mod inbox;
 pub mod init;
+pub mod medicines;
 pub mod messages;
 pub mod node;
 pub mod patients;

@@ -23,7 +23,7 @@ use crate::{
 pub fn take_flag(ctx: &mut Context, patient: Option<String>, honoured: bool) -> Result<()> {
     if patient.is_some() && !honoured {
         return Err(UserError(
-            "--patient works with show, add, amend, stop, recovered, entered-in-error, history, export, import, imports, conflicts, messages, repeats and appointments only; run this command without it"
+            "--patient works with show, add, amend, stop, recovered, entered-in-error, history, export, import, imports, conflicts, messages, repeats, appointments and medicines check only; run this command without it"
                 .into(),
         )
         .into());

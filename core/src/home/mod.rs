@@ -13,6 +13,7 @@
 //!   node.log     the log of a node started with `phr node start`
 //!   peers.json   addresses of peers the node dialled or met (phr-node)
 //!   peers.log    addresses remembered since peers.json was last written, a line each (phr-node)
+//!   medicines.csv  the medicines table the user imported (`phr medicines import`)
 //! ```
 //!
 //! Every file is created 0600 ([`crate::owner_only`]); opening a home checks the directory and
@@ -30,6 +31,7 @@ mod backup;
 mod contacts;
 mod held;
 mod intake;
+mod medicines;
 mod permissions;
 mod provider;
 mod read_marks;
@@ -52,6 +54,7 @@ pub(crate) use backup::check_contents as check_backup_contents;
 pub use contacts::Contact;
 pub use held::HeldEntry;
 pub use intake::{PENDING_RECORD_BYTES_MAX, PENDING_RECORDS_MAX};
+pub use medicines::{ImportTableError, MEDICINES_TABLE_FILE};
 pub use permissions::HOME_FILES;
 pub use provider::{
     AccessEnded, InboxEntry, InboxItem, PatientPage, PatientQuery, PatientRecord, ProviderError,
@@ -270,6 +273,18 @@ pub enum HomeError {
     /// Nothing matches a grant, device or contact to act on.
     #[error("{0}")]
     NothingToDo(String),
+    /// The imported medicines table no longer reads (changed since it was imported).
+    #[error(
+        "the imported medicines table {} cannot be read: {problem}; import a good table over it \
+         (`phr medicines import FILE`), or remove it (`phr medicines import --remove`)",
+        .path.display()
+    )]
+    MedicinesTable {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: crate::medicines::TableError,
+    },
 }
 
 type Result<T, E = HomeError> = std::result::Result<T, E>;

@@ -28,7 +28,10 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use super::{HomeError, LOCK_FILE, NODE_LOG_FILE, PEERS_FILE, PEERS_JOURNAL_FILE, Result};
+use super::{
+    HomeError, LOCK_FILE, MEDICINES_TABLE_FILE, NODE_LOG_FILE, PEERS_FILE, PEERS_JOURNAL_FILE,
+    Result,
+};
 use crate::{
     api::CONTROL_FILE,
     keystore::{KEYSTORE_FILE, KeystoreError},
@@ -37,7 +40,7 @@ use crate::{
 };
 
 /// Every file phr keeps in a home, besides temporary files (which live for one write, 0600).
-pub const HOME_FILES: [&str; 7] = [
+pub const HOME_FILES: [&str; 8] = [
     KEYSTORE_FILE,
     VAULT_FILE,
     LOCK_FILE,
@@ -45,6 +48,7 @@ pub const HOME_FILES: [&str; 7] = [
     NODE_LOG_FILE,
     PEERS_FILE,
     PEERS_JOURNAL_FILE,
+    MEDICINES_TABLE_FILE,
 ];
 
 /// The mode bits that let users other than the owner read, write or enter.

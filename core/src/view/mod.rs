@@ -33,6 +33,10 @@ use crate::{
 };
 
 pub use section::{describe_resource, section_view};
+pub(crate) use summary::{
+    CurrentMedicine, current_medicines, medicine_name, named_other_than_patient,
+    referenced_medication,
+};
 pub use summary::{header_of, patient_header, summary};
 
 /// How many results the summary lists: the latest of each test, newest first.
@@ -216,7 +220,7 @@ pub struct SectionItem {
 
 /// The words of a concept, without the SNOMED CT semantic tag ("(disorder)") that ends a fully
 /// specified name: Synthea uses those names as displays, and the tag means nothing to a patient.
-fn text_of(concept: Option<&CodeableConcept>) -> Option<String> {
+pub(crate) fn text_of(concept: Option<&CodeableConcept>) -> Option<String> {
     let text = concept?.display()?;
     let bare = SNOMED_SEMANTIC_TAGS
         .iter()

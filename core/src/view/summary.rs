@@ -230,46 +230,76 @@ fn problems(record: &Record) -> Result<Vec<Problem>, RecordError> {
     Ok(out)
 }
 
-fn medicines(record: &Record) -> Result<Vec<Medicine>, RecordError> {
-    // Statements and requests name a medicine the same way; gather both, then name them.
+/// A current medicine as one statement or request names it, before the summary shows the
+/// medicines of one name as one line. The medicines check reads the same list.
+pub(crate) struct CurrentMedicine {
+    /// The medicine, as a concept.
+    pub(crate) concept: Option<CodeableConcept>,
+    /// The medicine, as a reference to a `Medication`.
+    pub(crate) reference: Option<Reference>,
+    /// How it is taken, in words.
+    pub(crate) dosage: Option<String>,
+    /// Why it is not being taken right now (on hold, proposed), if it is not.
+    pub(crate) qualifier: Option<String>,
+    /// Who prescribed or recorded it, when not the patient.
+    pub(crate) by: Option<String>,
+    /// The statement or request.
+    pub(crate) resource: Value,
+}
+
+/// The current medicines of `section`: statements and requests whose status says the patient
+/// takes them now (`status::statement_is_current`, `status::request_is_current`).
+pub(crate) fn current_medicines(
+    record: &Record,
+    section: Section,
+) -> Result<Vec<CurrentMedicine>, RecordError> {
+    // Statements and requests name a medicine the same way; gather both.
     let mut current = Vec::new();
-    for resource in record.resources_of_type(Section::Summary, "MedicationStatement")? {
+    for resource in record.resources_of_type(section, "MedicationStatement")? {
         if let Some(m) = view::<MedicationStatement>(&resource).filter(status::statement_is_current)
         {
-            let dosage = m.dosage.first().and_then(display::dosage);
-            let qualifier = paused(m.status.as_deref());
-            let by = named_other_than_patient(&[&m.information_source]);
-            current.push((
-                m.medication_codeable_concept,
-                m.medication_reference,
-                dosage,
-                qualifier,
-                by,
+            current.push(CurrentMedicine {
+                dosage: m.dosage.first().and_then(display::dosage),
+                qualifier: paused(m.status.as_deref()),
+                by: named_other_than_patient(&[&m.information_source]),
+                concept: m.medication_codeable_concept,
+                reference: m.medication_reference,
                 resource,
-            ));
+            });
         }
     }
-    for resource in record.resources_of_type(Section::Summary, "MedicationRequest")? {
+    for resource in record.resources_of_type(section, "MedicationRequest")? {
         if let Some(m) = view::<MedicationRequest>(&resource).filter(status::request_is_current) {
-            let dosage = m.dosage_instruction.first().and_then(display::dosage);
             let qualifier = if m.intent.as_deref() == Some("proposal") {
                 Some("proposed".into())
             } else {
                 paused(m.status.as_deref())
             };
-            let by = named_other_than_patient(&[&m.requester]);
-            current.push((
-                m.medication_codeable_concept,
-                m.medication_reference,
-                dosage,
+            current.push(CurrentMedicine {
+                dosage: m.dosage_instruction.first().and_then(display::dosage),
                 qualifier,
-                by,
+                by: named_other_than_patient(&[&m.requester]),
+                concept: m.medication_codeable_concept,
+                reference: m.medication_reference,
                 resource,
-            ));
+            });
         }
     }
+    Ok(current)
+}
+
+fn medicines(record: &Record) -> Result<Vec<Medicine>, RecordError> {
+    let current = current_medicines(record, Section::Summary)?;
     let mut by_name = BTreeMap::<String, Medicine>::new();
-    for (concept, reference, dosage, qualifier, by, resource) in current {
+    for CurrentMedicine {
+        concept,
+        reference,
+        dosage,
+        qualifier,
+        by,
+        resource,
+    } in current
+    {
         let name = medicine_name(record, &resource, concept.as_ref(), reference.as_ref())?;
         // One line per medicine, with the first dosage and prescriber that say anything; taken
         // now if any record of it says so.
@@ -295,7 +325,7 @@ fn medicines(record: &Record) -> Result<Vec<Medicine>, RecordError> {
 /// The display of the first of `references` that names someone other than the patient: who
 /// recorded or prescribed an entry. A reference to a `Patient` (what the patient says of
 /// themselves) names no one else.
-fn named_other_than_patient(references: &[&Option<Reference>]) -> Option<String> {
+pub(crate) fn named_other_than_patient(references: &[&Option<Reference>]) -> Option<String> {
     references.iter().find_map(|reference| {
         let reference = reference.as_ref()?;
         let of_patient = reference
@@ -318,7 +348,9 @@ fn paused(status: Option<&str>) -> Option<String> {
     }
 }
 
-fn medicine_name(
+/// What a current medicine is called: its concept's text, else the `Medication` it refers to
+/// (contained or stored), else the reference's display.
+pub(crate) fn medicine_name(
     record: &Record,
     resource: &Value,
     concept: Option<&CodeableConcept>,
@@ -327,6 +359,19 @@ fn medicine_name(
     if let Some(name) = text_of(concept) {
         return Ok(name);
     }
+    let named =
+        referenced_medication(record, resource, reference)?.and_then(|m| text_of(m.code.as_ref()));
+    let shown = named.or_else(|| reference.and_then(|r| r.display.clone()));
+    Ok(shown.unwrap_or_else(|| "Medicine not named".into()))
+}
+
+/// The `Medication` `reference` points to: contained in `resource` (`#id`) or stored in the
+/// record (`Medication/id`).
+pub(crate) fn referenced_medication(
+    record: &Record,
+    resource: &Value,
+    reference: Option<&Reference>,
+) -> Result<Option<Medication>, RecordError> {
     let target = match reference.and_then(|r| r.reference.as_deref()) {
         Some(local) if local.starts_with('#') => contained(resource, &local[1..]),
         Some(key) => match key.parse::<ResourceKey>() {
@@ -335,12 +380,7 @@ fn medicine_name(
         },
         None => None,
     };
-    let named = target
-        .as_ref()
-        .and_then(view::<Medication>)
-        .and_then(|m| text_of(m.code.as_ref()));
-    let shown = named.or_else(|| reference.and_then(|r| r.display.clone()));
-    Ok(shown.unwrap_or_else(|| "Medicine not named".into()))
+    Ok(target.as_ref().and_then(view::<Medication>))
 }
 
 fn contained(resource: &Value, id: &str) -> Option<Value> {

@@ -128,7 +128,7 @@ fn patient_record(n: usize, practice: &Party) -> Result<(RecordId, Batch)> {
         record.put(stamp, &resource)?;
     }
     // One patient in a hundred has asked for an appointment: what `phr inbox` shows.
-    if n % INBOX_EVERY == 0 {
+    if n.is_multiple_of(INBOX_EVERY) {
         record.put(
             stamp,
             &json!({"resourceType": "Appointment", "id": "ask", "status": "proposed",
