@@ -138,9 +138,12 @@ fn the_patient_orders_a_repeat_the_practice_issues_it_and_the_nominated_pharmacy
         shown.contains("issued, dispensed by High Street Pharmacy"),
         "{shown}"
     );
-    // The issued prescription is one line of the summary's medicines, not two.
+    // The issued prescription is one line of the summary's medicines, not two, and the
+    // medicines check does not take the repeat and its issue for one medicine taken twice.
     let summary = patient.ok(&["show"]);
     assert_eq!(summary.matches("Salbutamol").count(), 1, "{summary}");
+    let checked = json(&patient, &["--json", "medicines", "check"]);
+    assert_eq!(checked["findings"], serde_json::json!([]), "{checked}");
 
     // A second order, nominated elsewhere: this pharmacy may not dispense it.
     patient.ok(&["repeats", "order", &plan[..8], "--pharmacy", "FZ999"]);
@@ -255,5 +258,54 @@ fn a_refused_order_tells_the_patient_why_and_a_reader_only_practice_cannot_issue
     assert!(
         refused.contains("for the practice or pharmacy"),
         "{refused}"
+    );
+}
+
+#[test]
+fn a_prescription_issued_is_checked_against_the_patients_medicines_and_never_held_back() {
+    let patient = Phr::patient();
+    let gp = provider("Riverside Surgery", "A81001");
+    patient.ok(&["add", "medication", "Ibuprofen 400mg tablets"]);
+    patient.ok(&["contacts", "add", &card(&gp), "--alias", "gp"]);
+    patient.ok(&[
+        "share",
+        "grant",
+        "gp",
+        "--sections",
+        "summary,requests",
+        "--access",
+        "write",
+    ]);
+    sync_homes(&patient.home(), &gp.home());
+    let record = accept_pending(&gp).remove(0);
+    gp.ok(&[
+        "--patient",
+        &record,
+        "repeats",
+        "add",
+        "Warfarin 1mg tablets",
+        "--issues",
+        "3",
+        "--review",
+        "2099-01-01",
+    ]);
+    sync_homes(&gp.home(), &patient.home());
+    let plan = repeat(&patient, None)["id"].as_str().unwrap().to_string();
+    patient.ok(&["repeats", "order", &plan]);
+    sync_homes(&patient.home(), &gp.home());
+    let order = repeat(&gp, Some(&record))["orders"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let issued = json(
+        &gp,
+        &["--json", "--patient", &record, "repeats", "issue", &order],
+    );
+    let findings = issued["medicines_check"]["findings"].as_array().unwrap();
+    assert!(!findings.is_empty(), "{issued}");
+    assert!(issued.to_string().contains("Ibuprofen"), "{issued}");
+    assert_eq!(
+        issued["written"][0]["intent"], "order",
+        "issued all the same: {issued}"
     );
 }

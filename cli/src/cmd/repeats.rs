@@ -301,10 +301,26 @@ fn run_provider(ctx: &Context, query: &str, command: Option<Command>) -> Result<
     };
     let (resources, told) = written;
     patient.add_all(&resources, what, now())?;
-    if ctx.json {
-        return ctx.print_json(&json!({"written": resources}));
+    // A prescription issued is checked against the patient's other medicines and allergies,
+    // as `phr add medication` is; the check never undoes the issue.
+    let issued = resources
+        .iter()
+        .find(|r| r["resourceType"] == "MedicationRequest")
+        .map(|r| format!("MedicationRequest/{}", r["id"].as_str().unwrap_or("")));
+    if !ctx.json {
+        say(&told);
     }
-    say(&told);
+    let checked = issued.map(|key| {
+        let found = crate::cmd::medicines::check_patient(&home, &mut patient);
+        crate::cmd::medicines::report_added(ctx, found, &key)
+    });
+    if ctx.json {
+        let mut out = json!({"written": resources});
+        if let Some(checked) = checked {
+            out["medicines_check"] = checked;
+        }
+        return ctx.print_json(&out);
+    }
     Ok(())
 }
 
