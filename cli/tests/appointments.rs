@@ -5,27 +5,14 @@
 
 mod common;
 
-use common::{Phr, accept_pending, card, provider, sync::sync_homes};
-use serde_json::{Value, json};
-
-fn json(phr: &Phr, args: &[&str]) -> Value {
-    serde_json::from_str(&phr.ok(args)).unwrap()
-}
+use common::{Phr, json, provider, sync::sync_homes, taken_on_by};
+use serde_json::json;
 
 #[test]
 fn a_booking_and_a_cancellation_made_at_once_are_a_conflict_on_both_sides() {
     let patient = Phr::patient();
     let gp = provider("Riverside Surgery", "A81001");
-    patient.ok(&["contacts", "add", &card(&gp), "--alias", "gp"]);
-    patient.ok(&[
-        "share",
-        "grant",
-        "gp",
-        "--sections",
-        "summary,requests",
-        "--access",
-        "write",
-    ]);
+    let record = taken_on_by(&patient, &gp, "summary,requests");
     gp.ok(&[
         "slots",
         "add",
@@ -54,7 +41,6 @@ fn a_booking_and_a_cancellation_made_at_once_are_a_conflict_on_both_sides() {
     std::fs::write(&file, request.to_string()).unwrap();
     patient.ok(&["import", file.to_str().unwrap()]);
     sync_homes(&patient.home(), &gp.home());
-    let record = accept_pending(&gp).remove(0);
 
     // Both change it before they sync again.
     let booked = gp.ok(&["--patient", &record, "appointments", "book", "appt1"]);

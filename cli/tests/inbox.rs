@@ -4,28 +4,13 @@
 
 mod common;
 
-use common::{Phr, accept_pending, card, provider, sync::sync_homes};
+use common::{Phr, json, provider, sync::sync_homes, taken_on_by};
 use serde_json::{Value, json};
-
-fn json(phr: &Phr, args: &[&str]) -> Value {
-    serde_json::from_str(&phr.ok(args)).unwrap()
-}
 
 /// A patient sharing `summary,requests` (write) with `gp`, taken on there; returns the record.
 fn patient_of(gp: &Phr, name: &str) -> (Phr, String) {
     let patient = Phr::patient_named(name, "1980-01-01");
-    patient.ok(&["contacts", "add", &card(gp), "--alias", "gp"]);
-    patient.ok(&[
-        "share",
-        "grant",
-        "gp",
-        "--sections",
-        "summary,requests",
-        "--access",
-        "write",
-    ]);
-    sync_homes(&patient.home(), &gp.home());
-    let record = accept_pending(gp).remove(0);
+    let record = taken_on_by(&patient, gp, "summary,requests");
     (patient, record)
 }
 

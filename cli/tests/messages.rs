@@ -5,21 +5,7 @@
 
 mod common;
 
-use common::{Phr, accept_pending, card, provider, sync::sync_homes};
-use serde_json::Value;
-
-fn json(phr: &Phr, args: &[&str]) -> Value {
-    serde_json::from_str(&phr.ok(args)).unwrap()
-}
-
-fn fails(phr: &Phr, args: &[&str]) -> String {
-    let (code, _, stderr, _) = phr.run(args);
-    assert_eq!(
-        code, 1,
-        "phr {args:?} should be refused as a user error: {stderr}"
-    );
-    stderr
-}
+use common::{Phr, accept_pending, card, fails, json, provider, sync::sync_homes};
 
 #[test]
 fn a_patient_and_the_practice_keep_a_thread_unread_first_and_a_file_arrives_whole() {

@@ -6,21 +6,8 @@
 
 mod common;
 
-use common::{Phr, accept_pending, card, provider, sync::sync_homes};
+use common::{Phr, accept_pending, card, fails, json, provider, sync::sync_homes, taken_on_by};
 use serde_json::Value;
-
-fn json(phr: &Phr, args: &[&str]) -> Value {
-    serde_json::from_str(&phr.ok(args)).unwrap()
-}
-
-fn fails(phr: &Phr, args: &[&str]) -> String {
-    let (code, _, stderr, _) = phr.run(args);
-    assert_eq!(
-        code, 1,
-        "phr {args:?} should be refused as a user error: {stderr}"
-    );
-    stderr
-}
 
 /// The only repeat `phr repeats --json` lists.
 fn repeat(phr: &Phr, patient: Option<&str>) -> Value {
@@ -183,18 +170,7 @@ fn the_patient_orders_a_repeat_the_practice_issues_it_and_the_nominated_pharmacy
 fn a_refused_order_tells_the_patient_why_and_a_reader_only_practice_cannot_issue() {
     let patient = Phr::patient();
     let gp = provider("Riverside Surgery", "A81001");
-    patient.ok(&["contacts", "add", &card(&gp), "--alias", "gp"]);
-    patient.ok(&[
-        "share",
-        "grant",
-        "gp",
-        "--sections",
-        "summary,requests",
-        "--access",
-        "write",
-    ]);
-    sync_homes(&patient.home(), &gp.home());
-    let record = accept_pending(&gp).remove(0);
+    let record = taken_on_by(&patient, &gp, "summary,requests");
     gp.ok(&[
         "--patient",
         &record,
@@ -266,18 +242,7 @@ fn a_prescription_issued_is_checked_against_the_patients_medicines_and_never_hel
     let patient = Phr::patient();
     let gp = provider("Riverside Surgery", "A81001");
     patient.ok(&["add", "medication", "Ibuprofen 400mg tablets"]);
-    patient.ok(&["contacts", "add", &card(&gp), "--alias", "gp"]);
-    patient.ok(&[
-        "share",
-        "grant",
-        "gp",
-        "--sections",
-        "summary,requests",
-        "--access",
-        "write",
-    ]);
-    sync_homes(&patient.home(), &gp.home());
-    let record = accept_pending(&gp).remove(0);
+    let record = taken_on_by(&patient, &gp, "summary,requests");
     gp.ok(&[
         "--patient",
         &record,

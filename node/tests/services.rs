@@ -11,15 +11,54 @@ use serde_json::Value;
 
 mod common;
 
-/// The thread of `home`'s first listed thread on `patient`'s record (the patient's own record
-/// when `patient` is `None`).
-fn first_thread(net: &Homes, home: &str, patient: Option<&str>) -> Value {
+/// Makes `home` a practice's node named `name` (ODS code `ods`), running.
+fn practice(net: &Homes, home: &str, name: &str, ods: &str) -> String {
+    net.ok(home, &["init", "--provider", "--name", name, "--ods", ods]);
+    net.start(home, &[])
+}
+
+/// Makes `home` a patient's running node that shares `summary,requests` (write) with the
+/// practice `gp` (its contact "gp"), synced and accepted there; returns the record id.
+fn patient_of(net: &Homes, home: &str, name: &str, gp: &str) -> String {
+    net.ok(
+        home,
+        &["init", "--name", name, "--birth-date", "1980-01-01"],
+    );
+    net.start(home, &[]);
+    let card = net.card(gp);
+    net.ok(home, &["contacts", "add", &card, "--alias", "gp"]);
+    let grant = ["share", "grant", "gp", "--sections", "summary,requests"];
+    net.ok(home, &[&grant[..], &["--access", "write"]].concat());
+    net.ok(home, &["sync", "--wait"]);
+    let record = net.json(home, &["status"])["record"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    net.ok(gp, &["patients", "accept", &record]);
+    net.ok(home, &["sync", "--wait"]);
+    record
+}
+
+/// `phr --json [--patient RECORD] COMMAND` on `home`.
+fn listed(net: &Homes, home: &str, patient: Option<&str>, command: &str) -> Value {
     let mut args = vec![];
     if let Some(record) = patient {
         args.extend(["--patient", record]);
     }
-    args.push("messages");
-    net.json(home, &args)["threads"][0].clone()
+    args.push(command);
+    net.json(home, &args)
+}
+
+/// The one item `phr [--patient RECORD] COMMAND` lists on `home`.
+fn only(net: &Homes, home: &str, patient: Option<&str>, command: &str) -> Value {
+    let all = listed(net, home, patient, command);
+    assert_eq!(all.as_array().map(Vec::len), Some(1), "{all}");
+    all[0].clone()
+}
+
+/// The first thread `phr messages` lists.
+fn first_thread(net: &Homes, home: &str, patient: Option<&str>) -> Value {
+    listed(net, home, patient, "messages")["threads"][0].clone()
 }
 
 fn texts(thread: &Value) -> Vec<String> {
@@ -34,50 +73,9 @@ fn texts(thread: &Value) -> Vec<String> {
 #[test]
 fn a_message_thread_between_patient_and_practice_survives_a_restart_of_both_nodes() {
     let net = Homes::new();
-    net.ok(
-        "laptop",
-        &[
-            "init",
-            "--name",
-            "Martha DeLarosa",
-            "--birth-date",
-            "1972-05-01",
-        ],
-    );
-    net.ok(
-        "gp",
-        &[
-            "init",
-            "--provider",
-            "--name",
-            "Riverside Surgery",
-            "--ods",
-            "A81001",
-        ],
-    );
-    net.start("laptop", &[]);
-    net.start("gp", &[]);
-    let card = net.card("gp");
-    net.ok("laptop", &["contacts", "add", &card, "--alias", "gp"]);
-    net.ok(
-        "laptop",
-        &[
-            "share",
-            "grant",
-            "gp",
-            "--sections",
-            "summary,requests",
-            "--access",
-            "write",
-        ],
-    );
+    practice(&net, "gp", "Riverside Surgery", "A81001");
+    let record = patient_of(&net, "laptop", "Martha DeLarosa", "gp");
     net.ok("laptop", &["messages", "send", "My inhaler is running out"]);
-    net.ok("laptop", &["sync", "--wait"]);
-    let record = net.json("laptop", &["status"])["record"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    net.ok("gp", &["patients", "accept", &record]);
     net.ok("laptop", &["sync", "--wait"]);
 
     let thread = first_thread(&net, "gp", Some(&record));
@@ -148,102 +146,27 @@ fn a_message_thread_between_patient_and_practice_survives_a_restart_of_both_node
     assert!(audit.contains("messages"), "{audit}");
 }
 
-/// The only repeat `home` lists (on `patient`'s record when given).
-fn the_repeat(net: &Homes, home: &str, patient: Option<&str>) -> Value {
-    let mut args = vec![];
-    if let Some(record) = patient {
-        args.extend(["--patient", record]);
-    }
-    args.push("repeats");
-    let all = net.json(home, &args);
-    assert_eq!(all.as_array().map(Vec::len), Some(1), "{all}");
-    all[0].clone()
-}
-
 #[test]
 fn the_patient_orders_a_repeat_the_gp_issues_it_and_the_pharmacy_sees_it_over_real_daemons() {
     let net = Homes::new();
-    net.ok(
-        "laptop",
-        &[
-            "init",
-            "--name",
-            "Martha DeLarosa",
-            "--birth-date",
-            "1972-05-01",
-        ],
-    );
-    net.ok(
-        "gp",
-        &[
-            "init",
-            "--provider",
-            "--name",
-            "Riverside Surgery",
-            "--ods",
-            "A81001",
-        ],
-    );
-    net.ok(
-        "pharmacy",
-        &[
-            "init",
-            "--provider",
-            "--name",
-            "High Street Pharmacy",
-            "--ods",
-            "FA123",
-        ],
-    );
-    for home in ["laptop", "gp", "pharmacy"] {
-        net.start(home, &[]);
-    }
-    for alias in ["gp", "pharmacy"] {
-        let card = net.card(alias);
-        net.ok("laptop", &["contacts", "add", &card, "--alias", alias]);
-    }
-    net.ok(
-        "laptop",
-        &[
-            "share",
-            "grant",
-            "gp",
-            "--sections",
-            "summary,requests",
-            "--access",
-            "write",
-        ],
-    );
-    net.ok(
-        "laptop",
-        &[
+    practice(&net, "gp", "Riverside Surgery", "A81001");
+    practice(&net, "pharmacy", "High Street Pharmacy", "FA123");
+    let record = patient_of(&net, "laptop", "Martha DeLarosa", "gp");
+    let card = net.card("pharmacy");
+    net.ok("laptop", &["contacts", "add", &card, "--alias", "pharmacy"]);
+    for (sections, access) in [("summary", "read"), ("requests", "write")] {
+        let grant = [
             "share",
             "grant",
             "pharmacy",
             "--sections",
-            "summary",
+            sections,
             "--access",
-            "read",
-        ],
-    );
-    net.ok(
-        "laptop",
-        &[
-            "share",
-            "grant",
-            "pharmacy",
-            "--sections",
-            "requests",
-            "--access",
-            "write",
-        ],
-    );
+            access,
+        ];
+        net.ok("laptop", &grant);
+    }
     net.ok("laptop", &["sync", "--wait"]);
-    let record = net.json("laptop", &["status"])["record"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    net.ok("gp", &["patients", "accept", &record]);
     net.ok("pharmacy", &["patients", "accept", &record]);
     net.ok("laptop", &["sync", "--wait"]);
 
@@ -262,7 +185,7 @@ fn the_patient_orders_a_repeat_the_gp_issues_it_and_the_pharmacy_sees_it_over_re
         ],
     );
     net.ok("gp", &["sync", "--wait"]);
-    let plan = the_repeat(&net, "laptop", None)["id"]
+    let plan = only(&net, "laptop", None, "repeats")["id"]
         .as_str()
         .unwrap()
         .to_string();
@@ -272,14 +195,14 @@ fn the_patient_orders_a_repeat_the_gp_issues_it_and_the_pharmacy_sees_it_over_re
     );
     net.ok("laptop", &["sync", "--wait"]);
 
-    let at_gp = the_repeat(&net, "gp", Some(&record));
+    let at_gp = only(&net, "gp", Some(&record), "repeats");
     assert_eq!(at_gp["orders"][0]["status"], "requested", "{at_gp}");
     let order = at_gp["orders"][0]["id"].as_str().unwrap().to_string();
     net.ok("gp", &["--patient", &record, "repeats", "issue", &order]);
     net.ok("gp", &["sync", "--wait"]);
     net.ok("laptop", &["sync", "--wait"]);
 
-    let at_pharmacy = the_repeat(&net, "pharmacy", Some(&record));
+    let at_pharmacy = only(&net, "pharmacy", Some(&record), "repeats");
     let seen = &at_pharmacy["orders"][0];
     assert_eq!(seen["status"], "completed", "{at_pharmacy}");
     assert_eq!(seen["pharmacy"], "FA123");
@@ -290,7 +213,7 @@ fn the_patient_orders_a_repeat_the_gp_issues_it_and_the_pharmacy_sees_it_over_re
     );
     net.ok("pharmacy", &["sync", "--wait"]);
 
-    let mine = the_repeat(&net, "laptop", None);
+    let mine = only(&net, "laptop", None, "repeats");
     assert_eq!(mine["issued"], 1, "{mine}");
     assert_eq!(
         mine["orders"][0]["dispensed"][1], "High Street Pharmacy",
@@ -298,64 +221,10 @@ fn the_patient_orders_a_repeat_the_gp_issues_it_and_the_pharmacy_sees_it_over_re
     );
 }
 
-/// Makes `home` a patient sharing `summary,requests` (write) with the practice `gp`, synced and
-/// accepted there; returns the record id.
-fn patient_of(net: &Homes, home: &str, name: &str, gp: &str) -> String {
-    net.ok(
-        home,
-        &["init", "--name", name, "--birth-date", "1980-01-01"],
-    );
-    net.start(home, &[]);
-    let card = net.card(gp);
-    net.ok(home, &["contacts", "add", &card, "--alias", "gp"]);
-    net.ok(
-        home,
-        &[
-            "share",
-            "grant",
-            "gp",
-            "--sections",
-            "summary,requests",
-            "--access",
-            "write",
-        ],
-    );
-    net.ok(home, &["sync", "--wait"]);
-    let record = net.json(home, &["status"])["record"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    net.ok(gp, &["patients", "accept", &record]);
-    net.ok(home, &["sync", "--wait"]);
-    record
-}
-
-fn appointment(net: &Homes, home: &str, patient: Option<&str>) -> Value {
-    let mut args = vec![];
-    if let Some(record) = patient {
-        args.extend(["--patient", record]);
-    }
-    args.push("appointments");
-    let all = net.json(home, &args);
-    assert_eq!(all.as_array().map(Vec::len), Some(1), "{all}");
-    all[0].clone()
-}
-
 #[test]
 fn two_patients_ask_for_one_slot_the_practice_books_one_and_the_other_is_told() {
     let net = Homes::new();
-    net.ok(
-        "gp",
-        &[
-            "init",
-            "--provider",
-            "--name",
-            "Riverside Surgery",
-            "--ods",
-            "A81001",
-        ],
-    );
-    net.start("gp", &[]);
+    practice(&net, "gp", "Riverside Surgery", "A81001");
     net.ok(
         "gp",
         &[
@@ -404,7 +273,7 @@ fn two_patients_ask_for_one_slot_the_practice_books_one_and_the_other_is_told() 
     }
 
     // The practice books Ada's; booking Bob's finds the slot taken and declines it.
-    let asked = appointment(&net, "gp", Some(&ada));
+    let asked = only(&net, "gp", Some(&ada), "appointments");
     assert_eq!(asked["status"], "proposed", "{asked}");
     assert_eq!(asked["reason"], "Cough for three weeks");
     let booked = net.ok(
@@ -418,7 +287,7 @@ fn two_patients_ask_for_one_slot_the_practice_books_one_and_the_other_is_told() 
         ],
     );
     assert!(booked.contains("Booked"), "{booked}");
-    let bobs = appointment(&net, "gp", Some(&bob));
+    let bobs = only(&net, "gp", Some(&bob), "appointments");
     let declined = net.ok(
         "gp",
         &[
@@ -435,8 +304,8 @@ fn two_patients_ask_for_one_slot_the_practice_books_one_and_the_other_is_told() 
     );
     net.ok("gp", &["sync", "--wait"]);
 
-    assert_eq!(appointment(&net, "ada", None)["status"], "booked");
-    let told = appointment(&net, "bob", None);
+    assert_eq!(only(&net, "ada", None, "appointments")["status"], "booked");
+    let told = only(&net, "bob", None, "appointments");
     assert_eq!(told["status"], "cancelled", "{told}");
     assert!(
         told["cancelled_because"]
@@ -478,7 +347,10 @@ fn two_patients_ask_for_one_slot_the_practice_books_one_and_the_other_is_told() 
         ],
     );
     net.ok("ada", &["sync", "--wait"]);
-    assert_eq!(appointment(&net, "gp", Some(&ada))["status"], "cancelled");
+    assert_eq!(
+        only(&net, "gp", Some(&ada), "appointments")["status"],
+        "cancelled"
+    );
     let free = net.json(
         "bob",
         &[
@@ -496,18 +368,7 @@ fn two_patients_ask_for_one_slot_the_practice_books_one_and_the_other_is_told() 
 #[test]
 fn a_node_no_accepted_record_of_the_practice_admits_is_refused_its_slots() {
     let net = Homes::new();
-    net.ok(
-        "gp",
-        &[
-            "init",
-            "--provider",
-            "--name",
-            "Riverside Surgery",
-            "--ods",
-            "A81001",
-        ],
-    );
-    let gp_addr = net.start("gp", &[]);
+    let gp_addr = practice(&net, "gp", "Riverside Surgery", "A81001");
     net.ok(
         "gp",
         &[

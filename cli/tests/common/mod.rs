@@ -277,3 +277,35 @@ pub fn grant_gp_write(patient: &Phr) -> Phr {
     ]);
     gp
 }
+
+/// `phr args`, which must succeed, its output parsed as JSON (pass `--json`).
+pub fn json(phr: &Phr, args: &[&str]) -> serde_json::Value {
+    serde_json::from_str(&phr.ok(args)).unwrap()
+}
+
+/// `phr args`, which must be refused as a user error (exit 1); its standard error.
+pub fn fails(phr: &Phr, args: &[&str]) -> String {
+    let (code, _, stderr, _) = phr.run(args);
+    assert_eq!(
+        code, 1,
+        "phr {args:?} should be refused as a user error: {stderr}"
+    );
+    stderr
+}
+
+/// `patient` adds `provider` as the contact "gp", grants it `sections` (comma separated) with
+/// write access, syncs, and the provider takes the record on; returns the record's id.
+pub fn taken_on_by(patient: &Phr, provider: &Phr, sections: &str) -> String {
+    patient.ok(&["contacts", "add", &card(provider), "--alias", "gp"]);
+    patient.ok(&[
+        "share",
+        "grant",
+        "gp",
+        "--sections",
+        sections,
+        "--access",
+        "write",
+    ]);
+    sync::sync_homes(&patient.home(), &provider.home());
+    accept_pending(provider).remove(0)
+}
