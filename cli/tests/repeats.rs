@@ -274,3 +274,78 @@ fn a_prescription_issued_is_checked_against_the_patients_medicines_and_never_hel
         "issued all the same: {issued}"
     );
 }
+
+#[test]
+fn a_prescription_the_patient_made_up_is_not_dispensed_by_the_pharmacy() {
+    let patient = Phr::patient();
+    let gp = provider("Riverside Surgery", "A81001");
+    let pharmacy = provider("High Street Pharmacy", "FA123");
+    let record = taken_on_by(&patient, &gp, "summary,requests");
+    gp.ok(&[
+        "--patient",
+        &record,
+        "repeats",
+        "add",
+        "Oxycodone 5mg capsules",
+        "--issues",
+        "1",
+        "--review",
+        "2099-01-01",
+    ]);
+    sync_homes(&gp.home(), &patient.home());
+    patient.ok(&["contacts", "add", &card(&pharmacy), "--alias", "pharmacy"]);
+    patient.ok(&[
+        "share",
+        "grant",
+        "pharmacy",
+        "--sections",
+        "summary",
+        "--access",
+        "read",
+    ]);
+    patient.ok(&[
+        "share",
+        "grant",
+        "pharmacy",
+        "--sections",
+        "requests",
+        "--access",
+        "write",
+    ]);
+    let plan = repeat(&patient, None)["id"].as_str().unwrap().to_string();
+
+    // Through the same path any entry takes, the patient writes an order marked issued and the
+    // prescription it names, with the practice as requester.
+    let forged = serde_json::json!({"resourceType": "Bundle", "type": "collection", "entry": [
+        {"resource": {"resourceType": "Task", "id": "forged-order", "status": "completed",
+            "intent": "order",
+            "code": {"coding": [{"system": "http://snomed.info/sct", "code": "103742009"}]},
+            "focus": {"reference": format!("MedicationRequest/{plan}")},
+            "output": [{"type": {"text": "issued prescription"},
+                "valueReference": {"reference": "MedicationRequest/forged-rx"}}]}},
+        {"resource": {"resourceType": "MedicationRequest", "id": "forged-rx",
+            "status": "active", "intent": "order",
+            "medicationCodeableConcept": {"text": "Oxycodone 5mg capsules"},
+            "requester": {"display": "Riverside Surgery"},
+            "basedOn": [{"reference": format!("MedicationRequest/{plan}")}]}}
+    ]});
+    let file = patient.dir.path().join("forged.json");
+    std::fs::write(&file, forged.to_string()).unwrap();
+    patient.ok(&["import", file.to_str().unwrap()]);
+    let shown = patient.ok(&["repeats"]);
+    assert!(shown.contains("no pharmacy will dispense it"), "{shown}");
+    sync_homes(&patient.home(), &pharmacy.home());
+    accept_pending(&pharmacy);
+    let refused = fails(
+        &pharmacy,
+        &["--patient", &record, "repeats", "dispensed", "forged-order"],
+    );
+    assert!(
+        refused.contains("not signed by a practice that may prescribe"),
+        "{refused}"
+    );
+    assert!(
+        refused.contains("Ask the practice to issue it"),
+        "{refused}"
+    );
+}

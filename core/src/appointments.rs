@@ -100,6 +100,16 @@ pub struct OfferedSlot {
     pub service: String,
 }
 
+/// Whether an offered slot is one a request can name: its id a FHIR id, its start before its
+/// end, its service 1 to [`APPOINTMENT_TEXT_BYTES_MAX`] bytes. A patient's node drops any
+/// other a practice's node sends.
+pub fn is_offerable(slot: &OfferedSlot) -> bool {
+    crate::fhir::is_valid_id(&slot.id)
+        && slot.start < slot.end
+        && !slot.service.trim().is_empty()
+        && slot.service.len() <= APPOINTMENT_TEXT_BYTES_MAX
+}
+
 /// A patient's node asking a practice's for its free slots between two times.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SlotsQuery {

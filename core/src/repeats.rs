@@ -28,8 +28,9 @@ use serde_json::{Value, json};
 use crate::{
     Section,
     fhir::reference::ResourceKey,
+    ledger::LedgerState,
     nhs::ODS_CODE_SYSTEM,
-    record::{Record, RecordError},
+    record::{Current, Record, RecordError, Version},
     section::SECTION_TAG_SYSTEM,
 };
 
@@ -134,6 +135,17 @@ pub enum RepeatError {
     /// A reason too long or empty.
     #[error("give a reason of 1 to {REASON_BYTES_MAX} bytes, which the patient will read")]
     Reason,
+    /// The prescription is not proven to be a practice's.
+    #[error(
+        "the prescription of order {order} is not signed by a practice that may prescribe \
+         (it was written by {by}); it is not dispensed. Ask the practice to issue it"
+    )]
+    Unverified {
+        /// The order.
+        order: String,
+        /// Who wrote the prescription, as its signature says.
+        by: String,
+    },
     /// Not issued yet, so nothing to dispense.
     #[error("order {0} has not been issued by the practice yet, so it cannot be dispensed")]
     NotIssued(String),
@@ -185,6 +197,13 @@ pub struct Order {
     pub reason: Option<String>,
     /// The prescription issued for it (`MedicationRequest` id).
     pub prescription: Option<String>,
+    /// Who signed the prescription issued for it (the writing node's name), if issued.
+    pub issued_by: Option<String>,
+    /// Whether that prescription is proven to be a practice's: signed by a node the ledger
+    /// gave write access to `summary` as a provider, in changes its own signature proves. A
+    /// prescription the patient's own devices wrote (or anyone else) is not, and is never
+    /// dispensed.
+    pub prescription_verified: bool,
     /// When a pharmacy dispensed it, and which (its name as written).
     pub dispensed: Option<(String, String)>,
 }
@@ -381,7 +400,8 @@ pub fn reject(
 }
 
 /// The pharmacy's record that it dispensed the prescription issued for `order`: a
-/// `MedicationDispense`, tagged into `requests`.
+/// `MedicationDispense`, tagged into `requests`. Refused unless a practice's signature proves
+/// the prescription ([`Order::prescription_verified`]).
 pub fn dispense(
     order: &Order,
     repeat: &Repeat,
@@ -393,6 +413,15 @@ pub fn dispense(
     let Some(prescription) = &order.prescription else {
         return Err(RepeatError::NotIssued(order.id.clone()));
     };
+    if !order.prescription_verified {
+        return Err(RepeatError::Unverified {
+            order: order.id.clone(),
+            by: order
+                .issued_by
+                .clone()
+                .unwrap_or_else(|| "nobody known".into()),
+        });
+    }
     let mut dispense = json!({
         "resourceType": "MedicationDispense",
         "id": id,
@@ -411,8 +440,9 @@ pub fn dispense(
 
 /// Every repeat in `record` with its orders, the active ones first, then by medicine. Reads
 /// `summary` (repeats, issued prescriptions) and `requests` (orders, dispenses): a reader
-/// without one of them sees what the other holds.
-pub fn repeats(record: &Record) -> Result<Vec<Repeat>, RecordError> {
+/// without one of them sees what the other holds. `ledger` (the record's consent) tells who
+/// signed each prescription issued.
+pub fn repeats(record: &Record, ledger: &LedgerState) -> Result<Vec<Repeat>, RecordError> {
     let requests = record.resources_of_type(Section::Summary, "MedicationRequest")?;
     let tasks = record.resources_of_type(Section::Requests, "Task")?;
     let dispenses = record.resources_of_type(Section::Requests, "MedicationDispense")?;
@@ -430,6 +460,15 @@ pub fn repeats(record: &Record) -> Result<Vec<Repeat>, RecordError> {
             .filter(|t| is_order(t) && t["focus"]["reference"].as_str() == Some(reference.as_str()))
             .map(|t| order_of(t, &dispenses))
             .collect();
+        for order in &mut orders {
+            if let Some(prescription) = &order.prescription {
+                let key = ResourceKey::new("MedicationRequest", prescription);
+                if let Some(Current::One(version)) = record.current(&key)? {
+                    order.issued_by = Some(version.author.name.clone());
+                    order.prescription_verified = by_a_prescriber(&version, ledger);
+                }
+            }
+        }
         orders.sort_by(|a, b| (&a.ordered, &a.id).cmp(&(&b.ordered, &b.id)));
         out.push(Repeat {
             id,
@@ -456,14 +495,6 @@ pub fn repeats(record: &Record) -> Result<Vec<Repeat>, RecordError> {
         (a.status != "active", &a.medicine, &a.id).cmp(&(b.status != "active", &b.medicine, &b.id))
     });
     Ok(out)
-}
-
-/// Orders of every repeat, with the repeat each is of, for the practice's list.
-pub fn orders(record: &Record) -> Result<Vec<(Repeat, Order)>, RecordError> {
-    Ok(repeats(record)?
-        .into_iter()
-        .flat_map(|r| r.orders.clone().into_iter().map(move |o| (r.clone(), o)))
-        .collect())
 }
 
 /// The order `Task` with id `id`, as stored.
@@ -543,6 +574,8 @@ fn order_of(task: &Value, dispenses: &[Value]) -> Order {
             })
     });
     Order {
+        issued_by: None,
+        prescription_verified: false,
         id: text(task, "id"),
         status: text(task, "status"),
         ordered: task["authoredOn"].as_str().map(str::to_string),
@@ -551,6 +584,24 @@ fn order_of(task: &Value, dispenses: &[Value]) -> Order {
         prescription,
         dispensed,
     }
+}
+
+/// Whether `version` (a prescription) was written by a provider the ledger gave write access
+/// to `summary` (a grant since revoked counts: it stood when the prescription was issued), in
+/// changes its own signature proves.
+fn by_a_prescriber(version: &Version, ledger: &LedgerState) -> bool {
+    let Ok(signer) = version.author.id.parse::<crate::keys::PeerId>() else {
+        return false;
+    };
+    version.author_is_writer()
+        && version.proven
+        && !ledger.is_owner(&signer)
+        && ledger.grants.iter().chain(&ledger.revoked).any(|grant| {
+            grant.grantee.peer == signer
+                && grant.grantee.role == crate::party::Role::Provider
+                && grant.access == crate::ledger::Access::Write
+                && grant.sections.contains(&Section::Summary)
+        })
 }
 
 fn review_of(plan: &Value) -> Option<Date> {

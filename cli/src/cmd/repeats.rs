@@ -101,7 +101,7 @@ fn provider_only(what: &str) -> UserError {
 
 fn run_patient(ctx: &Context, command: Option<Command>) -> Result<()> {
     let (mut home, mut record) = ctx.open_record()?;
-    let all = repeats::repeats(&record)?;
+    let all = repeats::repeats(&record, home.ledger_state()?)?;
     let (id, pharmacy) = match command {
         None => return list(ctx, &all, false),
         Some(Command::Order { id, pharmacy }) => (id, pharmacy),
@@ -223,8 +223,8 @@ fn run_provider(ctx: &Context, query: &str, command: Option<Command>) -> Result<
         }
         Some(Command::Add { .. }) => unreachable!("handled above"),
     };
-    let record = patient.read(&Logged::read(what, &sections), now())?;
-    let all = repeats::repeats(record)?;
+    let (record, ledger) = patient.read_with_consent(&Logged::read(what, &sections), now())?;
+    let all = repeats::repeats(record, ledger)?;
     let written = match command {
         None => return list(ctx, &all, true),
         Some(Command::Issue { order }) => {
@@ -435,7 +435,15 @@ fn progress(order: &Order) -> String {
             time.get(..10).unwrap_or(time)
         ),
         ("requested", _) => format!("ordered {when}, waiting for the practice{at}"),
-        ("completed", _) => format!("ordered {when}, issued{at}"),
+        ("completed", _) if order.prescription_verified => format!(
+            "ordered {when}, issued by {}{at}",
+            order.issued_by.as_deref().unwrap_or("the practice")
+        ),
+        ("completed", _) => format!(
+            "ordered {when}, marked issued, but its prescription was written by {}, not a \
+             practice that may prescribe: no pharmacy will dispense it",
+            order.issued_by.as_deref().unwrap_or("nobody known")
+        ),
         ("rejected", _) => format!(
             "ordered {when}, refused: {}",
             order.reason.as_deref().unwrap_or("no reason given")

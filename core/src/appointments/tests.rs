@@ -236,3 +236,29 @@ fn a_cancellation_and_a_booking_made_apart_are_both_kept_as_a_conflict() {
     assert_eq!(conflicts.len(), 1);
     assert_eq!(conflicts[0].versions.len(), 2, "both versions are kept");
 }
+
+#[test]
+fn only_slots_a_request_can_name_are_offered_on() {
+    let good = six()[0].offered();
+    assert!(is_offerable(&good));
+    for bad in [
+        OfferedSlot {
+            id: "../../etc".into(),
+            ..good.clone()
+        },
+        OfferedSlot {
+            end: good.start,
+            ..good.clone()
+        },
+        OfferedSlot {
+            service: " ".into(),
+            ..good.clone()
+        },
+        OfferedSlot {
+            service: "x".repeat(APPOINTMENT_TEXT_BYTES_MAX + 1),
+            ..good.clone()
+        },
+    ] {
+        assert!(!is_offerable(&bad), "{bad:?}");
+    }
+}

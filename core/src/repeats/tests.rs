@@ -5,7 +5,14 @@ use jiff::{Timestamp, civil::date};
 use serde_json::json;
 
 use super::*;
-use crate::{Author, RecordMeta, Stamp, fhir::validate, section::place};
+use crate::{
+    Author, RecordMeta, Stamp,
+    fhir::validate,
+    keystore::Keystore,
+    ledger::{Access, GrantState},
+    party::{Party, Role},
+    section::place,
+};
 
 fn now() -> Timestamp {
     "2026-03-01T09:00:00Z".parse().unwrap()
@@ -20,7 +27,7 @@ fn practice() -> Value {
         "identifier": {"system": ODS_CODE_SYSTEM, "value": "A81001"}})
 }
 
-fn patient() -> Value {
+fn patient_ref() -> Value {
     json!({"reference": "Patient/p1"})
 }
 
@@ -44,6 +51,74 @@ fn record(actor: u8) -> Record {
     Record::create(meta, &ActorId::from(vec![actor; 16]))
 }
 
+/// A node that writes: its party, and its own copy of the record (its actor its key's).
+struct Node {
+    party: Party,
+    record: Record,
+}
+
+impl Node {
+    fn new(name: &str, role: Role) -> Node {
+        let keys = Keystore::generate(role == Role::Patient);
+        let party = Party {
+            peer: keys.device.peer_id(),
+            recipient: keys.age.recipient(),
+            name: name.into(),
+            role,
+            ods: None,
+        };
+        let mut actor = party.peer.public_key()[..16].to_vec();
+        actor.extend_from_slice(&[7; 8]);
+        let meta = RecordMeta {
+            id: "r".into(),
+            subject: Some("Patient/p1".into()),
+            nhs_number: None,
+        };
+        Node {
+            party,
+            record: Record::create(meta, &ActorId::from(actor)),
+        }
+    }
+
+    fn write(&mut self, resources: &[&Value]) {
+        let author = Author {
+            id: self.party.peer.to_string(),
+            name: self.party.name.clone(),
+        };
+        let stamp = Stamp {
+            author: &author,
+            time: now(),
+        };
+        for resource in resources {
+            self.record.put(stamp, resource).unwrap();
+        }
+        self.record.commit(stamp, "test");
+    }
+
+    fn merge(&mut self, other: &mut Node) {
+        self.record.merge(&mut other.record).unwrap();
+    }
+}
+
+/// The patient (an owner device) and a practice with `access` to `sections`.
+fn ledger(patient: &Node, practice: &Node, access: Access, sections: &[Section]) -> LedgerState {
+    let mut ledger = LedgerState::default();
+    ledger
+        .owners
+        .insert(patient.party.peer, patient.party.clone());
+    ledger.grants.push(GrantState {
+        id: crate::keys::OpId([1; 32]),
+        grantee: practice.party.clone(),
+        sections: sections.to_vec(),
+        access,
+        expires_ms: None,
+        purpose: None,
+        granted_by: patient.party.peer,
+        time_ms: 0,
+    });
+    ledger
+}
+
 fn put(record: &mut Record, resources: &[&Value]) {
     let author = Author {
         id: "someone".into(),
@@ -60,29 +135,49 @@ fn put(record: &mut Record, resources: &[&Value]) {
 }
 
 fn only(record: &Record) -> Repeat {
-    let mut all = repeats(record).unwrap();
+    only_in(record, &LedgerState::default())
+}
+
+fn only_in(record: &Record, ledger: &LedgerState) -> Repeat {
+    let mut all = repeats(record, ledger).unwrap();
     assert_eq!(all.len(), 1, "{all:?}");
     all.remove(0)
 }
 
 #[test]
 fn the_repeat_the_order_the_issue_and_the_dispense_are_r4_in_their_sections() {
+    let mut patient = Node::new("Ada Lovelace", Role::Patient);
+    let mut gp = Node::new("Riverside Surgery", Role::Provider);
+    let consent = ledger(
+        &patient,
+        &gp,
+        Access::Write,
+        &[Section::Summary, Section::Requests],
+    );
     let plan = repeat(&new_repeat(6), "plan1", now(), today()).unwrap();
-    let mut record = record(1);
-    put(&mut record, &[&plan]);
+    gp.write(&[&plan]);
+    patient.merge(&mut gp);
     let task = order(
-        &only(&record),
+        &only(&patient.record),
         Some("FA123"),
-        &patient(),
+        &patient_ref(),
         "t1",
         now(),
         today(),
     )
     .unwrap();
+    patient.write(&[&task]);
+    gp.merge(&mut patient);
     let (prescription, done) = issue(&plan, &task, &practice(), "rx1", now()).unwrap();
-    put(&mut record, &[&task, &prescription, &done]);
+    gp.write(&[&prescription, &done]);
+    patient.merge(&mut gp);
     let pharmacy = json!({"display": "High Street Pharmacy"});
-    let repeat = only(&record);
+    let repeat = only_in(&patient.record, &consent);
+    assert!(repeat.orders[0].prescription_verified, "{repeat:?}");
+    assert_eq!(
+        repeat.orders[0].issued_by.as_deref(),
+        Some("Riverside Surgery")
+    );
     let dispensed = dispense(
         &repeat.orders[0],
         &repeat,
@@ -134,8 +229,8 @@ fn the_repeat_the_order_the_issue_and_the_dispense_are_r4_in_their_sections() {
         "MedicationRequest/rx1"
     );
 
-    put(&mut record, &[&dispensed]);
-    let repeat = only(&record);
+    patient.write(&[&dispensed]);
+    let repeat = only_in(&patient.record, &consent);
     assert_eq!((repeat.issued, repeat.left()), (1, 5));
     let order = &repeat.orders[0];
     assert_eq!(order.status, "completed");
@@ -148,6 +243,63 @@ fn the_repeat_the_order_the_issue_and_the_dispense_are_r4_in_their_sections() {
 }
 
 #[test]
+fn a_prescription_the_patient_or_a_reader_wrote_is_never_dispensed() {
+    let mut patient = Node::new("Ada Lovelace", Role::Patient);
+    let mut gp = Node::new("Riverside Surgery", Role::Provider);
+    let plan = repeat(&new_repeat(6), "plan1", now(), today()).unwrap();
+    gp.write(&[&plan]);
+    patient.merge(&mut gp);
+    let task = order(
+        &only(&patient.record),
+        None,
+        &patient_ref(),
+        "t1",
+        now(),
+        today(),
+    )
+    .unwrap();
+    // The patient's own device answers its order with a prescription it made up, naming the
+    // practice as requester.
+    let (forged, done) = issue(&plan, &task, &practice(), "rx1", now()).unwrap();
+    patient.write(&[&task, &forged, &done]);
+    let pharmacy = json!({"display": "High Street Pharmacy"});
+    let writers = ledger(
+        &patient,
+        &gp,
+        Access::Write,
+        &[Section::Summary, Section::Requests],
+    );
+    let repeat = only_in(&patient.record, &writers);
+    let order = &repeat.orders[0];
+    assert_eq!(order.issued_by.as_deref(), Some("Ada Lovelace"));
+    assert!(!order.prescription_verified);
+    let refused = dispense(order, &repeat, &pharmacy, None, "d", now()).unwrap_err();
+    assert!(
+        matches!(refused, RepeatError::Unverified { .. }),
+        "{refused}"
+    );
+    assert!(refused.to_string().contains("Ada Lovelace"), "{refused}");
+
+    // A practice that may only read `summary` cannot issue one either.
+    let mut reader = Node::new("Riverside Surgery", Role::Provider);
+    reader.merge(&mut patient);
+    let task2 = json!({"resourceType": "Task", "id": "t2", "status": "requested",
+        "intent": "order", "code": {"coding": [{"system": SNOMED, "code": RENEWAL_CODE}]},
+        "focus": {"reference": "MedicationRequest/plan1"}});
+    let (rx2, done2) = issue(&plan, &task2, &practice(), "rx2", now()).unwrap();
+    reader.write(&[&task2, &rx2, &done2]);
+    let readers = ledger(
+        &patient,
+        &reader,
+        Access::Read,
+        &[Section::Summary, Section::Requests],
+    );
+    let repeat = only_in(&reader.record, &readers);
+    let second = repeat.orders.iter().find(|o| o.id == "t2").unwrap();
+    assert!(!second.prescription_verified, "{second:?}");
+}
+
+#[test]
 fn orders_past_review_with_no_issues_left_stopped_or_waiting_are_refused_saying_what_to_do() {
     let plan = repeat(&new_repeat(1), "plan1", now(), today()).unwrap();
     let mut record = record(1);
@@ -155,13 +307,13 @@ fn orders_past_review_with_no_issues_left_stopped_or_waiting_are_refused_saying_
     let repeat_now = only(&record);
 
     let late = date(2026, 9, 2);
-    let error = order(&repeat_now, None, &patient(), "t", now(), late).unwrap_err();
+    let error = order(&repeat_now, None, &patient_ref(), "t", now(), late).unwrap_err();
     assert!(matches!(error, RepeatError::ReviewDue { .. }), "{error}");
     assert!(error.to_string().contains("phr messages send"), "{error}");
 
-    let task = order(&repeat_now, None, &patient(), "t1", now(), today()).unwrap();
+    let task = order(&repeat_now, None, &patient_ref(), "t1", now(), today()).unwrap();
     put(&mut record, &[&task]);
-    let error = order(&only(&record), None, &patient(), "t2", now(), today()).unwrap_err();
+    let error = order(&only(&record), None, &patient_ref(), "t2", now(), today()).unwrap_err();
     assert!(
         matches!(error, RepeatError::AlreadyOrdered { .. }),
         "{error}"
@@ -169,7 +321,7 @@ fn orders_past_review_with_no_issues_left_stopped_or_waiting_are_refused_saying_
 
     let (rx, done) = issue(&plan, &task, &practice(), "rx1", now()).unwrap();
     put(&mut record, &[&rx, &done]);
-    let error = order(&only(&record), None, &patient(), "t3", now(), today()).unwrap_err();
+    let error = order(&only(&record), None, &patient_ref(), "t3", now(), today()).unwrap_err();
     assert_eq!(
         error,
         RepeatError::NoIssuesLeft {
@@ -185,7 +337,7 @@ fn orders_past_review_with_no_issues_left_stopped_or_waiting_are_refused_saying_
     let mut stopped = plan.clone();
     stopped["status"] = json!("stopped");
     put(&mut record, &[&stopped]);
-    let error = order(&only(&record), None, &patient(), "t4", now(), today()).unwrap_err();
+    let error = order(&only(&record), None, &patient_ref(), "t4", now(), today()).unwrap_err();
     assert!(matches!(error, RepeatError::NotActive { .. }), "{error}");
 }
 
@@ -194,7 +346,7 @@ fn a_refusal_carries_its_reason_and_bad_repeats_are_refused() {
     let plan = repeat(&new_repeat(3), "plan1", now(), today()).unwrap();
     let mut record = record(1);
     put(&mut record, &[&plan]);
-    let task = order(&only(&record), None, &patient(), "t1", now(), today()).unwrap();
+    let task = order(&only(&record), None, &patient_ref(), "t1", now(), today()).unwrap();
     assert_eq!(
         reject(&task, " ", &practice(), now()),
         Err(RepeatError::Reason)

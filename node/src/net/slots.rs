@@ -103,8 +103,11 @@ impl Node {
                 if let Some(reply) = self.slots.asked.remove(&request_id) {
                     let _ = reply.send(match response {
                         SlotsAnswer::Free(mut slots) => {
-                            // Whatever it sent, the caller sees a bounded list.
+                            // Whatever it sent, the caller sees a bounded list of slots a
+                            // request can name: a FHIR id, a start before the end, a service
+                            // within bounds.
                             slots.truncate(appointments::SLOTS_ANSWER_MAX);
+                            slots.retain(appointments::is_offerable);
                             Ok(slots)
                         }
                         SlotsAnswer::Refused(why) => Err(format!(

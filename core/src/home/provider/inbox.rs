@@ -201,7 +201,7 @@ impl Home {
                 });
             }
         }
-        for repeat in repeats::repeats(&record)? {
+        for repeat in repeats::repeats(&record, &state)? {
             for order in repeat.orders.iter().filter(|o| o.status == "requested") {
                 row.items.push(InboxItem {
                     kind: Waiting::Order,
