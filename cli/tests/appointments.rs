@@ -79,3 +79,34 @@ fn a_booking_and_a_cancellation_made_at_once_are_a_conflict_on_both_sides() {
     assert_eq!(code, 1, "{stderr}");
     assert!(stderr.contains("phr resolve Appointment/appt1"), "{stderr}");
 }
+
+#[test]
+fn a_booking_the_patient_wrote_is_shown_as_theirs_not_the_practices() {
+    let patient = Phr::patient();
+    let gp = provider("Riverside Surgery", "A81001");
+    let record = taken_on_by(&patient, &gp, "summary,requests");
+    // Through the same path any entry takes, the patient writes an appointment already
+    // "booked", as only the practice may decide.
+    let forged = json!({
+        "resourceType": "Appointment", "id": "self-booked", "status": "booked",
+        "start": "2099-03-02T09:00:00Z", "end": "2099-03-02T09:10:00Z",
+        "participant": [
+            {"actor": {"display": "Ada Lovelace"}, "status": "accepted"},
+            {"actor": {"display": "Riverside Surgery"}, "status": "accepted"}
+        ]
+    });
+    let file = patient.dir.path().join("appt.json");
+    std::fs::write(&file, forged.to_string()).unwrap();
+    patient.ok(&["import", file.to_str().unwrap()]);
+    let listed = patient.ok(&["appointments"]);
+    assert!(
+        listed.contains("marked booked by Ada Lovelace, not by the practice"),
+        "{listed}"
+    );
+    sync_homes(&patient.home(), &gp.home());
+    let at_gp = json(&gp, &["--json", "--patient", &record, "appointments"]);
+    assert_eq!(at_gp[0]["status"], "booked");
+    assert_eq!(at_gp[0]["decided_by_practice"], false, "{at_gp}");
+    // The practice's schedule holds no such booking.
+    assert_eq!(json(&gp, &["--json", "slots"]), json!([]));
+}

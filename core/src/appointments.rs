@@ -26,7 +26,11 @@ use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::{Section, record::Record, record::RecordError};
+use crate::{
+    Section,
+    ledger::LedgerState,
+    record::{Current, Record, RecordError, Version},
+};
 
 /// The most slots a practice's schedule keeps; past slots are dropped as new ones are added.
 pub const SCHEDULE_SLOTS_MAX: usize = 5_000;
@@ -391,19 +395,42 @@ pub struct Appointment {
     pub cancelled_because: Option<String>,
     /// Whether concurrent versions wait for a person (`phr conflicts`).
     pub conflict: bool,
+    /// Who wrote its current version, as its signature says.
+    pub written_by: Option<String>,
+    /// Whether its status is one its writer may decide: `booked`, `fulfilled` and `noshow`
+    /// are the practice's (a provider with write access to `requests`, in changes its own
+    /// signature proves); the others either side's. A booking the patient's device wrote is
+    /// not the practice's, and is shown as such.
+    pub decided_by_practice: bool,
 }
 
-/// Every appointment in `record`, earliest first.
-pub fn appointments(record: &Record) -> Result<Vec<Appointment>, RecordError> {
+/// Every appointment in `record`, earliest first. `ledger` (the record's consent) tells who
+/// wrote each.
+pub fn appointments(
+    record: &Record,
+    ledger: &LedgerState,
+) -> Result<Vec<Appointment>, RecordError> {
     let mut out: Vec<Appointment> = record
         .resources(Section::Requests)?
         .into_iter()
         .filter(|(key, _, _)| key.resource_type == "Appointment")
-        .map(|(_, a, conflict)| {
+        .map(|(key, a, conflict)| {
             let text = |v: &Value| v.as_str().map(str::to_string);
+            let version = match record.current(&key) {
+                Ok(Some(Current::One(version))) => Some(version),
+                _ => None,
+            };
+            let status = text(&a["status"]).unwrap_or_default();
+            let by_provider = version.as_ref().is_some_and(|v| by_a_provider(v, ledger));
+            let decided_by_practice = match status.as_str() {
+                "booked" | "fulfilled" | "noshow" | "arrived" | "checked-in" => by_provider,
+                _ => true,
+            };
             Appointment {
+                written_by: version.map(|v| v.author.name),
+                decided_by_practice,
                 id: text(&a["id"]).unwrap_or_default(),
-                status: text(&a["status"]).unwrap_or_default(),
+                status,
                 start: text(&a["start"]),
                 end: text(&a["end"]),
                 service: text(&a["serviceType"][0]["text"]),
@@ -420,6 +447,22 @@ pub fn appointments(record: &Record) -> Result<Vec<Appointment>, RecordError> {
         .collect();
     out.sort_by(|a, b| (&a.start, &a.id).cmp(&(&b.start, &b.id)));
     Ok(out)
+}
+
+/// Whether `version` was written by a provider the ledger gave write access to `requests`
+/// (a grant since revoked counts), in changes its own signature proves.
+fn by_a_provider(version: &Version, ledger: &LedgerState) -> bool {
+    let Ok(signer) = version.author.id.parse::<crate::keys::PeerId>() else {
+        return false;
+    };
+    version.author_is_writer()
+        && version.proven
+        && !ledger.is_owner(&signer)
+        && ledger.grants.iter().chain(&ledger.revoked).any(|grant| {
+            grant.grantee.peer == signer
+                && grant.access == crate::ledger::Access::Write
+                && grant.sections.contains(&Section::Requests)
+        })
 }
 
 #[cfg(test)]

@@ -304,7 +304,9 @@ fn two_patients_ask_for_one_slot_the_practice_books_one_and_the_other_is_told() 
     );
     net.ok("gp", &["sync", "--wait"]);
 
-    assert_eq!(only(&net, "ada", None, "appointments")["status"], "booked");
+    let booked = only(&net, "ada", None, "appointments");
+    assert_eq!(booked["status"], "booked", "{booked}");
+    assert_eq!(booked["decided_by_practice"], true, "{booked}");
     let told = only(&net, "bob", None, "appointments");
     assert_eq!(told["status"], "cancelled", "{told}");
     assert!(

@@ -11,6 +11,7 @@ use phr_core::{
     appointments::{self, Appointment, SLOTS_QUERY_DAYS_MAX, Side, SlotsQuery},
     audit::Logged,
     home::Booking,
+    ledger::LedgerState,
     record::Record,
 };
 use serde_json::{Value, json};
@@ -160,8 +161,11 @@ fn ask_slots(
 fn run_patient(ctx: &Context, command: Option<Command>) -> Result<()> {
     match command {
         None => {
-            let (_, record) = ctx.open_record()?;
-            list(ctx, &appointments::appointments(&record)?)
+            let (home, record) = ctx.open_record()?;
+            list(
+                ctx,
+                &appointments::appointments(&record, home.ledger_state()?)?,
+            )
         }
         Some(Command::Slots { with, from, days }) => {
             let (found, _) = ask_slots(ctx, with.as_deref(), start_of(from.as_deref())?, days)?;
@@ -282,9 +286,10 @@ fn run_provider(ctx: &Context, query: &str, command: Option<Command>) -> Result<
             .into());
         }
     };
-    let record = patient.read(&Logged::read(what, &[Section::Requests]), now())?;
+    let (record, ledger) =
+        patient.read_with_consent(&Logged::read(what, &[Section::Requests]), now())?;
     // Appointments cancelled by the patient give their slots back.
-    let all = appointments::appointments(record)?;
+    let all = appointments::appointments(record, ledger)?;
     for appointment in all.iter().filter(|a| a.status == "cancelled") {
         if let Some(slot) = &appointment.slot {
             home.free_slot(slot, &record_id, &appointment.id)?;
@@ -356,7 +361,8 @@ fn run_provider(ctx: &Context, query: &str, command: Option<Command>) -> Result<
 /// The stored appointment whose id is `query` or starts with it.
 fn find(record: &Record, query: &str) -> Result<Value> {
     let query = query.trim();
-    let all = appointments::appointments(record)?;
+    // Who wrote each does not matter to finding one.
+    let all = appointments::appointments(record, &LedgerState::default())?;
     let matches: Vec<&Appointment> = all
         .iter()
         .filter(|a| !query.is_empty() && a.id.starts_with(query))
@@ -397,7 +403,12 @@ fn done(ctx: &Context, resource: &Value, told: &str) -> Result<()> {
 fn state(a: &Appointment) -> String {
     let said = match a.status.as_str() {
         "proposed" | "pending" => "asked for, waiting for the practice".to_string(),
-        "booked" => "booked".into(),
+        "booked" if a.decided_by_practice => "booked".into(),
+        "booked" | "fulfilled" | "noshow" if !a.decided_by_practice => format!(
+            "marked {} by {}, not by the practice: ask the practice",
+            a.status,
+            a.written_by.as_deref().unwrap_or("someone unknown")
+        ),
         "cancelled" => format!(
             "cancelled: {}",
             a.cancelled_because.as_deref().unwrap_or("no reason given")

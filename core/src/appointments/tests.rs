@@ -229,7 +229,7 @@ fn a_cancellation_and_a_booking_made_apart_are_both_kept_as_a_conflict() {
         .unwrap();
     patient.commit(stamp, "cancel");
     patient.merge(&mut practice_copy).unwrap();
-    let listed = appointments(&patient).unwrap();
+    let listed = appointments(&patient, &LedgerState::default()).unwrap();
     assert_eq!(listed.len(), 1);
     assert!(listed[0].conflict, "{listed:?}");
     let conflicts = patient.conflicts().unwrap();

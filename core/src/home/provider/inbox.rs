@@ -191,7 +191,7 @@ impl Home {
         if let Some((_, resource)) = crate::identity::record_patient(&record)? {
             row.patient = crate::view::header_of(&resource, None, today).name;
         }
-        for a in appointments::appointments(&record)? {
+        for a in appointments::appointments(&record, &state)? {
             if matches!(a.status.as_str(), "proposed" | "pending") && !a.conflict {
                 row.items.push(InboxItem {
                     kind: Waiting::Appointment,
