@@ -39,6 +39,7 @@ fn is_user_error(error: &anyhow::Error) -> bool {
             || cause.is::<BadResourceKey>()
             || cause.is::<UnknownSection>()
             || cause.is::<CardError>()
+            || cause.is::<phr_core::emergency::CardError>()
             || cause.is::<KeyError>()
             // A refused consent change is the user's to fix (not an owner, audit, ...).
             || cause.is::<LedgerError>()

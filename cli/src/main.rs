@@ -102,6 +102,8 @@ enum Command {
     Slots(cmd::slots::Args),
     /// On a practice's node: what waits across its patients (requests, orders, unread messages)
     Inbox,
+    /// The emergency summary: preview it, make the offline card, read a card
+    Emergency(cmd::emergency::Args),
     /// Run this home's node daemon in the background: start, stop, status
     #[command(subcommand)]
     Node(cmd::node::Command),
@@ -183,6 +185,7 @@ fn main() -> ExitCode {
         Command::Appointments(args) => cmd::appointments::run(&ctx, args),
         Command::Slots(args) => cmd::slots::run(&ctx, args),
         Command::Inbox => cmd::inbox::run(&ctx),
+        Command::Emergency(args) => cmd::emergency::run(&ctx, args),
         Command::Node(command) => cmd::node::run(&ctx, command),
         Command::Peers(args) => cmd::peers::run(&ctx, args),
         Command::Sync(args) => cmd::sync::run(&ctx, args),

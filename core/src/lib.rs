@@ -13,6 +13,7 @@
 //! - [`messages`]: messages between the patient and providers (`Communication` in `requests`).
 //! - [`repeats`]: repeat prescriptions: the repeat, the patient's order, the issue, the dispense.
 //! - [`appointments`]: a practice's free slots (queried live) and the `Appointment`s patients ask for.
+//! - [`emergency`]: the emergency summary and the offline card that carries it.
 //! - [`medicines`]: the medicines check: current medicines against each other and against
 //!   allergies, from a cited table.
 //! - [`audit`]: audit entries (`AuditEvent`s a grantee seals to the owners) and the patient's
@@ -36,6 +37,7 @@ pub mod blob;
 pub mod card;
 pub mod changes;
 pub mod consent;
+pub mod emergency;
 pub mod entry;
 pub mod envelope;
 pub mod export;
@@ -71,4 +73,35 @@ pub use section::Section;
 /// A new random resource id (a UUID v4), for entries created here.
 pub fn new_id() -> String {
     uuid::Uuid::new_v4().to_string()
+}
+
+/// Records for unit tests.
+#[cfg(test)]
+pub(crate) mod test_records {
+    use serde_json::Value;
+
+    use crate::{Author, Record, RecordMeta, Stamp};
+
+    /// A record about `Patient/p1` holding `resources`, written by one test device.
+    pub(crate) fn record_with(resources: &[Value]) -> Record {
+        let author = Author {
+            id: "device-test".into(),
+            name: "Test".into(),
+        };
+        let stamp = Stamp {
+            author: &author,
+            time: jiff::Timestamp::from_second(1_700_000_000).expect("in range"),
+        };
+        let meta = RecordMeta {
+            id: "r1".into(),
+            subject: Some("Patient/p1".into()),
+            nhs_number: None,
+        };
+        let mut record = Record::create(meta, &automerge::ActorId::random());
+        for resource in resources {
+            record.put(stamp, resource).expect("a test resource");
+        }
+        record.commit(stamp, "test");
+        record
+    }
 }

@@ -10,6 +10,7 @@ pub mod contacts;
 pub mod correct;
 pub mod damaged;
 pub mod devices;
+pub mod emergency;
 pub mod export;
 pub mod held;
 pub mod history;

@@ -29,6 +29,7 @@
 mod audit;
 mod backup;
 mod contacts;
+mod emergency;
 mod held;
 mod intake;
 mod medicines;

@@ -1,0 +1,216 @@
+//! Tests of the emergency summary and card: what goes on it, the document, sealing and
+//! opening, and fitting one QR code.
+
+use jiff::civil::date;
+use serde_json::json;
+
+use super::*;
+use crate::{fhir::validate, test_records::record_with};
+
+fn now() -> Timestamp {
+    "2026-03-01T09:00:00Z".parse().unwrap()
+}
+
+fn today() -> Date {
+    date(2026, 3, 1)
+}
+
+fn patient() -> Value {
+    json!({"resourceType": "Patient", "id": "p1",
+    "identifier": [{"system": "https://fhir.nhs.uk/Id/nhs-number", "value": "9434765919"}],
+    "name": [{"given": ["Ada"], "family": "Lovelace"}], "birthDate": "1980-02-03",
+    "text": {"status": "generated", "div": "<div>narrative</div>"},
+    "photo": [{"contentType": "image/png", "data": "AAAA"}],
+    "contact": [
+        {"name": {"text": "Bob Friend"}, "telecom": [{"system": "phone", "value": "07700 900001"}]},
+        {"relationship": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0131", "code": "C"}], "text": "Emergency contact (sister)"}],
+         "name": {"given": ["Mary"], "family": "Lovelace"},
+         "telecom": [{"system": "phone", "value": "07700 900002"}]}
+    ]})
+}
+
+fn full_record() -> Record {
+    record_with(&[
+        patient(),
+        json!({"resourceType": "AllergyIntolerance", "id": "a1", "code": {"text": "Penicillin"},
+            "criticality": "high", "patient": {"reference": "Patient/p1"}}),
+        json!({"resourceType": "AllergyIntolerance", "id": "a2", "code": {"text": "Latex"},
+            "clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical", "code": "resolved"}]}}),
+        json!({"resourceType": "MedicationStatement", "id": "m1", "status": "active",
+            "medicationCodeableConcept": {"text": "Warfarin 3mg tablets"}}),
+        json!({"resourceType": "MedicationStatement", "id": "m2", "status": "stopped",
+            "medicationCodeableConcept": {"text": "Amoxicillin"}}),
+        json!({"resourceType": "Condition", "id": "c1", "code": {"text": "Atrial fibrillation"},
+            "clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "active"}]}}),
+        json!({"resourceType": "Condition", "id": "c2", "code": {"coding": [
+            {"system": "http://snomed.info/sct", "code": "370143000", "display": "Major depressive disorder"}]},
+            "clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "active"}]}}),
+        json!({"resourceType": "Flag", "id": "f1", "status": "active", "code": {"coding": [
+            {"system": "http://snomed.info/sct", "code": "304253006", "display": "Not for resuscitation"}]}}),
+        json!({"resourceType": "Observation", "id": "bg", "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": "882-1", "display": "ABO and Rh group"}]},
+            "valueCodeableConcept": {"text": "O negative"}, "effectiveDateTime": "2020-01-01"}),
+    ])
+}
+
+#[test]
+fn the_summary_carries_what_a_crew_needs_and_leaves_sensitive_entries_off_unless_chosen() {
+    let record = full_record();
+    let summary = gather(&record, &Choice::default(), today()).unwrap();
+    assert_eq!(summary.name.as_deref(), Some("Ada Lovelace"));
+    assert_eq!(summary.nhs_number.as_deref(), Some("943 476 5919"));
+    assert_eq!(summary.birth_date.as_deref(), Some("1980-02-03"));
+    let keys = |items: &[Item]| items.iter().map(|i| i.key.clone()).collect::<Vec<_>>();
+    assert_eq!(
+        keys(&summary.allergies),
+        ["AllergyIntolerance/a1"],
+        "resolved left off"
+    );
+    assert_eq!(
+        keys(&summary.medicines),
+        ["MedicationStatement/m1"],
+        "stopped left off"
+    );
+    assert_eq!(keys(&summary.problems), ["Condition/c1"]);
+    assert_eq!(keys(&summary.decisions), ["Flag/f1"]);
+    assert_eq!(summary.blood_group.as_ref().unwrap().key, "Observation/bg");
+    assert_eq!(summary.sensitive_left_off, ["Condition/c2"]);
+    // The emergency contact first, with how to call them.
+    assert_eq!(summary.contacts[0].name, "Mary Lovelace");
+    assert_eq!(summary.contacts[0].phone.as_deref(), Some("07700 900002"));
+    assert_eq!(summary.contacts[1].name, "Bob Friend");
+
+    let chosen = Choice {
+        include: vec!["Condition/c2".into()],
+    };
+    let summary = gather(&record, &chosen, today()).unwrap();
+    assert_eq!(keys(&summary.problems), ["Condition/c1", "Condition/c2"]);
+    assert!(summary.problems[1].sensitive);
+    assert!(summary.sensitive_left_off.is_empty());
+}
+
+#[test]
+fn the_document_is_a_minimal_ips_bundle_every_entry_valid_and_every_reference_resolving() {
+    let summary = gather(&full_record(), &Choice::default(), today()).unwrap();
+    let document = document(&summary, now());
+    assert_eq!(document["type"], "document");
+    let entries = document["entry"].as_array().unwrap();
+    let composition = &entries[0]["resource"];
+    assert_eq!(composition["type"]["coding"][0]["code"], "60591-5");
+    let titles: Vec<&str> = composition["section"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["title"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        titles,
+        [
+            "Allergies and Intolerances",
+            "Medication Summary",
+            "Problems",
+            "Advance Directives",
+            "Results"
+        ]
+    );
+    let urls: Vec<&str> = entries
+        .iter()
+        .map(|e| e["fullUrl"].as_str().unwrap())
+        .collect();
+    for entry in entries {
+        let resource = &entry["resource"];
+        validate::check(resource).unwrap_or_else(|e| panic!("{e:?}: {resource}"));
+        assert!(
+            resource.get("text").is_none() && resource.get("meta").is_none(),
+            "{resource}"
+        );
+        for reference in crate::fhir::reference::references(resource) {
+            assert!(
+                urls.contains(&reference),
+                "{reference} does not resolve in {document}"
+            );
+        }
+    }
+    let patient = &entries[1]["resource"];
+    assert_eq!(patient["resourceType"], "Patient");
+    assert_eq!(patient["name"][0]["family"], "Lovelace");
+    assert_eq!(patient["contact"][1]["telecom"][0]["value"], "07700 900002");
+    assert!(patient.get("photo").is_none(), "the card carries no photo");
+    assert!(
+        !document.to_string().contains("depressive"),
+        "sensitive left off"
+    );
+}
+
+#[test]
+fn a_card_opens_to_its_document_and_a_changed_or_foreign_one_does_not() {
+    let summary = gather(&full_record(), &Choice::default(), today()).unwrap();
+    let key = [7u8; 32];
+    let fitted = fit(&summary, &key, now()).unwrap();
+    assert!(fitted.dropped.is_empty());
+    assert!(fitted.text.starts_with(CARD_PREFIX));
+    assert!(fitted.text.len() <= QR_BYTES_MAX, "{}", fitted.text.len());
+    let opened = open(&fitted.text).unwrap();
+    assert_eq!(opened, document(&summary, now()).tap_ids(&opened));
+
+    // One character of the ciphertext changed: it does not open.
+    let mut changed: Vec<char> = fitted.text.chars().collect();
+    let at = changed.len() - 30;
+    changed[at] = if changed[at] == 'A' { 'B' } else { 'A' };
+    let changed: String = changed.into_iter().collect();
+    assert!(matches!(open(&changed), Err(CardError::Damaged(_))));
+    assert_eq!(open("https://example.com"), Err(CardError::NotACard));
+    assert!(matches!(open("PHRE1.a.b.c"), Err(CardError::Damaged(_))));
+}
+
+/// Compositions get a fresh id each time: compare the rest.
+trait TapIds {
+    fn tap_ids(self, like: &Value) -> Value;
+}
+
+impl TapIds for Value {
+    fn tap_ids(mut self, like: &Value) -> Value {
+        self["entry"][0]["fullUrl"] = like["entry"][0]["fullUrl"].clone();
+        self["entry"][0]["resource"]["id"] = like["entry"][0]["resource"]["id"].clone();
+        self
+    }
+}
+
+#[test]
+fn a_summary_too_big_for_one_code_drops_problems_and_medicines_never_allergies() {
+    let mut resources = vec![patient()];
+    for i in 0..300 {
+        resources.push(json!({"resourceType": "Condition", "id": format!("c{i}"),
+            "code": {"text": format!("Condition number {i} with a long descriptive name {}", i * 7919)},
+            "clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "active"}]}}));
+    }
+    for i in 0..5 {
+        resources.push(
+            json!({"resourceType": "AllergyIntolerance", "id": format!("a{i}"),
+            "code": {"text": format!("Allergen {i}")}}),
+        );
+    }
+    let summary = gather(&record_with(&resources), &Choice::default(), today()).unwrap();
+    let fitted = fit(&summary, &[1; 32], now()).unwrap();
+    assert!(!fitted.dropped.is_empty());
+    assert!(fitted.text.len() <= QR_BYTES_MAX);
+    let opened = open(&fitted.text).unwrap();
+    let allergies = opened["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["resource"]["resourceType"] == "AllergyIntolerance")
+        .count();
+    assert_eq!(allergies, 5, "every allergy kept");
+}
+
+#[test]
+fn a_code_that_inflates_past_the_bound_is_refused() {
+    // A hand-made card whose compressed content inflates to megabytes of spaces.
+    let bomb = format!(
+        "{{\"resourceType\":\"Bundle\",\"type\":\"document\",\"x\":\"{}\"}}",
+        " ".repeat(2 * 1024 * 1024)
+    );
+    let text = seal(&serde_json::from_str::<Value>(&bomb).unwrap(), &[3; 32]);
+    assert!(matches!(open(&text), Err(CardError::Damaged(why)) if why.contains("inflates past")));
+}
