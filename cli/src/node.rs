@@ -36,6 +36,8 @@ pub struct NodeApi {
     token: String,
     /// The daemon's process id.
     pub pid: u32,
+    /// Where it serves emergency links' manifests, if it does.
+    pub emergency_url: Option<String>,
 }
 
 impl NodeApi {
@@ -61,6 +63,7 @@ impl NodeApi {
             base: format!("http://{}", file.api),
             token: file.token,
             pid: file.pid,
+            emergency_url: file.emergency_url,
         }))
     }
 

@@ -36,6 +36,9 @@ pub struct ControlFile {
     pub token: String,
     /// This node's PeerId.
     pub peer: String,
+    /// Where this node serves emergency links' manifests (`.../shl`), if it does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub emergency_url: Option<String>,
 }
 
 /// `GET /status`: the node, its records and its peers.

@@ -546,6 +546,19 @@ fn agent_is(signer: &Who, name: &str, peer: Option<&str>) -> bool {
 
 /// An `AuditEvent` in words: `read summary, clinical (show)`, `created Condition/1 in clinical`.
 fn event_words(resource: &Value) -> String {
+    let emergency = resource["subtype"].as_array().is_some_and(|subtypes| {
+        subtypes
+            .iter()
+            .any(|s| s["code"] == crate::emergency::link::EMERGENCY_ACCESS)
+    });
+    if emergency {
+        return format!(
+            "EMERGENCY ACCESS: {}",
+            resource["outcomeDesc"]
+                .as_str()
+                .unwrap_or("someone used an emergency link")
+        );
+    }
     let verb = match resource["action"].as_str() {
         Some("R") => "read",
         Some("C") => "created",

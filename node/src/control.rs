@@ -66,7 +66,12 @@ impl Control {
 }
 
 /// Serves the control API of the node behind `client`, for the home at `dir`.
-pub async fn serve(client: Client, dir: &Path, peer: String) -> Result<Control, NodeError> {
+pub async fn serve(
+    client: Client,
+    dir: &Path,
+    peer: String,
+    emergency_url: Option<String>,
+) -> Result<Control, NodeError> {
     let failed = |what: &str, e: &dyn std::fmt::Display| NodeError::Failed(format!("{what}: {e}"));
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
         .await
@@ -83,6 +88,7 @@ pub async fn serve(client: Client, dir: &Path, peer: String) -> Result<Control, 
             api: addr.to_string(),
             token: token.clone(),
             peer,
+            emergency_url,
         })
         .expect("the control file serialises"),
     )

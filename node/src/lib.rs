@@ -17,6 +17,7 @@
 pub mod admission;
 pub mod codec;
 pub mod control;
+pub mod emergency;
 pub mod gate;
 pub mod net;
 pub mod passphrase;

@@ -50,6 +50,14 @@ struct Args {
     /// gives it; `PHR_PASSPHRASE` works too, and is moved out of the environment at once
     #[arg(long)]
     passphrase_stdin: bool,
+    /// Serve the patient's emergency links (SMART Health Links) over HTTP at this address,
+    /// e.g. 127.0.0.1:8443 (put a TLS reverse proxy in front to reach it from outside)
+    #[arg(long, value_name = "HOST:PORT")]
+    emergency_listen: Option<std::net::SocketAddr>,
+    /// The address links name, as the outside world reaches this server (e.g.
+    /// `https://phr.example.org/shl`) [default: `http://HOST:PORT/shl` of --emergency-listen]
+    #[arg(long, value_name = "URL", requires = "emergency_listen")]
+    emergency_url: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -108,7 +116,10 @@ fn main() -> ExitCode {
         mdns: phr_node::swarm::mdns_by_default(home.party().role, args.mdns, args.no_mdns),
         relay_server: args.relay,
     };
-    match runtime.block_on(serve(home, args.listen, options)) {
+    let emergency = args
+        .emergency_listen
+        .map(|addr| (addr, args.emergency_url.clone()));
+    match runtime.block_on(serve(home, args.listen, options, emergency)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error}");
@@ -122,6 +133,7 @@ async fn serve(
     home: Home,
     mut listen: Vec<Multiaddr>,
     options: phr_node::swarm::Options,
+    emergency: Option<(std::net::SocketAddr, Option<String>)>,
 ) -> Result<(), String> {
     let peer = home.peer_id();
     let dir = home.dir().to_path_buf();
@@ -145,7 +157,16 @@ async fn serve(
                 .map_err(|e| format!("cannot listen on {addr}: {e}"))?,
         );
     }
-    let control = control::serve(client.clone(), &dir, peer.to_string())
+    let emergency_url = match emergency {
+        None => None,
+        Some((addr, url)) => {
+            let bound = phr_node::emergency::serve(client.clone(), addr)
+                .await
+                .map_err(|e| e.to_string())?;
+            Some(url.unwrap_or_else(|| format!("http://{bound}/shl")))
+        }
+    };
+    let control = control::serve(client.clone(), &dir, peer.to_string(), emergency_url)
         .await
         .map_err(|e| e.to_string())?;
     // Printed once the control API answers too: whoever reads the first line can use both.

@@ -8,12 +8,13 @@ use std::path::PathBuf;
 
 use anyhow::{Context as _, Result};
 use clap::Subcommand;
-use phr_core::emergency::{self, Choice, Summary};
+use phr_core::emergency::{self, Choice, Summary, link};
 use serde_json::{Value, json};
 
 use crate::{
     context::{Context, now, print_out, print_raw, say},
     exit::UserError,
+    node::NodeApi,
 };
 
 #[derive(Debug, clap::Args)]
@@ -23,6 +24,10 @@ use crate::{
   phr emergency card                     # the QR code and key facts in the terminal
   phr emergency card --html card.html --png card.png --svg card.svg
   phr emergency open \"PHRE1....\"          # as a clinician: read a card's text (from any QR reader)
+  phr emergency link --passcode 472913 --days 30   # a link your running node serves
+  phr emergency links                    # every link: expiry, openings, state
+  phr emergency revoke 3kTq9w            # the link is gone (404) from now on
+  phr emergency open \"shlink:/...\" --recipient \"Paramedic J. Smith\" --passcode 472913
   phr emergency document -o summary.json # the summary as an IPS document Bundle")]
 pub struct Args {
     #[command(subcommand)]
@@ -53,10 +58,35 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         html: Option<PathBuf>,
     },
-    /// Read a card's text (what a QR reader shows), with no network and no record
+    /// Read a card's text (what a QR reader shows), or open a link (shlink:/...)
     Open {
-        /// The card's text, starting PHRE1. (or - to read it from standard input)
+        /// The card's text, starting PHRE1., or a link, shlink:/... (- reads standard input)
         text: String,
+        /// Who is opening a link, as the patient will see it in their audit (required for links)
+        #[arg(long, value_name = "NAME")]
+        recipient: Option<String>,
+        /// The link's passcode, if it has one
+        #[arg(long)]
+        passcode: Option<String>,
+    },
+    /// Make a link to the summary (a SMART Health Link) that this home's running node serves
+    Link {
+        /// Ask for this passcode (at least 6 characters; 10 wrong ones disable the link)
+        #[arg(long)]
+        passcode: Option<String>,
+        /// How many days it lasts
+        #[arg(long, default_value_t = 30)]
+        days: i64,
+        /// What to call it
+        #[arg(long, default_value = "Emergency summary")]
+        label: String,
+    },
+    /// Every link: when it lapses, how often it was opened, whether it still works
+    Links,
+    /// Revoke a link: its manifest is gone from now on
+    Revoke {
+        /// The link's id (at least its first 6 characters)
+        id: String,
     },
     /// The summary as an International Patient Summary document Bundle (JSON)
     Document {
@@ -67,8 +97,13 @@ enum Command {
 }
 
 pub fn run(ctx: &Context, args: Args) -> Result<()> {
-    if let Some(Command::Open { text }) = &args.command {
-        return open(ctx, text);
+    if let Some(Command::Open {
+        text,
+        recipient,
+        passcode,
+    }) = &args.command
+    {
+        return open(ctx, text, recipient.as_deref(), passcode.as_deref());
     }
     let (home, record) = ctx.open_record()?;
     let today = now().to_zoned(jiff::tz::TimeZone::UTC).date();
@@ -180,6 +215,103 @@ pub fn run(ctx: &Context, args: Args) -> Result<()> {
                 None => print_raw(&text),
             }
         }
+        Some(Command::Link {
+            passcode,
+            days,
+            label,
+        }) => {
+            let node = NodeApi::require(&ctx.home)?;
+            let Some(base) = node.emergency_url.clone() else {
+                return Err(UserError(
+                    "this home's node does not serve emergency links; start it with `phr node \
+                     stop` then `phr node start --emergency-listen 127.0.0.1:8443`"
+                        .into(),
+                )
+                .into());
+            };
+            let summary = emergency::gather(&record, &choice, today)?;
+            let document = emergency::document(&summary, now());
+            let (made, key) = link::make(&document, &label, days, passcode.as_deref(), now())?;
+            home.add_emergency_link(made.clone())?;
+            let text = link::shlink(&made, &key, &base);
+            if ctx.json {
+                return ctx.print_json(&json!({
+                    "link": text,
+                    "id": made.id,
+                    "expires": jiff::Timestamp::from_millisecond(made.expires_ms)?.to_string(),
+                    "passcode": made.passcode.is_some(),
+                }));
+            }
+            print_raw(&render::terminal(&render::code(&text)?))?;
+            print_out(&format!("{text}\n"))?;
+            say(&format!(
+                "Link {} lasts until {}{}. Every opening is logged to your audit (`phr audit`); \
+                 revoke it with `phr emergency revoke {}`.",
+                &made.id[..8],
+                jiff::Timestamp::from_millisecond(made.expires_ms)?.strftime("%Y-%m-%d"),
+                if made.passcode.is_some() {
+                    ", and asks for the passcode you chose"
+                } else {
+                    ""
+                },
+                &made.id[..8]
+            ));
+            Ok(())
+        }
+        Some(Command::Links) => {
+            let links = home.emergency_links()?;
+            let now_ms = now().as_millisecond();
+            let state = |l: &link::Link| {
+                if l.revoked {
+                    "revoked"
+                } else if l.expires_ms <= now_ms {
+                    "lapsed"
+                } else if l.attempts_left == 0 {
+                    "disabled (too many wrong passcodes)"
+                } else {
+                    "works"
+                }
+            };
+            if ctx.json {
+                let items: Vec<Value> = links
+                    .iter()
+                    .map(|l| {
+                        json!({"id": l.id, "label": l.label, "state": state(l),
+                            "expires_ms": l.expires_ms, "opened": l.opened,
+                            "passcode": l.passcode.is_some(), "attempts_left": l.attempts_left})
+                    })
+                    .collect();
+                return ctx.print_json(&items);
+            }
+            if links.is_empty() {
+                return print_out("No links. Make one with `phr emergency link`.\n");
+            }
+            let mut out = String::new();
+            for l in &links {
+                out.push_str(&format!(
+                    "{}  {}  until {}  opened {} {}  {}\n",
+                    &l.id[..8],
+                    l.label,
+                    jiff::Timestamp::from_millisecond(l.expires_ms)?.strftime("%Y-%m-%d"),
+                    l.opened,
+                    if l.opened == 1 { "time" } else { "times" },
+                    state(l)
+                ));
+            }
+            print_out(&out)
+        }
+        Some(Command::Revoke { id }) => {
+            let revoked = home.revoke_emergency_link(&id)?;
+            if ctx.json {
+                return ctx.print_json(&json!({"revoked": revoked.id}));
+            }
+            say(&format!(
+                "Revoked link {} ({}): whoever holds it gets nothing from now on.",
+                &revoked.id[..8],
+                revoked.label
+            ));
+            Ok(())
+        }
         Some(Command::Open { .. }) => unreachable!("handled above"),
     }
 }
@@ -201,7 +333,7 @@ fn preview(ctx: &Context, summary: &Summary) -> Result<()> {
     print_out(&out)
 }
 
-fn open(ctx: &Context, text: &str) -> Result<()> {
+fn open(ctx: &Context, text: &str, recipient: Option<&str>, passcode: Option<&str>) -> Result<()> {
     let text = if text == "-" {
         let mut read = String::new();
         std::io::Read::read_to_string(&mut std::io::stdin(), &mut read)?;
@@ -209,11 +341,90 @@ fn open(ctx: &Context, text: &str) -> Result<()> {
     } else {
         text.to_string()
     };
-    let document = emergency::open(&text)?;
+    let document = if text.contains("shlink:/") {
+        open_link(&text, recipient, passcode)?
+    } else {
+        emergency::open(&text)?
+    };
     if ctx.json {
         return ctx.print_json(&document);
     }
     print_out(&render::from_document(&document))
+}
+
+/// Fetches a link's manifest (as a SMART Health Link client does) and opens its file.
+fn open_link(text: &str, recipient: Option<&str>, passcode: Option<&str>) -> Result<Value> {
+    let payload = link::parse(text).ok_or_else(|| {
+        UserError("this link is damaged: its shlink:/ payload does not read".into())
+    })?;
+    let Some(recipient) = recipient.filter(|r| !r.trim().is_empty()) else {
+        return Err(UserError(
+            "say who you are with --recipient \"NAME, ROLE\": the patient sees it in their audit"
+                .into(),
+        )
+        .into());
+    };
+    if payload.flag.contains('P') && passcode.is_none() {
+        return Err(
+            UserError("this link asks for a passcode: give it with --passcode".into()).into(),
+        );
+    }
+    if let Some(exp) = payload.exp
+        && exp * 1000 <= now().as_millisecond()
+    {
+        return Err(UserError("this link has lapsed; ask for a new one".into()).into());
+    }
+    if !(payload.url.starts_with("https://") || payload.url.starts_with("http://")) {
+        return Err(UserError("this link's address is not a web address".into()).into());
+    }
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(std::time::Duration::from_secs(30)))
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let request = link::ManifestRequest {
+        recipient: recipient.to_string(),
+        passcode: passcode.map(str::to_string),
+    };
+    let mut response = agent
+        .post(&payload.url)
+        .send_json(&request)
+        .map_err(|e| UserError(format!("cannot reach the link's server: {e}")))?;
+    match response.status().as_u16() {
+        200 => {}
+        401 => {
+            let left = response
+                .body_mut()
+                .read_json::<Value>()
+                .ok()
+                .and_then(|v| v["remainingAttempts"].as_u64())
+                .unwrap_or(0);
+            return Err(UserError(format!("wrong passcode: {left} attempts left")).into());
+        }
+        404 => {
+            return Err(UserError(
+                "the link is gone: revoked, lapsed, or disabled after too many wrong passcodes"
+                    .into(),
+            )
+            .into());
+        }
+        status => {
+            return Err(UserError(format!("the link's server answered {status}")).into());
+        }
+    }
+    let manifest: Value = response
+        .body_mut()
+        .with_config()
+        .limit(emergency::link::MANIFEST_BYTES_MAX)
+        .read_json()
+        .context("the link's server did not send a manifest")?;
+    let file = manifest["files"][0]["embedded"]
+        .as_str()
+        .ok_or_else(|| UserError("the manifest holds no file this reader can open".into()))?;
+    let key = payload
+        .key_bytes()
+        .ok_or_else(|| UserError("this link's key is damaged".into()))?;
+    Ok(emergency::open_jwe(file, &key)?)
 }
 
 /// The entries of `document` of type `resource_type`, in order.

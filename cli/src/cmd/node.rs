@@ -51,6 +51,13 @@ pub struct StartArgs {
     /// Do not discover peers on the local network
     #[arg(long)]
     no_mdns: bool,
+    /// Serve your emergency links over HTTP at this address, e.g. 127.0.0.1:8443
+    #[arg(long, value_name = "HOST:PORT")]
+    emergency_listen: Option<String>,
+    /// The address your links name, as others reach this server (behind TLS), e.g.
+    /// `https://phr.example.org/shl`
+    #[arg(long, value_name = "URL", requires = "emergency_listen")]
+    emergency_url: Option<String>,
 }
 
 pub fn run(ctx: &Context, command: Command) -> Result<()> {
@@ -110,6 +117,12 @@ fn start(ctx: &Context, args: StartArgs) -> Result<()> {
     }
     for addr in &args.listen {
         command.arg("--listen").arg(addr);
+    }
+    if let Some(addr) = &args.emergency_listen {
+        command.arg("--emergency-listen").arg(addr);
+    }
+    if let Some(url) = &args.emergency_url {
+        command.arg("--emergency-url").arg(url);
     }
     if args.relay {
         command.arg("--relay");

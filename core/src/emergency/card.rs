@@ -53,6 +53,11 @@ pub enum CardError {
 
 /// `document` sealed into a card's text under `key`.
 pub fn seal(document: &Value, key: &[u8; 32]) -> String {
+    format!("{CARD_PREFIX}{}.{}", B64.encode(key), jwe(document, key))
+}
+
+/// `document` as a JWE compact serialisation under `key` (`dir`, `A256GCM`, `zip` `DEF`).
+pub fn jwe(document: &Value, key: &[u8; 32]) -> String {
     let json = serde_json::to_vec(document).expect("a document serialises");
     let mut deflater = DeflateEncoder::new(Vec::new(), Compression::best());
     deflater.write_all(&json).expect("writing to memory");
@@ -68,8 +73,7 @@ pub fn seal(document: &Value, key: &[u8; 32]) -> String {
         )
         .expect("far below AES-GCM's length limit");
     format!(
-        "{CARD_PREFIX}{}.{header}..{}.{}.{}",
-        B64.encode(key),
+        "{header}..{}.{}.{}",
         B64.encode(iv),
         B64.encode(&sealed),
         B64.encode(tag.as_ref())
@@ -82,18 +86,29 @@ pub fn open(text: &str) -> Result<Value, CardError> {
         .trim()
         .strip_prefix(CARD_PREFIX)
         .ok_or(CardError::NotACard)?;
+    let (key, compact) = rest
+        .split_once('.')
+        .ok_or_else(|| CardError::Damaged("it does not have the six parts of a card".into()))?;
+    let key: [u8; 32] = B64
+        .decode(key)
+        .ok()
+        .and_then(|k| k.try_into().ok())
+        .ok_or_else(|| CardError::Damaged("its key is not 32 bytes of base64url".into()))?;
+    open_jwe(compact, &key)
+}
+
+/// The FHIR document a JWE compact serialisation holds under `key` (a card's, or a link's
+/// file), inflated within [`CARD_DOCUMENT_BYTES_MAX`].
+pub fn open_jwe(compact: &str, key: &[u8; 32]) -> Result<Value, CardError> {
     let damaged = |why: &str| CardError::Damaged(why.to_string());
-    let parts: Vec<&str> = rest.split('.').collect();
-    let [key, header, encrypted_key, iv, ciphertext, tag] = parts[..] else {
+    let parts: Vec<&str> = compact.trim().split('.').collect();
+    let [header, encrypted_key, iv, ciphertext, tag] = parts[..] else {
         return Err(damaged("it does not have the six parts of a card"));
     };
     let decode = |part: &str, what: &str| {
         B64.decode(part)
             .map_err(|_| CardError::Damaged(format!("its {what} is not base64url")))
     };
-    let key: [u8; 32] = decode(key, "key")?
-        .try_into()
-        .map_err(|_| damaged("its key is not 32 bytes"))?;
     let fields: Value = serde_json::from_slice(&decode(header, "header")?)
         .map_err(|_| damaged("its header is not JSON"))?;
     if fields["alg"] != "dir" || fields["enc"] != "A256GCM" || !encrypted_key.is_empty() {
@@ -104,7 +119,7 @@ pub fn open(text: &str) -> Result<Value, CardError> {
         .map_err(|_| damaged("its IV is not 96 bits"))?;
     let mut sealed = decode(ciphertext, "ciphertext")?;
     sealed.extend(decode(tag, "tag")?);
-    let cipher = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &key).expect("a 32-byte key"));
+    let cipher = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, key).expect("a 32-byte key"));
     let plain = cipher
         .open_in_place(
             Nonce::assume_unique_for_key(iv),

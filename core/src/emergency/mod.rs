@@ -18,6 +18,7 @@
 //! The module does no I/O: the caller passes the time.
 
 mod card;
+pub mod link;
 #[cfg(test)]
 mod tests;
 
@@ -38,7 +39,10 @@ use crate::{
     view::describe_resource,
 };
 
-pub use card::{CARD_PREFIX, CardError, Fitted, QR_BYTES_MAX, fit, open, seal};
+pub use card::{
+    CARD_DOCUMENT_BYTES_MAX, CARD_PREFIX, CardError, Fitted, QR_BYTES_MAX, fit, open, open_jwe,
+    seal,
+};
 
 /// SNOMED CT codes of a decision not to attempt resuscitation.
 const DNACPR_CODES: &[&str] = &["304253006", "450476008"];

@@ -214,3 +214,131 @@ fn a_code_that_inflates_past_the_bound_is_refused() {
     let text = seal(&serde_json::from_str::<Value>(&bomb).unwrap(), &[3; 32]);
     assert!(matches!(open(&text), Err(CardError::Damaged(why)) if why.contains("inflates past")));
 }
+
+mod links {
+    use super::*;
+    use crate::emergency::link::*;
+
+    fn made(passcode: Option<&str>) -> (Link, [u8; 32], Value) {
+        let summary = gather(&full_record(), &Choice::default(), today()).unwrap();
+        let document = document(&summary, now());
+        let (link, key) = make(&document, "Emergency summary", 30, passcode, now()).unwrap();
+        (link, key, document)
+    }
+
+    fn ask(recipient: &str, passcode: Option<&str>) -> ManifestRequest {
+        ManifestRequest {
+            recipient: recipient.into(),
+            passcode: passcode.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn a_link_carries_its_key_alone_and_its_manifest_gives_the_file_that_key_opens() {
+        let (mut link, key, document) = made(Some("472913"));
+        assert_eq!(link.id.len(), 43);
+        let text = shlink(&link, &key, "https://node.example/shl");
+        let payload = parse(&text).unwrap();
+        assert_eq!(payload.url, format!("https://node.example/shl/{}", link.id));
+        assert_eq!(payload.flag, "P");
+        assert_eq!(payload.exp, Some(link.expires_ms / 1000));
+        assert!(parse(&format!("https://viewer.example/#{text}")).is_some());
+        // What the node keeps does not hold the key, and the file does not open without it.
+        let kept = serde_json::to_string(&link).unwrap();
+        assert!(!kept.contains(&payload.key));
+        assert!(open_jwe(&link.file, &[0; 32]).is_err());
+
+        let Answer::Manifest(manifest) =
+            answer(&mut link, &ask("Dr Jones, ambulance", Some("472913")), 0)
+        else {
+            panic!("refused");
+        };
+        let file = manifest["files"][0]["embedded"].as_str().unwrap();
+        assert_eq!(manifest["files"][0]["contentType"], "application/fhir+json");
+        let key: [u8; 32] = B64.decode(&payload.key).unwrap().try_into().unwrap();
+        let opened = open_jwe(file, &key).unwrap();
+        assert_eq!(opened["entry"][1], document["entry"][1]);
+        assert_eq!(link.opened, 1);
+    }
+
+    #[test]
+    fn wrong_passcodes_are_capped_for_the_links_life_and_revoked_or_lapsed_links_are_gone() {
+        let (mut link, _, _) = made(Some("472913"));
+        assert_eq!(
+            answer(&mut link, &ask("someone", None), 0),
+            Answer::WrongPasscode(PASSCODE_ATTEMPTS_MAX - 1)
+        );
+        for left in (1..PASSCODE_ATTEMPTS_MAX - 1).rev() {
+            assert_eq!(
+                answer(&mut link, &ask("someone", Some("000000")), 0),
+                Answer::WrongPasscode(left)
+            );
+        }
+        assert_eq!(
+            answer(&mut link, &ask("someone", Some("000000")), 0),
+            Answer::NotFound
+        );
+        // Disabled for good: even the right passcode.
+        assert_eq!(
+            answer(&mut link, &ask("someone", Some("472913")), 0),
+            Answer::NotFound
+        );
+
+        let (mut link, _, _) = made(None);
+        assert!(matches!(
+            answer(&mut link, &ask(" ", None), 0),
+            Answer::BadRequest(_)
+        ));
+        assert!(matches!(
+            answer(&mut link, &ask("Dr Jones", None), 0),
+            Answer::Manifest(_)
+        ));
+        let lapsed = link.expires_ms;
+        assert_eq!(
+            answer(&mut link, &ask("Dr Jones", None), lapsed),
+            Answer::NotFound
+        );
+        link.revoked = true;
+        assert_eq!(
+            answer(&mut link, &ask("Dr Jones", None), 0),
+            Answer::NotFound
+        );
+
+        assert_eq!(
+            make(&json!({}), "x", 0, None, now()).unwrap_err(),
+            LinkError::Lifetime
+        );
+        assert_eq!(
+            make(&json!({}), "x", 1, Some("12345"), now()).unwrap_err(),
+            LinkError::ShortPasscode
+        );
+    }
+
+    #[test]
+    fn an_access_is_an_audit_event_naming_the_recipient_as_claimed_and_where_from() {
+        let (link, _, _) = made(None);
+        let keys = crate::keystore::Keystore::generate(true);
+        let server = crate::party::Party {
+            peer: keys.device.peer_id(),
+            recipient: keys.age.recipient(),
+            name: "laptop".into(),
+            role: crate::party::Role::Patient,
+            ods: None,
+        };
+        let opened = Answer::Manifest(json!({}));
+        let access = Access {
+            recipient: "Dr Jones, ambulance",
+            address: "127.0.0.1",
+            outcome: &opened,
+            at: now(),
+        };
+        let event = access_event("e1", &link, access, &server, crate::keys::RecordId([1; 16]));
+        validate::check(&event).unwrap();
+        assert_eq!(crate::section::place(&event), Section::Audit);
+        assert_eq!(event["subtype"][0]["code"], EMERGENCY_ACCESS);
+        assert_eq!(event["agent"][0]["network"]["address"], "127.0.0.1");
+        assert_eq!(event["outcome"], "0");
+    }
+
+    use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD as B64};
+}

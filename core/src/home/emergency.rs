@@ -20,3 +20,91 @@ impl Home {
         Ok(())
     }
 }
+
+const LINKS: &str = "emergency-links";
+
+impl Home {
+    /// The emergency links this node serves for its record, newest first.
+    pub fn emergency_links(&self) -> Result<Vec<crate::emergency::link::Link>> {
+        let mut links: Vec<crate::emergency::link::Link> =
+            self.vault.local(LINKS)?.unwrap_or_default();
+        links.sort_by_key(|l| std::cmp::Reverse(l.created_ms));
+        Ok(links)
+    }
+
+    fn set_emergency_links(&self, links: &[crate::emergency::link::Link]) -> Result<()> {
+        let mut batch = Batch::new();
+        batch.local(LINKS, &links);
+        self.vault.commit(batch)?;
+        Ok(())
+    }
+
+    /// Keeps a new link, refused past [`crate::emergency::link::LINKS_MAX`] links not revoked.
+    pub fn add_emergency_link(&self, link: crate::emergency::link::Link) -> Result<()> {
+        let mut links = self.emergency_links()?;
+        // Lapsed and revoked links are kept for `phr emergency links`, but make room.
+        if links.len() >= crate::emergency::link::LINKS_MAX {
+            let now_ms = jiff::Timestamp::now().as_millisecond();
+            links.retain(|l| !l.revoked && l.expires_ms > now_ms);
+        }
+        if links.len() >= crate::emergency::link::LINKS_MAX {
+            return Err(super::HomeError::NothingToDo(
+                crate::emergency::link::LinkError::TooMany.to_string(),
+            ));
+        }
+        links.push(link);
+        self.set_emergency_links(&links)
+    }
+
+    /// Replaces the kept link with `link`'s id by `link` (after an access changed it).
+    pub fn update_emergency_link(&self, link: &crate::emergency::link::Link) -> Result<()> {
+        let mut links = self.emergency_links()?;
+        if let Some(kept) = links.iter_mut().find(|l| l.id == link.id) {
+            *kept = link.clone();
+        }
+        self.set_emergency_links(&links)
+    }
+
+    /// Revokes the link whose id starts with `query` (at least 6 characters): its manifest is
+    /// gone (404) from now on.
+    pub fn revoke_emergency_link(&self, query: &str) -> Result<crate::emergency::link::Link> {
+        let query = query.trim();
+        let mut links = self.emergency_links()?;
+        let matching: Vec<usize> = links
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| query.len() >= 6 && l.id.starts_with(query))
+            .map(|(i, _)| i)
+            .collect();
+        let [one] = matching[..] else {
+            return Err(super::HomeError::NothingToDo(format!(
+                "no single link's id starts with '{query}' (give at least 6 characters); `phr \
+                 emergency links` lists them"
+            )));
+        };
+        links[one].revoked = true;
+        let revoked = links[one].clone();
+        self.set_emergency_links(&links)?;
+        Ok(revoked)
+    }
+}
+
+impl Home {
+    /// Writes `event` (an `AuditEvent` this node made, say of an emergency access) into this
+    /// home's own record, as its owner device: durably, before the caller answers anyone.
+    pub fn log_to_own_record(
+        &mut self,
+        event: &serde_json::Value,
+        now: jiff::Timestamp,
+    ) -> Result<()> {
+        let mut record = self.load_record()?;
+        let author = self.device().author();
+        let stamp = crate::Stamp {
+            author: &author,
+            time: now,
+        };
+        record.put(stamp, event)?;
+        record.commit(stamp, "emergency access");
+        self.save(&mut record, now)
+    }
+}

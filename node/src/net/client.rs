@@ -70,6 +70,12 @@ pub(super) enum Command {
         lease: u64,
         reply: Reply<Result<(), String>>,
     },
+    LinkManifest {
+        id: String,
+        request: phr_core::emergency::link::ManifestRequest,
+        address: String,
+        reply: Reply<Result<phr_core::emergency::link::Answer, String>>,
+    },
     Slots {
         provider: PeerId,
         query: SlotsQuery,
@@ -206,6 +212,24 @@ impl Client {
         self.ask(|reply| Command::Slots {
             provider,
             query,
+            reply,
+        })
+        .await?
+        .map_err(NodeError::Failed)
+    }
+
+    /// Answers a manifest request for emergency link `id` from `address`, the access logged
+    /// to the patient's record first (see [`crate::emergency`]).
+    pub async fn link_manifest(
+        &self,
+        id: String,
+        request: phr_core::emergency::link::ManifestRequest,
+        address: String,
+    ) -> Result<phr_core::emergency::link::Answer, NodeError> {
+        self.ask(|reply| Command::LinkManifest {
+            id,
+            request,
+            address,
             reply,
         })
         .await?

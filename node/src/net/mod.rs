@@ -63,6 +63,7 @@ use crate::{
 mod client;
 mod guard;
 mod lease;
+mod links;
 mod peers;
 mod remembered;
 mod runs;
@@ -451,7 +452,10 @@ impl Node {
     }
 
     fn on_command(&mut self, command: Command) {
-        let needs_home = matches!(command, Command::Sync { .. } | Command::SyncAll { .. });
+        let needs_home = matches!(
+            command,
+            Command::Sync { .. } | Command::SyncAll { .. } | Command::LinkManifest { .. }
+        );
         if needs_home && self.open_home().is_none() {
             self.deferred.push(command);
             return;
@@ -512,6 +516,12 @@ impl Node {
                 query,
                 reply,
             } => self.ask_slots(provider, query, reply),
+            Command::LinkManifest {
+                id,
+                request,
+                address,
+                reply,
+            } => self.on_link_manifest(id, request, address, reply),
             Command::Release { lease, reply } => {
                 let result = match &self.home {
                     Slot::Parked { lease: held, .. } if *held == lease => {

@@ -1,0 +1,62 @@
+//! Emergency links served by this node (see `phr_core::emergency::link` and
+//! [`crate::emergency`]): every manifest request is answered from the home's kept links, and
+//! logged to the patient's own record, durably, before the answer goes out. While a `phr`
+//! command holds the home, a request waits for it (as every command that needs the home does).
+
+use phr_core::emergency::link::{self, Answer, ManifestRequest};
+
+use super::*;
+
+impl Node {
+    /// Answers a manifest request for link `id` from `address`.
+    pub(super) fn on_link_manifest(
+        &mut self,
+        id: String,
+        request: ManifestRequest,
+        address: String,
+        reply: Reply<Result<Answer, String>>,
+    ) {
+        let Slot::Open(home) = &mut self.home else {
+            let _ = reply.send(Err("the home is not open".into()));
+            return;
+        };
+        let now = jiff::Timestamp::now();
+        let answered = (|| -> Result<Answer, phr_core::home::HomeError> {
+            let Some(mut kept) = home.emergency_links()?.into_iter().find(|l| l.id == id) else {
+                // Nothing to log against: an id nobody was given.
+                return Ok(Answer::NotFound);
+            };
+            let Some(record) = home.record_id() else {
+                return Ok(Answer::NotFound);
+            };
+            let before = kept.clone();
+            let answer = link::answer(&mut kept, &request, now.as_millisecond());
+            // The access reaches the patient's audit first; if it cannot, nothing is given.
+            let access = link::Access {
+                recipient: &request.recipient,
+                address: &address,
+                outcome: &answer,
+                at: now,
+            };
+            let event =
+                link::access_event(&phr_core::new_id(), &kept, access, &home.party(), record);
+            home.log_to_own_record(&event, now)?;
+            if kept != before {
+                home.update_emergency_link(&kept)?;
+            }
+            Ok(answer)
+        })();
+        let answered = answered.map_err(|error| {
+            tracing::error!(%error, "cannot answer or log an emergency link request");
+            format!("the access could not be logged, so nothing was given: {error}")
+        });
+        if let Slot::Open(home) = &self.home {
+            let (vault, age) = home.sync_parts();
+            if let Err(error) = self.engine.refresh(vault, age) {
+                tracing::error!(%error, "cannot read the record after logging an access");
+            }
+        }
+        self.offer_all(None);
+        let _ = reply.send(answered);
+    }
+}
