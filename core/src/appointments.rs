@@ -29,7 +29,7 @@ use serde_json::{Value, json};
 use crate::{
     Section,
     ledger::LedgerState,
-    record::{Current, Record, RecordError, Version},
+    record::{Current, Record, RecordError},
 };
 
 /// The most slots a practice's schedule keeps; past slots are dropped as new ones are added.
@@ -421,7 +421,9 @@ pub fn appointments(
                 _ => None,
             };
             let status = text(&a["status"]).unwrap_or_default();
-            let by_provider = version.as_ref().is_some_and(|v| by_a_provider(v, ledger));
+            let by_provider = version
+                .as_ref()
+                .is_some_and(|v| v.by_provider_writing(ledger, Section::Requests));
             let decided_by_practice = match status.as_str() {
                 "booked" | "fulfilled" | "noshow" | "arrived" | "checked-in" => by_provider,
                 _ => true,
@@ -447,22 +449,6 @@ pub fn appointments(
         .collect();
     out.sort_by(|a, b| (&a.start, &a.id).cmp(&(&b.start, &b.id)));
     Ok(out)
-}
-
-/// Whether `version` was written by a provider the ledger gave write access to `requests`
-/// (a grant since revoked counts), in changes its own signature proves.
-fn by_a_provider(version: &Version, ledger: &LedgerState) -> bool {
-    let Ok(signer) = version.author.id.parse::<crate::keys::PeerId>() else {
-        return false;
-    };
-    version.author_is_writer()
-        && version.proven
-        && !ledger.is_owner(&signer)
-        && ledger.grants.iter().chain(&ledger.revoked).any(|grant| {
-            grant.grantee.peer == signer
-                && grant.access == crate::ledger::Access::Write
-                && grant.sections.contains(&Section::Requests)
-        })
 }
 
 #[cfg(test)]

@@ -30,7 +30,7 @@ use crate::{
     fhir::reference::ResourceKey,
     ledger::LedgerState,
     nhs::ODS_CODE_SYSTEM,
-    record::{Current, Record, RecordError, Version},
+    record::{Current, Record, RecordError},
     section::SECTION_TAG_SYSTEM,
 };
 
@@ -465,7 +465,8 @@ pub fn repeats(record: &Record, ledger: &LedgerState) -> Result<Vec<Repeat>, Rec
                 let key = ResourceKey::new("MedicationRequest", prescription);
                 if let Some(Current::One(version)) = record.current(&key)? {
                     order.issued_by = Some(version.author.name.clone());
-                    order.prescription_verified = by_a_prescriber(&version, ledger);
+                    order.prescription_verified =
+                        version.by_provider_writing(ledger, Section::Summary);
                 }
             }
         }
@@ -584,24 +585,6 @@ fn order_of(task: &Value, dispenses: &[Value]) -> Order {
         prescription,
         dispensed,
     }
-}
-
-/// Whether `version` (a prescription) was written by a provider the ledger gave write access
-/// to `summary` (a grant since revoked counts: it stood when the prescription was issued), in
-/// changes its own signature proves.
-fn by_a_prescriber(version: &Version, ledger: &LedgerState) -> bool {
-    let Ok(signer) = version.author.id.parse::<crate::keys::PeerId>() else {
-        return false;
-    };
-    version.author_is_writer()
-        && version.proven
-        && !ledger.is_owner(&signer)
-        && ledger.grants.iter().chain(&ledger.revoked).any(|grant| {
-            grant.grantee.peer == signer
-                && grant.grantee.role == crate::party::Role::Provider
-                && grant.access == crate::ledger::Access::Write
-                && grant.sections.contains(&Section::Summary)
-        })
 }
 
 fn review_of(plan: &Value) -> Option<Date> {

@@ -230,6 +230,19 @@ impl LedgerState {
             .collect()
     }
 
+    /// Whether `peer` is a provider (not an owner device) that a grant gave write access to
+    /// `section`, in force or since revoked: who may have decided what a provider decides (a
+    /// booking, a prescription) at the time it wrote.
+    pub fn is_provider_writer_of(&self, peer: &PeerId, section: Section) -> bool {
+        !self.is_owner(peer)
+            && self.grants.iter().chain(&self.revoked).any(|grant| {
+                grant.grantee.peer == *peer
+                    && grant.grantee.role == crate::party::Role::Provider
+                    && grant.access == Access::Write
+                    && grant.sections.contains(&section)
+            })
+    }
+
     fn live_grants_to(&self, peer: &PeerId, now_ms: i64) -> impl Iterator<Item = &GrantState> {
         self.grants
             .iter()

@@ -118,6 +118,22 @@ impl Version {
         format!("{}:{}", self.section, self.id)
     }
 
+    /// Whether a provider with write access to `section` wrote this version, in changes its own
+    /// signature proves (see [`crate::ledger::LedgerState::is_provider_writer_of`]).
+    pub fn by_provider_writing(
+        &self,
+        ledger: &crate::ledger::LedgerState,
+        section: Section,
+    ) -> bool {
+        self.author_is_writer()
+            && self.proven
+            && self
+                .author
+                .id
+                .parse::<crate::keys::PeerId>()
+                .is_ok_and(|signer| ledger.is_provider_writer_of(&signer, section))
+    }
+
     /// Whether the author this version names is the device whose Automerge actor made it. The
     /// actor is proven (a blob's changes are all by its signer's actors, checked on loading);
     /// the author fields are what the writer typed, so a mismatch is shown to the reader.
