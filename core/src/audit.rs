@@ -551,6 +551,19 @@ fn event_words(resource: &Value) -> String {
             .iter()
             .any(|s| s["code"] == crate::emergency::link::EMERGENCY_ACCESS)
     });
+    let break_glass = resource["subtype"].as_array().is_some_and(|subtypes| {
+        subtypes
+            .iter()
+            .any(|s| s["code"] == crate::emergency::break_glass::BREAK_GLASS)
+    });
+    if break_glass {
+        return format!(
+            "BREAK-GLASS: {}",
+            resource["outcomeDesc"]
+                .as_str()
+                .unwrap_or("a provider asked for your emergency summary")
+        );
+    }
     if emergency {
         return format!(
             "EMERGENCY ACCESS: {}",

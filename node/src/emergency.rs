@@ -5,6 +5,7 @@
 //! |---|---|
 //! | `POST /shl/{id}` | the manifest: a JSON body `{"recipient": ..., "passcode": ...}` of at most [`MANIFEST_REQUEST_BYTES_MAX`] bytes; 200 with `{"files": [...]}`, 401 with `{"remainingAttempts": n}`, 404, or 400 |
 //! | `OPTIONS /shl/{id}` | the CORS preflight a browser viewer sends first |
+//! | `POST /shl/break-glass` | a provider's break-glass request (`phr_core::emergency::break_glass::Request`, at most [`BREAK_GLASS_REQUEST_BYTES_MAX`] bytes): 200 with the grant, 403 with why it is refused |
 //!
 //! Every answer carries `Access-Control-Allow-Origin: *` (a link is opened from any viewer's
 //! page; it authenticates nothing by origin). Plain HTTP: a deployment reachable from outside
@@ -24,33 +25,65 @@ use axum::{
     response::{IntoResponse, Response},
     routing::post,
 };
-use phr_core::emergency::link::{Answer, MANIFEST_REQUEST_BYTES_MAX, ManifestRequest};
+use phr_core::emergency::{
+    break_glass::{BREAK_GLASS_REQUEST_BYTES_MAX, Request},
+    link::{Answer, MANIFEST_REQUEST_BYTES_MAX, ManifestRequest},
+};
 use serde_json::json;
 
 use crate::net::{Client, NodeError};
 
-/// Binds `addr` and serves emergency links until the node stops; returns the address bound.
-pub async fn serve(client: Client, addr: SocketAddr) -> Result<SocketAddr, NodeError> {
+#[derive(Clone)]
+struct Served {
+    client: Client,
+    /// The links' base URL (`.../shl`), which break-glass requests are signed for.
+    base: String,
+}
+
+/// Binds `addr` and serves emergency links until the node stops, under `url` (the address the
+/// outside world uses; by default `http://ADDR/shl`); returns that base URL.
+pub async fn serve(
+    client: Client,
+    addr: SocketAddr,
+    url: Option<String>,
+) -> Result<String, NodeError> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| NodeError::Failed(format!("cannot serve emergency links on {addr}: {e}")))?;
     let bound = listener
         .local_addr()
         .map_err(|e| NodeError::Failed(e.to_string()))?;
+    let base = url
+        .unwrap_or_else(|| format!("http://{bound}/shl"))
+        .trim_end_matches('/')
+        .to_string();
     let app = Router::new()
-        .route("/shl/{id}", post(manifest).options(preflight))
-        .layer(axum::extract::DefaultBodyLimit::max(
-            MANIFEST_REQUEST_BYTES_MAX,
-        ))
-        .with_state(client);
+        .route(
+            "/shl/break-glass",
+            post(break_glass_request).layer(axum::extract::DefaultBodyLimit::max(
+                BREAK_GLASS_REQUEST_BYTES_MAX,
+            )),
+        )
+        .route(
+            "/shl/{id}",
+            post(manifest)
+                .options(preflight)
+                .layer(axum::extract::DefaultBodyLimit::max(
+                    MANIFEST_REQUEST_BYTES_MAX,
+                )),
+        )
+        .with_state(Served {
+            client,
+            base: base.clone(),
+        });
     tokio::spawn(async move {
         let service = app.into_make_service_with_connect_info::<SocketAddr>();
         if let Err(error) = axum::serve(listener, service).await {
             tracing::error!(%error, "the emergency link server stopped");
         }
     });
-    tracing::info!(%bound, "serving emergency links");
-    Ok(bound)
+    tracing::info!(%bound, %base, "serving emergency links");
+    Ok(base)
 }
 
 fn cors(mut response: Response) -> Response {
@@ -75,7 +108,7 @@ async fn preflight() -> Response {
 }
 
 async fn manifest(
-    State(client): State<Client>,
+    State(Served { client, .. }): State<Served>,
     ConnectInfo(from): ConnectInfo<SocketAddr>,
     Path(id): Path<String>,
     body: Bytes,
@@ -108,4 +141,31 @@ async fn manifest(
         },
     };
     cors(response)
+}
+
+async fn break_glass_request(
+    State(Served { client, base }): State<Served>,
+    ConnectInfo(from): ConnectInfo<SocketAddr>,
+    body: Bytes,
+) -> Response {
+    let Ok(request) = serde_json::from_slice::<Request>(&body) else {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": "the body is not a break-glass request"})),
+        )
+            .into_response();
+    };
+    let url = format!("{base}/break-glass");
+    match client
+        .break_glass(request, url, from.ip().to_string())
+        .await
+    {
+        Ok(Ok(granted)) => Json(granted).into_response(),
+        Ok(Err(why)) => (StatusCode::FORBIDDEN, Json(json!({"error": why}))).into_response(),
+        Err(NodeError::Stopped) => StatusCode::SERVICE_UNAVAILABLE.into_response(),
+        Err(NodeError::Failed(why)) => {
+            tracing::warn!(%why, "a break-glass request failed");
+            StatusCode::SERVICE_UNAVAILABLE.into_response()
+        }
+    }
 }

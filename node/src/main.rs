@@ -159,12 +159,11 @@ async fn serve(
     }
     let emergency_url = match emergency {
         None => None,
-        Some((addr, url)) => {
-            let bound = phr_node::emergency::serve(client.clone(), addr)
+        Some((addr, url)) => Some(
+            phr_node::emergency::serve(client.clone(), addr, url)
                 .await
-                .map_err(|e| e.to_string())?;
-            Some(url.unwrap_or_else(|| format!("http://{bound}/shl")))
-        }
+                .map_err(|e| e.to_string())?,
+        ),
     };
     let control = control::serve(client.clone(), &dir, peer.to_string(), emergency_url)
         .await

@@ -160,3 +160,98 @@ fn a_clinician_opens_the_patients_link_the_patient_sees_it_and_a_revoked_link_is
     );
     assert!(refused.contains("the link is gone"), "{refused}");
 }
+
+#[test]
+fn a_named_provider_breaks_the_glass_with_a_reason_and_an_unnamed_one_is_refused_both_logged() {
+    let net = Homes::new();
+    net.ok(
+        "server",
+        &[
+            "init",
+            "--name",
+            "Martha DeLarosa",
+            "--birth-date",
+            "1972-05-01",
+        ],
+    );
+    net.ok(
+        "server",
+        &[
+            "add",
+            "allergy",
+            "penicillin",
+            "--reaction",
+            "anaphylaxis",
+            "--criticality",
+            "high",
+        ],
+    );
+    net.start("server", &["--emergency-listen", "127.0.0.1:0"]);
+    net.ok(
+        "ae",
+        &[
+            "init",
+            "--provider",
+            "--name",
+            "St Helens A&E",
+            "--ods",
+            "RBN01",
+        ],
+    );
+    net.ok(
+        "stranger",
+        &["init", "--provider", "--name", "St Helens A&E"],
+    );
+    let card = net.card("ae");
+    net.ok("server", &["contacts", "add", &card, "--alias", "ae"]);
+    net.ok("server", &["emergency", "break-glass", "allow", "ae"]);
+    let allowed = net.json("server", &["emergency", "break-glass", "allowed"]);
+    let url = allowed["url"].as_str().unwrap().to_string();
+    assert!(url.ends_with("/shl/break-glass"), "{allowed}");
+
+    // A node with the same name but not named by the patient: refused, and the patient sees it.
+    let refused = fails(
+        &net,
+        "stranger",
+        &[
+            "emergency",
+            "break-glass",
+            "request",
+            &url,
+            "--reason",
+            "Just looking",
+        ],
+    );
+    assert!(refused.contains("has not named this provider"), "{refused}");
+
+    // The named provider, with a reason: it reads the summary, and keeps it until it ends.
+    let read = net.ok(
+        "ae",
+        &[
+            "emergency",
+            "break-glass",
+            "request",
+            &url,
+            "--reason",
+            "Unconscious after a fall",
+        ],
+    );
+    assert!(read.to_lowercase().contains("penicillin"), "{read}");
+    let kept = net.json("ae", &["emergency", "break-glass", "kept"]);
+    assert_eq!(kept.as_array().map(Vec::len), Some(1), "{kept}");
+    let hours = (kept[0]["expires_ms"].as_i64().unwrap() - jiff::Timestamp::now().as_millisecond())
+        / 3_600_000;
+    assert_eq!(hours, 23, "a read of 24 hours: {kept}");
+
+    let audit = net.ok("server", &["audit"]);
+    assert!(
+        audit.contains("BREAK-GLASS: St Helens A&E read your emergency summary for 24 h: \"Unconscious after a fall\""),
+        "{audit}"
+    );
+    assert!(
+        audit.contains("BREAK-GLASS: St Helens A&E was refused your emergency summary"),
+        "{audit}"
+    );
+    // Two requests, two entries: one granted, one refused (each names its node by its key).
+    assert_eq!(audit.matches("BREAK-GLASS").count(), 2, "{audit}");
+}

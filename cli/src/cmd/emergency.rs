@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context as _, Result};
 use clap::Subcommand;
-use phr_core::emergency::{self, Choice, Summary, link};
+use phr_core::emergency::{self, Choice, Summary, break_glass, link};
 use serde_json::{Value, json};
 
 use crate::{
@@ -88,12 +88,42 @@ enum Command {
         /// The link's id (at least its first 6 characters)
         id: String,
     },
+    /// Break-glass: name providers who may read the summary in an emergency (the patient), or
+    /// ask for it (a provider)
+    #[command(subcommand)]
+    BreakGlass(BreakGlass),
     /// The summary as an International Patient Summary document Bundle (JSON)
     Document {
         /// Write it to FILE instead of standard output
         #[arg(short, long, value_name = "FILE")]
         output: Option<PathBuf>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum BreakGlass {
+    /// Let this provider read your emergency summary in an emergency, with a reason, logged
+    Allow {
+        /// The provider: a contact's alias or name
+        contact: String,
+    },
+    /// Stop letting this provider break the glass
+    Disallow {
+        /// The provider: a contact's alias or name
+        contact: String,
+    },
+    /// The providers you named, and the address to give them
+    Allowed,
+    /// As a provider: ask for a patient's emergency summary, in an emergency
+    Request {
+        /// The address the patient gave (ends in /shl/break-glass)
+        url: String,
+        /// Why, in a few words: the patient reads it
+        #[arg(long)]
+        reason: String,
+    },
+    /// As a provider: the reads granted to this node, and until when
+    Kept,
 }
 
 pub fn run(ctx: &Context, args: Args) -> Result<()> {
@@ -104,6 +134,9 @@ pub fn run(ctx: &Context, args: Args) -> Result<()> {
     }) = &args.command
     {
         return open(ctx, text, recipient.as_deref(), passcode.as_deref());
+    }
+    if let Some(Command::BreakGlass(command)) = args.command {
+        return break_glass(ctx, command);
     }
     let (home, record) = ctx.open_record()?;
     let today = now().to_zoned(jiff::tz::TimeZone::UTC).date();
@@ -312,7 +345,7 @@ pub fn run(ctx: &Context, args: Args) -> Result<()> {
             ));
             Ok(())
         }
-        Some(Command::Open { .. }) => unreachable!("handled above"),
+        Some(Command::Open { .. } | Command::BreakGlass(_)) => unreachable!("handled above"),
     }
 }
 
@@ -350,6 +383,145 @@ fn open(ctx: &Context, text: &str, recipient: Option<&str>, passcode: Option<&st
         return ctx.print_json(&document);
     }
     print_out(&render::from_document(&document))
+}
+
+fn break_glass(ctx: &Context, command: BreakGlass) -> Result<()> {
+    let home = ctx.open_home()?;
+    let now_ms = now().as_millisecond();
+    match command {
+        BreakGlass::Allow { contact } | BreakGlass::Disallow { contact }
+            if home.record_id().is_none() =>
+        {
+            let _ = contact;
+            Err(UserError("break-glass is named by the patient, on their own node".into()).into())
+        }
+        BreakGlass::Allow { contact } => {
+            let party = home.find_contact(&contact)?.card.party;
+            if party.role != phr_core::party::Role::Provider {
+                return Err(UserError(format!("{} is not a provider", party.name)).into());
+            }
+            home.allow_break_glass(&party, true)?;
+            say(&format!(
+                "{} may now read your emergency summary in an emergency, for {} hours at a \
+                 time, giving a reason; you see every request in `phr audit`. Give them the \
+                 address `phr emergency break-glass allowed` shows.",
+                party.name,
+                break_glass::BREAK_GLASS_HOURS
+            ));
+            Ok(())
+        }
+        BreakGlass::Disallow { contact } => {
+            let party = home.find_contact(&contact)?.card.party;
+            home.allow_break_glass(&party, false)?;
+            say(&format!("{} may no longer break the glass.", party.name));
+            Ok(())
+        }
+        BreakGlass::Allowed => {
+            let allowed = home.break_glass_allowed()?;
+            let url = NodeApi::find(&ctx.home)?
+                .and_then(|n| n.emergency_url)
+                .map(|base| format!("{base}/break-glass"));
+            if ctx.json {
+                let names: Vec<Value> = allowed
+                    .iter()
+                    .map(|p| json!({"name": p.name, "peer": p.peer.to_string(), "ods": p.ods}))
+                    .collect();
+                return ctx.print_json(&json!({"allowed": names, "url": url}));
+            }
+            let mut out = String::new();
+            for p in &allowed {
+                out.push_str(&format!("{} ({})\n", p.name, p.peer.short()));
+            }
+            if allowed.is_empty() {
+                out.push_str("Nobody may break the glass. Name a provider with `phr emergency break-glass allow CONTACT`.\n");
+            }
+            out.push_str(&match url {
+                Some(url) => format!("They ask at: {url}\n"),
+                None => "Start your node with --emergency-listen to serve their requests.\n".into(),
+            });
+            print_out(&out)
+        }
+        BreakGlass::Request { url, reason } => {
+            let card = home.card(Vec::new(), now())?;
+            let request = break_glass::request(&card, home.device_key(), &url, &reason, now_ms);
+            let agent: ureq::Agent = ureq::Agent::config_builder()
+                .timeout_global(Some(std::time::Duration::from_secs(30)))
+                .http_status_as_error(false)
+                .build()
+                .into();
+            let mut response = agent
+                .post(&url)
+                .send_json(&request)
+                .map_err(|e| UserError(format!("cannot reach {url}: {e}")))?;
+            let status = response.status().as_u16();
+            let body: Value = response
+                .body_mut()
+                .with_config()
+                .limit(break_glass::BREAK_GLASS_ANSWER_BYTES_MAX)
+                .read_json()
+                .unwrap_or(Value::Null);
+            if status != 200 {
+                return Err(UserError(format!(
+                    "refused: {}",
+                    body["error"]
+                        .as_str()
+                        .unwrap_or("the patient's node answered no")
+                ))
+                .into());
+            }
+            let granted: break_glass::Granted =
+                serde_json::from_value(body).context("the answer is not a break-glass grant")?;
+            let document = break_glass::open(&granted, home.sync_parts().1)
+                .map_err(|why| UserError(format!("the answer does not open: {why}")))?;
+            home.keep_break_glass(
+                break_glass::Kept {
+                    url,
+                    reason,
+                    document: document.clone(),
+                    expires_ms: granted.expires_ms,
+                },
+                now_ms,
+            )?;
+            if ctx.json {
+                return ctx
+                    .print_json(&json!({"document": document, "expires_ms": granted.expires_ms}));
+            }
+            print_out(&render::from_document(&document))?;
+            say(&format!(
+                "This read is logged to the patient and ends at {}; `phr emergency break-glass \
+                 kept` shows it until then.",
+                jiff::Timestamp::from_millisecond(granted.expires_ms)?
+                    .strftime("%Y-%m-%d %H:%M UTC")
+            ));
+            Ok(())
+        }
+        BreakGlass::Kept => {
+            let kept = home.break_glass_kept()?;
+            let readable: Vec<&break_glass::Kept> = kept
+                .iter()
+                .filter(|k| k.readable(now_ms).is_some())
+                .collect();
+            if ctx.json {
+                let items: Vec<Value> = readable
+                    .iter()
+                    .map(|k| json!({"url": k.url, "reason": k.reason, "expires_ms": k.expires_ms, "document": k.document}))
+                    .collect();
+                return ctx.print_json(&items);
+            }
+            if readable.is_empty() {
+                return print_out("No break-glass read is open on this node.\n");
+            }
+            for k in readable {
+                print_out(&render::from_document(&k.document))?;
+                say(&format!(
+                    "(reason: {}; ends {})",
+                    k.reason,
+                    jiff::Timestamp::from_millisecond(k.expires_ms)?.strftime("%Y-%m-%d %H:%M UTC")
+                ));
+            }
+            Ok(())
+        }
+    }
 }
 
 /// Fetches a link's manifest (as a SMART Health Link client does) and opens its file.

@@ -17,6 +17,7 @@
 //!
 //! The module does no I/O: the caller passes the time.
 
+pub mod break_glass;
 mod card;
 pub mod link;
 #[cfg(test)]

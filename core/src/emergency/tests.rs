@@ -342,3 +342,122 @@ mod links {
 
     use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD as B64};
 }
+
+mod break_glass_tests {
+    use super::*;
+    use crate::{
+        card::Card,
+        emergency::break_glass::{self, *},
+        keystore::Keystore,
+        party::{Party, Role},
+    };
+
+    const URL: &str = "https://node.example/shl/break-glass";
+
+    fn provider(name: &str, role: Role) -> (Keystore, Party, String) {
+        let keys = Keystore::generate(false);
+        let party = Party {
+            peer: keys.device.peer_id(),
+            recipient: keys.age.recipient(),
+            name: name.into(),
+            role,
+            ods: Some("RBN01".into()),
+        };
+        let card = Card {
+            party: party.clone(),
+            addrs: vec![],
+            created_ms: 0,
+        }
+        .encode(&keys.device)
+        .unwrap();
+        (keys, party, card)
+    }
+
+    fn document_now() -> Value {
+        let summary = gather(&full_record(), &Choice::default(), today()).unwrap();
+        document(&summary, now())
+    }
+
+    #[test]
+    fn a_named_provider_reads_the_summary_until_its_read_ends_and_only_it_can() {
+        let (keys, party, card) = provider("St Helens A&E", Role::Provider);
+        let at = now().as_millisecond();
+        let request = request(&card, &keys.device, URL, "Unconscious after a fall", at);
+        let granted_to = check(&request, URL, &[party.peer], at + 60_000).unwrap();
+        assert_eq!(granted_to.peer, party.peer);
+        let granted = grant(&document_now(), &granted_to, at);
+        assert_eq!(granted.expires_ms, at + BREAK_GLASS_HOURS * 3_600_000);
+        let opened = break_glass::open(&granted, &keys.age).unwrap();
+        assert_eq!(opened["type"], "document");
+        // Another node's identity does not open it.
+        let (other, _, _) = provider("Elsewhere", Role::Provider);
+        assert!(break_glass::open(&granted, &other.age).is_err());
+        // The read ends by itself: time passed in, not slept.
+        let kept = Kept {
+            url: URL.into(),
+            reason: "Unconscious after a fall".into(),
+            document: opened,
+            expires_ms: granted.expires_ms,
+        };
+        assert!(kept.readable(granted.expires_ms - 1).is_some());
+        assert!(kept.readable(granted.expires_ms).is_none());
+    }
+
+    #[test]
+    fn a_fake_provider_a_forged_signature_a_replay_or_no_reason_is_refused() {
+        let (keys, party, card) = provider("St Helens A&E", Role::Provider);
+        let at = now().as_millisecond();
+        let ok = request(&card, &keys.device, URL, "Unconscious", at);
+        // A provider the patient did not name: refused, and named for the audit.
+        let (fake_keys, fake, fake_card) = provider("St Helens A&E", Role::Provider);
+        let asked = request(&fake_card, &fake_keys.device, URL, "Unconscious", at);
+        let (why, who) = check(&asked, URL, &[party.peer], at).unwrap_err();
+        assert_eq!(why, Refusal::NotNamed);
+        assert_eq!(who.unwrap().peer, fake.peer);
+        // The named provider's card with another key's signature.
+        let mut forged = request(&card, &fake_keys.device, URL, "Unconscious", at);
+        forged.card = card.clone();
+        assert_eq!(
+            check(&forged, URL, &[party.peer], at).unwrap_err().0,
+            Refusal::Unsigned
+        );
+        // Signed for another node's address, or its reason changed: the signature fails.
+        assert_eq!(
+            check(
+                &ok,
+                "https://other.example/shl/break-glass",
+                &[party.peer],
+                at
+            )
+            .unwrap_err()
+            .0,
+            Refusal::Unsigned
+        );
+        let mut changed = ok.clone();
+        changed.reason = "Curious".into();
+        assert_eq!(
+            check(&changed, URL, &[party.peer], at).unwrap_err().0,
+            Refusal::Unsigned
+        );
+        // Replayed an hour later.
+        assert_eq!(
+            check(&ok, URL, &[party.peer], at + 3_600_000)
+                .unwrap_err()
+                .0,
+            Refusal::Stale
+        );
+        // No reason.
+        let silent = request(&card, &keys.device, URL, "  ", at);
+        assert_eq!(
+            check(&silent, URL, &[party.peer], at).unwrap_err().0,
+            Refusal::Reason
+        );
+        // A patient's device is never a provider, even if named.
+        let (device_keys, device, device_card) = provider("Someone's phone", Role::Patient);
+        let asked = request(&device_card, &device_keys.device, URL, "Curious", at);
+        assert_eq!(
+            check(&asked, URL, &[device.peer], at).unwrap_err().0,
+            Refusal::NotNamed
+        );
+    }
+}

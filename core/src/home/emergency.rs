@@ -108,3 +108,47 @@ impl Home {
         self.save(&mut record, now)
     }
 }
+
+const BREAK_GLASS_ALLOWED: &str = "break-glass-allowed";
+const BREAK_GLASS_KEPT: &str = "break-glass-kept";
+
+impl Home {
+    /// The providers the patient named for break-glass on this node (see
+    /// [`crate::emergency::break_glass`]).
+    pub fn break_glass_allowed(&self) -> Result<Vec<crate::party::Party>> {
+        Ok(self.vault.local(BREAK_GLASS_ALLOWED)?.unwrap_or_default())
+    }
+
+    /// Names `provider` for break-glass (or, with `allow` false, stops naming it).
+    pub fn allow_break_glass(&self, provider: &crate::party::Party, allow: bool) -> Result<()> {
+        let mut allowed = self.break_glass_allowed()?;
+        allowed.retain(|p| p.peer != provider.peer);
+        if allow {
+            allowed.push(provider.clone());
+        }
+        let mut batch = Batch::new();
+        batch.local(BREAK_GLASS_ALLOWED, &allowed);
+        self.vault.commit(batch)?;
+        Ok(())
+    }
+
+    /// The break-glass reads this provider's node was granted, those lapsed included.
+    pub fn break_glass_kept(&self) -> Result<Vec<crate::emergency::break_glass::Kept>> {
+        Ok(self.vault.local(BREAK_GLASS_KEPT)?.unwrap_or_default())
+    }
+
+    /// Keeps a granted read until it ends; reads that ended are dropped (their documents go).
+    pub fn keep_break_glass(
+        &self,
+        kept: crate::emergency::break_glass::Kept,
+        now_ms: i64,
+    ) -> Result<()> {
+        let mut all = self.break_glass_kept()?;
+        all.retain(|k| k.readable(now_ms).is_some());
+        all.push(kept);
+        let mut batch = Batch::new();
+        batch.local(BREAK_GLASS_KEPT, &all);
+        self.vault.commit(batch)?;
+        Ok(())
+    }
+}

@@ -70,6 +70,12 @@ pub(super) enum Command {
         lease: u64,
         reply: Reply<Result<(), String>>,
     },
+    BreakGlass {
+        request: phr_core::emergency::break_glass::Request,
+        url: String,
+        address: String,
+        reply: Reply<Result<Result<phr_core::emergency::break_glass::Granted, String>, String>>,
+    },
     LinkManifest {
         id: String,
         request: phr_core::emergency::link::ManifestRequest,
@@ -229,6 +235,24 @@ impl Client {
         self.ask(|reply| Command::LinkManifest {
             id,
             request,
+            address,
+            reply,
+        })
+        .await?
+        .map_err(NodeError::Failed)
+    }
+
+    /// Answers a break-glass request sent to `url` from `address`: `Ok(Err(why))` if refused
+    /// (logged to the patient's record first, unless its card did not verify).
+    pub async fn break_glass(
+        &self,
+        request: phr_core::emergency::break_glass::Request,
+        url: String,
+        address: String,
+    ) -> Result<Result<phr_core::emergency::break_glass::Granted, String>, NodeError> {
+        self.ask(|reply| Command::BreakGlass {
+            request,
+            url,
             address,
             reply,
         })

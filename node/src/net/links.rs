@@ -3,7 +3,10 @@
 //! logged to the patient's own record, durably, before the answer goes out. While a `phr`
 //! command holds the home, a request waits for it (as every command that needs the home does).
 
-use phr_core::emergency::link::{self, Answer, ManifestRequest};
+use phr_core::emergency::{
+    self, break_glass,
+    link::{self, Answer, ManifestRequest},
+};
 
 use super::*;
 
@@ -54,6 +57,76 @@ impl Node {
             let (vault, age) = home.sync_parts();
             if let Err(error) = self.engine.refresh(vault, age) {
                 tracing::error!(%error, "cannot read the record after logging an access");
+            }
+        }
+        self.offer_all(None);
+        let _ = reply.send(answered);
+    }
+}
+
+impl Node {
+    /// Answers a break-glass request from `address` (see
+    /// `phr_core::emergency::break_glass`): checked against the providers the patient named on
+    /// this node, logged to the record first, granted or not.
+    pub(super) fn on_break_glass(
+        &mut self,
+        request: break_glass::Request,
+        url: String,
+        address: String,
+        reply: Reply<Result<Result<break_glass::Granted, String>, String>>,
+    ) {
+        let Slot::Open(home) = &mut self.home else {
+            let _ = reply.send(Err("the home is not open".into()));
+            return;
+        };
+        let now = jiff::Timestamp::now();
+        let answered =
+            (|| -> Result<Result<break_glass::Granted, String>, phr_core::home::HomeError> {
+                let Some(record_id) = home.record_id() else {
+                    return Ok(Err("this node serves no record".into()));
+                };
+                let allowed: Vec<_> = home.break_glass_allowed()?.iter().map(|p| p.peer).collect();
+                let checked = break_glass::check(&request, &url, &allowed, now.as_millisecond());
+                let (provider, outcome) = match &checked {
+                    Ok(party) => (Some(party), Ok(())),
+                    Err((why, party)) => (party.as_deref(), Err(why)),
+                };
+                // A request whose card does not verify names nobody: it is refused unlogged, as a
+                // stranger's noise; every other is logged, granted or not.
+                if provider.is_some() {
+                    let event = break_glass::event(
+                        &phr_core::new_id(),
+                        provider,
+                        &request,
+                        outcome,
+                        (&address, now),
+                        &home.party(),
+                        record_id,
+                    );
+                    home.log_to_own_record(&event, now)?;
+                }
+                let party = match checked {
+                    Ok(party) => party,
+                    Err((why, _)) => return Ok(Err(why.to_string())),
+                };
+                let record = home.load_record()?;
+                let today = now.to_zoned(jiff::tz::TimeZone::UTC).date();
+                let summary = emergency::gather(&record, &home.emergency_choice()?, today)?;
+                let document = emergency::document(&summary, now);
+                Ok(Ok(break_glass::grant(
+                    &document,
+                    &party,
+                    now.as_millisecond(),
+                )))
+            })();
+        let answered = answered.map_err(|error| {
+            tracing::error!(%error, "cannot answer or log a break-glass request");
+            format!("the request could not be logged, so nothing was given: {error}")
+        });
+        if let Slot::Open(home) = &self.home {
+            let (vault, age) = home.sync_parts();
+            if let Err(error) = self.engine.refresh(vault, age) {
+                tracing::error!(%error, "cannot read the record after logging a request");
             }
         }
         self.offer_all(None);

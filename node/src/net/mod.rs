@@ -454,7 +454,10 @@ impl Node {
     fn on_command(&mut self, command: Command) {
         let needs_home = matches!(
             command,
-            Command::Sync { .. } | Command::SyncAll { .. } | Command::LinkManifest { .. }
+            Command::Sync { .. }
+                | Command::SyncAll { .. }
+                | Command::LinkManifest { .. }
+                | Command::BreakGlass { .. }
         );
         if needs_home && self.open_home().is_none() {
             self.deferred.push(command);
@@ -522,6 +525,12 @@ impl Node {
                 address,
                 reply,
             } => self.on_link_manifest(id, request, address, reply),
+            Command::BreakGlass {
+                request,
+                url,
+                address,
+                reply,
+            } => self.on_break_glass(request, url, address, reply),
             Command::Release { lease, reply } => {
                 let result = match &self.home {
                     Slot::Parked { lease: held, .. } if *held == lease => {
