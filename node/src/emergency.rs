@@ -7,6 +7,10 @@
 //! | `OPTIONS /shl/{id}` | the CORS preflight a browser viewer sends first |
 //! | `POST /shl/break-glass` | a provider's break-glass request (`phr_core::emergency::break_glass::Request`, at most [`BREAK_GLASS_REQUEST_BYTES_MAX`] bytes): 200 with the grant, 403 with why it is refused |
 //!
+//! Requests for one link, or from one provider, past
+//! [`ACCESSES_LOGGED_PER_KEY_PER_HOUR`](crate::net::links::ACCESSES_LOGGED_PER_KEY_PER_HOUR) in
+//! an hour are answered 429 with nothing given or logged.
+//!
 //! Every answer carries `Access-Control-Allow-Origin: *` (a link is opened from any viewer's
 //! page; it authenticates nothing by origin). Plain HTTP: a deployment reachable from outside
 //! puts a TLS reverse proxy in front and gives its address with `--emergency-url`, since SMART
@@ -133,6 +137,7 @@ async fn manifest(
             Ok(Answer::BadRequest(why)) => {
                 (StatusCode::BAD_REQUEST, Json(json!({"error": why}))).into_response()
             }
+            Ok(Answer::TooMany) => StatusCode::TOO_MANY_REQUESTS.into_response(),
             Err(NodeError::Stopped) => StatusCode::SERVICE_UNAVAILABLE.into_response(),
             Err(NodeError::Failed(why)) => {
                 tracing::warn!(%why, "an emergency link request failed");
@@ -161,6 +166,9 @@ async fn break_glass_request(
         .await
     {
         Ok(Ok(granted)) => Json(granted).into_response(),
+        Ok(Err(why)) if why == crate::net::links::TOO_MANY => {
+            (StatusCode::TOO_MANY_REQUESTS, Json(json!({"error": why}))).into_response()
+        }
         Ok(Err(why)) => (StatusCode::FORBIDDEN, Json(json!({"error": why}))).into_response(),
         Err(NodeError::Stopped) => StatusCode::SERVICE_UNAVAILABLE.into_response(),
         Err(NodeError::Failed(why)) => {

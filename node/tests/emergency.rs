@@ -255,3 +255,52 @@ fn a_named_provider_breaks_the_glass_with_a_reason_and_an_unnamed_one_is_refused
     // Two requests, two entries: one granted, one refused (each names its node by its key).
     assert_eq!(audit.matches("BREAK-GLASS").count(), 2, "{audit}");
 }
+
+#[test]
+fn requests_past_the_hours_budget_for_a_link_are_refused_unlogged() {
+    let net = Homes::new();
+    net.ok(
+        "laptop",
+        &[
+            "init",
+            "--name",
+            "Martha DeLarosa",
+            "--birth-date",
+            "1972-05-01",
+        ],
+    );
+    net.start("laptop", &["--emergency-listen", "127.0.0.1:0"]);
+    let made = net.json("laptop", &["emergency", "link"]);
+    let link = made["link"].as_str().unwrap().to_string();
+    net.ok(
+        "laptop",
+        &["emergency", "revoke", &made["id"].as_str().unwrap()[..8]],
+    );
+    net.ok("clinician", &["init", "--provider", "--name", "Someone"]);
+    // Whoever holds a revoked link asks again and again: each answer until the budget is spent
+    // is logged to the patient; after it, nothing is logged and the node says so.
+    let budget = phr_node::net::links::ACCESSES_LOGGED_PER_KEY_PER_HOUR as usize;
+    for _ in 0..budget {
+        let refused = fails(
+            &net,
+            "clinician",
+            &["emergency", "open", &link, "--recipient", "Spam"],
+        );
+        assert!(refused.contains("the link is gone"), "{refused}");
+    }
+    let refused = fails(
+        &net,
+        "clinician",
+        &["emergency", "open", &link, "--recipient", "Spam"],
+    );
+    assert!(
+        refused.contains("no more requests for this link this hour"),
+        "{refused}"
+    );
+    let audit = net.ok("laptop", &["audit"]);
+    assert_eq!(
+        audit.matches("Spam was refused").count(),
+        budget,
+        "every request within the budget logged, none after: {audit}"
+    );
+}

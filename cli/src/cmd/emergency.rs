@@ -573,6 +573,13 @@ fn open_link(text: &str, recipient: Option<&str>, passcode: Option<&str>) -> Res
                 .unwrap_or(0);
             return Err(UserError(format!("wrong passcode: {left} attempts left")).into());
         }
+        429 => {
+            return Err(UserError(
+                "the link's server takes no more requests for this link this hour; try later"
+                    .into(),
+            )
+            .into());
+        }
         404 => {
             return Err(UserError(
                 "the link is gone: revoked, lapsed, or disabled after too many wrong passcodes"

@@ -198,6 +198,9 @@ pub enum Answer {
     WrongPasscode(u32),
     /// 400: the request is not one (no recipient).
     BadRequest(&'static str),
+    /// 429: more requests for this link this hour than the serving node logs; nothing was given
+    /// or logged (see the node's `ACCESSES_LOGGED_PER_KEY_PER_HOUR`).
+    TooMany,
 }
 
 /// Answers `request` for `link` (which it updates: attempts, count of openings) at `now_ms`.
@@ -265,6 +268,7 @@ pub fn access_event(
         Answer::WrongPasscode(_) => ("4", "gave a wrong passcode for"),
         Answer::NotFound => ("4", "was refused (revoked, lapsed or disabled)"),
         Answer::BadRequest(_) => ("4", "sent a malformed request for"),
+        Answer::TooMany => ("4", "asked too often for"),
     };
     let server_id = json!({"identifier": {"system": PEER_ID_SYSTEM, "value": server.peer.to_string()}, "display": server.name});
     json!({

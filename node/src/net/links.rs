@@ -10,6 +10,44 @@ use phr_core::emergency::{
 
 use super::*;
 
+/// The most requests for one link, or break-glass requests from one provider, that the node
+/// logs to the patient's record in an hour. Past it, requests are refused (429) with nothing
+/// given and nothing logged, so a leaked or revoked link, or a fake provider, cannot fill the
+/// patient's audit or keep the node writing.
+pub const ACCESSES_LOGGED_PER_KEY_PER_HOUR: u32 = 20;
+/// The most such requests logged in an hour in all.
+pub const ACCESSES_LOGGED_PER_HOUR: u32 = 200;
+/// What a refused break-glass request answers when the hour's budget is spent.
+pub const TOO_MANY: &str = "too many requests this hour; try again later";
+
+const HOUR_MS: i64 = 3_600_000;
+
+/// How many requests were logged in the current hour, in all and per link or provider.
+#[derive(Debug, Default)]
+pub(super) struct LogBudget {
+    window_ms: i64,
+    total: u32,
+    per_key: BTreeMap<String, u32>,
+}
+
+impl LogBudget {
+    /// Takes one from the budget for `key` at `now_ms`; `false` if spent.
+    fn take(&mut self, key: &str, now_ms: i64) -> bool {
+        if now_ms - self.window_ms >= HOUR_MS {
+            self.window_ms = now_ms;
+            self.total = 0;
+            self.per_key.clear();
+        }
+        let used = self.per_key.get(key).copied().unwrap_or(0);
+        if self.total >= ACCESSES_LOGGED_PER_HOUR || used >= ACCESSES_LOGGED_PER_KEY_PER_HOUR {
+            return false;
+        }
+        self.total += 1;
+        self.per_key.insert(key.to_string(), used + 1);
+        true
+    }
+}
+
 impl Node {
     /// Answers a manifest request for link `id` from `address`.
     pub(super) fn on_link_manifest(
@@ -23,6 +61,7 @@ impl Node {
             let _ = reply.send(Err("the home is not open".into()));
             return;
         };
+        let budget = &mut self.log_budget;
         let now = jiff::Timestamp::now();
         let answered = (|| -> Result<Answer, phr_core::home::HomeError> {
             let Some(mut kept) = home.emergency_links()?.into_iter().find(|l| l.id == id) else {
@@ -32,6 +71,9 @@ impl Node {
             let Some(record) = home.record_id() else {
                 return Ok(Answer::NotFound);
             };
+            if !budget.take(&kept.id, now.as_millisecond()) {
+                return Ok(Answer::TooMany);
+            }
             let before = kept.clone();
             let answer = link::answer(&mut kept, &request, now.as_millisecond());
             // The access reaches the patient's audit first; if it cannot, nothing is given.
@@ -131,5 +173,27 @@ impl Node {
         }
         self.offer_all(None);
         let _ = reply.send(answered);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_budget_is_per_key_and_in_all_and_comes_back_after_the_hour() {
+        let mut budget = LogBudget::default();
+        let at = 10 * HOUR_MS;
+        for _ in 0..ACCESSES_LOGGED_PER_KEY_PER_HOUR {
+            assert!(budget.take("link", at));
+        }
+        assert!(!budget.take("link", at), "spent for this key");
+        assert!(budget.take("another", at), "not for another");
+        assert!(budget.take("link", at + HOUR_MS), "back after the hour");
+        let mut budget = LogBudget::default();
+        for i in 0..ACCESSES_LOGGED_PER_HOUR {
+            assert!(budget.take(&format!("key{i}"), at));
+        }
+        assert!(!budget.take("fresh", at), "spent in all");
     }
 }

@@ -63,7 +63,7 @@ use crate::{
 mod client;
 mod guard;
 mod lease;
-mod links;
+pub mod links;
 mod peers;
 mod remembered;
 mod runs;
@@ -312,6 +312,8 @@ pub struct Node {
     deferred: Vec<Command>,
     /// The slots protocol: this node's schedule, and questions asked of others.
     slots: slots::Slots,
+    /// Emergency link and break-glass requests logged this hour.
+    log_budget: links::LogBudget,
     inbox: mpsc::Receiver<Command>,
 }
 
@@ -384,6 +386,7 @@ impl Node {
             leases: VecDeque::new(),
             deferred: Vec::new(),
             slots: slots::Slots::default(),
+            log_budget: links::LogBudget::default(),
             inbox,
         };
         // The gate first: which peers are admitted decides whose addresses are kept.
