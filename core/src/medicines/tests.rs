@@ -5,37 +5,11 @@ mod fixtures;
 
 use std::collections::BTreeSet;
 
-use jiff::Timestamp;
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
 use super::{vocabulary::*, *};
-use crate::{
-    record::{Author, Record, RecordMeta, Stamp},
-    section::Section,
-};
-
-pub(super) fn record_with(resources: &[Value]) -> Record {
-    let author = Author {
-        id: "device-test".into(),
-        name: "Test".into(),
-    };
-    let stamp = Stamp {
-        author: &author,
-        time: Timestamp::from_second(1_700_000_000).unwrap(),
-    };
-    let meta = RecordMeta {
-        id: "r1".into(),
-        subject: Some("Patient/p1".into()),
-        nhs_number: None,
-    };
-    let mut record = Record::create(meta, &automerge::ActorId::random());
-    for resource in resources {
-        record.put(stamp, resource).unwrap();
-    }
-    record.commit(stamp, "test");
-    record
-}
+use crate::{record::Record, section::Section, test_records::record_with};
 
 /// The shipped table's check of a record, over the sections it reads.
 pub(super) fn checked(record: &Record) -> Check {

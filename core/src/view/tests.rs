@@ -1,6 +1,6 @@
 //! Tests of the summary and of section views, on small records built in memory.
 
-use jiff::{Timestamp, civil::date};
+use jiff::civil::date;
 use serde_json::{Value, json};
 
 use super::{
@@ -8,33 +8,7 @@ use super::{
     section::base64_prefix,
     *,
 };
-use crate::{
-    nhs::NHS_NUMBER_SYSTEM,
-    record::{Author, Record, RecordMeta, Stamp},
-    section::Section,
-};
-
-fn record_with(resources: &[Value]) -> Record {
-    let author = Author {
-        id: "device-test".into(),
-        name: "Test".into(),
-    };
-    let stamp = Stamp {
-        author: &author,
-        time: Timestamp::from_second(1_700_000_000).unwrap(),
-    };
-    let meta = RecordMeta {
-        id: "r1".into(),
-        subject: Some("Patient/p1".into()),
-        nhs_number: None,
-    };
-    let mut record = Record::create(meta, &automerge::ActorId::random());
-    for resource in resources {
-        record.put(stamp, resource).unwrap();
-    }
-    record.commit(stamp, "test");
-    record
-}
+use crate::{nhs::NHS_NUMBER_SYSTEM, section::Section, test_records::record_with};
 
 fn shown(resources: &[Value]) -> (Summary, String) {
     let summary = summary(&record_with(resources), date(2020, 1, 1)).unwrap();
