@@ -19,6 +19,27 @@ fn fails(net: &Homes, home: &str, args: &[&str]) -> String {
     stderr
 }
 
+/// `phr emergency open LINK` on the paramedic's home, as Paramedic J. Smith, with `passcode`:
+/// what it printed if it opened, what it said if it was refused (exit 1).
+fn paramedic_opens(net: &Homes, link: &str, passcode: Option<&str>) -> Result<String, String> {
+    let mut args = vec![
+        "emergency",
+        "open",
+        link,
+        "--recipient",
+        "Paramedic J. Smith",
+    ];
+    if let Some(passcode) = passcode {
+        args.extend(["--passcode", passcode]);
+    }
+    let out = net.run("paramedic", &args);
+    match out.status.code() {
+        Some(0) => Ok(String::from_utf8_lossy(&out.stdout).to_string()),
+        Some(1) => Err(String::from_utf8_lossy(&out.stderr).to_string()),
+        code => panic!("phr {args:?} ended with {code:?}"),
+    }
+}
+
 #[test]
 fn a_clinician_opens_the_patients_link_the_patient_sees_it_and_a_revoked_link_is_gone() {
     let net = Homes::new();
@@ -63,47 +84,14 @@ fn a_clinician_opens_the_patients_link_the_patient_sees_it_and_a_revoked_link_is
             "North West Ambulance Service",
         ],
     );
-    let refused = fails(
-        &net,
-        "paramedic",
-        &[
-            "emergency",
-            "open",
-            &link,
-            "--recipient",
-            "Paramedic J. Smith",
-        ],
-    );
+    let refused = paramedic_opens(&net, &link, None).unwrap_err();
     assert!(refused.contains("asks for a passcode"), "{refused}");
-    let refused = fails(
-        &net,
-        "paramedic",
-        &[
-            "emergency",
-            "open",
-            &link,
-            "--recipient",
-            "Paramedic J. Smith",
-            "--passcode",
-            "000000",
-        ],
-    );
+    let refused = paramedic_opens(&net, &link, Some("000000")).unwrap_err();
     assert!(
         refused.contains("wrong passcode: 9 attempts left"),
         "{refused}"
     );
-    let read = net.ok(
-        "paramedic",
-        &[
-            "emergency",
-            "open",
-            &link,
-            "--recipient",
-            "Paramedic J. Smith",
-            "--passcode",
-            "472913",
-        ],
-    );
+    let read = paramedic_opens(&net, &link, Some("472913")).unwrap();
     assert!(
         read.contains("penicillin") || read.contains("Penicillin"),
         "{read}"
@@ -127,37 +115,13 @@ fn a_clinician_opens_the_patients_link_the_patient_sees_it_and_a_revoked_link_is
     let mut fields: serde_json::Value = serde_json::from_str(&decoded).unwrap();
     fields["key"] = serde_json::json!("A".repeat(43));
     let forged = format!("shlink:/{}", B64.encode(fields.to_string()));
-    let refused = fails(
-        &net,
-        "paramedic",
-        &[
-            "emergency",
-            "open",
-            &forged,
-            "--recipient",
-            "Paramedic J. Smith",
-            "--passcode",
-            "472913",
-        ],
-    );
+    let refused = paramedic_opens(&net, &forged, Some("472913")).unwrap_err();
     assert!(refused.contains("damaged or was changed"), "{refused}");
 
     // Revoked: gone.
     let id = made["id"].as_str().unwrap();
     net.ok("laptop", &["emergency", "revoke", &id[..8]]);
-    let refused = fails(
-        &net,
-        "paramedic",
-        &[
-            "emergency",
-            "open",
-            &link,
-            "--recipient",
-            "Paramedic J. Smith",
-            "--passcode",
-            "472913",
-        ],
-    );
+    let refused = paramedic_opens(&net, &link, Some("472913")).unwrap_err();
     assert!(refused.contains("the link is gone"), "{refused}");
 }
 
@@ -300,6 +264,48 @@ fn requests_past_the_hours_budget_for_a_link_are_refused_unlogged() {
     let audit = net.ok("laptop", &["audit"]);
     assert_eq!(
         audit.matches("Spam was refused").count(),
+        budget,
+        "every request within the budget logged, none after: {audit}"
+    );
+}
+
+#[test]
+fn a_fake_providers_break_glass_requests_past_the_hours_budget_are_refused_unlogged() {
+    let net = Homes::new();
+    net.ok(
+        "server",
+        &[
+            "init",
+            "--name",
+            "Martha DeLarosa",
+            "--birth-date",
+            "1972-05-01",
+        ],
+    );
+    net.start("server", &["--emergency-listen", "127.0.0.1:0"]);
+    let url = net.json("server", &["emergency", "break-glass", "allowed"])["url"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    net.ok("fake", &["init", "--provider", "--name", "Fake Clinic"]);
+    let budget = phr_node::net::links::ACCESSES_LOGGED_PER_KEY_PER_HOUR as usize;
+    let ask = [
+        "emergency",
+        "break-glass",
+        "request",
+        &url,
+        "--reason",
+        "Spam",
+    ];
+    for _ in 0..budget {
+        let refused = fails(&net, "fake", &ask);
+        assert!(refused.contains("has not named this provider"), "{refused}");
+    }
+    let refused = fails(&net, "fake", &ask);
+    assert!(refused.contains("too many requests this hour"), "{refused}");
+    let audit = net.ok("server", &["audit"]);
+    assert_eq!(
+        audit.matches("Fake Clinic was refused").count(),
         budget,
         "every request within the budget logged, none after: {audit}"
     );

@@ -92,11 +92,12 @@ impl Home {
 impl Home {
     /// Writes `event` (an `AuditEvent` this node made, say of an emergency access) into this
     /// home's own record, as its owner device: durably, before the caller answers anyone.
+    /// Returns the record as saved, for a caller that reads it next.
     pub fn log_to_own_record(
         &mut self,
         event: &serde_json::Value,
         now: jiff::Timestamp,
-    ) -> Result<()> {
+    ) -> Result<crate::Record> {
         let mut record = self.load_record()?;
         let author = self.device().author();
         let stamp = crate::Stamp {
@@ -105,7 +106,8 @@ impl Home {
         };
         record.put(stamp, event)?;
         record.commit(stamp, "emergency access");
-        self.save(&mut record, now)
+        self.save(&mut record, now)?;
+        Ok(record)
     }
 }
 

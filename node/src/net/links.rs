@@ -8,6 +8,8 @@ use phr_core::emergency::{
     link::{self, Answer, ManifestRequest},
 };
 
+use phr_core::home::HomeError;
+
 use super::*;
 
 /// The most requests for one link, or break-glass requests from one provider, that the node
@@ -63,7 +65,7 @@ impl Node {
         };
         let budget = &mut self.log_budget;
         let now = jiff::Timestamp::now();
-        let answered = (|| -> Result<Answer, phr_core::home::HomeError> {
+        let answered = (|| -> Result<Answer, HomeError> {
             let Some(mut kept) = home.emergency_links()?.into_iter().find(|l| l.id == id) else {
                 // Nothing to log against: an id nobody was given.
                 return Ok(Answer::NotFound);
@@ -95,13 +97,7 @@ impl Node {
             tracing::error!(%error, "cannot answer or log an emergency link request");
             format!("the access could not be logged, so nothing was given: {error}")
         });
-        if let Slot::Open(home) = &self.home {
-            let (vault, age) = home.sync_parts();
-            if let Err(error) = self.engine.refresh(vault, age) {
-                tracing::error!(%error, "cannot read the record after logging an access");
-            }
-        }
-        self.offer_all(None);
+        self.after_logging();
         let _ = reply.send(answered);
     }
 }
@@ -109,7 +105,7 @@ impl Node {
 impl Node {
     /// Answers a break-glass request from `address` (see
     /// `phr_core::emergency::break_glass`): checked against the providers the patient named on
-    /// this node, logged to the record first, granted or not.
+    /// this node, logged to the record first, granted or not, within the hour's budget.
     pub(super) fn on_break_glass(
         &mut self,
         request: break_glass::Request,
@@ -121,58 +117,71 @@ impl Node {
             let _ = reply.send(Err("the home is not open".into()));
             return;
         };
+        let budget = &mut self.log_budget;
         let now = jiff::Timestamp::now();
-        let answered =
-            (|| -> Result<Result<break_glass::Granted, String>, phr_core::home::HomeError> {
-                let Some(record_id) = home.record_id() else {
-                    return Ok(Err("this node serves no record".into()));
-                };
-                let allowed: Vec<_> = home.break_glass_allowed()?.iter().map(|p| p.peer).collect();
-                let checked = break_glass::check(&request, &url, &allowed, now.as_millisecond());
-                let (provider, outcome) = match &checked {
-                    Ok(party) => (Some(party), Ok(())),
-                    Err((why, party)) => (party.as_deref(), Err(why)),
-                };
-                // A request whose card does not verify names nobody: it is refused unlogged, as a
-                // stranger's noise; every other is logged, granted or not.
-                if provider.is_some() {
-                    let event = break_glass::event(
-                        &phr_core::new_id(),
-                        provider,
-                        &request,
-                        outcome,
-                        (&address, now),
-                        &home.party(),
-                        record_id,
-                    );
-                    home.log_to_own_record(&event, now)?;
-                }
-                let party = match checked {
-                    Ok(party) => party,
-                    Err((why, _)) => return Ok(Err(why.to_string())),
-                };
-                let record = home.load_record()?;
-                let today = now.to_zoned(jiff::tz::TimeZone::UTC).date();
-                let summary = emergency::gather(&record, &home.emergency_choice()?, today)?;
-                let document = emergency::document(&summary, now);
-                Ok(Ok(break_glass::grant(
-                    &document,
-                    &party,
-                    now.as_millisecond(),
-                )))
-            })();
+        let answered = (|| -> Result<Result<break_glass::Granted, String>, HomeError> {
+            let Some(record_id) = home.record_id() else {
+                return Ok(Err("this node serves no record".into()));
+            };
+            let allowed: Vec<_> = home.break_glass_allowed()?.iter().map(|p| p.peer).collect();
+            let checked = break_glass::check(&request, &url, &allowed, now.as_millisecond());
+            let (provider, outcome) = match &checked {
+                Ok(party) => (Some(party), Ok(())),
+                Err((why, party)) => (party.as_deref(), Err(why)),
+            };
+            // A request whose card does not verify names nobody: it is refused unlogged, as a
+            // stranger's noise. Every other is logged, granted or not, while the provider's
+            // budget for the hour lasts; past it, nothing is given or logged.
+            let Some(provider) = provider else {
+                return Ok(Err(checked
+                    .err()
+                    .map_or_else(String::new, |(why, _)| why.to_string())));
+            };
+            if !budget.take(&provider.peer.to_string(), now.as_millisecond()) {
+                return Ok(Err(TOO_MANY.into()));
+            }
+            let event = break_glass::event(
+                &phr_core::new_id(),
+                Some(provider),
+                &request,
+                outcome,
+                (&address, now),
+                &home.party(),
+                record_id,
+            );
+            // The record as the log entry left it: the summary is read from it.
+            let record = home.log_to_own_record(&event, now)?;
+            let party = match checked {
+                Ok(party) => party,
+                Err((why, _)) => return Ok(Err(why.to_string())),
+            };
+            let today = now.to_zoned(jiff::tz::TimeZone::UTC).date();
+            let summary = emergency::gather(&record, &home.emergency_choice()?, today)?;
+            let document = emergency::document(&summary, now);
+            Ok(Ok(break_glass::grant(
+                &document,
+                &party,
+                now.as_millisecond(),
+            )))
+        })();
         let answered = answered.map_err(|error| {
             tracing::error!(%error, "cannot answer or log a break-glass request");
             format!("the request could not be logged, so nothing was given: {error}")
         });
+        self.after_logging();
+        let _ = reply.send(answered);
+    }
+
+    /// After this node wrote to its own record (an access logged): the engine reads the record
+    /// again and the change is offered to connected peers, as after a `phr` command.
+    fn after_logging(&mut self) {
         if let Slot::Open(home) = &self.home {
             let (vault, age) = home.sync_parts();
             if let Err(error) = self.engine.refresh(vault, age) {
-                tracing::error!(%error, "cannot read the record after logging a request");
+                tracing::error!(%error, "cannot read the record after logging an access");
             }
         }
         self.offer_all(None);
-        let _ = reply.send(answered);
     }
 }
 
