@@ -187,7 +187,7 @@ pub fn run(ctx: &Context, args: Args) -> Result<()> {
         Some(Command::Card { png, svg, html }) => {
             let summary = emergency::gather(&record, &choice, today)?;
             let key: [u8; 32] = phr_core::keys::random_array();
-            let fitted = emergency::fit(&summary, &key, now())?;
+            let fitted = emergency::fit(&summary, &key, now(), &|text| render::code(text).is_ok())?;
             let code = render::code(&fitted.text)?;
             for (path, bytes, what) in [
                 (png, render::png(&code)?, "PNG"),

@@ -159,15 +159,22 @@ pub struct Fitted {
     pub dropped: Vec<String>,
 }
 
-/// The card of `summary` under `key`: the whole document if it fits [`QR_BYTES_MAX`], else
-/// with problems and medicines dropped from the end of the longer list until it does
-/// ([`Summary::trim_one`]).
-pub fn fit(summary: &Summary, key: &[u8; 32], now: Timestamp) -> Result<Fitted, CardError> {
+/// The card of `summary` under `key`: the whole document if its text fits one code, else with
+/// problems and medicines dropped from the end of the longer list until it does
+/// ([`Summary::trim_one`]). A text fits when it is at most [`QR_BYTES_MAX`] bytes and
+/// `encodes` says the caller's QR encoder takes it: an encoder that mixes segment modes may
+/// need a few more bits than byte mode alone for a text near the limit.
+pub fn fit(
+    summary: &Summary,
+    key: &[u8; 32],
+    now: Timestamp,
+    encodes: &dyn Fn(&str) -> bool,
+) -> Result<Fitted, CardError> {
     let mut summary = summary.clone();
     let mut dropped = Vec::new();
     loop {
         let text = seal(&document(&summary, now), key);
-        if text.len() <= QR_BYTES_MAX {
+        if text.len() <= QR_BYTES_MAX && encodes(&text) {
             return Ok(Fitted { text, dropped });
         }
         match summary.trim_one() {

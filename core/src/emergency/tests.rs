@@ -146,7 +146,7 @@ fn the_document_is_a_minimal_ips_bundle_every_entry_valid_and_every_reference_re
 fn a_card_opens_to_its_document_and_a_changed_or_foreign_one_does_not() {
     let summary = gather(&full_record(), &Choice::default(), today()).unwrap();
     let key = [7u8; 32];
-    let fitted = fit(&summary, &key, now()).unwrap();
+    let fitted = fit(&summary, &key, now(), &|_| true).unwrap();
     assert!(fitted.dropped.is_empty());
     assert!(fitted.text.starts_with(CARD_PREFIX));
     assert!(fitted.text.len() <= QR_BYTES_MAX, "{}", fitted.text.len());
@@ -191,9 +191,16 @@ fn a_summary_too_big_for_one_code_drops_problems_and_medicines_never_allergies()
         );
     }
     let summary = gather(&record_with(&resources), &Choice::default(), today()).unwrap();
-    let fitted = fit(&summary, &[1; 32], now()).unwrap();
+    let fitted = fit(&summary, &[1; 32], now(), &|_| true).unwrap();
     assert!(!fitted.dropped.is_empty());
     assert!(fitted.text.len() <= QR_BYTES_MAX);
+    // An encoder that takes less than the byte-mode limit makes the card drop more.
+    let tighter = fit(&summary, &[1; 32], now(), &|t| {
+        t.len() <= QR_BYTES_MAX - 200
+    })
+    .unwrap();
+    assert!(tighter.dropped.len() > fitted.dropped.len());
+    assert!(tighter.text.len() <= QR_BYTES_MAX - 200);
     let opened = open(&fitted.text).unwrap();
     let allergies = opened["entry"]
         .as_array()
