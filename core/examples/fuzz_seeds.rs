@@ -186,11 +186,13 @@ fn sync_messages(from: &Home, to: &Home, id: phr_core::keys::RecordId) -> Result
         replica: &mut ours,
         store: from_vault,
         age: from_age,
+        device: None,
     };
     let mut responder_side = Local {
         replica: &mut theirs,
         store: to_vault,
         age: to_age,
+        device: None,
     };
     let mut messages = Vec::new();
     let (mut initiator, request) =

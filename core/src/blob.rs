@@ -334,6 +334,21 @@ pub enum BlobError {
         /// What is wrong.
         reason: String,
     },
+    /// A compaction's packed changes do not unpack within their bound
+    /// ([`crate::changes::packed`]), although its author signed it.
+    #[error(
+        "blob {}… by {author} cannot be read: {reason}; fetching it again will not help, ask its \
+         author to write the change again",
+        .id.short()
+    )]
+    Unpackable {
+        /// The blob's id.
+        id: BlobId,
+        /// Who signed it.
+        author: PeerId,
+        /// Why, for the user.
+        reason: String,
+    },
     /// The ciphertext does not authenticate under the key its header names, although the
     /// author's signature verifies: the author sealed it wrongly (or forged the key id).
     #[error(
@@ -562,6 +577,18 @@ impl Blob {
                 author: self.header.author,
                 key: self.header.key_id,
             })?;
+        // A run compaction's changes travel packed in one stream: unpacked here, within its
+        // bound, so that every reader sees change chunks.
+        if self.header.kind == BlobKind::Compaction && crate::changes::packed::is_packed(&plaintext)
+        {
+            return crate::changes::packed::unpack(&plaintext).map_err(|reason| {
+                BlobError::Unpackable {
+                    id: self.id,
+                    author: self.header.author,
+                    reason,
+                }
+            });
+        }
         Ok(plaintext)
     }
 

@@ -30,6 +30,7 @@ use crate::keys::PeerId;
 mod actor_table;
 mod audit_entry;
 mod document;
+pub mod packed;
 pub mod provenance;
 
 #[cfg(test)]

@@ -83,7 +83,7 @@ use serde::{Deserialize, Serialize};
 use crate::net::NodeError;
 
 /// The libp2p protocol that carries sync messages.
-pub const SYNC_PROTOCOL: StreamProtocol = StreamProtocol::new("/phr/sync/2");
+pub const SYNC_PROTOCOL: StreamProtocol = StreamProtocol::new("/phr/sync/3");
 
 /// The protocol a patient's node asks a practice's for its free slots on (CBOR, bounded).
 pub const SLOTS_PROTOCOL: StreamProtocol = StreamProtocol::new("/phr/slots/1");

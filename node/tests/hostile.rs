@@ -210,6 +210,7 @@ async fn a_peer_flooding_requests_is_disconnected_and_others_are_still_served() 
             replica: &mut replica,
             store: &store,
             age: &age,
+            device: None,
         };
         (0..2 * u64::from(FLOOD_LIMIT))
             .map(|session| {

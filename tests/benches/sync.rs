@@ -10,10 +10,13 @@
 //!
 //! phr's session reconciles every topic either side may hold (the ledger and the six sections);
 //! only `clinical` differs, the other topics are equal (empty sections, the same ledger) and their
-//! cost is counted too.
+//! cost is counted too. A (an owner device) packs the changes blobs of its own that B lacks into
+//! one run compaction before it lists them (`Replica::form_run`), as a node does; A is built
+//! afresh for each (N, d).
 //!
-//! Targets: d = 10, N = 10,000: phr's bytes <= 1/10 of Automerge's and <= 3 round trips; d = 0:
-//! one round trip.
+//! Targets: d = 10, N = 10,000: phr's bytes <= 0.3 of Automerge's (the practice issue's) and
+//! <= 3 round trips; d = 0: one round trip. The first sync issue aimed at 1/10, which is
+//! printed too.
 //!
 //! Run with `cargo bench -p phr-tests --bench sync` (release build). Each figure is one run.
 
@@ -232,11 +235,13 @@ fn phr_sync(
         replica: replica_a,
         store: store_a,
         age: &built.keys_a.age,
+        device: Some(&built.keys_a.device),
     };
     let mut local_b = Local {
         replica: &mut replica_b,
         store: &store_b,
         age: &built.keys_b.age,
+        device: Some(&built.keys_b.device),
     };
     let start = Instant::now();
     let (mut initiator, opening) = InitiatorSession::start(&local_b, peer_a, session, now)?;
@@ -262,13 +267,15 @@ fn phr_sync(
         return Err("the responder answered the closing request".into());
     }
 
-    // B now holds every blob...
+    // B now holds every blob A holds (A may have packed the writes B lacked into one run
+    // compaction, which replaced them on both)...
     let held: BTreeSet<BlobId> = replica_b.blob_ids(built.section).collect();
-    let all: BTreeSet<BlobId> = built.blobs.iter().map(|(id, _)| *id).collect();
+    let all: BTreeSet<BlobId> = local_a.replica.blob_ids(built.section).collect();
     if held != all {
         return Err(format!(
-            "N = {n}, d = {d}: after phr's sync B holds {} of the {n} blobs ({} missing)",
+            "N = {n}, d = {d}: after phr's sync B holds {} of A's {} blobs ({} missing)",
             held.len(),
+            all.len(),
             all.difference(&held).count()
         )
         .into());
@@ -356,14 +363,6 @@ fn main() -> Result<()> {
     let mut session = 1;
     for n in [100, 10_000] {
         let mut built = build(n)?;
-        let store_a = store_with(&built, &built.blobs)?;
-        let mut replica_a = Replica::open(
-            &store_a,
-            built.id,
-            built.keys_a.device.peer_id(),
-            &built.keys_a.age,
-        )?;
-        assert_eq!(replica_a.blob_ids(built.section).count(), n);
         let a_heads = built
             .record
             .heads()
@@ -374,6 +373,15 @@ fn main() -> Result<()> {
         assert_eq!(changes.len(), n, "one Automerge change per write");
 
         for d in [0, 1, 10, n] {
+            // A afresh for each d: a session may pack the writes B lacks into a run on A.
+            let store_a = store_with(&built, &built.blobs)?;
+            let mut replica_a = Replica::open(
+                &store_a,
+                built.id,
+                built.keys_a.device.peer_id(),
+                &built.keys_a.age,
+            )?;
+            assert_eq!(replica_a.blob_ids(built.section).count(), n);
             let phr = phr_sync(&built, &store_a, &mut replica_a, &a_heads, d, session)?;
             session += 1;
             let am = automerge_sync(&a_bytes, &changes, d)?;
@@ -396,7 +404,9 @@ fn main() -> Result<()> {
             }
             if n == 10_000 && d == 10 {
                 verdicts.push(format!(
-                    "N = 10,000, d = 10: phr / Automerge bytes {ratio:.3}, target <= 0.1 ({}); {} round trips, target <= 3 ({})",
+                    "N = 10,000, d = 10: phr / Automerge bytes {ratio:.3}, target <= 0.3 ({}), \
+                     first aim <= 0.1 ({}); {} round trips, target <= 3 ({})",
+                    met(ratio <= 0.3),
                     met(ratio <= 0.1),
                     phr.round_trips,
                     met(phr.round_trips <= 3)
@@ -405,8 +415,8 @@ fn main() -> Result<()> {
         }
     }
     println!(
-        "\nTargets: d = 10, N = 10,000: phr <= 1/10 of Automerge's bytes and <= 3 round trips; \
-         d = 0: one round trip.\n"
+        "\nTargets: d = 10, N = 10,000: phr <= 0.3 of Automerge's bytes (first aim 1/10) and <= 3 \
+         round trips; d = 0: one round trip.\n"
     );
     for verdict in verdicts {
         println!("- {verdict}");

@@ -848,11 +848,13 @@ impl Home {
             replica: &mut ours,
             store: from_vault,
             age: from_age,
+            device: Some(&self.keystore.device),
         };
         let mut responder_side = Local {
             replica: &mut theirs,
             store: to_vault,
             age: to_age,
+            device: Some(&to.keystore.device),
         };
         let (mut initiator, request) =
             InitiatorSession::start(&initiator_side, to.peer_id(), 1, now_ms)?;

@@ -48,6 +48,17 @@ pub const COMPACT_SAVE_BYTES_MIN: usize = 64 * 1024;
 /// document, for small records as for large, without compacting at every small write.
 pub const COMPACT_CHANGES_BYTES_MIN: usize = 4 * 1024;
 
+/// The fewest changes blobs a run compaction replaces ([`Replica::form_run`]): one blob is
+/// sent as it is.
+pub const RUN_BLOBS_MIN: usize = 2;
+
+/// The most changes blobs one run compaction replaces.
+pub const RUN_BLOBS_MAX: usize = 1024;
+
+/// The most bytes of changes one run compaction holds before packing: runs are for small
+/// changes (readings, notes, messages); a larger write is compacted with its section.
+pub const RUN_PLAINTEXT_BYTES_MAX: usize = 1024 * 1024;
+
 /// The most blobs a replica keeps waiting for ledger operations it does not hold yet. Past it,
 /// further such blobs are dropped: a later sync fetches them again.
 pub const PENDING_BLOBS_MAX: usize = 256;

@@ -17,7 +17,10 @@ use crate::{
     vault::Batch,
 };
 
-use super::{COMPACT_SAVE_BYTES_MIN, Replica, ReplicaError, Result};
+use super::{
+    COMPACT_SAVE_BYTES_MIN, RUN_BLOBS_MAX, RUN_BLOBS_MIN, RUN_PLAINTEXT_BYTES_MAX, Replica,
+    ReplicaError, Result,
+};
 
 impl Replica {
     /// Seals the record's unsaved changes, one blob per changed section, and stores them
@@ -189,6 +192,131 @@ impl Replica {
         self.materialised.insert(section, vec![blob.id()]);
         self.proofs.insert(section, proofs);
         Ok(blob.id())
+    }
+
+    /// Replaces a run of this device's own changes blobs of `section`, among `ids`, by one
+    /// compaction of their changes alone, packed in one stream ([`crate::changes::packed`]), and
+    /// stores it durably; returns its id, or `None` if fewer than [`RUN_BLOBS_MIN`] qualify.
+    ///
+    /// A sync session calls it for the blobs a peer lacks, before offering them
+    /// (`sync::session`): ten home readings then travel as one blob of about 1.5 KB instead of
+    /// ten of about 740 bytes. To readers it is a compaction like any other (an owner's, holding
+    /// changes its proofs prove, replacing the blobs it lists, each deleted by a reader only once
+    /// it has checked that the run holds every change of it); it differs only in holding some
+    /// changes of the section, not all, which a compaction may (a later compaction of the whole
+    /// section replaces it in turn).
+    ///
+    /// What qualifies: a changes blob stored here, written by this device, sealed with the
+    /// section's current key (a run never moves changes to another key), outside `audit` (whose
+    /// entries are confirmed to their senders one by one), up to [`RUN_BLOBS_MAX`] blobs and
+    /// [`RUN_PLAINTEXT_BYTES_MAX`] of changes. Owner devices only: only an owner's compaction
+    /// replaces anything.
+    pub fn form_run(
+        &mut self,
+        store: &dyn Store,
+        device: &SigningKey,
+        section: Section,
+        ids: &[BlobId],
+        now_ms: i64,
+    ) -> Result<Option<BlobId>> {
+        if device.peer_id() != self.me
+            || section == Section::Audit
+            || !self.ledger.state().is_owner(&self.me)
+        {
+            return Ok(None);
+        }
+        let Ok((_, key)) = consent::writing_key(&self.ledger, &self.keyring, section, now_ms)
+        else {
+            return Ok(None);
+        };
+        let key = key.clone();
+        let Some(stored) = self.blobs.get(&section) else {
+            return Ok(None);
+        };
+        let mut candidates: Vec<(u64, BlobId)> = ids
+            .iter()
+            .filter_map(|id| Some((stored.get(id)?, *id)))
+            .filter(|(blob, _)| blob.author == self.me && !blob.compaction)
+            .map(|(blob, id)| (blob.time, id))
+            .collect();
+        candidates.sort();
+        candidates.dedup();
+        if candidates.len() < RUN_BLOBS_MIN {
+            return Ok(None);
+        }
+        let mut run = Vec::new();
+        let mut plaintext = Vec::new();
+        for (_, id) in candidates.into_iter().take(RUN_BLOBS_MAX) {
+            let Some(bytes) = store.blob(&self.id, section, &id)? else {
+                continue;
+            };
+            let Ok(blob) = Blob::decode(bytes) else {
+                continue;
+            };
+            if blob.header().kind != BlobKind::Changes || blob.header().key_id != key.id() {
+                continue;
+            }
+            let Ok(changes) = blob.open(&key) else {
+                continue;
+            };
+            if plaintext.len() + changes.len() > RUN_PLAINTEXT_BYTES_MAX {
+                break;
+            }
+            plaintext.extend_from_slice(&changes);
+            run.push(id);
+        }
+        if run.len() < RUN_BLOBS_MIN {
+            return Ok(None);
+        }
+        // Each blob's signature proved its changes to be this device's; the run's own proofs
+        // say so again, over their heads, for the compaction that carries them.
+        let Ok((_, heads)) = crate::changes::check_authorship_hashes(&self.me, &plaintext) else {
+            return Ok(None);
+        };
+        let proofs: Vec<AuthorshipProof> = heads
+            .chunks(crate::blob::PROOF_HEADS_MAX)
+            .filter_map(|heads| AuthorshipProof::sign(self.id, section, heads.to_vec(), device))
+            .collect();
+        if proofs.is_empty() || proofs.len() > BLOB_PROOFS_MAX {
+            return Ok(None);
+        }
+        run.sort();
+        let blob = self.seal(
+            device,
+            section,
+            &crate::changes::packed::pack(&plaintext),
+            Carried {
+                kind: BlobKind::Compaction,
+                replaces: run.clone(),
+                proofs: proofs.clone(),
+            },
+            now_ms,
+        )?;
+        consent::check_blob(&blob, &self.ledger, self.id, section).map_err(ConsentError::from)?;
+        let mut batch = Batch::new();
+        for old in &run {
+            batch.replace(self.id, section, *old, blob.id());
+        }
+        batch.blob(self.id, section, &blob);
+        store.commit(batch)?;
+        // The record as last materialised holds the run's changes if it held every blob of it:
+        // then the run is what a later compaction of the record replaces. If it held only some,
+        // the run stays out of that list, so no compaction of a record lacking some of its
+        // changes ever replaces it.
+        let whole = self
+            .materialised
+            .get(&section)
+            .is_some_and(|held| run.iter().all(|id| held.contains(id)));
+        self.unnote_blobs(section, |id| run.contains(id));
+        self.note_blob(section, &blob);
+        if whole {
+            self.materialised
+                .entry(section)
+                .or_default()
+                .push(blob.id());
+            self.proofs.entry(section).or_default().extend(proofs);
+        }
+        Ok(Some(blob.id()))
     }
 
     /// The restricted compactions of `section` (by a party whose access ended) that still stand

@@ -81,6 +81,9 @@ pub struct Engine {
     /// The peers the held records admit, as last worked out, for as long as that holds.
     admitted: std::sync::Mutex<Option<Admitted>>,
     ended: Vec<Ended>,
+    /// This node's device key, with which its sessions pack the run of its own small writes a
+    /// peer lacks into one blob ([`Engine::set_signer`]).
+    signer: Option<crate::keys::SigningKey>,
 }
 
 /// [`Engine::admitted_peers`] as last worked out: valid while no ledger changed
@@ -163,6 +166,7 @@ impl Engine {
             ledgers: 0,
             admitted: std::sync::Mutex::new(None),
             ended: Vec::new(),
+            signer: None,
         };
         for id in store.records()? {
             engine
@@ -173,7 +177,14 @@ impl Engine {
         Ok(engine)
     }
 
-    /// Sets which records not held this node takes in (every record, by default).
+    /// Gives the engine this node's device key: an owner device's sessions then pack the run
+    /// of its own changes blobs a peer lacks into one compaction before listing them
+    /// ([`crate::replica::Replica::form_run`]). Without it they are sent one by one.
+    pub fn set_signer(&mut self, device: &crate::keys::SigningKey) {
+        self.signer = Some(crate::keys::SigningKey::from_seed(device.seed()));
+    }
+
+    /// Which records not held this node takes in (see [`Welcome`]).
     pub fn set_welcome(&mut self, welcome: Welcome) {
         self.set_intake(Intake {
             welcome,
@@ -469,6 +480,7 @@ impl Engine {
                 replica,
                 store,
                 age,
+                device: self.signer.as_ref(),
             };
             match InitiatorSession::start(&local, peer, session, now_ms) {
                 Ok((initiator, bytes)) => {
@@ -532,6 +544,7 @@ impl Engine {
             replica,
             store,
             age,
+            device: self.signer.as_ref(),
         };
         let result = initiator.receive(&mut local, incoming, now_ms);
         let done = initiator.is_done();
@@ -603,6 +616,7 @@ impl Engine {
             replica,
             store,
             age,
+            device: self.signer.as_ref(),
         };
         let result = match self.responders.get_mut(&key) {
             Some(responder) => responder.receive(&mut local, incoming, now_ms),
@@ -684,6 +698,7 @@ impl Engine {
                 replica,
                 store,
                 age,
+                device: self.signer.as_ref(),
             };
             match initiator.poll(&local, now_ms) {
                 Ok(Some(bytes)) => out.push((key.0, bytes)),

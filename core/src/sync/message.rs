@@ -29,9 +29,15 @@ pub const WANT_IDS_MAX: usize = 1024;
 /// Topics one message may reconcile: the ledger and every section.
 pub const TOPICS_MAX: usize = 1 + Section::ALL.len();
 
+/// Ids the responder lists, per topic, as newer than anything the initiator holds
+/// ([`Response::newer`]). Past it, the topic is reconciled whole instead.
+pub const NEWER_IDS_MAX: usize = 1024;
+
 /// The longest message accepted: one blob of the largest size with room for the rest.
-pub const SYNC_MESSAGE_BYTES_MAX: usize =
-    BLOB_BYTES_MAX + TOPICS_MAX * RECONCILE_MESSAGE_BYTES_MAX + 64 * 1024;
+pub const SYNC_MESSAGE_BYTES_MAX: usize = BLOB_BYTES_MAX
+    + TOPICS_MAX * RECONCILE_MESSAGE_BYTES_MAX
+    + TOPICS_MAX * NEWER_IDS_MAX * 32
+    + 64 * 1024;
 
 /// A message of the initiator (the node that started the session).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,6 +60,11 @@ pub struct Request {
     /// The audit entries of the last response that this node now holds (stored durably, or
     /// held already): their author, if it is not an owner device, may drop its copies.
     pub stored: Vec<Id>,
+    /// In the opening request only: for each topic reconciled, the latest time among the items
+    /// the initiator reconciles (`None`: it has none). The responder reconciles only its items
+    /// up to that time, and lists the ids of its later ones outright ([`Response::newer`]): the
+    /// writes the initiator missed are mostly the latest, and are then found in one round trip.
+    pub newest: Vec<(Topic, Option<u64>)>,
 }
 
 /// A message of the responder, answering the request with the same `seq`.
@@ -69,6 +80,10 @@ pub struct Response {
     pub items: Vec<(Topic, Vec<u8>)>,
     /// The audit entries of the request answered that this node now holds.
     pub stored: Vec<Id>,
+    /// In the answer to the opening request only: per topic, the ids of the items the responder
+    /// may send that are later than the initiator's latest ([`Request::newest`]), at most
+    /// [`NEWER_IDS_MAX`]; the topic's reconciliation covers the rest.
+    pub newer: Vec<(Topic, Vec<Id>)>,
 }
 
 /// Either message, as it travels.
@@ -217,6 +232,20 @@ impl Incoming {
         };
         check_topics(reconcile.iter().map(|(topic, _)| *topic))?;
         check_topics(want.iter().map(|(topic, _)| *topic))?;
+        match &message {
+            Message::Request(r) => check_topics(r.newest.iter().map(|(topic, _)| *topic))?,
+            Message::Response(r) => {
+                check_topics(r.newer.iter().map(|(topic, _)| *topic))?;
+                if let Some((topic, ids)) =
+                    r.newer.iter().find(|(_, ids)| ids.len() > NEWER_IDS_MAX)
+                {
+                    return Err(SyncError::Malformed(format!(
+                        "{} {topic} ids listed as newer, over the limit of {NEWER_IDS_MAX}",
+                        ids.len()
+                    )));
+                }
+            }
+        }
         let wanted: usize = want.iter().map(|(_, ids)| ids.len()).sum();
         if wanted > WANT_IDS_MAX {
             return Err(SyncError::Malformed(format!(

@@ -62,8 +62,10 @@
 //!
 //! let phone_store = MemoryStore::new();
 //! let mut on_phone = Replica::empty(record, phone.device.peer_id());
-//! let mut phone_side = Local { replica: &mut on_phone, store: &phone_store, age: &phone.age };
-//! let mut laptop_side = Local { replica: &mut on_laptop, store: &laptop_store, age: &laptop.age };
+//! let mut phone_side =
+//!     Local { replica: &mut on_phone, store: &phone_store, age: &phone.age, device: Some(&phone.device) };
+//! let mut laptop_side =
+//!     Local { replica: &mut on_laptop, store: &laptop_store, age: &laptop.age, device: Some(&laptop.device) };
 //!
 //! let (mut initiator, request) =
 //!     InitiatorSession::start(&phone_side, laptop.device.peer_id(), 1, now)?;
@@ -84,16 +86,16 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::{
-    keys::{AgeIdentity, PeerId, RecordId},
+    keys::{AgeIdentity, BlobId, PeerId, RecordId, SigningKey},
     replica::{Ingested, Replica, ReplicaError, Topic},
     section::Section,
     store::Store,
     sync::{
         message::{
-            BATCH_BYTES_MAX, BATCH_ITEMS_MAX, Incoming, Message, Request, Response, SyncError,
-            WANT_IDS_MAX,
+            BATCH_BYTES_MAX, BATCH_ITEMS_MAX, Incoming, Message, NEWER_IDS_MAX, Request, Response,
+            SyncError, WANT_IDS_MAX,
         },
-        reconcile::{Id, Initiator, ReconcileError, Responder},
+        reconcile::{Id, Initiator, Item, ReconcileError, Responder},
     },
 };
 
@@ -106,8 +108,9 @@ pub const RETRIES_MAX: u32 = 3;
 /// How long a responder keeps a session that hears nothing.
 pub const SESSION_IDLE_MS: i64 = 60_000;
 
-/// What a session needs of the node: the record's replica, the store and the node's age identity
-/// (to unwrap keys sent to it).
+/// What a session needs of the node: the record's replica, the store, the node's age identity
+/// (to unwrap keys sent to it) and, to pack its own small writes into one blob before it sends
+/// them ([`Replica::form_run`]), its device key.
 pub struct Local<'a> {
     /// The record.
     pub replica: &'a mut Replica,
@@ -115,6 +118,9 @@ pub struct Local<'a> {
     pub store: &'a dyn Store,
     /// This node's age identity.
     pub age: &'a AgeIdentity,
+    /// This node's device key: with it, an owner device packs the run of its own changes blobs
+    /// a peer lacks into one compaction before listing them; without it, they go one by one.
+    pub device: Option<&'a SigningKey>,
 }
 
 impl std::fmt::Debug for Local<'_> {
@@ -161,6 +167,8 @@ pub struct InitiatorSession {
     seq: u32,
     /// Reconciliations still open.
     open: BTreeMap<Topic, Initiator>,
+    /// The topics opened: the first answer may list newer ids of these only.
+    opened: BTreeSet<Topic>,
     /// Ids to ask for, and ids to push, in topic order (the ledger first).
     want: BTreeSet<(Topic, Id)>,
     push: BTreeSet<(Topic, Id)>,
@@ -192,6 +200,7 @@ impl InitiatorSession {
         let me = replica.me();
         let mut open = BTreeMap::new();
         let mut reconcile = Vec::new();
+        let mut newest = Vec::new();
         for topic in Topic::all() {
             // A node that does not hold the record yet cannot tell which sections it will be
             // let hold: it asks about all of them and learns once the ledger arrives.
@@ -206,6 +215,7 @@ impl InitiatorSession {
                 continue;
             }
             let items = replica.offer(&peer, topic, now_ms);
+            newest.push((topic, items.iter().map(|(time, _)| *time).max()));
             let (initiator, message) = Initiator::start_items(items)
                 .map_err(|source| SyncError::Reconcile { topic, source })?;
             open.insert(topic, initiator);
@@ -220,12 +230,14 @@ impl InitiatorSession {
             items: Vec::new(),
             close: false,
             stored: Vec::new(),
+            newest,
         };
         let mut this = InitiatorSession {
             session,
             peer,
             record: replica.id(),
             seq: 0,
+            opened: open.keys().copied().collect(),
             open,
             want: BTreeSet::new(),
             push: BTreeSet::new(),
@@ -319,6 +331,7 @@ impl InitiatorSession {
         self.last_response = Some(incoming.digest);
 
         let reconcile = self.reconcile(local, response.reconcile, now_ms)?;
+        self.take_newer(response.seq, response.newer)?;
         self.take_items(local, response.items, now_ms)?;
         let pushed = std::mem::take(&mut self.pushed_audit);
         let confirmed = confirmed_of(&pushed, &response.stored);
@@ -372,6 +385,28 @@ impl InitiatorSession {
             }
         }
         Ok(next)
+    }
+
+    /// Takes the ids the first answer lists as newer than anything this node reconciled: they
+    /// are asked for like those reconciliation finds.
+    fn take_newer(&mut self, seq: u32, newer: Vec<(Topic, Vec<Id>)>) -> Result<(), SyncError> {
+        if newer.is_empty() {
+            return Ok(());
+        }
+        if seq != 0 {
+            return Err(SyncError::Malformed(
+                "only the answer to the opening request lists newer ids".into(),
+            ));
+        }
+        for (topic, ids) in newer {
+            if !self.opened.contains(&topic) {
+                return Err(SyncError::Malformed(format!(
+                    "newer {topic} ids listed, a topic not opened"
+                )));
+            }
+            self.want.extend(ids.into_iter().map(|id| (topic, id)));
+        }
+        Ok(())
     }
 
     /// Takes the items of an answer: every one must have been asked for.
@@ -473,6 +508,7 @@ impl InitiatorSession {
             items,
             close,
             stored: std::mem::take(&mut self.confirm),
+            newest: Vec::new(),
         })
     }
 
@@ -509,6 +545,8 @@ pub struct ResponderSession {
     last_request: [u8; 32],
     last_response: Vec<u8>,
     topics: BTreeMap<Topic, Responder>,
+    /// The ids listed in the first answer as newer than the initiator's latest, per topic.
+    newer: Vec<(Topic, Vec<Id>)>,
     /// The audit entries served in the last answer: the next request may confirm them.
     served_audit: BTreeSet<Id>,
     heard_ms: i64,
@@ -552,9 +590,26 @@ impl ResponderSession {
                 "an opening request carries only reconciliation".into(),
             ));
         }
+        let newest: BTreeMap<Topic, Option<u64>> = request.newest.iter().copied().collect();
+        if newest
+            .keys()
+            .any(|topic| !request.reconcile.iter().any(|(t, _)| t == topic))
+        {
+            return Err(SyncError::Malformed(
+                "the latest time of a topic not reconciled".into(),
+            ));
+        }
         let mut topics = BTreeMap::new();
+        let mut listed = Vec::new();
         for (topic, _) in &request.reconcile {
             let items = local.replica.offer(&peer, *topic, now_ms);
+            let (items, newer) = match newest.get(topic) {
+                Some(latest) => split_newer(local, *topic, items, *latest, &peer, now_ms)?,
+                None => (items, Vec::new()),
+            };
+            if !newer.is_empty() {
+                listed.push((*topic, newer));
+            }
             let responder =
                 Responder::with_items(items).map_err(|source| SyncError::Reconcile {
                     topic: *topic,
@@ -570,6 +625,7 @@ impl ResponderSession {
             last_request: [0; 32],
             last_response: Vec::new(),
             topics,
+            newer: listed,
             served_audit: BTreeSet::new(),
             heard_ms: now_ms,
             closed: false,
@@ -720,6 +776,7 @@ impl ResponderSession {
             reconcile,
             items,
             stored,
+            newer: std::mem::take(&mut self.newer),
         });
         let bytes = response.encode();
         self.stats.bytes_sent += bytes.len();
@@ -763,6 +820,45 @@ impl ResponderSession {
         }
         Ok(items)
     }
+}
+
+/// Splits what the responder offers in a topic at the initiator's latest time: the items up to
+/// it (reconciled), and the ids of those after it (listed outright), unless there are more of
+/// those than [`NEWER_IDS_MAX`] (then everything is reconciled). Before listing, an owner
+/// device packs the run of its own changes blobs among the later ones into one compaction
+/// ([`Replica::form_run`]), so that the peer fetches one blob for them.
+fn split_newer(
+    local: &mut Local<'_>,
+    topic: Topic,
+    items: Vec<Item>,
+    latest: Option<u64>,
+    peer: &PeerId,
+    now_ms: i64,
+) -> Result<(Vec<Item>, Vec<Id>), SyncError> {
+    let later = |(time, _): &Item| latest.is_none_or(|latest| *time > latest);
+    let mut items = items;
+    if let (Topic::Section(section), Some(device)) = (topic, local.device) {
+        let ids: Vec<BlobId> = items
+            .iter()
+            .filter(|item| later(item))
+            .map(|(_, id)| BlobId(*id))
+            .collect();
+        if ids.len() >= crate::replica::RUN_BLOBS_MIN
+            && local
+                .replica
+                .form_run(local.store, device, section, &ids, now_ms)?
+                .is_some()
+        {
+            items = local.replica.offer(peer, topic, now_ms);
+        }
+    }
+    let (newer, older): (Vec<Item>, Vec<Item>) = items.into_iter().partition(later);
+    if newer.len() > NEWER_IDS_MAX {
+        let mut all = older;
+        all.extend(newer);
+        return Ok((all, Vec::new()));
+    }
+    Ok((older, newer.into_iter().map(|(_, id)| id).collect()))
 }
 
 /// The ids of the audit entries among `items` (an id is the SHA-256 of the item's bytes).

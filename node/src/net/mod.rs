@@ -339,6 +339,7 @@ impl Node {
         let (vault, age) = home.sync_parts();
         let mut engine = Engine::open(vault, home.peer_id(), age).map_err(|e| failed(&e))?;
         engine.set_intake(home.intake().map_err(|e| failed(&e))?);
+        engine.set_signer(home.device_key());
         let swarm = swarm::build(keypair(&home), options)?;
         let (commands, inbox) = mpsc::channel(COMMANDS_MAX);
         let admitted: BTreeSet<libp2p::PeerId> = engine

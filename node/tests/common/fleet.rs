@@ -143,6 +143,7 @@ pub fn openings(gp: PeerId, flood: usize) -> Vec<Vec<u8>> {
         replica: &mut replica,
         store: &store,
         age: &throwaway,
+        device: None,
     };
     (0..flood as u64)
         .map(|session| InitiatorSession::start(&local, gp, session, 0).unwrap().1)

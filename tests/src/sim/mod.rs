@@ -578,6 +578,7 @@ impl Sim {
                 reconcile: Vec::new(),
                 items,
                 stored: Vec::new(),
+                newer: Vec::new(),
             });
         self.send(LAPTOP, vec![(outsider, message.encode())])
     }

@@ -51,7 +51,9 @@ impl SimNode {
         let peer = keys.device.peer_id();
         let mut actor = peer.public_key()[..16].to_vec();
         actor.extend_from_slice(&[0; 8]);
-        let engine = Engine::open(&MemoryStore::new(), peer, &keys.age).expect("an empty store");
+        let mut engine =
+            Engine::open(&MemoryStore::new(), peer, &keys.age).expect("an empty store");
+        engine.set_signer(&keys.device);
         SimNode {
             name: name.to_string(),
             role,
@@ -346,12 +348,14 @@ impl SimNode {
         self.up = false;
         self.engine =
             Engine::open(&MemoryStore::new(), self.peer(), &self.keys.age).expect("an empty store");
+        self.engine.set_signer(&self.keys.device);
     }
 
     /// Comes back from the store.
     pub fn restart(&mut self) {
         self.up = true;
         self.engine = Engine::open(&self.store, self.peer(), &self.keys.age).expect("memory store");
+        self.engine.set_signer(&self.keys.device);
     }
 
     /// How many sessions this node started are under way.

@@ -25,6 +25,10 @@ struct Node {
     store: MemoryStore,
     replica: Replica,
     role: Role,
+    /// Whether its sessions get its device key, and so pack runs of its own writes.
+    packs: bool,
+    /// How many resources it wrote: each write is a millisecond after the one before.
+    written: i64,
 }
 
 impl Node {
@@ -36,6 +40,8 @@ impl Node {
             keys,
             store,
             role: Role::Patient,
+            packs: true,
+            written: 0,
         };
         let ledger = Ledger::create(node.keys.root.as_ref().unwrap(), node.party(), T0).unwrap();
         let mut batch = Batch::new();
@@ -61,6 +67,8 @@ impl Node {
             keys,
             store: MemoryStore::new(),
             role,
+            packs: true,
+            written: 0,
         }
     }
 
@@ -83,6 +91,7 @@ impl Node {
             replica: &mut self.replica,
             store: &self.store,
             age: &self.keys.age,
+            device: self.packs.then_some(&self.keys.device),
         }
     }
 
@@ -106,6 +115,21 @@ impl Node {
             .unwrap();
     }
 
+    /// How many resources `section` of the record holds, as this node reads it.
+    fn resources(&mut self, section: Section) -> usize {
+        let meta = RecordMeta {
+            id: self.replica.id().to_string(),
+            subject: None,
+            nhs_number: None,
+        };
+        let (record, warnings) = self
+            .replica
+            .materialise(&self.store, meta, &ActorId::random(), &self.keys.age)
+            .unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        record.len(section)
+    }
+
     /// Writes `n` resources to `section`, one blob each.
     fn write(&mut self, section: Section, n: usize) {
         let meta = RecordMeta {
@@ -121,9 +145,11 @@ impl Node {
             .unwrap();
         let author = self.author();
         for i in 0..n {
+            let at = T0 + self.written;
+            self.written += 1;
             let stamp = Stamp {
                 author: &author,
-                time: jiff::Timestamp::from_millisecond(T0 + i as i64).unwrap(),
+                time: jiff::Timestamp::from_millisecond(at).unwrap(),
             };
             let resource = json!({
                 "resourceType": "Observation", "id": format!("{section}-{i}-{}", rand_tag()),
@@ -134,7 +160,7 @@ impl Node {
             record.put(stamp, &resource).unwrap();
             record.commit(stamp, "write");
             self.replica
-                .save(&self.store, &self.keys.device, &mut record, T0 + i as i64)
+                .save(&self.store, &self.keys.device, &mut record, at)
                 .unwrap();
         }
     }
@@ -220,7 +246,10 @@ fn two_devices_converge_and_identical_ones_settle_in_one_round_trip() {
         laptop.blobs(Section::Journal),
         phone.blobs(Section::Journal)
     );
-    assert_eq!(laptop.blobs(Section::Journal).len(), 3);
+    // The phone's three writes the laptop lacked went as one run of them, which both now
+    // hold in their place, and the laptop reads all three.
+    assert_eq!(laptop.blobs(Section::Journal).len(), 1);
+    assert_eq!(laptop.resources(Section::Journal), 3);
 
     let settled = sync(&mut phone, &mut laptop).unwrap();
     assert_eq!(settled.round_trips, 1);
@@ -323,8 +352,6 @@ fn hostile_messages_end_the_session_with_a_typed_error_and_change_nothing() {
     laptop.grant(&phone, &[], Access::Read);
     laptop.grant(&tablet, &[], Access::Read);
     laptop.write(Section::Summary, 4);
-    let commits = laptop.store.commits();
-    let ops = laptop.replica.ledger().len();
 
     // Malformed and oversized bytes never reach a session.
     assert!(matches!(
@@ -347,6 +374,11 @@ fn hostile_messages_end_the_session_with_a_typed_error_and_change_nothing() {
     // An honest session with the tablet runs beside the hostile one and must not notice it.
     let (mut tablet_responder, mut tablet_initiator, tablet_next) =
         half_open(&mut laptop, &mut tablet);
+    // Opening it, the laptop packed its four writes the tablet lacks into one run: an honest
+    // session's doing. From here on, nothing the hostile messages do may be stored.
+    assert_eq!(laptop.blobs(Section::Summary).len(), 1);
+    let commits = laptop.store.commits();
+    let ops = laptop.replica.ledger().len();
 
     let phone_peer = phone.peer();
     let (mut responder, _initiator, next) = half_open(&mut laptop, &mut phone);
@@ -430,6 +462,7 @@ fn hostile_messages_end_the_session_with_a_typed_error_and_change_nothing() {
                 .unwrap(),
         )],
         stored: Vec::new(),
+        newer: Vec::new(),
     })
     .encode();
     let result = initiator.receive(&mut phone.local(), decoded(&unasked), T0);
@@ -599,6 +632,8 @@ fn a_ledger_too_big_for_one_message_still_reaches_a_new_device() {
         keys: laptop_keys,
         store,
         role: Role::Patient,
+        packs: true,
+        written: 0,
     };
     let mut phone = Node {
         replica: Replica::empty(ledger.record(), phone.peer()),
@@ -1226,4 +1261,136 @@ fn the_admitted_peers_kept_between_messages_follow_every_ledger_change_and_every
     let before = phone_engine.ledger_changes();
     run_session(&laptop, &mut engine, &phone, &mut phone_engine);
     assert_eq!(phone_engine.ledger_changes(), before);
+}
+
+/// The writes a peer lacks go as one run compaction of them, which replaces them on the writer
+/// and on every peer that holds them, once that peer has checked the run holds their changes.
+#[test]
+fn the_writes_a_peer_lacks_go_as_one_run_that_replaces_them_where_held() {
+    let mut laptop = Node::patient();
+    let id = laptop.replica.id();
+    let mut phone = Node::stranger(Role::Patient, id);
+    let mut tablet = Node::stranger(Role::Patient, id);
+    laptop.grant(&phone, &[], Access::Read);
+    laptop.grant(&tablet, &[], Access::Read);
+
+    // Two writes reach both devices one blob each (the laptop packing nothing), then three
+    // more reach the tablet only. (Five small writes stay below what the laptop compacts.)
+    laptop.packs = false;
+    laptop.write(Section::Clinical, 2);
+    sync(&mut phone, &mut laptop).unwrap();
+    laptop.write(Section::Clinical, 3);
+    sync(&mut tablet, &mut laptop).unwrap();
+    let loose = laptop.blobs(Section::Clinical);
+    assert_eq!(loose.len(), 5);
+    assert_eq!(tablet.blobs(Section::Clinical), loose);
+    let three_bytes: usize = loose
+        .difference(&phone.blobs(Section::Clinical))
+        .map(|blob| {
+            laptop
+                .store
+                .blob(&id, Section::Clinical, blob)
+                .unwrap()
+                .unwrap()
+                .len()
+        })
+        .sum();
+
+    // The phone lacks three: the laptop packs them into one run before listing them.
+    laptop.packs = true;
+    let stats = sync(&mut phone, &mut laptop).unwrap();
+    let held = laptop.blobs(Section::Clinical);
+    assert_eq!(held.len(), 3, "two writes and the run of three");
+    assert_eq!(phone.blobs(Section::Clinical), held);
+    assert_eq!(stats.ingested.blobs, 1);
+    assert!(
+        stats.bytes_received < three_bytes,
+        "{} bytes received, the three blobs are {three_bytes}",
+        stats.bytes_received
+    );
+    assert_eq!(phone.resources(Section::Clinical), 5);
+    assert_eq!(laptop.resources(Section::Clinical), 5);
+
+    // The tablet holds the three the run replaced: it checks the run holds their changes and
+    // drops them for it.
+    sync(&mut tablet, &mut laptop).unwrap();
+    assert_eq!(tablet.blobs(Section::Clinical), held);
+    assert_eq!(tablet.resources(Section::Clinical), 5);
+    // Nothing left to send: one round trip.
+    assert_eq!(sync(&mut tablet, &mut laptop).unwrap().round_trips, 1);
+}
+
+/// A compaction whose packed changes inflate past their bound (a few KiB that would take eight
+/// MiB of memory at every load), by an owner device, is stored but never inflated past the
+/// bound: the reader is told it cannot be read, and the rest of the record loads.
+#[test]
+fn a_packed_compaction_that_inflates_past_its_bound_is_refused_and_the_rest_loads() {
+    use crate::blob::{Blob, BlobHeader, BlobKind};
+    let mut laptop = Node::patient();
+    let id = laptop.replica.id();
+    let mut phone = Node::stranger(Role::Patient, id);
+    laptop.grant(&phone, &[], Access::Read);
+    laptop.packs = false;
+    laptop.write(Section::Clinical, 2);
+
+    let (epoch, key) = crate::consent::writing_key(
+        laptop.replica.ledger(),
+        laptop.replica.keyring(),
+        Section::Clinical,
+        T0,
+    )
+    .unwrap();
+    let bomb = crate::changes::packed::pack(&vec![
+            0;
+            2 * crate::changes::packed::PACKED_INFLATED_BYTES_MAX
+        ]);
+    assert!(bomb.len() < 64 * 1024);
+    let header = BlobHeader {
+        record: id,
+        section: Section::Clinical,
+        kind: BlobKind::Compaction,
+        epoch,
+        key_id: key.id(),
+        author: laptop.peer(),
+        time_ms: T0,
+        ledger_heads: laptop.replica.ledger().heads(),
+        replaces: Vec::new(),
+        proofs: Vec::new(),
+    };
+    let bomb = Blob::seal(header, key, &bomb, &laptop.keys.device).unwrap();
+    let bomb_id = bomb.id();
+    let error = bomb.open(key).unwrap_err();
+    assert!(error.to_string().contains("more than 4 MiB"), "{error}");
+
+    sync(&mut phone, &mut laptop).unwrap();
+    phone
+        .replica
+        .ingest(
+            &phone.store,
+            &phone.keys.age,
+            vec![(Topic::Section(Section::Clinical), bomb.bytes().to_vec())],
+            T0,
+        )
+        .unwrap();
+    let meta = RecordMeta {
+        id: id.to_string(),
+        subject: None,
+        nhs_number: None,
+    };
+    let (record, warnings) = phone
+        .replica
+        .materialise(&phone.store, meta, &ActorId::random(), &phone.keys.age)
+        .unwrap();
+    assert_eq!(record.len(Section::Clinical), 2);
+    assert!(
+        warnings.iter().any(|w| w.contains("more than 4 MiB")),
+        "{warnings:?}"
+    );
+    assert!(
+        phone
+            .replica
+            .unreadable()
+            .iter()
+            .any(|(_, blob, _)| *blob == bomb_id)
+    );
 }
