@@ -348,7 +348,7 @@ impl Home {
         let today = now.to_zoned(jiff::tz::TimeZone::UTC).date();
         let mut index = self.patient_index()?;
         let before = index.clone();
-        let held: Vec<RecordId> = self
+        let held: BTreeSet<RecordId> = self
             .vault
             .records()?
             .into_iter()
@@ -392,29 +392,32 @@ impl Home {
             index.insert(*id, entry);
         }
         let header = |entry: &Indexed| entry.patient.clone().map(|p| p.aged(today));
-        // Those this listing is about, ordered by name (unnamed last), then id.
-        let mut matching: Vec<(Option<String>, RecordId)> = held
+        // Those this listing is about, ordered by name (unnamed last: `None` sorts after every
+        // name here), then id; each name lowered once, not at every comparison.
+        let mut matching: Vec<(bool, Option<String>, RecordId)> = held
             .iter()
             .filter(|id| intake.is_pending(id) == pending)
             .filter_map(|id| {
-                let found = index.get(id).and_then(header);
-                query
-                    .matches(id, found.as_ref())
-                    .then(|| (found.and_then(|h| h.name), *id))
+                let name = index
+                    .get(id)
+                    .and_then(|entry| entry.patient.as_ref())
+                    .and_then(|p| p.name.as_deref());
+                let found = || index.get(id).and_then(header);
+                let shown = if query.search.is_some() {
+                    query.matches(id, found().as_ref())
+                } else {
+                    true
+                };
+                shown.then(|| (name.is_none(), name.map(str::to_lowercase), *id))
             })
             .collect();
-        matching.sort_by(|a, b| match (&a.0, &b.0) {
-            (Some(x), Some(y)) => x.to_lowercase().cmp(&y.to_lowercase()).then(a.1.cmp(&b.1)),
-            (Some(_), None) => std::cmp::Ordering::Less,
-            (None, Some(_)) => std::cmp::Ordering::Greater,
-            (None, None) => a.1.cmp(&b.1),
-        });
+        matching.sort_unstable();
         let total = matching.len();
         let page: Vec<RecordId> = matching
             .into_iter()
             .skip(query.page.saturating_sub(1).saturating_mul(query.per_page))
             .take(query.per_page)
-            .map(|(_, id)| id)
+            .map(|(_, _, id)| id)
             .collect();
         let mut out: Vec<SharedRecord> = Vec::new();
         // The audit entries of the names shown, by their place in `out`.
@@ -473,15 +476,17 @@ impl Home {
                 indexed.generation = next;
             }
         }
-        // Only the rows that changed are written.
-        let mut changed = false;
+        // Only the rows that changed are written; the NHS numbers are worked out again only if
+        // who a record is about changed (a page shown changes only the generations).
+        let mut patients_changed = index.len() != before.len();
         for (id, entry) in &index {
-            if before.get(id) != Some(entry) {
+            let was = before.get(id);
+            if was != Some(entry) {
                 batch.index_patient(*id, entry);
-                changed = true;
+                patients_changed |= was.is_none_or(|was| was.patient != entry.patient);
             }
         }
-        if changed {
+        if patients_changed {
             let mut numbers: BTreeMap<String, BTreeSet<RecordId>> = BTreeMap::new();
             for (id, entry) in &index {
                 if let Some(number) = entry
