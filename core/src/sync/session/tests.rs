@@ -343,14 +343,21 @@ fn half_open(laptop: &mut Node, phone: &mut Node) -> (ResponderSession, Initiato
     (responder, initiator, next)
 }
 
-#[test]
-fn hostile_messages_end_the_session_with_a_typed_error_and_change_nothing() {
+/// A patient's laptop that admitted their phone and tablet, which hold nothing yet.
+fn laptop_phone_tablet() -> (Node, Node, Node) {
     let mut laptop = Node::patient();
     let id = laptop.replica.id();
-    let mut phone = Node::stranger(Role::Patient, id);
-    let mut tablet = Node::stranger(Role::Patient, id);
+    let phone = Node::stranger(Role::Patient, id);
+    let tablet = Node::stranger(Role::Patient, id);
     laptop.grant(&phone, &[], Access::Read);
     laptop.grant(&tablet, &[], Access::Read);
+    (laptop, phone, tablet)
+}
+
+#[test]
+fn hostile_messages_end_the_session_with_a_typed_error_and_change_nothing() {
+    let (mut laptop, mut phone, mut tablet) = laptop_phone_tablet();
+    let id = laptop.replica.id();
     laptop.write(Section::Summary, 4);
 
     // Malformed and oversized bytes never reach a session.
@@ -1267,12 +1274,8 @@ fn the_admitted_peers_kept_between_messages_follow_every_ledger_change_and_every
 /// and on every peer that holds them, once that peer has checked the run holds their changes.
 #[test]
 fn the_writes_a_peer_lacks_go_as_one_run_that_replaces_them_where_held() {
-    let mut laptop = Node::patient();
+    let (mut laptop, mut phone, mut tablet) = laptop_phone_tablet();
     let id = laptop.replica.id();
-    let mut phone = Node::stranger(Role::Patient, id);
-    let mut tablet = Node::stranger(Role::Patient, id);
-    laptop.grant(&phone, &[], Access::Read);
-    laptop.grant(&tablet, &[], Access::Read);
 
     // Two writes reach both devices one blob each (the laptop packing nothing), then three
     // more reach the tablet only. (Five small writes stay below what the laptop compacts.)
