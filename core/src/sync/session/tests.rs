@@ -115,17 +115,21 @@ impl Node {
             .unwrap();
     }
 
-    /// How many resources `section` of the record holds, as this node reads it.
-    fn resources(&mut self, section: Section) -> usize {
+    /// The record as this node reads it, with the warnings of reading it.
+    fn read(&mut self) -> (crate::Record, Vec<String>) {
         let meta = RecordMeta {
             id: self.replica.id().to_string(),
             subject: None,
             nhs_number: None,
         };
-        let (record, warnings) = self
-            .replica
+        self.replica
             .materialise(&self.store, meta, &ActorId::random(), &self.keys.age)
-            .unwrap();
+            .unwrap()
+    }
+
+    /// How many resources `section` of the record holds, as this node reads it.
+    fn resources(&mut self, section: Section) -> usize {
+        let (record, warnings) = self.read();
         assert!(warnings.is_empty(), "{warnings:?}");
         record.len(section)
     }
@@ -1375,15 +1379,7 @@ fn a_packed_compaction_that_inflates_past_its_bound_is_refused_and_the_rest_load
             T0,
         )
         .unwrap();
-    let meta = RecordMeta {
-        id: id.to_string(),
-        subject: None,
-        nhs_number: None,
-    };
-    let (record, warnings) = phone
-        .replica
-        .materialise(&phone.store, meta, &ActorId::random(), &phone.keys.age)
-        .unwrap();
+    let (record, warnings) = phone.read();
     assert_eq!(record.len(Section::Clinical), 2);
     assert!(
         warnings.iter().any(|w| w.contains("more than 4 MiB")),
