@@ -822,6 +822,10 @@ impl ResponderSession {
     }
 }
 
+/// The most run compactions a responder forms for one topic of one session: up to 64 times
+/// `RUN_BLOBS_MAX` changes blobs packed (a new device's first sync of a large record).
+const RUNS_PER_SESSION_MAX: usize = 64;
+
 /// Splits what the responder offers in a topic at the initiator's latest time: the items up to
 /// it (reconciled), and the ids of those after it (listed outright), unless there are more of
 /// those than [`NEWER_IDS_MAX`] (then everything is reconciled). Before listing, an owner
@@ -843,12 +847,19 @@ fn split_newer(
             .filter(|item| later(item))
             .map(|(_, id)| BlobId(*id))
             .collect();
-        if ids.len() >= crate::replica::RUN_BLOBS_MIN
+        // One run takes at most `RUN_BLOBS_MAX` blobs: a device that lacks thousands (a new
+        // one) gets several runs, each formed from what the last left.
+        let mut formed = 0;
+        while ids.len() >= crate::replica::RUN_BLOBS_MIN
+            && formed < RUNS_PER_SESSION_MAX
             && local
                 .replica
                 .form_run(local.store, device, section, &ids, now_ms)?
                 .is_some()
         {
+            formed += 1;
+        }
+        if formed > 0 {
             items = local.replica.offer(peer, topic, now_ms);
         }
     }
