@@ -6,11 +6,12 @@
 //! what ended. The simulator drives it over its simulated network, and `phr-node` over libp2p: the
 //! same code either way. The caller owns the store, the keys, the clock and the network.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::{
     keys::{AgeIdentity, PeerId, RecordId},
     replica::{Intake, Replica, ReplicaError, Welcome},
+    section::Section,
     store::Store,
     sync::{
         Incoming, InitiatorSession, Local, ResponderSession, SessionStats, SyncError,
@@ -84,13 +85,16 @@ pub struct Engine {
     /// This node's device key, with which its sessions pack the run of its own small writes a
     /// peer lacks into one blob ([`Engine::set_signer`]).
     signer: Option<crate::keys::SigningKey>,
+    /// The records whose items changed since [`Engine::take_changed`] was last asked: what a
+    /// node offers its connected peers.
+    changed: BTreeSet<RecordId>,
 }
 
 /// [`Engine::admitted_peers`] as last worked out: valid while no ledger changed
 /// ([`Engine::ledger_changes`]) and until the first grant among them lapses.
 #[derive(Debug, Clone)]
 struct Admitted {
-    peers: std::collections::BTreeSet<PeerId>,
+    peers: BTreeSet<PeerId>,
     ledgers: u64,
     from_ms: i64,
     until_ms: i64,
@@ -167,6 +171,7 @@ impl Engine {
             admitted: std::sync::Mutex::new(None),
             ended: Vec::new(),
             signer: None,
+            changed: BTreeSet::new(),
         };
         for id in store.records()? {
             engine
@@ -270,6 +275,16 @@ impl Engine {
                     || before.ledger().heads() != replica.ledger().heads()
             });
             changed_ledgers |= ledger_changed;
+            // Read again because this engine stored to it since, it may hold what it held.
+            let same = !ledger_changed
+                && self.replicas.get(&id).is_some_and(|before| {
+                    Section::ALL
+                        .into_iter()
+                        .all(|s| before.blob_ids(s).eq(replica.blob_ids(s)))
+                });
+            if !same {
+                self.changed.insert(id);
+            }
             added |= self.replicas.insert(id, replica).is_none();
             reopened += 1;
         }
@@ -282,6 +297,14 @@ impl Engine {
             self.count_pending();
         }
         Ok(reopened)
+    }
+
+    /// The records whose items changed since the last call (taken in from a peer, or read
+    /// again after another process wrote them), and forgets them: a node offers each to the
+    /// connected peers it admits ([`Engine::start_for`]), so one patient's change costs the same
+    /// whatever the number of records and peers.
+    pub fn take_changed(&mut self) -> BTreeSet<RecordId> {
+        std::mem::take(&mut self.changed)
     }
 
     /// Every peer that some held record admits at `now_ms` (owner devices, grantees, relays),
@@ -454,7 +477,6 @@ impl Engine {
         session: u64,
         now_ms: i64,
     ) -> Outbox {
-        let mut out = Vec::new();
         let mut records: Vec<RecordId> = self
             .replicas
             .iter()
@@ -466,6 +488,45 @@ impl Engine {
             self.replicas.insert(probe, stranger);
             records.push(probe);
         }
+        self.open_sessions(store, age, peer, records, session, now_ms)
+    }
+
+    /// Starts a session with `peer` for each of `records` that this node holds and whose
+    /// ledger admits it (the records [`Engine::take_changed`] gave, say): what a change costs
+    /// follows the records changed, not every record held. `session` as for [`Engine::start`].
+    pub fn start_for(
+        &mut self,
+        store: &dyn Store,
+        age: &AgeIdentity,
+        peer: PeerId,
+        records: &BTreeSet<RecordId>,
+        session: u64,
+        now_ms: i64,
+    ) -> Outbox {
+        let records: Vec<RecordId> = records
+            .iter()
+            .filter(|id| {
+                self.replicas
+                    .get(id)
+                    .is_some_and(|r| r.is_held() && r.admits(&peer, now_ms))
+            })
+            .copied()
+            .collect();
+        self.open_sessions(store, age, peer, records, session, now_ms)
+    }
+
+    /// Opens an initiator session with `peer` for each of `records` (each in `replicas`), but
+    /// those already in one this node started with `peer`.
+    fn open_sessions(
+        &mut self,
+        store: &dyn Store,
+        age: &AgeIdentity,
+        peer: PeerId,
+        records: Vec<RecordId>,
+        session: u64,
+        now_ms: i64,
+    ) -> Outbox {
+        let mut out = Vec::new();
         for (n, record) in records.into_iter().enumerate() {
             let session = session.wrapping_add(n as u64);
             if self
@@ -550,6 +611,7 @@ impl Engine {
         let done = initiator.is_done();
         if items_of(local.replica) != before {
             self.taken_in += 1;
+            self.changed.insert(record);
         }
         if local.replica.ledger().len() != ops_before {
             self.ledgers += 1;
@@ -629,6 +691,7 @@ impl Engine {
         };
         if items_of(local.replica) != before {
             self.taken_in += 1;
+            self.changed.insert(record);
         }
         if local.replica.ledger().len() != ops_before {
             self.ledgers += 1;

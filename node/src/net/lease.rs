@@ -47,6 +47,7 @@ impl Node {
             return;
         };
         let mut parked = parked;
+        let ledgers = self.engine.ledger_changes();
         match parked.reopen() {
             Ok(home) => {
                 let (vault, age) = home.sync_parts();
@@ -98,6 +99,12 @@ impl Node {
         for command in std::mem::take(&mut self.deferred) {
             self.on_command(command);
         }
-        self.offer_all(None);
+        // What the command changed goes to the peers its records admit; if it changed who is
+        // admitted (a grant, a patient accepted), everything goes to every connected peer.
+        if self.engine.ledger_changes() == ledgers {
+            self.offer_changed(None);
+        } else {
+            self.offer_all();
+        }
     }
 }

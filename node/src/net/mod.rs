@@ -583,14 +583,61 @@ impl Node {
         }
     }
 
-    /// Offers to every connected peer but `except`.
-    fn offer_all(&mut self, except: Option<libp2p::PeerId>) {
+    /// Offers everything this node holds to every connected peer: after a command that changed
+    /// who is admitted (a grant, a patient accepted), when any record may newly admit a peer.
+    pub(super) fn offer_all(&mut self) {
+        self.engine.take_changed();
         if self.open_home().is_none() {
             return;
         }
         let connected: Vec<libp2p::PeerId> = self.swarm.connected_peers().copied().collect();
-        for peer in connected.into_iter().filter(|p| Some(*p) != except) {
+        for peer in connected {
             self.offer(peer);
+        }
+    }
+
+    /// Offers the records that changed ([`Engine::take_changed`]) to every connected peer but
+    /// `except`, each to the peers it admits: a session per such record now, or, with a session
+    /// under way, a full offer as soon as it ends. One patient's write costs the sessions of
+    /// that record, not a walk of every record for every connected peer.
+    fn offer_changed(&mut self, except: Option<libp2p::PeerId>) {
+        let changed = self.engine.take_changed();
+        if changed.is_empty() {
+            return;
+        }
+        let Slot::Open(home) = &self.home else {
+            return;
+        };
+        let (vault, age) = home.sync_parts();
+        let now = Self::now();
+        let connected: Vec<libp2p::PeerId> = self.swarm.connected_peers().copied().collect();
+        for peer in connected.into_iter().filter(|p| Some(*p) != except) {
+            let Some(phr_peer) = from_libp2p(&peer) else {
+                continue;
+            };
+            if self.engine.is_initiating_with(&phr_peer) {
+                let admits = changed.iter().any(|record| {
+                    self.engine
+                        .replicas()
+                        .get(record)
+                        .is_some_and(|r| r.admits(&phr_peer, now))
+                });
+                if admits {
+                    self.peers.entry(peer).or_default().again = true;
+                }
+                continue;
+            }
+            let session = self.next_session;
+            self.next_session = self.next_session.wrapping_add(1 << 16);
+            let out = self
+                .engine
+                .start_for(vault, age, phr_peer, &changed, session, now);
+            for (to, bytes) in out {
+                self.swarm
+                    .behaviour_mut()
+                    .sync
+                    .send_request(&to_libp2p(&to), Frame(bytes));
+            }
         }
     }
 
@@ -963,7 +1010,7 @@ impl Node {
             self.update_gate();
         }
         if self.engine.taken_in() != taken_in {
-            self.offer_all(Some(peer));
+            self.offer_changed(Some(peer));
         }
     }
 

@@ -1393,3 +1393,52 @@ fn a_packed_compaction_that_inflates_past_its_bound_is_refused_and_the_rest_load
             .any(|(_, blob, _)| *blob == bomb_id)
     );
 }
+
+/// A node holding many records offers a change only where it belongs: the engine names the
+/// records whose items changed (taken in from a peer, or written by another process), and a
+/// session started for them goes to a peer only for the records that admit it.
+#[test]
+fn the_records_that_changed_are_named_once_and_offered_only_to_the_peers_they_admit() {
+    let mut ann = Node::patient();
+    let mut bob = Node::patient();
+    let mut gp = Node::stranger(Role::Provider, ann.replica.id());
+    ann.grant(&gp, &[Section::Summary], Access::Write);
+    bob.grant(&gp, &[Section::Summary], Access::Write);
+    ann.write(Section::Summary, 1);
+    bob.write(Section::Summary, 1);
+    let mut ann_engine = Engine::open(&ann.store, ann.peer(), &ann.keys.age).unwrap();
+    let mut bob_engine = Engine::open(&bob.store, bob.peer(), &bob.keys.age).unwrap();
+    let mut gp_engine = Engine::open(&gp.store, gp.peer(), &gp.keys.age).unwrap();
+    let (ann_id, bob_id) = (ann.replica.id(), bob.replica.id());
+    run_session(&ann, &mut ann_engine, &gp, &mut gp_engine);
+    run_session(&bob, &mut bob_engine, &gp, &mut gp_engine);
+    assert_eq!(gp_engine.take_changed(), BTreeSet::from([ann_id, bob_id]));
+    assert!(gp_engine.take_changed().is_empty(), "each change named once");
+
+    // A session that brings nothing names nothing.
+    run_session(&ann, &mut ann_engine, &gp, &mut gp_engine);
+    assert!(gp_engine.take_changed().is_empty());
+
+    // Ann writes again: only her record changed at the GP's.
+    ann_engine.take_changed();
+    ann.write(Section::Summary, 1);
+    ann_engine.refresh(&ann.store, &ann.keys.age).unwrap();
+    assert_eq!(ann_engine.take_changed(), BTreeSet::from([ann_id]));
+    run_session(&ann, &mut ann_engine, &gp, &mut gp_engine);
+    let changed = gp_engine.take_changed();
+    assert_eq!(changed, BTreeSet::from([ann_id]));
+    // Offered to Ann's device, and not to Bob's, which her record does not admit.
+    let to_bob = gp_engine.start_for(&gp.store, &gp.keys.age, bob.peer(), &changed, 100, T0);
+    assert!(to_bob.is_empty());
+    let to_ann = gp_engine.start_for(&gp.store, &gp.keys.age, ann.peer(), &changed, 200, T0);
+    assert_eq!(to_ann.len(), 1);
+    assert_eq!(to_ann[0].0, ann.peer());
+
+    // The GP writes to Bob's record in another process (a `phr --patient` command): read
+    // again, it is the one named (Ann's, read again too as the engine stored to it since, holds
+    // what it held).
+    gp.replica = Replica::open(&gp.store, bob_id, gp.peer(), &gp.keys.age).unwrap();
+    gp.write(Section::Summary, 1);
+    gp_engine.refresh(&gp.store, &gp.keys.age).unwrap();
+    assert_eq!(gp_engine.take_changed(), BTreeSet::from([bob_id]));
+}
