@@ -16,6 +16,11 @@
 //!   audit entry stored (`Home::open_patient` + `PatientRecord::read`), median of 9;
 //! - **the engine taking its home back** after that command (`Engine::refresh`), median of 9;
 //! - **one write and its audit entry** (`PatientRecord::add`), median of 9;
+//! - **one change offered, per connected device**: the engine starting sessions for the one
+//!   record a change reached, with the devices of 100 patients (all N if fewer; the change's own
+//!   among them) connected (`Engine::start_for`, what the node does), beside the baseline of
+//!   what it did before (`Engine::start` for each device, every record walked), medians of 9,
+//!   divided by the devices;
 //! - **`phr patients`**: the first page of 50, every name shown logged (`Home::patients_page`),
 //!   once with its index cold and the median of 5 warm;
 //!
@@ -202,6 +207,8 @@ struct Figures {
     page_warm: Duration,
     inbox_cold: Duration,
     inbox_warm: Duration,
+    offer_now: Duration,
+    offer_before: Duration,
     node: NodeFigures,
 }
 
@@ -280,6 +287,8 @@ fn run(n: usize) -> Result<Figures> {
         engine.refresh(vault, age)?;
     }
 
+    let (offer_now, offer_before) = offers(&mut engine, vault, age, &ids, ids[n / 2])?;
+
     let first_page = PatientQuery {
         search: None,
         page: 1,
@@ -330,8 +339,78 @@ fn run(n: usize) -> Result<Figures> {
         page_warm: median(warm_pages),
         inbox_cold,
         inbox_warm,
+        offer_now,
+        offer_before,
         node,
     })
+}
+
+/// How many patients' devices are connected when a change is offered.
+const CONNECTED: usize = 100;
+
+/// One change to `changed` offered to the devices of up to [`CONNECTED`] patients, connected
+/// (all N if fewer), per device: as the node does now ([`Engine::start_for`]: the changed
+/// record, to the devices it admits), and as it did before, the baseline ([`Engine::start`] for
+/// every connected device: every record walked for each). Medians of 9; the sessions started
+/// are dropped unanswered.
+fn offers(
+    engine: &mut Engine,
+    vault: &dyn Store,
+    age: &phr_core::keys::AgeIdentity,
+    ids: &[RecordId],
+    changed: RecordId,
+) -> Result<(Duration, Duration)> {
+    let devices: Vec<phr_core::keys::PeerId> = ids
+        .iter()
+        .take(CONNECTED.saturating_sub(1))
+        .chain([&changed])
+        .filter_map(|id| {
+            let state = engine.replicas().get(id)?.ledger().state();
+            state.owners.values().next().map(|party| party.peer)
+        })
+        .collect();
+    let changed = std::collections::BTreeSet::from([changed]);
+    let now_ms = jiff::Timestamp::now().as_millisecond();
+    let (mut now, mut before) = (Vec::new(), Vec::new());
+    let mut session = 1 << 40;
+    for _ in 0..9 {
+        let started = Instant::now();
+        let mut sessions = 0;
+        for device in &devices {
+            session += 1 << 16;
+            sessions += engine
+                .start_for(vault, age, *device, &changed, session, now_ms)
+                .len();
+        }
+        now.push(started.elapsed());
+        assert_eq!(sessions, 1, "only the changed record's own device");
+        for device in &devices {
+            engine.disconnected(device);
+        }
+        engine.take_ended();
+
+        let started = Instant::now();
+        for device in &devices {
+            session += 1 << 16;
+            engine.start(vault, age, *device, None, session, now_ms);
+        }
+        before.push(started.elapsed());
+        for device in &devices {
+            engine.disconnected(device);
+        }
+        engine.take_ended();
+    }
+    let devices = u32::try_from(devices.len()).unwrap_or(u32::MAX).max(1);
+    Ok((median(now) / devices, median(before) / devices))
+}
+
+/// A time in milliseconds, or in microseconds under a tenth of a millisecond.
+fn short(d: Duration) -> String {
+    if d < Duration::from_micros(100) {
+        format!("{:.1} µs", d.as_secs_f64() * 1e6)
+    } else {
+        ms(d)
+    }
 }
 
 /// This process's resident memory, in MiB (0 where `/proc` is not there).
@@ -376,7 +455,7 @@ fn main() -> Result<()> {
         }
     }
     println!("{header}\n{rule}");
-    let rows: [Row; 13] = [
+    let rows: [Row; 15] = [
         ("building the list (not a target)", |f| f.build),
         (
             "engine first start-up, in process: every signature checked, every key unwrapped",
@@ -397,6 +476,14 @@ fn main() -> Result<()> {
             "add-to-visible: a patient's write until the practice's node holds it",
             |f| f.node.visible,
         ),
+        (
+            "one change offered, per connected device (100, or N if fewer): `Engine::start_for`, the record changed",
+            |f| f.offer_now,
+        ),
+        (
+            "baseline, the same as before: `Engine::start`, every record walked for each device",
+            |f| f.offer_before,
+        ),
         ("`phr patients`, first page of 50, index cold", |f| {
             f.page_cold
         }),
@@ -415,7 +502,7 @@ fn main() -> Result<()> {
     for (name, of) in rows {
         let mut line = format!("| {name} |");
         for f in &figures {
-            line.push_str(&format!(" {} |", ms(of(f))));
+            line.push_str(&format!(" {} |", short(of(f))));
             if f.n != base.n {
                 let ratio = of(f).as_secs_f64() / of(base).as_secs_f64().max(1e-9);
                 line.push_str(&format!(" {ratio:.2}x |"));

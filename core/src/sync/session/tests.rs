@@ -1413,7 +1413,10 @@ fn the_records_that_changed_are_named_once_and_offered_only_to_the_peers_they_ad
     run_session(&ann, &mut ann_engine, &gp, &mut gp_engine);
     run_session(&bob, &mut bob_engine, &gp, &mut gp_engine);
     assert_eq!(gp_engine.take_changed(), BTreeSet::from([ann_id, bob_id]));
-    assert!(gp_engine.take_changed().is_empty(), "each change named once");
+    assert!(
+        gp_engine.take_changed().is_empty(),
+        "each change named once"
+    );
 
     // A session that brings nothing names nothing.
     run_session(&ann, &mut ann_engine, &gp, &mut gp_engine);
