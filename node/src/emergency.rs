@@ -44,13 +44,29 @@ struct Served {
     base: String,
 }
 
-/// Binds `addr` and serves emergency links until the node stops, under `url` (the address the
-/// outside world uses; by default `http://ADDR/shl`); returns that base URL.
+/// The emergency link server, running: [`Emergency::close`] stops it. It holds a client of the
+/// node, and a node runs until its last client is gone, so a node stopping closes it first.
+#[derive(Debug)]
+pub struct Emergency {
+    /// The links' base URL (`.../shl`).
+    pub base: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Emergency {
+    /// Stops serving, and lets go of the node.
+    pub fn close(self) {
+        self.task.abort();
+    }
+}
+
+/// Binds `addr` and serves emergency links until closed, under `url` (the address the outside
+/// world uses; by default `http://ADDR/shl`).
 pub async fn serve(
     client: Client,
     addr: SocketAddr,
     url: Option<String>,
-) -> Result<String, NodeError> {
+) -> Result<Emergency, NodeError> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| NodeError::Failed(format!("cannot serve emergency links on {addr}: {e}")))?;
@@ -80,14 +96,14 @@ pub async fn serve(
             client,
             base: base.clone(),
         });
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         let service = app.into_make_service_with_connect_info::<SocketAddr>();
         if let Err(error) = axum::serve(listener, service).await {
             tracing::error!(%error, "the emergency link server stopped");
         }
     });
     tracing::info!(%bound, %base, "serving emergency links");
-    Ok(base)
+    Ok(Emergency { base, task })
 }
 
 fn cors(mut response: Response) -> Response {

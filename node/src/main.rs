@@ -157,7 +157,7 @@ async fn serve(
                 .map_err(|e| format!("cannot listen on {addr}: {e}"))?,
         );
     }
-    let emergency_url = match emergency {
+    let emergency = match emergency {
         None => None,
         Some((addr, url)) => Some(
             phr_node::emergency::serve(client.clone(), addr, url)
@@ -165,6 +165,7 @@ async fn serve(
                 .map_err(|e| e.to_string())?,
         ),
     };
+    let emergency_url = emergency.as_ref().map(|served| served.base.clone());
     let control = control::serve(client.clone(), &dir, peer.to_string(), emergency_url)
         .await
         .map_err(|e| e.to_string())?;
@@ -178,6 +179,12 @@ async fn serve(
     }
     tracing::info!("stopping");
     control.close();
+    if let Some(emergency) = emergency {
+        emergency.close();
+    }
+    // Stopped outright: a connection the control API or the emergency server was still
+    // answering would otherwise hold a client, and the node would run on.
+    client.stop().await;
     drop(client);
     task.await
         .map_err(|e| format!("the node stopped abnormally: {e}"))?;

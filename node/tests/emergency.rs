@@ -123,6 +123,11 @@ fn a_clinician_opens_the_patients_link_the_patient_sees_it_and_a_revoked_link_is
     net.ok("laptop", &["emergency", "revoke", &id[..8]]);
     let refused = paramedic_opens(&net, &link, Some("472913")).unwrap_err();
     assert!(refused.contains("the link is gone"), "{refused}");
+
+    // The node stops when asked: the emergency server held a handle on it, and a node serving
+    // links ran on after `phr node stop` (which waits for the process to end, and fails if it
+    // does not).
+    net.stop("laptop");
 }
 
 #[test]

@@ -19,6 +19,22 @@ use crate::{
     },
 };
 
+/// Notes that `record` changed, by what came from `from` (`None`: this node, or unknown).
+fn note_changed(
+    changed: &mut BTreeMap<RecordId, Option<PeerId>>,
+    record: RecordId,
+    from: Option<PeerId>,
+) {
+    changed
+        .entry(record)
+        .and_modify(|source| {
+            if *source != from {
+                *source = None;
+            }
+        })
+        .or_insert(from);
+}
+
 /// Messages to send: (to, bytes).
 pub type Outbox = Vec<(PeerId, Vec<u8>)>;
 
@@ -85,9 +101,10 @@ pub struct Engine {
     /// This node's device key, with which its sessions pack the run of its own small writes a
     /// peer lacks into one blob ([`Engine::set_signer`]).
     signer: Option<crate::keys::SigningKey>,
-    /// The records whose items changed since [`Engine::take_changed`] was last asked: what a
+    /// The records whose items changed since [`Engine::take_changed`] was last asked, each with
+    /// the one peer all its changes came from (`None`: several, or this node's own): what a
     /// node offers its connected peers.
-    changed: BTreeSet<RecordId>,
+    changed: BTreeMap<RecordId, Option<PeerId>>,
 }
 
 /// [`Engine::admitted_peers`] as last worked out: valid while no ledger changed
@@ -171,7 +188,7 @@ impl Engine {
             admitted: std::sync::Mutex::new(None),
             ended: Vec::new(),
             signer: None,
-            changed: BTreeSet::new(),
+            changed: BTreeMap::new(),
         };
         for id in store.records()? {
             engine
@@ -283,7 +300,7 @@ impl Engine {
                         .all(|s| before.blob_ids(s).eq(replica.blob_ids(s)))
                 });
             if !same {
-                self.changed.insert(id);
+                note_changed(&mut self.changed, id, None);
             }
             added |= self.replicas.insert(id, replica).is_none();
             reopened += 1;
@@ -300,10 +317,11 @@ impl Engine {
     }
 
     /// The records whose items changed since the last call (taken in from a peer, or read
-    /// again after another process wrote them), and forgets them: a node offers each to the
-    /// connected peers it admits ([`Engine::start_for`]), so one patient's change costs the same
-    /// whatever the number of records and peers.
-    pub fn take_changed(&mut self) -> BTreeSet<RecordId> {
+    /// again after another process wrote them), each with the one peer all its changes came
+    /// from (`None`: several, or this node's own), and forgets them: a node offers each to the
+    /// connected peers it admits but that one ([`Engine::start_for`]), so one patient's change
+    /// costs the same whatever the number of records and peers.
+    pub fn take_changed(&mut self) -> BTreeMap<RecordId, Option<PeerId>> {
         std::mem::take(&mut self.changed)
     }
 
@@ -611,7 +629,7 @@ impl Engine {
         let done = initiator.is_done();
         if items_of(local.replica) != before {
             self.taken_in += 1;
-            self.changed.insert(record);
+            note_changed(&mut self.changed, record, Some(key.0));
         }
         if local.replica.ledger().len() != ops_before {
             self.ledgers += 1;
@@ -691,7 +709,7 @@ impl Engine {
         };
         if items_of(local.replica) != before {
             self.taken_in += 1;
-            self.changed.insert(record);
+            note_changed(&mut self.changed, record, Some(key.0));
         }
         if local.replica.ledger().len() != ops_before {
             self.ledgers += 1;

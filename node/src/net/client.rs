@@ -23,6 +23,8 @@ pub(super) type Reply<T> = oneshot::Sender<T>;
 /// A request to the event loop.
 #[derive(Debug)]
 pub(super) enum Command {
+    /// Stop: the event loop ends, whatever other clients are still held.
+    Stop,
     Listen {
         addr: Multiaddr,
         reply: Reply<Result<Multiaddr, String>>,
@@ -193,6 +195,13 @@ impl Client {
             reply,
         })
         .await
+    }
+
+    /// Stops the node: its event loop ends (giving the home back, see [`crate::Node::run`])
+    /// even while other clients are held, an HTTP connection still open on the control API,
+    /// say. A node stopped already is not an error.
+    pub async fn stop(&self) {
+        let _ = self.commands.send(Command::Stop).await;
     }
 
     /// The node, its records and its peers.

@@ -102,7 +102,7 @@ impl Node {
         // What the command changed goes to the peers its records admit; if it changed who is
         // admitted (a grant, a patient accepted), everything goes to every connected peer.
         if self.engine.ledger_changes() == ledgers {
-            self.offer_changed(None);
+            self.offer_changed();
         } else {
             self.offer_all();
         }

@@ -181,7 +181,7 @@ impl Node {
                 tracing::error!(%error, "cannot read the record after logging an access");
             }
         }
-        self.offer_changed(None);
+        self.offer_changed();
     }
 }
 

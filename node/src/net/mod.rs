@@ -422,8 +422,8 @@ impl Node {
             tokio::select! {
                 biased;
                 command = self.inbox.recv() => match command {
+                    Some(Command::Stop) | None => break,
                     Some(command) => self.on_command(command),
-                    None => break,
                 },
                 _ = tick.tick() => self.on_tick(),
                 event = self.swarm.select_next_some() => self.on_event(event),
@@ -468,6 +468,8 @@ impl Node {
             return;
         }
         match command {
+            // The event loop takes it before it gets here.
+            Command::Stop => {}
             Command::Listen { addr, reply } => match self.swarm.listen_on(addr) {
                 Ok(_) => self.listening.push(reply),
                 Err(e) => {
@@ -596,11 +598,11 @@ impl Node {
         }
     }
 
-    /// Offers the records that changed ([`Engine::take_changed`]) to every connected peer but
-    /// `except`, each to the peers it admits: a session per such record now, or, with a session
-    /// under way, a full offer as soon as it ends. One patient's write costs the sessions of
-    /// that record, not a walk of every record for every connected peer.
-    fn offer_changed(&mut self, except: Option<libp2p::PeerId>) {
+    /// Offers the records that changed ([`Engine::take_changed`]) to the connected peers each
+    /// admits, but the peer all its changes came from: a session per such record now, or, with
+    /// a session under way, a full offer as soon as it ends. One patient's write costs the
+    /// sessions of that record, not a walk of every record for every connected peer.
+    fn offer_changed(&mut self) {
         let changed = self.engine.take_changed();
         if changed.is_empty() {
             return;
@@ -611,12 +613,17 @@ impl Node {
         let (vault, age) = home.sync_parts();
         let now = Self::now();
         let connected: Vec<libp2p::PeerId> = self.swarm.connected_peers().copied().collect();
-        for peer in connected.into_iter().filter(|p| Some(*p) != except) {
+        for peer in connected {
             let Some(phr_peer) = from_libp2p(&peer) else {
                 continue;
             };
+            let records: BTreeSet<RecordId> = changed
+                .iter()
+                .filter(|(_, from)| **from != Some(phr_peer))
+                .map(|(record, _)| *record)
+                .collect();
             if self.engine.is_initiating_with(&phr_peer) {
-                let admits = changed.iter().any(|record| {
+                let admits = records.iter().any(|record| {
                     self.engine
                         .replicas()
                         .get(record)
@@ -631,7 +638,7 @@ impl Node {
             self.next_session = self.next_session.wrapping_add(1 << 16);
             let out = self
                 .engine
-                .start_for(vault, age, phr_peer, &changed, session, now);
+                .start_for(vault, age, phr_peer, &records, session, now);
             for (to, bytes) in out {
                 self.swarm
                     .behaviour_mut()
@@ -980,7 +987,7 @@ impl Node {
             .behaviour_mut()
             .sync
             .send_response(channel, Frame(reply.unwrap_or_default()));
-        self.after_receive(peer, before);
+        self.after_receive(before);
     }
 
     fn on_response(&mut self, peer: libp2p::PeerId, bytes: Vec<u8>) {
@@ -998,19 +1005,20 @@ impl Node {
                 .sync
                 .send_request(&peer, Frame(next));
         }
-        self.after_receive(peer, before);
+        self.after_receive(before);
     }
 
-    /// Something new arrived from `peer`: pass it on to the other connected peers. What
-    /// follows from the ledgers (names, addresses kept, the gate's admitted peers) is worked
-    /// out again only when a ledger changed: a write of one patient costs the same at any N.
-    fn after_receive(&mut self, peer: libp2p::PeerId, (taken_in, ledgers): (u64, u64)) {
+    /// Something new arrived: pass it on to the other connected peers (not back to the one it
+    /// came from). What follows from the ledgers (names, addresses kept, the gate's admitted
+    /// peers) is worked out again only when a ledger changed: a write of one patient costs the
+    /// same at any N.
+    fn after_receive(&mut self, (taken_in, ledgers): (u64, u64)) {
         if self.engine.ledger_changes() != ledgers {
             self.learn_from_home();
             self.update_gate();
         }
         if self.engine.taken_in() != taken_in {
-            self.offer_changed(Some(peer));
+            self.offer_changed();
         }
     }
 

@@ -1395,8 +1395,8 @@ fn a_packed_compaction_that_inflates_past_its_bound_is_refused_and_the_rest_load
 }
 
 /// A node holding many records offers a change only where it belongs: the engine names the
-/// records whose items changed (taken in from a peer, or written by another process), and a
-/// session started for them goes to a peer only for the records that admit it.
+/// records whose items changed (taken in from a peer, with that peer, or written by another
+/// process), and a session started for them goes to a peer only for the records that admit it.
 #[test]
 fn the_records_that_changed_are_named_once_and_offered_only_to_the_peers_they_admit() {
     let mut ann = Node::patient();
@@ -1412,7 +1412,11 @@ fn the_records_that_changed_are_named_once_and_offered_only_to_the_peers_they_ad
     let (ann_id, bob_id) = (ann.replica.id(), bob.replica.id());
     run_session(&ann, &mut ann_engine, &gp, &mut gp_engine);
     run_session(&bob, &mut bob_engine, &gp, &mut gp_engine);
-    assert_eq!(gp_engine.take_changed(), BTreeSet::from([ann_id, bob_id]));
+    assert_eq!(
+        gp_engine.take_changed(),
+        BTreeMap::from([(ann_id, Some(ann.peer())), (bob_id, Some(bob.peer()))]),
+        "each record named with the peer its changes came from"
+    );
     assert!(
         gp_engine.take_changed().is_empty(),
         "each change named once"
@@ -1422,15 +1426,17 @@ fn the_records_that_changed_are_named_once_and_offered_only_to_the_peers_they_ad
     run_session(&ann, &mut ann_engine, &gp, &mut gp_engine);
     assert!(gp_engine.take_changed().is_empty());
 
-    // Ann writes again: only her record changed at the GP's.
+    // Ann writes again: her own engine names her record as its own change; at the GP's, only
+    // her record changed.
     ann_engine.take_changed();
     ann.write(Section::Summary, 1);
     ann_engine.refresh(&ann.store, &ann.keys.age).unwrap();
-    assert_eq!(ann_engine.take_changed(), BTreeSet::from([ann_id]));
+    assert_eq!(ann_engine.take_changed(), BTreeMap::from([(ann_id, None)]));
     run_session(&ann, &mut ann_engine, &gp, &mut gp_engine);
     let changed = gp_engine.take_changed();
-    assert_eq!(changed, BTreeSet::from([ann_id]));
+    assert_eq!(changed, BTreeMap::from([(ann_id, Some(ann.peer()))]));
     // Offered to Ann's device, and not to Bob's, which her record does not admit.
+    let changed: BTreeSet<RecordId> = changed.into_keys().collect();
     let to_bob = gp_engine.start_for(&gp.store, &gp.keys.age, bob.peer(), &changed, 100, T0);
     assert!(to_bob.is_empty());
     let to_ann = gp_engine.start_for(&gp.store, &gp.keys.age, ann.peer(), &changed, 200, T0);
@@ -1438,10 +1444,10 @@ fn the_records_that_changed_are_named_once_and_offered_only_to_the_peers_they_ad
     assert_eq!(to_ann[0].0, ann.peer());
 
     // The GP writes to Bob's record in another process (a `phr --patient` command): read
-    // again, it is the one named (Ann's, read again too as the engine stored to it since, holds
-    // what it held).
+    // again, it is the one named, as the GP's own (Ann's, read again too as the engine stored
+    // to it since, holds what it held).
     gp.replica = Replica::open(&gp.store, bob_id, gp.peer(), &gp.keys.age).unwrap();
     gp.write(Section::Summary, 1);
     gp_engine.refresh(&gp.store, &gp.keys.age).unwrap();
-    assert_eq!(gp_engine.take_changed(), BTreeSet::from([bob_id]));
+    assert_eq!(gp_engine.take_changed(), BTreeMap::from([(bob_id, None)]));
 }
