@@ -196,3 +196,18 @@ fn main() -> ExitCode {
         Err(error) => exit::report(&error),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A link id is base64url, so one in 64 starts with `-`: it is still an id, not an option.
+    #[test]
+    fn a_link_id_that_starts_with_a_hyphen_is_taken_as_the_id() {
+        let cli = Cli::try_parse_from(["phr", "emergency", "revoke", "-vcWbU1g"]).unwrap();
+        let Command::Emergency(args) = cli.command else {
+            panic!("not the emergency command: {cli:?}");
+        };
+        assert!(format!("{args:?}").contains("\"-vcWbU1g\""), "{args:?}");
+    }
+}

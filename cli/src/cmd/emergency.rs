@@ -85,7 +85,8 @@ enum Command {
     Links,
     /// Revoke a link: its manifest is gone from now on
     Revoke {
-        /// The link's id (at least its first 6 characters)
+        /// The link's id (at least its first 6 characters; an id may start with `-`)
+        #[arg(allow_hyphen_values = true)]
         id: String,
     },
     /// Break-glass: name providers who may read the summary in an emergency (the patient), or
