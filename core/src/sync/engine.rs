@@ -506,7 +506,13 @@ impl Engine {
             self.replicas.insert(probe, stranger);
             records.push(probe);
         }
-        self.open_sessions(store, age, peer, records, session, now_ms)
+        let out = self.open_sessions(store, age, peer, records, session, now_ms);
+        // The probe's replica, if it is not held, is not kept: its session's later messages
+        // make a fresh one, as for any record not held. (Nothing else here is not held.)
+        if probe.is_some() {
+            self.replicas.retain(|_, r| r.is_held());
+        }
+        out
     }
 
     /// Starts a session with `peer` for each of `records` that this node holds and whose
@@ -569,7 +575,6 @@ impl Engine {
                 Err(error) => self.ended.push(Ended::Failed { peer, error }),
             }
         }
-        self.replicas.retain(|_, r| r.is_held());
         out
     }
 
