@@ -1451,3 +1451,117 @@ fn the_records_that_changed_are_named_once_and_offered_only_to_the_peers_they_ad
     gp_engine.refresh(&gp.store, &gp.keys.age).unwrap();
     assert_eq!(gp_engine.take_changed(), BTreeMap::from([(bob_id, None)]));
 }
+
+/// What a hostile peer can do with the newest-items listing. A responder that lists newer ids
+/// in a later answer, or more than the limit, and an initiator that gives a time for a topic it
+/// does not reconcile, or for a topic twice, end the session with a typed error and change
+/// nothing. A responder listing an id it does not hold costs the initiator one request for it:
+/// the session still ends, in step.
+#[test]
+fn hostile_newer_and_newest_lists_end_the_session_or_cost_one_request() {
+    let (mut laptop, mut phone, _) = laptop_phone_tablet();
+    laptop.write(Section::Summary, 2);
+    let decoded = |bytes: &[u8]| Incoming::decode(bytes).unwrap();
+
+    // Newer ids in an answer after the first.
+    let (_, mut initiator, _) = half_open(&mut laptop, &mut phone);
+    let late = Message::Response(Response {
+        session: initiator.id(),
+        seq: 1,
+        reconcile: Vec::new(),
+        items: Vec::new(),
+        stored: Vec::new(),
+        newer: vec![(Topic::Section(Section::Summary), vec![[7; 32]])],
+    })
+    .encode();
+    let result = initiator.receive(&mut phone.local(), decoded(&late), T0);
+    assert!(
+        matches!(result, Err(SyncError::Malformed(ref m)) if m.contains("opening request")),
+        "{result:?}"
+    );
+
+    // More newer ids than the limit: refused before a session sees them.
+    let many = Message::Response(Response {
+        session: 1,
+        seq: 0,
+        reconcile: Vec::new(),
+        items: Vec::new(),
+        stored: Vec::new(),
+        newer: vec![(
+            Topic::Section(Section::Summary),
+            vec![[7; 32]; crate::sync::message::NEWER_IDS_MAX + 1],
+        )],
+    })
+    .encode();
+    assert!(matches!(
+        Incoming::decode(&many),
+        Err(SyncError::Malformed(_))
+    ));
+
+    // An opening request giving a time for a topic it does not reconcile, or one topic twice.
+    let commits = laptop.store.commits();
+    let (_, opening) = InitiatorSession::start(&phone.local(), laptop.peer(), 11, T0).unwrap();
+    let Message::Request(mut request) = decoded(&opening).message else {
+        unreachable!("an initiator sends requests")
+    };
+    request
+        .reconcile
+        .retain(|(topic, _)| *topic == Topic::Ledger);
+    let stray = Message::Request(request.clone()).encode();
+    let result = ResponderSession::open(&mut laptop.local(), phone.peer(), decoded(&stray), T0);
+    assert!(
+        matches!(result, Err(SyncError::Malformed(ref m)) if m.contains("not reconciled")),
+        "{:?}",
+        result.err()
+    );
+    request.newest = vec![(Topic::Ledger, None), (Topic::Ledger, Some(1))];
+    let twice = Message::Request(request).encode();
+    assert!(matches!(
+        Incoming::decode(&twice),
+        Err(SyncError::Malformed(_))
+    ));
+    assert_eq!(laptop.store.commits(), commits, "nothing stored");
+
+    // An honest first answer with an id the responder does not hold added to its list: the
+    // phone asks for it, gets nothing for it, and the session ends with the phone in step.
+    let (mut initiator, opening) =
+        InitiatorSession::start(&phone.local(), laptop.peer(), 13, T0).unwrap();
+    let phone_peer = phone.peer();
+    let (mut responder, answer) =
+        ResponderSession::open(&mut laptop.local(), phone_peer, decoded(&opening), T0).unwrap();
+    let Message::Response(mut first) = decoded(&answer.unwrap()).message else {
+        unreachable!("a responder sends responses")
+    };
+    let fake = [7; 32];
+    match first
+        .newer
+        .iter_mut()
+        .find(|(topic, _)| *topic == Topic::Section(Section::Summary))
+    {
+        Some((_, ids)) => ids.push(fake),
+        None => first
+            .newer
+            .push((Topic::Section(Section::Summary), vec![fake])),
+    }
+    let mut answer = Some(Message::Response(first).encode());
+    let mut asked_for_fake = false;
+    for _ in 0..16 {
+        let Some(bytes) = answer else { break };
+        let request = initiator
+            .receive(&mut phone.local(), decoded(&bytes), T0)
+            .unwrap()
+            .unwrap();
+        if let Message::Request(r) = decoded(&request).message {
+            asked_for_fake |= r.want.iter().any(|(_, ids)| ids.contains(&fake));
+        }
+        answer = responder
+            .receive(&mut laptop.local(), decoded(&request), T0)
+            .unwrap();
+    }
+    assert!(asked_for_fake, "the listed id was asked for");
+    assert!(initiator.is_done());
+    assert_eq!(
+        phone.blobs(Section::Summary),
+        laptop.blobs(Section::Summary)
+    );
+}
