@@ -197,7 +197,7 @@ impl Client {
         .await
     }
 
-    /// Stops the node: its event loop ends (giving the home back, see [`crate::Node::run`])
+    /// Stops the node: its event loop ends (giving the home back, see [`crate::net::Node::run`])
     /// even while other clients are held, an HTTP connection still open on the control API,
     /// say. A node stopped already is not an error.
     pub async fn stop(&self) {
