@@ -332,7 +332,6 @@ impl InitiatorSession {
 
         let reconcile = self.reconcile(local, response.reconcile, now_ms)?;
         self.take_newer(response.seq, response.newer)?;
-        self.pack_pushes(local, now_ms)?;
         self.take_items(local, response.items, now_ms)?;
         let pushed = std::mem::take(&mut self.pushed_audit);
         let confirmed = confirmed_of(&pushed, &response.stored);
@@ -406,41 +405,6 @@ impl InitiatorSession {
                 )));
             }
             self.want.extend(ids.into_iter().map(|id| (topic, id)));
-        }
-        Ok(())
-    }
-
-    /// Packs the run of this device's own changes blobs among those still to push, per section,
-    /// into run compactions ([`Replica::form_run`]), and pushes those in their place: the writes
-    /// a phone made offline reach the laptop as one blob. Owner devices with their key only.
-    fn pack_pushes(&mut self, local: &mut Local<'_>, now_ms: i64) -> Result<(), SyncError> {
-        let Some(device) = local.device else {
-            return Ok(());
-        };
-        let sections: BTreeSet<Section> = self
-            .push
-            .iter()
-            .filter_map(|(topic, _)| match topic {
-                Topic::Section(section) => Some(*section),
-                Topic::Ledger => None,
-            })
-            .collect();
-        for section in sections {
-            let topic = Topic::Section(section);
-            let ids: Vec<BlobId> = self
-                .push
-                .iter()
-                .filter(|(t, _)| *t == topic)
-                .map(|(_, id)| BlobId(*id))
-                .collect();
-            let runs = form_runs(local, device, section, &ids, now_ms)?;
-            if runs.is_empty() {
-                continue;
-            }
-            let stored: BTreeSet<BlobId> = local.replica.blob_ids(section).collect();
-            self.push
-                .retain(|(t, id)| *t != topic || stored.contains(&BlobId(*id)));
-            self.push.extend(runs.into_iter().map(|run| (topic, run.0)));
         }
         Ok(())
     }
@@ -858,32 +822,9 @@ impl ResponderSession {
     }
 }
 
-/// The most run compactions one side of a session forms for one topic: up to 64 times
+/// The most run compactions a responder forms for one topic of one session: up to 64 times
 /// `RUN_BLOBS_MAX` changes blobs packed (a new device's first sync of a large record).
 const RUNS_PER_SESSION_MAX: usize = 64;
-
-/// Packs this device's own changes blobs of `section` among `ids` into run compactions
-/// ([`Replica::form_run`]); returns their ids. One run takes at most `RUN_BLOBS_MAX` blobs: a
-/// device that lacks thousands (a new one) gets several, each formed from what the last left.
-fn form_runs(
-    local: &mut Local<'_>,
-    device: &SigningKey,
-    section: Section,
-    ids: &[BlobId],
-    now_ms: i64,
-) -> Result<Vec<BlobId>, SyncError> {
-    let mut runs = Vec::new();
-    while ids.len() >= crate::replica::RUN_BLOBS_MIN && runs.len() < RUNS_PER_SESSION_MAX {
-        match local
-            .replica
-            .form_run(local.store, device, section, ids, now_ms)?
-        {
-            Some(run) => runs.push(run),
-            None => break,
-        }
-    }
-    Ok(runs)
-}
 
 /// Splits what the responder offers in a topic at the initiator's latest time: the items up to
 /// it (reconciled), and the ids of those after it (listed outright), unless there are more of
@@ -906,7 +847,19 @@ fn split_newer(
             .filter(|item| later(item))
             .map(|(_, id)| BlobId(*id))
             .collect();
-        if !form_runs(local, device, section, &ids, now_ms)?.is_empty() {
+        // One run takes at most `RUN_BLOBS_MAX` blobs: a device that lacks thousands (a new
+        // one) gets several runs, each formed from what the last left.
+        let mut formed = 0;
+        while ids.len() >= crate::replica::RUN_BLOBS_MIN
+            && formed < RUNS_PER_SESSION_MAX
+            && local
+                .replica
+                .form_run(local.store, device, section, &ids, now_ms)?
+                .is_some()
+        {
+            formed += 1;
+        }
+        if formed > 0 {
             items = local.replica.offer(peer, topic, now_ms);
         }
     }
