@@ -40,11 +40,10 @@ fn paramedic_opens(net: &Homes, link: &str, passcode: Option<&str>) -> Result<St
     }
 }
 
-#[test]
-fn a_clinician_opens_the_patients_link_the_patient_sees_it_and_a_revoked_link_is_gone() {
-    let net = Homes::new();
+/// The patient whose links these tests serve, in `home`.
+fn init_patient(net: &Homes, home: &str) {
     net.ok(
-        "laptop",
+        home,
         &[
             "init",
             "--name",
@@ -53,8 +52,12 @@ fn a_clinician_opens_the_patients_link_the_patient_sees_it_and_a_revoked_link_is
             "1972-05-01",
         ],
     );
+}
+
+/// A severe penicillin allergy, for the emergency summary to carry.
+fn add_allergy(net: &Homes, home: &str) {
     net.ok(
-        "laptop",
+        home,
         &[
             "add",
             "allergy",
@@ -65,6 +68,13 @@ fn a_clinician_opens_the_patients_link_the_patient_sees_it_and_a_revoked_link_is
             "high",
         ],
     );
+}
+
+#[test]
+fn a_clinician_opens_the_patients_link_the_patient_sees_it_and_a_revoked_link_is_gone() {
+    let net = Homes::new();
+    init_patient(&net, "laptop");
+    add_allergy(&net, "laptop");
     net.ok("laptop", &["add", "medication", "Warfarin 3mg tablets"]);
     net.start("laptop", &["--emergency-listen", "127.0.0.1:0"]);
     let made = net.json(
@@ -133,28 +143,8 @@ fn a_clinician_opens_the_patients_link_the_patient_sees_it_and_a_revoked_link_is
 #[test]
 fn a_named_provider_breaks_the_glass_with_a_reason_and_an_unnamed_one_is_refused_both_logged() {
     let net = Homes::new();
-    net.ok(
-        "server",
-        &[
-            "init",
-            "--name",
-            "Martha DeLarosa",
-            "--birth-date",
-            "1972-05-01",
-        ],
-    );
-    net.ok(
-        "server",
-        &[
-            "add",
-            "allergy",
-            "penicillin",
-            "--reaction",
-            "anaphylaxis",
-            "--criticality",
-            "high",
-        ],
-    );
+    init_patient(&net, "server");
+    add_allergy(&net, "server");
     net.start("server", &["--emergency-listen", "127.0.0.1:0"]);
     net.ok(
         "ae",
@@ -228,16 +218,7 @@ fn a_named_provider_breaks_the_glass_with_a_reason_and_an_unnamed_one_is_refused
 #[test]
 fn requests_past_the_hours_budget_for_a_link_are_refused_unlogged() {
     let net = Homes::new();
-    net.ok(
-        "laptop",
-        &[
-            "init",
-            "--name",
-            "Martha DeLarosa",
-            "--birth-date",
-            "1972-05-01",
-        ],
-    );
+    init_patient(&net, "laptop");
     net.start("laptop", &["--emergency-listen", "127.0.0.1:0"]);
     let made = net.json("laptop", &["emergency", "link"]);
     let link = made["link"].as_str().unwrap().to_string();
@@ -277,16 +258,7 @@ fn requests_past_the_hours_budget_for_a_link_are_refused_unlogged() {
 #[test]
 fn a_fake_providers_break_glass_requests_past_the_hours_budget_are_refused_unlogged() {
     let net = Homes::new();
-    net.ok(
-        "server",
-        &[
-            "init",
-            "--name",
-            "Martha DeLarosa",
-            "--birth-date",
-            "1972-05-01",
-        ],
-    );
+    init_patient(&net, "server");
     net.start("server", &["--emergency-listen", "127.0.0.1:0"]);
     let url = net.json("server", &["emergency", "break-glass", "allowed"])["url"]
         .as_str()
